@@ -1,0 +1,301 @@
+//! The static config file: listen addresses and the global proxy defaults.
+//!
+//! Keys and defaults follow the ingress-nginx ConfigMap (`proxy-read-timeout`,
+//! `upstream-keepalive-connections`, ...) so operators recognise them. Per-Ingress
+//! annotations override the proxy defaults; command-line flags override the addresses.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::units;
+
+pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:80";
+pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:10254";
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_BODY_SIZE: u64 = 1 << 20;
+pub const DEFAULT_UPSTREAM_KEEPALIVE_CONNECTIONS: usize = 320;
+pub const DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_UPSTREAM_KEEPALIVE_REQUESTS: u32 = 10_000;
+pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(75);
+pub const DEFAULT_KEEP_ALIVE_REQUESTS: u32 = 1_000;
+pub const DEFAULT_MAX_HEADER_SIZE: u64 = 32 << 10;
+pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(10);
+pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_MANIFESTS_POLL_INTERVAL: Duration = Duration::from_millis(250);
+/// hyper refuses HTTP/1 read buffers below 8 KiB; a smaller header limit is raised to it.
+const MIN_HEADER_SIZE: u64 = 8 << 10;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("invalid config field `{field}`: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+}
+
+/// The config file, flat like the ingress-nginx ConfigMap it mirrors.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+
+    #[serde(with = "units::duration")]
+    pub proxy_connect_timeout: Duration,
+    /// Between two reads from the upstream, including the wait for the response head.
+    #[serde(with = "units::duration")]
+    pub proxy_read_timeout: Duration,
+    /// Between two writes to the upstream.
+    #[serde(with = "units::duration")]
+    pub proxy_send_timeout: Duration,
+    /// Request body limit in bytes; 0 means unlimited.
+    #[serde(with = "units::size")]
+    pub proxy_body_size: u64,
+
+    /// Idle upstream connections kept per endpoint.
+    pub upstream_keepalive_connections: usize,
+    #[serde(with = "units::duration")]
+    pub upstream_keepalive_timeout: Duration,
+    pub upstream_keepalive_requests: u32,
+
+    /// Idle time allowed between two client requests, and for reading a request head.
+    #[serde(with = "units::duration")]
+    pub keep_alive: Duration,
+    pub keep_alive_requests: u32,
+    /// Largest request head accepted (HTTP/1 buffer, HTTP/2 header list).
+    #[serde(with = "units::size")]
+    pub max_header_size: u64,
+
+    /// How long `/healthz` reports 503 while still accepting, so the edge tier notices.
+    #[serde(with = "units::duration")]
+    pub shutdown_grace_period: Duration,
+    /// How long in-flight requests and open WebSockets get after accepting stops.
+    #[serde(with = "units::duration")]
+    pub drain_timeout: Duration,
+    /// Serves requests that match no Ingress: `namespace/service:port`.
+    pub default_backend: Option<String>,
+    /// Trust `X-Forwarded-Proto/Host/Port` and `X-Real-IP` from the client (an edge
+    /// tier in front); `X-Forwarded-For` is always appended to.
+    pub use_forwarded_headers: bool,
+    /// How often the manifests directory is checked for changes.
+    #[serde(with = "units::duration")]
+    pub manifests_poll_interval: Duration,
+}
+
+/// Per-route settings that annotations can override.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyDefaults {
+    pub proxy_connect_timeout: Duration,
+    pub proxy_read_timeout: Duration,
+    pub proxy_send_timeout: Duration,
+    pub proxy_body_size: u64,
+}
+
+/// Upstream keep-alive pool, per endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub upstream_keepalive_connections: usize,
+    pub upstream_keepalive_timeout: Duration,
+    pub upstream_keepalive_requests: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            http_addr: parse_addr(DEFAULT_HTTP_ADDR),
+            admin_addr: parse_addr(DEFAULT_ADMIN_ADDR),
+            proxy_connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            proxy_read_timeout: DEFAULT_READ_TIMEOUT,
+            proxy_send_timeout: DEFAULT_SEND_TIMEOUT,
+            proxy_body_size: DEFAULT_BODY_SIZE,
+            upstream_keepalive_connections: DEFAULT_UPSTREAM_KEEPALIVE_CONNECTIONS,
+            upstream_keepalive_timeout: DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT,
+            upstream_keepalive_requests: DEFAULT_UPSTREAM_KEEPALIVE_REQUESTS,
+            keep_alive: DEFAULT_KEEP_ALIVE,
+            keep_alive_requests: DEFAULT_KEEP_ALIVE_REQUESTS,
+            max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
+            drain_timeout: DEFAULT_DRAIN_TIMEOUT,
+            default_backend: None,
+            use_forwarded_headers: false,
+            manifests_poll_interval: DEFAULT_MANIFESTS_POLL_INTERVAL,
+        }
+    }
+}
+
+impl Default for ProxyDefaults {
+    fn default() -> Self {
+        Config::default().proxy_defaults()
+    }
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Config::default().pool_config()
+    }
+}
+
+fn parse_addr(s: &str) -> SocketAddr {
+    // The constants above are valid literals; the fallback only guards against typos.
+    s.parse().unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_yaml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.display().to_string(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        let parse_err = |message: String| ConfigError::Parse {
+            path: "<inline>".into(),
+            message,
+        };
+        // An empty file is a valid "all defaults" config.
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let de = serde_yaml::Deserializer::from_str(text);
+        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            parse_err(if path == "." {
+                inner.to_string()
+            } else {
+                format!("{path}: {inner}")
+            })
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.into(),
+            })
+        };
+        if self.proxy_connect_timeout.is_zero() {
+            return invalid("proxy-connect-timeout", "must be greater than zero");
+        }
+        if self.proxy_read_timeout.is_zero() {
+            return invalid("proxy-read-timeout", "must be greater than zero");
+        }
+        if self.proxy_send_timeout.is_zero() {
+            return invalid("proxy-send-timeout", "must be greater than zero");
+        }
+        if self.upstream_keepalive_requests == 0 {
+            return invalid("upstream-keepalive-requests", "must be at least 1");
+        }
+        if self.keep_alive.is_zero() {
+            return invalid("keep-alive", "must be greater than zero");
+        }
+        if self.keep_alive_requests == 0 {
+            return invalid("keep-alive-requests", "must be at least 1");
+        }
+        if self.manifests_poll_interval.is_zero() {
+            return invalid("manifests-poll-interval", "must be greater than zero");
+        }
+        if let Some(backend) = &self.default_backend {
+            if crate::discovery::parse_backend_ref(backend).is_none() {
+                return invalid("default-backend", "expected namespace/service:port");
+            }
+        }
+        Ok(())
+    }
+
+    /// The HTTP/1 read buffer limit handed to hyper, which has a floor of 8 KiB.
+    pub fn max_header_bytes(&self) -> usize {
+        usize::try_from(self.max_header_size.max(MIN_HEADER_SIZE)).unwrap_or(usize::MAX)
+    }
+
+    pub fn proxy_defaults(&self) -> ProxyDefaults {
+        ProxyDefaults {
+            proxy_connect_timeout: self.proxy_connect_timeout,
+            proxy_read_timeout: self.proxy_read_timeout,
+            proxy_send_timeout: self.proxy_send_timeout,
+            proxy_body_size: self.proxy_body_size,
+        }
+    }
+
+    pub fn pool_config(&self) -> PoolConfig {
+        PoolConfig {
+            upstream_keepalive_connections: self.upstream_keepalive_connections,
+            upstream_keepalive_timeout: self.upstream_keepalive_timeout,
+            upstream_keepalive_requests: self.upstream_keepalive_requests,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_ingress_nginx() {
+        let c = Config::from_yaml("").unwrap();
+        assert_eq!(c.proxy_body_size, 1 << 20);
+        assert_eq!(c.upstream_keepalive_connections, 320);
+        assert_eq!(c.keep_alive, Duration::from_secs(75));
+        assert_eq!(c.http_addr.port(), 80);
+        assert_eq!(c.admin_addr.port(), 10254);
+    }
+
+    #[test]
+    fn production_example_parses() {
+        let text = include_str!("../config/production.yaml");
+        let c = Config::from_yaml(text).unwrap();
+        assert_eq!(c.proxy_connect_timeout, Duration::from_secs(1));
+        assert_eq!(c.proxy_read_timeout, Duration::from_secs(3));
+        assert_eq!(c.proxy_send_timeout, Duration::from_secs(3));
+        assert_eq!(c.upstream_keepalive_connections, 200);
+        assert_eq!(c.upstream_keepalive_timeout, Duration::from_secs(100));
+        assert_eq!(c.upstream_keepalive_requests, 10_000);
+        assert_eq!(c.keep_alive_requests, 10_000);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = Config::from_yaml("proxy-read-timeout: soon")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy-read-timeout"), "{err}");
+        let err = Config::from_yaml("proxy-raed-timeout: 1s")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("proxy-raed-timeout"), "{err}");
+        let err = Config::from_yaml("keep-alive-requests: 0")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("keep-alive-requests"), "{err}");
+        let err = Config::from_yaml("default-backend: nope")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("default-backend"), "{err}");
+    }
+}

@@ -1,0 +1,176 @@
+//! Per-Ingress annotations: the one table of known keys and their parsing.
+//!
+//! Every key is read under `sluice.io/` and, with the same meaning and value syntax,
+//! under `nginx.ingress.kubernetes.io/`, so Ingresses migrate unchanged. When both
+//! prefixes set a key, `sluice.io/` wins.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use thiserror::Error;
+
+use crate::config::ProxyDefaults;
+use crate::routing::{Protocol, RoutePolicy};
+use crate::units::{parse_duration, parse_size};
+
+pub const SLUICE_PREFIX: &str = "sluice.io/";
+pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
+
+/// The known keys, without prefix.
+pub const KNOWN_KEYS: &[&str] = &[
+    "proxy-connect-timeout",
+    "proxy-read-timeout",
+    "proxy-send-timeout",
+    "proxy-body-size",
+    "backend-protocol",
+];
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("annotation {key}: {message}")]
+pub struct AnnotationError {
+    /// The full annotation name, with the prefix the user wrote.
+    pub key: String,
+    pub message: String,
+}
+
+/// What an Ingress's annotations override; `None` keeps the global default.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IngressAnnotations {
+    pub connect_timeout: Option<Duration>,
+    pub read_timeout: Option<Duration>,
+    pub send_timeout: Option<Duration>,
+    pub body_size: Option<u64>,
+    pub backend_protocol: Option<Protocol>,
+}
+
+impl IngressAnnotations {
+    pub fn parse(annotations: Option<&BTreeMap<String, String>>) -> Result<Self, AnnotationError> {
+        let mut parsed = IngressAnnotations::default();
+        let Some(annotations) = annotations else {
+            return Ok(parsed);
+        };
+        for &key in KNOWN_KEYS {
+            let Some((full_key, value)) = lookup(annotations, key) else {
+                continue;
+            };
+            let invalid = |message: String| AnnotationError {
+                key: full_key.to_owned(),
+                message,
+            };
+            let duration = || parse_duration(value).map_err(|e| invalid(e.to_string()));
+            match key {
+                "proxy-connect-timeout" => {
+                    parsed.connect_timeout = Some(nonzero(duration()?, &invalid)?)
+                }
+                "proxy-read-timeout" => parsed.read_timeout = Some(nonzero(duration()?, &invalid)?),
+                "proxy-send-timeout" => parsed.send_timeout = Some(nonzero(duration()?, &invalid)?),
+                "proxy-body-size" => {
+                    parsed.body_size = Some(parse_size(value).map_err(|e| invalid(e.to_string()))?)
+                }
+                "backend-protocol" => {
+                    parsed.backend_protocol = Some(parse_protocol(value).map_err(invalid)?)
+                }
+                _ => {}
+            }
+        }
+        Ok(parsed)
+    }
+
+    pub fn policy(&self, defaults: &ProxyDefaults) -> RoutePolicy {
+        let body_size = self.body_size.unwrap_or(defaults.proxy_body_size);
+        RoutePolicy {
+            connect_timeout: self
+                .connect_timeout
+                .unwrap_or(defaults.proxy_connect_timeout),
+            read_timeout: self.read_timeout.unwrap_or(defaults.proxy_read_timeout),
+            send_timeout: self.send_timeout.unwrap_or(defaults.proxy_send_timeout),
+            body_limit: (body_size > 0).then_some(body_size),
+        }
+    }
+}
+
+fn lookup<'a>(annotations: &'a BTreeMap<String, String>, key: &str) -> Option<(&'a str, &'a str)> {
+    [SLUICE_PREFIX, NGINX_PREFIX].iter().find_map(|prefix| {
+        annotations
+            .get_key_value(&format!("{prefix}{key}"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+    })
+}
+
+fn nonzero(
+    d: Duration,
+    invalid: &impl Fn(String) -> AnnotationError,
+) -> Result<Duration, AnnotationError> {
+    if d.is_zero() {
+        return Err(invalid("must be greater than zero".into()));
+    }
+    Ok(d)
+}
+
+fn parse_protocol(value: &str) -> Result<Protocol, String> {
+    match value.trim().to_ascii_uppercase().as_str() {
+        "HTTP" => Ok(Protocol::Http1),
+        "GRPC" | "H2C" => Ok(Protocol::H2c),
+        "HTTPS" | "GRPCS" => Err(format!(
+            "{value:?} (TLS to the backend) is not supported yet"
+        )),
+        _ => Err(format!(
+            "unknown protocol {value:?}: expected HTTP, GRPC or H2C"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<IngressAnnotations, AnnotationError> {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        IngressAnnotations::parse(Some(&map))
+    }
+
+    #[test]
+    fn both_prefixes_and_sluice_wins() {
+        let a = parse(&[
+            ("nginx.ingress.kubernetes.io/proxy-read-timeout", "30"),
+            ("nginx.ingress.kubernetes.io/proxy-body-size", "8m"),
+            ("sluice.io/proxy-read-timeout", "2s"),
+            ("sluice.io/backend-protocol", "grpc"),
+        ])
+        .unwrap();
+        assert_eq!(a.read_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(a.body_size, Some(8 << 20));
+        assert_eq!(a.backend_protocol, Some(Protocol::H2c));
+        let policy = a.policy(&ProxyDefaults::default());
+        assert_eq!(
+            policy.connect_timeout,
+            crate::config::DEFAULT_CONNECT_TIMEOUT
+        );
+        assert_eq!(policy.body_limit, Some(8 << 20));
+    }
+
+    #[test]
+    fn zero_body_size_is_unlimited() {
+        let a = parse(&[("nginx.ingress.kubernetes.io/proxy-body-size", "0")]).unwrap();
+        assert_eq!(a.policy(&ProxyDefaults::default()).body_limit, None);
+    }
+
+    #[test]
+    fn invalid_values_name_the_annotation() {
+        let cases = [
+            ("sluice.io/proxy-connect-timeout", "soon"),
+            ("nginx.ingress.kubernetes.io/proxy-read-timeout", "0"),
+            ("sluice.io/proxy-body-size", "lots"),
+            ("sluice.io/backend-protocol", "SPDY"),
+            ("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS"),
+        ];
+        for (key, value) in cases {
+            let err = parse(&[(key, value)]).unwrap_err();
+            assert_eq!(err.key, key);
+            assert!(err.to_string().contains(key), "{err}");
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! Discovery: where Kubernetes objects come from and how they become a routing table.
+//!
+//! Sources (the manifests directory now, the Kubernetes watchers later) fill a
+//! `Snapshot`; `translate` turns it into a `RoutingTable` plus warnings, as a pure
+//! function; the `Publisher` swaps the table in and reports what it skipped.
+
+pub mod annotations;
+pub mod manifests;
+pub mod translate;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use thiserror::Error;
+use tokio::time::Instant;
+
+pub use translate::{translate, TranslateOptions};
+
+use crate::balance::EndpointRegistry;
+use crate::lifecycle::Lifecycle;
+use crate::routing::{BackendRef, RoutingTable};
+
+#[derive(Debug, Error)]
+pub enum DiscoveryError {
+    #[error("cannot read manifests directory {path}")]
+    ReadDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The objects sluice routes from, as one consistent set.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub ingresses: Vec<Arc<Ingress>>,
+    pub ingress_classes: Vec<Arc<IngressClass>>,
+    pub services: Vec<Arc<Service>>,
+    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    /// The manifests file each object came from, so warnings can name it.
+    pub sources: HashMap<ObjectRef, Arc<str>>,
+}
+
+/// `Kind namespace/name`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Something skipped while loading or translating; everything else keeps serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    pub file: Option<Arc<str>>,
+    pub object: Option<ObjectRef>,
+    /// Where in the object, e.g. `spec.rules[0].http.paths[1].backend`.
+    pub field: Option<String>,
+    /// A short stable label for metrics: `service-not-found`, `invalid-annotation`...
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl fmt::Display for Warning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{file}: ")?;
+        }
+        if let Some(object) = &self.object {
+            write!(f, "{object}: ")?;
+        }
+        if let Some(field) = &self.field {
+            write!(f, "{field}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Parses `namespace/service:port` (port by number or name).
+pub fn parse_backend_ref(s: &str) -> Option<BackendRef> {
+    let (namespace, rest) = s.split_once('/')?;
+    let (service, port) = rest.rsplit_once(':')?;
+    if namespace.is_empty() || service.is_empty() || port.is_empty() {
+        return None;
+    }
+    Some(BackendRef {
+        namespace: namespace.to_owned(),
+        service: service.to_owned(),
+        port: port.to_owned(),
+    })
+}
+
+/// Translates snapshots and publishes the resulting tables.
+#[derive(Debug)]
+pub struct Publisher {
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    pub endpoints: Arc<EndpointRegistry>,
+    pub options: TranslateOptions,
+    pub lifecycle: Arc<Lifecycle>,
+}
+
+impl Publisher {
+    /// Builds a table from `snapshot` and swaps it in. `source_warnings` are what the
+    /// source itself skipped (unparseable files); they are reported with the rest.
+    pub fn publish(&self, snapshot: &Snapshot, source_warnings: &[Warning]) -> Vec<Warning> {
+        let started = Instant::now();
+        let (table, mut warnings) = translate(snapshot, &self.options, &self.endpoints);
+        for warning in &mut warnings {
+            if warning.file.is_none() {
+                warning.file = warning
+                    .object
+                    .as_ref()
+                    .and_then(|o| snapshot.sources.get(o).cloned());
+            }
+        }
+        warnings.splice(0..0, source_warnings.iter().cloned());
+        for warning in &warnings {
+            tracing::warn!(reason = warning.reason, "skipped: {warning}");
+        }
+        let stats = table.stats;
+        self.table.store(Arc::new(table));
+        // States of pods that left every table go now (the old table, if a request
+        // still holds it, keeps its own references alive until it finishes).
+        let collected = self.endpoints.collect_unused();
+        self.lifecycle.set_configured();
+        tracing::info!(
+            hosts = stats.hosts,
+            routes = stats.routes,
+            backends = stats.backends,
+            endpoints = stats.endpoints,
+            warnings = warnings.len(),
+            collected_endpoints = collected,
+            build_ms = started.elapsed().as_secs_f64() * 1e3,
+            "routing table published"
+        );
+        warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backend_refs() {
+        let r = parse_backend_ref("default/web:80").unwrap();
+        assert_eq!(
+            (r.namespace.as_str(), r.service.as_str(), r.port.as_str()),
+            ("default", "web", "80")
+        );
+        assert_eq!(parse_backend_ref("ns/svc:http").unwrap().port, "http");
+        for bad in [
+            "web:80",
+            "default/web",
+            "/web:80",
+            "default/:80",
+            "default/web:",
+        ] {
+            assert!(parse_backend_ref(bad).is_none(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! The `sluice` command: serve a manifests directory, or `sluice demo`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use sluice::config::Config;
+use sluice::server::{Options, Server};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = "A Kubernetes L7 ingress proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start demo upstreams on loopback and serve config/demo/ in front of them.
+    Demo(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Serve the Kubernetes objects in this directory (Ingress, IngressClass,
+    /// Service, EndpointSlice); edits are picked up while running.
+    #[arg(long, value_name = "DIR")]
+    manifests: Option<PathBuf>,
+    /// Config file (YAML); see config/production.yaml.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Plaintext HTTP/1.1 + h2c listener [default: 0.0.0.0:80, or the config file's].
+    #[arg(long, value_name = "ADDR")]
+    http_addr: Option<SocketAddr>,
+    /// Admin listener: /healthz, /readyz [default: 0.0.0.0:10254, or the config file's].
+    #[arg(long, value_name = "ADDR")]
+    admin_addr: Option<SocketAddr>,
+    /// Runtime worker threads [default: one per CPU].
+    #[arg(long, value_name = "N")]
+    worker_threads: Option<usize>,
+}
+
+const DEMO_MANIFESTS: &str = "config/demo";
+const DEMO_HTTP_ADDR: &str = "127.0.0.1:8080";
+const DEMO_ADMIN_ADDR: &str = "127.0.0.1:10254";
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let (args, demo) = match cli.command {
+        Some(Command::Demo(args)) => (args, true),
+        None => (cli.run, false),
+    };
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = args.worker_threads {
+        runtime.worker_threads(n.max(1));
+    }
+    runtime.build()?.block_on(run(args, demo))
+}
+
+async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None if demo => demo_config()?,
+        None => Config::default(),
+    };
+    if let Some(addr) = args.http_addr {
+        config.http_addr = addr;
+    }
+    if let Some(addr) = args.admin_addr {
+        config.admin_addr = addr;
+    }
+    let manifests = match (args.manifests, demo) {
+        (Some(dir), _) => dir,
+        (None, true) => PathBuf::from(DEMO_MANIFESTS),
+        (None, false) => {
+            bail!("--manifests DIR is required: Kubernetes discovery is not available yet")
+        }
+    };
+    if !manifests.is_dir() {
+        bail!(
+            "manifests directory {} does not exist (run from the repository root for the demo)",
+            manifests.display()
+        );
+    }
+    if demo {
+        sluice::demo::start_pods()
+            .await
+            .context("starting demo upstreams")?;
+    }
+    let server = Server::start(Options { config, manifests }).await?;
+    if demo {
+        print_demo_help(&server);
+    }
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    }
+    server.shutdown();
+    tokio::select! {
+        () = server.wait() => Ok(()),
+        _ = terminate.recv() => exit_now(),
+        _ = interrupt.recv() => exit_now(),
+    }
+}
+
+fn exit_now() -> ! {
+    tracing::warn!("second signal: exiting without waiting for the drain");
+    std::process::exit(1)
+}
+
+fn demo_config() -> anyhow::Result<Config> {
+    Ok(Config {
+        http_addr: DEMO_HTTP_ADDR.parse()?,
+        admin_addr: DEMO_ADMIN_ADDR.parse()?,
+        // Ctrl-C should not wait for an edge tier that does not exist.
+        shutdown_grace_period: Duration::ZERO,
+        drain_timeout: Duration::from_secs(5),
+        ..Config::default()
+    })
+}
+
+fn print_demo_help(server: &Server) {
+    let http = server.http_addr;
+    let admin = server.admin_addr;
+    println!(
+        r#"
+sluice demo is serving config/demo/ on http://{http} (admin on http://{admin})
+
+Try:
+  curl -H 'Host: demo.local' http://{http}/                  # web: two pods, round-robin
+  curl -H 'Host: demo.local' http://{http}/api/orders        # api: one pod slow, one failing 20%
+  curl --http2-prior-knowledge -H 'Host: demo.local' http://{http}/   # h2c on the same port
+  curl -H 'Host: unknown.example' http://{http}/             # 404: no Ingress for this host
+  curl http://{admin}/healthz
+
+Edit config/demo/*.yaml while it runs: changes are served within a second, no restart.
+Ctrl-C to stop.
+"#
+    );
+}

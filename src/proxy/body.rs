@@ -1,0 +1,185 @@
+//! Streaming bodies in both directions. Nothing here buffers a whole body: each
+//! wrapper passes frames through as they come, so backpressure reaches the sender.
+//!
+//! * `RequestBody`: client -> upstream, enforcing `proxy-body-size`.
+//! * `UpstreamBody`: upstream -> client, enforcing `proxy-read-timeout` between frames.
+//! * `ResponseBody`: what the listener sends: a proxied body or a short local one.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+use super::error::ProxyError;
+
+pin_project! {
+    pub struct RequestBody {
+        #[pin]
+        inner: Incoming,
+        limit: Option<u64>,
+        seen: u64,
+    }
+}
+
+impl RequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>) -> RequestBody {
+        RequestBody {
+            inner,
+            limit,
+            seen: 0,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = ProxyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+        let this = self.project();
+        let frame = match ready!(this.inner.poll_frame(cx)) {
+            None => return Poll::Ready(None),
+            Some(Err(err)) => {
+                tracing::debug!(error = %err, "client request body failed");
+                return Poll::Ready(Some(Err(ProxyError::ClientBody)));
+            }
+            Some(Ok(frame)) => frame,
+        };
+        if let (Some(data), Some(limit)) = (frame.data_ref(), *this.limit) {
+            *this.seen += data.len() as u64;
+            if *this.seen > limit {
+                return Poll::Ready(Some(Err(ProxyError::BodyTooLarge)));
+            }
+        }
+        Poll::Ready(Some(Ok(frame)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    pub struct UpstreamBody {
+        #[pin]
+        inner: Incoming,
+        read_timeout: Duration,
+        #[pin]
+        deadline: Sleep,
+    }
+}
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, read_timeout: Duration) -> UpstreamBody {
+        UpstreamBody {
+            inner,
+            read_timeout,
+            deadline: tokio::time::sleep(read_timeout),
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = ProxyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+        let mut this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Ready(frame) => {
+                this.deadline
+                    .as_mut()
+                    .reset(Instant::now() + *this.read_timeout);
+                Poll::Ready(frame.map(|f| f.map_err(ProxyError::Upstream)))
+            }
+            Poll::Pending => {
+                ready!(this.deadline.poll(cx));
+                tracing::debug!("upstream response body read timed out");
+                Poll::Ready(Some(Err(ProxyError::ReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+pin_project! {
+    #[project = ResponseBodyProj]
+    pub enum ResponseBody {
+        Upstream { #[pin] body: UpstreamBody },
+        Local { data: Option<Bytes> },
+    }
+}
+
+impl ResponseBody {
+    pub fn upstream(body: UpstreamBody) -> ResponseBody {
+        ResponseBody::Upstream { body }
+    }
+
+    pub fn empty() -> ResponseBody {
+        ResponseBody::Local { data: None }
+    }
+}
+
+impl From<Bytes> for ResponseBody {
+    fn from(data: Bytes) -> ResponseBody {
+        ResponseBody::Local {
+            data: (!data.is_empty()).then_some(data),
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = ProxyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+        match self.project() {
+            ResponseBodyProj::Upstream { body } => body.poll_frame(cx),
+            ResponseBodyProj::Local { data } => {
+                Poll::Ready(data.take().map(|d| Ok(Frame::data(d))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Upstream { body } => body.is_end_stream(),
+            ResponseBody::Local { data } => data.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Upstream { body } => body.size_hint(),
+            ResponseBody::Local { data } => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
+        }
+    }
+}

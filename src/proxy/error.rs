@@ -1,0 +1,125 @@
+//! `ProxyError`: every way a proxied request can fail, and the one place that maps a
+//! failure to an HTTP status and a retry decision.
+
+use std::error::Error as _;
+use std::io;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ProxyError {
+    #[error("no route for this host and path")]
+    NoRoute,
+    #[error("no ready endpoint")]
+    NoEndpoint,
+    #[error("malformed request: {0}")]
+    BadRequest(&'static str),
+    #[error("request body larger than the limit")]
+    BodyTooLarge,
+    #[error("reading the request body from the client failed")]
+    ClientBody,
+    #[error("connecting to the upstream failed")]
+    Connect(#[source] io::Error),
+    #[error("connecting to the upstream timed out")]
+    ConnectTimeout,
+    #[error("HTTP handshake with the upstream failed")]
+    Handshake(#[source] hyper::Error),
+    #[error("the upstream did not send data in time")]
+    ReadTimeout,
+    #[error("the upstream did not accept data in time")]
+    SendTimeout,
+    #[error("the upstream request failed")]
+    Upstream(#[source] hyper::Error),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BadRequest(_) | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
+            ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::Connect(_) | ProxyError::Handshake(_) | ProxyError::Upstream(_) => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::ConnectTimeout | ProxyError::ReadTimeout | ProxyError::SendTimeout => {
+                StatusCode::GATEWAY_TIMEOUT
+            }
+        }
+    }
+
+    /// True when the upstream never saw the request, so another endpoint may take it
+    /// whatever the method. (The retries issue adds idempotent-method rules.)
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::Handshake(_)
+        )
+    }
+
+    /// Classifies a failed upstream exchange. hyper wraps errors raised by our own
+    /// request body (limit, client gone) and our upstream IO (send timeout); find them.
+    pub fn from_upstream(err: hyper::Error) -> ProxyError {
+        let mut source = err.source();
+        while let Some(cause) = source {
+            if let Some(ours) = cause.downcast_ref::<ProxyError>() {
+                match ours {
+                    ProxyError::BodyTooLarge => return ProxyError::BodyTooLarge,
+                    ProxyError::ClientBody => return ProxyError::ClientBody,
+                    ProxyError::SendTimeout => return ProxyError::SendTimeout,
+                    ProxyError::ReadTimeout => return ProxyError::ReadTimeout,
+                    _ => {}
+                }
+            }
+            source = cause.source();
+        }
+        ProxyError::Upstream(err)
+    }
+
+    /// A short plain-text response: status line words and what went wrong.
+    pub fn to_response<B: From<Bytes>>(&self) -> Response<B> {
+        let status = self.status();
+        let body = format!(
+            "{} {}: {}\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or(""),
+            self
+        );
+        let mut response = Response::new(B::from(Bytes::from(body)));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let cases = [
+            (ProxyError::NoRoute, 404, false),
+            (ProxyError::NoEndpoint, 503, false),
+            (ProxyError::BadRequest("x"), 400, false),
+            (ProxyError::BodyTooLarge, 413, false),
+            (
+                ProxyError::Connect(io::ErrorKind::ConnectionRefused.into()),
+                502,
+                true,
+            ),
+            (ProxyError::ConnectTimeout, 504, true),
+            (ProxyError::ReadTimeout, 504, false),
+            (ProxyError::SendTimeout, 504, false),
+        ];
+        for (err, status, retryable) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err}");
+            assert_eq!(err.is_retryable(), retryable, "{err}");
+        }
+    }
+}

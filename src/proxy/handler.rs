@@ -1,0 +1,425 @@
+//! The request pipeline, as one plain async function:
+//! load table -> route(host, path) -> body limit -> pick endpoint -> rewrite headers
+//! -> pooled upstream connection -> stream the response back (or tunnel an upgrade).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{self, Authority, Scheme};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio_util::task::TaskTracker;
+
+use super::body::{RequestBody, ResponseBody, UpstreamBody};
+use super::error::ProxyError;
+use super::pool::Conn;
+use crate::lifecycle::Lifecycle;
+use crate::routing::{Endpoint, Protocol, Route, RoutingTable};
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Settings of the data plane that are not per route.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub use_forwarded_headers: bool,
+    pub keep_alive_requests: u32,
+}
+
+/// Shared by every connection of the plaintext listener.
+#[derive(Debug)]
+pub struct Proxy {
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    pub settings: ProxySettings,
+    pub lifecycle: Arc<Lifecycle>,
+    /// Upgraded connections (WebSockets) run detached from their HTTP connection;
+    /// drain waits for them here.
+    pub tunnels: TaskTracker,
+}
+
+/// One downstream connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub requests: AtomicU32,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr) -> ConnInfo {
+        ConnInfo {
+            peer,
+            local,
+            requests: AtomicU32::new(0),
+        }
+    }
+}
+
+impl Proxy {
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Response<ResponseBody> {
+        let version = request.version();
+        let request_id = request
+            .headers()
+            .get(&X_REQUEST_ID)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .unwrap_or_else(new_request_id);
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let mut response = match self.forward(request, conn, &request_id).await {
+            Ok(response) => response,
+            Err(error) => {
+                let status = error.status();
+                if status.is_server_error() {
+                    tracing::warn!(%error, %method, %path, request_id = ?request_id, "request failed");
+                } else {
+                    tracing::debug!(%error, %method, %path, request_id = ?request_id, "request rejected");
+                }
+                error.to_response()
+            }
+        };
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), request_id);
+        if version <= Version::HTTP_11 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // HTTP/1 connection management: close after `keep-alive-requests`, and
+            // while draining, so clients move to other instances promptly.
+            let served = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+            if self.lifecycle.is_draining() || served >= self.settings.keep_alive_requests {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+        }
+        response
+    }
+
+    async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+        conn: &ConnInfo,
+        request_id: &HeaderValue,
+    ) -> Result<Response<ResponseBody>, ProxyError> {
+        let table = self.table.load_full();
+        let host = request_host(&request)?;
+        let route = table
+            .route(&host, request.uri().path())
+            .ok_or(ProxyError::NoRoute)?
+            .clone();
+        if let (Some(limit), Some(length)) = (route.policy.body_limit, content_length(&request)) {
+            if length > limit {
+                return Err(ProxyError::BodyTooLarge);
+            }
+        }
+        let client_upgrade = is_upgrade_request(&request).then(|| hyper::upgrade::on(&mut request));
+        let endpoint = route
+            .backend
+            .pick_endpoint()
+            .ok_or(ProxyError::NoEndpoint)?
+            .clone();
+        let upstream_request = self.upstream_request(
+            request,
+            &route,
+            conn,
+            &host,
+            request_id,
+            client_upgrade.is_some(),
+        )?;
+        tracing::debug!(endpoint = %endpoint.addr(), ingress = %route.ingress, "forwarding");
+        let mut response = send(upstream_request, &route, &endpoint).await?;
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                self.tunnels.spawn(tunnel(client_upgrade, upstream_upgrade));
+            }
+        } else {
+            strip_hop_by_hop(response.headers_mut(), false);
+        }
+        let (parts, body) = response.into_parts();
+        let body = UpstreamBody::new(body, route.policy.read_timeout);
+        Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+    }
+
+    fn upstream_request(
+        &self,
+        request: Request<Incoming>,
+        route: &Route,
+        conn: &ConnInfo,
+        host: &str,
+        request_id: &HeaderValue,
+        upgrade: bool,
+    ) -> Result<Request<RequestBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers, upgrade);
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        self.set_forwarded_headers(headers, conn, host);
+        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+
+        let mut uri_parts = uri::Parts::default();
+        uri_parts.path_and_query = parts.uri.path_and_query().cloned();
+        match route.backend.protocol {
+            Protocol::Http1 => {
+                parts.version = Version::HTTP_11;
+                // HTTP/2 clients send :authority instead; the pod still gets its Host.
+                if !parts.headers.contains_key(header::HOST) {
+                    let value = HeaderValue::from_str(host)
+                        .map_err(|_| ProxyError::BadRequest("invalid host"))?;
+                    parts.headers.insert(header::HOST, value);
+                }
+            }
+            Protocol::H2c => {
+                parts.version = Version::HTTP_2;
+                uri_parts.scheme = Some(Scheme::HTTP);
+                uri_parts.authority = Some(
+                    Authority::try_from(host)
+                        .map_err(|_| ProxyError::BadRequest("invalid host"))?,
+                );
+                if uri_parts.path_and_query.is_none() {
+                    uri_parts.path_and_query = Some(uri::PathAndQuery::from_static("/"));
+                }
+                parts.headers.remove(header::HOST);
+            }
+        }
+        parts.uri = Uri::from_parts(uri_parts)
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+        let body = RequestBody::new(body, route.policy.body_limit);
+        Ok(Request::from_parts(parts, body))
+    }
+
+    fn set_forwarded_headers(&self, headers: &mut HeaderMap, conn: &ConnInfo, host: &str) {
+        let client_ip = conn.peer.ip().to_string();
+        let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
+            Some(previous) => format!("{previous}, {client_ip}"),
+            None => client_ip.clone(),
+        };
+        if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+            headers.insert(X_FORWARDED_FOR.clone(), value);
+        }
+        let trust = self.settings.use_forwarded_headers;
+        let mut set = |name: &HeaderName, value: String| {
+            if trust && headers.contains_key(name) {
+                return;
+            }
+            if let Ok(value) = HeaderValue::try_from(value) {
+                headers.insert(name.clone(), value);
+            }
+        };
+        set(&X_REAL_IP, client_ip);
+        set(&X_FORWARDED_PROTO, "http".to_owned());
+        set(&X_FORWARDED_HOST, host.to_owned());
+        set(&X_FORWARDED_PORT, conn.local.port().to_string());
+    }
+}
+
+/// Sends to the endpoint. A reused keep-alive connection that the upstream closed
+/// just before our request went out is the classic pooling race: the request was
+/// never sent, so it is safe to send it again on a fresh connection, once.
+async fn send(
+    request: Request<RequestBody>,
+    route: &Route,
+    endpoint: &Endpoint,
+) -> Result<Response<Incoming>, ProxyError> {
+    let policy = &route.policy;
+    let state = &endpoint.state;
+    let read_timeout = policy.read_timeout;
+    match state
+        .pool
+        .checkout(policy.connect_timeout, policy.send_timeout)
+        .await?
+    {
+        Conn::H1 { conn, reused } => {
+            let first = tokio::time::timeout(read_timeout, conn.send(request, state))
+                .await
+                .map_err(|_| ProxyError::ReadTimeout)?;
+            match first {
+                Ok(response) => Ok(response),
+                Err((error, Some(unsent))) if reused => {
+                    tracing::debug!(%error, endpoint = %state.addr, "pooled connection closed; retrying on a new one");
+                    let fresh = state
+                        .pool
+                        .connect_fresh(policy.connect_timeout, policy.send_timeout)
+                        .await?;
+                    tokio::time::timeout(read_timeout, fresh.send(unsent, state))
+                        .await
+                        .map_err(|_| ProxyError::ReadTimeout)?
+                        .map_err(|(error, _)| error)
+                }
+                Err((error, _)) => Err(error),
+            }
+        }
+        Conn::H2(mut sender) => {
+            sender.ready().await.map_err(ProxyError::Upstream)?;
+            tokio::time::timeout(read_timeout, sender.send_request(request))
+                .await
+                .map_err(|_| ProxyError::ReadTimeout)?
+                .map_err(ProxyError::from_upstream)
+        }
+    }
+}
+
+/// Copies bytes both ways between an upgraded client and upstream until either closes.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
+        Err(error) => tracing::debug!(%error, "tunnel closed with an error"),
+    }
+}
+
+/// The host a request is for: the URI authority (HTTP/2, absolute-form), else `Host`.
+fn request_host(request: &Request<Incoming>) -> Result<String, ProxyError> {
+    if let Some(authority) = request.uri().authority() {
+        return Ok(authority.as_str().to_owned());
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .ok_or(ProxyError::BadRequest("missing Host header"))?;
+    let host = host
+        .to_str()
+        .map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
+    if host.is_empty() {
+        return Err(ProxyError::BadRequest("empty Host header"));
+    }
+    Ok(host.to_owned())
+}
+
+fn content_length(request: &Request<Incoming>) -> Option<u64> {
+    request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn is_upgrade_request(request: &Request<Incoming>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.method() != Method::CONNECT
+        && request.headers().contains_key(header::UPGRADE)
+        && header_has_token(request.headers(), &header::CONNECTION, "upgrade")
+}
+
+fn header_has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes headers that describe one connection, not the message (RFC 9110 7.6.1),
+/// including any the `Connection` header names. `te: trailers` is end-to-end for
+/// gRPC and kept; `Upgrade` is kept when the request is being upgraded.
+fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::try_from(t.trim()).ok())
+        .collect();
+    for name in named {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(name);
+        }
+    }
+    headers.remove(header::CONNECTION);
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TRAILER);
+    headers.remove(header::TRANSFER_ENCODING);
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+    let te_trailers = header_has_token(headers, &header::TE, "trailers");
+    headers.remove(header::TE);
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    (!values.is_empty()).then(|| values.join(", "))
+}
+
+/// 32 hex digits, as ingress-nginx's `$req_id`.
+fn new_request_id() -> HeaderValue {
+    let id = format!("{:032x}", fastrand::u128(..));
+    HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        headers.insert("x-secret", HeaderValue::from_static("1"));
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        headers.insert(header::TE, HeaderValue::from_static("trailers, deflate"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut headers, false);
+        let names: Vec<_> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), 2, "{names:?}");
+        assert_eq!(headers["te"], "trailers");
+        assert_eq!(headers["x-kept"], "1");
+    }
+
+    #[test]
+    fn upgrade_header_survives_an_upgrade() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers["upgrade"], "websocket");
+        assert!(!headers.contains_key(header::CONNECTION));
+    }
+
+    #[test]
+    fn request_ids_are_32_hex_digits() {
+        let id = new_request_id();
+        let id = id.to_str().unwrap();
+        assert_eq!(id.len(), 32);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+}

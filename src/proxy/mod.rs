@@ -1,0 +1,10 @@
+//! The data plane: listeners, the request handler, the upstream pool, bodies, errors.
+
+pub mod body;
+pub mod error;
+pub mod handler;
+pub mod listener;
+pub mod pool;
+
+pub use error::ProxyError;
+pub use handler::{Proxy, ProxySettings};

@@ -1,0 +1,352 @@
+//! Upstream connections, pooled per endpoint.
+//!
+//! HTTP/1.1: idle connections are kept LIFO (the warmest first), up to
+//! `upstream-keepalive-connections`, each closed after `upstream-keepalive-timeout`
+//! idle or `upstream-keepalive-requests` uses, as nginx's `keepalive` does.
+//! h2c: one multiplexed connection per endpoint, re-established when it closes.
+//!
+//! A connection goes back to the pool only once hyper reports it ready again, i.e.
+//! after the response body was read to the end; a connection whose response was
+//! abandoned half-way is closed instead of reused.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use http::Request;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2};
+use hyper::Response;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::time::{Instant, Sleep};
+
+use super::body::RequestBody;
+use super::error::ProxyError;
+use crate::balance::EndpointState;
+use crate::config::PoolConfig;
+use crate::routing::Protocol;
+
+#[derive(Debug)]
+pub struct Pool {
+    addr: SocketAddr,
+    protocol: Protocol,
+    config: PoolConfig,
+    idle: Mutex<Vec<IdleConn>>,
+    shared: Mutex<Option<http2::SendRequest<RequestBody>>>,
+}
+
+#[derive(Debug)]
+struct IdleConn {
+    conn: H1Conn,
+    since: Instant,
+}
+
+/// An HTTP/1.1 connection checked out of the pool.
+#[derive(Debug)]
+pub struct H1Conn {
+    sender: http1::SendRequest<RequestBody>,
+    requests: u32,
+    /// Shared with the connection's IO so each request can set its own send timeout.
+    send_timeout_ms: Arc<AtomicU64>,
+}
+
+/// A connection ready to carry one request.
+#[derive(Debug)]
+pub enum Conn {
+    H1 { conn: H1Conn, reused: bool },
+    H2(http2::SendRequest<RequestBody>),
+}
+
+impl Pool {
+    pub fn new(addr: SocketAddr, protocol: Protocol, config: PoolConfig) -> Pool {
+        Pool {
+            addr,
+            protocol,
+            config,
+            idle: Mutex::default(),
+            shared: Mutex::default(),
+        }
+    }
+
+    pub fn idle_count(&self) -> usize {
+        self.idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len()
+    }
+
+    /// A pooled connection if one is usable, else a new one.
+    pub async fn checkout(
+        &self,
+        connect_timeout: Duration,
+        send_timeout: Duration,
+    ) -> Result<Conn, ProxyError> {
+        match self.protocol {
+            Protocol::Http1 => {
+                if let Some(conn) = self.take_idle() {
+                    conn.send_timeout_ms
+                        .store(millis(send_timeout), Ordering::Relaxed);
+                    return Ok(Conn::H1 { conn, reused: true });
+                }
+                let conn = self.connect_h1(connect_timeout, send_timeout).await?;
+                Ok(Conn::H1 {
+                    conn,
+                    reused: false,
+                })
+            }
+            Protocol::H2c => {
+                if let Some(sender) = self.shared_h2() {
+                    return Ok(Conn::H2(sender));
+                }
+                let sender = self.connect_h2(connect_timeout, send_timeout).await?;
+                *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
+                Ok(Conn::H2(sender))
+            }
+        }
+    }
+
+    /// A fresh HTTP/1.1 connection, bypassing the idle list (used to retry a request
+    /// that a reused connection closed before sending).
+    pub async fn connect_fresh(
+        &self,
+        connect_timeout: Duration,
+        send_timeout: Duration,
+    ) -> Result<H1Conn, ProxyError> {
+        self.connect_h1(connect_timeout, send_timeout).await
+    }
+
+    fn take_idle(&self) -> Option<H1Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let timeout = self.config.upstream_keepalive_timeout;
+        while let Some(entry) = idle.pop() {
+            if entry.since.elapsed() < timeout && entry.conn.sender.is_ready() {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, conn: H1Conn) {
+        if conn.requests >= self.config.upstream_keepalive_requests {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        // The oldest sit at the front: drop those past their keep-alive timeout.
+        let timeout = self.config.upstream_keepalive_timeout;
+        let expired = idle
+            .iter()
+            .take_while(|e| e.since.elapsed() >= timeout)
+            .count();
+        idle.drain(..expired);
+        if idle.len() < self.config.upstream_keepalive_connections {
+            idle.push(IdleConn {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    fn shared_h2(&self) -> Option<http2::SendRequest<RequestBody>> {
+        let shared = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
+        shared.as_ref().filter(|s| !s.is_closed()).cloned()
+    }
+
+    async fn connect_tcp(
+        &self,
+        connect_timeout: Duration,
+        send_timeout: Duration,
+    ) -> Result<(TokioIo<UpstreamIo>, Arc<AtomicU64>), ProxyError> {
+        let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(self.addr))
+            .await
+            .map_err(|_| ProxyError::ConnectTimeout)?
+            .map_err(ProxyError::Connect)?;
+        // Small request and response heads must not wait for Nagle.
+        stream.set_nodelay(true).map_err(ProxyError::Connect)?;
+        let send_timeout_ms = Arc::new(AtomicU64::new(millis(send_timeout)));
+        let io = UpstreamIo::new(stream, send_timeout_ms.clone());
+        Ok((TokioIo::new(io), send_timeout_ms))
+    }
+
+    async fn connect_h1(
+        &self,
+        connect_timeout: Duration,
+        send_timeout: Duration,
+    ) -> Result<H1Conn, ProxyError> {
+        let (io, send_timeout_ms) = self.connect_tcp(connect_timeout, send_timeout).await?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(ProxyError::Handshake)?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%addr, %error, "upstream connection ended with an error");
+            }
+        });
+        tracing::debug!(%addr, "new upstream connection");
+        Ok(H1Conn {
+            sender,
+            requests: 0,
+            send_timeout_ms,
+        })
+    }
+
+    async fn connect_h2(
+        &self,
+        connect_timeout: Duration,
+        send_timeout: Duration,
+    ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
+        let deadline = Instant::now() + connect_timeout;
+        let (io, _) = self.connect_tcp(connect_timeout, send_timeout).await?;
+        let handshake = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .handshake(io);
+        let (sender, connection) = tokio::time::timeout_at(deadline, handshake)
+            .await
+            .map_err(|_| ProxyError::ConnectTimeout)?
+            .map_err(ProxyError::Handshake)?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                tracing::debug!(%addr, %error, "upstream h2 connection ended with an error");
+            }
+        });
+        tracing::debug!(%addr, "new upstream h2c connection");
+        Ok(sender)
+    }
+}
+
+impl H1Conn {
+    /// Sends a request; on success the connection returns to `endpoint`'s pool by
+    /// itself once the response has been read to the end. When hyper could not even
+    /// start sending (the pooled connection had just closed), the request comes back.
+    pub async fn send(
+        mut self,
+        request: Request<RequestBody>,
+        endpoint: &Arc<EndpointState>,
+    ) -> Result<Response<Incoming>, (ProxyError, Option<Request<RequestBody>>)> {
+        self.requests += 1;
+        let result = self.sender.try_send_request(request).await;
+        match result {
+            Ok(response) => {
+                // As hyper-util's pool does: the connection is reusable once hyper says
+                // it is ready again, which is after this response body has ended.
+                let endpoint = endpoint.clone();
+                tokio::spawn(async move {
+                    if self.sender.ready().await.is_ok() {
+                        endpoint.pool.checkin(self);
+                    }
+                });
+                Ok(response)
+            }
+            Err(mut e) => {
+                let unsent = e.take_message();
+                Err((ProxyError::from_upstream(e.into_error()), unsent))
+            }
+        }
+    }
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The upstream socket, failing writes that stall longer than the send timeout
+/// (nginx's `proxy_send_timeout`: between two successive writes). hyper wants `Unpin`
+/// IO, hence the boxed timer (one allocation per connection, not per request).
+pub struct UpstreamIo {
+    stream: TcpStream,
+    send_timeout_ms: Arc<AtomicU64>,
+    stall: Pin<Box<Sleep>>,
+    stalled: bool,
+}
+
+impl UpstreamIo {
+    fn new(stream: TcpStream, send_timeout_ms: Arc<AtomicU64>) -> UpstreamIo {
+        UpstreamIo {
+            stream,
+            send_timeout_ms,
+            stall: Box::pin(tokio::time::sleep(Duration::MAX)),
+            stalled: false,
+        }
+    }
+
+    /// Called when a write would block: start (or keep) the stall timer.
+    fn on_write_pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        if !self.stalled {
+            self.stalled = true;
+            let timeout = Duration::from_millis(self.send_timeout_ms.load(Ordering::Relaxed));
+            self.stall.as_mut().reset(Instant::now() + timeout);
+        }
+        match self.stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                ProxyError::SendTimeout,
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn on_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Ready(result) => {
+                self.stalled = false;
+                Poll::Ready(result)
+            }
+            Poll::Pending => self.on_write_pending(cx),
+        }
+    }
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.on_write(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.on_write(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}

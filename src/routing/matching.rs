@@ -1,0 +1,116 @@
+//! Path matching within one host, with Ingress v1 semantics.
+//!
+//! * `Exact`: case-sensitive, byte for byte (`/foo` does not match `/foo/`).
+//! * `Prefix` (and `ImplementationSpecific`): element-wise on `/`, so `/aaa` matches
+//!   `/aaa/ccc` but not `/aaaccc`; a trailing slash in rule or request is ignored.
+//! * The longest matching path wins; `Exact` beats `Prefix` for the same path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::Route;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PathKind {
+    Exact,
+    Prefix,
+}
+
+/// The routes of one host (or of the wildcard or any-host bucket).
+#[derive(Debug, Default)]
+pub struct HostRoutes {
+    exact: HashMap<Box<str>, Arc<Route>>,
+    /// Normalized prefixes (no trailing slash, `/` kept), longest first.
+    prefixes: Vec<(Box<str>, Arc<Route>)>,
+    /// The Ingress `defaultBackend` for this host: requests that match no path.
+    default: Option<Arc<Route>>,
+}
+
+impl HostRoutes {
+    /// Adds a path. When the same rule exists, changes nothing and returns the
+    /// route that holds it (the first inserted wins, so insert oldest first).
+    pub fn insert(
+        &mut self,
+        kind: PathKind,
+        path: &str,
+        route: Arc<Route>,
+    ) -> Result<(), Arc<Route>> {
+        match kind {
+            PathKind::Exact => {
+                if let Some(existing) = self.exact.get(path) {
+                    return Err(existing.clone());
+                }
+                self.exact.insert(path.into(), route);
+            }
+            PathKind::Prefix => {
+                let path = normalize_prefix(path);
+                if let Some((_, existing)) = self.prefixes.iter().find(|(p, _)| &**p == path) {
+                    return Err(existing.clone());
+                }
+                // Keep longest first so the first hit is the longest match.
+                let at = self
+                    .prefixes
+                    .partition_point(|(p, _)| p.len() >= path.len());
+                self.prefixes.insert(at, (path.into(), route));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets the host's default route, unless one is set: then returns that one.
+    pub fn set_default(&mut self, route: Arc<Route>) -> Result<(), Arc<Route>> {
+        if let Some(existing) = &self.default {
+            return Err(existing.clone());
+        }
+        self.default = Some(route);
+        Ok(())
+    }
+
+    pub fn route_count(&self) -> usize {
+        self.exact.len() + self.prefixes.len() + self.default.is_some() as usize
+    }
+
+    pub fn route(&self, path: &str) -> Option<&Arc<Route>> {
+        // A matching Exact rule is exactly as long as the request path, so it can never
+        // lose to a Prefix: checking it first implements both tie-break rules.
+        if let Some(route) = self.exact.get(path) {
+            return Some(route);
+        }
+        self.prefixes
+            .iter()
+            .find(|(prefix, _)| prefix_matches(prefix, path))
+            .map(|(_, route)| route)
+            .or(self.default.as_ref())
+    }
+
+    /// Every path route with its kind and path, for the admin API and tests.
+    pub fn iter(&self) -> impl Iterator<Item = (PathKind, &str, &Arc<Route>)> {
+        let exact = self.exact.iter().map(|(p, r)| (PathKind::Exact, &**p, r));
+        let prefix = self
+            .prefixes
+            .iter()
+            .map(|(p, r)| (PathKind::Prefix, &**p, r));
+        exact.chain(prefix)
+    }
+}
+
+/// `/foo/` -> `/foo`; `/` stays `/`.
+pub fn normalize_prefix(path: &str) -> &str {
+    let trimmed = path.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/"
+    } else {
+        trimmed
+    }
+}
+
+/// Element-wise prefix match of a normalized prefix against a request path.
+pub fn prefix_matches(prefix: &str, path: &str) -> bool {
+    if prefix == "/" {
+        return path.starts_with('/');
+    }
+    match path.strip_prefix(prefix) {
+        Some(rest) => rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}

@@ -1,0 +1,252 @@
+//! The immutable routing table and its lookup: `(host, path) -> Route`.
+//!
+//! Built by `discovery::translate`, published whole through an `ArcSwap`, and read
+//! once per request. Host and path matching follow Ingress v1 (see `matching`).
+
+mod matching;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind};
+
+use crate::balance::EndpointState;
+
+/// How sluice speaks to the pods of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge: plaintext gRPC and other h2c servers.
+    H2c,
+}
+
+/// Per-route settings: global defaults overridden by the Ingress's annotations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePolicy {
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+    pub send_timeout: Duration,
+    /// `None` means unlimited (`proxy-body-size: 0`).
+    pub body_limit: Option<u64>,
+}
+
+/// `namespace/name` of the Ingress a route came from, for logs and metrics.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IngressRef {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl fmt::Display for IngressRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A Service port, as named in an Ingress backend: the key a `Backend` is built for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendRef {
+    pub namespace: String,
+    pub service: String,
+    /// The port number or name as the Ingress wrote it.
+    pub port: String,
+}
+
+impl fmt::Display for BackendRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
+    }
+}
+
+/// An Ingress rule path, resolved.
+#[derive(Debug)]
+pub struct Route {
+    pub ingress: IngressRef,
+    pub backend: Arc<Backend>,
+    pub policy: RoutePolicy,
+}
+
+/// A Service port and the ready pod addresses behind it.
+#[derive(Debug)]
+pub struct Backend {
+    pub name: BackendRef,
+    pub protocol: Protocol,
+    pub endpoints: Vec<Endpoint>,
+    /// Round-robin cursor. Lives in the table, so a swap restarts it: harmless.
+    next: AtomicUsize,
+}
+
+/// A ready pod address, with the state that outlives table swaps.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub state: Arc<EndpointState>,
+}
+
+impl Endpoint {
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.state.addr
+    }
+}
+
+impl Backend {
+    pub fn new(name: BackendRef, protocol: Protocol, endpoints: Vec<Endpoint>) -> Backend {
+        // Start each table's cursor at a random place so that many sluice instances
+        // (and successive tables) do not all hit the first pod together.
+        let start = fastrand::usize(..endpoints.len().max(1));
+        Backend {
+            name,
+            protocol,
+            endpoints,
+            next: AtomicUsize::new(start),
+        }
+    }
+
+    /// Round-robin over ready endpoints; the balancing issue replaces this.
+    pub fn pick_endpoint(&self) -> Option<&Endpoint> {
+        if self.endpoints.is_empty() {
+            return None;
+        }
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        self.endpoints.get(i % self.endpoints.len())
+    }
+}
+
+/// Counts shown by the admin API and logged on every swap.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub hosts: usize,
+    pub routes: usize,
+    pub backends: usize,
+    pub endpoints: usize,
+}
+
+/// Everything a request needs to find its upstream. Immutable once built.
+#[derive(Debug, Default)]
+pub struct RoutingTable {
+    /// Exact hosts, lowercased.
+    hosts: HashMap<Box<str>, HostRoutes>,
+    /// `*.foo.com` is stored under `foo.com`.
+    wildcards: HashMap<Box<str>, HostRoutes>,
+    /// Rules without a host.
+    any_host: Option<HostRoutes>,
+    /// The configured global default backend: requests that match nothing else.
+    default_route: Option<Arc<Route>>,
+    pub stats: TableStats,
+}
+
+/// Where to insert rules while building a table.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostKey {
+    Exact(String),
+    /// The part after `*.`.
+    Wildcard(String),
+    Any,
+}
+
+impl HostKey {
+    /// Parses an Ingress rule host; `None` for a host Ingress v1 would reject.
+    pub fn parse(host: Option<&str>) -> Option<HostKey> {
+        let Some(host) = host.filter(|h| !h.is_empty()) else {
+            return Some(HostKey::Any);
+        };
+        let host = host.to_ascii_lowercase();
+        if let Some(suffix) = host.strip_prefix("*.") {
+            return valid_dns_name(suffix).then(|| HostKey::Wildcard(suffix.to_string()));
+        }
+        valid_dns_name(&host).then_some(HostKey::Exact(host))
+    }
+}
+
+impl fmt::Display for HostKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HostKey::Exact(h) => f.write_str(h),
+            HostKey::Wildcard(h) => write!(f, "*.{h}"),
+            HostKey::Any => f.write_str("*"),
+        }
+    }
+}
+
+fn valid_dns_name(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+impl RoutingTable {
+    pub fn new(
+        hosts: impl IntoIterator<Item = (HostKey, HostRoutes)>,
+        default_route: Option<Arc<Route>>,
+        stats: TableStats,
+    ) -> RoutingTable {
+        let mut table = RoutingTable {
+            default_route,
+            stats,
+            ..RoutingTable::default()
+        };
+        for (key, routes) in hosts {
+            match key {
+                HostKey::Exact(h) => {
+                    table.hosts.insert(h.into(), routes);
+                }
+                HostKey::Wildcard(h) => {
+                    table.wildcards.insert(h.into(), routes);
+                }
+                HostKey::Any => table.any_host = Some(routes),
+            }
+        }
+        table.stats.hosts =
+            table.hosts.len() + table.wildcards.len() + table.any_host.is_some() as usize;
+        table
+    }
+
+    /// Finds the route for a request. `host` may carry a port and any case.
+    pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        let host = strip_port(host);
+        let lowered;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lowered = host.to_ascii_lowercase();
+            lowered.as_str()
+        } else {
+            host
+        };
+        let host_routes = self
+            .hosts
+            .get(host)
+            .or_else(|| {
+                // A wildcard covers exactly one extra leading label.
+                let (first, rest) = host.split_once('.')?;
+                if first.is_empty() {
+                    return None;
+                }
+                self.wildcards.get(rest)
+            })
+            .or(self.any_host.as_ref());
+        host_routes
+            .and_then(|h| h.route(path))
+            .or(self.default_route.as_ref())
+    }
+}
+
+/// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`. A trailing dot is dropped.
+fn strip_port(host: &str) -> &str {
+    let host = if host.starts_with('[') {
+        host.find(']').map_or(host, |end| &host[..=end])
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    host.strip_suffix('.').unwrap_or(host)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,157 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+fn route(name: &str) -> Arc<Route> {
+    Arc::new(Route {
+        ingress: IngressRef {
+            namespace: "default".into(),
+            name: name.into(),
+        },
+        backend: Arc::new(Backend::new(
+            BackendRef {
+                namespace: "default".into(),
+                service: name.into(),
+                port: "80".into(),
+            },
+            Protocol::Http1,
+            Vec::new(),
+        )),
+        policy: RoutePolicy {
+            connect_timeout: Duration::from_secs(1),
+            read_timeout: Duration::from_secs(1),
+            send_timeout: Duration::from_secs(1),
+            body_limit: None,
+        },
+    })
+}
+
+fn matched(routes: &HostRoutes, path: &str) -> Option<String> {
+    routes.route(path).map(|r| r.ingress.name.clone())
+}
+
+/// The path cases of the Kubernetes Ingress conformance suite, and a few more.
+#[test]
+fn path_matching() {
+    let mut routes = HostRoutes::default();
+    let rules = [
+        (PathKind::Exact, "/foo", "exact-foo"),
+        (PathKind::Prefix, "/foo", "prefix-foo"),
+        (PathKind::Prefix, "/aaa/", "prefix-aaa"),
+        (PathKind::Prefix, "/aaa/bbb", "prefix-aaa-bbb"),
+        (PathKind::Exact, "/exact/", "exact-slash"),
+        (PathKind::Prefix, "/", "root"),
+    ];
+    for (kind, path, name) in rules {
+        routes.insert(kind, path, route(name)).unwrap();
+    }
+    let cases = [
+        ("/foo", "exact-foo"),   // Exact beats Prefix for the same path
+        ("/foo/", "prefix-foo"), // Exact /foo does not match /foo/
+        ("/foo/bar", "prefix-foo"),
+        ("/foobar", "root"),    // element-wise: /foo does not match /foobar
+        ("/FOO", "root"),       // case-sensitive
+        ("/aaa", "prefix-aaa"), // trailing slash in the rule is ignored
+        ("/aaa/", "prefix-aaa"),
+        ("/aaa/ccc", "prefix-aaa"),
+        ("/aaaccc", "root"),
+        ("/aaa/bbb", "prefix-aaa-bbb"), // longest wins
+        ("/aaa/bbb/c", "prefix-aaa-bbb"),
+        ("/aaa/bbbc", "prefix-aaa"),
+        ("/exact/", "exact-slash"),
+        ("/exact", "root"),
+        ("/", "root"),
+        ("", "root-none"),
+    ];
+    for (path, want) in cases {
+        let got = matched(&routes, path);
+        let want = (want != "root-none").then(|| want.to_string());
+        assert_eq!(got, want, "path {path:?}");
+    }
+}
+
+#[test]
+fn duplicate_rules_keep_the_first() {
+    let mut routes = HostRoutes::default();
+    routes
+        .insert(PathKind::Prefix, "/a", route("first"))
+        .unwrap();
+    let owner = routes
+        .insert(PathKind::Prefix, "/a/", route("second"))
+        .unwrap_err();
+    assert_eq!(owner.ingress.name, "first");
+    routes
+        .insert(PathKind::Exact, "/a", route("exact"))
+        .unwrap();
+    assert_eq!(matched(&routes, "/a/b").as_deref(), Some("first"));
+}
+
+#[test]
+fn default_route_catches_unmatched_paths() {
+    let mut routes = HostRoutes::default();
+    routes
+        .insert(PathKind::Exact, "/only", route("only"))
+        .unwrap();
+    assert_eq!(matched(&routes, "/other"), None);
+    routes.set_default(route("fallback")).unwrap();
+    assert_eq!(matched(&routes, "/other").as_deref(), Some("fallback"));
+    assert_eq!(matched(&routes, "/only").as_deref(), Some("only"));
+    assert!(routes.set_default(route("late")).is_err());
+}
+
+#[test]
+fn host_matching() {
+    let with = |name: &str| {
+        let mut r = HostRoutes::default();
+        r.insert(PathKind::Prefix, "/", route(name)).unwrap();
+        r
+    };
+    let table = RoutingTable::new(
+        [
+            (HostKey::parse(Some("foo.com")).unwrap(), with("exact")),
+            (HostKey::parse(Some("*.foo.com")).unwrap(), with("wildcard")),
+            (HostKey::parse(Some("Bar.Example")).unwrap(), with("bar")),
+            (HostKey::parse(None).unwrap(), with("any")),
+        ],
+        None,
+        TableStats::default(),
+    );
+    let cases = [
+        ("foo.com", "exact"),
+        ("FOO.com:8080", "exact"),   // case-insensitive, port ignored
+        ("foo.com.", "exact"),       // trailing dot
+        ("bar.foo.com", "wildcard"), // one extra label
+        ("Bar.Foo.Com:80", "wildcard"),
+        ("baz.bar.foo.com", "any"), // two extra labels: no
+        (".foo.com", "any"),        // empty label: no
+        ("bar.example", "bar"),
+        ("other.org", "any"),
+        ("[::1]:8080", "any"),
+        ("127.0.0.1", "any"),
+    ];
+    for (host, want) in cases {
+        let got = table.route(host, "/x").map(|r| r.ingress.name.as_str());
+        assert_eq!(got, Some(want), "host {host:?}");
+    }
+}
+
+#[test]
+fn host_keys() {
+    assert_eq!(HostKey::parse(Some("")), Some(HostKey::Any));
+    assert_eq!(
+        HostKey::parse(Some("*.a.b")),
+        Some(HostKey::Wildcard("a.b".into()))
+    );
+    for bad in ["*", "a..b", "a_b.com", "*.*.a", "foo.*.com", "a b"] {
+        assert_eq!(HostKey::parse(Some(bad)), None, "{bad}");
+    }
+}
+
+#[test]
+fn no_match_and_global_default() {
+    let empty = RoutingTable::default();
+    assert!(empty.route("a.com", "/").is_none());
+    let table = RoutingTable::new([], Some(route("global")), TableStats::default());
+    assert_eq!(table.route("a.com", "/").unwrap().ingress.name, "global");
+}

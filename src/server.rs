@@ -1,0 +1,196 @@
+//! Wiring: binds the listeners, loads the first table, runs discovery, and drains.
+//!
+//! `start` returns once sluice is serving; `Server::shutdown` begins the same drain
+//! that SIGTERM does: `/healthz` fails at once, accepting continues for the
+//! `shutdown-grace-period` so the edge tier notices, then in-flight requests and
+//! tunnels get up to `drain-timeout` to finish.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::balance::EndpointRegistry;
+use crate::config::Config;
+use crate::discovery::manifests::{self, ManifestsDir};
+use crate::discovery::{parse_backend_ref, DiscoveryError, Publisher, TranslateOptions};
+use crate::lifecycle::Lifecycle;
+use crate::proxy::{listener, Proxy, ProxySettings};
+use crate::routing::RoutingTable;
+
+#[derive(Debug, Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Discovery(#[from] DiscoveryError),
+}
+
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub config: Config,
+    pub manifests: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct Server {
+    pub http_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    table: Arc<ArcSwap<RoutingTable>>,
+    lifecycle: Arc<Lifecycle>,
+    begin_drain: CancellationToken,
+    done: JoinHandle<()>,
+}
+
+impl Server {
+    pub async fn start(options: Options) -> Result<Server, StartError> {
+        let config = options.config;
+        let http = bind(config.http_addr).await?;
+        let admin = bind(config.admin_addr).await?;
+        let http_addr = local_addr(&http, config.http_addr)?;
+        let admin_addr = local_addr(&admin, config.admin_addr)?;
+
+        let lifecycle = Arc::new(Lifecycle::default());
+        let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
+        let publisher = Arc::new(Publisher {
+            table: table.clone(),
+            endpoints: Arc::new(EndpointRegistry::new(config.pool_config())),
+            options: TranslateOptions {
+                defaults: config.proxy_defaults(),
+                default_backend: config
+                    .default_backend
+                    .as_deref()
+                    .and_then(parse_backend_ref),
+            },
+            lifecycle: lifecycle.clone(),
+        });
+
+        // The first table is in place before the first request is accepted.
+        let mut dir = ManifestsDir::new(&options.manifests);
+        dir.scan()?;
+        let (snapshot, warnings) = dir.snapshot();
+        publisher.publish(&snapshot, &warnings);
+        lifecycle.set_synced();
+
+        let stop_discovery = CancellationToken::new();
+        tokio::spawn(manifests::watch(
+            dir,
+            config.manifests_poll_interval,
+            publisher,
+            stop_discovery.clone(),
+        ));
+
+        let stop_admin = CancellationToken::new();
+        tokio::spawn(crate::admin::serve(
+            admin,
+            lifecycle.clone(),
+            stop_admin.clone(),
+        ));
+
+        let proxy = Arc::new(Proxy {
+            table: table.clone(),
+            settings: ProxySettings {
+                use_forwarded_headers: config.use_forwarded_headers,
+                keep_alive_requests: config.keep_alive_requests,
+            },
+            lifecycle: lifecycle.clone(),
+            tunnels: TaskTracker::new(),
+        });
+        let stop_accepting = CancellationToken::new();
+        let close_connections = CancellationToken::new();
+        let connections = TaskTracker::new();
+        let accept_loop = tokio::spawn(listener::serve(
+            http,
+            Arc::new(listener::connection_builder(&config)),
+            proxy.clone(),
+            stop_accepting.clone(),
+            close_connections.clone(),
+            connections.clone(),
+        ));
+        tracing::info!(%http_addr, %admin_addr, manifests = %options.manifests.display(), "sluice is serving");
+
+        let begin_drain = CancellationToken::new();
+        let drain = {
+            let begin_drain = begin_drain.clone();
+            let lifecycle = lifecycle.clone();
+            async move {
+                begin_drain.cancelled().await;
+                lifecycle.start_draining();
+                tracing::info!(
+                    grace_period = ?config.shutdown_grace_period,
+                    "draining: /healthz now fails; still accepting during the grace period"
+                );
+                tokio::time::sleep(config.shutdown_grace_period).await;
+                stop_accepting.cancel();
+                let _ = accept_loop.await;
+                close_connections.cancel();
+                connections.close();
+                proxy.tunnels.close();
+                let finished = tokio::time::timeout(config.drain_timeout, async {
+                    connections.wait().await;
+                    proxy.tunnels.wait().await;
+                })
+                .await;
+                match finished {
+                    Ok(()) => tracing::info!("drained: all requests and tunnels finished"),
+                    Err(_) => tracing::warn!(
+                        connections = connections.len(),
+                        tunnels = proxy.tunnels.len(),
+                        "drain timeout reached; closing what is left"
+                    ),
+                }
+                stop_discovery.cancel();
+                stop_admin.cancel();
+            }
+        };
+        let done = tokio::spawn(drain);
+        Ok(Server {
+            http_addr,
+            admin_addr,
+            table,
+            lifecycle,
+            begin_drain,
+            done,
+        })
+    }
+
+    /// The table requests are routed with right now.
+    pub fn table(&self) -> Arc<RoutingTable> {
+        self.table.load_full()
+    }
+
+    pub fn lifecycle(&self) -> &Lifecycle {
+        &self.lifecycle
+    }
+
+    /// Starts draining (what SIGTERM does); `wait` returns when it is over.
+    pub fn shutdown(&self) {
+        self.begin_drain.cancel();
+    }
+
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener
+        .local_addr()
+        .map_err(|source| StartError::Bind { addr, source })
+}
