@@ -1,0 +1,292 @@
+//! Test support: a fake upstream that echoes what it received, a manifests
+//! directory builder, an in-process sluice and a small HTTP client.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::Value;
+use sluice::config::Config;
+use sluice::server::{Options, Server};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+
+/// A fake pod. Every response is JSON describing the request it got. Request
+/// headers steer it: `x-fake-delay-ms`, `x-fake-status`, `x-fake-drop` (close the
+/// connection without answering), `x-fake-body-bytes` (size of a filler body).
+#[derive(Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub connections: Arc<AtomicUsize>,
+    pub requests: Arc<AtomicUsize>,
+    /// Notified each time a request arrives (before any delay).
+    pub arrived: Arc<Notify>,
+}
+
+pub async fn start_upstream(name: &str) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = Upstream {
+        name: name.to_owned(),
+        addr: listener.local_addr().unwrap(),
+        connections: Arc::default(),
+        requests: Arc::default(),
+        arrived: Arc::default(),
+    };
+    let state = upstream.clone();
+    tokio::spawn(async move {
+        let builder = auto::Builder::new(TokioExecutor::new());
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            state.connections.fetch_add(1, Ordering::SeqCst);
+            let state = state.clone();
+            let builder = builder.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| echo(req, state.clone()));
+                let _ = builder
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    upstream
+}
+
+async fn echo(
+    request: Request<Incoming>,
+    state: Upstream,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    state.requests.fetch_add(1, Ordering::SeqCst);
+    state.arrived.notify_waiters();
+    let number =
+        |name: &str| -> Option<u64> { request.headers().get(name)?.to_str().ok()?.parse().ok() };
+    if let Some(ms) = number("x-fake-delay-ms") {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if request.headers().contains_key("x-fake-drop") {
+        return Err(std::io::Error::other("dropping the connection as asked"));
+    }
+    let status = number("x-fake-status").unwrap_or(200) as u16;
+    let filler = number("x-fake-body-bytes");
+    let (parts, body) = request.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let headers: BTreeMap<String, Vec<String>> = parts
+        .headers
+        .keys()
+        .map(|k| {
+            let values = parts
+                .headers
+                .get_all(k)
+                .iter()
+                .map(|v| v.to_str().unwrap_or("?").to_owned())
+                .collect();
+            (k.as_str().to_owned(), values)
+        })
+        .collect();
+    let mut echo = serde_json::json!({
+        "upstream": state.name,
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_bytes": body.len(),
+    });
+    if let Some(n) = filler {
+        echo["filler"] = Value::String("x".repeat(n as usize));
+    }
+    let mut response = Response::new(Full::new(Bytes::from(echo.to_string())));
+    *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("connection", "keep-alive, x-upstream-hop".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("x-upstream-hop", "secret".parse().unwrap());
+    Ok(response)
+}
+
+/// A manifests directory in a temp dir; files are written atomically.
+pub struct Manifests {
+    dir: tempfile::TempDir,
+}
+
+impl Manifests {
+    pub fn new() -> Manifests {
+        Manifests {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, file: &str, yaml: &str) {
+        let tmp = self.dir.path().join(format!(".{file}.tmp"));
+        std::fs::write(&tmp, yaml).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join(file)).unwrap();
+    }
+
+    pub fn remove(&self, file: &str) {
+        std::fs::remove_file(self.dir.path().join(file)).unwrap();
+    }
+}
+
+/// A Service (port 80, named `http`) with one EndpointSlice per address.
+pub fn service_yaml(name: &str, addrs: &[SocketAddr]) -> String {
+    let mut yaml = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  ports: [{{name: http, port: 80}}]\n"
+    );
+    for (i, addr) in addrs.iter().enumerate() {
+        yaml += &format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-{i}\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints:\n- addresses: [\"{}\"]\n",
+            addr.port(),
+            addr.ip()
+        );
+    }
+    yaml
+}
+
+/// An Ingress with one rule. `paths`: (path, pathType, service).
+pub fn ingress_yaml(
+    name: &str,
+    host: Option<&str>,
+    annotations: &[(&str, &str)],
+    paths: &[(&str, &str, &str)],
+) -> String {
+    let mut yaml = format!("---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: {name}\n  namespace: default\n");
+    if !annotations.is_empty() {
+        yaml += "  annotations:\n";
+        for (k, v) in annotations {
+            yaml += &format!("    {k}: \"{v}\"\n");
+        }
+    }
+    yaml += "spec:\n  rules:\n";
+    yaml += &match host {
+        Some(h) => format!("  - host: \"{h}\"\n"),
+        None => "  - host: \"\"\n".to_owned(),
+    };
+    yaml += "    http:\n      paths:\n";
+    for (path, kind, service) in paths {
+        yaml += &format!(
+            "      - path: {path}\n        pathType: {kind}\n        backend: {{service: {{name: {service}, port: {{number: 80}}}}}}\n"
+        );
+    }
+    yaml
+}
+
+/// Starts sluice in-process on loopback ports; `config` is extra config-file YAML.
+pub async fn start_sluice(manifests: &Path, config: &str) -> Server {
+    let mut config = Config::from_yaml(config).unwrap();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    Server::start(Options {
+        config,
+        manifests: manifests.to_owned(),
+    })
+    .await
+    .unwrap()
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub fn h2c_client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.text()))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Which fake upstream answered.
+    pub fn upstream(&self) -> String {
+        self.json()["upstream"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+pub async fn send(client: &HttpClient, request: Request<Full<Bytes>>) -> Result<Reply, String> {
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    let (parts, body) = response.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map_err(|e| format!("{e:?}"))?
+        .to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    })
+}
+
+pub fn get(addr: SocketAddr, host: &str, path: &str) -> Request<Full<Bytes>> {
+    Request::get(format!("http://{addr}{path}"))
+        .header("host", host)
+        .body(Full::default())
+        .unwrap()
+}
+
+/// Polls `check` every 20 ms until it holds or `limit` passes; returns the time taken.
+pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = tokio::time::Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return Some(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+pub fn infallible<T>(t: T) -> Result<T, Infallible> {
+    Ok(t)
+}
