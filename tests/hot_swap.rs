@@ -1,0 +1,189 @@
+//! The manifests change many times while a client loop keeps sending requests:
+//! no request may fail, and new routes must be served within a second.
+
+mod support;
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::StatusCode;
+use support::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_under_load_loses_nothing() {
+    let (a, b) = (start_upstream("a").await, start_upstream("b").await);
+    let endpoint_sets = [vec![a.addr], vec![b.addr], vec![a.addr, b.addr]];
+    let m = Manifests::new();
+    m.write("svc.yaml", &service_yaml("app", &endpoint_sets[0]));
+    m.write(
+        "app.yaml",
+        &ingress_yaml("app", Some("load.test"), &[], &[("/", "Prefix", "app")]),
+    );
+    let sluice = start_sluice(m.path(), "").await;
+    let addr = sluice.http_addr;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+        load.push(tokio::spawn(async move {
+            let http = client();
+            while !stop.load(Ordering::Relaxed) {
+                match send(&http, get(addr, "load.test", "/")).await {
+                    Ok(reply) if reply.status == StatusCode::OK => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(reply) => {
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{} {}", reply.status, reply.text()))
+                    }
+                    Err(error) => failures.lock().unwrap().push(error),
+                }
+            }
+        }));
+    }
+
+    let http = client();
+    let mut slowest = Duration::ZERO;
+    for i in 0..15 {
+        // Move the app between pods, and add a new host each round.
+        m.write("svc.yaml", &service_yaml("app", &endpoint_sets[i % 3]));
+        let host = format!("new-{i}.test");
+        m.write(
+            &format!("new-{i}.yaml"),
+            &ingress_yaml(
+                &format!("new-{i}"),
+                Some(&host),
+                &[],
+                &[("/", "Prefix", "app")],
+            ),
+        );
+        let took = eventually(Duration::from_secs(1), || {
+            let http = http.clone();
+            let host = host.clone();
+            async move {
+                send(&http, get(addr, &host, "/"))
+                    .await
+                    .is_ok_and(|r| r.status == StatusCode::OK)
+            }
+        })
+        .await;
+        let took = took.unwrap_or_else(|| panic!("{host} not served within 1s of the file change"));
+        slowest = slowest.max(took);
+        if i % 5 == 4 {
+            // Deletions are picked up too.
+            m.remove(&format!("new-{}.yaml", i - 1));
+            let gone_host = format!("new-{}.test", i - 1);
+            let gone = eventually(Duration::from_secs(1), || {
+                let http = http.clone();
+                let gone_host = gone_host.clone();
+                async move {
+                    send(&http, get(addr, &gone_host, "/"))
+                        .await
+                        .is_ok_and(|r| r.status == StatusCode::NOT_FOUND)
+                }
+            })
+            .await;
+            assert!(
+                gone.is_some(),
+                "{gone_host} still served after its file was deleted"
+            );
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in load {
+        task.await.unwrap();
+    }
+    let failures = failures.lock().unwrap();
+    let ok = ok.load(Ordering::Relaxed);
+    eprintln!("{ok} requests during 15+ swaps; slowest route visibility {slowest:?}");
+    assert!(
+        failures.is_empty(),
+        "{} failed requests: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 100, "only {ok} requests went through");
+    assert!(a.requests.load(Ordering::Relaxed) > 0 && b.requests.load(Ordering::Relaxed) > 0);
+}
+
+#[tokio::test]
+async fn a_broken_file_keeps_its_last_good_version() {
+    let a = start_upstream("a").await;
+    let m = Manifests::new();
+    m.write("svc.yaml", &service_yaml("a", &[a.addr]));
+    m.write(
+        "app.yaml",
+        &ingress_yaml("app", Some("app.test"), &[], &[("/", "Prefix", "a")]),
+    );
+    let sluice = start_sluice(m.path(), "").await;
+    let http = client();
+    assert_eq!(
+        send(&http, get(sluice.http_addr, "app.test", "/"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
+
+    // Not YAML at all: the file's last good objects keep serving...
+    m.write("app.yaml", "kind: Ingress\nmetadata: {name: [broken\n");
+    // ...while other files still change normally.
+    m.write(
+        "other.yaml",
+        &ingress_yaml("other", Some("other.test"), &[], &[("/", "Prefix", "a")]),
+    );
+    let served = eventually(Duration::from_secs(2), || {
+        let http = http.clone();
+        async move {
+            send(&http, get(sluice.http_addr, "other.test", "/"))
+                .await
+                .is_ok_and(|r| r.status == StatusCode::OK)
+        }
+    })
+    .await;
+    assert!(served.is_some());
+    assert_eq!(
+        send(&http, get(sluice.http_addr, "app.test", "/"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
+
+    // An invalid object in valid YAML is skipped; the rest of the file serves.
+    let mut mixed = ingress_yaml(
+        "app",
+        Some("app.test"),
+        &[("sluice.io/proxy-read-timeout", "never")],
+        &[("/", "Prefix", "a")],
+    );
+    mixed += &ingress_yaml("fine", Some("fine.test"), &[], &[("/", "Prefix", "a")]);
+    m.write("app.yaml", &mixed);
+    let skipped = eventually(Duration::from_secs(2), || {
+        let http = http.clone();
+        async move {
+            send(&http, get(sluice.http_addr, "app.test", "/"))
+                .await
+                .is_ok_and(|r| r.status == StatusCode::NOT_FOUND)
+        }
+    })
+    .await;
+    assert!(
+        skipped.is_some(),
+        "the Ingress with a bad annotation is skipped"
+    );
+    assert_eq!(
+        send(&http, get(sluice.http_addr, "fine.test", "/"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
+    assert!(sluice.lifecycle().is_healthy());
+}
