@@ -97,6 +97,9 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
             manifests.display()
         );
     }
+    // Installed before anything is served, so an early SIGTERM still drains.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     if demo {
         sluice::demo::start_pods()
             .await
@@ -107,8 +110,6 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
         print_demo_help(&server);
     }
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM received"),
         _ = interrupt.recv() => tracing::info!("SIGINT received"),

@@ -1,6 +1,8 @@
 //! SIGTERM on the real binary: /healthz fails first, the listener keeps accepting
 //! during the grace period, in-flight requests finish, and the process exits 0.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::io::{BufRead, BufReader};
@@ -119,4 +121,44 @@ async fn sigterm_drains_in_flight_requests() {
         .unwrap()
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_exits_at_once() {
+    let m = Manifests::new();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(config.path(), "shutdown-grace-period: 60s\n").unwrap();
+    let mut child = spawn_sluice(m.path(), config.path());
+    let pid = child.process.id().to_string();
+    let http = client();
+    let healthz = || {
+        Request::get(format!("http://{}/healthz", child.admin))
+            .body(Full::default())
+            .unwrap()
+    };
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    // Wait until the first signal was handled (draining), then send the second.
+    let draining = eventually(Duration::from_secs(2), || {
+        let http = http.clone();
+        let request = healthz();
+        async move {
+            send(&http, request)
+                .await
+                .is_ok_and(|r| r.status == StatusCode::SERVICE_UNAVAILABLE)
+        }
+    })
+    .await;
+    assert!(draining.is_some());
+    Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    let exited = eventually(Duration::from_secs(5), || {
+        let status = child.process.try_wait().unwrap();
+        async move { status.is_some() }
+    })
+    .await;
+    if exited.is_none() {
+        let _ = child.process.kill();
+        panic!("still running after a second signal");
+    }
+    let status = child.process.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "a forced exit is not a clean one");
 }

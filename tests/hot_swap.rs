@@ -1,6 +1,8 @@
 //! The manifests change many times while a client loop keeps sending requests:
 //! no request may fail, and new routes must be served within a second.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

@@ -1,6 +1,8 @@
 //! Real peers through sluice: a tonic gRPC client and server over h2c, and a
 //! WebSocket client and server (tokio-tungstenite).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use futures_util::{SinkExt, StreamExt};

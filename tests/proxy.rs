@@ -1,5 +1,7 @@
 //! End-to-end: requests through an in-process sluice to fake upstreams.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod support;
 
 use std::time::Duration;
@@ -516,5 +518,133 @@ async fn health_endpoints() {
     assert_eq!(
         send(&http, admin("/nope")).await.unwrap().status,
         StatusCode::NOT_FOUND
+    );
+}
+
+#[tokio::test]
+async fn send_timeout_when_the_upstream_stops_reading() {
+    // Accepts connections and never reads: our writes stall once buffers fill.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let stuck = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let m = Manifests::new();
+    m.write(
+        "app.yaml",
+        &(service_yaml("stuck", &[stuck])
+            + &ingress_yaml(
+                "app",
+                None,
+                &[
+                    ("sluice.io/proxy-send-timeout", "300ms"),
+                    ("sluice.io/proxy-body-size", "0"),
+                ],
+                &[("/", "Prefix", "stuck")],
+            )),
+    );
+    let sluice = start_sluice(m.path(), "").await;
+    let body = Bytes::from(vec![b'x'; 64 << 20]);
+    let request = Request::post(format!("http://{}/upload", sluice.http_addr))
+        .body(Full::new(body))
+        .unwrap();
+    let reply = send(&client(), request).await.unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply.text().contains("did not accept data in time"),
+        "{}",
+        reply.text()
+    );
+}
+
+#[tokio::test]
+async fn connect_timeout_when_the_upstream_never_accepts() {
+    // A listener with a backlog of one that never accepts: once its queue is full
+    // the kernel drops further SYNs, so connecting hangs.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let full = socket.listen(1).unwrap();
+    let full_addr = full.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_millis(200), TcpStream::connect(full_addr)).await
+        {
+            fillers.push(stream);
+        }
+    }
+    let m = Manifests::new();
+    m.write(
+        "app.yaml",
+        &(service_yaml("full", &[full_addr])
+            + &ingress_yaml(
+                "app",
+                None,
+                &[("nginx.ingress.kubernetes.io/proxy-connect-timeout", "300ms")],
+                &[("/", "Prefix", "full")],
+            )),
+    );
+    let sluice = start_sluice(m.path(), "").await;
+    let reply = send(&client(), get(sluice.http_addr, "x", "/"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status,
+        StatusCode::GATEWAY_TIMEOUT,
+        "{}",
+        reply.text()
+    );
+    assert!(
+        reply
+            .text()
+            .contains("connecting to the upstream timed out"),
+        "{}",
+        reply.text()
+    );
+    drop(full);
+}
+
+#[tokio::test]
+async fn global_default_backend() {
+    let (a, fallback) = (start_upstream("a").await, start_upstream("fallback").await);
+    let m = Manifests::new();
+    m.write(
+        "svc.yaml",
+        &(service_yaml("a", &[a.addr]) + &service_yaml("fallback", &[fallback.addr])),
+    );
+    m.write(
+        "app.yaml",
+        &ingress_yaml("app", Some("app.example"), &[], &[("/app", "Prefix", "a")]),
+    );
+    let sluice = start_sluice(m.path(), "default-backend: default/fallback:80").await;
+    let http = client();
+    assert_eq!(
+        send(&http, get(sluice.http_addr, "app.example", "/app"))
+            .await
+            .unwrap()
+            .upstream(),
+        "a"
+    );
+    assert_eq!(
+        send(&http, get(sluice.http_addr, "unknown.example", "/"))
+            .await
+            .unwrap()
+            .upstream(),
+        "fallback"
+    );
+    assert_eq!(
+        send(&http, get(sluice.http_addr, "app.example", "/else"))
+            .await
+            .unwrap()
+            .upstream(),
+        "fallback"
     );
 }

@@ -64,14 +64,19 @@ impl ProxyError {
     pub fn from_upstream(err: hyper::Error) -> ProxyError {
         let mut source = err.source();
         while let Some(cause) = source {
-            if let Some(ours) = cause.downcast_ref::<ProxyError>() {
-                match ours {
-                    ProxyError::BodyTooLarge => return ProxyError::BodyTooLarge,
-                    ProxyError::ClientBody => return ProxyError::ClientBody,
-                    ProxyError::SendTimeout => return ProxyError::SendTimeout,
-                    ProxyError::ReadTimeout => return ProxyError::ReadTimeout,
-                    _ => {}
-                }
+            // `io::Error::source()` skips the error it wraps, so look inside by hand.
+            let ours = cause.downcast_ref::<ProxyError>().or_else(|| {
+                cause
+                    .downcast_ref::<io::Error>()
+                    .and_then(|io| io.get_ref())
+                    .and_then(|inner| inner.downcast_ref::<ProxyError>())
+            });
+            match ours {
+                Some(ProxyError::BodyTooLarge) => return ProxyError::BodyTooLarge,
+                Some(ProxyError::ClientBody) => return ProxyError::ClientBody,
+                Some(ProxyError::SendTimeout) => return ProxyError::SendTimeout,
+                Some(ProxyError::ReadTimeout) => return ProxyError::ReadTimeout,
+                _ => {}
             }
             source = cause.source();
         }

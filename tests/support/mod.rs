@@ -1,6 +1,6 @@
 //! Test support: a fake upstream that echoes what it received, a manifests
 //! directory builder, an in-process sluice and a small HTTP client.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
