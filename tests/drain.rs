@@ -97,15 +97,12 @@ async fn sigterm_drains_in_flight_requests() {
     assert!(status.success());
 
     // /healthz fails at once, before anything else changes...
-    let unhealthy = eventually(Duration::from_secs(2), || {
-        let http = http.clone();
-        let request = healthz();
-        async move {
-            send(&http, request)
-                .await
-                .is_ok_and(|r| r.status == StatusCode::SERVICE_UNAVAILABLE)
-        }
-    })
+    let unhealthy = until_status(
+        &http,
+        healthz,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(2),
+    )
     .await;
     assert!(unhealthy.is_some(), "/healthz did not turn 503");
     // ...while new connections are still served during the grace period, told to close.
@@ -138,15 +135,12 @@ async fn a_second_signal_exits_at_once() {
     };
     Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     // Wait until the first signal was handled (draining), then send the second.
-    let draining = eventually(Duration::from_secs(2), || {
-        let http = http.clone();
-        let request = healthz();
-        async move {
-            send(&http, request)
-                .await
-                .is_ok_and(|r| r.status == StatusCode::SERVICE_UNAVAILABLE)
-        }
-    })
+    let draining = until_status(
+        &http,
+        healthz,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(2),
+    )
     .await;
     assert!(draining.is_some());
     Command::new("kill").args(["-INT", &pid]).status().unwrap();

@@ -65,15 +65,12 @@ async fn hot_swap_under_load_loses_nothing() {
                 &[("/", "Prefix", "app")],
             ),
         );
-        let took = eventually(Duration::from_secs(1), || {
-            let http = http.clone();
-            let host = host.clone();
-            async move {
-                send(&http, get(addr, &host, "/"))
-                    .await
-                    .is_ok_and(|r| r.status == StatusCode::OK)
-            }
-        })
+        let took = until_status(
+            &http,
+            || get(addr, &host, "/"),
+            StatusCode::OK,
+            Duration::from_secs(1),
+        )
         .await;
         let took = took.unwrap_or_else(|| panic!("{host} not served within 1s of the file change"));
         slowest = slowest.max(took);
@@ -81,15 +78,12 @@ async fn hot_swap_under_load_loses_nothing() {
             // Deletions are picked up too.
             m.remove(&format!("new-{}.yaml", i - 1));
             let gone_host = format!("new-{}.test", i - 1);
-            let gone = eventually(Duration::from_secs(1), || {
-                let http = http.clone();
-                let gone_host = gone_host.clone();
-                async move {
-                    send(&http, get(addr, &gone_host, "/"))
-                        .await
-                        .is_ok_and(|r| r.status == StatusCode::NOT_FOUND)
-                }
-            })
+            let gone = until_status(
+                &http,
+                || get(addr, &gone_host, "/"),
+                StatusCode::NOT_FOUND,
+                Duration::from_secs(1),
+            )
             .await;
             assert!(
                 gone.is_some(),
@@ -140,14 +134,12 @@ async fn a_broken_file_keeps_its_last_good_version() {
         "other.yaml",
         &ingress_yaml("other", Some("other.test"), &[], &[("/", "Prefix", "a")]),
     );
-    let served = eventually(Duration::from_secs(2), || {
-        let http = http.clone();
-        async move {
-            send(&http, get(sluice.http_addr, "other.test", "/"))
-                .await
-                .is_ok_and(|r| r.status == StatusCode::OK)
-        }
-    })
+    let served = until_status(
+        &http,
+        || get(sluice.http_addr, "other.test", "/"),
+        StatusCode::OK,
+        Duration::from_secs(2),
+    )
     .await;
     assert!(served.is_some());
     assert_eq!(
@@ -167,14 +159,12 @@ async fn a_broken_file_keeps_its_last_good_version() {
     );
     mixed += &ingress_yaml("fine", Some("fine.test"), &[], &[("/", "Prefix", "a")]);
     m.write("app.yaml", &mixed);
-    let skipped = eventually(Duration::from_secs(2), || {
-        let http = http.clone();
-        async move {
-            send(&http, get(sluice.http_addr, "app.test", "/"))
-                .await
-                .is_ok_and(|r| r.status == StatusCode::NOT_FOUND)
-        }
-    })
+    let skipped = until_status(
+        &http,
+        || get(sluice.http_addr, "app.test", "/"),
+        StatusCode::NOT_FOUND,
+        Duration::from_secs(2),
+    )
     .await;
     assert!(
         skipped.is_some(),

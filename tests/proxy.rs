@@ -155,13 +155,7 @@ async fn forwarding_headers() {
 
 #[tokio::test]
 async fn trusted_forwarded_headers_are_kept() {
-    let a = start_upstream("a").await;
-    let m = Manifests::new();
-    m.write(
-        "app.yaml",
-        &(service_yaml("a", &[a.addr]) + &ingress_yaml("app", None, &[], &[("/", "Prefix", "a")])),
-    );
-    let sluice = start_sluice(m.path(), "use-forwarded-headers: true").await;
+    let OneApp { sluice, .. } = one_app("use-forwarded-headers: true", &[]).await;
     let request = Request::get(format!("http://{}/", sluice.http_addr))
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-port", "443")
@@ -326,13 +320,7 @@ async fn body_size_limit() {
 
 #[tokio::test]
 async fn malformed_requests_get_400() {
-    let a = start_upstream("a").await;
-    let m = Manifests::new();
-    m.write(
-        "app.yaml",
-        &(service_yaml("a", &[a.addr]) + &ingress_yaml("app", None, &[], &[("/", "Prefix", "a")])),
-    );
-    let sluice = start_sluice(m.path(), "").await;
+    let OneApp { sluice, .. } = one_app("", &[]).await;
     for raw in [
         &b"GET / HTTP/1.1\r\n\r\n"[..],                     // no Host
         b"GET / HTTP/1.1\r\nHost: a\r\nbad header\r\n\r\n", // not a header line
@@ -358,13 +346,11 @@ async fn malformed_requests_get_400() {
 
 #[tokio::test]
 async fn upstream_connections_are_pooled() {
-    let a = start_upstream("a").await;
-    let m = Manifests::new();
-    m.write(
-        "app.yaml",
-        &(service_yaml("a", &[a.addr]) + &ingress_yaml("app", None, &[], &[("/", "Prefix", "a")])),
-    );
-    let sluice = start_sluice(m.path(), "").await;
+    let OneApp {
+        upstream: a,
+        sluice,
+        ..
+    } = one_app("", &[]).await;
     for _ in 0..20 {
         // A fresh client connection each time: only the upstream side is pooled.
         let reply = send(&client(), get(sluice.http_addr, "a", "/"))
@@ -377,13 +363,11 @@ async fn upstream_connections_are_pooled() {
 
 #[tokio::test]
 async fn upstream_keepalive_requests_recycles_connections() {
-    let a = start_upstream("a").await;
-    let m = Manifests::new();
-    m.write(
-        "app.yaml",
-        &(service_yaml("a", &[a.addr]) + &ingress_yaml("app", None, &[], &[("/", "Prefix", "a")])),
-    );
-    let sluice = start_sluice(m.path(), "upstream-keepalive-requests: 5").await;
+    let OneApp {
+        upstream: a,
+        sluice,
+        ..
+    } = one_app("upstream-keepalive-requests: 5", &[]).await;
     let http = client();
     for _ in 0..20 {
         assert_eq!(
@@ -399,13 +383,7 @@ async fn upstream_keepalive_requests_recycles_connections() {
 
 #[tokio::test]
 async fn client_keep_alive_requests_closes_after_n() {
-    let a = start_upstream("a").await;
-    let m = Manifests::new();
-    m.write(
-        "app.yaml",
-        &(service_yaml("a", &[a.addr]) + &ingress_yaml("app", None, &[], &[("/", "Prefix", "a")])),
-    );
-    let sluice = start_sluice(m.path(), "keep-alive-requests: 3").await;
+    let OneApp { sluice, .. } = one_app("keep-alive-requests: 3", &[]).await;
     let http = client();
     let mut closes = Vec::new();
     for _ in 0..3 {
@@ -462,19 +440,11 @@ async fn curl_http1_and_h2c_on_one_port() {
 
 #[tokio::test]
 async fn h2c_backend_protocol() {
-    let a = start_upstream("a").await;
-    let m = Manifests::new();
-    m.write(
-        "app.yaml",
-        &(service_yaml("a", &[a.addr])
-            + &ingress_yaml(
-                "app",
-                None,
-                &[("sluice.io/backend-protocol", "H2C")],
-                &[("/", "Prefix", "a")],
-            )),
-    );
-    let sluice = start_sluice(m.path(), "").await;
+    let OneApp {
+        upstream: a,
+        sluice,
+        ..
+    } = one_app("", &[("sluice.io/backend-protocol", "H2C")]).await;
     // From HTTP/1 the pod's :authority is the Host header; from HTTP/2 it is the
     // client's :authority (here the address it connected to).
     let h2_authority = sluice.http_addr.to_string();
@@ -626,25 +596,14 @@ async fn global_default_backend() {
     );
     let sluice = start_sluice(m.path(), "default-backend: default/fallback:80").await;
     let http = client();
-    assert_eq!(
-        send(&http, get(sluice.http_addr, "app.example", "/app"))
+    for (host, path, want) in [
+        ("app.example", "/app", "a"),
+        ("unknown.example", "/", "fallback"),
+        ("app.example", "/else", "fallback"),
+    ] {
+        let reply = send(&http, get(sluice.http_addr, host, path))
             .await
-            .unwrap()
-            .upstream(),
-        "a"
-    );
-    assert_eq!(
-        send(&http, get(sluice.http_addr, "unknown.example", "/"))
-            .await
-            .unwrap()
-            .upstream(),
-        "fallback"
-    );
-    assert_eq!(
-        send(&http, get(sluice.http_addr, "app.example", "/else"))
-            .await
-            .unwrap()
-            .upstream(),
-        "fallback"
-    );
+            .unwrap();
+        assert_eq!(reply.upstream(), want, "{host}{path}");
+    }
 }

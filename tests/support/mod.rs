@@ -290,3 +290,40 @@ where
 pub fn infallible<T>(t: T) -> Result<T, Infallible> {
     Ok(t)
 }
+
+/// One fake upstream `a` behind a catch-all Ingress `app` with `annotations`,
+/// served by an in-process sluice with extra `config`.
+pub struct OneApp {
+    pub upstream: Upstream,
+    pub manifests: Manifests,
+    pub sluice: Server,
+}
+
+pub async fn one_app(config: &str, annotations: &[(&str, &str)]) -> OneApp {
+    let upstream = start_upstream("a").await;
+    let manifests = Manifests::new();
+    let yaml = service_yaml("a", &[upstream.addr])
+        + &ingress_yaml("app", None, annotations, &[("/", "Prefix", "a")]);
+    manifests.write("app.yaml", &yaml);
+    let sluice = start_sluice(manifests.path(), config).await;
+    OneApp {
+        upstream,
+        manifests,
+        sluice,
+    }
+}
+
+/// Sends `make()` every 20 ms until the answer has status `want`, for at most
+/// `limit`; returns how long that took.
+pub async fn until_status(
+    http: &HttpClient,
+    make: impl Fn() -> Request<Full<Bytes>>,
+    want: StatusCode,
+    limit: Duration,
+) -> Option<Duration> {
+    eventually(limit, || {
+        let reply = send(http, make());
+        async move { reply.await.is_ok_and(|r| r.status == want) }
+    })
+    .await
+}
