@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use sluice::config::Config;
+use sluice::discovery::translate::{DEFAULT_CONTROLLER_CLASS, DEFAULT_INGRESS_CLASS};
+use sluice::discovery::ClassSelection;
 use sluice::server::{Options, Server};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -42,6 +44,15 @@ struct RunArgs {
     /// Admin listener: /healthz, /readyz [default: 0.0.0.0:10254, or the config file's].
     #[arg(long, value_name = "ADDR")]
     admin_addr: Option<SocketAddr>,
+    /// Serve Ingresses whose IngressClass names this controller.
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_CONTROLLER_CLASS)]
+    controller_class: String,
+    /// Our IngressClass name (and the legacy `kubernetes.io/ingress.class` value).
+    #[arg(long, value_name = "NAME", default_value = DEFAULT_INGRESS_CLASS)]
+    ingress_class: String,
+    /// Also serve Ingresses that name no class at all.
+    #[arg(long)]
+    watch_ingress_without_class: bool,
     /// Runtime worker threads [default: one per CPU].
     #[arg(long, value_name = "N")]
     worker_threads: Option<usize>,
@@ -105,7 +116,17 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
             .await
             .context("starting demo upstreams")?;
     }
-    let server = Server::start(Options { config, manifests }).await?;
+    let class = ClassSelection {
+        ingress_class: args.ingress_class,
+        controller_class: args.controller_class,
+        watch_without_class: args.watch_ingress_without_class,
+    };
+    let server = Server::start(Options {
+        config,
+        manifests,
+        class,
+    })
+    .await?;
     if demo {
         print_demo_help(&server);
     }

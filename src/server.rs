@@ -19,7 +19,9 @@ use tokio_util::task::TaskTracker;
 use crate::balance::EndpointRegistry;
 use crate::config::Config;
 use crate::discovery::manifests::{self, ManifestsDir};
-use crate::discovery::{parse_backend_ref, DiscoveryError, Publisher, TranslateOptions};
+use crate::discovery::{
+    parse_backend_ref, ClassSelection, DiscoveryError, Publisher, TranslateOptions,
+};
 use crate::lifecycle::Lifecycle;
 use crate::proxy::{listener, Proxy, ProxySettings};
 use crate::routing::RoutingTable;
@@ -40,6 +42,7 @@ pub enum StartError {
 pub struct Options {
     pub config: Config,
     pub manifests: PathBuf,
+    pub class: ClassSelection,
 }
 
 #[derive(Debug)]
@@ -62,18 +65,19 @@ impl Server {
 
         let lifecycle = Arc::new(Lifecycle::default());
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
-        let publisher = Arc::new(Publisher {
-            table: table.clone(),
-            endpoints: Arc::new(EndpointRegistry::new(config.pool_config())),
-            options: TranslateOptions {
+        let publisher = Arc::new(Publisher::new(
+            table.clone(),
+            Arc::new(EndpointRegistry::new(config.pool_config())),
+            TranslateOptions {
                 defaults: config.proxy_defaults(),
                 default_backend: config
                     .default_backend
                     .as_deref()
                     .and_then(parse_backend_ref),
+                class: options.class.clone(),
             },
-            lifecycle: lifecycle.clone(),
-        });
+            lifecycle.clone(),
+        ));
 
         // The first table is in place before the first request is accepted.
         let mut dir = ManifestsDir::new(&options.manifests);

@@ -150,7 +150,8 @@ async fn a_broken_file_keeps_its_last_good_version() {
         StatusCode::OK
     );
 
-    // An invalid object in valid YAML is skipped; the rest of the file serves.
+    // A valid Ingress edited into an invalid one keeps serving its last valid
+    // version; a new Ingress in the same file serves as usual.
     let mut mixed = ingress_yaml(
         "app",
         Some("app.test"),
@@ -159,23 +160,47 @@ async fn a_broken_file_keeps_its_last_good_version() {
     );
     mixed += &ingress_yaml("fine", Some("fine.test"), &[], &[("/", "Prefix", "a")]);
     m.write("app.yaml", &mixed);
-    let skipped = until_status(
+    let fine = until_status(
         &http,
-        || get(sluice.http_addr, "app.test", "/"),
-        StatusCode::NOT_FOUND,
+        || get(sluice.http_addr, "fine.test", "/"),
+        StatusCode::OK,
         Duration::from_secs(2),
     )
     .await;
-    assert!(
-        skipped.is_some(),
-        "the Ingress with a bad annotation is skipped"
-    );
+    assert!(fine.is_some());
+    let app = send(&http, get(sluice.http_addr, "app.test", "/"))
+        .await
+        .unwrap();
     assert_eq!(
-        send(&http, get(sluice.http_addr, "fine.test", "/"))
-            .await
-            .unwrap()
-            .status,
-        StatusCode::OK
+        app.status,
+        StatusCode::OK,
+        "the last valid version of app serves"
     );
+    // A broken Ingress never seen valid is skipped.
+    m.write(
+        "new.yaml",
+        &ingress_yaml(
+            "new",
+            Some("new.test"),
+            &[("sluice.io/proxy-read-timeout", "never")],
+            &[("/", "Prefix", "a")],
+        ),
+    );
+    m.write(
+        "marker.yaml",
+        &ingress_yaml("marker", Some("marker.test"), &[], &[("/", "Prefix", "a")]),
+    );
+    let marker = until_status(
+        &http,
+        || get(sluice.http_addr, "marker.test", "/"),
+        StatusCode::OK,
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(marker.is_some());
+    let new = send(&http, get(sluice.http_addr, "new.test", "/"))
+        .await
+        .unwrap();
+    assert_eq!(new.status, StatusCode::NOT_FOUND);
     assert!(sluice.lifecycle().is_healthy());
 }

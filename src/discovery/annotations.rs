@@ -23,6 +23,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "proxy-send-timeout",
     "proxy-body-size",
     "backend-protocol",
+    "default-backend",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -41,6 +42,9 @@ pub struct IngressAnnotations {
     pub send_timeout: Option<Duration>,
     pub body_size: Option<u64>,
     pub backend_protocol: Option<Protocol>,
+    /// `service` or `service:port` in the Ingress's namespace (port defaults to 80,
+    /// as ingress-nginx), used while a rule's own Service has no ready endpoint.
+    pub default_backend: Option<(String, String)>,
 }
 
 impl IngressAnnotations {
@@ -69,6 +73,9 @@ impl IngressAnnotations {
                 }
                 "backend-protocol" => {
                     parsed.backend_protocol = Some(parse_protocol(value).map_err(invalid)?)
+                }
+                "default-backend" => {
+                    parsed.default_backend = Some(parse_service_port(value).map_err(invalid)?)
                 }
                 _ => {}
             }
@@ -105,6 +112,23 @@ fn nonzero(
         return Err(invalid("must be greater than zero".into()));
     }
     Ok(d)
+}
+
+fn parse_service_port(value: &str) -> Result<(String, String), String> {
+    let value = value.trim();
+    let (service, port) = value.split_once(':').unwrap_or((value, "80"));
+    let dns_label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
+    if !dns_label(service) || port.is_empty() {
+        return Err(format!(
+            "{value:?} is not a service name (optionally with :port)"
+        ));
+    }
+    Ok((service.to_owned(), port.to_owned()))
 }
 
 fn parse_protocol(value: &str) -> Result<Protocol, String> {
@@ -144,6 +168,8 @@ mod tests {
         assert_eq!(a.read_timeout, Some(Duration::from_secs(2)));
         assert_eq!(a.body_size, Some(8 << 20));
         assert_eq!(a.backend_protocol, Some(Protocol::H2c));
+        let b = parse(&[("nginx.ingress.kubernetes.io/default-backend", "errors")]).unwrap();
+        assert_eq!(b.default_backend, Some(("errors".into(), "80".into())));
         let policy = a.policy(&ProxyDefaults::default());
         assert_eq!(
             policy.connect_timeout,
@@ -166,6 +192,10 @@ mod tests {
             ("sluice.io/proxy-body-size", "lots"),
             ("sluice.io/backend-protocol", "SPDY"),
             ("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS"),
+            (
+                "nginx.ingress.kubernetes.io/default-backend",
+                "Not_A_Service",
+            ),
         ];
         for (key, value) in cases {
             let err = parse(&[(key, value)]).unwrap_err();

@@ -8,18 +8,19 @@ pub mod annotations;
 pub mod manifests;
 pub mod translate;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use thiserror::Error;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub use translate::{translate, TranslateOptions};
+pub use translate::{translate, ClassSelection, TranslateOptions, Translation};
 
 use crate::balance::EndpointRegistry;
 use crate::lifecycle::Lifecycle;
@@ -102,20 +103,58 @@ pub fn parse_backend_ref(s: &str) -> Option<BackendRef> {
 }
 
 /// Translates snapshots and publishes the resulting tables.
+///
+/// Calls are serialized by the one discovery task that owns the publisher; the
+/// mutex only guards the little state kept between builds.
 #[derive(Debug)]
 pub struct Publisher {
     pub table: Arc<ArcSwap<RoutingTable>>,
     pub endpoints: Arc<EndpointRegistry>,
     pub options: TranslateOptions,
     pub lifecycle: Arc<Lifecycle>,
+    state: Mutex<PublisherState>,
+    /// Receives each warning once, when it first appears (Kubernetes Events).
+    new_warnings: Option<mpsc::UnboundedSender<Warning>>,
+}
+
+#[derive(Debug, Default)]
+struct PublisherState {
+    /// The last version of each Ingress that had no faults of its own.
+    last_valid: HashMap<ObjectRef, Arc<Ingress>>,
+    /// Warnings of the current table, to report each one only once.
+    current: Vec<Warning>,
 }
 
 impl Publisher {
+    pub fn new(
+        table: Arc<ArcSwap<RoutingTable>>,
+        endpoints: Arc<EndpointRegistry>,
+        options: TranslateOptions,
+        lifecycle: Arc<Lifecycle>,
+    ) -> Publisher {
+        Publisher {
+            table,
+            endpoints,
+            options,
+            lifecycle,
+            state: Mutex::default(),
+            new_warnings: None,
+        }
+    }
+
+    /// Sends each new warning to `events` as well as to the log.
+    pub fn with_warning_events(mut self, events: mpsc::UnboundedSender<Warning>) -> Publisher {
+        self.new_warnings = Some(events);
+        self
+    }
+
     /// Builds a table from `snapshot` and swaps it in. `source_warnings` are what the
     /// source itself skipped (unparseable files); they are reported with the rest.
     pub fn publish(&self, snapshot: &Snapshot, source_warnings: &[Warning]) -> Vec<Warning> {
         let started = Instant::now();
-        let (table, mut warnings) = translate(snapshot, &self.options, &self.endpoints);
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let translation = translate(snapshot, &self.options, &self.endpoints, &state.last_valid);
+        let mut warnings = translation.warnings;
         for warning in &mut warnings {
             if warning.file.is_none() {
                 warning.file = warning
@@ -125,10 +164,21 @@ impl Publisher {
             }
         }
         warnings.splice(0..0, source_warnings.iter().cloned());
-        for warning in &warnings {
+        // Log (and send as Events) only what is new since the last build: a rebuild
+        // for an unrelated change must not repeat every standing warning.
+        for warning in warnings.iter().filter(|w| !state.current.contains(w)) {
             tracing::warn!(reason = warning.reason, "skipped: {warning}");
+            if let Some(events) = &self.new_warnings {
+                let _ = events.send(warning.clone());
+            }
         }
+        state.last_valid = translation.valid;
+        state.current = warnings.clone();
+        drop(state);
+
+        let table = translation.table;
         let stats = table.stats;
+        let endpoints = table.endpoint_count();
         self.table.store(Arc::new(table));
         // States of pods that left every table go now (the old table, if a request
         // still holds it, keeps its own references alive until it finishes).
@@ -138,13 +188,39 @@ impl Publisher {
             hosts = stats.hosts,
             routes = stats.routes,
             backends = stats.backends,
-            endpoints = stats.endpoints,
+            endpoints,
             warnings = warnings.len(),
+            ignored_ingresses = translation.ignored,
             collected_endpoints = collected,
             build_ms = started.elapsed().as_secs_f64() * 1e3,
             "routing table published"
         );
         warnings
+    }
+
+    /// Pod churn: recomputes the endpoints of these Services in the current table,
+    /// in place, without rebuilding it.
+    pub fn update_endpoints(&self, snapshot: &Snapshot, services: &BTreeSet<(String, String)>) {
+        let started = Instant::now();
+        let table = self.table.load();
+        let backends = translate::update_endpoints(&table, snapshot, services, &self.endpoints);
+        let collected = self.endpoints.collect_unused();
+        tracing::debug!(
+            services = services.len(),
+            backends,
+            collected_endpoints = collected,
+            update_us = started.elapsed().as_secs_f64() * 1e6,
+            "endpoints updated"
+        );
+    }
+
+    /// The warnings of the table being served.
+    pub fn warnings(&self) -> Vec<Warning> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .current
+            .clone()
     }
 }
 

@@ -3,6 +3,11 @@
 //! Pure and synchronous (the endpoint registry only hands out the long-lived state
 //! for each pod address). Every problem is local: a bad path, annotation or backend
 //! skips that piece with a warning, and the rest of the table is built as usual.
+//!
+//! Each Ingress is first parsed on its own (`parse_ingress`, no table involved),
+//! then inserted. When it has faults of its own (a bad annotation, host or path) and
+//! an earlier version of it was valid, that last valid version is served instead:
+//! one bad `kubectl apply` must not take a working site down.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -11,6 +16,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::annotations::IngressAnnotations;
 use super::{ObjectRef, Snapshot, Warning};
@@ -18,42 +24,83 @@ use crate::balance::EndpointRegistry;
 use crate::config::ProxyDefaults;
 use crate::routing::{
     Backend, BackendRef, Endpoint, HostKey, HostRoutes, IngressRef, PathKind, Protocol, Route,
-    RoutingTable, TableStats,
+    RoutePolicy, RoutingTable, TableStats,
 };
 
 /// The label EndpointSlices carry to name their Service.
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub const DEFAULT_INGRESS_CLASS: &str = "sluice";
+pub const DEFAULT_CONTROLLER_CLASS: &str = "sluice.io/ingress-controller";
+const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
+const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 
 #[derive(Debug, Clone, Default)]
 pub struct TranslateOptions {
     pub defaults: ProxyDefaults,
     /// Serves requests no Ingress matches.
     pub default_backend: Option<BackendRef>,
+    pub class: ClassSelection,
+}
+
+/// Which Ingresses are ours, so several fleets can share a cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassSelection {
+    pub ingress_class: String,
+    pub controller_class: String,
+    pub watch_without_class: bool,
+}
+
+impl Default for ClassSelection {
+    fn default() -> Self {
+        ClassSelection {
+            ingress_class: DEFAULT_INGRESS_CLASS.into(),
+            controller_class: DEFAULT_CONTROLLER_CLASS.into(),
+            watch_without_class: false,
+        }
+    }
+}
+
+/// What `translate` produced.
+#[derive(Debug)]
+pub struct Translation {
+    pub table: RoutingTable,
+    pub warnings: Vec<Warning>,
+    /// Ingresses that parsed without faults of their own: the versions to fall
+    /// back to if a later edit breaks them.
+    pub valid: HashMap<ObjectRef, Arc<Ingress>>,
+    /// Ingresses skipped because they belong to another class.
+    pub ignored: usize,
 }
 
 pub fn translate(
     snapshot: &Snapshot,
     options: &TranslateOptions,
     endpoints: &EndpointRegistry,
-) -> (RoutingTable, Vec<Warning>) {
+    last_valid: &HashMap<ObjectRef, Arc<Ingress>>,
+) -> Translation {
     let mut builder = Builder::new(snapshot, endpoints);
-
-    // Oldest first: on a conflict the first Ingress to claim a rule keeps it.
-    let mut ingresses: Vec<&Ingress> = snapshot.ingresses.iter().map(|i| &**i).collect();
-    ingresses.sort_by(|a, b| {
-        let key = |i: &&Ingress| {
-            (
-                i.metadata.creation_timestamp.clone(),
-                i.metadata.namespace.clone(),
-                i.metadata.name.clone(),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
-    for ingress in ingresses {
-        builder.add_ingress(ingress, &options.defaults);
+    let (ours, ignored) = select_ours(snapshot, &options.class);
+    let mut valid = HashMap::new();
+    for ingress in ours {
+        let object = ingress_object(ingress);
+        let mut parsed = parse_ingress(ingress, &object, &options.defaults);
+        if parsed.faults.is_empty() {
+            valid.insert(object, ingress.clone());
+        } else if let Some(previous) = last_valid.get(&object).filter(|p| !Arc::ptr_eq(p, ingress))
+        {
+            let fallback = parse_ingress(previous, &object, &options.defaults);
+            if fallback.faults.is_empty() {
+                for fault in &mut parsed.faults {
+                    fault.message +=
+                        "; serving the last valid version of this Ingress until it is fixed";
+                }
+                builder.warnings.append(&mut parsed.faults);
+                valid.insert(object, previous.clone());
+                parsed = fallback;
+            }
+        }
+        builder.add(parsed);
     }
-
     let default_route = options.default_backend.as_ref().map(|backend_ref| {
         let backend = builder.backend(backend_ref.clone(), Protocol::Http1, None);
         Arc::new(Route {
@@ -62,56 +109,252 @@ pub fn translate(
                 name: String::new(),
             },
             backend,
+            fallback: None,
             policy: IngressAnnotations::default().policy(&options.defaults),
         })
     });
-    builder.finish(default_route)
+    let (table, warnings) = builder.finish(default_route);
+    Translation {
+        table,
+        warnings,
+        valid,
+        ignored,
+    }
+}
+
+/// Our Ingresses, oldest first (on a conflict the first to claim a rule keeps it),
+/// and how many belong to someone else.
+fn select_ours<'s>(
+    snapshot: &'s Snapshot,
+    class: &ClassSelection,
+) -> (Vec<&'s Arc<Ingress>>, usize) {
+    let ours_by_name = |name: &str| {
+        snapshot.ingress_classes.iter().any(|c| {
+            c.metadata.name.as_deref() == Some(name)
+                && c.spec.as_ref().and_then(|s| s.controller.as_deref())
+                    == Some(&class.controller_class)
+        })
+    };
+    let default_class = snapshot.ingress_classes.iter().any(|c| {
+        c.metadata.name.as_deref() == Some(&class.ingress_class)
+            && c.spec.as_ref().and_then(|s| s.controller.as_deref())
+                == Some(&class.controller_class)
+            && annotation(&c.metadata, DEFAULT_CLASS_ANNOTATION) == Some("true")
+    });
+    let is_ours = |ingress: &Ingress| {
+        if let Some(name) = ingress
+            .spec
+            .as_ref()
+            .and_then(|s| s.ingress_class_name.as_deref())
+        {
+            return ours_by_name(name);
+        }
+        if let Some(legacy) = annotation(&ingress.metadata, LEGACY_CLASS_ANNOTATION) {
+            return legacy == class.ingress_class;
+        }
+        default_class || class.watch_without_class
+    };
+    let mut ours: Vec<&Arc<Ingress>> = snapshot.ingresses.iter().filter(|i| is_ours(i)).collect();
+    let ignored = snapshot.ingresses.len() - ours.len();
+    ours.sort_by(|a, b| {
+        let key = |i: &Ingress| {
+            (
+                i.metadata.creation_timestamp.clone(),
+                i.metadata.namespace.clone(),
+                i.metadata.name.clone(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    (ours, ignored)
+}
+
+fn annotation<'m>(meta: &'m ObjectMeta, key: &str) -> Option<&'m str> {
+    meta.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+fn ingress_object(ingress: &Ingress) -> ObjectRef {
+    ObjectRef {
+        kind: "Ingress",
+        namespace: namespace_of(&ingress.metadata).to_owned(),
+        name: ingress.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// An Ingress, checked and reduced to what the table needs.
+struct ParsedIngress {
+    object: ObjectRef,
+    ingress: IngressRef,
+    policy: RoutePolicy,
+    protocol: Protocol,
+    /// `default-backend` annotation: serves when a rule's Service has no endpoints.
+    fallback: Option<BackendRef>,
+    paths: Vec<ParsedPath>,
+    /// `spec.defaultBackend`, and the hosts it serves.
+    default: Option<(BackendTarget, BTreeSet<HostKey>)>,
+    /// Problems of the Ingress itself (not of the Services it names).
+    faults: Vec<Warning>,
+}
+
+struct ParsedPath {
+    host: HostKey,
+    kind: PathKind,
+    path: String,
+    target: BackendTarget,
+}
+
+/// A backend reference and the field it came from, for warnings.
+struct BackendTarget {
+    backend: BackendRef,
+    field: String,
+}
+
+fn parse_ingress(ingress: &Ingress, object: &ObjectRef, defaults: &ProxyDefaults) -> ParsedIngress {
+    let namespace = object.namespace.as_str();
+    let mut parsed = ParsedIngress {
+        object: object.clone(),
+        ingress: IngressRef {
+            namespace: namespace.to_owned(),
+            name: object.name.clone(),
+        },
+        policy: IngressAnnotations::default().policy(defaults),
+        protocol: Protocol::default(),
+        fallback: None,
+        paths: Vec::new(),
+        default: None,
+        faults: Vec::new(),
+    };
+    let fault = |field: String, reason: &'static str, message: String| Warning {
+        file: None,
+        object: Some(object.clone()),
+        field: Some(field),
+        reason,
+        message,
+    };
+    let annotations = match IngressAnnotations::parse(ingress.metadata.annotations.as_ref()) {
+        Ok(a) => a,
+        Err(error) => {
+            let message = format!("{error}; Ingress skipped");
+            parsed.faults.push(fault(
+                "metadata.annotations".into(),
+                "invalid-annotation",
+                message,
+            ));
+            return parsed;
+        }
+    };
+    parsed.policy = annotations.policy(defaults);
+    parsed.protocol = annotations.backend_protocol.unwrap_or_default();
+    parsed.fallback = annotations
+        .default_backend
+        .as_ref()
+        .map(|(service, port)| BackendRef {
+            namespace: namespace.to_owned(),
+            service: service.clone(),
+            port: port.clone(),
+        });
+    let Some(spec) = &ingress.spec else {
+        parsed.faults.push(fault(
+            "spec".into(),
+            "invalid-ingress",
+            "no spec; Ingress skipped".into(),
+        ));
+        return parsed;
+    };
+
+    let mut hosts = BTreeSet::new();
+    for (ri, rule) in spec.rules.iter().flatten().enumerate() {
+        let Some(host) = HostKey::parse(rule.host.as_deref()) else {
+            let host = rule.host.as_deref().unwrap_or_default();
+            let message = format!("invalid host {host:?}; rule skipped");
+            parsed.faults.push(fault(
+                format!("spec.rules[{ri}].host"),
+                "invalid-host",
+                message,
+            ));
+            continue;
+        };
+        hosts.insert(host.clone());
+        let paths = rule.http.iter().flat_map(|http| http.paths.iter());
+        for (pi, path) in paths.enumerate() {
+            let field = format!("spec.rules[{ri}].http.paths[{pi}]");
+            let kind = match path.path_type.as_str() {
+                "Exact" => PathKind::Exact,
+                "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
+                other => {
+                    let message = format!("pathType {other:?} is not Exact, Prefix or ImplementationSpecific; path skipped");
+                    parsed.faults.push(fault(field, "invalid-path", message));
+                    continue;
+                }
+            };
+            let value = path.path.as_deref().unwrap_or("/");
+            if !value.starts_with('/') {
+                let message = format!("path {value:?} must start with '/'; path skipped");
+                parsed.faults.push(fault(field, "invalid-path", message));
+                continue;
+            }
+            let field = format!("{field}.backend");
+            match backend_ref(&path.backend, namespace) {
+                Ok(backend) => parsed.paths.push(ParsedPath {
+                    host: host.clone(),
+                    kind,
+                    path: value.to_owned(),
+                    target: BackendTarget { backend, field },
+                }),
+                Err(message) => parsed.faults.push(fault(field, "invalid-backend", message)),
+            }
+        }
+    }
+    if let Some(default_backend) = &spec.default_backend {
+        let field = "spec.defaultBackend".to_owned();
+        match backend_ref(default_backend, namespace) {
+            Ok(backend) => {
+                // It serves the Ingress's own hosts; without rules, every host.
+                if hosts.is_empty() {
+                    hosts.insert(HostKey::Any);
+                }
+                parsed.default = Some((BackendTarget { backend, field }, hosts));
+            }
+            Err(message) => parsed.faults.push(fault(field, "invalid-backend", message)),
+        }
+    }
+    parsed
+}
+
+fn backend_ref(backend: &IngressBackend, namespace: &str) -> Result<BackendRef, String> {
+    let service = backend
+        .service
+        .as_ref()
+        .ok_or("resource backends are not supported; skipped")?;
+    let port = service
+        .port
+        .as_ref()
+        .and_then(|p| p.number.map(|n| n.to_string()).or_else(|| p.name.clone()))
+        .ok_or_else(|| {
+            format!(
+                "service {:?} has no port number or name; skipped",
+                service.name
+            )
+        })?;
+    Ok(BackendRef {
+        namespace: namespace.to_owned(),
+        service: service.name.clone(),
+        port,
+    })
 }
 
 struct Builder<'a> {
-    services: HashMap<(&'a str, &'a str), &'a Service>,
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    index: SnapshotIndex<'a>,
     registry: &'a EndpointRegistry,
     backends: HashMap<(BackendRef, Protocol), Arc<Backend>>,
     hosts: BTreeMap<HostKey, HostRoutes>,
     warnings: Vec<Warning>,
 }
 
-/// Where a warning points: the object and the field inside it.
-struct Site<'o> {
-    object: &'o ObjectRef,
-    field: String,
-}
-
 impl<'a> Builder<'a> {
     fn new(snapshot: &'a Snapshot, registry: &'a EndpointRegistry) -> Builder<'a> {
-        let services = snapshot
-            .services
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    (namespace_of(&s.metadata), s.metadata.name.as_deref()?),
-                    &**s,
-                ))
-            })
-            .collect();
-        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
-        for slice in &snapshot.endpoint_slices {
-            let service = slice
-                .metadata
-                .labels
-                .as_ref()
-                .and_then(|l| l.get(SERVICE_NAME_LABEL));
-            if let Some(service) = service {
-                slices
-                    .entry((namespace_of(&slice.metadata), service.as_str()))
-                    .or_default()
-                    .push(&**slice);
-            }
-        }
         Builder {
-            services,
-            slices,
+            index: SnapshotIndex::new(snapshot),
             registry,
             backends: HashMap::new(),
             hosts: BTreeMap::new(),
@@ -119,144 +362,46 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn warn(&mut self, site: Option<&Site<'_>>, reason: &'static str, message: String) {
-        self.warnings.push(Warning {
-            file: None,
-            object: site.map(|s| s.object.clone()),
-            field: site.map(|s| s.field.clone()),
-            reason,
-            message,
+    fn add(&mut self, mut parsed: ParsedIngress) {
+        self.warnings.append(&mut parsed.faults);
+        let object = &parsed.object;
+        let fallback = parsed.fallback.clone().map(|b| {
+            let site = (object, "metadata.annotations");
+            self.backend(b, parsed.protocol, Some(site))
         });
-    }
-
-    fn add_ingress(&mut self, ingress: &Ingress, defaults: &ProxyDefaults) {
-        let namespace = namespace_of(&ingress.metadata);
-        let name = ingress.metadata.name.as_deref().unwrap_or_default();
-        let object = ObjectRef {
-            kind: "Ingress",
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
-        let ingress_ref = IngressRef {
-            namespace: namespace.to_owned(),
-            name: name.to_owned(),
-        };
-        let annotations = match IngressAnnotations::parse(ingress.metadata.annotations.as_ref()) {
-            Ok(a) => a,
-            Err(error) => {
-                let site = Site {
-                    object: &object,
-                    field: "metadata.annotations".into(),
-                };
-                self.warn(
-                    Some(&site),
-                    "invalid-annotation",
-                    format!("{error}; Ingress skipped"),
-                );
-                return;
-            }
-        };
-        let policy = annotations.policy(defaults);
-        let protocol = annotations.backend_protocol.unwrap_or_default();
-        let Some(spec) = &ingress.spec else {
-            let site = Site {
-                object: &object,
-                field: "spec".into(),
-            };
-            self.warn(
-                Some(&site),
-                "invalid-ingress",
-                "no spec; Ingress skipped".into(),
-            );
-            return;
-        };
         let route_to = |backend: Arc<Backend>| {
             Arc::new(Route {
-                ingress: ingress_ref.clone(),
+                ingress: parsed.ingress.clone(),
                 backend,
-                policy: policy.clone(),
+                fallback: fallback.clone(),
+                policy: parsed.policy.clone(),
             })
         };
-
-        let mut ingress_hosts = BTreeSet::new();
-        for (ri, rule) in spec.rules.iter().flatten().enumerate() {
-            let Some(host) = HostKey::parse(rule.host.as_deref()) else {
-                let site = Site {
-                    object: &object,
-                    field: format!("spec.rules[{ri}].host"),
-                };
-                let host = rule.host.as_deref().unwrap_or_default();
-                self.warn(
-                    Some(&site),
-                    "invalid-host",
-                    format!("invalid host {host:?}; rule skipped"),
+        for path in &parsed.paths {
+            let target = &path.target;
+            let backend = self.backend(
+                target.backend.clone(),
+                parsed.protocol,
+                Some((object, &target.field)),
+            );
+            let routes = self.hosts.entry(path.host.clone()).or_default();
+            if let Err(owner) = routes.insert(path.kind, &path.path, route_to(backend)) {
+                let message = format!(
+                    "host {} path {:?} ({:?}) is already served by the older Ingress {}; path skipped",
+                    path.host, path.path, path.kind, owner.ingress
                 );
-                continue;
-            };
-            ingress_hosts.insert(host.clone());
-            let paths = rule.http.iter().flat_map(|http| http.paths.iter());
-            for (pi, path) in paths.enumerate() {
-                let site = Site {
-                    object: &object,
-                    field: format!("spec.rules[{ri}].http.paths[{pi}]"),
-                };
-                let kind = match path.path_type.as_str() {
-                    "Exact" => PathKind::Exact,
-                    "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
-                    other => {
-                        self.warn(
-                            Some(&site),
-                            "invalid-path",
-                            format!("pathType {other:?} is not Exact, Prefix or ImplementationSpecific; path skipped"),
-                        );
-                        continue;
-                    }
-                };
-                let path_value = path.path.as_deref().unwrap_or("/");
-                if !path_value.starts_with('/') {
-                    self.warn(
-                        Some(&site),
-                        "invalid-path",
-                        format!("path {path_value:?} must start with '/'; path skipped"),
-                    );
-                    continue;
-                }
-                let backend_site = Site {
-                    object: &object,
-                    field: format!("{}.backend", site.field),
-                };
-                let Some(backend) =
-                    self.ingress_backend(&path.backend, namespace, protocol, &backend_site)
-                else {
-                    continue;
-                };
-                let route = route_to(backend);
-                let routes = self.hosts.entry(host.clone()).or_default();
-                if let Err(owner) = routes.insert(kind, path_value, route) {
-                    let message = format!(
-                        "host {host} path {path_value:?} ({kind:?}) is already served by the older Ingress {}; path skipped",
-                        owner.ingress
-                    );
-                    self.warn(Some(&site), "conflict", message);
-                }
+                let field = target.field.trim_end_matches(".backend").to_owned();
+                self.warn(Some((object, &field)), "conflict", message);
             }
         }
-
-        if let Some(default_backend) = &spec.default_backend {
-            let site = Site {
-                object: &object,
-                field: "spec.defaultBackend".into(),
-            };
-            let Some(backend) = self.ingress_backend(default_backend, namespace, protocol, &site)
-            else {
-                return;
-            };
+        if let Some((target, hosts)) = &parsed.default {
+            let backend = self.backend(
+                target.backend.clone(),
+                parsed.protocol,
+                Some((object, &target.field)),
+            );
             let route = route_to(backend);
-            // It serves the Ingress's own hosts; without rules, every host.
-            if ingress_hosts.is_empty() {
-                ingress_hosts.insert(HostKey::Any);
-            }
-            for host in ingress_hosts {
+            for host in hosts {
                 if let Err(owner) = self
                     .hosts
                     .entry(host.clone())
@@ -267,64 +412,36 @@ impl<'a> Builder<'a> {
                         "host {host} already has a default backend from the older Ingress {}; ignored",
                         owner.ingress
                     );
-                    self.warn(Some(&site), "conflict", message);
+                    self.warn(Some((object, &target.field)), "conflict", message);
                 }
             }
         }
     }
 
-    /// Resolves an Ingress backend. A missing Service or port still yields a backend
-    /// (with no endpoints: 503, as ingress-nginx answers) plus a warning, so the
-    /// route starts working as soon as the Service appears.
-    fn ingress_backend(
-        &mut self,
-        backend: &IngressBackend,
-        namespace: &str,
-        protocol: Protocol,
-        site: &Site<'_>,
-    ) -> Option<Arc<Backend>> {
-        let Some(service) = &backend.service else {
-            self.warn(
-                Some(site),
-                "unsupported-backend",
-                "resource backends are not supported; skipped".into(),
-            );
-            return None;
-        };
-        let port = service
-            .port
-            .as_ref()
-            .and_then(|p| p.number.map(|n| n.to_string()).or_else(|| p.name.clone()));
-        let Some(port) = port else {
-            self.warn(
-                Some(site),
-                "invalid-backend",
-                format!(
-                    "service {:?} has no port number or name; skipped",
-                    service.name
-                ),
-            );
-            return None;
-        };
-        let backend_ref = BackendRef {
-            namespace: namespace.to_owned(),
-            service: service.name.clone(),
-            port,
-        };
-        Some(self.backend(backend_ref, protocol, Some(site)))
+    fn warn(&mut self, site: Option<(&ObjectRef, &str)>, reason: &'static str, message: String) {
+        self.warnings.push(Warning {
+            file: None,
+            object: site.map(|s| s.0.clone()),
+            field: site.map(|s| s.1.to_owned()),
+            reason,
+            message,
+        });
     }
 
+    /// The backend for a Service port. A missing Service or port still yields a
+    /// backend (with no endpoints: 503, as ingress-nginx answers) plus a warning, so
+    /// the route starts working as soon as the Service appears.
     fn backend(
         &mut self,
         backend_ref: BackendRef,
         protocol: Protocol,
-        site: Option<&Site<'_>>,
+        site: Option<(&ObjectRef, &str)>,
     ) -> Arc<Backend> {
         let key = (backend_ref, protocol);
         if let Some(backend) = self.backends.get(&key) {
             return backend.clone();
         }
-        let addrs = match self.endpoint_addrs(&key.0) {
+        let addrs = match self.index.endpoint_addrs(&key.0) {
             Ok(addrs) => addrs,
             Err((reason, message)) => {
                 self.warn(
@@ -335,15 +452,100 @@ impl<'a> Builder<'a> {
                 Vec::new()
             }
         };
-        let endpoints = addrs
-            .into_iter()
-            .map(|addr| Endpoint {
-                state: self.registry.endpoint(addr, protocol),
-            })
-            .collect();
+        let endpoints = endpoints_for(addrs, protocol, self.registry);
         let backend = Arc::new(Backend::new(key.0.clone(), protocol, endpoints));
         self.backends.insert(key, backend.clone());
         backend
+    }
+
+    fn finish(self, default_route: Option<Arc<Route>>) -> (RoutingTable, Vec<Warning>) {
+        let stats = TableStats {
+            hosts: 0,
+            routes: self.hosts.values().map(HostRoutes::route_count).sum(),
+            backends: self.backends.len(),
+        };
+        let backends = self.backends.into_values().collect();
+        (
+            RoutingTable::new(self.hosts, backends, default_route, stats),
+            self.warnings,
+        )
+    }
+}
+
+fn endpoints_for(
+    addrs: Vec<SocketAddr>,
+    protocol: Protocol,
+    registry: &EndpointRegistry,
+) -> Vec<Endpoint> {
+    addrs
+        .into_iter()
+        .map(|addr| Endpoint {
+            state: registry.endpoint(addr, protocol),
+        })
+        .collect()
+}
+
+/// Recomputes the endpoints of every backend of the given Services in `table`, in
+/// place. This is the cheap path for pod churn: its cost follows the number of
+/// backends of those Services, not the size of the table. Returns how many
+/// backends it touched.
+pub fn update_endpoints(
+    table: &RoutingTable,
+    snapshot: &Snapshot,
+    services: &BTreeSet<(String, String)>,
+    registry: &EndpointRegistry,
+) -> usize {
+    let index = SnapshotIndex::for_services(snapshot, services);
+    let mut touched = 0;
+    for (namespace, service) in services {
+        for backend in table.backends_of(namespace, service) {
+            let addrs = index.endpoint_addrs(&backend.name).unwrap_or_default();
+            backend.set_endpoints(endpoints_for(addrs, backend.protocol, registry));
+            touched += 1;
+        }
+    }
+    touched
+}
+
+/// Services and EndpointSlices by `(namespace, service name)`.
+struct SnapshotIndex<'a> {
+    services: HashMap<(&'a str, &'a str), &'a Service>,
+    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+}
+
+impl<'a> SnapshotIndex<'a> {
+    fn new(snapshot: &'a Snapshot) -> SnapshotIndex<'a> {
+        Self::filtered(snapshot, |_| true)
+    }
+
+    fn for_services(
+        snapshot: &'a Snapshot,
+        wanted: &BTreeSet<(String, String)>,
+    ) -> SnapshotIndex<'a> {
+        Self::filtered(snapshot, |(ns, name)| {
+            wanted.contains(&((*ns).to_owned(), (*name).to_owned()))
+        })
+    }
+
+    fn filtered(snapshot: &'a Snapshot, keep: impl Fn(&(&str, &str)) -> bool) -> SnapshotIndex<'a> {
+        let services = snapshot
+            .services
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    (namespace_of(&s.metadata), s.metadata.name.as_deref()?),
+                    &**s,
+                ))
+            })
+            .filter(|(key, _)| keep(key))
+            .collect();
+        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
+        for slice in &snapshot.endpoint_slices {
+            if let Some(key) = slice_service(slice).filter(|k| keep(k)) {
+                slices.entry(key).or_default().push(&**slice);
+            }
+        }
+        SnapshotIndex { services, slices }
     }
 
     /// The ready pod addresses behind a Service port, from its EndpointSlices.
@@ -351,9 +553,10 @@ impl<'a> Builder<'a> {
         &self,
         backend: &BackendRef,
     ) -> Result<Vec<SocketAddr>, (&'static str, String)> {
+        let key = (backend.namespace.as_str(), backend.service.as_str());
         let service = self
             .services
-            .get(&(backend.namespace.as_str(), backend.service.as_str()))
+            .get(&key)
             .ok_or(("service-not-found", "service not found".to_owned()))?;
         let spec = service
             .spec
@@ -378,10 +581,7 @@ impl<'a> Builder<'a> {
         // resolved target port number.
         let port_name = service_port.name.as_deref().unwrap_or_default();
         let mut addrs = Vec::new();
-        let slices = self
-            .slices
-            .get(&(backend.namespace.as_str(), backend.service.as_str()));
-        for slice in slices.into_iter().flatten() {
+        for slice in self.slices.get(&key).into_iter().flatten() {
             if slice.address_type == "FQDN" {
                 continue;
             }
@@ -418,19 +618,12 @@ impl<'a> Builder<'a> {
         addrs.dedup();
         Ok(addrs)
     }
+}
 
-    fn finish(self, default_route: Option<Arc<Route>>) -> (RoutingTable, Vec<Warning>) {
-        let stats = TableStats {
-            hosts: 0,
-            routes: self.hosts.values().map(HostRoutes::route_count).sum(),
-            backends: self.backends.len(),
-            endpoints: self.backends.values().map(|b| b.endpoints.len()).sum(),
-        };
-        (
-            RoutingTable::new(self.hosts, default_route, stats),
-            self.warnings,
-        )
-    }
+/// `(namespace, service)` an EndpointSlice belongs to.
+pub fn slice_service(slice: &EndpointSlice) -> Option<(&str, &str)> {
+    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
+    Some((namespace_of(&slice.metadata), service.as_str()))
 }
 
 fn port_matches(port: &ServicePort, wanted: &str) -> bool {
@@ -440,7 +633,7 @@ fn port_matches(port: &ServicePort, wanted: &str) -> bool {
     }
 }
 
-fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str {
+fn namespace_of(meta: &ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
 }
 

@@ -127,11 +127,7 @@ impl Proxy {
             }
         }
         let client_upgrade = is_upgrade_request(&request).then(|| hyper::upgrade::on(&mut request));
-        let endpoint = route
-            .backend
-            .pick_endpoint()
-            .ok_or(ProxyError::NoEndpoint)?
-            .clone();
+        let endpoint = route.pick_endpoint().ok_or(ProxyError::NoEndpoint)?;
         let upstream_request = self.upstream_request(
             request,
             &route,

@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
+
 pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind};
 
 use crate::balance::EndpointState;
@@ -67,15 +69,31 @@ impl fmt::Display for BackendRef {
 pub struct Route {
     pub ingress: IngressRef,
     pub backend: Arc<Backend>,
+    /// The `default-backend` annotation: takes the traffic while `backend` has no
+    /// ready endpoint.
+    pub fallback: Option<Arc<Backend>>,
     pub policy: RoutePolicy,
 }
 
+impl Route {
+    /// The endpoint for the next request: the backend's, else the fallback's.
+    pub fn pick_endpoint(&self) -> Option<Endpoint> {
+        self.backend
+            .pick_endpoint()
+            .or_else(|| self.fallback.as_ref()?.pick_endpoint())
+    }
+}
+
 /// A Service port and the ready pod addresses behind it.
+///
+/// The endpoint list is the one part of a table that changes in place: pod churn
+/// replaces it (one atomic pointer swap) instead of rebuilding the whole table, so
+/// its cost follows the size of the Service, not of the cluster.
 #[derive(Debug)]
 pub struct Backend {
     pub name: BackendRef,
     pub protocol: Protocol,
-    pub endpoints: Vec<Endpoint>,
+    endpoints: ArcSwap<Vec<Endpoint>>,
     /// Round-robin cursor. Lives in the table, so a swap restarts it: harmless.
     next: AtomicUsize,
 }
@@ -100,18 +118,27 @@ impl Backend {
         Backend {
             name,
             protocol,
-            endpoints,
+            endpoints: ArcSwap::from_pointee(endpoints),
             next: AtomicUsize::new(start),
         }
     }
 
+    pub fn endpoints(&self) -> Arc<Vec<Endpoint>> {
+        self.endpoints.load_full()
+    }
+
+    pub fn set_endpoints(&self, endpoints: Vec<Endpoint>) {
+        self.endpoints.store(Arc::new(endpoints));
+    }
+
     /// Round-robin over ready endpoints; the balancing issue replaces this.
-    pub fn pick_endpoint(&self) -> Option<&Endpoint> {
-        if self.endpoints.is_empty() {
+    pub fn pick_endpoint(&self) -> Option<Endpoint> {
+        let endpoints = self.endpoints.load();
+        if endpoints.is_empty() {
             return None;
         }
         let i = self.next.fetch_add(1, Ordering::Relaxed);
-        self.endpoints.get(i % self.endpoints.len())
+        endpoints.get(i % endpoints.len()).cloned()
     }
 }
 
@@ -121,7 +148,6 @@ pub struct TableStats {
     pub hosts: usize,
     pub routes: usize,
     pub backends: usize,
-    pub endpoints: usize,
 }
 
 /// Everything a request needs to find its upstream. Immutable once built.
@@ -135,6 +161,8 @@ pub struct RoutingTable {
     any_host: Option<HostRoutes>,
     /// The configured global default backend: requests that match nothing else.
     default_route: Option<Arc<Route>>,
+    /// Every backend by `(namespace, service)`, for in-place endpoint updates.
+    backends: HashMap<(String, String), Vec<Arc<Backend>>>,
     pub stats: TableStats,
 }
 
@@ -186,6 +214,7 @@ fn valid_dns_name(host: &str) -> bool {
 impl RoutingTable {
     pub fn new(
         hosts: impl IntoIterator<Item = (HostKey, HostRoutes)>,
+        backends: Vec<Arc<Backend>>,
         default_route: Option<Arc<Route>>,
         stats: TableStats,
     ) -> RoutingTable {
@@ -194,6 +223,10 @@ impl RoutingTable {
             stats,
             ..RoutingTable::default()
         };
+        for backend in backends {
+            let key = (backend.name.namespace.clone(), backend.name.service.clone());
+            table.backends.entry(key).or_default().push(backend);
+        }
         for (key, routes) in hosts {
             match key {
                 HostKey::Exact(h) => {
@@ -208,6 +241,24 @@ impl RoutingTable {
         table.stats.hosts =
             table.hosts.len() + table.wildcards.len() + table.any_host.is_some() as usize;
         table
+    }
+
+    /// The backends built for one Service (one per port and protocol in use).
+    pub fn backends_of(&self, namespace: &str, service: &str) -> &[Arc<Backend>] {
+        // A tuple key cannot be borrowed from two `&str`s; the map is small per
+        // call site and this runs only on endpoint updates, never per request.
+        self.backends
+            .get(&(namespace.to_owned(), service.to_owned()))
+            .map_or(&[], Vec::as_slice)
+    }
+
+    /// Ready endpoints across all backends, as of now.
+    pub fn endpoint_count(&self) -> usize {
+        self.backends
+            .values()
+            .flatten()
+            .map(|b| b.endpoints.load().len())
+            .sum()
     }
 
     /// Finds the route for a request. `host` may carry a port and any case.

@@ -18,6 +18,7 @@ fn route(name: &str) -> Arc<Route> {
             Protocol::Http1,
             Vec::new(),
         )),
+        fallback: None,
         policy: RoutePolicy {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
@@ -114,6 +115,7 @@ fn host_matching() {
             (HostKey::parse(Some("Bar.Example")).unwrap(), with("bar")),
             (HostKey::parse(None).unwrap(), with("any")),
         ],
+        Vec::new(),
         None,
         TableStats::default(),
     );
@@ -152,6 +154,6 @@ fn host_keys() {
 fn no_match_and_global_default() {
     let empty = RoutingTable::default();
     assert!(empty.route("a.com", "/").is_none());
-    let table = RoutingTable::new([], Some(route("global")), TableStats::default());
+    let table = RoutingTable::new([], Vec::new(), Some(route("global")), TableStats::default());
     assert_eq!(table.route("a.com", "/").unwrap().ingress.name, "global");
 }

@@ -132,10 +132,13 @@ pub struct Manifests {
 }
 
 impl Manifests {
+    /// Starts with the default `sluice` IngressClass, as a cluster would have.
     pub fn new() -> Manifests {
-        Manifests {
+        let manifests = Manifests {
             dir: tempfile::tempdir().unwrap(),
-        }
+        };
+        manifests.write("ingressclass.yaml", INGRESS_CLASS);
+        manifests
     }
 
     pub fn path(&self) -> &Path {
@@ -152,6 +155,14 @@ impl Manifests {
         std::fs::remove_file(self.dir.path().join(file)).unwrap();
     }
 }
+
+pub const INGRESS_CLASS: &str = r#"apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: sluice
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec: {controller: sluice.io/ingress-controller}
+"#;
 
 /// A Service (port 80, named `http`) with one EndpointSlice per address.
 pub fn service_yaml(name: &str, addrs: &[SocketAddr]) -> String {
@@ -204,6 +215,7 @@ pub async fn start_sluice(manifests: &Path, config: &str) -> Server {
     Server::start(Options {
         config,
         manifests: manifests.to_owned(),
+        class: Default::default(),
     })
     .await
     .unwrap()

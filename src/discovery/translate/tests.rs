@@ -1,11 +1,11 @@
-use std::net::SocketAddr;
+use std::collections::HashMap;
 
 use super::*;
 use crate::config::PoolConfig;
 use crate::discovery::manifests::snapshot_from_str;
 
-/// A Service `name` with port 80 (named `http`) and 8080 (unnamed... in a second
-/// Service) plus an EndpointSlice listing `ready` and `not_ready` addresses.
+/// A Service `name` (port 80 named `http`, target 8080) and an EndpointSlice with
+/// `ready` and `not_ready` addresses.
 fn service(name: &str, ready: &[&str], not_ready: &[&str]) -> String {
     let endpoints = |addrs: &[&str], ready: bool| {
         addrs
@@ -42,17 +42,44 @@ fn ingress(name: &str, created: &str, body: &str) -> String {
     )
 }
 
+/// An Ingress routing `/` of `host` to `service`, with extra metadata lines.
+fn simple(name: &str, host: &str, service: &str, metadata: &str) -> String {
+    ingress(
+        name,
+        "2024-01-01T00:00:00Z",
+        &format!(
+            "{metadata}spec:\n  rules:\n  - host: {host}\n    http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: {service}, port: {{number: 80}}}}}}}}"
+        ),
+    )
+}
+
+fn all_classes() -> TranslateOptions {
+    let mut options = TranslateOptions::default();
+    options.class.watch_without_class = true;
+    options
+}
+
+/// Translates with every Ingress counted as ours (class selection has its own test).
 fn build(yaml: &str) -> (RoutingTable, Vec<Warning>) {
     let (snapshot, parse_warnings) = snapshot_from_str(yaml);
     assert!(parse_warnings.is_empty(), "{parse_warnings:?}");
     let registry = EndpointRegistry::new(PoolConfig::default());
-    translate(&snapshot, &TranslateOptions::default(), &registry)
+    let t = translate(&snapshot, &all_classes(), &registry, &HashMap::new());
+    (t.table, t.warnings)
 }
 
 fn service_of(table: &RoutingTable, host: &str, path: &str) -> Option<String> {
     table
         .route(host, path)
         .map(|r| r.backend.name.service.clone())
+}
+
+fn addrs(backend: &Backend) -> Vec<String> {
+    backend
+        .endpoints()
+        .iter()
+        .map(|e| e.addr().to_string())
+        .collect()
 }
 
 #[test]
@@ -72,13 +99,9 @@ fn rules_resolve_to_ready_endpoints_by_port_name() {
     let (table, warnings) = build(&yaml);
     assert!(warnings.is_empty(), "{warnings:?}");
     let route = table.route("shop.example", "/cart").unwrap();
-    let addrs: Vec<SocketAddr> = route.backend.endpoints.iter().map(|e| e.addr()).collect();
-    let want: Vec<SocketAddr> = vec![
-        "10.0.0.1:8080".parse().unwrap(),
-        "10.0.0.2:8080".parse().unwrap(),
-    ];
     assert_eq!(
-        addrs, want,
+        addrs(&route.backend),
+        ["10.0.0.1:8080", "10.0.0.2:8080"],
         "targetPort from the slice, only ready endpoints"
     );
     assert_eq!(
@@ -90,7 +113,29 @@ fn rules_resolve_to_ready_endpoints_by_port_name() {
         table.stats.backends, 2,
         "port by name and by number are two backends"
     );
-    assert_eq!(table.stats.endpoints, 4);
+    assert_eq!(table.endpoint_count(), 4);
+}
+
+#[test]
+fn several_slices_of_one_service_merge() {
+    let yaml = service("web", &["10.0.0.1"], &[])
+        + r#"---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: web-second, namespace: default, labels: {kubernetes.io/service-name: web}}
+addressType: IPv4
+ports: [{name: http, port: 8080}]
+endpoints:
+- addresses: ["10.0.0.2"]
+- addresses: ["10.0.0.1"]
+"# + &simple("web", "a.example", "web", "");
+    let (table, _) = build(&yaml);
+    let route = table.route("a.example", "/").unwrap();
+    assert_eq!(
+        addrs(&route.backend),
+        ["10.0.0.1:8080", "10.0.0.2:8080"],
+        "merged and deduplicated"
+    );
 }
 
 #[test]
@@ -167,18 +212,32 @@ fn default_backend_serves_unmatched_paths_of_its_hosts() {
 }
 
 #[test]
+fn default_backend_annotation_takes_over_without_endpoints() {
+    let yaml = service("web", &[], &["10.0.0.1"])
+        + &service("errors", &["10.0.0.9"], &[])
+        + &simple(
+            "web",
+            "a.example",
+            "web",
+            "  annotations: {nginx.ingress.kubernetes.io/default-backend: errors}\n",
+        );
+    let (table, warnings) = build(&yaml);
+    assert!(warnings.is_empty(), "{warnings:?}");
+    let route = table.route("a.example", "/").unwrap();
+    assert_eq!(
+        route.pick_endpoint().unwrap().addr().to_string(),
+        "10.0.0.9:8080"
+    );
+}
+
+#[test]
 fn bad_pieces_are_skipped_and_the_rest_serves() {
     let yaml = service("web", &["10.0.0.1"], &[])
-        + &ingress(
+        + &simple(
             "bad-annotation",
-            "2024-01-01T00:00:00Z",
-            r#"  annotations: {nginx.ingress.kubernetes.io/proxy-read-timeout: forever}
-spec:
-  rules:
-  - host: a.example
-    http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}"#,
+            "a.example",
+            "web",
+            "  annotations: {nginx.ingress.kubernetes.io/proxy-read-timeout: forever}\n",
         )
         + &ingress(
             "mixed",
@@ -232,31 +291,179 @@ spec:
     );
     // A missing Service keeps the route, with no endpoints: 503, not 404.
     let missing = table.route("b.example", "/missing").unwrap();
-    assert!(missing.backend.endpoints.is_empty());
+    assert!(missing.backend.endpoints().is_empty());
 }
 
 #[test]
-fn annotations_set_policy_and_protocol() {
-    let yaml = service("grpc", &["10.0.0.5"], &[])
-        + &ingress(
-            "grpc",
-            "2024-01-01T00:00:00Z",
-            r#"  annotations:
-    nginx.ingress.kubernetes.io/backend-protocol: GRPC
-    sluice.io/proxy-read-timeout: "7"
-    sluice.io/proxy-body-size: "0"
-spec:
-  rules:
-  - http:
-      paths:
-      - {path: /, pathType: ImplementationSpecific, backend: {service: {name: grpc, port: {number: 80}}}}"#,
+fn a_broken_edit_keeps_the_last_valid_version() {
+    let services = service("v1", &["10.0.0.1"], &[]) + &service("v2", &["10.0.0.2"], &[]);
+    let registry = EndpointRegistry::new(PoolConfig::default());
+    let translate_yaml = |yaml: &str, last: &HashMap<ObjectRef, Arc<Ingress>>| {
+        let (snapshot, _) = snapshot_from_str(&(services.clone() + yaml));
+        translate(&snapshot, &all_classes(), &registry, last)
+    };
+    let good = translate_yaml(&simple("app", "a.example", "v1", ""), &HashMap::new());
+    assert_eq!(good.valid.len(), 1);
+
+    // Edited to an invalid annotation (and a new backend): v1 keeps serving.
+    let broken = simple(
+        "app",
+        "a.example",
+        "v2",
+        "  annotations: {sluice.io/proxy-body-size: huge}\n",
+    );
+    let t = translate_yaml(&broken, &good.valid);
+    assert_eq!(
+        service_of(&t.table, "a.example", "/").as_deref(),
+        Some("v1")
+    );
+    assert_eq!(t.warnings.len(), 1);
+    assert!(
+        t.warnings[0].message.contains("last valid version"),
+        "{}",
+        t.warnings[0]
+    );
+    assert_eq!(
+        t.valid.len(),
+        1,
+        "the fallback stays the last valid version"
+    );
+
+    // Fixed: the new version serves. Without a known good version, nothing does.
+    let fixed = translate_yaml(&simple("app", "a.example", "v2", ""), &t.valid);
+    assert_eq!(
+        service_of(&fixed.table, "a.example", "/").as_deref(),
+        Some("v2")
+    );
+    let fresh = translate_yaml(&broken, &HashMap::new());
+    assert_eq!(service_of(&fresh.table, "a.example", "/"), None);
+}
+
+#[test]
+fn class_selection() {
+    let classes = r#"---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: sluice}
+spec: {controller: sluice.io/ingress-controller}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: internal, annotations: {ingressclass.kubernetes.io/is-default-class: "true"}}
+spec: {controller: sluice.io/ingress-controller}
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: nginx}
+spec: {controller: k8s.io/ingress-nginx}
+"#;
+    let ingresses = [
+        ("by-class", "spec:\n  ingressClassName: sluice\n"),
+        (
+            "other-name-same-controller",
+            "spec:\n  ingressClassName: internal\n",
+        ),
+        ("other-controller", "spec:\n  ingressClassName: nginx\n"),
+        ("unknown-class", "spec:\n  ingressClassName: nope\n"),
+        (
+            "legacy",
+            "  annotations: {kubernetes.io/ingress.class: sluice}\nspec: {}\n",
+        ),
+        (
+            "legacy-other",
+            "  annotations: {kubernetes.io/ingress.class: nginx}\nspec: {}\n",
+        ),
+        ("no-class", "spec: {}\n"),
+    ];
+    let mut yaml = classes.to_owned() + &service("web", &["10.0.0.1"], &[]);
+    for (name, body) in ingresses {
+        let body = body.replace("spec:\n", "").replace("spec: {}\n", "");
+        let host = format!("{name}.example");
+        let spec_class = ingresses
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, b)| {
+                b.lines()
+                    .find(|l| l.contains("ingressClassName"))
+                    .unwrap_or("")
+            })
+            .unwrap_or("");
+        let metadata = if body.contains("annotations") {
+            body.clone()
+        } else {
+            String::new()
+        };
+        let mut ing = simple(name, &host, "web", &metadata);
+        if !spec_class.is_empty() {
+            ing = ing.replace("spec:\n", &format!("spec:\n{spec_class}\n"));
+        }
+        yaml += &ing;
+    }
+    let (snapshot, _) = snapshot_from_str(&yaml);
+    let registry = EndpointRegistry::new(PoolConfig::default());
+    let served = |options: &TranslateOptions| {
+        let t = translate(&snapshot, options, &registry, &HashMap::new());
+        assert!(
+            t.warnings.is_empty(),
+            "ignored Ingresses are not warned about: {:?}",
+            t.warnings
         );
-    let (table, warnings) = build(&yaml);
-    assert!(warnings.is_empty(), "{warnings:?}");
-    let route = table.route("anything", "/pkg.Service/Method").unwrap();
-    assert_eq!(route.backend.protocol, Protocol::H2c);
-    assert_eq!(route.policy.read_timeout, std::time::Duration::from_secs(7));
-    assert_eq!(route.policy.body_limit, None);
+        let mut names: Vec<&str> = ingresses
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| t.table.route(&format!("{n}.example"), "/").is_some())
+            .collect();
+        names.sort();
+        (names, t.ignored)
+    };
+    // `sluice` is not the default class here: Ingresses without one are not ours.
+    let (names, ignored) = served(&TranslateOptions::default());
+    assert_eq!(names, ["by-class", "legacy", "other-name-same-controller"]);
+    assert_eq!(ignored, 4);
+
+    let mut without_class = TranslateOptions::default();
+    without_class.class.watch_without_class = true;
+    assert_eq!(
+        served(&without_class).0,
+        [
+            "by-class",
+            "legacy",
+            "no-class",
+            "other-name-same-controller"
+        ]
+    );
+
+    // Our class as the default one takes Ingresses without a class too.
+    let mut internal = TranslateOptions::default();
+    internal.class.ingress_class = "internal".into();
+    assert_eq!(
+        served(&internal).0,
+        ["by-class", "no-class", "other-name-same-controller"]
+    );
+}
+
+#[test]
+fn endpoint_updates_touch_only_that_service_in_place() {
+    let registry = EndpointRegistry::new(PoolConfig::default());
+    let before = service("web", &["10.0.0.1"], &[]) + &service("api", &["10.0.0.5"], &[]);
+    let ingresses =
+        simple("web", "web.example", "web", "") + &simple("api", "api.example", "api", "");
+    let (snapshot, _) = snapshot_from_str(&(before + &ingresses));
+    let table = translate(&snapshot, &all_classes(), &registry, &HashMap::new()).table;
+    let web = table.route("web.example", "/").unwrap().backend.clone();
+    let api_endpoints = table.route("api.example", "/").unwrap().backend.endpoints();
+
+    let after =
+        service("web", &["10.0.0.1", "10.0.0.2"], &[]) + &service("api", &["10.0.0.6"], &[]);
+    let (snapshot, _) = snapshot_from_str(&(after + &ingresses));
+    let changed = BTreeSet::from([("default".to_owned(), "web".to_owned())]);
+    assert_eq!(update_endpoints(&table, &snapshot, &changed, &registry), 1);
+    assert_eq!(addrs(&web), ["10.0.0.1:8080", "10.0.0.2:8080"]);
+    let api = &table.route("api.example", "/").unwrap().backend;
+    assert!(
+        Arc::ptr_eq(&api.endpoints(), &api_endpoints),
+        "api was not touched"
+    );
 }
 
 #[test]
@@ -269,10 +476,10 @@ fn endpoint_state_survives_a_rebuild() {
         );
     let (snapshot, _) = snapshot_from_str(&yaml);
     let registry = EndpointRegistry::new(PoolConfig::default());
-    let (first, _) = translate(&snapshot, &TranslateOptions::default(), &registry);
-    let (second, _) = translate(&snapshot, &TranslateOptions::default(), &registry);
+    let first = translate(&snapshot, &all_classes(), &registry, &HashMap::new()).table;
+    let second = translate(&snapshot, &all_classes(), &registry, &HashMap::new()).table;
     let state = |t: &RoutingTable| {
-        t.route("x", "/").unwrap().backend.endpoints[0]
+        t.route("x", "/").unwrap().backend.endpoints()[0]
             .state
             .clone()
     };
