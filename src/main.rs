@@ -8,9 +8,10 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use sluice::config::Config;
+use sluice::discovery::kube::{KubeOptions, DEFAULT_DEBOUNCE};
 use sluice::discovery::translate::{DEFAULT_CONTROLLER_CLASS, DEFAULT_INGRESS_CLASS};
 use sluice::discovery::ClassSelection;
-use sluice::server::{Options, Server};
+use sluice::server::{Options, Server, Source};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
@@ -32,7 +33,8 @@ enum Command {
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Serve the Kubernetes objects in this directory (Ingress, IngressClass,
-    /// Service, EndpointSlice); edits are picked up while running.
+    /// Service, EndpointSlice) instead of watching a cluster; edits are picked up
+    /// while running.
     #[arg(long, value_name = "DIR")]
     manifests: Option<PathBuf>,
     /// Config file (YAML); see config/production.yaml.
@@ -53,6 +55,15 @@ struct RunArgs {
     /// Also serve Ingresses that name no class at all.
     #[arg(long)]
     watch_ingress_without_class: bool,
+    /// Kubeconfig file [default: $KUBECONFIG, else the in-cluster service account].
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// Watch only these namespaces (repeatable or comma-separated) [default: all].
+    #[arg(long, value_name = "NS")]
+    watch_namespace: Vec<String>,
+    /// Serve only namespaces whose labels match this selector, e.g. `tenant=a`.
+    #[arg(long, value_name = "SELECTOR")]
+    watch_namespace_selector: Option<String>,
     /// Runtime worker threads [default: one per CPU].
     #[arg(long, value_name = "N")]
     worker_threads: Option<usize>,
@@ -95,19 +106,28 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
     if let Some(addr) = args.admin_addr {
         config.admin_addr = addr;
     }
-    let manifests = match (args.manifests, demo) {
-        (Some(dir), _) => dir,
-        (None, true) => PathBuf::from(DEMO_MANIFESTS),
-        (None, false) => {
-            bail!("--manifests DIR is required: Kubernetes discovery is not available yet")
-        }
-    };
-    if !manifests.is_dir() {
-        bail!(
+    let manifests = args
+        .manifests
+        .or_else(|| demo.then(|| PathBuf::from(DEMO_MANIFESTS)));
+    let source = match manifests {
+        Some(dir) if !dir.is_dir() => bail!(
             "manifests directory {} does not exist (run from the repository root for the demo)",
-            manifests.display()
-        );
-    }
+            dir.display()
+        ),
+        Some(dir) => Source::Manifests(dir),
+        None => Source::Kubernetes(KubeOptions {
+            kubeconfig: args.kubeconfig,
+            namespaces: args
+                .watch_namespace
+                .iter()
+                .flat_map(|n| n.split(','))
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
+            namespace_selector: args.watch_namespace_selector,
+            debounce: DEFAULT_DEBOUNCE,
+        }),
+    };
     // Installed before anything is served, so an early SIGTERM still drains.
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -123,7 +143,7 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
     };
     let server = Server::start(Options {
         config,
-        manifests,
+        source,
         class,
     })
     .await?;

@@ -18,6 +18,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::balance::EndpointRegistry;
 use crate::config::Config;
+use crate::discovery::kube::{self, KubeOptions};
 use crate::discovery::manifests::{self, ManifestsDir};
 use crate::discovery::{
     parse_backend_ref, ClassSelection, DiscoveryError, Publisher, TranslateOptions,
@@ -41,8 +42,17 @@ pub enum StartError {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub config: Config,
-    pub manifests: PathBuf,
+    pub source: Source,
     pub class: ClassSelection,
+}
+
+/// Where the Kubernetes objects come from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A directory of YAML manifests.
+    Manifests(PathBuf),
+    /// The cluster's apiserver.
+    Kubernetes(KubeOptions),
 }
 
 #[derive(Debug)]
@@ -79,20 +89,34 @@ impl Server {
             lifecycle.clone(),
         ));
 
-        // The first table is in place before the first request is accepted.
-        let mut dir = ManifestsDir::new(&options.manifests);
-        dir.scan()?;
-        let (snapshot, warnings) = dir.snapshot();
-        publisher.publish(&snapshot, &warnings);
-        lifecycle.set_synced();
-
         let stop_discovery = CancellationToken::new();
-        tokio::spawn(manifests::watch(
-            dir,
-            config.manifests_poll_interval,
-            publisher,
-            stop_discovery.clone(),
-        ));
+        match &options.source {
+            Source::Manifests(dir) => {
+                // The first table is in place before the first request is accepted.
+                let mut manifests = ManifestsDir::new(dir);
+                manifests.scan()?;
+                let (snapshot, warnings) = manifests.snapshot();
+                publisher.publish(&snapshot, &warnings);
+                lifecycle.set_synced();
+                tokio::spawn(manifests::watch(
+                    manifests,
+                    config.manifests_poll_interval,
+                    publisher,
+                    stop_discovery.clone(),
+                ));
+            }
+            Source::Kubernetes(kube_options) => {
+                // Serving starts at once; /healthz and /readyz say 503 until the
+                // watchers have listed everything and the first table is published.
+                let client = kube::connect(kube_options).await?;
+                tokio::spawn(kube::watch(
+                    client,
+                    kube_options.clone(),
+                    publisher,
+                    stop_discovery.clone(),
+                ));
+            }
+        }
 
         let stop_admin = CancellationToken::new();
         tokio::spawn(crate::admin::serve(
@@ -121,7 +145,7 @@ impl Server {
             close_connections.clone(),
             connections.clone(),
         ));
-        tracing::info!(%http_addr, %admin_addr, manifests = %options.manifests.display(), "sluice is serving");
+        tracing::info!(%http_addr, %admin_addr, source = ?options.source, "sluice is serving");
 
         let begin_drain = CancellationToken::new();
         let drain = {

@@ -5,6 +5,7 @@
 //! function; the `Publisher` swaps the table in and reports what it skipped.
 
 pub mod annotations;
+pub mod kube;
 pub mod manifests;
 pub mod translate;
 
@@ -13,7 +14,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use thiserror::Error;
@@ -34,6 +35,8 @@ pub enum DiscoveryError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot connect to Kubernetes: {0}")]
+    Kube(String),
 }
 
 /// The objects sluice routes from, as one consistent set.
@@ -43,6 +46,8 @@ pub struct Snapshot {
     pub ingress_classes: Vec<Arc<IngressClass>>,
     pub services: Vec<Arc<Service>>,
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    /// TLS Secrets (type `kubernetes.io/tls`), for the TLS listener.
+    pub secrets: Vec<Arc<Secret>>,
     /// The manifests file each object came from, so warnings can name it.
     pub sources: HashMap<ObjectRef, Arc<str>>,
 }

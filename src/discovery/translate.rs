@@ -9,7 +9,7 @@
 //! an earlier version of it was valid, that last valid version is served instead:
 //! one bad `kubectl apply` must not take a working site down.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -522,9 +522,11 @@ impl<'a> SnapshotIndex<'a> {
         snapshot: &'a Snapshot,
         wanted: &BTreeSet<(String, String)>,
     ) -> SnapshotIndex<'a> {
-        Self::filtered(snapshot, |(ns, name)| {
-            wanted.contains(&((*ns).to_owned(), (*name).to_owned()))
-        })
+        let wanted: HashSet<(&str, &str)> = wanted
+            .iter()
+            .map(|(ns, n)| (ns.as_str(), n.as_str()))
+            .collect();
+        Self::filtered(snapshot, |key| wanted.contains(key))
     }
 
     fn filtered(snapshot: &'a Snapshot, keep: impl Fn(&(&str, &str)) -> bool) -> SnapshotIndex<'a> {

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use serde_json::Value;
 use sluice::config::Config;
-use sluice::server::{Options, Server};
+use sluice::server::{Options, Server, Source};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 
@@ -214,7 +214,7 @@ pub async fn start_sluice(manifests: &Path, config: &str) -> Server {
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
     Server::start(Options {
         config,
-        manifests: manifests.to_owned(),
+        source: Source::Manifests(manifests.to_owned()),
         class: Default::default(),
     })
     .await

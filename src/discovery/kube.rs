@@ -1,0 +1,440 @@
+//! The Kubernetes source: kube-rs watchers feeding a store, coalesced into
+//! publishes.
+//!
+//! One watcher per kind (per namespace with `--watch-namespace`). Objects are
+//! trimmed before they are stored (managed fields, last-applied annotations,
+//! status, topology hints), and an update equal to what is stored changes nothing,
+//! so a re-list after `410 Gone` that finds the cluster as it was rebuilds nothing.
+//! Changes are coalesced for `debounce`; when only EndpointSlices changed, the
+//! table's endpoint lists are updated in place instead of rebuilding it.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::stream::{select_all, BoxStream};
+use futures_util::{StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::api::Api;
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Client, Resource};
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::translate::slice_service;
+use super::{DiscoveryError, Publisher, Snapshot};
+
+pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+#[derive(Debug, Clone, Default)]
+pub struct KubeOptions {
+    /// Else `KUBECONFIG`, else the in-cluster service account.
+    pub kubeconfig: Option<PathBuf>,
+    /// Watch only these namespaces (all when empty).
+    pub namespaces: Vec<String>,
+    /// Serve only namespaces whose labels match this selector.
+    pub namespace_selector: Option<String>,
+    pub debounce: Duration,
+}
+
+pub async fn connect(options: &KubeOptions) -> Result<Client, DiscoveryError> {
+    let config = match &options.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| DiscoveryError::Kube(format!("reading {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| DiscoveryError::Kube(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| DiscoveryError::Kube(e.to_string()))?,
+    };
+    Client::try_from(config).map_err(|e| DiscoveryError::Kube(e.to_string()))
+}
+
+/// One watcher's event, tagged with the store slot it fills. Each lives only from
+/// the stream to the store, so the size spread between kinds costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Change {
+    Ingress(usize, Event<Ingress>),
+    Class(usize, Event<IngressClass>),
+    Service(usize, Event<Service>),
+    Slice(usize, Event<EndpointSlice>),
+    Secret(usize, Event<Secret>),
+    Namespace(Event<Namespace>),
+}
+
+/// Watches until `stop`, publishing through `publisher`. The first table is
+/// published once every watcher has completed its initial list; `/readyz` turns
+/// 200 at the same moment.
+pub async fn watch(
+    client: Client,
+    options: KubeOptions,
+    publisher: Arc<Publisher>,
+    stop: CancellationToken,
+) {
+    let namespaces: Vec<Option<&str>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options
+            .namespaces
+            .iter()
+            .map(|n| Some(n.as_str()))
+            .collect()
+    };
+    let mut streams: Vec<BoxStream<'static, Result<Change, watcher::Error>>> = Vec::new();
+    let mut store = Store::default();
+    let config = watcher::Config::default();
+    for (slot, ns) in namespaces.iter().enumerate() {
+        streams.push(watch_kind(api(&client, *ns), config.clone(), move |e| {
+            Change::Ingress(slot, e)
+        }));
+        streams.push(watch_kind(api(&client, *ns), config.clone(), move |e| {
+            Change::Service(slot, e)
+        }));
+        streams.push(watch_kind(api(&client, *ns), config.clone(), move |e| {
+            Change::Slice(slot, e)
+        }));
+        let tls_only = config.clone().fields("type=kubernetes.io/tls");
+        streams.push(watch_kind(api(&client, *ns), tls_only, move |e| {
+            Change::Secret(slot, e)
+        }));
+        store.ingresses.push(Objects::default());
+        store.services.push(Objects::default());
+        store.slices.push(Objects::default());
+        store.secrets.push(Objects::default());
+    }
+    streams.push(watch_kind(Api::all(client.clone()), config.clone(), |e| {
+        Change::Class(0, e)
+    }));
+    store.classes.push(Objects::default());
+    if let Some(selector) = &options.namespace_selector {
+        let labelled = config.clone().labels(selector);
+        streams.push(watch_kind(
+            Api::all(client.clone()),
+            labelled,
+            Change::Namespace,
+        ));
+        store.namespaces = Some(Objects::default());
+    }
+    let mut events = select_all(streams);
+
+    let mut dirty = Dirty::default();
+    let mut deadline: Option<Instant> = None;
+    let mut published = false;
+    loop {
+        let flush_at = deadline;
+        tokio::select! {
+            () = stop.cancelled() => return,
+            item = events.next() => match item {
+                Some(Ok(change)) => {
+                    store.apply(change, &mut dirty);
+                    if dirty.any() && deadline.is_none() {
+                        deadline = Some(Instant::now() + options.debounce);
+                    }
+                }
+                Some(Err(error)) => {
+                    // The watcher retries by itself, with backoff; the last table keeps serving.
+                    tracing::warn!(%error, "Kubernetes watch failed; retrying");
+                }
+                None => return,
+            },
+            () = sleep_until(flush_at), if flush_at.is_some() => {
+                deadline = None;
+                if !store.synced() {
+                    continue; // `dirty` is kept; the last InitDone sets a new deadline.
+                }
+                let snapshot = store.snapshot();
+                let publisher = publisher.clone();
+                let work = std::mem::take(&mut dirty);
+                let full = work.full || !published;
+                // Translating 10,000 Ingresses must not stall this task's thread.
+                let done = tokio::task::spawn_blocking(move || {
+                    if full {
+                        publisher.publish(&snapshot, &[]);
+                    } else {
+                        publisher.update_endpoints(&snapshot, &work.services);
+                    }
+                    publisher
+                })
+                .await;
+                match done {
+                    Ok(publisher) if !published => {
+                        published = true;
+                        publisher.lifecycle.set_synced();
+                        tracing::info!("initial sync from Kubernetes complete");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::error!(%error, "publishing failed"),
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn watch_kind<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    wrap: impl Fn(Event<K>) -> Change + Send + 'static,
+) -> BoxStream<'static, Result<Change, watcher::Error>>
+where
+    K: Resource + Trim + Clone + DeserializeOwned + Debug + Send + 'static,
+    <K as Resource>::DynamicType: Default,
+{
+    watcher(api, config)
+        .default_backoff()
+        .modify(Trim::trim)
+        .map_ok(wrap)
+        .boxed()
+}
+
+/// What changed since the last publish.
+#[derive(Debug, Default)]
+struct Dirty {
+    /// Anything but EndpointSlices: rebuild the table.
+    full: bool,
+    /// Services whose EndpointSlices changed.
+    services: BTreeSet<(String, String)>,
+}
+
+impl Dirty {
+    fn any(&self) -> bool {
+        self.full || !self.services.is_empty()
+    }
+}
+
+type Key = (String, String);
+
+/// The objects of one watcher. `init` buffers a (re-)list until it is complete,
+/// then replaces `items` in one step.
+struct Objects<K> {
+    items: HashMap<Key, Arc<K>>,
+    init: Option<HashMap<Key, Arc<K>>>,
+    synced: bool,
+}
+
+impl<K> Default for Objects<K> {
+    fn default() -> Self {
+        Objects {
+            items: HashMap::new(),
+            init: None,
+            synced: false,
+        }
+    }
+}
+
+impl<K: Resource + PartialEq> Objects<K> {
+    /// Applies a watch event; calls `changed` with every object that really changed
+    /// (old or new version). Returns whether this watcher just finished a list.
+    fn apply(&mut self, event: Event<K>, mut changed: impl FnMut(&K)) -> bool {
+        let key = |o: &K| {
+            (
+                o.meta().namespace.clone().unwrap_or_default(),
+                o.meta().name.clone().unwrap_or_default(),
+            )
+        };
+        match event {
+            Event::Apply(object) => {
+                let object = Arc::new(object);
+                let previous = self.items.insert(key(&object), object.clone());
+                if previous.as_deref() != Some(&*object) {
+                    previous.iter().for_each(|p| changed(p));
+                    changed(&object);
+                }
+            }
+            Event::Delete(object) => {
+                if let Some(previous) = self.items.remove(&key(&object)) {
+                    changed(&previous);
+                }
+            }
+            Event::Init => self.init = Some(HashMap::new()),
+            Event::InitApply(object) => {
+                if let Some(init) = &mut self.init {
+                    init.insert(key(&object), Arc::new(object));
+                }
+            }
+            Event::InitDone => {
+                let fresh = self.init.take().unwrap_or_default();
+                for (k, old) in &self.items {
+                    if fresh.get(k) != Some(old) {
+                        changed(old);
+                    }
+                }
+                for (k, new) in &fresh {
+                    if self.items.get(k) != Some(new) {
+                        changed(new);
+                    }
+                }
+                self.items = fresh;
+                let first = !self.synced;
+                self.synced = true;
+                return first;
+            }
+        }
+        false
+    }
+}
+
+#[derive(Default)]
+struct Store {
+    ingresses: Vec<Objects<Ingress>>,
+    classes: Vec<Objects<IngressClass>>,
+    services: Vec<Objects<Service>>,
+    slices: Vec<Objects<EndpointSlice>>,
+    secrets: Vec<Objects<Secret>>,
+    /// With `--watch-namespace-selector`: the namespaces that match it.
+    namespaces: Option<Objects<Namespace>>,
+}
+
+impl Store {
+    fn apply(&mut self, change: Change, dirty: &mut Dirty) {
+        let mut full = false;
+        let first_sync = match change {
+            Change::Ingress(slot, e) => self.ingresses[slot].apply(e, |_| full = true),
+            Change::Class(slot, e) => self.classes[slot].apply(e, |_| full = true),
+            Change::Service(slot, e) => self.services[slot].apply(e, |_| full = true),
+            Change::Secret(slot, e) => self.secrets[slot].apply(e, |_| full = true),
+            Change::Namespace(e) => match &mut self.namespaces {
+                Some(namespaces) => namespaces.apply(e, |_| full = true),
+                None => false,
+            },
+            Change::Slice(slot, e) => self.slices[slot].apply(e, |slice| {
+                if let Some((ns, service)) = slice_service(slice) {
+                    dirty.services.insert((ns.to_owned(), service.to_owned()));
+                }
+            }),
+        };
+        // Until everything is listed once, the first publish is a full one anyway.
+        dirty.full |= full || first_sync;
+    }
+
+    fn synced(&self) -> bool {
+        self.ingresses.iter().all(|o| o.synced)
+            && self.classes.iter().all(|o| o.synced)
+            && self.services.iter().all(|o| o.synced)
+            && self.slices.iter().all(|o| o.synced)
+            && self.secrets.iter().all(|o| o.synced)
+            && self.namespaces.as_ref().is_none_or(|o| o.synced)
+    }
+
+    fn snapshot(&self) -> Snapshot {
+        let allowed: Option<BTreeSet<&str>> = self
+            .namespaces
+            .as_ref()
+            .map(|n| n.items.keys().map(|(_, name)| name.as_str()).collect());
+        fn collect<'a, K: Resource + 'a>(
+            stores: &'a [Objects<K>],
+            allowed: &'a Option<BTreeSet<&str>>,
+        ) -> Vec<Arc<K>> {
+            stores
+                .iter()
+                .flat_map(|o| o.items.values())
+                .filter(|o| match allowed {
+                    Some(set) => o
+                        .meta()
+                        .namespace
+                        .as_deref()
+                        .is_some_and(|ns| set.contains(ns)),
+                    None => true,
+                })
+                .cloned()
+                .collect()
+        }
+        Snapshot {
+            ingresses: collect(&self.ingresses, &allowed),
+            ingress_classes: collect(&self.classes, &None),
+            services: collect(&self.services, &allowed),
+            endpoint_slices: collect(&self.slices, &allowed),
+            secrets: collect(&self.secrets, &allowed),
+            sources: HashMap::new(),
+        }
+    }
+}
+
+/// Drops what routing never reads, before an object is stored.
+pub trait Trim {
+    fn trim(&mut self);
+}
+
+fn trim_meta(meta: &mut ObjectMeta) {
+    meta.managed_fields = None;
+    meta.resource_version = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+    }
+}
+
+impl Trim for Ingress {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        // We write the status ourselves; reading it back would rebuild for nothing.
+        self.status = None;
+    }
+}
+
+impl Trim for IngressClass {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+    }
+}
+
+impl Trim for Service {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        self.status = None;
+    }
+}
+
+impl Trim for EndpointSlice {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        for endpoint in self.endpoints.iter_mut().flatten() {
+            endpoint.deprecated_topology = None;
+            endpoint.hints = None;
+            endpoint.hostname = None;
+            endpoint.node_name = None;
+            endpoint.target_ref = None;
+            endpoint.zone = None;
+        }
+    }
+}
+
+impl Trim for Secret {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+    }
+}
+
+impl Trim for Namespace {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        self.spec = None;
+        self.status = None;
+    }
+}
