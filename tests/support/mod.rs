@@ -2,6 +2,8 @@
 //! directory builder, an in-process sluice and a small HTTP client.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod apiserver;
+
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -39,7 +41,11 @@ pub struct Upstream {
 }
 
 pub async fn start_upstream(name: &str) -> Upstream {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_upstream_at(name, "127.0.0.1:0").await
+}
+
+async fn start_upstream_at(name: &str, addr: &str) -> Upstream {
+    let listener = TcpListener::bind(addr).await.unwrap();
     let upstream = Upstream {
         name: name.to_owned(),
         addr: listener.local_addr().unwrap(),
@@ -338,4 +344,33 @@ pub async fn until_status(
         async move { reply.await.is_ok_and(|r| r.status == want) }
     })
     .await
+}
+
+/// Starts sluice in-process against a (fake) apiserver.
+pub async fn start_sluice_kube(
+    kubeconfig: &Path,
+    options: sluice::discovery::kube::KubeOptions,
+) -> Server {
+    let config = Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    };
+    let options = sluice::discovery::kube::KubeOptions {
+        kubeconfig: Some(kubeconfig.to_owned()),
+        debounce: sluice::discovery::kube::DEFAULT_DEBOUNCE,
+        ..options
+    };
+    Server::start(Options {
+        config,
+        source: Source::Kubernetes(options),
+        class: Default::default(),
+    })
+    .await
+    .unwrap()
+}
+
+/// Starts a fake upstream on a given loopback address (127.0.0.x), port chosen.
+pub async fn start_upstream_on(name: &str, ip: &str) -> Upstream {
+    start_upstream_at(name, &format!("{ip}:0")).await
 }

@@ -1,0 +1,285 @@
+//! Kubernetes discovery end to end: the real kube client talks to an in-test
+//! apiserver; objects created there become routes to fake pods on 127.0.0.x.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use sluice::discovery::kube::KubeOptions;
+use sluice::server::Server;
+use support::apiserver::FakeApiServer;
+use support::*;
+
+const SOON: Duration = Duration::from_secs(1);
+const SYNC: Duration = Duration::from_secs(5);
+
+fn admin(sluice: &Server, path: &str) -> Request<Full<bytes::Bytes>> {
+    Request::get(format!("http://{}{path}", sluice.admin_addr))
+        .body(Full::default())
+        .unwrap()
+}
+
+async fn answered_by(http: &HttpClient, sluice: &Server, host: &str, n: usize) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for _ in 0..n {
+        let reply = send(http, get(sluice.http_addr, host, "/")).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        seen.insert(reply.upstream());
+    }
+    seen
+}
+
+/// A cluster with the `sluice` class and a `web` Service on two pods.
+async fn cluster() -> (FakeApiServer, Upstream, Upstream, tempfile::TempDir) {
+    let api = FakeApiServer::start().await;
+    let pod1 = start_upstream_on("pod-1", "127.0.0.2").await;
+    let pod2 = start_upstream_on("pod-2", "127.0.0.3").await;
+    api.apply_yaml(INGRESS_CLASS);
+    api.apply_yaml(&service_yaml("web", &[pod1.addr, pod2.addr]));
+    api.apply_yaml(&ingress_yaml(
+        "web",
+        Some("web.test"),
+        &[],
+        &[("/", "Prefix", "web")],
+    ));
+    (api, pod1, pod2, tempfile::tempdir().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_objects_become_routes_to_ready_pods() {
+    let (api, _pod1, _pod2, dir) = cluster().await;
+    // Someone else's Ingress: ignored.
+    api.apply_yaml(
+        &ingress_yaml(
+            "theirs",
+            Some("theirs.test"),
+            &[],
+            &[("/", "Prefix", "web")],
+        )
+        .replace("spec:\n", "spec:\n  ingressClassName: nginx\n"),
+    );
+    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), KubeOptions::default()).await;
+    let http = client();
+    assert!(
+        until_status(&http, || admin(&sluice, "/readyz"), StatusCode::OK, SYNC)
+            .await
+            .is_some()
+    );
+    assert_eq!(
+        send(&http, admin(&sluice, "/healthz"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
+
+    assert_eq!(
+        answered_by(&http, &sluice, "web.test", 6).await,
+        BTreeSet::from(["pod-1".into(), "pod-2".into()])
+    );
+    let theirs = send(&http, get(sluice.http_addr, "theirs.test", "/"))
+        .await
+        .unwrap();
+    assert_eq!(theirs.status, StatusCode::NOT_FOUND);
+
+    // A new Ingress is served within a second of being applied.
+    api.apply_yaml(&ingress_yaml(
+        "shop",
+        Some("shop.test"),
+        &[],
+        &[("/", "Prefix", "web")],
+    ));
+    let took = until_status(
+        &http,
+        || get(sluice.http_addr, "shop.test", "/"),
+        StatusCode::OK,
+        SOON,
+    )
+    .await;
+    assert!(took.is_some(), "new Ingress not served within 1s");
+
+    // A pod goes away: traffic stops reaching it.
+    api.delete("EndpointSlice", "default", "web-1");
+    let only_pod1 = eventually(SOON, || {
+        let http = http.clone();
+        let sluice_addr = sluice.http_addr;
+        async move {
+            let mut all = true;
+            for _ in 0..4 {
+                let reply = send(&http, get(sluice_addr, "web.test", "/"))
+                    .await
+                    .unwrap();
+                all &= reply.upstream() == "pod-1";
+            }
+            all
+        }
+    })
+    .await;
+    assert!(only_pod1.is_some(), "the removed pod still gets traffic");
+
+    // An Ingress deleted: 404.
+    api.delete("Ingress", "default", "shop");
+    let gone = until_status(
+        &http,
+        || get(sluice.http_addr, "shop.test", "/"),
+        StatusCode::NOT_FOUND,
+        SOON,
+    )
+    .await;
+    assert!(gone.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_recover_from_410_gone_and_dropped_connections() {
+    let (api, _pod1, _pod2, dir) = cluster().await;
+    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), KubeOptions::default()).await;
+    let http = client();
+    assert!(
+        until_status(&http, || admin(&sluice, "/readyz"), StatusCode::OK, SYNC)
+            .await
+            .is_some()
+    );
+
+    // 410 Gone: the watchers re-list, and the table is not dropped meanwhile.
+    let lists_before = api.lists("ingresses");
+    api.expire_watches();
+    assert_eq!(answered_by(&http, &sluice, "web.test", 2).await.len(), 2);
+    api.apply_yaml(&ingress_yaml(
+        "after-410",
+        Some("a410.test"),
+        &[],
+        &[("/", "Prefix", "web")],
+    ));
+    let seen = until_status(
+        &http,
+        || get(sluice.http_addr, "a410.test", "/"),
+        StatusCode::OK,
+        SYNC,
+    )
+    .await;
+    assert!(seen.is_some(), "change after a 410 not picked up");
+    assert!(
+        api.lists("ingresses") > lists_before,
+        "a 410 must force a re-list"
+    );
+
+    // Cut connections: the watchers reconnect and continue.
+    api.drop_watches();
+    api.apply_yaml(&ingress_yaml(
+        "after-drop",
+        Some("drop.test"),
+        &[],
+        &[("/", "Prefix", "web")],
+    ));
+    let seen = until_status(
+        &http,
+        || get(sluice.http_addr, "drop.test", "/"),
+        StatusCode::OK,
+        SYNC,
+    )
+    .await;
+    assert!(seen.is_some(), "change after a dropped watch not picked up");
+
+    // The apiserver goes away entirely: the last table keeps serving.
+    api.stop();
+    assert_eq!(answered_by(&http, &sluice, "web.test", 4).await.len(), 2);
+    assert_eq!(
+        send(&http, admin(&sluice, "/healthz"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn not_ready_until_every_watcher_has_listed() {
+    let (api, _pod1, _pod2, dir) = cluster().await;
+    api.set_failing("secrets", true);
+    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), KubeOptions::default()).await;
+    let http = client();
+    // Wait until the secrets list has failed and been retried at least once.
+    let retried = eventually(SYNC, || {
+        let lists = api.lists("secrets");
+        async move { lists >= 2 }
+    })
+    .await;
+    assert!(retried.is_some());
+    assert_eq!(
+        send(&http, admin(&sluice, "/readyz")).await.unwrap().status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        send(&http, admin(&sluice, "/healthz"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        send(&http, get(sluice.http_addr, "web.test", "/"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    api.set_failing("secrets", false);
+    assert!(until_status(
+        &http,
+        || admin(&sluice, "/readyz"),
+        StatusCode::OK,
+        Duration::from_secs(40)
+    )
+    .await
+    .is_some());
+    assert_eq!(
+        send(&http, get(sluice.http_addr, "web.test", "/"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_namespace_restricts_what_is_served() {
+    let (api, _pod1, _pod2, dir) = cluster().await;
+    let pod3 = start_upstream_on("pod-3", "127.0.0.4").await;
+    let in_team_a = |yaml: String| yaml.replace("namespace: default", "namespace: team-a");
+    api.apply_yaml(&in_team_a(service_yaml("app", &[pod3.addr])));
+    api.apply_yaml(&in_team_a(ingress_yaml(
+        "app",
+        Some("team-a.test"),
+        &[],
+        &[("/", "Prefix", "app")],
+    )));
+    let options = KubeOptions {
+        namespaces: vec!["team-a".into()],
+        ..KubeOptions::default()
+    };
+    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), options).await;
+    let http = client();
+    assert!(
+        until_status(&http, || admin(&sluice, "/readyz"), StatusCode::OK, SYNC)
+            .await
+            .is_some()
+    );
+    assert_eq!(
+        answered_by(&http, &sluice, "team-a.test", 2).await,
+        BTreeSet::from(["pod-3".into()])
+    );
+    let other = send(&http, get(sluice.http_addr, "web.test", "/"))
+        .await
+        .unwrap();
+    assert_eq!(
+        other.status,
+        StatusCode::NOT_FOUND,
+        "namespace default is not watched"
+    );
+}
