@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use sluice::config::Config;
 use sluice::discovery::kube::{KubeOptions, DEFAULT_DEBOUNCE};
+use sluice::discovery::status::{StatusOptions, RETRY_PERIOD};
 use sluice::discovery::translate::{DEFAULT_CONTROLLER_CLASS, DEFAULT_INGRESS_CLASS};
 use sluice::discovery::ClassSelection;
 use sluice::server::{Options, Server, Source};
@@ -64,6 +65,23 @@ struct RunArgs {
     /// Serve only namespaces whose labels match this selector, e.g. `tenant=a`.
     #[arg(long, value_name = "SELECTOR")]
     watch_namespace_selector: Option<String>,
+    /// Write our addresses to the status of our Ingresses (one replica does, by Lease).
+    #[arg(long, value_name = "BOOL", default_value_t = true, action = clap::ArgAction::Set)]
+    update_status: bool,
+    /// Addresses to publish in Ingress status (repeatable or comma-separated)
+    /// [default: the node IPs of the pods matching --status-pod-selector].
+    #[arg(long, value_name = "ADDR")]
+    publish_status_address: Vec<String>,
+    /// Labels of the sluice pods, whose nodes' IPs are published.
+    #[arg(
+        long,
+        value_name = "SELECTOR",
+        default_value = "app.kubernetes.io/name=sluice"
+    )]
+    status_pod_selector: String,
+    /// Name of the Lease that elects the status writer (in $POD_NAMESPACE).
+    #[arg(long, value_name = "NAME", default_value = "sluice-leader")]
+    election_id: String,
     /// Runtime worker threads [default: one per CPU].
     #[arg(long, value_name = "N")]
     worker_threads: Option<usize>,
@@ -109,24 +127,30 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
     let manifests = args
         .manifests
         .or_else(|| demo.then(|| PathBuf::from(DEMO_MANIFESTS)));
+    // Set by the DaemonSet from the downward API.
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| hostname());
+    let pod_namespace = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "default".into());
     let source = match manifests {
         Some(dir) if !dir.is_dir() => bail!(
             "manifests directory {} does not exist (run from the repository root for the demo)",
             dir.display()
         ),
         Some(dir) => Source::Manifests(dir),
-        None => Source::Kubernetes(KubeOptions {
+        None => Source::Kubernetes(Box::new(KubeOptions {
             kubeconfig: args.kubeconfig,
-            namespaces: args
-                .watch_namespace
-                .iter()
-                .flat_map(|n| n.split(','))
-                .map(|n| n.trim().to_owned())
-                .filter(|n| !n.is_empty())
-                .collect(),
+            namespaces: split_list(&args.watch_namespace),
             namespace_selector: args.watch_namespace_selector,
             debounce: DEFAULT_DEBOUNCE,
-        }),
+            identity: identity.clone(),
+            status: args.update_status.then(|| StatusOptions {
+                publish_addresses: split_list(&args.publish_status_address),
+                pod_selector: args.status_pod_selector,
+                namespace: pod_namespace,
+                lease_name: args.election_id,
+                identity,
+                retry_period: RETRY_PERIOD,
+            }),
+        })),
     };
     // Installed before anything is served, so an early SIGTERM still drains.
     let mut terminate = signal(SignalKind::terminate())?;
@@ -161,6 +185,22 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
         _ = terminate.recv() => exit_now(),
         _ = interrupt.recv() => exit_now(),
     }
+}
+
+/// Values of a repeatable, comma-separated flag.
+fn split_list(values: &[String]) -> Vec<String> {
+    values
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .collect()
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "sluice".into())
 }
 
 fn exit_now() -> ! {

@@ -7,6 +7,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -20,12 +21,15 @@ use crate::balance::EndpointRegistry;
 use crate::config::Config;
 use crate::discovery::kube::{self, KubeOptions};
 use crate::discovery::manifests::{self, ManifestsDir};
+use crate::discovery::{events, status};
 use crate::discovery::{
     parse_backend_ref, ClassSelection, DiscoveryError, Publisher, TranslateOptions,
 };
 use crate::lifecycle::Lifecycle;
 use crate::proxy::{listener, Proxy, ProxySettings};
 use crate::routing::RoutingTable;
+use ::kube::runtime::events::Reporter;
+use tokio::sync::mpsc;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -52,7 +56,7 @@ pub enum Source {
     /// A directory of YAML manifests.
     Manifests(PathBuf),
     /// The cluster's apiserver.
-    Kubernetes(KubeOptions),
+    Kubernetes(Box<KubeOptions>),
 }
 
 #[derive(Debug)]
@@ -75,7 +79,7 @@ impl Server {
 
         let lifecycle = Arc::new(Lifecycle::default());
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
-        let publisher = Arc::new(Publisher::new(
+        let publisher = Publisher::new(
             table.clone(),
             Arc::new(EndpointRegistry::new(config.pool_config())),
             TranslateOptions {
@@ -87,12 +91,13 @@ impl Server {
                 class: options.class.clone(),
             },
             lifecycle.clone(),
-        ));
+        );
 
         let stop_discovery = CancellationToken::new();
         match &options.source {
             Source::Manifests(dir) => {
                 // The first table is in place before the first request is accepted.
+                let publisher = Arc::new(publisher);
                 let mut manifests = ManifestsDir::new(dir);
                 manifests.scan()?;
                 let (snapshot, warnings) = manifests.snapshot();
@@ -109,9 +114,32 @@ impl Server {
                 // Serving starts at once; /healthz and /readyz say 503 until the
                 // watchers have listed everything and the first table is published.
                 let client = kube::connect(kube_options).await?;
+                let (warnings, warnings_rx) = mpsc::unbounded_channel();
+                let publisher = Arc::new(publisher.with_warning_events(warnings));
+                let reporter = Reporter {
+                    controller: "sluice".into(),
+                    instance: Some(kube_options.identity.clone()),
+                };
+                let leading = kube_options.status.as_ref().map(|status_options| {
+                    let leading = Arc::new(AtomicBool::new(false));
+                    tokio::spawn(status::run(
+                        client.clone(),
+                        status_options.clone(),
+                        publisher.clone(),
+                        leading.clone(),
+                        stop_discovery.clone(),
+                    ));
+                    leading
+                });
+                tokio::spawn(events::record(
+                    client.clone(),
+                    reporter,
+                    leading,
+                    warnings_rx,
+                ));
                 tokio::spawn(kube::watch(
                     client,
-                    kube_options.clone(),
+                    (**kube_options).clone(),
                     publisher,
                     stop_discovery.clone(),
                 ));

@@ -11,6 +11,7 @@ use std::time::Duration;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use sluice::discovery::kube::KubeOptions;
+use sluice::discovery::status::StatusOptions;
 use sluice::server::Server;
 use support::apiserver::FakeApiServer;
 use support::*;
@@ -282,4 +283,82 @@ async fn watch_namespace_restricts_what_is_served() {
         StatusCode::NOT_FOUND,
         "namespace default is not watched"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_writes_status_and_records_warning_events() {
+    let (api, _pod1, _pod2, dir) = cluster().await;
+    api.apply_yaml(&ingress_yaml(
+        "broken",
+        Some("broken.test"),
+        &[("nginx.ingress.kubernetes.io/proxy-body-size", "lots")],
+        &[("/", "Prefix", "web")],
+    ));
+    let kubeconfig = api.kubeconfig(dir.path());
+    let replica = |identity: &str| KubeOptions {
+        identity: identity.into(),
+        status: Some(StatusOptions {
+            publish_addresses: vec!["203.0.113.10".into(), "edge.example.com".into()],
+            pod_selector: "app.kubernetes.io/name=sluice".into(),
+            namespace: "sluice".into(),
+            lease_name: "sluice-leader".into(),
+            identity: identity.into(),
+            retry_period: Duration::from_millis(100),
+        }),
+        ..KubeOptions::default()
+    };
+    let _a = start_sluice_kube(&kubeconfig, replica("replica-a")).await;
+    let _b = start_sluice_kube(&kubeconfig, replica("replica-b")).await;
+
+    let written = eventually(SYNC, || {
+        let status = api
+            .object("Ingress", "default", "web")
+            .map(|o| o["status"].clone());
+        async move {
+            status.is_some_and(|s| {
+                s["loadBalancer"]["ingress"]
+                    == serde_json::json!([{"ip": "203.0.113.10"}, {"hostname": "edge.example.com"}])
+            })
+        }
+    })
+    .await;
+    assert!(written.is_some(), "status not written");
+    let lease = api.object("Lease", "sluice", "sluice-leader").unwrap();
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap().to_owned();
+    assert!(holder == "replica-a" || holder == "replica-b", "{holder}");
+
+    // Let the Lease be renewed several times: the status is written once, by one replica.
+    let renewals = |api: &FakeApiServer| {
+        api.writes()
+            .iter()
+            .filter(|w| w.path.contains("/leases/"))
+            .count()
+    };
+    let start = renewals(&api);
+    assert!(eventually(SYNC, || {
+        let n = renewals(&api);
+        async move { n >= start + 6 }
+    })
+    .await
+    .is_some());
+    let status_writes: Vec<_> = api
+        .writes()
+        .into_iter()
+        .filter(|w| w.path.ends_with("/ingresses/web/status"))
+        .collect();
+    assert_eq!(status_writes.len(), 1, "{status_writes:?}");
+
+    // The invalid Ingress got one Warning Event (from the leader only).
+    let events: Vec<_> = api
+        .writes()
+        .into_iter()
+        .filter(|w| w.path.contains("/events") && w.body["regarding"]["name"] == "broken")
+        .collect();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0].body["type"], "Warning");
+    assert_eq!(events[0].body["reason"], "InvalidAnnotation");
+    assert!(events[0].body["note"]
+        .as_str()
+        .unwrap()
+        .contains("proxy-body-size"));
 }

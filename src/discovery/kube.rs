@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::status::StatusOptions;
 use super::translate::slice_service;
 use super::{DiscoveryError, Publisher, Snapshot};
 
@@ -43,6 +44,10 @@ pub struct KubeOptions {
     /// Serve only namespaces whose labels match this selector.
     pub namespace_selector: Option<String>,
     pub debounce: Duration,
+    /// This replica's name (Events, the status Lease).
+    pub identity: String,
+    /// Write Ingress status (None: `--update-status=false`).
+    pub status: Option<StatusOptions>,
 }
 
 pub async fn connect(options: &KubeOptions) -> Result<Client, DiscoveryError> {

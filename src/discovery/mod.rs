@@ -5,8 +5,10 @@
 //! function; the `Publisher` swaps the table in and reports what it skipped.
 
 pub mod annotations;
+pub mod events;
 pub mod kube;
 pub mod manifests;
+pub mod status;
 pub mod translate;
 
 use std::collections::{BTreeSet, HashMap};
@@ -128,6 +130,8 @@ struct PublisherState {
     last_valid: HashMap<ObjectRef, Arc<Ingress>>,
     /// Warnings of the current table, to report each one only once.
     current: Vec<Warning>,
+    /// Our Ingresses in the current table.
+    ours: Vec<ObjectRef>,
 }
 
 impl Publisher {
@@ -178,6 +182,7 @@ impl Publisher {
             }
         }
         state.last_valid = translation.valid;
+        state.ours = translation.ours;
         state.current = warnings.clone();
         drop(state);
 
@@ -217,6 +222,25 @@ impl Publisher {
             update_us = started.elapsed().as_secs_f64() * 1e6,
             "endpoints updated"
         );
+    }
+
+    /// Sends every standing warning as an Event again: a replica that just became
+    /// the leader speaks for what it did not report while following.
+    pub fn resend_warnings(&self) {
+        if let Some(events) = &self.new_warnings {
+            for warning in self.warnings() {
+                let _ = events.send(warning);
+            }
+        }
+    }
+
+    /// Our Ingresses (of our class), as of the last build.
+    pub fn ours(&self) -> Vec<ObjectRef> {
+        self.state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .ours
+            .clone()
     }
 
     /// The warnings of the table being served.

@@ -68,6 +68,8 @@ pub struct Translation {
     /// Ingresses that parsed without faults of their own: the versions to fall
     /// back to if a later edit breaks them.
     pub valid: HashMap<ObjectRef, Arc<Ingress>>,
+    /// Every Ingress of our class, valid or not (their status is ours to write).
+    pub ours: Vec<ObjectRef>,
     /// Ingresses skipped because they belong to another class.
     pub ignored: usize,
 }
@@ -81,8 +83,10 @@ pub fn translate(
     let mut builder = Builder::new(snapshot, endpoints);
     let (ours, ignored) = select_ours(snapshot, &options.class);
     let mut valid = HashMap::new();
+    let mut our_refs = Vec::with_capacity(ours.len());
     for ingress in ours {
         let object = ingress_object(ingress);
+        our_refs.push(object.clone());
         let mut parsed = parse_ingress(ingress, &object, &options.defaults);
         if parsed.faults.is_empty() {
             valid.insert(object, ingress.clone());
@@ -118,6 +122,7 @@ pub fn translate(
         table,
         warnings,
         valid,
+        ours: our_refs,
         ignored,
     }
 }

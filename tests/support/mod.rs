@@ -363,7 +363,7 @@ pub async fn start_sluice_kube(
     };
     Server::start(Options {
         config,
-        source: Source::Kubernetes(options),
+        source: Source::Kubernetes(Box::new(options)),
         class: Default::default(),
     })
     .await
