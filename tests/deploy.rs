@@ -1,0 +1,273 @@
+//! Every manifest in deploy/ parses into its Kubernetes type, and the pieces
+//! refer to each other correctly.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::api::networking::v1::IngressClass;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding};
+use serde::Deserialize;
+use sluice::config::Config;
+use sluice::discovery::translate::DEFAULT_CONTROLLER_CLASS;
+
+#[derive(Default)]
+struct Deploy {
+    namespaces: Vec<Namespace>,
+    service_accounts: Vec<ServiceAccount>,
+    cluster_roles: Vec<ClusterRole>,
+    cluster_role_bindings: Vec<ClusterRoleBinding>,
+    roles: Vec<Role>,
+    role_bindings: Vec<RoleBinding>,
+    ingress_classes: Vec<IngressClass>,
+    config_maps: Vec<ConfigMap>,
+    daemon_sets: Vec<DaemonSet>,
+}
+
+fn load() -> Deploy {
+    let kustomization: serde_yaml::Value =
+        serde_yaml::from_str(&std::fs::read_to_string("deploy/kustomization.yaml").unwrap())
+            .unwrap();
+    let resources: Vec<String> = kustomization["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    // Every YAML file in deploy/ is listed, and every listed file exists.
+    let mut files: Vec<String> = std::fs::read_dir("deploy")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|f| f.ends_with(".yaml") && f != "kustomization.yaml")
+        .collect();
+    files.sort();
+    let mut listed = resources.clone();
+    listed.sort();
+    assert_eq!(files, listed, "kustomization.yaml resources");
+
+    let mut deploy = Deploy::default();
+    for file in &resources {
+        let text = std::fs::read_to_string(format!("deploy/{file}")).unwrap();
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            let value = serde_yaml::Value::deserialize(doc).unwrap();
+            let kind = value["kind"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{file}: no kind"))
+                .to_owned();
+            fn typed<T: serde::de::DeserializeOwned>(file: &str, value: serde_yaml::Value) -> T {
+                serde_path_to_error::deserialize(value).unwrap_or_else(|e| panic!("{file}: {e}"))
+            }
+            match kind.as_str() {
+                "Namespace" => deploy.namespaces.push(typed(file, value)),
+                "ServiceAccount" => deploy.service_accounts.push(typed(file, value)),
+                "ClusterRole" => deploy.cluster_roles.push(typed(file, value)),
+                "ClusterRoleBinding" => deploy.cluster_role_bindings.push(typed(file, value)),
+                "Role" => deploy.roles.push(typed(file, value)),
+                "RoleBinding" => deploy.role_bindings.push(typed(file, value)),
+                "IngressClass" => deploy.ingress_classes.push(typed(file, value)),
+                "ConfigMap" => deploy.config_maps.push(typed(file, value)),
+                "DaemonSet" => deploy.daemon_sets.push(typed(file, value)),
+                other => panic!("{file}: unexpected kind {other}"),
+            }
+        }
+    }
+    deploy
+}
+
+fn allows(rules: &[PolicyRule], group: &str, resource: &str, verb: &str) -> bool {
+    rules.iter().any(|r| {
+        r.api_groups.iter().flatten().any(|g| g == group)
+            && r.resources.iter().flatten().any(|x| x == resource)
+            && r.verbs.iter().any(|v| v == verb)
+    })
+}
+
+#[test]
+fn deploy_manifests_fit_together() {
+    let deploy = load();
+    let namespace = deploy.namespaces[0].metadata.name.clone().unwrap();
+    let ds = &deploy.daemon_sets[0];
+    assert_eq!(ds.metadata.namespace.as_deref(), Some(namespace.as_str()));
+    let pod = ds.spec.template.spec.as_ref().unwrap();
+    let container = &pod.containers[0];
+
+    // ServiceAccount and RBAC.
+    let sa = &deploy.service_accounts[0];
+    assert_eq!(pod.service_account_name, sa.metadata.name);
+    let bound = |subjects: &Option<Vec<k8s_openapi::api::rbac::v1::Subject>>| {
+        subjects.iter().flatten().any(|s| {
+            s.kind == "ServiceAccount"
+                && Some(&s.name) == sa.metadata.name.as_ref()
+                && s.namespace.as_deref() == Some(namespace.as_str())
+        })
+    };
+    let crb = &deploy.cluster_role_bindings[0];
+    assert!(bound(&crb.subjects));
+    let cluster_role = deploy
+        .cluster_roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(&crb.role_ref.name))
+        .unwrap();
+    let rules = cluster_role.rules.as_deref().unwrap();
+    for (group, resource) in [
+        ("networking.k8s.io", "ingresses"),
+        ("networking.k8s.io", "ingressclasses"),
+        ("", "services"),
+        ("", "secrets"),
+        ("", "namespaces"),
+        ("discovery.k8s.io", "endpointslices"),
+    ] {
+        for verb in ["list", "watch"] {
+            assert!(
+                allows(rules, group, resource, verb),
+                "{verb} {group}/{resource}"
+            );
+        }
+    }
+    assert!(allows(
+        rules,
+        "networking.k8s.io",
+        "ingresses/status",
+        "patch"
+    ));
+    assert!(allows(rules, "events.k8s.io", "events", "create"));
+    assert!(
+        !allows(rules, "", "secrets", "update"),
+        "read-only on Secrets"
+    );
+    let rb = &deploy.role_bindings[0];
+    assert!(bound(&rb.subjects));
+    let role = deploy
+        .roles
+        .iter()
+        .find(|r| r.metadata.name.as_deref() == Some(&rb.role_ref.name))
+        .unwrap();
+    assert_eq!(role.metadata.namespace.as_deref(), Some(namespace.as_str()));
+    let role_rules = role.rules.as_deref().unwrap();
+    for verb in ["get", "create", "update"] {
+        assert!(
+            allows(role_rules, "coordination.k8s.io", "leases", verb),
+            "{verb} leases"
+        );
+    }
+    assert!(allows(role_rules, "", "pods", "list"));
+
+    // IngressClass names our controller.
+    let class = &deploy.ingress_classes[0];
+    assert_eq!(
+        class.spec.as_ref().unwrap().controller.as_deref(),
+        Some(DEFAULT_CONTROLLER_CLASS)
+    );
+    let class_arg = format!(
+        "--ingress-class={}",
+        class.metadata.name.as_deref().unwrap()
+    );
+    assert!(container.args.iter().flatten().any(|a| *a == class_arg));
+
+    // The ConfigMap is mounted where --config points, and holds a valid config.
+    let config_map = &deploy.config_maps[0];
+    let volume = pod
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.config_map.is_some())
+        .unwrap();
+    assert_eq!(
+        volume.config_map.as_ref().unwrap().name,
+        config_map.metadata.name.clone().unwrap()
+    );
+    let mount = container
+        .volume_mounts
+        .iter()
+        .flatten()
+        .find(|m| m.name == volume.name)
+        .unwrap();
+    let data: &BTreeMap<String, String> = config_map.data.as_ref().unwrap();
+    let (key, text) = data.iter().next().unwrap();
+    let config_arg = format!("--config={}/{key}", mount.mount_path);
+    assert!(
+        container.args.iter().flatten().any(|a| *a == config_arg),
+        "{config_arg}"
+    );
+    let config = Config::from_yaml(text).unwrap();
+
+    // Ports and probes match the config.
+    let port = |name: &str| {
+        container
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| p.name.as_deref() == Some(name))
+            .unwrap()
+    };
+    assert_eq!(
+        port("http").container_port,
+        i32::from(config.http_addr.port())
+    );
+    assert_eq!(
+        port("admin").container_port,
+        i32::from(config.admin_addr.port())
+    );
+    assert_eq!(port("https").container_port, 443);
+    for p in ["http", "https", "admin"] {
+        assert_eq!(
+            port(p).host_port,
+            Some(port(p).container_port),
+            "hostNetwork: hostPort = containerPort"
+        );
+    }
+    let probe_path = |probe: &Option<k8s_openapi::api::core::v1::Probe>| {
+        let get = probe.as_ref().unwrap().http_get.as_ref().unwrap();
+        assert_eq!(
+            get.port,
+            k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("admin".into())
+        );
+        get.path.clone().unwrap()
+    };
+    assert_eq!(probe_path(&container.readiness_probe), "/readyz");
+    assert_eq!(probe_path(&container.liveness_probe), "/healthz");
+
+    // Host networking, drain time, rolling updates.
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+    let drain = config.shutdown_grace_period + config.drain_timeout;
+    assert!(pod.termination_grace_period_seconds.unwrap() as u64 > drain.as_secs());
+    let env: Vec<&str> = container
+        .env
+        .iter()
+        .flatten()
+        .map(|e| e.name.as_str())
+        .collect();
+    assert!(env.contains(&"POD_NAME") && env.contains(&"POD_NAMESPACE"));
+    let sysctl = pod.init_containers.as_ref().unwrap()[0]
+        .command
+        .as_ref()
+        .unwrap()
+        .join(" ");
+    for setting in [
+        "net.core.somaxconn=32768",
+        "net.ipv4.ip_local_port_range=\"1024 65000\"",
+        "net.ipv4.tcp_tw_reuse=1",
+        "fs.file-max=1048576",
+    ] {
+        assert!(sysctl.contains(setting), "{setting}");
+    }
+    let strategy = ds.spec.update_strategy.as_ref().unwrap();
+    assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+    // Pods carry the labels the status writer selects by default.
+    let labels = ds
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .unwrap()
+        .labels
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        labels.get("app.kubernetes.io/name").map(String::as_str),
+        Some("sluice")
+    );
+}
