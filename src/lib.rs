@@ -18,6 +18,7 @@ pub mod demo;
 pub mod discovery;
 pub mod lifecycle;
 pub mod proxy;
+pub mod reload;
 pub mod routing;
 pub mod server;
 pub mod units;

@@ -167,6 +167,7 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
     };
     let server = Server::start(Options {
         config,
+        config_path: args.config,
         source,
         class,
     })

@@ -22,11 +22,10 @@ use crate::config::Config;
 use crate::discovery::kube::{self, KubeOptions};
 use crate::discovery::manifests::{self, ManifestsDir};
 use crate::discovery::{events, status};
-use crate::discovery::{
-    parse_backend_ref, ClassSelection, DiscoveryError, Publisher, TranslateOptions,
-};
+use crate::discovery::{ClassSelection, DiscoveryError, Publisher};
 use crate::lifecycle::Lifecycle;
-use crate::proxy::{listener, Proxy, ProxySettings};
+use crate::proxy::{listener, Proxy};
+use crate::reload::{self, ConfigWatch};
 use crate::routing::RoutingTable;
 use ::kube::runtime::events::Reporter;
 use tokio::sync::mpsc;
@@ -46,6 +45,8 @@ pub enum StartError {
 #[derive(Debug, Clone)]
 pub struct Options {
     pub config: Config,
+    /// Where `config` came from; it is reloaded when it changes.
+    pub config_path: Option<PathBuf>,
     pub source: Source,
     pub class: ClassSelection,
 }
@@ -71,7 +72,7 @@ pub struct Server {
 
 impl Server {
     pub async fn start(options: Options) -> Result<Server, StartError> {
-        let config = options.config;
+        let config = options.config.clone();
         let http = bind(config.http_addr).await?;
         let admin = bind(config.admin_addr).await?;
         let http_addr = local_addr(&http, config.http_addr)?;
@@ -82,86 +83,36 @@ impl Server {
         let publisher = Publisher::new(
             table.clone(),
             Arc::new(EndpointRegistry::new(config.pool_config())),
-            TranslateOptions {
-                defaults: config.proxy_defaults(),
-                default_backend: config
-                    .default_backend
-                    .as_deref()
-                    .and_then(parse_backend_ref),
-                class: options.class.clone(),
-            },
+            reload::translate_options(&config, &options.class),
             lifecycle.clone(),
         );
+        let stop_background = CancellationToken::new();
+        let publisher =
+            start_discovery(&options.source, publisher, &config, &stop_background).await?;
 
-        let stop_discovery = CancellationToken::new();
-        match &options.source {
-            Source::Manifests(dir) => {
-                // The first table is in place before the first request is accepted.
-                let publisher = Arc::new(publisher);
-                let mut manifests = ManifestsDir::new(dir);
-                manifests.scan()?;
-                let (snapshot, warnings) = manifests.snapshot();
-                publisher.publish(&snapshot, &warnings);
-                lifecycle.set_synced();
-                tokio::spawn(manifests::watch(
-                    manifests,
-                    config.manifests_poll_interval,
-                    publisher,
-                    stop_discovery.clone(),
-                ));
-            }
-            Source::Kubernetes(kube_options) => {
-                // Serving starts at once; /healthz and /readyz say 503 until the
-                // watchers have listed everything and the first table is published.
-                let client = kube::connect(kube_options).await?;
-                let (warnings, warnings_rx) = mpsc::unbounded_channel();
-                let publisher = Arc::new(publisher.with_warning_events(warnings));
-                let reporter = Reporter {
-                    controller: "sluice".into(),
-                    instance: Some(kube_options.identity.clone()),
-                };
-                let leading = kube_options.status.as_ref().map(|status_options| {
-                    let leading = Arc::new(AtomicBool::new(false));
-                    tokio::spawn(status::run(
-                        client.clone(),
-                        status_options.clone(),
-                        publisher.clone(),
-                        leading.clone(),
-                        stop_discovery.clone(),
-                    ));
-                    leading
-                });
-                tokio::spawn(events::record(
-                    client.clone(),
-                    reporter,
-                    leading,
-                    warnings_rx,
-                ));
-                tokio::spawn(kube::watch(
-                    client,
-                    (**kube_options).clone(),
-                    publisher,
-                    stop_discovery.clone(),
-                ));
-            }
-        }
-
-        let stop_admin = CancellationToken::new();
         tokio::spawn(crate::admin::serve(
             admin,
             lifecycle.clone(),
-            stop_admin.clone(),
+            stop_background.clone(),
         ));
 
         let proxy = Arc::new(Proxy {
             table: table.clone(),
-            settings: ProxySettings {
-                use_forwarded_headers: config.use_forwarded_headers,
-                keep_alive_requests: config.keep_alive_requests,
-            },
+            settings: ArcSwap::from_pointee(reload::proxy_settings(&config)),
             lifecycle: lifecycle.clone(),
             tunnels: TaskTracker::new(),
         });
+        if let Some(path) = &options.config_path {
+            let watch = ConfigWatch {
+                path: path.clone(),
+                current: config.clone(),
+                class: options.class.clone(),
+                publisher,
+                proxy: proxy.clone(),
+                interval: reload::POLL_INTERVAL,
+            };
+            tokio::spawn(watch.run(stop_background.clone()));
+        }
         let stop_accepting = CancellationToken::new();
         let close_connections = CancellationToken::new();
         let connections = TaskTracker::new();
@@ -205,8 +156,7 @@ impl Server {
                         "drain timeout reached; closing what is left"
                     ),
                 }
-                stop_discovery.cancel();
-                stop_admin.cancel();
+                stop_background.cancel();
             }
         };
         let done = tokio::spawn(drain);
@@ -249,4 +199,68 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr) -> Result<SocketAddr, St
     listener
         .local_addr()
         .map_err(|source| StartError::Bind { addr, source })
+}
+
+/// Starts the source of Kubernetes objects; returns the publisher it feeds.
+async fn start_discovery(
+    source: &Source,
+    publisher: Publisher,
+    config: &Config,
+    stop: &CancellationToken,
+) -> Result<Arc<Publisher>, StartError> {
+    match source {
+        Source::Manifests(dir) => {
+            // The first table is in place before the first request is accepted.
+            let publisher = Arc::new(publisher);
+            let mut manifests = ManifestsDir::new(dir);
+            manifests.scan()?;
+            let (snapshot, warnings) = manifests.snapshot();
+            publisher.publish(&snapshot, &warnings);
+            publisher.lifecycle.set_synced();
+            let interval = config.manifests_poll_interval;
+            tokio::spawn(manifests::watch(
+                manifests,
+                interval,
+                publisher.clone(),
+                stop.clone(),
+            ));
+            Ok(publisher)
+        }
+        Source::Kubernetes(kube_options) => {
+            // Serving starts at once; /healthz and /readyz say 503 until the
+            // watchers have listed everything and the first table is published.
+            let client = kube::connect(kube_options).await?;
+            let (warnings, warnings_rx) = mpsc::unbounded_channel();
+            let publisher = Arc::new(publisher.with_warning_events(warnings));
+            let reporter = Reporter {
+                controller: "sluice".into(),
+                instance: Some(kube_options.identity.clone()),
+            };
+            let leading = kube_options.status.as_ref().map(|status_options| {
+                let leading = Arc::new(AtomicBool::new(false));
+                tokio::spawn(status::run(
+                    client.clone(),
+                    status_options.clone(),
+                    publisher.clone(),
+                    leading.clone(),
+                    stop.clone(),
+                ));
+                leading
+            });
+            tokio::spawn(events::record(
+                client.clone(),
+                reporter,
+                leading,
+                warnings_rx,
+            ));
+            let options = (**kube_options).clone();
+            tokio::spawn(kube::watch(
+                client,
+                options,
+                publisher.clone(),
+                stop.clone(),
+            ));
+            Ok(publisher)
+        }
+    }
 }

@@ -9,7 +9,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -203,4 +205,38 @@ async fn a_broken_file_keeps_its_last_good_version() {
         .unwrap();
     assert_eq!(new.status, StatusCode::NOT_FOUND);
     assert!(sluice.lifecycle().is_healthy());
+}
+
+#[tokio::test]
+async fn config_file_reloads_and_an_invalid_one_keeps_the_last_good() {
+    let a = start_upstream("a").await;
+    let m = Manifests::new();
+    m.write(
+        "app.yaml",
+        &(service_yaml("a", &[a.addr]) + &ingress_yaml("app", None, &[], &[("/", "Prefix", "a")])),
+    );
+    // The config file lives next to the manifests, under a name they ignore.
+    m.write("config.conf", "proxy-body-size: 1k\n");
+    let config_file = m.path().join("config.conf");
+    let sluice = start_sluice_with_config_file(m.path(), &config_file).await;
+    let http = client();
+    let post = || {
+        Request::post(format!("http://{}/", sluice.http_addr))
+            .body(Full::new(Bytes::from(vec![b'x'; 2048])))
+            .unwrap()
+    };
+    assert_eq!(
+        send(&http, post()).await.unwrap().status,
+        StatusCode::PAYLOAD_TOO_LARGE
+    );
+
+    m.write("config.conf", "proxy-body-size: 8k\n");
+    let reloaded = until_status(&http, post, StatusCode::OK, Duration::from_secs(5)).await;
+    assert!(reloaded.is_some(), "the new body limit was not applied");
+
+    // Invalid (an unknown key): the last good config stays. Asserting that nothing
+    // happens takes a bounded wait: a few reload intervals.
+    m.write("config.conf", "proxy-body-size: 1k\nproxy-bodysize: 1k\n");
+    tokio::time::sleep(sluice::reload::POLL_INTERVAL * 3).await;
+    assert_eq!(send(&http, post()).await.unwrap().status, StatusCode::OK);
 }

@@ -38,11 +38,27 @@ struct FileEntry {
 
 /// Changes when the file does: rewritten in place, replaced by rename, resized.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
+pub struct Stamp {
     len: u64,
     inode: u64,
     mtime: (i64, i64),
     ctime: (i64, i64),
+}
+
+impl Stamp {
+    fn of(meta: &std::fs::Metadata) -> Stamp {
+        Stamp {
+            len: meta.len(),
+            inode: meta.ino(),
+            mtime: (meta.mtime(), meta.mtime_nsec()),
+            ctime: (meta.ctime(), meta.ctime_nsec()),
+        }
+    }
+
+    /// The stamp of the file behind `path` (symlinks followed), if it exists.
+    pub fn of_path(path: &Path) -> Option<Stamp> {
+        std::fs::metadata(path).ok().map(|m| Stamp::of(&m))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -210,15 +226,7 @@ fn find_files(dir: &Path, found: &mut BTreeMap<PathBuf, Stamp>) -> std::io::Resu
         if meta.is_dir() {
             find_files(&path, found)?;
         } else if is_manifest(&path) {
-            found.insert(
-                path,
-                Stamp {
-                    len: meta.len(),
-                    inode: meta.ino(),
-                    mtime: (meta.mtime(), meta.mtime_nsec()),
-                    ctime: (meta.ctime(), meta.ctime_nsec()),
-                },
-            );
+            found.insert(path, Stamp::of(&meta));
         }
     }
     Ok(())

@@ -117,7 +117,6 @@ pub fn parse_backend_ref(s: &str) -> Option<BackendRef> {
 pub struct Publisher {
     pub table: Arc<ArcSwap<RoutingTable>>,
     pub endpoints: Arc<EndpointRegistry>,
-    pub options: TranslateOptions,
     pub lifecycle: Arc<Lifecycle>,
     state: Mutex<PublisherState>,
     /// Receives each warning once, when it first appears (Kubernetes Events).
@@ -126,6 +125,9 @@ pub struct Publisher {
 
 #[derive(Debug, Default)]
 struct PublisherState {
+    options: TranslateOptions,
+    /// The last snapshot and source warnings, to rebuild when the options change.
+    last: Option<(Snapshot, Vec<Warning>)>,
     /// The last version of each Ingress that had no faults of its own.
     last_valid: HashMap<ObjectRef, Arc<Ingress>>,
     /// Warnings of the current table, to report each one only once.
@@ -144,9 +146,11 @@ impl Publisher {
         Publisher {
             table,
             endpoints,
-            options,
             lifecycle,
-            state: Mutex::default(),
+            state: Mutex::new(PublisherState {
+                options,
+                ..PublisherState::default()
+            }),
             new_warnings: None,
         }
     }
@@ -160,9 +164,34 @@ impl Publisher {
     /// Builds a table from `snapshot` and swaps it in. `source_warnings` are what the
     /// source itself skipped (unparseable files); they are reported with the rest.
     pub fn publish(&self, snapshot: &Snapshot, source_warnings: &[Warning]) -> Vec<Warning> {
-        let started = Instant::now();
+        // Held to the end: publishes from several tasks (sources, config reloads)
+        // must not swap their tables in out of order.
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let translation = translate(snapshot, &self.options, &self.endpoints, &state.last_valid);
+        state.last = Some((snapshot.clone(), source_warnings.to_vec()));
+        self.build_and_swap(&mut state, snapshot, source_warnings)
+    }
+
+    /// New translate options (a reloaded config file): rebuild from the last snapshot.
+    pub fn set_options(&self, options: TranslateOptions) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.options == options {
+            return;
+        }
+        state.options = options;
+        if let Some((snapshot, source_warnings)) = state.last.take() {
+            self.build_and_swap(&mut state, &snapshot, &source_warnings);
+            state.last = Some((snapshot, source_warnings));
+        }
+    }
+
+    fn build_and_swap(
+        &self,
+        state: &mut PublisherState,
+        snapshot: &Snapshot,
+        source_warnings: &[Warning],
+    ) -> Vec<Warning> {
+        let started = Instant::now();
+        let translation = translate(snapshot, &state.options, &self.endpoints, &state.last_valid);
         let mut warnings = translation.warnings;
         for warning in &mut warnings {
             if warning.file.is_none() {
@@ -184,7 +213,6 @@ impl Publisher {
         state.last_valid = translation.valid;
         state.ours = translation.ours;
         state.current = warnings.clone();
-        drop(state);
 
         let table = translation.table;
         let stats = table.stats;
@@ -212,6 +240,12 @@ impl Publisher {
     /// in place, without rebuilding it.
     pub fn update_endpoints(&self, snapshot: &Snapshot, services: &BTreeSet<(String, String)>) {
         let started = Instant::now();
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((last, _)) = &mut state.last {
+            // Keep the rebuild source current, or a config reload would bring back
+            // the endpoints of before.
+            last.endpoint_slices = snapshot.endpoint_slices.clone();
+        }
         let table = self.table.load();
         let backends = translate::update_endpoints(&table, snapshot, services, &self.endpoints);
         let collected = self.endpoints.collect_unused();

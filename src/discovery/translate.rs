@@ -34,7 +34,7 @@ pub const DEFAULT_CONTROLLER_CLASS: &str = "sluice.io/ingress-controller";
 const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TranslateOptions {
     pub defaults: ProxyDefaults,
     /// Serves requests no Ingress matches.

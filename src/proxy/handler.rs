@@ -31,7 +31,7 @@ static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Settings of the data plane that are not per route.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
     pub use_forwarded_headers: bool,
     pub keep_alive_requests: u32,
@@ -41,7 +41,8 @@ pub struct ProxySettings {
 #[derive(Debug)]
 pub struct Proxy {
     pub table: Arc<ArcSwap<RoutingTable>>,
-    pub settings: ProxySettings,
+    /// Swapped whole when the config file is reloaded.
+    pub settings: ArcSwap<ProxySettings>,
     pub lifecycle: Arc<Lifecycle>,
     /// Upgraded connections (WebSockets) run detached from their HTTP connection;
     /// drain waits for them here.
@@ -100,7 +101,8 @@ impl Proxy {
             // HTTP/1 connection management: close after `keep-alive-requests`, and
             // while draining, so clients move to other instances promptly.
             let served = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
-            if self.lifecycle.is_draining() || served >= self.settings.keep_alive_requests {
+            let limit = self.settings.load().keep_alive_requests;
+            if self.lifecycle.is_draining() || served >= limit {
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -209,7 +211,7 @@ impl Proxy {
         if let Ok(value) = HeaderValue::try_from(forwarded_for) {
             headers.insert(X_FORWARDED_FOR.clone(), value);
         }
-        let trust = self.settings.use_forwarded_headers;
+        let trust = self.settings.load().use_forwarded_headers;
         let mut set = |name: &HeaderName, value: String| {
             if trust && headers.contains_key(name) {
                 return;

@@ -220,6 +220,7 @@ pub async fn start_sluice(manifests: &Path, config: &str) -> Server {
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
     Server::start(Options {
         config,
+        config_path: None,
         source: Source::Manifests(manifests.to_owned()),
         class: Default::default(),
     })
@@ -363,6 +364,7 @@ pub async fn start_sluice_kube(
     };
     Server::start(Options {
         config,
+        config_path: None,
         source: Source::Kubernetes(Box::new(options)),
         class: Default::default(),
     })
@@ -373,4 +375,21 @@ pub async fn start_sluice_kube(
 /// Starts a fake upstream on a given loopback address (127.0.0.x), port chosen.
 pub async fn start_upstream_on(name: &str, ip: &str) -> Upstream {
     start_upstream_at(name, &format!("{ip}:0")).await
+}
+
+/// Starts sluice in-process with a config file that is watched for changes.
+pub async fn start_sluice_with_config_file(manifests: &Path, config_file: &Path) -> Server {
+    let config = Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        ..Config::from_file(config_file).unwrap()
+    };
+    Server::start(Options {
+        config,
+        config_path: Some(config_file.to_owned()),
+        source: Source::Manifests(manifests.to_owned()),
+        class: Default::default(),
+    })
+    .await
+    .unwrap()
 }

@@ -1,0 +1,99 @@
+//! Config file reloads: the file (a ConfigMap volume in a cluster) is checked for
+//! changes; a valid new version takes effect without a restart, an invalid one is
+//! logged and the last good one stays.
+//!
+//! Route defaults (timeouts, body size, default backend) rebuild the table; proxy
+//! settings swap atomically. Listen addresses, client connection settings and the
+//! upstream pool sizes apply at the next restart (pools: to pods seen after it).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::discovery::manifests::Stamp;
+use crate::discovery::{parse_backend_ref, ClassSelection, Publisher, TranslateOptions};
+use crate::proxy::{Proxy, ProxySettings};
+
+pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+pub fn translate_options(config: &Config, class: &ClassSelection) -> TranslateOptions {
+    TranslateOptions {
+        defaults: config.proxy_defaults(),
+        default_backend: config
+            .default_backend
+            .as_deref()
+            .and_then(parse_backend_ref),
+        class: class.clone(),
+    }
+}
+
+pub fn proxy_settings(config: &Config) -> ProxySettings {
+    ProxySettings {
+        use_forwarded_headers: config.use_forwarded_headers,
+        keep_alive_requests: config.keep_alive_requests,
+    }
+}
+
+pub struct ConfigWatch {
+    pub path: PathBuf,
+    pub current: Config,
+    pub class: ClassSelection,
+    pub publisher: Arc<Publisher>,
+    pub proxy: Arc<Proxy>,
+    pub interval: Duration,
+}
+
+impl ConfigWatch {
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut stamp = Stamp::of_path(&self.path);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(self.interval) => {}
+            }
+            let now = Stamp::of_path(&self.path);
+            if now == stamp {
+                continue;
+            }
+            stamp = now;
+            match Config::from_file(&self.path) {
+                Ok(config) => self.apply(config),
+                Err(error) => {
+                    tracing::warn!(%error, "config file not reloaded; keeping the last good one")
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, config: Config) {
+        if config == self.current {
+            return;
+        }
+        let restart_only = [
+            ("http-addr", config.http_addr != self.current.http_addr),
+            ("admin-addr", config.admin_addr != self.current.admin_addr),
+            ("keep-alive", config.keep_alive != self.current.keep_alive),
+            (
+                "max-header-size",
+                config.max_header_size != self.current.max_header_size,
+            ),
+            (
+                "upstream-keepalive-*",
+                config.pool_config() != self.current.pool_config(),
+            ),
+        ];
+        for (field, changed) in restart_only {
+            if changed {
+                tracing::warn!(field, "config change takes effect at the next restart");
+            }
+        }
+        self.proxy.settings.store(Arc::new(proxy_settings(&config)));
+        self.publisher
+            .set_options(translate_options(&config, &self.class));
+        tracing::info!(path = %self.path.display(), "config file reloaded");
+        self.current = config;
+    }
+}
