@@ -23,8 +23,10 @@ pub struct EndpointState {
 #[derive(Debug)]
 pub struct EndpointRegistry {
     pool_config: PoolConfig,
-    states: Mutex<HashMap<(SocketAddr, Protocol), Arc<EndpointState>>>,
+    states: Mutex<States>,
 }
+
+type States = HashMap<(SocketAddr, Protocol), Arc<EndpointState>>;
 
 impl EndpointRegistry {
     pub fn new(pool_config: PoolConfig) -> EndpointRegistry {
@@ -38,6 +40,24 @@ impl EndpointRegistry {
     /// table, never on the request path.
     pub fn endpoint(&self, addr: SocketAddr, protocol: Protocol) -> Arc<EndpointState> {
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        self.get_or_create(&mut states, addr, protocol)
+    }
+
+    /// The states for a backend's addresses, under one lock.
+    pub fn endpoints(&self, addrs: &[SocketAddr], protocol: Protocol) -> Vec<Arc<EndpointState>> {
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        addrs
+            .iter()
+            .map(|&addr| self.get_or_create(&mut states, addr, protocol))
+            .collect()
+    }
+
+    fn get_or_create(
+        &self,
+        states: &mut States,
+        addr: SocketAddr,
+        protocol: Protocol,
+    ) -> Arc<EndpointState> {
         states
             .entry((addr, protocol))
             .or_insert_with(|| {
@@ -47,6 +67,20 @@ impl EndpointRegistry {
                 })
             })
             .clone()
+    }
+
+    /// Like `collect_unused`, for just these addresses (those a change removed),
+    /// so that the cost follows the size of the change.
+    pub fn collect(&self, candidates: &[(SocketAddr, Protocol)]) -> usize {
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut collected = 0;
+        for key in candidates {
+            if states.get(key).is_some_and(|s| Arc::strong_count(s) == 1) {
+                states.remove(key);
+                collected += 1;
+            }
+        }
+        collected
     }
 
     /// Drops states that only the registry still holds (their pods left every

@@ -248,11 +248,9 @@ impl Publisher {
         }
         let table = self.table.load();
         let backends = translate::update_endpoints(&table, snapshot, services, &self.endpoints);
-        let collected = self.endpoints.collect_unused();
         tracing::debug!(
             services = services.len(),
             backends,
-            collected_endpoints = collected,
             update_us = started.elapsed().as_secs_f64() * 1e6,
             "endpoints updated"
         );

@@ -127,8 +127,9 @@ impl Backend {
         self.endpoints.load_full()
     }
 
-    pub fn set_endpoints(&self, endpoints: Vec<Endpoint>) {
-        self.endpoints.store(Arc::new(endpoints));
+    /// Replaces the endpoint list; returns the previous one.
+    pub fn swap_endpoints(&self, endpoints: Vec<Endpoint>) -> Arc<Vec<Endpoint>> {
+        self.endpoints.swap(Arc::new(endpoints))
     }
 
     /// Round-robin over ready endpoints; the balancing issue replaces this.

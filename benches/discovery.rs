@@ -1,0 +1,206 @@
+//! Discovery at scale: 10,000 Ingresses, 10,000 Services, 100,000 endpoints.
+//!
+//! * `full_build`: `translate` of the whole snapshot (a rebuild).
+//! * `endpoint_change`: one EndpointSlice changes and the published table is
+//!   updated in place, as the Kubernetes source does it (snapshot from the store,
+//!   then `Publisher::update_endpoints`).
+//! * Resident memory with the snapshot and a published table is printed first.
+//!
+//! Run: `cargo bench --bench discovery`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hint::black_box;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use criterion::{criterion_group, criterion_main, Criterion};
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass, IngressClassSpec,
+    IngressRule, IngressServiceBackend, IngressSpec, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sluice::balance::EndpointRegistry;
+use sluice::config::PoolConfig;
+use sluice::discovery::{translate, Publisher, Snapshot, TranslateOptions};
+use sluice::lifecycle::Lifecycle;
+use sluice::routing::RoutingTable;
+
+const SERVICES: usize = 10_000;
+const PODS_PER_SERVICE: usize = 10;
+
+fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespace.map(Into::into),
+        ..ObjectMeta::default()
+    }
+}
+
+fn slice(i: usize, generation: u8) -> EndpointSlice {
+    let ns = format!("ns-{}", i % 100);
+    EndpointSlice {
+        metadata: ObjectMeta {
+            labels: Some(BTreeMap::from([(
+                "kubernetes.io/service-name".into(),
+                format!("svc-{i}"),
+            )])),
+            ..meta(&format!("svc-{i}-abcde"), Some(&ns))
+        },
+        address_type: "IPv4".into(),
+        ports: Some(vec![EndpointPort {
+            name: Some("http".into()),
+            port: Some(8080),
+            protocol: Some("TCP".into()),
+            ..EndpointPort::default()
+        }]),
+        endpoints: (0..PODS_PER_SERVICE)
+            .map(|p| Endpoint {
+                addresses: vec![format!(
+                    "10.{}.{}.{}",
+                    (i >> 8) & 0xff,
+                    i & 0xff,
+                    p + usize::from(generation) * 20
+                )],
+                conditions: Some(EndpointConditions {
+                    ready: Some(true),
+                    ..EndpointConditions::default()
+                }),
+                ..Endpoint::default()
+            })
+            .collect::<Vec<_>>()
+            .into(),
+    }
+}
+
+fn snapshot() -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    snapshot.ingress_classes.push(Arc::new(IngressClass {
+        metadata: meta("sluice", None),
+        spec: Some(IngressClassSpec {
+            controller: Some("sluice.io/ingress-controller".into()),
+            ..IngressClassSpec::default()
+        }),
+    }));
+    for i in 0..SERVICES {
+        let ns = format!("ns-{}", i % 100);
+        snapshot.services.push(Arc::new(Service {
+            metadata: meta(&format!("svc-{i}"), Some(&ns)),
+            spec: Some(ServiceSpec {
+                ports: Some(vec![ServicePort {
+                    name: Some("http".into()),
+                    port: 80,
+                    ..ServicePort::default()
+                }]),
+                ..ServiceSpec::default()
+            }),
+            status: None,
+        }));
+        snapshot.endpoint_slices.push(Arc::new(slice(i, 0)));
+        let backend = IngressBackend {
+            service: Some(IngressServiceBackend {
+                name: format!("svc-{i}"),
+                port: Some(ServiceBackendPort {
+                    number: Some(80),
+                    ..ServiceBackendPort::default()
+                }),
+            }),
+            ..IngressBackend::default()
+        };
+        snapshot.ingresses.push(Arc::new(Ingress {
+            metadata: meta(&format!("ing-{i}"), Some(&ns)),
+            spec: Some(IngressSpec {
+                ingress_class_name: Some("sluice".into()),
+                rules: Some(vec![IngressRule {
+                    host: Some(format!("app-{i}.example.com")),
+                    http: Some(HTTPIngressRuleValue {
+                        paths: vec![HTTPIngressPath {
+                            path: Some("/".into()),
+                            path_type: "Prefix".into(),
+                            backend,
+                        }],
+                    }),
+                }]),
+                ..IngressSpec::default()
+            }),
+            status: None,
+        }));
+    }
+    snapshot
+}
+
+fn rss_mib() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn bench(c: &mut Criterion) {
+    let before = rss_mib();
+    let snapshot = snapshot();
+    let registry = Arc::new(EndpointRegistry::new(PoolConfig::default()));
+    let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
+    let publisher = Publisher::new(
+        table.clone(),
+        registry.clone(),
+        TranslateOptions::default(),
+        Arc::new(Lifecycle::default()),
+    );
+    publisher.publish(&snapshot, &[]);
+    let loaded = table.load();
+    assert_eq!(loaded.stats.routes, SERVICES);
+    assert_eq!(loaded.endpoint_count(), SERVICES * PODS_PER_SERVICE);
+    println!(
+        "scale: {SERVICES} Ingresses, {SERVICES} Services, {} endpoints: resident memory {:.0} MiB (process {:.0} MiB before)",
+        loaded.endpoint_count(),
+        rss_mib(),
+        before
+    );
+    drop(loaded);
+
+    let mut group = c.benchmark_group("discovery");
+    group.sample_size(10);
+    group.bench_function("full_build", |b| {
+        b.iter(|| {
+            black_box(translate(
+                &snapshot,
+                &TranslateOptions::default(),
+                &registry,
+                &HashMap::new(),
+            ))
+        })
+    });
+
+    // One Service's pods change: its slice is replaced in the store, the source
+    // takes a snapshot and updates the published table in place.
+    let changed = 4_242;
+    let service = BTreeSet::from([(format!("ns-{}", changed % 100), format!("svc-{changed}"))]);
+    let mut store = snapshot.clone();
+    let mut generation = 0u8;
+    group.sample_size(50);
+    group.bench_function("endpoint_change", |b| {
+        b.iter(|| {
+            generation = (generation + 1) % 4;
+            store.endpoint_slices[changed] = Arc::new(slice(changed, generation));
+            let current = store.clone();
+            publisher.update_endpoints(&current, &service);
+        })
+    });
+    group.finish();
+    let route = table.load();
+    let route = route
+        .route(&format!("app-{changed}.example.com"), "/")
+        .unwrap();
+    assert_eq!(route.backend.endpoints().len(), PODS_PER_SERVICE);
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
