@@ -21,4 +21,5 @@ pub mod proxy;
 pub mod reload;
 pub mod routing;
 pub mod server;
+pub mod telemetry;
 pub mod units;

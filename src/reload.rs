@@ -60,8 +60,14 @@ impl ConfigWatch {
             }
             stamp = now;
             match Config::from_file(&self.path) {
-                Ok(config) => self.apply(config),
+                Ok(config) => {
+                    metrics::counter!(crate::telemetry::CONFIG_RELOADS, "result" => "success")
+                        .increment(1);
+                    self.apply(config)
+                }
                 Err(error) => {
+                    metrics::counter!(crate::telemetry::CONFIG_RELOADS, "result" => "invalid")
+                        .increment(1);
                     tracing::warn!(%error, "config file not reloaded; keeping the last good one")
                 }
             }

@@ -78,6 +78,7 @@ impl Server {
         let http_addr = local_addr(&http, config.http_addr)?;
         let admin_addr = local_addr(&admin, config.admin_addr)?;
 
+        crate::telemetry::prometheus();
         let lifecycle = Arc::new(Lifecycle::default());
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
         let publisher = Publisher::new(

@@ -56,6 +56,16 @@ fn respond(request: &Request<Incoming>, lifecycle: &Lifecycle) -> Response<Full<
                 text(StatusCode::OK, "ok\n")
             }
         }
+        "/metrics" => {
+            let mut response = Response::new(Full::new(Bytes::from(
+                crate::telemetry::prometheus().render(),
+            )));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
         "/readyz" => {
             if lifecycle.is_synced() {
                 text(StatusCode::OK, "ready\n")

@@ -149,7 +149,8 @@ pub async fn watch(
                 }
                 Some(Err(error)) => {
                     // The watcher retries by itself, with backoff; the last table keeps serving.
-                    tracing::warn!(%error, "Kubernetes watch failed; retrying");
+                                        tracing::warn!(%error, "Kubernetes watch failed; retrying");
+                    metrics::counter!(crate::telemetry::WATCH_ERRORS).increment(1);
                 }
                 None => return,
             },

@@ -27,7 +27,7 @@ pub use translate::{translate, ClassSelection, TranslateOptions, Translation};
 
 use crate::balance::EndpointRegistry;
 use crate::lifecycle::Lifecycle;
-use crate::routing::{BackendRef, RoutingTable};
+use crate::routing::{BackendRef, RoutingTable, TableStats};
 
 #[derive(Debug, Error)]
 pub enum DiscoveryError {
@@ -134,6 +134,33 @@ struct PublisherState {
     current: Vec<Warning>,
     /// Our Ingresses in the current table.
     ours: Vec<ObjectRef>,
+    /// Every warning reason seen, so a reason that went away reports 0.
+    warning_reasons: BTreeSet<&'static str>,
+}
+
+fn record_swap(
+    reasons: &mut BTreeSet<&'static str>,
+    warnings: &[Warning],
+    stats: TableStats,
+    endpoints: usize,
+    build: std::time::Duration,
+) {
+    use crate::telemetry as t;
+    metrics::counter!(t::CONFIG_SWAPS).increment(1);
+    metrics::gauge!(t::CONFIG_LAST_SWAP_SUCCESS).set(1.0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    metrics::gauge!(t::CONFIG_LAST_SWAP_TIMESTAMP).set(now.as_secs_f64());
+    metrics::histogram!(t::CONFIG_BUILD_DURATION).record(build.as_secs_f64());
+    metrics::gauge!(t::TABLE_ROUTES).set(stats.routes as f64);
+    metrics::gauge!(t::TABLE_BACKENDS).set(stats.backends as f64);
+    metrics::gauge!(t::TABLE_ENDPOINTS).set(endpoints as f64);
+    reasons.extend(warnings.iter().map(|w| w.reason));
+    for reason in reasons.iter() {
+        let count = warnings.iter().filter(|w| w.reason == *reason).count();
+        metrics::gauge!(t::CONFIG_WARNINGS, "reason" => *reason).set(count as f64);
+    }
 }
 
 impl Publisher {
@@ -218,6 +245,13 @@ impl Publisher {
         let stats = table.stats;
         let endpoints = table.endpoint_count();
         self.table.store(Arc::new(table));
+        record_swap(
+            &mut state.warning_reasons,
+            &warnings,
+            stats,
+            endpoints,
+            started.elapsed(),
+        );
         // States of pods that left every table go now (the old table, if a request
         // still holds it, keeps its own references alive until it finishes).
         let collected = self.endpoints.collect_unused();
@@ -248,6 +282,8 @@ impl Publisher {
         }
         let table = self.table.load();
         let backends = translate::update_endpoints(&table, snapshot, services, &self.endpoints);
+        metrics::counter!(crate::telemetry::ENDPOINT_UPDATES).increment(1);
+        metrics::gauge!(crate::telemetry::TABLE_ENDPOINTS).set(table.endpoint_count() as f64);
         tracing::debug!(
             services = services.len(),
             backends,

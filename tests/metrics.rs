@@ -1,0 +1,70 @@
+//! /metrics on the admin listener. Its own test binary: the recorder is
+//! process-wide, and other tests' tables would change the gauges under us.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::*;
+
+#[tokio::test]
+async fn control_plane_metrics_count_rejected_ingresses() {
+    let a = start_upstream("a").await;
+    let m = Manifests::new();
+    m.write("svc.yaml", &service_yaml("a", &[a.addr]));
+    m.write(
+        "good.yaml",
+        &ingress_yaml("good", Some("good.test"), &[], &[("/", "Prefix", "a")]),
+    );
+    m.write(
+        "bad.yaml",
+        &ingress_yaml(
+            "bad",
+            Some("bad.test"),
+            &[("sluice.io/proxy-read-timeout", "never")],
+            &[("/", "Prefix", "a")],
+        ),
+    );
+    let sluice = start_sluice(m.path(), "").await;
+    let http = client();
+    let scrape = || async {
+        let request = Request::get(format!("http://{}/metrics", sluice.admin_addr))
+            .body(Full::default())
+            .unwrap();
+        let reply = send(&http, request).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        reply.text()
+    };
+    let text = scrape().await;
+    for line in [
+        "sluice_config_warnings{reason=\"invalid-annotation\"} 1",
+        "sluice_table_routes 1",
+        "sluice_table_endpoints 1",
+        "sluice_config_last_swap_success 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(text.contains("# TYPE sluice_config_swaps_total counter"));
+    assert!(text.contains("sluice_config_build_duration_seconds_bucket"));
+
+    // Fixed: the warning count drops to zero.
+    m.write(
+        "bad.yaml",
+        &ingress_yaml("bad", Some("bad.test"), &[], &[("/", "Prefix", "a")]),
+    );
+    let fixed = eventually(Duration::from_secs(2), || async {
+        scrape()
+            .await
+            .lines()
+            .any(|l| l == "sluice_config_warnings{reason=\"invalid-annotation\"} 0")
+    })
+    .await;
+    assert!(fixed.is_some());
+}
