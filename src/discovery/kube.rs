@@ -444,3 +444,62 @@ impl Trim for Namespace {
         self.status = None;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str, port: i32) -> Service {
+        Service {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                resource_version: Some(port.to_string()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(k8s_openapi::api::core::v1::ServiceSpec {
+                ports: Some(vec![k8s_openapi::api::core::v1::ServicePort {
+                    port,
+                    ..Default::default()
+                }]),
+                ..Default::default()
+            }),
+            status: None,
+        }
+    }
+
+    fn trimmed(mut s: Service) -> Service {
+        s.trim();
+        s
+    }
+
+    #[test]
+    fn only_real_changes_count() {
+        let mut objects = Objects::<Service>::default();
+        let changes = std::cell::Cell::new(0);
+        let apply = |objects: &mut Objects<Service>, event| {
+            objects.apply(event, |_| changes.set(changes.get() + 1))
+        };
+        assert!(!apply(&mut objects, Event::Init));
+        apply(&mut objects, Event::InitApply(trimmed(service("a", 80))));
+        assert!(apply(&mut objects, Event::InitDone), "first sync");
+        assert_eq!(changes.get(), 1);
+
+        // The same object again (a new resourceVersion is trimmed away): no change.
+        let mut again = service("a", 80);
+        again.metadata.resource_version = Some("999".into());
+        apply(&mut objects, Event::Apply(trimmed(again)));
+        // A re-list that finds the same set: no change, and not a first sync.
+        apply(&mut objects, Event::Init);
+        apply(&mut objects, Event::InitApply(trimmed(service("a", 80))));
+        assert!(!apply(&mut objects, Event::InitDone));
+        assert_eq!(changes.get(), 1);
+
+        let mut changes = 0;
+        objects.apply(Event::Apply(trimmed(service("a", 81))), |_| changes += 1);
+        assert_eq!(changes, 2, "old and new version");
+        objects.apply(Event::Delete(trimmed(service("a", 81))), |_| changes += 1);
+        objects.apply(Event::Delete(trimmed(service("b", 1))), |_| changes += 1);
+        assert_eq!(changes, 3, "deleting an unknown object changes nothing");
+    }
+}
