@@ -103,3 +103,7 @@ impl EndpointRegistry {
         self.len() == 0
     }
 }
+pub mod breaker;
+pub mod ewma;
+pub mod expr;
+pub mod window;
