@@ -11,6 +11,11 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use std::sync::Arc;
+
+use crate::balance::expr::BreakerRule;
+use crate::balance::policy::{self as balance_policy, Algorithm, BalancePolicy};
+use crate::policy::retry::{self, NextUpstream, RetryPolicy};
 use crate::units;
 
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:80";
@@ -95,15 +100,45 @@ pub struct Config {
     /// How often the manifests directory is checked for changes.
     #[serde(with = "units::duration")]
     pub manifests_poll_interval: Duration,
+
+    /// `ewma`, `round_robin` or `least_request`.
+    pub load_balance: String,
+    /// How fast latency estimates forget (peak-EWMA decay window).
+    #[serde(with = "units::duration")]
+    pub ewma_decay: Duration,
+    /// New endpoints ramp up to a full share over this time.
+    #[serde(with = "units::duration")]
+    pub slow_start: Duration,
+    /// When to open an endpoint's breaker, in Traefik's expression language.
+    pub circuit_breaker: String,
+    /// Never eject more than this percentage of a backend's endpoints.
+    pub max_ejection_percent: u8,
+    /// When to try another endpoint: `error`, `timeout`, `http_502`, `http_503`,
+    /// `http_504`, `off`. Empty: only requests that never reached an upstream.
+    pub proxy_next_upstream: String,
+    /// Attempts in all (0: as many as there are endpoints).
+    pub proxy_next_upstream_tries: u32,
+    /// No retry after this long since the first attempt (0: no limit).
+    #[serde(with = "units::duration")]
+    pub proxy_next_upstream_timeout: Duration,
+    /// Retries may add at most this share of a backend's requests (over 10 s)...
+    pub retry_budget_ratio: f64,
+    /// ...plus this many per second.
+    pub retry_budget_min_per_second: u32,
 }
 
 /// Per-route settings that annotations can override.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ProxyDefaults {
     pub proxy_connect_timeout: Duration,
     pub proxy_read_timeout: Duration,
     pub proxy_send_timeout: Duration,
     pub proxy_body_size: u64,
+    /// Shared by every route that does not override it.
+    pub balance: Arc<BalancePolicy>,
+    pub retry: RetryPolicy,
+    pub retry_budget_ratio: f64,
+    pub retry_budget_min_per_second: u32,
 }
 
 /// Upstream keep-alive pool, per endpoint.
@@ -134,6 +169,16 @@ impl Default for Config {
             default_backend: None,
             use_forwarded_headers: false,
             manifests_poll_interval: DEFAULT_MANIFESTS_POLL_INTERVAL,
+            load_balance: "ewma".into(),
+            ewma_decay: balance_policy::DEFAULT_DECAY,
+            slow_start: balance_policy::DEFAULT_SLOW_START,
+            circuit_breaker: balance_policy::DEFAULT_BREAKER.into(),
+            max_ejection_percent: balance_policy::DEFAULT_MAX_EJECTION_PERCENT,
+            proxy_next_upstream: String::new(),
+            proxy_next_upstream_tries: retry::DEFAULT_TRIES,
+            proxy_next_upstream_timeout: Duration::ZERO,
+            retry_budget_ratio: retry::DEFAULT_BUDGET_RATIO,
+            retry_budget_min_per_second: retry::DEFAULT_BUDGET_MIN_PER_SECOND,
         }
     }
 }
@@ -218,6 +263,24 @@ impl Config {
         if self.keep_alive_requests == 0 {
             return invalid("keep-alive-requests", "must be at least 1");
         }
+        if let Err(e) = Algorithm::parse(&self.load_balance) {
+            return invalid("load-balance", &e);
+        }
+        if let Err(e) = BreakerRule::parse(&self.circuit_breaker) {
+            return invalid("circuit-breaker", &e.to_string());
+        }
+        if self.max_ejection_percent > 100 {
+            return invalid("max-ejection-percent", "must be at most 100");
+        }
+        if let Err(e) = NextUpstream::parse(&self.proxy_next_upstream) {
+            return invalid("proxy-next-upstream", &e);
+        }
+        if !(0.0..=10.0).contains(&self.retry_budget_ratio) {
+            return invalid("retry-budget-ratio", "must be between 0 and 10");
+        }
+        if self.ewma_decay.is_zero() {
+            return invalid("ewma-decay", "must be greater than zero");
+        }
         if self.manifests_poll_interval.is_zero() {
             return invalid("manifests-poll-interval", "must be greater than zero");
         }
@@ -234,12 +297,34 @@ impl Config {
         usize::try_from(self.max_header_size.max(MIN_HEADER_SIZE)).unwrap_or(usize::MAX)
     }
 
+    /// Route defaults; `validate` has checked what is parsed here, so a value
+    /// that does not parse falls back to the built-in default.
     pub fn proxy_defaults(&self) -> ProxyDefaults {
+        let balance = BalancePolicy {
+            algorithm: Algorithm::parse(&self.load_balance).unwrap_or_default(),
+            hash_by: None,
+            breaker: Arc::new(
+                BreakerRule::parse(&self.circuit_breaker)
+                    .unwrap_or_else(|_| balance_policy::default_breaker()),
+            ),
+            decay: self.ewma_decay,
+            slow_start: self.slow_start,
+            max_ejection_percent: self.max_ejection_percent,
+        };
         ProxyDefaults {
             proxy_connect_timeout: self.proxy_connect_timeout,
             proxy_read_timeout: self.proxy_read_timeout,
             proxy_send_timeout: self.proxy_send_timeout,
             proxy_body_size: self.proxy_body_size,
+            balance: Arc::new(balance),
+            retry: RetryPolicy {
+                next_upstream: NextUpstream::parse(&self.proxy_next_upstream).unwrap_or_default(),
+                tries: self.proxy_next_upstream_tries,
+                timeout: (!self.proxy_next_upstream_timeout.is_zero())
+                    .then_some(self.proxy_next_upstream_timeout),
+            },
+            retry_budget_ratio: self.retry_budget_ratio,
+            retry_budget_min_per_second: self.retry_budget_min_per_second,
         }
     }
 

@@ -17,6 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod discovery;
 pub mod lifecycle;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
 pub mod routing;

@@ -42,10 +42,12 @@ async fn cluster() -> (FakeApiServer, Upstream, Upstream, tempfile::TempDir) {
     let pod2 = start_upstream_on("pod-2", "127.0.0.3").await;
     api.apply_yaml(INGRESS_CLASS);
     api.apply_yaml(&service_yaml("web", &[pod1.addr, pod2.addr]));
+    // Round-robin, so that a few requests reach every pod (these tests are about
+    // discovery; balancing has its own).
     api.apply_yaml(&ingress_yaml(
         "web",
         Some("web.test"),
-        &[],
+        &[("sluice.io/load-balance", "round_robin")],
         &[("/", "Prefix", "web")],
     ));
     (api, pod1, pod2, tempfile::tempdir().unwrap())

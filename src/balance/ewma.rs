@@ -51,6 +51,23 @@ impl PeakEwma {
         self.stamp.store(now_ns, Ordering::Relaxed);
     }
 
+    /// A plain (not peak) moving average: the typical latency of a backend.
+    pub fn observe_mean(&self, rtt: Duration, now_ns: u64, decay: Duration) {
+        let rtt = rtt.as_nanos() as f64;
+        let previous = self.estimate.load(Ordering::Relaxed);
+        let next = if previous == UNSET {
+            rtt
+        } else {
+            let w = weight(
+                now_ns.saturating_sub(self.stamp.load(Ordering::Relaxed)),
+                decay,
+            );
+            f64::from_bits(previous) * w + rtt * (1.0 - w)
+        };
+        self.estimate.store(next.to_bits(), Ordering::Relaxed);
+        self.stamp.store(now_ns, Ordering::Relaxed);
+    }
+
     /// The estimate in ns, decayed toward `typical` for the time since the last
     /// observation; `typical` when there is none.
     pub fn estimate(&self, now_ns: u64, decay: Duration, typical: f64) -> f64 {

@@ -6,9 +6,19 @@
 //! issue, latency estimates and breakers) survive every swap. States that no table
 //! refers to any more are collected after a swap.
 
+pub mod breaker;
+pub mod ewma;
+pub mod expr;
+pub mod pick;
+pub mod policy;
+pub mod window;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+
+use tokio::time::Instant;
 
 use crate::config::PoolConfig;
 use crate::proxy::pool::Pool;
@@ -18,6 +28,56 @@ use crate::routing::Protocol;
 pub struct EndpointState {
     pub addr: SocketAddr,
     pub pool: Pool,
+    pub stats: EndpointStats,
+}
+
+/// Latency, load and health of one endpoint: what balancing reads.
+#[derive(Debug)]
+pub struct EndpointStats {
+    /// Since when this address has been known: the slow-start ramp, and the
+    /// origin of the nanosecond clock the atomics below use.
+    pub since: Instant,
+    pub latency: ewma::PeakEwma,
+    in_flight: AtomicU32,
+    pub breaker: breaker::Breaker,
+}
+
+impl Default for EndpointStats {
+    fn default() -> Self {
+        EndpointStats {
+            since: Instant::now(),
+            latency: ewma::PeakEwma::default(),
+            in_flight: AtomicU32::new(0),
+            breaker: breaker::Breaker::default(),
+        }
+    }
+}
+
+impl EndpointStats {
+    pub fn nanos(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.since).as_nanos() as u64
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts a request as in flight on an endpoint until dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<EndpointState>);
+
+impl InFlight {
+    pub fn new(endpoint: Arc<EndpointState>) -> InFlight {
+        endpoint.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(endpoint)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -64,6 +124,7 @@ impl EndpointRegistry {
                 Arc::new(EndpointState {
                     addr,
                     pool: Pool::new(addr, protocol, self.pool_config.clone()),
+                    stats: EndpointStats::default(),
                 })
             })
             .clone()
@@ -103,7 +164,3 @@ impl EndpointRegistry {
         self.len() == 0
     }
 }
-pub mod breaker;
-pub mod ewma;
-pub mod expr;
-pub mod window;

@@ -9,7 +9,12 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use std::sync::Arc;
+
+use crate::balance::expr::BreakerRule;
+use crate::balance::policy::{Algorithm, BalancePolicy, HashBy};
 use crate::config::ProxyDefaults;
+use crate::policy::retry::{NextUpstream, RetryPolicy};
 use crate::routing::{Protocol, RoutePolicy};
 use crate::units::{parse_duration, parse_size};
 
@@ -24,6 +29,12 @@ pub const KNOWN_KEYS: &[&str] = &[
     "proxy-body-size",
     "backend-protocol",
     "default-backend",
+    "load-balance",
+    "upstream-hash-by",
+    "circuit-breaker",
+    "proxy-next-upstream",
+    "proxy-next-upstream-tries",
+    "proxy-next-upstream-timeout",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -35,7 +46,7 @@ pub struct AnnotationError {
 }
 
 /// What an Ingress's annotations override; `None` keeps the global default.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct IngressAnnotations {
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
@@ -45,6 +56,12 @@ pub struct IngressAnnotations {
     /// `service` or `service:port` in the Ingress's namespace (port defaults to 80,
     /// as ingress-nginx), used while a rule's own Service has no ready endpoint.
     pub default_backend: Option<(String, String)>,
+    pub algorithm: Option<Algorithm>,
+    pub hash_by: Option<HashBy>,
+    pub breaker: Option<BreakerRule>,
+    pub next_upstream: Option<NextUpstream>,
+    pub tries: Option<u32>,
+    pub retry_timeout: Option<Duration>,
 }
 
 impl IngressAnnotations {
@@ -77,6 +94,25 @@ impl IngressAnnotations {
                 "default-backend" => {
                     parsed.default_backend = Some(parse_service_port(value).map_err(invalid)?)
                 }
+                "load-balance" => {
+                    parsed.algorithm = Some(Algorithm::parse(value).map_err(invalid)?)
+                }
+                "upstream-hash-by" => parsed.hash_by = Some(HashBy::parse(value).map_err(invalid)?),
+                "circuit-breaker" => {
+                    parsed.breaker =
+                        Some(BreakerRule::parse(value).map_err(|e| invalid(e.to_string()))?)
+                }
+                "proxy-next-upstream" => {
+                    parsed.next_upstream = Some(NextUpstream::parse(value).map_err(invalid)?)
+                }
+                "proxy-next-upstream-tries" => {
+                    let tries = value
+                        .trim()
+                        .parse()
+                        .map_err(|_| invalid(format!("{value:?} is not a number")))?;
+                    parsed.tries = Some(tries);
+                }
+                "proxy-next-upstream-timeout" => parsed.retry_timeout = Some(duration()?),
                 _ => {}
             }
         }
@@ -92,7 +128,34 @@ impl IngressAnnotations {
             read_timeout: self.read_timeout.unwrap_or(defaults.proxy_read_timeout),
             send_timeout: self.send_timeout.unwrap_or(defaults.proxy_send_timeout),
             body_limit: (body_size > 0).then_some(body_size),
+            balance: self.balance(&defaults.balance),
+            retry: RetryPolicy {
+                next_upstream: self.next_upstream.unwrap_or(defaults.retry.next_upstream),
+                tries: self.tries.unwrap_or(defaults.retry.tries),
+                timeout: match self.retry_timeout {
+                    Some(t) if t.is_zero() => None,
+                    Some(t) => Some(t),
+                    None => defaults.retry.timeout,
+                },
+            },
         }
+    }
+
+    /// The global balance policy, shared, unless this Ingress changes it.
+    fn balance(&self, defaults: &Arc<BalancePolicy>) -> Arc<BalancePolicy> {
+        if self.algorithm.is_none() && self.hash_by.is_none() && self.breaker.is_none() {
+            return defaults.clone();
+        }
+        Arc::new(BalancePolicy {
+            algorithm: self.algorithm.unwrap_or(defaults.algorithm),
+            hash_by: self.hash_by.clone().or_else(|| defaults.hash_by.clone()),
+            breaker: self
+                .breaker
+                .clone()
+                .map(Arc::new)
+                .unwrap_or_else(|| defaults.breaker.clone()),
+            ..(**defaults).clone()
+        })
     }
 }
 

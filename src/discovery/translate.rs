@@ -22,6 +22,7 @@ use super::annotations::IngressAnnotations;
 use super::{ObjectRef, Snapshot, Warning};
 use crate::balance::EndpointRegistry;
 use crate::config::ProxyDefaults;
+use crate::policy::retry::RetryBudget;
 use crate::routing::{
     Backend, BackendRef, Endpoint, HostKey, HostRoutes, IngressRef, PathKind, Protocol, Route,
     RoutePolicy, RoutingTable, TableStats,
@@ -34,7 +35,7 @@ pub const DEFAULT_CONTROLLER_CLASS: &str = "sluice.io/ingress-controller";
 const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
 const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct TranslateOptions {
     pub defaults: ProxyDefaults,
     /// Serves requests no Ingress matches.
@@ -80,7 +81,7 @@ pub fn translate(
     endpoints: &EndpointRegistry,
     last_valid: &HashMap<ObjectRef, Arc<Ingress>>,
 ) -> Translation {
-    let mut builder = Builder::new(snapshot, endpoints);
+    let mut builder = Builder::new(snapshot, endpoints, &options.defaults);
     let (ours, ignored) = select_ours(snapshot, &options.class);
     let mut valid = HashMap::new();
     let mut our_refs = Vec::with_capacity(ours.len());
@@ -383,16 +384,22 @@ fn backend_ref(backend: &IngressBackend, namespace: &str) -> Result<BackendRef, 
 struct Builder<'a> {
     index: SnapshotIndex<'a>,
     registry: &'a EndpointRegistry,
+    defaults: &'a ProxyDefaults,
     backends: HashMap<(BackendRef, Protocol), Arc<Backend>>,
     hosts: BTreeMap<HostKey, HostRoutes>,
     warnings: Vec<Warning>,
 }
 
 impl<'a> Builder<'a> {
-    fn new(snapshot: &'a Snapshot, registry: &'a EndpointRegistry) -> Builder<'a> {
+    fn new(
+        snapshot: &'a Snapshot,
+        registry: &'a EndpointRegistry,
+        defaults: &'a ProxyDefaults,
+    ) -> Builder<'a> {
         Builder {
             index: SnapshotIndex::new(snapshot),
             registry,
+            defaults,
             backends: HashMap::new(),
             hosts: BTreeMap::new(),
             warnings: Vec::new(),
@@ -493,7 +500,12 @@ impl<'a> Builder<'a> {
             }
         };
         let endpoints = endpoints_for(addrs, protocol, self.registry);
-        let backend = Arc::new(Backend::new(key.0.clone(), protocol, endpoints));
+        let budget = RetryBudget::new(
+            self.defaults.retry_budget_ratio,
+            self.defaults.retry_budget_min_per_second,
+        );
+        let backend =
+            Arc::new(Backend::new(key.0.clone(), protocol, endpoints).with_retry_budget(budget));
         self.backends.insert(key, backend.clone());
         backend
     }
@@ -541,7 +553,7 @@ pub fn update_endpoints(
         for backend in table.backends_of(namespace, service) {
             let addrs = index.endpoint_addrs(&backend.name).unwrap_or_default();
             let old = backend.swap_endpoints(endpoints_for(addrs, backend.protocol, registry));
-            replaced.extend(old.iter().map(|e| (e.addr(), backend.protocol)));
+            replaced.extend(old.endpoints.iter().map(|e| (e.addr(), backend.protocol)));
             touched += 1;
         }
     }

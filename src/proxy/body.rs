@@ -17,21 +17,28 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::error::ProxyError;
+use crate::balance::InFlight;
 
-pin_project! {
-    pub struct RequestBody {
-        #[pin]
-        inner: Incoming,
-        limit: Option<u64>,
-        seen: u64,
-    }
+pub struct RequestBody {
+    /// `None` for an empty body (a bodiless request sent again).
+    inner: Option<Incoming>,
+    limit: Option<u64>,
+    seen: u64,
 }
 
 impl RequestBody {
     pub fn new(inner: Incoming, limit: Option<u64>) -> RequestBody {
         RequestBody {
-            inner,
+            inner: Some(inner),
             limit,
+            seen: 0,
+        }
+    }
+
+    pub fn empty() -> RequestBody {
+        RequestBody {
+            inner: None,
+            limit: None,
             seen: 0,
         }
     }
@@ -45,8 +52,12 @@ impl Body for RequestBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
-        let this = self.project();
-        let frame = match ready!(this.inner.poll_frame(cx)) {
+        // Every field is Unpin (hyper's `Incoming` is), so no projection is needed.
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
             None => return Poll::Ready(None),
             Some(Err(err)) => {
                 tracing::debug!(error = %err, "client request body failed");
@@ -54,9 +65,9 @@ impl Body for RequestBody {
             }
             Some(Ok(frame)) => frame,
         };
-        if let (Some(data), Some(limit)) = (frame.data_ref(), *this.limit) {
-            *this.seen += data.len() as u64;
-            if *this.seen > limit {
+        if let (Some(data), Some(limit)) = (frame.data_ref(), this.limit) {
+            this.seen += data.len() as u64;
+            if this.seen > limit {
                 return Poll::Ready(Some(Err(ProxyError::BodyTooLarge)));
             }
         }
@@ -64,11 +75,13 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
     }
 }
 
@@ -79,15 +92,18 @@ pin_project! {
         read_timeout: Duration,
         #[pin]
         deadline: Sleep,
+        // The request counts as in flight on its endpoint until the body is done.
+        in_flight: Option<InFlight>,
     }
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, read_timeout: Duration) -> UpstreamBody {
+    pub fn new(inner: Incoming, read_timeout: Duration, in_flight: InFlight) -> UpstreamBody {
         UpstreamBody {
             inner,
             read_timeout,
             deadline: tokio::time::sleep(read_timeout),
+            in_flight: Some(in_flight),
         }
     }
 }
@@ -103,6 +119,9 @@ impl Body for UpstreamBody {
         let mut this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
+                if frame.is_none() {
+                    this.in_flight.take();
+                }
                 this.deadline
                     .as_mut()
                     .reset(Instant::now() + *this.read_timeout);

@@ -8,6 +8,9 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use thiserror::Error;
 
+use crate::balance::window::Outcome;
+use crate::policy::retry::Failure;
+
 #[derive(Debug, Error)]
 pub enum ProxyError {
     #[error("no route for this host and path")]
@@ -57,6 +60,31 @@ impl ProxyError {
             self,
             ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::Handshake(_)
         )
+    }
+
+    /// What this failure tells the balancer about the endpoint; `None` when it
+    /// says nothing about it (the client's fault, a pooled connection's race).
+    pub fn outcome(&self, unsent: bool) -> Option<Outcome> {
+        match self {
+            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::Handshake(_) => {
+                Some(Outcome::ConnectFailure)
+            }
+            _ if unsent => None,
+            ProxyError::ReadTimeout | ProxyError::SendTimeout | ProxyError::Upstream(_) => {
+                Some(Outcome::NetworkError)
+            }
+            _ => None,
+        }
+    }
+
+    /// How this failure counts for retries; `None`: never retried.
+    pub fn failure(&self, unsent: bool) -> Option<Failure> {
+        match self {
+            _ if self.is_retryable() || unsent => Some(Failure::NotSent),
+            ProxyError::ReadTimeout | ProxyError::SendTimeout => Some(Failure::Timeout),
+            ProxyError::Upstream(_) => Some(Failure::Error),
+            _ => None,
+        }
     }
 
     /// Classifies a failed upstream exchange. hyper wraps errors raised by our own

@@ -18,8 +18,14 @@ use tokio_util::task::TaskTracker;
 use super::body::{RequestBody, ResponseBody, UpstreamBody};
 use super::error::ProxyError;
 use super::pool::Conn;
+use crate::balance::pick::{self as balance, pick_endpoint, Pick};
+use crate::balance::window::Outcome;
 use crate::lifecycle::Lifecycle;
+use crate::policy::retry::Failure;
 use crate::routing::{Endpoint, Protocol, Route, RoutingTable};
+use crate::telemetry;
+use http_body::Body as _;
+use tokio::time::Instant;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -129,7 +135,12 @@ impl Proxy {
             }
         }
         let client_upgrade = is_upgrade_request(&request).then(|| hyper::upgrade::on(&mut request));
-        let endpoint = route.pick_endpoint().ok_or(ProxyError::NoEndpoint)?;
+        let hash = route
+            .policy
+            .balance
+            .hash_by
+            .as_ref()
+            .and_then(|by| by.key(request.headers(), conn.peer.ip()));
         let upstream_request = self.upstream_request(
             request,
             &route,
@@ -138,8 +149,7 @@ impl Proxy {
             request_id,
             client_upgrade.is_some(),
         )?;
-        tracing::debug!(endpoint = %endpoint.addr(), ingress = %route.ingress, "forwarding");
-        let mut response = send(upstream_request, &route, &endpoint).await?;
+        let (mut response, pick) = send_with_retries(upstream_request, &route, hash).await?;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -149,7 +159,7 @@ impl Proxy {
             strip_hop_by_hop(response.headers_mut(), false);
         }
         let (parts, body) = response.into_parts();
-        let body = UpstreamBody::new(body, route.policy.read_timeout);
+        let body = UpstreamBody::new(body, route.policy.read_timeout, pick.in_flight);
         Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
     }
 
@@ -227,48 +237,174 @@ impl Proxy {
     }
 }
 
-/// Sends to the endpoint. A reused keep-alive connection that the upstream closed
-/// just before our request went out is the classic pooling race: the request was
-/// never sent, so it is safe to send it again on a fresh connection, once.
-async fn send(
+/// Picks endpoints and sends until an answer comes back or the route's retry
+/// rule (and the backend's budget) says to stop. Every attempt's outcome feeds
+/// the balancer: latency estimates and circuit breakers.
+async fn send_with_retries(
     request: Request<RequestBody>,
     route: &Route,
-    endpoint: &Endpoint,
-) -> Result<Response<Incoming>, ProxyError> {
+    hash: Option<u64>,
+) -> Result<(Response<Incoming>, Pick), ProxyError> {
+    let backend = route.active_backend();
+    let policy = &route.policy;
+    let method = request.method().clone();
+    // Without a body, a request can be sent again even after it went out once.
+    let replay = Replay::of(&request);
+    let mut request = Some(request);
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let started = Instant::now();
+    backend.retry_budget.deposit(backend.second());
+    loop {
+        let pick =
+            pick_endpoint(backend, &policy.balance, hash, &tried).ok_or(ProxyError::NoEndpoint)?;
+        tried.push(pick.endpoint.addr());
+        let Some(attempt) = request
+            .take()
+            .or_else(|| replay.as_ref().map(Replay::build))
+        else {
+            return Err(ProxyError::NoEndpoint);
+        };
+        tracing::debug!(endpoint = %pick.endpoint.addr(), attempt = tried.len(), "forwarding");
+        let attempt_started = Instant::now();
+        let result = send(attempt, route, &pick.endpoint).await;
+        let latency = attempt_started.elapsed();
+        let (failure, unsent) = match result {
+            Ok(response) => {
+                let status = response.status();
+                balance::record(
+                    backend,
+                    &policy.balance,
+                    &pick,
+                    Outcome::Response(status.as_u16()),
+                    latency,
+                );
+                if !policy.retry.next_upstream.on_status(status) {
+                    return Ok((response, pick));
+                }
+                (Ok(response), None)
+            }
+            Err((error, unsent)) => {
+                if let Some(outcome) = error.outcome(unsent.is_some()) {
+                    balance::record(backend, &policy.balance, &pick, outcome, latency);
+                }
+                (Err(error), unsent)
+            }
+        };
+        let reason = match &failure {
+            Ok(response) => Failure::Status(response.status()),
+            Err(error) => match error.failure(unsent.is_some()) {
+                Some(reason) => reason,
+                None => return Err(failure.err().unwrap_or(ProxyError::NoEndpoint)),
+            },
+        };
+        let replayable = unsent.is_some() || replay.is_some();
+        let endpoints = backend.endpoint_set().endpoints.len();
+        let allowed = policy.retry.allows(
+            reason,
+            &method,
+            replayable,
+            tried.len() as u32,
+            endpoints,
+            started.elapsed(),
+        );
+        if allowed && backend.retry_budget.withdraw(backend.second()) {
+            metrics::counter!(telemetry::RETRIES).increment(1);
+            tracing::debug!(?reason, endpoint = %pick.endpoint.addr(), "retrying on another endpoint");
+            request = unsent;
+            continue;
+        }
+        if allowed {
+            metrics::counter!(telemetry::RETRIES_DENIED).increment(1);
+            tracing::debug!(backend = %backend.name, "retry refused: the backend's retry budget is spent");
+        }
+        return match failure {
+            Ok(response) => Ok((response, pick)),
+            Err(error) => Err(error),
+        };
+    }
+}
+
+/// Enough of a bodiless request to send it again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(request: &Request<RequestBody>) -> Option<Replay> {
+        request.body().is_end_stream().then(|| Replay {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+        })
+    }
+
+    fn build(&self) -> Request<RequestBody> {
+        let mut request = Request::new(RequestBody::empty());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// One attempt: the response, or the error and, when the request never went
+/// out, the request itself so it can go elsewhere.
+type Attempt = Result<Response<Incoming>, (ProxyError, Option<Request<RequestBody>>)>;
+
+/// Sends to the endpoint. A reused keep-alive connection that the upstream closed
+/// just before our request went out is the classic pooling race: the request was
+/// never sent, so it goes once more on a fresh connection to the same endpoint.
+async fn send(request: Request<RequestBody>, route: &Route, endpoint: &Endpoint) -> Attempt {
     let policy = &route.policy;
     let state = &endpoint.state;
     let read_timeout = policy.read_timeout;
-    match state
+    let conn = match state
         .pool
         .checkout(policy.connect_timeout, policy.send_timeout)
-        .await?
+        .await
     {
+        Ok(conn) => conn,
+        Err(error) => return Err((error, Some(request))),
+    };
+    let timed_out = || (ProxyError::ReadTimeout, None);
+    match conn {
         Conn::H1 { conn, reused } => {
-            let first = tokio::time::timeout(read_timeout, conn.send(request, state))
-                .await
-                .map_err(|_| ProxyError::ReadTimeout)?;
+            let Ok(first) = tokio::time::timeout(read_timeout, conn.send(request, state)).await
+            else {
+                return Err(timed_out());
+            };
             match first {
-                Ok(response) => Ok(response),
                 Err((error, Some(unsent))) if reused => {
                     tracing::debug!(%error, endpoint = %state.addr, "pooled connection closed; retrying on a new one");
-                    let fresh = state
+                    let fresh = match state
                         .pool
                         .connect_fresh(policy.connect_timeout, policy.send_timeout)
-                        .await?;
-                    tokio::time::timeout(read_timeout, fresh.send(unsent, state))
                         .await
-                        .map_err(|_| ProxyError::ReadTimeout)?
-                        .map_err(|(error, _)| error)
+                    {
+                        Ok(fresh) => fresh,
+                        Err(error) => return Err((error, Some(unsent))),
+                    };
+                    match tokio::time::timeout(read_timeout, fresh.send(unsent, state)).await {
+                        Ok(result) => result,
+                        Err(_) => Err(timed_out()),
+                    }
                 }
-                Err((error, _)) => Err(error),
+                other => other,
             }
         }
         Conn::H2(mut sender) => {
-            sender.ready().await.map_err(ProxyError::Upstream)?;
-            tokio::time::timeout(read_timeout, sender.send_request(request))
-                .await
-                .map_err(|_| ProxyError::ReadTimeout)?
-                .map_err(ProxyError::from_upstream)
+            if let Err(error) = sender.ready().await {
+                return Err((ProxyError::Upstream(error), Some(request)));
+            }
+            match tokio::time::timeout(read_timeout, sender.send_request(request)).await {
+                Ok(result) => result.map_err(|e| (ProxyError::from_upstream(e), None)),
+                Err(_) => Err(timed_out()),
+            }
         }
     }
 }

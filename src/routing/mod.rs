@@ -7,11 +7,21 @@ mod matching;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::hash::{Hash, Hasher};
+use std::sync::OnceLock;
+
 use arc_swap::ArcSwap;
+use tokio::time::Instant;
+
+use crate::balance::ewma::PeakEwma;
+use crate::balance::policy::BalancePolicy;
+use crate::policy::retry::{
+    RetryBudget, RetryPolicy, DEFAULT_BUDGET_MIN_PER_SECOND, DEFAULT_BUDGET_RATIO,
+};
 
 pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind};
 
@@ -27,13 +37,15 @@ pub enum Protocol {
 }
 
 /// Per-route settings: global defaults overridden by the Ingress's annotations.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RoutePolicy {
     pub connect_timeout: Duration,
     pub read_timeout: Duration,
     pub send_timeout: Duration,
     /// `None` means unlimited (`proxy-body-size: 0`).
     pub body_limit: Option<u64>,
+    pub balance: Arc<BalancePolicy>,
+    pub retry: RetryPolicy,
 }
 
 /// `namespace/name` of the Ingress a route came from, for logs and metrics.
@@ -76,11 +88,13 @@ pub struct Route {
 }
 
 impl Route {
-    /// The endpoint for the next request: the backend's, else the fallback's.
-    pub fn pick_endpoint(&self) -> Option<Endpoint> {
-        self.backend
-            .pick_endpoint()
-            .or_else(|| self.fallback.as_ref()?.pick_endpoint())
+    /// The backend requests go to: the fallback (`default-backend`) only while
+    /// the route's own backend has no ready endpoint.
+    pub fn active_backend(&self) -> &Arc<Backend> {
+        match &self.fallback {
+            Some(fallback) if self.backend.endpoint_set().endpoints.is_empty() => fallback,
+            _ => &self.backend,
+        }
     }
 }
 
@@ -93,9 +107,51 @@ impl Route {
 pub struct Backend {
     pub name: BackendRef,
     pub protocol: Protocol,
-    endpoints: ArcSwap<Vec<Endpoint>>,
+    endpoints: ArcSwap<EndpointSet>,
     /// Round-robin cursor. Lives in the table, so a swap restarts it: harmless.
-    next: AtomicUsize,
+    pub cursor: AtomicUsize,
+    /// The typical latency of this backend's answers: where a new or idle
+    /// endpoint's estimate starts and returns to.
+    typical: PeakEwma,
+    clock: Instant,
+    pub retry_budget: RetryBudget,
+}
+
+/// The ready endpoints of a backend, and the hash ring over them (built on first
+/// use by a route with `upstream-hash-by`).
+#[derive(Debug, Default)]
+pub struct EndpointSet {
+    pub endpoints: Vec<Endpoint>,
+    ring: OnceLock<Vec<(u64, u32)>>,
+}
+
+/// Points per endpoint on the ring: enough for an even spread of keys.
+const RING_POINTS: u64 = 160;
+
+impl EndpointSet {
+    pub fn new(endpoints: Vec<Endpoint>) -> EndpointSet {
+        EndpointSet {
+            endpoints,
+            ring: OnceLock::new(),
+        }
+    }
+
+    /// Consistent hashing (ketama): each endpoint owns the arcs before its points,
+    /// so removing an endpoint moves only its own keys.
+    pub fn ring(&self) -> &[(u64, u32)] {
+        self.ring.get_or_init(|| {
+            let mut ring = Vec::with_capacity(self.endpoints.len() * RING_POINTS as usize);
+            for (i, endpoint) in self.endpoints.iter().enumerate() {
+                for point in 0..RING_POINTS {
+                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                    (endpoint.addr(), point).hash(&mut hasher);
+                    ring.push((hasher.finish(), i as u32));
+                }
+            }
+            ring.sort_unstable();
+            ring
+        })
+    }
 }
 
 /// A ready pod address, with the state that outlives table swaps.
@@ -118,30 +174,59 @@ impl Backend {
         Backend {
             name,
             protocol,
-            endpoints: ArcSwap::from_pointee(endpoints),
-            next: AtomicUsize::new(start),
+            endpoints: ArcSwap::from_pointee(EndpointSet::new(endpoints)),
+            cursor: AtomicUsize::new(start),
+            typical: PeakEwma::default(),
+            clock: Instant::now(),
+            retry_budget: RetryBudget::new(DEFAULT_BUDGET_RATIO, DEFAULT_BUDGET_MIN_PER_SECOND),
         }
     }
 
-    pub fn endpoints(&self) -> Arc<Vec<Endpoint>> {
-        self.endpoints.load_full()
+    pub fn with_retry_budget(mut self, budget: RetryBudget) -> Backend {
+        self.retry_budget = budget;
+        self
+    }
+
+    /// The current endpoints, for one request: a cheap guard, not a copy.
+    pub fn endpoint_set(&self) -> arc_swap::Guard<Arc<EndpointSet>> {
+        self.endpoints.load()
+    }
+
+    pub fn endpoints(&self) -> Vec<Endpoint> {
+        self.endpoints.load().endpoints.clone()
     }
 
     /// Replaces the endpoint list; returns the previous one.
-    pub fn swap_endpoints(&self, endpoints: Vec<Endpoint>) -> Arc<Vec<Endpoint>> {
-        self.endpoints.swap(Arc::new(endpoints))
+    pub fn swap_endpoints(&self, endpoints: Vec<Endpoint>) -> Arc<EndpointSet> {
+        self.endpoints.swap(Arc::new(EndpointSet::new(endpoints)))
     }
 
-    /// Round-robin over ready endpoints; the balancing issue replaces this.
-    pub fn pick_endpoint(&self) -> Option<Endpoint> {
-        let endpoints = self.endpoints.load();
-        if endpoints.is_empty() {
-            return None;
+    /// The typical latency in ns (`default` before any answer).
+    pub fn typical_latency(&self, default: Duration) -> f64 {
+        let nanos = self.clock.elapsed().as_nanos() as u64;
+        let typical = self
+            .typical
+            .estimate(nanos, TYPICAL_DECAY, default.as_nanos() as f64);
+        if typical.is_finite() {
+            typical
+        } else {
+            default.as_nanos() as f64
         }
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        endpoints.get(i % endpoints.len()).cloned()
+    }
+
+    pub fn observe_latency(&self, latency: Duration) {
+        let nanos = self.clock.elapsed().as_nanos() as u64;
+        self.typical.observe_mean(latency, nanos, TYPICAL_DECAY);
+    }
+
+    /// Seconds on this backend's clock (the retry budget's time).
+    pub fn second(&self) -> u64 {
+        self.clock.elapsed().as_secs()
     }
 }
+
+/// The typical latency follows the backend's answers over about this long.
+const TYPICAL_DECAY: Duration = Duration::from_secs(30);
 
 /// Counts shown by the admin API and logged on every swap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -258,7 +343,7 @@ impl RoutingTable {
         self.backends
             .values()
             .flatten()
-            .map(|b| b.endpoints.load().len())
+            .map(|b| b.endpoints.load().endpoints.len())
             .sum()
     }
 

@@ -24,6 +24,8 @@ fn route(name: &str) -> Arc<Route> {
             read_timeout: Duration::from_secs(1),
             send_timeout: Duration::from_secs(1),
             body_limit: None,
+            balance: Default::default(),
+            retry: Default::default(),
         },
     })
 }

@@ -20,6 +20,12 @@ pub const CONFIG_WARNINGS: &str = "sluice_config_warnings";
 pub const WATCH_ERRORS: &str = "sluice_watch_errors_total";
 pub const CONFIG_RELOADS: &str = "sluice_config_file_reloads_total";
 
+// Balancing and retries.
+pub const BALANCER_PANICS: &str = "sluice_balancer_panic_total";
+pub const BREAKER_TRANSITIONS: &str = "sluice_breaker_transitions_total";
+pub const RETRIES: &str = "sluice_retries_total";
+pub const RETRIES_DENIED: &str = "sluice_retries_denied_total";
+
 /// Seconds; from 100 µs (an endpoint update) to 10 s (a huge rebuild).
 const BUILD_BUCKETS: &[f64] = &[
     0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -84,4 +90,17 @@ fn describe() {
         "Kubernetes watch failures (each is retried with backoff)."
     );
     describe_counter!(CONFIG_RELOADS, "Config file reloads, by result.");
+    describe_counter!(
+        BALANCER_PANICS,
+        "Requests sent while every endpoint of the backend was ejected."
+    );
+    describe_counter!(
+        BREAKER_TRANSITIONS,
+        "Circuit breaker transitions, by new state (denied: the ejection limit held)."
+    );
+    describe_counter!(RETRIES, "Requests sent again to another endpoint.");
+    describe_counter!(
+        RETRIES_DENIED,
+        "Retries refused by the backend's retry budget."
+    );
 }

@@ -224,10 +224,7 @@ fn default_backend_annotation_takes_over_without_endpoints() {
     let (table, warnings) = build(&yaml);
     assert!(warnings.is_empty(), "{warnings:?}");
     let route = table.route("a.example", "/").unwrap();
-    assert_eq!(
-        route.pick_endpoint().unwrap().addr().to_string(),
-        "10.0.0.9:8080"
-    );
+    assert_eq!(addrs(route.active_backend()), ["10.0.0.9:8080"]);
 }
 
 #[test]
@@ -451,7 +448,12 @@ fn endpoint_updates_touch_only_that_service_in_place() {
     let (snapshot, _) = snapshot_from_str(&(before + &ingresses));
     let table = translate(&snapshot, &all_classes(), &registry, &HashMap::new()).table;
     let web = table.route("web.example", "/").unwrap().backend.clone();
-    let api_endpoints = table.route("api.example", "/").unwrap().backend.endpoints();
+    let api_endpoints = table
+        .route("api.example", "/")
+        .unwrap()
+        .backend
+        .endpoint_set()
+        .clone();
 
     let after =
         service("web", &["10.0.0.1", "10.0.0.2"], &[]) + &service("api", &["10.0.0.6"], &[]);
@@ -461,7 +463,7 @@ fn endpoint_updates_touch_only_that_service_in_place() {
     assert_eq!(addrs(&web), ["10.0.0.1:8080", "10.0.0.2:8080"]);
     let api = &table.route("api.example", "/").unwrap().backend;
     assert!(
-        Arc::ptr_eq(&api.endpoints(), &api_endpoints),
+        Arc::ptr_eq(&api.endpoint_set(), &api_endpoints),
         "api was not touched"
     );
 }
