@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,6 +38,45 @@ pub struct Upstream {
     pub requests: Arc<AtomicUsize>,
     /// Notified each time a request arrives (before any delay).
     pub arrived: Arc<Notify>,
+    /// Added to every answer, in ms.
+    pub delay_ms: Arc<AtomicU64>,
+    /// When not 0, every answer has this status.
+    pub status: Arc<AtomicU16>,
+    /// The accept loop and every connection, to stop them all.
+    tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+}
+
+impl Upstream {
+    /// Stops listening and cuts every connection: connecting is refused.
+    pub fn stop(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
+        }
+    }
+
+    /// Listens again on the same address after `stop`.
+    pub async fn restart(&self) {
+        let listener = loop {
+            // The old socket goes away with its aborted task, a moment later.
+            match TcpListener::bind(self.addr).await {
+                Ok(listener) => break listener,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        serve_upstream(listener, self.clone());
+    }
+
+    pub fn set_delay(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    pub fn set_status(&self, status: u16) {
+        self.status.store(status, Ordering::SeqCst);
+    }
+
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
 }
 
 pub async fn start_upstream(name: &str) -> Upstream {
@@ -52,24 +91,42 @@ async fn start_upstream_at(name: &str, addr: &str) -> Upstream {
         connections: Arc::default(),
         requests: Arc::default(),
         arrived: Arc::default(),
+        delay_ms: Arc::default(),
+        status: Arc::default(),
+        tasks: Arc::default(),
     };
-    let state = upstream.clone();
-    tokio::spawn(async move {
+    serve_upstream(listener, upstream.clone());
+    upstream
+}
+
+/// A fake pod with a fixed latency, e.g. 5 ms.
+pub async fn start_upstream_with_delay(name: &str, delay_ms: u64) -> Upstream {
+    let upstream = start_upstream(name).await;
+    upstream.set_delay(delay_ms);
+    upstream
+}
+
+fn serve_upstream(listener: TcpListener, state: Upstream) {
+    let tasks = state.tasks.clone();
+    let accept = tokio::spawn(async move {
         let builder = auto::Builder::new(TokioExecutor::new());
         loop {
-            let (stream, _) = listener.accept().await.unwrap();
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             state.connections.fetch_add(1, Ordering::SeqCst);
-            let state = state.clone();
+            let conn_state = state.clone();
             let builder = builder.clone();
-            tokio::spawn(async move {
-                let service = service_fn(move |req| echo(req, state.clone()));
+            let conn = tokio::spawn(async move {
+                let service = service_fn(move |req| echo(req, conn_state.clone()));
                 let _ = builder
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
+            state.tasks.lock().unwrap().push(conn);
         }
     });
-    upstream
+    tasks.lock().unwrap().push(accept);
 }
 
 async fn echo(
@@ -80,13 +137,19 @@ async fn echo(
     state.arrived.notify_waiters();
     let number =
         |name: &str| -> Option<u64> { request.headers().get(name)?.to_str().ok()?.parse().ok() };
-    if let Some(ms) = number("x-fake-delay-ms") {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+    let delay = number("x-fake-delay-ms").unwrap_or(state.delay_ms.load(Ordering::SeqCst));
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
     }
     if request.headers().contains_key("x-fake-drop") {
         return Err(std::io::Error::other("dropping the connection as asked"));
     }
-    let status = number("x-fake-status").unwrap_or(200) as u16;
+    let forced = state.status.load(Ordering::SeqCst);
+    let status = if forced != 0 {
+        forced
+    } else {
+        number("x-fake-status").unwrap_or(200) as u16
+    };
     let filler = number("x-fake-body-bytes");
     let (parts, body) = request.into_parts();
     let body = body

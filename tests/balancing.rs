@@ -1,0 +1,305 @@
+//! Balancing end to end: latency-weighted shares, circuit breaking, panic mode,
+//! slow start, hash affinity, retries and their budget, with fake pods whose
+//! latency and health change during the test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use std::time::Duration;
+
+use http::Request;
+use http_body_util::Full;
+use sluice::server::Server;
+use support::*;
+
+/// Sends `n` GETs from `concurrency` clients; returns the statuses seen (or
+/// "error" for a failed exchange).
+async fn load(addr: SocketAddr, n: usize, concurrency: usize) -> BTreeMap<String, usize> {
+    let mut tasks = Vec::new();
+    for _ in 0..concurrency {
+        tasks.push(tokio::spawn(async move {
+            let http = client();
+            let mut seen = BTreeMap::new();
+            for _ in 0..n / concurrency {
+                let key = match send(&http, get(addr, "app.test", "/")).await {
+                    Ok(reply) => reply.status.as_u16().to_string(),
+                    Err(_) => "error".to_owned(),
+                };
+                *seen.entry(key).or_insert(0) += 1;
+            }
+            seen
+        }));
+    }
+    let mut total = BTreeMap::new();
+    for task in tasks {
+        for (k, v) in task.await.unwrap() {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
+    total
+}
+
+struct App {
+    pods: Vec<Upstream>,
+    manifests: Manifests,
+    sluice: Server,
+}
+
+impl App {
+    async fn start(delays: &[u64], annotations: &[(&str, &str)], config: &str) -> App {
+        let mut pods = Vec::new();
+        for (i, delay) in delays.iter().enumerate() {
+            pods.push(start_upstream_with_delay(&format!("pod-{i}"), *delay).await);
+        }
+        let manifests = Manifests::new();
+        let addrs: Vec<SocketAddr> = pods.iter().map(|p| p.addr).collect();
+        manifests.write("svc.yaml", &service_yaml("app", &addrs));
+        manifests.write(
+            "app.yaml",
+            &ingress_yaml(
+                "app",
+                Some("app.test"),
+                annotations,
+                &[("/", "Prefix", "app")],
+            ),
+        );
+        let sluice = start_sluice(manifests.path(), config).await;
+        App {
+            pods,
+            manifests,
+            sluice,
+        }
+    }
+
+    fn counts(&self) -> Vec<usize> {
+        self.pods.iter().map(Upstream::requests).collect()
+    }
+}
+
+fn delta(after: &[usize], before: &[usize]) -> Vec<usize> {
+    after.iter().zip(before).map(|(a, b)| a - b).collect()
+}
+
+fn share(counts: &[usize], i: usize) -> f64 {
+    counts[i] as f64 / counts.iter().sum::<usize>().max(1) as f64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faster_pods_get_more_traffic_and_shares_even_out() {
+    let app = App::start(&[5, 20, 100], &[], "ewma-decay: 1s\nslow-start: 0s").await;
+    let statuses = load(app.sluice.http_addr, 2000, 8).await;
+    assert_eq!(statuses.get("200"), Some(&2000), "{statuses:?}");
+    let counts = app.counts();
+    eprintln!("shares with latencies 5/20/100 ms: {counts:?}");
+    assert!(share(&counts, 0) > 0.5, "fastest {counts:?}");
+    assert!(share(&counts, 2) < 0.15, "slowest {counts:?}");
+    assert!(counts[0] > counts[1] && counts[1] > counts[2], "{counts:?}");
+
+    // The slow pod gets fast: its estimate decays back and it earns a fair share.
+    app.pods[2].set_delay(5);
+    app.pods[1].set_delay(5);
+    let before = app.counts();
+    load(app.sluice.http_addr, 600, 4).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // a few decay windows without traffic
+    let settled = app.counts();
+    load(app.sluice.http_addr, 1500, 8).await;
+    let after = delta(&app.counts(), &settled);
+    eprintln!(
+        "shares once all are fast: {after:?} (before settling: {:?})",
+        delta(&settled, &before)
+    );
+    assert!(
+        share(&after, 2) > 0.15,
+        "the formerly slow pod is tried again: {after:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_pod_is_avoided_without_errors_and_returns() {
+    let app = App::start(&[1, 1, 1], &[], "slow-start: 0s").await;
+    load(app.sluice.http_addr, 300, 4).await;
+    app.pods[1].stop();
+    // Clients see no error: a refused connection is retried on another pod.
+    let statuses = load(app.sluice.http_addr, 600, 4).await;
+    assert_eq!(statuses.get("200"), Some(&600), "{statuses:?}");
+    // Its breaker opened after a few failures: the next requests avoid it.
+    let before = app.counts();
+    load(app.sluice.http_addr, 300, 4).await;
+    assert_eq!(delta(&app.counts(), &before)[1], 0);
+
+    // It comes back: a probe after the ejection time closes the breaker.
+    app.pods[1].restart().await;
+    let back = eventually(Duration::from_secs(8), || async {
+        let before = app.pods[1].requests();
+        load(app.sluice.http_addr, 40, 4).await;
+        app.pods[1].requests() > before
+    })
+    .await;
+    assert!(back.is_some(), "the recovered pod gets no traffic");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_pod_is_ejected_and_panic_mode_keeps_serving() {
+    let rule = "ResponseCodeRatio(500, 600, 0, 600) > 0.5 && RequestThreshold() >= 5";
+    let app = App::start(
+        &[1, 1, 1],
+        &[("sluice.io/circuit-breaker", rule)],
+        "slow-start: 0s\nmax-ejection-percent: 100",
+    )
+    .await;
+    app.pods[0].set_status(500);
+    load(app.sluice.http_addr, 300, 4).await;
+    let before = app.counts();
+    let statuses = load(app.sluice.http_addr, 300, 4).await;
+    let during = delta(&app.counts(), &before);
+    assert!(during[0] <= 3, "the failing pod is ejected: {during:?}");
+    assert_eq!(statuses.get("200"), Some(&300), "{statuses:?}");
+
+    // Every pod fails: all are ejected, yet traffic still reaches them (panic
+    // mode) and clients get the pods' answers, not a blanket 503 from us.
+    for pod in &app.pods {
+        pod.set_status(500);
+    }
+    load(app.sluice.http_addr, 300, 4).await;
+    let before = app.counts();
+    let statuses = load(app.sluice.http_addr, 200, 4).await;
+    assert_eq!(statuses.get("500"), Some(&200), "{statuses:?}");
+    assert_eq!(delta(&app.counts(), &before).iter().sum::<usize>(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_pod_is_not_flooded() {
+    let app = App::start(&[2, 2], &[], "slow-start: 3s").await;
+    load(app.sluice.http_addr, 200, 4).await;
+    // Let the two original pods finish their own slow start.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let newcomer = start_upstream_with_delay("new", 2).await;
+    let addrs = [app.pods[0].addr, app.pods[1].addr, newcomer.addr];
+    app.manifests
+        .write("svc.yaml", &service_yaml("app", &addrs));
+    let arrived = eventually(Duration::from_secs(3), || async {
+        load(app.sluice.http_addr, 20, 2).await;
+        newcomer.requests() > 0
+    })
+    .await;
+    assert!(arrived.is_some(), "the new pod gets some traffic");
+    let before = (app.counts(), newcomer.requests());
+    load(app.sluice.http_addr, 900, 6).await;
+    let old: usize = delta(&app.counts(), &before.0).iter().sum();
+    let new = newcomer.requests() - before.1;
+    let share = new as f64 / (old + new) as f64;
+    eprintln!("new pod during slow start: {new} of {}", old + new);
+    assert!(share < 0.25, "below its fair third: {share:.2}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_affinity_keeps_keys_and_moves_only_the_removed_ones() {
+    let app = App::start(
+        &[0, 0, 0],
+        &[(
+            "nginx.ingress.kubernetes.io/upstream-hash-by",
+            "$http_x_user",
+        )],
+        "",
+    )
+    .await;
+    let http = client();
+    let owner = |user: String| {
+        let http = http.clone();
+        let addr = app.sluice.http_addr;
+        async move {
+            let request = Request::get(format!("http://{addr}/"))
+                .header("host", "app.test")
+                .header("x-user", user)
+                .body(Full::default())
+                .unwrap();
+            send(&http, request).await.unwrap().upstream()
+        }
+    };
+    let mut first = BTreeMap::new();
+    for i in 0..60 {
+        first.insert(i, owner(format!("user-{i}")).await);
+    }
+    let used: std::collections::BTreeSet<&String> = first.values().collect();
+    assert_eq!(used.len(), 3, "keys spread over every pod");
+    for i in 0..60 {
+        assert_eq!(
+            owner(format!("user-{i}")).await,
+            first[&i],
+            "user-{i} moved"
+        );
+    }
+    // Remove pod-2: only its users move.
+    app.manifests.write(
+        "svc.yaml",
+        &service_yaml("app", &[app.pods[0].addr, app.pods[1].addr]),
+    );
+    let (moved_user, _) = first.iter().find(|(_, pod)| *pod == "pod-2").unwrap();
+    let moved_user = format!("user-{moved_user}");
+    let removed = eventually(Duration::from_secs(2), || {
+        let user = moved_user.clone();
+        async move { owner(user).await != "pod-2" }
+    })
+    .await;
+    assert!(removed.is_some());
+    for i in 0..60 {
+        let now = owner(format!("user-{i}")).await;
+        if first[&i] != "pod-2" {
+            assert_eq!(now, first[&i], "user-{i} moved though its pod stayed");
+        } else {
+            assert_ne!(now, "pod-2");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retries_stay_within_the_budget_when_everything_fails() {
+    let annotations = [
+        (
+            "nginx.ingress.kubernetes.io/proxy-next-upstream",
+            "error timeout http_503",
+        ),
+        ("nginx.ingress.kubernetes.io/proxy-next-upstream-tries", "3"),
+        // Keep the breakers out of the way: this test is about the budget.
+        ("sluice.io/circuit-breaker", "RequestThreshold() < 0"),
+    ];
+    let app = App::start(
+        &[0, 0, 0],
+        &annotations,
+        "retry-budget-ratio: 0.2\nretry-budget-min-per-second: 1",
+    )
+    .await;
+    for pod in &app.pods {
+        pod.set_status(503);
+    }
+    let n = 300;
+    let statuses = load(app.sluice.http_addr, n, 3).await;
+    assert_eq!(statuses.get("503"), Some(&n), "{statuses:?}");
+    let attempts: usize = app.counts().iter().sum();
+    // Without a budget: up to 3 attempts each (900). With it: 20% more, plus
+    // the floor (1/s over 10 s).
+    eprintln!("{attempts} upstream attempts for {n} requests");
+    assert!(attempts > n, "some retries happen");
+    assert!(
+        attempts <= n + n / 5 + 10 + 1,
+        "{attempts} attempts exceed the budget"
+    );
+}
+
+#[tokio::test]
+async fn only_unsent_requests_are_retried_by_default() {
+    // One pod answers 503: by default that is the answer (no retry), even for GET.
+    let app = App::start(&[0, 0], &[("sluice.io/load-balance", "round_robin")], "").await;
+    app.pods[0].set_status(503);
+    let statuses = load(app.sluice.http_addr, 40, 1).await;
+    assert_eq!(statuses.get("503"), Some(&20), "{statuses:?}");
+    assert_eq!(
+        app.counts().iter().sum::<usize>(),
+        40,
+        "no request was sent twice"
+    );
+}
