@@ -242,6 +242,43 @@ mod tests {
     }
 
     #[test]
+    fn balancing_annotations() {
+        let a = parse(&[
+            ("sluice.io/load-balance", "round_robin"),
+            (
+                "nginx.ingress.kubernetes.io/upstream-hash-by",
+                "$cookie_session",
+            ),
+            ("sluice.io/circuit-breaker", "LatencyAtQuantileMS(99) > 250"),
+            (
+                "nginx.ingress.kubernetes.io/proxy-next-upstream",
+                "error http_503",
+            ),
+            ("nginx.ingress.kubernetes.io/proxy-next-upstream-tries", "3"),
+        ])
+        .unwrap();
+        let policy = a.policy(&ProxyDefaults::default());
+        assert_eq!(policy.balance.algorithm, Algorithm::RoundRobin);
+        assert_eq!(
+            policy.balance.hash_by,
+            Some(HashBy::Cookie("session".into()))
+        );
+        assert_eq!(
+            policy.balance.breaker.source,
+            "LatencyAtQuantileMS(99) > 250"
+        );
+        assert!(policy.retry.next_upstream.http_503 && policy.retry.next_upstream.error);
+        assert_eq!(policy.retry.tries, 3);
+        // Ingresses without balancing annotations share the global policy.
+        let defaults = ProxyDefaults::default();
+        let plain = parse(&[]).unwrap().policy(&defaults);
+        assert!(Arc::ptr_eq(&plain.balance, &defaults.balance));
+
+        let err = parse(&[("sluice.io/circuit-breaker", "NetworkErrorRatio() >")]).unwrap_err();
+        assert!(err.message.contains("column 22"), "{err}");
+    }
+
+    #[test]
     fn zero_body_size_is_unlimited() {
         let a = parse(&[("nginx.ingress.kubernetes.io/proxy-body-size", "0")]).unwrap();
         assert_eq!(a.policy(&ProxyDefaults::default()).body_limit, None);
