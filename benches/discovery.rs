@@ -10,7 +10,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -25,7 +25,7 @@ use k8s_openapi::api::networking::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice::balance::EndpointRegistry;
 use sluice::config::PoolConfig;
-use sluice::discovery::{translate, Publisher, Snapshot, TranslateOptions};
+use sluice::discovery::{translate, LastGood, Publisher, Snapshot, TranslateOptions};
 use sluice::lifecycle::Lifecycle;
 use sluice::routing::RoutingTable;
 
@@ -174,7 +174,7 @@ fn bench(c: &mut Criterion) {
                 &snapshot,
                 &TranslateOptions::default(),
                 &registry,
-                &HashMap::new(),
+                &LastGood::default(),
             ))
         })
     });

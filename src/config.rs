@@ -20,6 +20,9 @@ use crate::units;
 
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:80";
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:10254";
+pub const DEFAULT_HTTPS_ADDR: &str = "0.0.0.0:443";
+/// ingress-nginx's `hsts-max-age`: about six months.
+pub const DEFAULT_HSTS_MAX_AGE: Duration = Duration::from_secs(15_724_800);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -58,7 +61,16 @@ pub enum ConfigError {
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Config {
     pub http_addr: SocketAddr,
+    pub https_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// `namespace/name` of the TLS Secret for handshakes no Ingress covers
+    /// (else a self-signed certificate made at start).
+    pub default_ssl_certificate: Option<String>,
+    /// Send `Strict-Transport-Security` on HTTPS responses.
+    pub hsts: bool,
+    #[serde(with = "units::duration")]
+    pub hsts_max_age: Duration,
+    pub hsts_include_subdomains: bool,
 
     #[serde(with = "units::duration")]
     pub proxy_connect_timeout: Duration,
@@ -153,7 +165,12 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             http_addr: parse_addr(DEFAULT_HTTP_ADDR),
+            https_addr: parse_addr(DEFAULT_HTTPS_ADDR),
             admin_addr: parse_addr(DEFAULT_ADMIN_ADDR),
+            default_ssl_certificate: None,
+            hsts: false,
+            hsts_max_age: DEFAULT_HSTS_MAX_AGE,
+            hsts_include_subdomains: true,
             proxy_connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             proxy_read_timeout: DEFAULT_READ_TIMEOUT,
             proxy_send_timeout: DEFAULT_SEND_TIMEOUT,
@@ -193,6 +210,13 @@ impl Default for PoolConfig {
     fn default() -> Self {
         Config::default().pool_config()
     }
+}
+
+/// `namespace/name` of a Secret.
+pub fn parse_secret_ref(s: &str) -> Option<(String, String)> {
+    let (namespace, name) = s.split_once('/')?;
+    (!namespace.is_empty() && !name.is_empty() && !name.contains('/'))
+        .then(|| (namespace.to_owned(), name.to_owned()))
 }
 
 fn parse_addr(s: &str) -> SocketAddr {
@@ -283,6 +307,11 @@ impl Config {
         }
         if self.manifests_poll_interval.is_zero() {
             return invalid("manifests-poll-interval", "must be greater than zero");
+        }
+        if let Some(secret) = &self.default_ssl_certificate {
+            if parse_secret_ref(secret).is_none() {
+                return invalid("default-ssl-certificate", "expected namespace/name");
+            }
         }
         if let Some(backend) = &self.default_backend {
             if crate::discovery::parse_backend_ref(backend).is_none() {

@@ -44,6 +44,12 @@ struct RunArgs {
     /// Plaintext HTTP/1.1 + h2c listener [default: 0.0.0.0:80, or the config file's].
     #[arg(long, value_name = "ADDR")]
     http_addr: Option<SocketAddr>,
+    /// TLS listener, HTTP/2 and HTTP/1.1 by ALPN [default: 0.0.0.0:443, or the config file's].
+    #[arg(long, value_name = "ADDR")]
+    https_addr: Option<SocketAddr>,
+    /// TLS Secret (`namespace/name`) for handshakes no Ingress covers.
+    #[arg(long, value_name = "NS/NAME")]
+    default_ssl_certificate: Option<String>,
     /// Admin listener: /healthz, /readyz [default: 0.0.0.0:10254, or the config file's].
     #[arg(long, value_name = "ADDR")]
     admin_addr: Option<SocketAddr>,
@@ -90,6 +96,7 @@ struct RunArgs {
 const DEMO_MANIFESTS: &str = "config/demo";
 const DEMO_HTTP_ADDR: &str = "127.0.0.1:8080";
 const DEMO_ADMIN_ADDR: &str = "127.0.0.1:10254";
+const DEMO_HTTPS_ADDR: &str = "127.0.0.1:8443";
 
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -123,6 +130,13 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
     }
     if let Some(addr) = args.admin_addr {
         config.admin_addr = addr;
+    }
+    if let Some(addr) = args.https_addr {
+        config.https_addr = addr;
+    }
+    if let Some(secret) = args.default_ssl_certificate {
+        config.default_ssl_certificate = Some(secret);
+        config.validate()?;
     }
     let manifests = args
         .manifests
@@ -213,6 +227,7 @@ fn demo_config() -> anyhow::Result<Config> {
     Ok(Config {
         http_addr: DEMO_HTTP_ADDR.parse()?,
         admin_addr: DEMO_ADMIN_ADDR.parse()?,
+        https_addr: DEMO_HTTPS_ADDR.parse()?,
         // Ctrl-C should not wait for an edge tier that does not exist.
         shutdown_grace_period: Duration::ZERO,
         drain_timeout: Duration::from_secs(5),

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{parse_secret_ref, Config};
 use crate::discovery::manifests::Stamp;
 use crate::discovery::{parse_backend_ref, ClassSelection, Publisher, TranslateOptions};
 use crate::proxy::{Proxy, ProxySettings};
@@ -26,14 +26,26 @@ pub fn translate_options(config: &Config, class: &ClassSelection) -> TranslateOp
             .default_backend
             .as_deref()
             .and_then(parse_backend_ref),
+        default_certificate: config
+            .default_ssl_certificate
+            .as_deref()
+            .and_then(parse_secret_ref),
         class: class.clone(),
     }
 }
 
 pub fn proxy_settings(config: &Config) -> ProxySettings {
+    let hsts = config.hsts.then(|| {
+        let mut value = format!("max-age={}", config.hsts_max_age.as_secs());
+        if config.hsts_include_subdomains {
+            value += "; includeSubDomains";
+        }
+        value
+    });
     ProxySettings {
         use_forwarded_headers: config.use_forwarded_headers,
         keep_alive_requests: config.keep_alive_requests,
+        hsts: hsts.and_then(|v| http::HeaderValue::try_from(v).ok()),
     }
 }
 
@@ -80,6 +92,7 @@ impl ConfigWatch {
         }
         let restart_only = [
             ("http-addr", config.http_addr != self.current.http_addr),
+            ("https-addr", config.https_addr != self.current.https_addr),
             ("admin-addr", config.admin_addr != self.current.admin_addr),
             ("keep-alive", config.keep_alive != self.current.keep_alive),
             (

@@ -24,11 +24,12 @@ use crate::discovery::manifests::{self, ManifestsDir};
 use crate::discovery::{events, status};
 use crate::discovery::{ClassSelection, DiscoveryError, Publisher};
 use crate::lifecycle::Lifecycle;
-use crate::proxy::{listener, Proxy};
+use crate::proxy::{listener, tls, Proxy};
 use crate::reload::{self, ConfigWatch};
 use crate::routing::RoutingTable;
 use ::kube::runtime::events::Reporter;
 use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -40,6 +41,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Discovery(#[from] DiscoveryError),
+    #[error("cannot set up TLS: {0}")]
+    Tls(String),
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +66,7 @@ pub enum Source {
 #[derive(Debug)]
 pub struct Server {
     pub http_addr: SocketAddr,
+    pub https_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     table: Arc<ArcSwap<RoutingTable>>,
     lifecycle: Arc<Lifecycle>,
@@ -74,11 +78,14 @@ impl Server {
     pub async fn start(options: Options) -> Result<Server, StartError> {
         let config = options.config.clone();
         let http = bind(config.http_addr).await?;
+        let https = bind(config.https_addr).await?;
         let admin = bind(config.admin_addr).await?;
         let http_addr = local_addr(&http, config.http_addr)?;
+        let https_addr = local_addr(&https, config.https_addr)?;
         let admin_addr = local_addr(&admin, config.admin_addr)?;
 
         crate::telemetry::prometheus();
+        tls::install_provider();
         let lifecycle = Arc::new(Lifecycle::default());
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
         let publisher = Publisher::new(
@@ -117,15 +124,21 @@ impl Server {
         let stop_accepting = CancellationToken::new();
         let close_connections = CancellationToken::new();
         let connections = TaskTracker::new();
-        let accept_loop = tokio::spawn(listener::serve(
-            http,
-            Arc::new(listener::connection_builder(&config)),
-            proxy.clone(),
-            stop_accepting.clone(),
-            close_connections.clone(),
-            connections.clone(),
-        ));
-        tracing::info!(%http_addr, %admin_addr, source = ?options.source, "sluice is serving");
+        let builder = Arc::new(listener::connection_builder(&config));
+        let tls = tls::server_config(table.clone()).map_err(StartError::Tls)?;
+        let mut accept_loops = Vec::new();
+        for (listener, tls) in [(http, None), (https, Some(TlsAcceptor::from(tls)))] {
+            accept_loops.push(tokio::spawn(listener::serve(
+                listener,
+                tls,
+                builder.clone(),
+                proxy.clone(),
+                stop_accepting.clone(),
+                close_connections.clone(),
+                connections.clone(),
+            )));
+        }
+        tracing::info!(%http_addr, %https_addr, %admin_addr, source = ?options.source, "sluice is serving");
 
         let begin_drain = CancellationToken::new();
         let drain = {
@@ -140,7 +153,9 @@ impl Server {
                 );
                 tokio::time::sleep(config.shutdown_grace_period).await;
                 stop_accepting.cancel();
-                let _ = accept_loop.await;
+                for accept_loop in accept_loops {
+                    let _ = accept_loop.await;
+                }
                 close_connections.cancel();
                 connections.close();
                 proxy.tunnels.close();
@@ -163,6 +178,7 @@ impl Server {
         let done = tokio::spawn(drain);
         Ok(Server {
             http_addr,
+            https_addr,
             admin_addr,
             table,
             lifecycle,

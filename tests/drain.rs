@@ -23,7 +23,14 @@ struct Child {
 /// Starts the binary and reads the addresses it bound from its log.
 fn spawn_sluice(manifests: &std::path::Path, config: &std::path::Path) -> Child {
     let mut process = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+        .args([
+            "--http-addr",
+            "127.0.0.1:0",
+            "--https-addr",
+            "127.0.0.1:0",
+            "--admin-addr",
+            "127.0.0.1:0",
+        ])
         .arg("--manifests")
         .arg(manifests)
         .arg("--config")

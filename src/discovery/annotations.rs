@@ -35,6 +35,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "proxy-next-upstream",
     "proxy-next-upstream-tries",
     "proxy-next-upstream-timeout",
+    "ssl-redirect",
+    "force-ssl-redirect",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -62,6 +64,8 @@ pub struct IngressAnnotations {
     pub next_upstream: Option<NextUpstream>,
     pub tries: Option<u32>,
     pub retry_timeout: Option<Duration>,
+    pub ssl_redirect: Option<bool>,
+    pub force_ssl_redirect: Option<bool>,
 }
 
 impl IngressAnnotations {
@@ -113,6 +117,10 @@ impl IngressAnnotations {
                     parsed.tries = Some(tries);
                 }
                 "proxy-next-upstream-timeout" => parsed.retry_timeout = Some(duration()?),
+                "ssl-redirect" => parsed.ssl_redirect = Some(parse_bool(value).map_err(invalid)?),
+                "force-ssl-redirect" => {
+                    parsed.force_ssl_redirect = Some(parse_bool(value).map_err(invalid)?)
+                }
                 _ => {}
             }
         }
@@ -129,6 +137,8 @@ impl IngressAnnotations {
             send_timeout: self.send_timeout.unwrap_or(defaults.proxy_send_timeout),
             body_limit: (body_size > 0).then_some(body_size),
             balance: self.balance(&defaults.balance),
+            // Set per host by `translate`, which knows the Ingress's TLS hosts.
+            https_redirect: false,
             retry: RetryPolicy {
                 next_upstream: self.next_upstream.unwrap_or(defaults.retry.next_upstream),
                 tries: self.tries.unwrap_or(defaults.retry.tries),
@@ -175,6 +185,14 @@ fn nonzero(
         return Err(invalid("must be greater than zero".into()));
     }
     Ok(d)
+}
+
+fn parse_bool(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        _ => Err(format!("{value:?} is not true or false")),
+    }
 }
 
 fn parse_service_port(value: &str) -> Result<(String, String), String> {

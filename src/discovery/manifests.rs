@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -67,6 +67,7 @@ enum Object {
     IngressClass(Arc<IngressClass>),
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
+    Secret(Arc<Secret>),
 }
 
 impl ManifestsDir {
@@ -128,6 +129,7 @@ impl ManifestsDir {
                     Object::IngressClass(o) => snapshot.ingress_classes.push(o.clone()),
                     Object::Service(o) => snapshot.services.push(o.clone()),
                     Object::EndpointSlice(o) => snapshot.endpoint_slices.push(o.clone()),
+                    Object::Secret(o) => snapshot.secrets.push(o.clone()),
                 }
             }
         }
@@ -328,7 +330,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         .to_owned();
     let expected = match kind.as_str() {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
-        "Service" => "v1",
+        "Service" | "Secret" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
         _ => return Ok(None),
     };
@@ -343,6 +345,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         "Ingress" => Object::Ingress(Arc::new(decode(value)?)),
         "IngressClass" => Object::IngressClass(Arc::new(decode(value)?)),
         "Service" => Object::Service(Arc::new(decode(value)?)),
+        "Secret" => Object::Secret(Arc::new(decode(value)?)),
         _ => Object::EndpointSlice(Arc::new(decode(value)?)),
     };
     let meta = match &object {
@@ -350,6 +353,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         Object::IngressClass(o) => &o.metadata,
         Object::Service(o) => &o.metadata,
         Object::EndpointSlice(o) => &o.metadata,
+        Object::Secret(o) => &o.metadata,
     };
     let object_ref = object_ref(kind_name(&object), meta).ok_or((
         None,
@@ -372,6 +376,7 @@ fn kind_name(object: &Object) -> &'static str {
         Object::IngressClass(_) => "IngressClass",
         Object::Service(_) => "Service",
         Object::EndpointSlice(_) => "EndpointSlice",
+        Object::Secret(_) => "Secret",
     }
 }
 
@@ -403,6 +408,7 @@ fn with_default_namespace(object: Object) -> Object {
         Object::Ingress(o) => Object::Ingress(fill(o, |o| &mut o.metadata)),
         Object::Service(o) => Object::Service(fill(o, |o| &mut o.metadata)),
         Object::EndpointSlice(o) => Object::EndpointSlice(fill(o, |o| &mut o.metadata)),
+        Object::Secret(o) => Object::Secret(fill(o, |o| &mut o.metadata)),
         other => other,
     }
 }

@@ -23,7 +23,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-pub use translate::{translate, ClassSelection, TranslateOptions, Translation};
+pub use translate::{translate, ClassSelection, LastGood, TranslateOptions, Translation};
 
 use crate::balance::EndpointRegistry;
 use crate::lifecycle::Lifecycle;
@@ -218,7 +218,11 @@ impl Publisher {
         source_warnings: &[Warning],
     ) -> Vec<Warning> {
         let started = Instant::now();
-        let translation = translate(snapshot, &state.options, &self.endpoints, &state.last_valid);
+        let last = LastGood {
+            ingresses: std::mem::take(&mut state.last_valid),
+            certs: self.table.load().tls.clone(),
+        };
+        let translation = translate(snapshot, &state.options, &self.endpoints, &last);
         let mut warnings = translation.warnings;
         for warning in &mut warnings {
             if warning.file.is_none() {
@@ -244,6 +248,12 @@ impl Publisher {
         let table = translation.table;
         let stats = table.stats;
         let endpoints = table.endpoint_count();
+        for (host, certificate) in table.tls.all() {
+            if let Some(expires) = certificate.expires {
+                let labels = [("host", host), ("secret", certificate.source.clone())];
+                metrics::gauge!(crate::telemetry::TLS_CERT_EXPIRY, &labels).set(expires as f64);
+            }
+        }
         self.table.store(Arc::new(table));
         record_swap(
             &mut state.warning_reasons,

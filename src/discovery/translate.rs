@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Service, ServicePort};
+use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -23,6 +23,7 @@ use super::{ObjectRef, Snapshot, Warning};
 use crate::balance::EndpointRegistry;
 use crate::config::ProxyDefaults;
 use crate::policy::retry::RetryBudget;
+use crate::proxy::tls::{load_certified_key, Certificate, TlsCerts};
 use crate::routing::{
     Backend, BackendRef, Endpoint, HostKey, HostRoutes, IngressRef, PathKind, Protocol, Route,
     RoutePolicy, RoutingTable, TableStats,
@@ -40,6 +41,8 @@ pub struct TranslateOptions {
     pub defaults: ProxyDefaults,
     /// Serves requests no Ingress matches.
     pub default_backend: Option<BackendRef>,
+    /// `namespace/name` of the TLS Secret served when SNI matches nothing.
+    pub default_certificate: Option<(String, String)>,
     pub class: ClassSelection,
 }
 
@@ -75,13 +78,23 @@ pub struct Translation {
     pub ignored: usize,
 }
 
+/// What earlier builds knew to be good, to fall back on when a later edit breaks.
+#[derive(Debug, Default)]
+pub struct LastGood {
+    /// The last version of each Ingress that had no faults of its own.
+    pub ingresses: HashMap<ObjectRef, Arc<Ingress>>,
+    /// The certificates the previous table served.
+    pub certs: TlsCerts,
+}
+
 pub fn translate(
     snapshot: &Snapshot,
     options: &TranslateOptions,
     endpoints: &EndpointRegistry,
-    last_valid: &HashMap<ObjectRef, Arc<Ingress>>,
+    last: &LastGood,
 ) -> Translation {
-    let mut builder = Builder::new(snapshot, endpoints, &options.defaults);
+    let last_valid = &last.ingresses;
+    let mut builder = Builder::new(snapshot, endpoints, &options.defaults, &last.certs);
     let (ours, ignored) = select_ours(snapshot, &options.class);
     let mut valid = HashMap::new();
     let mut our_refs = Vec::with_capacity(ours.len());
@@ -118,6 +131,31 @@ pub fn translate(
             policy: IngressAnnotations::default().policy(&options.defaults),
         })
     });
+    if let Some((namespace, name)) = &options.default_certificate {
+        match builder.certificate(namespace, name) {
+            Ok(certificate) => builder.certs.default = Some(certificate),
+            Err(message) => {
+                let kept = last.certs.default.clone();
+                let suffix = if kept.is_some() {
+                    "; keeping the last good one"
+                } else {
+                    ""
+                };
+                builder.warnings.push(Warning {
+                    file: None,
+                    object: Some(ObjectRef {
+                        kind: "Secret",
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                    }),
+                    field: None,
+                    reason: "invalid-certificate",
+                    message: format!("default certificate: {message}{suffix}"),
+                });
+                builder.certs.default = kept;
+            }
+        }
+    }
     let (table, warnings) = builder.finish(default_route);
     Translation {
         table,
@@ -199,6 +237,12 @@ struct ParsedIngress {
     paths: Vec<ParsedPath>,
     /// `spec.defaultBackend`, and the hosts it serves.
     default: Option<(BackendTarget, BTreeSet<HostKey>)>,
+    /// `spec.tls`: hosts and the Secret holding their certificate.
+    tls: Vec<(Vec<String>, Option<String>)>,
+    /// Plain HTTP for a TLS host gets a redirect (`ssl-redirect`, default true).
+    ssl_redirect: bool,
+    /// Plain HTTP gets a redirect even without TLS (`force-ssl-redirect`).
+    force_ssl_redirect: bool,
     /// Problems of the Ingress itself (not of the Services it names).
     faults: Vec<Warning>,
 }
@@ -252,6 +296,9 @@ fn parse_ingress(ingress: &Ingress, object: &ObjectRef, defaults: &ProxyDefaults
         fallback: None,
         paths: Vec::new(),
         default: None,
+        tls: Vec::new(),
+        ssl_redirect: true,
+        force_ssl_redirect: false,
         faults: Vec::new(),
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
@@ -274,6 +321,8 @@ fn parse_ingress(ingress: &Ingress, object: &ObjectRef, defaults: &ProxyDefaults
         }
     };
     parsed.policy = annotations.policy(defaults);
+    parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(true);
+    parsed.force_ssl_redirect = annotations.force_ssl_redirect.unwrap_or(false);
     parsed.protocol = annotations.backend_protocol.unwrap_or_default();
     parsed.fallback = annotations
         .default_backend
@@ -292,6 +341,15 @@ fn parse_ingress(ingress: &Ingress, object: &ObjectRef, defaults: &ProxyDefaults
         return parsed;
     };
 
+    for tls in spec.tls.iter().flatten() {
+        let hosts = tls
+            .hosts
+            .iter()
+            .flatten()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        parsed.tls.push((hosts, tls.secret_name.clone()));
+    }
     let mut hosts = BTreeSet::new();
     for (ri, rule) in spec.rules.iter().flatten().enumerate() {
         let Some(host) = HostKey::parse(rule.host.as_deref()) else {
@@ -385,6 +443,10 @@ struct Builder<'a> {
     index: SnapshotIndex<'a>,
     registry: &'a EndpointRegistry,
     defaults: &'a ProxyDefaults,
+    certs: TlsCerts,
+    previous_certs: &'a TlsCerts,
+    /// Each Secret is parsed once per build, however many hosts use it.
+    loaded: HashMap<(String, String), Result<Certificate, String>>,
     backends: HashMap<(BackendRef, Protocol), Arc<Backend>>,
     hosts: BTreeMap<HostKey, HostRoutes>,
     warnings: Vec<Warning>,
@@ -395,11 +457,15 @@ impl<'a> Builder<'a> {
         snapshot: &'a Snapshot,
         registry: &'a EndpointRegistry,
         defaults: &'a ProxyDefaults,
+        previous_certs: &'a TlsCerts,
     ) -> Builder<'a> {
         Builder {
             index: SnapshotIndex::new(snapshot),
             registry,
             defaults,
+            certs: TlsCerts::default(),
+            previous_certs,
+            loaded: HashMap::new(),
             backends: HashMap::new(),
             hosts: BTreeMap::new(),
             warnings: Vec::new(),
@@ -408,17 +474,21 @@ impl<'a> Builder<'a> {
 
     fn add(&mut self, mut parsed: ParsedIngress) {
         self.warnings.append(&mut parsed.faults);
+        let tls_hosts = self.add_tls(&parsed);
         let object = &parsed.object;
         let fallback = parsed
             .fallback
             .clone()
             .map(|b| self.backend(b, parsed.protocol, Some((object, Field::Annotations))));
-        let route_to = |backend: Arc<Backend>| {
+        let route_to = |backend: Arc<Backend>, host: &HostKey| {
+            let mut policy = parsed.policy.clone();
+            policy.https_redirect = parsed.force_ssl_redirect
+                || (parsed.ssl_redirect && tls_hosts.contains(&host.to_string()));
             Arc::new(Route {
                 ingress: parsed.ingress.clone(),
                 backend,
                 fallback: fallback.clone(),
-                policy: parsed.policy.clone(),
+                policy,
             })
         };
         for path in &parsed.paths {
@@ -429,7 +499,8 @@ impl<'a> Builder<'a> {
                 Some((object, target.field)),
             );
             let routes = self.hosts.entry(path.host.clone()).or_default();
-            if let Err(owner) = routes.insert(path.kind, &path.path, route_to(backend)) {
+            if let Err(owner) = routes.insert(path.kind, &path.path, route_to(backend, &path.host))
+            {
                 let message = format!(
                     "host {} path {:?} ({:?}) is already served by the older Ingress {}; path skipped",
                     path.host, path.path, path.kind, owner.ingress
@@ -447,13 +518,13 @@ impl<'a> Builder<'a> {
                 parsed.protocol,
                 Some((object, target.field)),
             );
-            let route = route_to(backend);
             for host in hosts {
+                let route = route_to(backend.clone(), host);
                 if let Err(owner) = self
                     .hosts
                     .entry(host.clone())
                     .or_default()
-                    .set_default(route.clone())
+                    .set_default(route)
                 {
                     let message = format!(
                         "host {host} already has a default backend from the older Ingress {}; ignored",
@@ -463,6 +534,83 @@ impl<'a> Builder<'a> {
                 }
             }
         }
+    }
+
+    /// Loads the certificates of an Ingress's `spec.tls`; returns its TLS hosts
+    /// (they get HTTPS redirects whether or not their Secret is usable).
+    fn add_tls(&mut self, parsed: &ParsedIngress) -> BTreeSet<String> {
+        let mut tls_hosts = BTreeSet::new();
+        for (i, (hosts, secret)) in parsed.tls.iter().enumerate() {
+            tls_hosts.extend(hosts.iter().cloned());
+            // Without a Secret, the default certificate serves these hosts.
+            let Some(secret) = secret else { continue };
+            let loaded = self.certificate(&parsed.object.namespace, secret);
+            for host in hosts {
+                let certificate = match &loaded {
+                    Ok(certificate) => certificate.clone(),
+                    Err(message) => {
+                        let kept = self.previous_certs.for_host(host).cloned();
+                        let suffix = if kept.is_some() {
+                            "; the host keeps its last good certificate"
+                        } else {
+                            ""
+                        };
+                        let message = format!(
+                            "host {host}: Secret {}/{secret}: {message}{suffix}",
+                            parsed.object.namespace
+                        );
+                        self.warn_at(
+                            &parsed.object,
+                            format!("spec.tls[{i}]"),
+                            "invalid-certificate",
+                            message,
+                        );
+                        match kept {
+                            Some(kept) => kept,
+                            None => continue,
+                        }
+                    }
+                };
+                if !self.certs.insert(host, certificate) {
+                    let message = format!(
+                        "host {host} already has a certificate from an older Ingress; ignored"
+                    );
+                    self.warn_at(
+                        &parsed.object,
+                        format!("spec.tls[{i}]"),
+                        "conflict",
+                        message,
+                    );
+                }
+            }
+        }
+        tls_hosts
+    }
+
+    fn certificate(&mut self, namespace: &str, name: &str) -> Result<Certificate, String> {
+        let key = (namespace.to_owned(), name.to_owned());
+        if let Some(loaded) = self.loaded.get(&key) {
+            return loaded.clone();
+        }
+        let loaded = self.index.certificate(namespace, name);
+        self.loaded.insert(key, loaded.clone());
+        loaded
+    }
+
+    fn warn_at(
+        &mut self,
+        object: &ObjectRef,
+        field: String,
+        reason: &'static str,
+        message: String,
+    ) {
+        self.warnings.push(Warning {
+            file: None,
+            object: Some(object.clone()),
+            field: Some(field),
+            reason,
+            message,
+        });
     }
 
     fn warn(&mut self, site: Option<(&ObjectRef, Field)>, reason: &'static str, message: String) {
@@ -517,10 +665,9 @@ impl<'a> Builder<'a> {
             backends: self.backends.len(),
         };
         let backends = self.backends.into_values().collect();
-        (
-            RoutingTable::new(self.hosts, backends, default_route, stats),
-            self.warnings,
-        )
+        let mut table = RoutingTable::new(self.hosts, backends, default_route, stats);
+        table.tls = self.certs;
+        (table, self.warnings)
     }
 }
 
@@ -563,8 +710,9 @@ pub fn update_endpoints(
     touched
 }
 
-/// Services and EndpointSlices by `(namespace, service name)`.
+/// Services and EndpointSlices by `(namespace, service name)`, Secrets by name.
 struct SnapshotIndex<'a> {
+    secrets: HashMap<(&'a str, &'a str), &'a Secret>,
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
 }
@@ -603,7 +751,55 @@ impl<'a> SnapshotIndex<'a> {
                 slices.entry(key).or_default().push(&**slice);
             }
         }
-        SnapshotIndex { services, slices }
+        let secrets = snapshot
+            .secrets
+            .iter()
+            .filter_map(|s| {
+                Some((
+                    (namespace_of(&s.metadata), s.metadata.name.as_deref()?),
+                    &**s,
+                ))
+            })
+            .collect();
+        SnapshotIndex {
+            secrets,
+            services,
+            slices,
+        }
+    }
+
+    /// The certificate in a `kubernetes.io/tls` Secret.
+    fn certificate(&self, namespace: &str, name: &str) -> Result<Certificate, String> {
+        let secret = self
+            .secrets
+            .get(&(namespace, name))
+            .ok_or("Secret not found")?;
+        if secret.type_.as_deref() != Some("kubernetes.io/tls") {
+            return Err(format!(
+                "type is {:?}, not kubernetes.io/tls",
+                secret.type_.as_deref().unwrap_or("")
+            ));
+        }
+        // `data` in a cluster; `stringData` too in a manifests directory.
+        let field = |key: &str| -> Option<Vec<u8>> {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(key))
+                .map(|b| b.0.clone())
+                .or_else(|| {
+                    secret
+                        .string_data
+                        .as_ref()?
+                        .get(key)
+                        .map(|s| s.as_bytes().to_vec())
+                })
+        };
+        let cert = field("tls.crt").ok_or("no tls.crt")?;
+        let key = field("tls.key").ok_or("no tls.key")?;
+        let mut certificate = load_certified_key(&cert, &key)?;
+        certificate.source = format!("{namespace}/{name}");
+        Ok(certificate)
     }
 
     /// The ready pod addresses behind a Service port, from its EndpointSlices.

@@ -41,6 +41,8 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 pub struct ProxySettings {
     pub use_forwarded_headers: bool,
     pub keep_alive_requests: u32,
+    /// `Strict-Transport-Security` for HTTPS responses, when enabled.
+    pub hsts: Option<HeaderValue>,
 }
 
 /// Shared by every connection of the plaintext listener.
@@ -60,14 +62,17 @@ pub struct Proxy {
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub local: SocketAddr,
+    /// Arrived on the TLS listener.
+    pub tls: bool,
     pub requests: AtomicU32,
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, local: SocketAddr) -> ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, tls: bool) -> ConnInfo {
         ConnInfo {
             peer,
             local,
+            tls,
             requests: AtomicU32::new(0),
         }
     }
@@ -103,6 +108,13 @@ impl Proxy {
         response
             .headers_mut()
             .insert(X_REQUEST_ID.clone(), request_id);
+        if conn.tls {
+            if let Some(hsts) = &self.settings.load().hsts {
+                response
+                    .headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            }
+        }
         if version <= Version::HTTP_11 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
             // HTTP/1 connection management: close after `keep-alive-requests`, and
             // while draining, so clients move to other instances promptly.
@@ -129,6 +141,9 @@ impl Proxy {
             .route(&host, request.uri().path())
             .ok_or(ProxyError::NoRoute)?
             .clone();
+        if route.policy.https_redirect && !conn.tls {
+            return Ok(https_redirect(&host, request.uri()));
+        }
         if let (Some(limit), Some(length)) = (route.policy.body_limit, content_length(&request)) {
             if length > limit {
                 return Err(ProxyError::BodyTooLarge);
@@ -231,7 +246,10 @@ impl Proxy {
             }
         };
         set(&X_REAL_IP, client_ip);
-        set(&X_FORWARDED_PROTO, "http".to_owned());
+        set(
+            &X_FORWARDED_PROTO,
+            if conn.tls { "https" } else { "http" }.to_owned(),
+        );
         set(&X_FORWARDED_HOST, host.to_owned());
         set(&X_FORWARDED_PORT, conn.local.port().to_string());
     }
@@ -424,6 +442,22 @@ async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
         Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
         Err(error) => tracing::debug!(%error, "tunnel closed with an error"),
     }
+}
+
+/// A 308 to the same host and path over HTTPS (the method and body are kept).
+fn https_redirect(host: &str, uri: &Uri) -> Response<ResponseBody> {
+    // To the standard port: the plain port number means nothing on HTTPS.
+    let host = crate::routing::strip_port(host);
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{target}");
+    let mut response = Response::new(ResponseBody::from(bytes::Bytes::from(format!(
+        "308 Permanent Redirect: {location}\n"
+    ))));
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(value) = HeaderValue::try_from(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
 }
 
 /// The host a request is for: the URI authority (HTTP/2, absolute-form), else `Host`.

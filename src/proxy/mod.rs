@@ -5,6 +5,7 @@ pub mod error;
 pub mod handler;
 pub mod listener;
 pub mod pool;
+pub mod tls;
 
 pub use error::ProxyError;
 pub use handler::{Proxy, ProxySettings};

@@ -22,6 +22,7 @@ use crate::balance::policy::BalancePolicy;
 use crate::policy::retry::{
     RetryBudget, RetryPolicy, DEFAULT_BUDGET_MIN_PER_SECOND, DEFAULT_BUDGET_RATIO,
 };
+use crate::proxy::tls::TlsCerts;
 
 pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind};
 
@@ -46,6 +47,8 @@ pub struct RoutePolicy {
     pub body_limit: Option<u64>,
     pub balance: Arc<BalancePolicy>,
     pub retry: RetryPolicy,
+    /// Plain HTTP requests get a 308 to https (`ssl-redirect`, `force-ssl-redirect`).
+    pub https_redirect: bool,
 }
 
 /// `namespace/name` of the Ingress a route came from, for logs and metrics.
@@ -249,6 +252,8 @@ pub struct RoutingTable {
     default_route: Option<Arc<Route>>,
     /// Every backend by `(namespace, service)`, for in-place endpoint updates.
     backends: HashMap<(String, String), Vec<Arc<Backend>>>,
+    /// Certificates by host, for the TLS listener.
+    pub tls: TlsCerts,
     pub stats: TableStats,
 }
 
@@ -376,7 +381,7 @@ impl RoutingTable {
 }
 
 /// `example.com:8080` -> `example.com`; `[::1]:80` -> `[::1]`. A trailing dot is dropped.
-fn strip_port(host: &str) -> &str {
+pub fn strip_port(host: &str) -> &str {
     let host = if host.starts_with('[') {
         host.find(']').map_or(host, |end| &host[..=end])
     } else {

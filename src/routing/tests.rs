@@ -26,6 +26,7 @@ fn route(name: &str) -> Arc<Route> {
             body_limit: None,
             balance: Default::default(),
             retry: Default::default(),
+            https_redirect: false,
         },
     })
 }

@@ -26,6 +26,10 @@ pub const BREAKER_TRANSITIONS: &str = "sluice_breaker_transitions_total";
 pub const RETRIES: &str = "sluice_retries_total";
 pub const RETRIES_DENIED: &str = "sluice_retries_denied_total";
 
+// TLS.
+pub const TLS_HANDSHAKES: &str = "sluice_tls_handshakes_total";
+pub const TLS_CERT_EXPIRY: &str = "sluice_tls_certificate_expiry_timestamp_seconds";
+
 /// Seconds; from 100 µs (an endpoint update) to 10 s (a huge rebuild).
 const BUILD_BUCKETS: &[f64] = &[
     0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -102,5 +106,14 @@ fn describe() {
     describe_counter!(
         RETRIES_DENIED,
         "Retries refused by the backend's retry budget."
+    );
+    describe_counter!(
+        TLS_HANDSHAKES,
+        "TLS handshakes by result and protocol version."
+    );
+    describe_gauge!(
+        TLS_CERT_EXPIRY,
+        Unit::Seconds,
+        "When each served certificate expires (Unix time), by host and Secret."
     );
 }

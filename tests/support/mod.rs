@@ -281,6 +281,7 @@ pub async fn start_sluice(manifests: &Path, config: &str) -> Server {
     let mut config = Config::from_yaml(config).unwrap();
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    config.https_addr = "127.0.0.1:0".parse().unwrap();
     Server::start(Options {
         config,
         config_path: None,
@@ -418,6 +419,7 @@ pub async fn start_sluice_kube(
     let config = Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        https_addr: "127.0.0.1:0".parse().unwrap(),
         ..Config::default()
     };
     let options = sluice::discovery::kube::KubeOptions {
@@ -445,6 +447,7 @@ pub async fn start_sluice_with_config_file(manifests: &Path, config_file: &Path)
     let config = Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
+        https_addr: "127.0.0.1:0".parse().unwrap(),
         ..Config::from_file(config_file).unwrap()
     };
     Server::start(Options {

@@ -64,7 +64,7 @@ fn build(yaml: &str) -> (RoutingTable, Vec<Warning>) {
     let (snapshot, parse_warnings) = snapshot_from_str(yaml);
     assert!(parse_warnings.is_empty(), "{parse_warnings:?}");
     let registry = EndpointRegistry::new(PoolConfig::default());
-    let t = translate(&snapshot, &all_classes(), &registry, &HashMap::new());
+    let t = translate(&snapshot, &all_classes(), &registry, &LastGood::default());
     (t.table, t.warnings)
 }
 
@@ -297,7 +297,15 @@ fn a_broken_edit_keeps_the_last_valid_version() {
     let registry = EndpointRegistry::new(PoolConfig::default());
     let translate_yaml = |yaml: &str, last: &HashMap<ObjectRef, Arc<Ingress>>| {
         let (snapshot, _) = snapshot_from_str(&(services.clone() + yaml));
-        translate(&snapshot, &all_classes(), &registry, last)
+        translate(
+            &snapshot,
+            &all_classes(),
+            &registry,
+            &LastGood {
+                ingresses: last.clone(),
+                ..LastGood::default()
+            },
+        )
     };
     let good = translate_yaml(&simple("app", "a.example", "v1", ""), &HashMap::new());
     assert_eq!(good.valid.len(), 1);
@@ -399,7 +407,7 @@ spec: {controller: k8s.io/ingress-nginx}
     let (snapshot, _) = snapshot_from_str(&yaml);
     let registry = EndpointRegistry::new(PoolConfig::default());
     let served = |options: &TranslateOptions| {
-        let t = translate(&snapshot, options, &registry, &HashMap::new());
+        let t = translate(&snapshot, options, &registry, &LastGood::default());
         assert!(
             t.warnings.is_empty(),
             "ignored Ingresses are not warned about: {:?}",
@@ -446,7 +454,7 @@ fn endpoint_updates_touch_only_that_service_in_place() {
     let ingresses =
         simple("web", "web.example", "web", "") + &simple("api", "api.example", "api", "");
     let (snapshot, _) = snapshot_from_str(&(before + &ingresses));
-    let table = translate(&snapshot, &all_classes(), &registry, &HashMap::new()).table;
+    let table = translate(&snapshot, &all_classes(), &registry, &LastGood::default()).table;
     let web = table.route("web.example", "/").unwrap().backend.clone();
     let api_endpoints = table
         .route("api.example", "/")
@@ -478,8 +486,8 @@ fn endpoint_state_survives_a_rebuild() {
         );
     let (snapshot, _) = snapshot_from_str(&yaml);
     let registry = EndpointRegistry::new(PoolConfig::default());
-    let first = translate(&snapshot, &all_classes(), &registry, &HashMap::new()).table;
-    let second = translate(&snapshot, &all_classes(), &registry, &HashMap::new()).table;
+    let first = translate(&snapshot, &all_classes(), &registry, &LastGood::default()).table;
+    let second = translate(&snapshot, &all_classes(), &registry, &LastGood::default()).table;
     let state = |t: &RoutingTable| {
         t.route("x", "/").unwrap().backend.endpoints()[0]
             .state
