@@ -40,7 +40,10 @@ fn load() -> Deploy {
     let mut files: Vec<String> = std::fs::read_dir("deploy")
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|f| f.ends_with(".yaml") && f != "kustomization.yaml")
+        // The Prometheus rule file is for Prometheus, not for kubectl.
+        .filter(|f| {
+            f.ends_with(".yaml") && f != "kustomization.yaml" && f != "prometheus-rules.yaml"
+        })
         .collect();
     files.sort();
     let mut listed = resources.clone();
@@ -270,4 +273,47 @@ fn deploy_manifests_fit_together() {
         labels.get("app.kubernetes.io/name").map(String::as_str),
         Some("sluice")
     );
+}
+
+/// Every alert uses metrics sluice exports, and the expiry alert fires at 14 days.
+#[test]
+fn alert_rules_use_exported_metrics() {
+    let text = std::fs::read_to_string("deploy/prometheus-rules.yaml").unwrap();
+    let rules: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let exported = [
+        sluice::telemetry::TLS_CERT_EXPIRY,
+        sluice::telemetry::CONFIG_WARNINGS,
+        sluice::telemetry::CONFIG_LAST_SWAP_TIMESTAMP,
+        sluice::telemetry::WATCH_ERRORS,
+        sluice::telemetry::BALANCER_PANICS,
+        sluice::telemetry::RETRIES_DENIED,
+    ];
+    let mut alerts = Vec::new();
+    for group in rules["groups"].as_sequence().unwrap() {
+        for rule in group["rules"].as_sequence().unwrap() {
+            let name = rule["alert"].as_str().unwrap().to_owned();
+            let expr = rule["expr"].as_str().unwrap();
+            let metrics: Vec<&str> = expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("sluice_"))
+                .collect();
+            assert!(!metrics.is_empty(), "{name} uses no sluice metric");
+            for metric in metrics {
+                assert!(
+                    exported.contains(&metric),
+                    "{name} uses {metric}, which sluice does not export"
+                );
+            }
+            assert!(
+                rule["annotations"]["summary"].as_str().is_some(),
+                "{name} has no summary"
+            );
+            alerts.push((name, expr.to_owned()));
+        }
+    }
+    let expiry = alerts
+        .iter()
+        .find(|(n, _)| n == "SluiceCertificateExpiresSoon")
+        .unwrap();
+    assert!(expiry.1.contains("14 * 24 * 3600"), "{}", expiry.1);
 }

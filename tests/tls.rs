@@ -210,6 +210,28 @@ async fn sni_picks_exact_then_wildcard_then_default_and_alpn_picks_the_protocol(
         assert_eq!(tls.get_ref().1.alpn_protocol(), Some(want));
     }
 
+    // Session resumption: a client that comes back resumes instead of a full handshake.
+    let client = connector(&s.pki, &[b"http/1.1"]);
+    let name = ServerName::try_from("a.test").unwrap();
+    let first = client
+        .connect(name.clone(), TcpStream::connect(addr).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        first.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Full)
+    );
+    let (_, status, _) = get_over(first, "a.test").await; // TLS 1.3 tickets arrive after the handshake
+    assert_eq!(status, StatusCode::OK);
+    let second = client
+        .connect(name, TcpStream::connect(addr).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        second.get_ref().1.handshake_kind(),
+        Some(rustls::HandshakeKind::Resumed)
+    );
+
     // Routed by Host, with the scheme passed on.
     let tls = handshake(&s.pki, addr, Some("a.test"), &[b"http/1.1"])
         .await
