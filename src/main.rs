@@ -237,6 +237,7 @@ fn demo_config() -> anyhow::Result<Config> {
 
 fn print_demo_help(server: &Server) {
     let http = server.http_addr;
+    let https = server.https_addr;
     let admin = server.admin_addr;
     println!(
         r#"
@@ -245,7 +246,8 @@ sluice demo is serving config/demo/ on http://{http} (admin on http://{admin})
 Try:
   curl -H 'Host: demo.local' http://{http}/                  # web: two pods, round-robin
   curl -H 'Host: demo.local' http://{http}/api/orders        # api: one pod slow, one failing 20%
-  curl --http2-prior-knowledge -H 'Host: demo.local' http://{http}/   # h2c on the same port
+    curl --http2-prior-knowledge -H 'Host: demo.local' http://{http}/   # h2c on the same port
+  curl -k -H 'Host: demo.local' https://{https}/                 # TLS (a self-signed certificate)
   curl -H 'Host: unknown.example' http://{http}/             # 404: no Ingress for this host
   curl http://{admin}/healthz
 

@@ -213,7 +213,10 @@ fn deploy_manifests_fit_together() {
         port("admin").container_port,
         i32::from(config.admin_addr.port())
     );
-    assert_eq!(port("https").container_port, 443);
+    assert_eq!(
+        port("https").container_port,
+        i32::from(config.https_addr.port())
+    );
     for p in ["http", "https", "admin"] {
         assert_eq!(
             port(p).host_port,
