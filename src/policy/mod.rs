@@ -1,4 +1,6 @@
 //! Per-route policies applied around the upstream call: retries (and later
 //! canary and rate limits).
 
+pub mod canary;
+pub mod ratelimit;
 pub mod retry;

@@ -26,6 +26,10 @@ pub const BREAKER_TRANSITIONS: &str = "sluice_breaker_transitions_total";
 pub const RETRIES: &str = "sluice_retries_total";
 pub const RETRIES_DENIED: &str = "sluice_retries_denied_total";
 
+// Policies.
+pub const RATE_LIMITED: &str = "sluice_rate_limited_total";
+pub const CANARY_REQUESTS: &str = "sluice_canary_requests_total";
+
 // TLS.
 pub const TLS_HANDSHAKES: &str = "sluice_tls_handshakes_total";
 pub const TLS_CERT_EXPIRY: &str = "sluice_tls_certificate_expiry_timestamp_seconds";
@@ -106,6 +110,14 @@ fn describe() {
     describe_counter!(
         RETRIES_DENIED,
         "Retries refused by the backend's retry budget."
+    );
+    describe_counter!(
+        RATE_LIMITED,
+        "Requests refused by an Ingress's rate limit, by Ingress."
+    );
+    describe_counter!(
+        CANARY_REQUESTS,
+        "Requests sent to a canary, by canary Ingress."
     );
     describe_counter!(
         TLS_HANDSHAKES,
