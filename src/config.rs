@@ -137,6 +137,10 @@ pub struct Config {
     pub retry_budget_ratio: f64,
     /// ...plus this many per second.
     pub retry_budget_min_per_second: u32,
+    /// Instances that share a `limit-scope: cluster` rate limit.
+    pub limit_cluster_instances: u32,
+    /// The status of a request over a rate limit.
+    pub limit_rejected_status: u16,
 }
 
 /// Per-route settings that annotations can override.
@@ -196,6 +200,8 @@ impl Default for Config {
             proxy_next_upstream_timeout: Duration::ZERO,
             retry_budget_ratio: retry::DEFAULT_BUDGET_RATIO,
             retry_budget_min_per_second: retry::DEFAULT_BUDGET_MIN_PER_SECOND,
+            limit_cluster_instances: 1,
+            limit_rejected_status: 429,
         }
     }
 }
@@ -301,6 +307,12 @@ impl Config {
         }
         if !(0.0..=10.0).contains(&self.retry_budget_ratio) {
             return invalid("retry-budget-ratio", "must be between 0 and 10");
+        }
+        if self.limit_cluster_instances == 0 {
+            return invalid("limit-cluster-instances", "must be at least 1");
+        }
+        if !(400..600).contains(&self.limit_rejected_status) {
+            return invalid("limit-rejected-status", "must be a 4xx or 5xx status");
         }
         if self.ewma_decay.is_zero() {
             return invalid("ewma-decay", "must be greater than zero");

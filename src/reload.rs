@@ -30,6 +30,7 @@ pub fn translate_options(config: &Config, class: &ClassSelection) -> TranslateOp
             .default_ssl_certificate
             .as_deref()
             .and_then(parse_secret_ref),
+        cluster_instances: config.limit_cluster_instances,
         class: class.clone(),
     }
 }
@@ -46,6 +47,8 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         use_forwarded_headers: config.use_forwarded_headers,
         keep_alive_requests: config.keep_alive_requests,
         hsts: hsts.and_then(|v| http::HeaderValue::try_from(v).ok()),
+        limit_status: http::StatusCode::from_u16(config.limit_rejected_status)
+            .unwrap_or(http::StatusCode::TOO_MANY_REQUESTS),
     }
 }
 

@@ -14,9 +14,13 @@ use std::sync::Arc;
 use crate::balance::expr::BreakerRule;
 use crate::balance::policy::{Algorithm, BalancePolicy, HashBy};
 use crate::config::ProxyDefaults;
+use crate::policy::canary::{CanaryRule, Cidr, HeaderMatch, StickyKey};
+use crate::policy::ratelimit::{LimitKey, LimitSpec};
 use crate::policy::retry::{NextUpstream, RetryPolicy};
 use crate::routing::{Protocol, RoutePolicy};
 use crate::units::{parse_duration, parse_size};
+use http::header::HeaderName;
+use regex::Regex;
 
 pub const SLUICE_PREFIX: &str = "sluice.io/";
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
@@ -39,6 +43,28 @@ pub const KNOWN_KEYS: &[&str] = &[
     "force-ssl-redirect",
 ];
 
+/// Keys read together by their own parsers: canary (`parse_canary`) and rate
+/// limits (`parse_limit`, where the prefix decides the meaning).
+pub const GROUPED_KEYS: &[&str] = &[
+    "canary",
+    "canary-by-header",
+    "canary-by-header-value",
+    "canary-by-header-pattern",
+    "canary-by-cookie",
+    "canary-weight",
+    "canary-weight-total",
+    "canary-by-source-cidr",
+    "canary-by-user-agent",
+    "canary-sticky-by",
+    "limit-rps",
+    "limit-rpm",
+    "limit-burst",
+    "limit-key",
+    "limit-scope",
+    "limit-burst-multiplier",
+    "limit-whitelist",
+];
+
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("annotation {key}: {message}")]
 pub struct AnnotationError {
@@ -48,7 +74,7 @@ pub struct AnnotationError {
 }
 
 /// What an Ingress's annotations override; `None` keeps the global default.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct IngressAnnotations {
     pub connect_timeout: Option<Duration>,
     pub read_timeout: Option<Duration>,
@@ -66,6 +92,11 @@ pub struct IngressAnnotations {
     pub retry_timeout: Option<Duration>,
     pub ssl_redirect: Option<bool>,
     pub force_ssl_redirect: Option<bool>,
+    /// Set when this is a canary Ingress (`canary: "true"`).
+    pub canary: Option<CanaryRule>,
+    pub limit: Option<LimitSpec>,
+    /// `sluice.io/limit-scope: cluster`: divide by the number of instances.
+    pub limit_cluster: bool,
 }
 
 impl IngressAnnotations {
@@ -74,6 +105,10 @@ impl IngressAnnotations {
         let Some(annotations) = annotations else {
             return Ok(parsed);
         };
+        parsed.canary = parse_canary(annotations)?;
+        let (limit, cluster) = parse_limit(annotations)?;
+        parsed.limit = limit;
+        parsed.limit_cluster = cluster;
         for &key in KNOWN_KEYS {
             let Some((full_key, value)) = lookup(annotations, key) else {
                 continue;
@@ -167,6 +202,168 @@ impl IngressAnnotations {
             ..(**defaults).clone()
         })
     }
+}
+
+fn invalid_at(key: &str, message: impl Into<String>) -> AnnotationError {
+    AnnotationError {
+        key: key.to_owned(),
+        message: message.into(),
+    }
+}
+
+fn parse_canary(
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<CanaryRule>, AnnotationError> {
+    match lookup(annotations, "canary") {
+        Some((key, value)) if !parse_bool(value).map_err(|e| invalid_at(key, e))? => {
+            return Ok(None)
+        }
+        None => return Ok(None),
+        Some(_) => {}
+    }
+    let mut rule = CanaryRule {
+        weight_total: 100,
+        ..CanaryRule::default()
+    };
+    if let Some((key, name)) = lookup(annotations, "canary-by-header") {
+        let name = HeaderName::try_from(name.trim())
+            .map_err(|_| invalid_at(key, format!("{name:?} is not a header name")))?;
+        let matching = if let Some((_, value)) = lookup(annotations, "canary-by-header-value") {
+            HeaderMatch::Value(value.to_owned())
+        } else if let Some((key, pattern)) = lookup(annotations, "canary-by-header-pattern") {
+            HeaderMatch::Pattern(Regex::new(pattern).map_err(|e| invalid_at(key, e.to_string()))?)
+        } else {
+            HeaderMatch::AlwaysNever
+        };
+        rule.header = Some((name, matching));
+    }
+    rule.cookie = lookup(annotations, "canary-by-cookie").map(|(_, v)| v.trim().to_owned());
+    let number = |name: &str| -> Result<Option<u32>, AnnotationError> {
+        lookup(annotations, name)
+            .map(|(key, v)| {
+                v.trim()
+                    .parse::<u32>()
+                    .map_err(|_| invalid_at(key, format!("{v:?} is not a whole number")))
+            })
+            .transpose()
+    };
+    rule.weight = number("canary-weight")?;
+    if let Some(total) = number("canary-weight-total")? {
+        rule.weight_total = total.max(1);
+    }
+    if let Some((key, ranges)) = lookup(annotations, "canary-by-source-cidr") {
+        rule.sources = ranges
+            .split(',')
+            .filter(|r| !r.trim().is_empty())
+            .map(Cidr::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid_at(key, e))?;
+    }
+    if let Some((key, pattern)) = lookup(annotations, "canary-by-user-agent") {
+        rule.user_agent = Some(Regex::new(pattern).map_err(|e| invalid_at(key, e.to_string()))?);
+    }
+    if let Some((key, sticky)) = lookup(annotations, "canary-sticky-by") {
+        rule.sticky = Some(StickyKey::parse(sticky).map_err(|e| invalid_at(key, e))?);
+    }
+    Ok(Some(rule))
+}
+
+/// `sluice.io/limit-*` limit the Ingress as a whole (or per `limit-key`);
+/// ingress-nginx's `limit-*` keep their per-client-address meaning.
+fn parse_limit(
+    annotations: &BTreeMap<String, String>,
+) -> Result<(Option<LimitSpec>, bool), AnnotationError> {
+    let get = |prefix: &str, name: &str| {
+        let key = format!("{prefix}{name}");
+        annotations.get(&key).map(|v| (key, v.trim().to_owned()))
+    };
+    let rate = |prefix: &str| -> Result<Option<f64>, AnnotationError> {
+        let number = |name: &str| -> Result<Option<f64>, AnnotationError> {
+            get(prefix, name)
+                .map(|(key, v)| match v.parse::<f64>() {
+                    Ok(n) if n > 0.0 => Ok(n),
+                    _ => Err(invalid_at(&key, format!("{v:?} is not a positive number"))),
+                })
+                .transpose()
+        };
+        let rps = number("limit-rps")?;
+        let rpm = number("limit-rpm")?.map(|m| m / 60.0);
+        // Both: the stricter.
+        Ok(match (rps, rpm) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    };
+    let exempt = |prefix: &str| -> Result<Vec<Cidr>, AnnotationError> {
+        match get(prefix, "limit-whitelist") {
+            Some((key, list)) => list
+                .split(',')
+                .filter(|r| !r.trim().is_empty())
+                .map(Cidr::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|e| invalid_at(&key, e)),
+            None => Ok(Vec::new()),
+        }
+    };
+    if let Some(per_second) = rate(SLUICE_PREFIX)? {
+        let burst = match get(SLUICE_PREFIX, "limit-burst") {
+            Some((key, v)) => v
+                .parse::<u32>()
+                .map_err(|_| invalid_at(&key, format!("{v:?} is not a whole number")))?,
+            // One second's worth.
+            None => per_second.ceil() as u32,
+        };
+        let key = match get(SLUICE_PREFIX, "limit-key") {
+            None => LimitKey::Ingress,
+            Some((_, v)) if v == "ingress" => LimitKey::Ingress,
+            Some((_, v)) if v == "client-ip" => LimitKey::ClientIp,
+            Some((key, v)) => match v.strip_prefix("header:").map(HeaderName::try_from) {
+                Some(Ok(name)) => LimitKey::Header(name),
+                _ => {
+                    return Err(invalid_at(
+                        &key,
+                        format!("{v:?}: expected client-ip or header:NAME"),
+                    ))
+                }
+            },
+        };
+        let cluster = match get(SLUICE_PREFIX, "limit-scope") {
+            None => false,
+            Some((_, v)) if v == "instance" => false,
+            Some((_, v)) if v == "cluster" => true,
+            Some((key, v)) => {
+                return Err(invalid_at(
+                    &key,
+                    format!("{v:?}: expected instance or cluster"),
+                ))
+            }
+        };
+        let mut whitelist = exempt(SLUICE_PREFIX)?;
+        whitelist.extend(exempt(NGINX_PREFIX)?);
+        let spec = LimitSpec {
+            per_second,
+            burst,
+            key,
+            exempt: whitelist,
+        };
+        return Ok((Some(spec), cluster));
+    }
+    if let Some(per_second) = rate(NGINX_PREFIX)? {
+        let multiplier = match get(NGINX_PREFIX, "limit-burst-multiplier") {
+            Some((key, v)) => v
+                .parse::<u32>()
+                .map_err(|_| invalid_at(&key, format!("{v:?} is not a whole number")))?,
+            None => 5,
+        };
+        let spec = LimitSpec {
+            per_second,
+            burst: (per_second * f64::from(multiplier)).ceil() as u32,
+            key: LimitKey::ClientIp,
+            exempt: exempt(NGINX_PREFIX)?,
+        };
+        return Ok((Some(spec), false));
+    }
+    Ok((None, false))
 }
 
 fn lookup<'a>(annotations: &'a BTreeMap<String, String>, key: &str) -> Option<(&'a str, &'a str)> {

@@ -218,9 +218,11 @@ impl Publisher {
         source_warnings: &[Warning],
     ) -> Vec<Warning> {
         let started = Instant::now();
+        let previous = self.table.load();
         let last = LastGood {
             ingresses: std::mem::take(&mut state.last_valid),
-            certs: self.table.load().tls.clone(),
+            certs: previous.tls.clone(),
+            limiters: previous.limiters.clone(),
         };
         let translation = translate(snapshot, &state.options, &self.endpoints, &last);
         let mut warnings = translation.warnings;

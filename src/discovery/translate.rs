@@ -22,11 +22,14 @@ use super::annotations::IngressAnnotations;
 use super::{ObjectRef, Snapshot, Warning};
 use crate::balance::EndpointRegistry;
 use crate::config::ProxyDefaults;
+use crate::policy::canary::CanaryRule;
+use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::retry::RetryBudget;
 use crate::proxy::tls::{load_certified_key, Certificate, TlsCerts};
+
 use crate::routing::{
-    Backend, BackendRef, Endpoint, HostKey, HostRoutes, IngressRef, PathKind, Protocol, Route,
-    RoutePolicy, RoutingTable, TableStats,
+    Backend, BackendRef, Canary, Endpoint, HostKey, HostRoutes, IngressRef, PathKind, Protocol,
+    Route, RoutePolicy, RoutingTable, TableStats,
 };
 
 /// The label EndpointSlices carry to name their Service.
@@ -43,6 +46,8 @@ pub struct TranslateOptions {
     pub default_backend: Option<BackendRef>,
     /// `namespace/name` of the TLS Secret served when SNI matches nothing.
     pub default_certificate: Option<(String, String)>,
+    /// Instances sharing a `limit-scope: cluster` limit.
+    pub cluster_instances: u32,
     pub class: ClassSelection,
 }
 
@@ -85,6 +90,8 @@ pub struct LastGood {
     pub ingresses: HashMap<ObjectRef, Arc<Ingress>>,
     /// The certificates the previous table served.
     pub certs: TlsCerts,
+    /// The previous table's rate limiters: an unchanged limit keeps its state.
+    pub limiters: HashMap<IngressRef, Arc<Limiter>>,
 }
 
 pub fn translate(
@@ -94,10 +101,12 @@ pub fn translate(
     last: &LastGood,
 ) -> Translation {
     let last_valid = &last.ingresses;
-    let mut builder = Builder::new(snapshot, endpoints, &options.defaults, &last.certs);
+    let mut builder = Builder::new(snapshot, endpoints, &options.defaults, last);
+    builder.cluster_instances = options.cluster_instances.max(1);
     let (ours, ignored) = select_ours(snapshot, &options.class);
     let mut valid = HashMap::new();
     let mut our_refs = Vec::with_capacity(ours.len());
+    let mut canaries = Vec::new();
     for ingress in ours {
         let object = ingress_object(ingress);
         our_refs.push(object.clone());
@@ -117,7 +126,15 @@ pub fn translate(
                 parsed = fallback;
             }
         }
-        builder.add(parsed);
+        if parsed.canary.is_some() {
+            canaries.push(parsed);
+        } else {
+            builder.add(parsed);
+        }
+    }
+    // Canaries attach to the routes of the Ingresses they shadow, so those come first.
+    for parsed in canaries {
+        builder.add_canary(parsed);
     }
     let default_route = options.default_backend.as_ref().map(|backend_ref| {
         let backend = builder.backend(backend_ref.clone(), Protocol::Http1, None);
@@ -127,6 +144,8 @@ pub fn translate(
                 name: String::new(),
             },
             backend,
+            canary: None,
+            limiter: None,
             fallback: None,
             policy: IngressAnnotations::default().policy(&options.defaults),
         })
@@ -243,6 +262,10 @@ struct ParsedIngress {
     ssl_redirect: bool,
     /// Plain HTTP gets a redirect even without TLS (`force-ssl-redirect`).
     force_ssl_redirect: bool,
+    /// This is a canary Ingress, with these rules.
+    canary: Option<CanaryRule>,
+    /// Its rate limit, and whether it is cluster-wide.
+    limit: Option<(LimitSpec, bool)>,
     /// Problems of the Ingress itself (not of the Services it names).
     faults: Vec<Warning>,
 }
@@ -299,6 +322,8 @@ fn parse_ingress(ingress: &Ingress, object: &ObjectRef, defaults: &ProxyDefaults
         tls: Vec::new(),
         ssl_redirect: true,
         force_ssl_redirect: false,
+        canary: None,
+        limit: None,
         faults: Vec::new(),
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
@@ -322,6 +347,11 @@ fn parse_ingress(ingress: &Ingress, object: &ObjectRef, defaults: &ProxyDefaults
     };
     parsed.policy = annotations.policy(defaults);
     parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(true);
+    parsed.canary = annotations.canary.clone();
+    parsed.limit = annotations
+        .limit
+        .clone()
+        .map(|spec| (spec, annotations.limit_cluster));
     parsed.force_ssl_redirect = annotations.force_ssl_redirect.unwrap_or(false);
     parsed.protocol = annotations.backend_protocol.unwrap_or_default();
     parsed.fallback = annotations
@@ -447,6 +477,9 @@ struct Builder<'a> {
     previous_certs: &'a TlsCerts,
     /// Each Secret is parsed once per build, however many hosts use it.
     loaded: HashMap<(String, String), Result<Certificate, String>>,
+    last_limiters: &'a HashMap<IngressRef, Arc<Limiter>>,
+    limiters: HashMap<IngressRef, Arc<Limiter>>,
+    cluster_instances: u32,
     backends: HashMap<(BackendRef, Protocol), Arc<Backend>>,
     hosts: BTreeMap<HostKey, HostRoutes>,
     warnings: Vec<Warning>,
@@ -457,15 +490,18 @@ impl<'a> Builder<'a> {
         snapshot: &'a Snapshot,
         registry: &'a EndpointRegistry,
         defaults: &'a ProxyDefaults,
-        previous_certs: &'a TlsCerts,
+        last: &'a LastGood,
     ) -> Builder<'a> {
         Builder {
             index: SnapshotIndex::new(snapshot),
             registry,
             defaults,
             certs: TlsCerts::default(),
-            previous_certs,
+            previous_certs: &last.certs,
             loaded: HashMap::new(),
+            last_limiters: &last.limiters,
+            limiters: HashMap::new(),
+            cluster_instances: 1,
             backends: HashMap::new(),
             hosts: BTreeMap::new(),
             warnings: Vec::new(),
@@ -475,6 +511,10 @@ impl<'a> Builder<'a> {
     fn add(&mut self, mut parsed: ParsedIngress) {
         self.warnings.append(&mut parsed.faults);
         let tls_hosts = self.add_tls(&parsed);
+        let limiter = parsed
+            .limit
+            .as_ref()
+            .map(|(spec, cluster)| self.limiter(&parsed.ingress, spec, *cluster));
         let object = &parsed.object;
         let fallback = parsed
             .fallback
@@ -487,6 +527,8 @@ impl<'a> Builder<'a> {
             Arc::new(Route {
                 ingress: parsed.ingress.clone(),
                 backend,
+                canary: None,
+                limiter: limiter.clone(),
                 fallback: fallback.clone(),
                 policy,
             })
@@ -532,6 +574,61 @@ impl<'a> Builder<'a> {
                     );
                     self.warn(Some((object, target.field)), "conflict", message);
                 }
+            }
+        }
+    }
+
+    /// The Ingress's limiter: the previous table's one when the limit is unchanged,
+    /// so that a rebuild does not hand every client a fresh budget.
+    fn limiter(&mut self, ingress: &IngressRef, spec: &LimitSpec, cluster: bool) -> Arc<Limiter> {
+        let mut spec = spec.clone();
+        if cluster {
+            spec.per_second /= f64::from(self.cluster_instances);
+        }
+        let limiter = match self.last_limiters.get(ingress) {
+            Some(previous) if *previous.spec() == spec => previous.clone(),
+            _ => Arc::new(Limiter::new(spec, &ingress.namespace, &ingress.name)),
+        };
+        self.limiters.insert(ingress.clone(), limiter.clone());
+        limiter
+    }
+
+    /// A canary Ingress: its paths join the main Ingress's routes for the same
+    /// host and path, which decide per request by the canary's rules.
+    fn add_canary(&mut self, mut parsed: ParsedIngress) {
+        self.warnings.append(&mut parsed.faults);
+        let Some(rule) = parsed.canary.take() else {
+            return;
+        };
+        let labels = [
+            ("namespace", parsed.ingress.namespace.clone()),
+            ("ingress", parsed.ingress.name.clone()),
+        ];
+        let requests = metrics::counter!(crate::telemetry::CANARY_REQUESTS, &labels);
+        for path in &parsed.paths {
+            let target = &path.target;
+            let site = Some((&parsed.object, target.field));
+            let backend = self.backend(target.backend.clone(), parsed.protocol, site);
+            let canary = Arc::new(Canary {
+                ingress: parsed.ingress.clone(),
+                backend,
+                rule: rule.clone(),
+                requests: requests.clone(),
+            });
+            let attached = self
+                .hosts
+                .get_mut(&path.host)
+                .is_some_and(|routes| routes.attach_canary(path.kind, &path.path, canary));
+            if !attached {
+                let message = format!(
+                    "no main Ingress serves host {} path {:?} ({:?}); canary path ignored",
+                    path.host, path.path, path.kind
+                );
+                self.warn(
+                    Some((&parsed.object, target.field)),
+                    "canary-without-main",
+                    message,
+                );
             }
         }
     }
@@ -667,6 +764,7 @@ impl<'a> Builder<'a> {
         let backends = self.backends.into_values().collect();
         let mut table = RoutingTable::new(self.hosts, backends, default_route, stats);
         table.tls = self.certs;
+        table.limiters = self.limiters;
         (table, self.warnings)
     }
 }

@@ -22,7 +22,7 @@ use crate::balance::pick::{self as balance, pick_endpoint, Pick};
 use crate::balance::window::Outcome;
 use crate::lifecycle::Lifecycle;
 use crate::policy::retry::Failure;
-use crate::routing::{Endpoint, Protocol, Route, RoutingTable};
+use crate::routing::{Backend, Endpoint, Protocol, Route, RoutingTable};
 use crate::telemetry;
 use http_body::Body as _;
 use tokio::time::Instant;
@@ -43,6 +43,8 @@ pub struct ProxySettings {
     pub keep_alive_requests: u32,
     /// `Strict-Transport-Security` for HTTPS responses, when enabled.
     pub hsts: Option<HeaderValue>,
+    /// What a request over a rate limit gets (429 unless configured).
+    pub limit_status: StatusCode,
 }
 
 /// Shared by every connection of the plaintext listener.
@@ -149,6 +151,23 @@ impl Proxy {
                 return Err(ProxyError::BodyTooLarge);
             }
         }
+        if let Some(limiter) = &route.limiter {
+            if let Err(retry_after) = limiter.check(request.headers(), conn.peer.ip()) {
+                return Ok(self.rate_limited(retry_after));
+            }
+        }
+        // The canary takes the request when its rules say so and it has pods.
+        let canary = route.canary.as_ref().filter(|c| {
+            !c.backend.endpoint_set().endpoints.is_empty()
+                && c.rule.decide(request.headers(), conn.peer.ip())
+        });
+        let backend = match canary {
+            Some(canary) => {
+                canary.requests.increment(1);
+                canary.backend.clone()
+            }
+            None => route.active_backend().clone(),
+        };
         let client_upgrade = is_upgrade_request(&request).then(|| hyper::upgrade::on(&mut request));
         let hash = route
             .policy
@@ -164,7 +183,8 @@ impl Proxy {
             request_id,
             client_upgrade.is_some(),
         )?;
-        let (mut response, pick) = send_with_retries(upstream_request, &route, hash).await?;
+        let (mut response, pick) =
+            send_with_retries(upstream_request, &route, &backend, hash).await?;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -176,6 +196,28 @@ impl Proxy {
         let (parts, body) = response.into_parts();
         let body = UpstreamBody::new(body, route.policy.read_timeout, pick.in_flight);
         Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+    }
+
+    /// Over the Ingress's rate limit: no upstream call, a short answer, and when
+    /// to come back.
+    fn rate_limited(&self, retry_after: std::time::Duration) -> Response<ResponseBody> {
+        let status = self.settings.load().limit_status;
+        let body = format!(
+            "{} {}: rate limit of this Ingress exceeded\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        );
+        let mut response = Response::new(ResponseBody::from(bytes::Bytes::from(body)));
+        *response.status_mut() = status;
+        let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
     }
 
     fn upstream_request(
@@ -261,9 +303,9 @@ impl Proxy {
 async fn send_with_retries(
     request: Request<RequestBody>,
     route: &Route,
+    backend: &Backend,
     hash: Option<u64>,
 ) -> Result<(Response<Incoming>, Pick), ProxyError> {
-    let backend = route.active_backend();
     let policy = &route.policy;
     let method = request.method().clone();
     // Without a body, a request can be sent again even after it went out once.

@@ -66,6 +66,30 @@ impl HostRoutes {
         Ok(())
     }
 
+    /// Gives the route at exactly this rule a canary; false when there is none.
+    pub fn attach_canary(
+        &mut self,
+        kind: PathKind,
+        path: &str,
+        canary: Arc<super::Canary>,
+    ) -> bool {
+        let slot = match kind {
+            PathKind::Exact => self.exact.get_mut(path),
+            PathKind::Prefix => {
+                let path = normalize_prefix(path);
+                self.prefixes
+                    .iter_mut()
+                    .find(|(p, _)| &**p == path)
+                    .map(|(_, r)| r)
+            }
+        };
+        let Some(route) = slot else { return false };
+        let mut with_canary = (**route).clone();
+        with_canary.canary = Some(canary);
+        *route = Arc::new(with_canary);
+        true
+    }
+
     pub fn route_count(&self) -> usize {
         self.exact.len() + self.prefixes.len() + self.default.is_some() as usize
     }

@@ -19,6 +19,8 @@ use tokio::time::Instant;
 
 use crate::balance::ewma::PeakEwma;
 use crate::balance::policy::BalancePolicy;
+use crate::policy::canary::CanaryRule;
+use crate::policy::ratelimit::Limiter;
 use crate::policy::retry::{
     RetryBudget, RetryPolicy, DEFAULT_BUDGET_MIN_PER_SECOND, DEFAULT_BUDGET_RATIO,
 };
@@ -80,10 +82,14 @@ impl fmt::Display for BackendRef {
 }
 
 /// An Ingress rule path, resolved.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Route {
     pub ingress: IngressRef,
     pub backend: Arc<Backend>,
+    /// A canary Ingress for the same host and path, with its rules.
+    pub canary: Option<Arc<Canary>>,
+    /// The Ingress's rate limit, shared by its routes.
+    pub limiter: Option<Arc<Limiter>>,
     /// The `default-backend` annotation: takes the traffic while `backend` has no
     /// ready endpoint.
     pub fallback: Option<Arc<Backend>>,
@@ -99,6 +105,16 @@ impl Route {
             _ => &self.backend,
         }
     }
+}
+
+/// The canary side of a route.
+#[derive(Debug)]
+pub struct Canary {
+    pub ingress: IngressRef,
+    pub backend: Arc<Backend>,
+    pub rule: CanaryRule,
+    /// Resolved once, so counting a canary request costs an atomic add.
+    pub requests: metrics::Counter,
 }
 
 /// A Service port and the ready pod addresses behind it.
@@ -254,6 +270,8 @@ pub struct RoutingTable {
     backends: HashMap<(String, String), Vec<Arc<Backend>>>,
     /// Certificates by host, for the TLS listener.
     pub tls: TlsCerts,
+    /// Rate limiters by Ingress, handed to the next build so limits survive swaps.
+    pub limiters: HashMap<IngressRef, Arc<Limiter>>,
     pub stats: TableStats,
 }
 

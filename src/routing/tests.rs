@@ -19,6 +19,8 @@ fn route(name: &str) -> Arc<Route> {
             Vec::new(),
         )),
         fallback: None,
+        canary: None,
+        limiter: None,
         policy: RoutePolicy {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),
