@@ -26,6 +26,7 @@ use crate::policy::canary::CanaryRule;
 use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::retry::RetryBudget;
 use crate::proxy::tls::{load_certified_key, Certificate, TlsCerts};
+use crate::telemetry::requests::RequestMetrics;
 
 use crate::routing::{
     Backend, BackendRef, Canary, Endpoint, HostKey, HostRoutes, IngressRef, PathKind, Protocol,
@@ -143,6 +144,12 @@ pub fn translate(
                 namespace: backend_ref.namespace.clone(),
                 name: String::new(),
             },
+            metrics: Arc::new(RequestMetrics::new(
+                &backend_ref.namespace,
+                "",
+                &backend_ref.service,
+                false,
+            )),
             backend,
             canary: None,
             limiter: None,
@@ -524,7 +531,14 @@ impl<'a> Builder<'a> {
             let mut policy = parsed.policy.clone();
             policy.https_redirect = parsed.force_ssl_redirect
                 || (parsed.ssl_redirect && tls_hosts.contains(&host.to_string()));
+            let ingress = &parsed.ingress;
             Arc::new(Route {
+                metrics: Arc::new(RequestMetrics::new(
+                    &ingress.namespace,
+                    &ingress.name,
+                    &backend.name.service,
+                    false,
+                )),
                 ingress: parsed.ingress.clone(),
                 backend,
                 canary: None,
@@ -609,7 +623,14 @@ impl<'a> Builder<'a> {
             let target = &path.target;
             let site = Some((&parsed.object, target.field));
             let backend = self.backend(target.backend.clone(), parsed.protocol, site);
+            let ingress = &parsed.ingress;
             let canary = Arc::new(Canary {
+                metrics: Arc::new(RequestMetrics::new(
+                    &ingress.namespace,
+                    &ingress.name,
+                    &backend.name.service,
+                    true,
+                )),
                 ingress: parsed.ingress.clone(),
                 backend,
                 rule: rule.clone(),

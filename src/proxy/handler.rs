@@ -153,7 +153,13 @@ impl Proxy {
         }
         if let Some(limiter) = &route.limiter {
             if let Err(retry_after) = limiter.check(request.headers(), conn.peer.ip()) {
-                return Ok(self.rate_limited(retry_after));
+                let response = self.rate_limited(retry_after);
+                route.metrics.record(
+                    request.method(),
+                    response.status(),
+                    std::time::Duration::ZERO,
+                );
+                return Ok(response);
             }
         }
         // The canary takes the request when its rules say so and it has pods.
@@ -175,16 +181,19 @@ impl Proxy {
             .hash_by
             .as_ref()
             .and_then(|by| by.key(request.headers(), conn.peer.ip()));
-        let upstream_request = self.upstream_request(
-            request,
-            &route,
-            conn,
-            &host,
-            request_id,
-            client_upgrade.is_some(),
-        )?;
-        let (mut response, pick) =
-            send_with_retries(upstream_request, &route, &backend, hash).await?;
+        let request_metrics = canary.map_or(&route.metrics, |c| &c.metrics).clone();
+        let method = request.method().clone();
+        let started = Instant::now();
+        let upgrade = client_upgrade.is_some();
+        let upstream_request =
+            self.upstream_request(request, &route, conn, &host, request_id, upgrade)?;
+        let result = send_with_retries(upstream_request, &route, &backend, hash).await;
+        let status = match &result {
+            Ok((response, _)) => response.status(),
+            Err(error) => error.status(),
+        };
+        request_metrics.record(&method, status, started.elapsed());
+        let (mut response, pick) = result?;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);

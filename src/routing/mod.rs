@@ -25,6 +25,7 @@ use crate::policy::retry::{
     RetryBudget, RetryPolicy, DEFAULT_BUDGET_MIN_PER_SECOND, DEFAULT_BUDGET_RATIO,
 };
 use crate::proxy::tls::TlsCerts;
+use crate::telemetry::requests::RequestMetrics;
 
 pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind};
 
@@ -90,6 +91,7 @@ pub struct Route {
     pub canary: Option<Arc<Canary>>,
     /// The Ingress's rate limit, shared by its routes.
     pub limiter: Option<Arc<Limiter>>,
+    pub metrics: Arc<RequestMetrics>,
     /// The `default-backend` annotation: takes the traffic while `backend` has no
     /// ready endpoint.
     pub fallback: Option<Arc<Backend>>,
@@ -115,6 +117,8 @@ pub struct Canary {
     pub rule: CanaryRule,
     /// Resolved once, so counting a canary request costs an atomic add.
     pub requests: metrics::Counter,
+    /// Labelled `canary="true"`, beside the route's own.
+    pub metrics: Arc<RequestMetrics>,
 }
 
 /// A Service port and the ready pod addresses behind it.

@@ -21,6 +21,9 @@ fn route(name: &str) -> Arc<Route> {
         fallback: None,
         canary: None,
         limiter: None,
+        metrics: Arc::new(crate::telemetry::requests::RequestMetrics::new(
+            "default", name, name, false,
+        )),
         policy: RoutePolicy {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),

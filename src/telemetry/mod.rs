@@ -2,9 +2,15 @@
 //! that `/metrics` renders. Everything sluice counts goes through the `metrics`
 //! facade, so recording is a handle update, not a registry lookup per event.
 
+pub mod requests;
+
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+// Requests.
+pub const REQUESTS: &str = "sluice_requests_total";
+pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
 
 // Control plane.
 pub const CONFIG_SWAPS: &str = "sluice_config_swaps_total";
@@ -34,6 +40,11 @@ pub const CANARY_REQUESTS: &str = "sluice_canary_requests_total";
 pub const TLS_HANDSHAKES: &str = "sluice_tls_handshakes_total";
 pub const TLS_CERT_EXPIRY: &str = "sluice_tls_certificate_expiry_timestamp_seconds";
 
+/// Seconds, 5 ms to 10 s.
+const REQUEST_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 /// Seconds; from 100 µs (an endpoint update) to 10 s (a huge rebuild).
 const BUILD_BUCKETS: &[f64] = &[
     0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -49,6 +60,12 @@ pub fn prometheus() -> &'static PrometheusHandle {
                 metrics_exporter_prometheus::Matcher::Full(CONFIG_BUILD_DURATION.into()),
                 BUILD_BUCKETS,
             )
+            .and_then(|b| {
+                b.set_buckets_for_metric(
+                    metrics_exporter_prometheus::Matcher::Full(REQUEST_DURATION.into()),
+                    REQUEST_BUCKETS,
+                )
+            })
             .map(|b| b.build_recorder())
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
@@ -64,6 +81,15 @@ pub fn prometheus() -> &'static PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(
+        REQUESTS,
+        "Requests by Ingress, Service, method, status class and canary."
+    );
+    describe_histogram!(
+        REQUEST_DURATION,
+        Unit::Seconds,
+        "Time to the response head, by Ingress, Service and canary."
+    );
     describe_counter!(CONFIG_SWAPS, "Routing tables published (full rebuilds).");
     describe_gauge!(
         CONFIG_LAST_SWAP_SUCCESS,

@@ -498,3 +498,59 @@ fn endpoint_state_survives_a_rebuild() {
     assert_eq!(registry.collect_unused(), 1);
     assert!(registry.is_empty());
 }
+
+#[test]
+fn limits_scale_to_the_cluster_and_survive_rebuilds() {
+    let yaml = service("web", &["10.0.0.1"], &[])
+        + &simple(
+            "web",
+            "a.example",
+            "web",
+            "  annotations: {sluice.io/limit-rps: \"100\", sluice.io/limit-scope: cluster}\n",
+        );
+    let (snapshot, _) = snapshot_from_str(&yaml);
+    let registry = EndpointRegistry::new(PoolConfig::default());
+    let mut options = all_classes();
+    options.cluster_instances = 4;
+    let first = translate(&snapshot, &options, &registry, &LastGood::default()).table;
+    let limiter = first
+        .route("a.example", "/")
+        .unwrap()
+        .limiter
+        .clone()
+        .unwrap();
+    assert_eq!(
+        limiter.spec().per_second,
+        25.0,
+        "100 rps shared by 4 instances"
+    );
+    let last = LastGood {
+        limiters: first.limiters.clone(),
+        ..LastGood::default()
+    };
+    let second = translate(&snapshot, &options, &registry, &last).table;
+    let again = second
+        .route("a.example", "/")
+        .unwrap()
+        .limiter
+        .clone()
+        .unwrap();
+    assert!(
+        Arc::ptr_eq(&limiter, &again),
+        "an unchanged limit keeps its state"
+    );
+}
+
+#[test]
+fn a_canary_needs_a_main_ingress() {
+    let yaml = service("web", &["10.0.0.1"], &[])
+        + &simple(
+            "lonely",
+            "b.example",
+            "web",
+            "  annotations: {nginx.ingress.kubernetes.io/canary: \"true\"}\n",
+        );
+    let (_, warnings) = build(&yaml);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].reason, "canary-without-main");
+}

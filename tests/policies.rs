@@ -1,0 +1,378 @@
+//! Canary releases and per-Ingress rate limits, end to end.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use sluice::server::Server;
+use support::*;
+
+fn request(sluice: &Server, host: &str, headers: &[(&str, &str)]) -> Request<Full<bytes::Bytes>> {
+    let mut builder = Request::get(format!("http://{}/", sluice.http_addr)).header("host", host);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    builder.body(Full::default()).unwrap()
+}
+
+async fn answered_by(
+    http: &HttpClient,
+    sluice: &Server,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> String {
+    let reply = send(http, request(sluice, host, headers)).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.upstream()
+}
+
+/// A stable and a canary Service behind `canary.test`, the canary Ingress with
+/// these annotations (besides `canary: "true"`).
+async fn canary_site(annotations: &[(&str, &str)]) -> (Manifests, Server) {
+    let (stable, canary) = (
+        start_upstream("stable").await,
+        start_upstream("canary").await,
+    );
+    let m = Manifests::new();
+    m.write(
+        "svc.yaml",
+        &(service_yaml("stable", &[stable.addr]) + &service_yaml("canary", &[canary.addr])),
+    );
+    m.write(
+        "main.yaml",
+        &ingress_yaml(
+            "app",
+            Some("canary.test"),
+            &[],
+            &[("/", "Prefix", "stable")],
+        ),
+    );
+    write_canary(&m, annotations);
+    let sluice = start_sluice(m.path(), "").await;
+    (m, sluice)
+}
+
+fn write_canary(m: &Manifests, annotations: &[(&str, &str)]) {
+    let mut all = vec![("nginx.ingress.kubernetes.io/canary", "true")];
+    all.extend_from_slice(annotations);
+    m.write(
+        "canary.yaml",
+        &ingress_yaml(
+            "app-canary",
+            Some("canary.test"),
+            &all,
+            &[("/", "Prefix", "canary")],
+        ),
+    );
+}
+
+#[tokio::test]
+async fn canary_by_header_cookie_and_weight_with_live_changes() {
+    let (m, sluice) = canary_site(&[
+        ("nginx.ingress.kubernetes.io/canary-by-header", "x-canary"),
+        ("nginx.ingress.kubernetes.io/canary-by-cookie", "canary"),
+        ("nginx.ingress.kubernetes.io/canary-weight", "0"),
+    ])
+    .await;
+    let http = client();
+    let cases: [(&[(&str, &str)], &str); 6] = [
+        (&[], "stable"),
+        (&[("x-canary", "always")], "canary"),
+        (
+            &[("x-canary", "never"), ("cookie", "canary=always")],
+            "stable",
+        ),
+        (&[("cookie", "canary=always")], "canary"),
+        (
+            &[("x-canary", "other"), ("cookie", "canary=always")],
+            "canary",
+        ),
+        (&[("cookie", "canary=never")], "stable"),
+    ];
+    for (headers, want) in cases {
+        assert_eq!(
+            answered_by(&http, &sluice, "canary.test", headers).await,
+            want,
+            "{headers:?}"
+        );
+    }
+
+    // Editing the weight takes effect within a second, with no reload.
+    write_canary(&m, &[("nginx.ingress.kubernetes.io/canary-weight", "100")]);
+    let moved = eventually(Duration::from_secs(1), || async {
+        answered_by(&http, &sluice, "canary.test", &[]).await == "canary"
+    })
+    .await;
+    assert!(moved.is_some(), "weight 100 not applied within 1s");
+    for _ in 0..10 {
+        assert_eq!(
+            answered_by(&http, &sluice, "canary.test", &[]).await,
+            "canary"
+        );
+    }
+    let metrics = send(
+        &http,
+        Request::get(format!("http://{}/metrics", sluice.admin_addr))
+            .body(Full::default())
+            .unwrap(),
+    )
+    .await
+    .unwrap()
+    .text();
+    assert!(
+        metrics
+            .contains("sluice_canary_requests_total{namespace=\"default\",ingress=\"app-canary\"}"),
+        "canary traffic is counted"
+    );
+    // Stable and canary side by side, for success rate and latency.
+    for canary in ["false", "true"] {
+        let series = format!("sluice_requests_total{{namespace=\"default\",ingress=\"app{}\",service=\"{}\",canary=\"{canary}\",method=\"GET\",status=\"2xx\"}}", if canary == "true" { "-canary" } else { "" }, if canary == "true" { "canary" } else { "stable" });
+        assert!(metrics.contains(&series), "missing {series} in\n{metrics}");
+        assert!(metrics.contains(&format!(
+            "sluice_request_duration_seconds_bucket{{namespace=\"default\",ingress=\"app{}\"",
+            if canary == "true" { "-canary" } else { "" }
+        )));
+    }
+}
+
+#[tokio::test]
+async fn canary_by_device_and_source_range() {
+    let (m, sluice) = canary_site(&[
+        (
+            "sluice.io/canary-by-source-cidr",
+            "127.0.0.0/8, 192.168.3.0/24",
+        ),
+        ("sluice.io/canary-by-user-agent", "iPhone|iPad"),
+    ])
+    .await;
+    let http = client();
+    let iphone = [(
+        "user-agent",
+        "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X)",
+    )];
+    assert_eq!(
+        answered_by(&http, &sluice, "canary.test", &iphone).await,
+        "canary"
+    );
+    assert_eq!(
+        answered_by(&http, &sluice, "canary.test", &[("user-agent", "curl/8.5")]).await,
+        "stable"
+    );
+    // A range the client is not in: both conditions must hold.
+    write_canary(
+        &m,
+        &[
+            ("sluice.io/canary-by-source-cidr", "10.0.0.0/8"),
+            ("sluice.io/canary-by-user-agent", "iPhone"),
+        ],
+    );
+    let moved = eventually(Duration::from_secs(1), || async {
+        answered_by(&http, &sluice, "canary.test", &iphone).await == "stable"
+    })
+    .await;
+    assert!(moved.is_some());
+}
+
+#[tokio::test]
+async fn sticky_weight_keeps_each_user_on_one_side() {
+    let (_m, sluice) = canary_site(&[
+        ("nginx.ingress.kubernetes.io/canary-weight", "30"),
+        ("sluice.io/canary-sticky-by", "header:x-user-id"),
+    ])
+    .await;
+    let http = client();
+    let mut sides = BTreeMap::new();
+    for i in 0..200 {
+        let user = format!("user-{i}");
+        let first = answered_by(&http, &sluice, "canary.test", &[("x-user-id", &user)]).await;
+        for _ in 0..2 {
+            assert_eq!(
+                answered_by(&http, &sluice, "canary.test", &[("x-user-id", &user)]).await,
+                first,
+                "{user} flipped"
+            );
+        }
+        *sides.entry(first).or_insert(0) += 1;
+    }
+    let canary = sides.get("canary").copied().unwrap_or(0);
+    assert!((30..=90).contains(&canary), "about 30% of users: {sides:?}");
+}
+
+/// Sends at `rate` per second for `seconds`, from `concurrency` paced clients.
+async fn paced(
+    sluice: &Server,
+    host: &'static str,
+    rate: u64,
+    seconds: u64,
+) -> BTreeMap<u16, usize> {
+    let clients = 4;
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let addr = sluice.http_addr;
+        tasks.push(tokio::spawn(async move {
+            let http = client();
+            let mut ticker =
+                tokio::time::interval(Duration::from_micros(1_000_000 * clients / rate));
+            let mut seen = BTreeMap::new();
+            for _ in 0..rate * seconds / clients {
+                ticker.tick().await;
+                let reply = send(&http, get(addr, host, "/")).await.unwrap();
+                *seen.entry(reply.status.as_u16()).or_insert(0) += 1;
+            }
+            seen
+        }));
+    }
+    let mut total = BTreeMap::new();
+    for task in tasks {
+        for (k, v) in task.await.unwrap() {
+            *total.entry(k).or_insert(0) += v;
+        }
+    }
+    total
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ingress_limited_to_50_rps_passes_about_50_rps() {
+    let (limited, free) = (
+        start_upstream("limited").await,
+        start_upstream("free").await,
+    );
+    let m = Manifests::new();
+    m.write(
+        "svc.yaml",
+        &(service_yaml("limited", &[limited.addr]) + &service_yaml("free", &[free.addr])),
+    );
+    m.write(
+        "limited.yaml",
+        &ingress_yaml(
+            "limited",
+            Some("limited.test"),
+            &[
+                ("sluice.io/limit-rps", "50"),
+                ("sluice.io/limit-burst", "5"),
+            ],
+            &[("/", "Prefix", "limited")],
+        ),
+    );
+    m.write(
+        "free.yaml",
+        &ingress_yaml("free", Some("free.test"), &[], &[("/", "Prefix", "free")]),
+    );
+    let sluice = start_sluice(m.path(), "").await;
+
+    let (limited_run, free_run) = tokio::join!(
+        paced(&sluice, "limited.test", 200, 4),
+        paced(&sluice, "free.test", 100, 4)
+    );
+    let passed = limited_run.get(&200).copied().unwrap_or(0);
+    eprintln!("limited: {limited_run:?}, free: {free_run:?}");
+    // 4 s at 50 rps, plus the burst: about 205.
+    assert!(
+        (185..=225).contains(&passed),
+        "{passed} passed of {limited_run:?}"
+    );
+    assert_eq!(
+        limited.requests(),
+        passed,
+        "refused requests never reach the pod"
+    );
+    assert_eq!(
+        free_run.get(&200).copied(),
+        Some(400),
+        "another Ingress is unaffected"
+    );
+
+    let reply = send(&client(), get(sluice.http_addr, "limited.test", "/"))
+        .await
+        .unwrap();
+    if reply.status == StatusCode::TOO_MANY_REQUESTS {
+        let retry: u64 = reply.headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(retry >= 1);
+    }
+}
+
+#[tokio::test]
+async fn per_client_keys_and_ingress_nginx_semantics() {
+    let app = start_upstream("app").await;
+    let m = Manifests::new();
+    m.write("svc.yaml", &service_yaml("app", &[app.addr]));
+    m.write(
+        "keyed.yaml",
+        &ingress_yaml(
+            "keyed",
+            Some("keyed.test"),
+            &[
+                ("sluice.io/limit-rpm", "1"),
+                ("sluice.io/limit-burst", "0"),
+                ("sluice.io/limit-key", "header:x-api-key"),
+            ],
+            &[("/", "Prefix", "app")],
+        ),
+    );
+    m.write(
+        "nginx.yaml",
+        &ingress_yaml(
+            "nginx",
+            Some("nginx.test"),
+            &[
+                ("nginx.ingress.kubernetes.io/limit-rpm", "1"),
+                ("nginx.ingress.kubernetes.io/limit-burst-multiplier", "1"),
+            ],
+            &[("/", "Prefix", "app")],
+        ),
+    );
+    m.write(
+        "trusted.yaml",
+        &ingress_yaml(
+            "trusted",
+            Some("trusted.test"),
+            &[
+                ("nginx.ingress.kubernetes.io/limit-rpm", "1"),
+                ("nginx.ingress.kubernetes.io/limit-whitelist", "127.0.0.0/8"),
+            ],
+            &[("/", "Prefix", "app")],
+        ),
+    );
+    let sluice = start_sluice(m.path(), "").await;
+    let http = client();
+    let status = |host: &'static str, key: &'static str| {
+        let http = http.clone();
+        let request = request(&sluice, host, &[("x-api-key", key)]);
+        async move { send(&http, request).await.unwrap().status }
+    };
+    assert_eq!(status("keyed.test", "alice").await, StatusCode::OK);
+    let refused = send(
+        &http,
+        request(&sluice, "keyed.test", &[("x-api-key", "alice")]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers.contains_key("retry-after"));
+    assert_eq!(
+        status("keyed.test", "bob").await,
+        StatusCode::OK,
+        "each key has its own budget"
+    );
+
+    // ingress-nginx's limit-rpm: per client address (burst = rate x multiplier).
+    assert_eq!(status("nginx.test", "").await, StatusCode::OK);
+    assert_eq!(status("nginx.test", "").await, StatusCode::OK);
+    assert_eq!(
+        status("nginx.test", "").await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Whitelisted clients are never limited.
+    for _ in 0..10 {
+        assert_eq!(status("trusted.test", "").await, StatusCode::OK);
+    }
+}
