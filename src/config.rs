@@ -137,6 +137,10 @@ pub struct Config {
     pub retry_budget_ratio: f64,
     /// ...plus this many per second.
     pub retry_budget_min_per_second: u32,
+    /// `stdout`, `off`, or a file path (reopened on SIGUSR1).
+    pub access_log: String,
+    /// `json`, or a text template with `$method`, `$path`, `$status`... variables.
+    pub access_log_format: String,
     /// Instances that share a `limit-scope: cluster` rate limit.
     pub limit_cluster_instances: u32,
     /// The status of a request over a rate limit.
@@ -200,6 +204,8 @@ impl Default for Config {
             proxy_next_upstream_timeout: Duration::ZERO,
             retry_budget_ratio: retry::DEFAULT_BUDGET_RATIO,
             retry_budget_min_per_second: retry::DEFAULT_BUDGET_MIN_PER_SECOND,
+            access_log: "stdout".into(),
+            access_log_format: "json".into(),
             limit_cluster_instances: 1,
             limit_rejected_status: 429,
         }

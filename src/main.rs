@@ -190,9 +190,13 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
         print_demo_help(&server);
     }
 
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received"),
+    let mut rotate = signal(SignalKind::user_defined1())?;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { tracing::info!("SIGTERM received"); break }
+            _ = interrupt.recv() => { tracing::info!("SIGINT received"); break }
+            _ = rotate.recv() => server.reopen_access_log(),
+        }
     }
     server.shutdown();
     tokio::select! {

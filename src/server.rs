@@ -27,6 +27,7 @@ use crate::lifecycle::Lifecycle;
 use crate::proxy::{listener, tls, Proxy};
 use crate::reload::{self, ConfigWatch};
 use crate::routing::RoutingTable;
+use crate::telemetry::access_log::{self, AccessLog};
 use ::kube::runtime::events::Reporter;
 use tokio::sync::mpsc;
 use tokio_rustls::TlsAcceptor;
@@ -43,6 +44,12 @@ pub enum StartError {
     Discovery(#[from] DiscoveryError),
     #[error("cannot set up TLS: {0}")]
     Tls(String),
+    #[error("cannot open the access log {path}")]
+    AccessLog {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +72,7 @@ pub enum Source {
 
 #[derive(Debug)]
 pub struct Server {
+    access_log: AccessLog,
     pub http_addr: SocketAddr,
     pub https_addr: SocketAddr,
     pub admin_addr: SocketAddr,
@@ -104,7 +112,16 @@ impl Server {
             stop_background.clone(),
         ));
 
+        let access_log = AccessLog::start(
+            access_log::Target::parse(&config.access_log),
+            &config.access_log_format,
+        )
+        .map_err(|source| StartError::AccessLog {
+            path: config.access_log.clone(),
+            source,
+        })?;
         let proxy = Arc::new(Proxy {
+            access_log: access_log.clone(),
             table: table.clone(),
             settings: ArcSwap::from_pointee(reload::proxy_settings(&config)),
             lifecycle: lifecycle.clone(),
@@ -140,6 +157,7 @@ impl Server {
         }
         tracing::info!(%http_addr, %https_addr, %admin_addr, source = ?options.source, "sluice is serving");
 
+        let server_access_log = proxy.access_log.clone();
         let begin_drain = CancellationToken::new();
         let drain = {
             let begin_drain = begin_drain.clone();
@@ -177,6 +195,7 @@ impl Server {
         };
         let done = tokio::spawn(drain);
         Ok(Server {
+            access_log: server_access_log,
             http_addr,
             https_addr,
             admin_addr,
@@ -185,6 +204,11 @@ impl Server {
             begin_drain,
             done,
         })
+    }
+
+    /// Reopens the access log file (SIGUSR1, after logrotate moved it).
+    pub fn reopen_access_log(&self) {
+        self.access_log.reopen();
     }
 
     /// The table requests are routed with right now.

@@ -74,7 +74,7 @@ async fn sigterm_drains_in_flight_requests() {
     let config = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(
         config.path(),
-        "shutdown-grace-period: 1s\ndrain-timeout: 10s\n",
+        "shutdown-grace-period: 1s\ndrain-timeout: 10s\naccess-log: off\n",
     )
     .unwrap();
     let mut child = spawn_sluice(m.path(), config.path());
@@ -131,7 +131,11 @@ async fn sigterm_drains_in_flight_requests() {
 async fn a_second_signal_exits_at_once() {
     let m = Manifests::new();
     let config = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(config.path(), "shutdown-grace-period: 60s\n").unwrap();
+    std::fs::write(
+        config.path(),
+        "shutdown-grace-period: 60s\naccess-log: off\n",
+    )
+    .unwrap();
     let mut child = spawn_sluice(m.path(), config.path());
     let pid = child.process.id().to_string();
     let http = client();

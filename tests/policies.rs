@@ -376,3 +376,106 @@ async fn per_client_keys_and_ingress_nginx_semantics() {
         assert_eq!(status("trusted.test", "").await, StatusCode::OK);
     }
 }
+
+#[tokio::test]
+async fn access_log_lines_carry_the_canary_flag_and_follow_rotation() {
+    let (stable, canary) = (
+        start_upstream("stable").await,
+        start_upstream("canary").await,
+    );
+    let m = Manifests::new();
+    m.write(
+        "svc.yaml",
+        &(service_yaml("stable", &[stable.addr]) + &service_yaml("canary", &[canary.addr])),
+    );
+    m.write(
+        "main.yaml",
+        &ingress_yaml(
+            "app",
+            Some("canary.test"),
+            &[],
+            &[("/", "Prefix", "stable")],
+        ),
+    );
+    write_canary(
+        &m,
+        &[("nginx.ingress.kubernetes.io/canary-by-header", "x-canary")],
+    );
+    m.write(
+        "quiet.yaml",
+        &ingress_yaml(
+            "quiet",
+            Some("quiet.test"),
+            &[("nginx.ingress.kubernetes.io/enable-access-log", "false")],
+            &[("/", "Prefix", "stable")],
+        ),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let sluice = start_sluice(
+        m.path(),
+        &format!("access-log: {}\naccess-log-format: json\n", log.display()),
+    )
+    .await;
+    let http = client();
+    assert_eq!(
+        answered_by(&http, &sluice, "canary.test", &[]).await,
+        "stable"
+    );
+    assert_eq!(
+        answered_by(&http, &sluice, "canary.test", &[("x-canary", "always")]).await,
+        "canary"
+    );
+    assert_eq!(
+        answered_by(&http, &sluice, "quiet.test", &[]).await,
+        "stable"
+    );
+    let _ = send(&http, request(&sluice, "nowhere.test", &[]))
+        .await
+        .unwrap();
+
+    let read_lines = |path: std::path::PathBuf, n: usize| async move {
+        let mut lines = Vec::new();
+        let found = eventually(Duration::from_secs(3), || {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            lines = text
+                .lines()
+                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+                .collect();
+            let enough = lines.len() >= n;
+            async move { enough }
+        })
+        .await;
+        assert!(found.is_some(), "expected {n} lines in {}", path.display());
+        lines
+    };
+    let lines = read_lines(log.clone(), 3).await;
+    assert_eq!(lines.len(), 3, "the quiet Ingress is not logged: {lines:?}");
+    let (plain, canaried, missing) = (&lines[0], &lines[1], &lines[2]);
+    assert_eq!(plain["canary"], false);
+    assert_eq!(plain["ingress"], "app");
+    assert_eq!(plain["status"], 200);
+    assert_eq!(plain["upstream_status"], 200);
+    assert!(plain["bytes_out"].as_u64().unwrap() > 0);
+    assert_eq!(plain["upstream"], stable.addr.to_string());
+    assert_eq!(canaried["canary"], true);
+    assert_eq!(canaried["ingress"], "app-canary");
+    assert_eq!(canaried["service"], "canary");
+    assert_eq!(missing["status"], 404);
+    assert_eq!(missing["host"], "nowhere.test");
+
+    // logrotate: move the file away, signal, and new lines land in a new file.
+    std::fs::rename(&log, dir.path().join("access.log.1")).unwrap();
+    sluice.reopen_access_log();
+    let reopened = eventually(Duration::from_secs(3), || {
+        let http = http.clone();
+        let request = request(&sluice, "canary.test", &[]);
+        let log = log.clone();
+        async move {
+            let _ = send(&http, request).await;
+            log.exists()
+        }
+    })
+    .await;
+    assert!(reopened.is_some(), "the access log was not reopened");
+}

@@ -41,6 +41,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "proxy-next-upstream-timeout",
     "ssl-redirect",
     "force-ssl-redirect",
+    "enable-access-log",
 ];
 
 /// Keys read together by their own parsers: canary (`parse_canary`) and rate
@@ -92,6 +93,7 @@ pub struct IngressAnnotations {
     pub retry_timeout: Option<Duration>,
     pub ssl_redirect: Option<bool>,
     pub force_ssl_redirect: Option<bool>,
+    pub access_log: Option<bool>,
     /// Set when this is a canary Ingress (`canary: "true"`).
     pub canary: Option<CanaryRule>,
     pub limit: Option<LimitSpec>,
@@ -153,6 +155,9 @@ impl IngressAnnotations {
                 }
                 "proxy-next-upstream-timeout" => parsed.retry_timeout = Some(duration()?),
                 "ssl-redirect" => parsed.ssl_redirect = Some(parse_bool(value).map_err(invalid)?),
+                "enable-access-log" => {
+                    parsed.access_log = Some(parse_bool(value).map_err(invalid)?)
+                }
                 "force-ssl-redirect" => {
                     parsed.force_ssl_redirect = Some(parse_bool(value).map_err(invalid)?)
                 }
@@ -174,6 +179,7 @@ impl IngressAnnotations {
             balance: self.balance(&defaults.balance),
             // Set per host by `translate`, which knows the Ingress's TLS hosts.
             https_redirect: false,
+            access_log: self.access_log.unwrap_or(true),
             retry: RetryPolicy {
                 next_upstream: self.next_upstream.unwrap_or(defaults.retry.next_upstream),
                 tries: self.tries.unwrap_or(defaults.retry.tries),

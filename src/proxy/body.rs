@@ -18,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::error::ProxyError;
 use crate::balance::InFlight;
+use crate::telemetry::access_log::{AccessLog, Entry};
 
 pub struct RequestBody {
     /// `None` for an empty body (a bodiless request sent again).
@@ -92,8 +93,24 @@ pin_project! {
         read_timeout: Duration,
         #[pin]
         deadline: Sleep,
-        // The request counts as in flight on its endpoint until the body is done.
+                // The request counts as in flight on its endpoint until the body is done.
         in_flight: Option<InFlight>,
+        // Written to the access log when the body is done (or dropped).
+        log: Option<PendingLog>,
+    }
+}
+
+/// An access log line waiting for the response body to end.
+pub struct PendingLog {
+    pub entry: Box<Entry>,
+    pub started: Instant,
+    pub log: AccessLog,
+}
+
+impl Drop for PendingLog {
+    fn drop(&mut self) {
+        self.entry.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        self.log.log(&self.entry);
     }
 }
 
@@ -104,6 +121,7 @@ impl UpstreamBody {
             read_timeout,
             deadline: tokio::time::sleep(read_timeout),
             in_flight: Some(in_flight),
+            log: None,
         }
     }
 }
@@ -119,8 +137,17 @@ impl Body for UpstreamBody {
         let mut this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(frame) => {
-                if frame.is_none() {
-                    this.in_flight.take();
+                match &frame {
+                    None => {
+                        this.in_flight.take();
+                        this.log.take();
+                    }
+                    Some(Ok(f)) => {
+                        if let (Some(data), Some(log)) = (f.data_ref(), this.log.as_mut()) {
+                            log.entry.bytes_out += data.len() as u64;
+                        }
+                    }
+                    Some(Err(_)) => {}
                 }
                 this.deadline
                     .as_mut()
@@ -159,6 +186,16 @@ impl ResponseBody {
 
     pub fn empty() -> ResponseBody {
         ResponseBody::Local { data: None }
+    }
+
+    /// Logs the request when the body ends: at once for a local body.
+    pub fn log_when_done(&mut self, mut pending: PendingLog) {
+        match self {
+            ResponseBody::Upstream { body } => body.log = Some(pending),
+            ResponseBody::Local { data } => {
+                pending.entry.bytes_out = data.as_ref().map_or(0, |d| d.len() as u64);
+            }
+        }
     }
 }
 

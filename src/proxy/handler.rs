@@ -15,7 +15,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
-use super::body::{RequestBody, ResponseBody, UpstreamBody};
+use super::body::{PendingLog, RequestBody, ResponseBody, UpstreamBody};
 use super::error::ProxyError;
 use super::pool::Conn;
 use crate::balance::pick::{self as balance, pick_endpoint, Pick};
@@ -24,6 +24,7 @@ use crate::lifecycle::Lifecycle;
 use crate::policy::retry::Failure;
 use crate::routing::{Backend, Endpoint, Protocol, Route, RoutingTable};
 use crate::telemetry;
+use crate::telemetry::access_log::{self, AccessLog, Entry};
 use http_body::Body as _;
 use tokio::time::Instant;
 
@@ -54,6 +55,7 @@ pub struct Proxy {
     /// Swapped whole when the config file is reloaded.
     pub settings: ArcSwap<ProxySettings>,
     pub lifecycle: Arc<Lifecycle>,
+    pub access_log: AccessLog,
     /// Upgraded connections (WebSockets) run detached from their HTTP connection;
     /// drain waits for them here.
     pub tunnels: TaskTracker,
@@ -95,7 +97,12 @@ impl Proxy {
             .unwrap_or_else(new_request_id);
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let mut response = match self.forward(request, conn, &request_id).await {
+        let started = Instant::now();
+        let mut entry = self
+            .access_log
+            .enabled()
+            .then(|| self.log_entry(&request, conn, &request_id));
+        let mut response = match self.forward(request, conn, &request_id, &mut entry).await {
             Ok(response) => response,
             Err(error) => {
                 let status = error.status();
@@ -117,6 +124,15 @@ impl Proxy {
                     .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
             }
         }
+        if let Some(mut entry) = entry {
+            entry.status = response.status().as_u16();
+            let pending = PendingLog {
+                entry,
+                started,
+                log: self.access_log.clone(),
+            };
+            response.body_mut().log_when_done(pending);
+        }
         if version <= Version::HTTP_11 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
             // HTTP/1 connection management: close after `keep-alive-requests`, and
             // while draining, so clients move to other instances promptly.
@@ -131,11 +147,36 @@ impl Proxy {
         response
     }
 
+    /// The request's side of its access log line.
+    fn log_entry(
+        &self,
+        request: &Request<Incoming>,
+        conn: &ConnInfo,
+        request_id: &HeaderValue,
+    ) -> Box<Entry> {
+        Box::new(Entry {
+            time: access_log::now_rfc3339(),
+            request_id: request_id.to_str().unwrap_or_default().to_owned(),
+            client: access_log::client(conn.peer),
+            method: request.method().to_string(),
+            host: request_host(request).unwrap_or_default(),
+            path: request
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_owned(),
+            protocol: format!("{:?}", request.version()),
+            bytes_in: content_length(request).unwrap_or(0),
+            ..Entry::default()
+        })
+    }
+
     async fn forward(
         &self,
         mut request: Request<Incoming>,
         conn: &ConnInfo,
         request_id: &HeaderValue,
+        log: &mut Option<Box<Entry>>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let table = self.table.load_full();
         let host = request_host(&request)?;
@@ -143,6 +184,14 @@ impl Proxy {
             .route(&host, request.uri().path())
             .ok_or(ProxyError::NoRoute)?
             .clone();
+        if !route.policy.access_log {
+            *log = None;
+        }
+        if let Some(entry) = log.as_deref_mut() {
+            entry.namespace.clone_from(&route.ingress.namespace);
+            entry.ingress.clone_from(&route.ingress.name);
+            entry.service.clone_from(&route.backend.name.service);
+        }
         if route.policy.https_redirect && !conn.tls {
             return Ok(https_redirect(&host, request.uri()));
         }
@@ -174,6 +223,13 @@ impl Proxy {
             }
             None => route.active_backend().clone(),
         };
+        if let Some(entry) = log.as_deref_mut() {
+            entry.canary = canary.is_some();
+            entry.service.clone_from(&backend.name.service);
+            if let Some(canary) = canary {
+                entry.ingress.clone_from(&canary.ingress.name);
+            }
+        }
         let client_upgrade = is_upgrade_request(&request).then(|| hyper::upgrade::on(&mut request));
         let hash = route
             .policy
@@ -189,11 +245,17 @@ impl Proxy {
             self.upstream_request(request, &route, conn, &host, request_id, upgrade)?;
         let result = send_with_retries(upstream_request, &route, &backend, hash).await;
         let status = match &result {
-            Ok((response, _)) => response.status(),
+            Ok((response, _, _)) => response.status(),
             Err(error) => error.status(),
         };
         request_metrics.record(&method, status, started.elapsed());
-        let (mut response, pick) = result?;
+        let (mut response, pick, attempts) = result?;
+        if let Some(entry) = log.as_deref_mut() {
+            entry.upstream = Some(pick.endpoint.addr().to_string());
+            entry.upstream_status = Some(response.status().as_u16());
+            entry.upstream_duration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+            entry.retries = attempts.saturating_sub(1);
+        }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
                 let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -314,7 +376,7 @@ async fn send_with_retries(
     route: &Route,
     backend: &Backend,
     hash: Option<u64>,
-) -> Result<(Response<Incoming>, Pick), ProxyError> {
+) -> Result<(Response<Incoming>, Pick, u32), ProxyError> {
     let policy = &route.policy;
     let method = request.method().clone();
     // Without a body, a request can be sent again even after it went out once.
@@ -348,7 +410,7 @@ async fn send_with_retries(
                     latency,
                 );
                 if !policy.retry.next_upstream.on_status(status) {
-                    return Ok((response, pick));
+                    return Ok((response, pick, tried.len() as u32));
                 }
                 (Ok(response), None)
             }
@@ -387,7 +449,7 @@ async fn send_with_retries(
             tracing::debug!(backend = %backend.name, "retry refused: the backend's retry budget is spent");
         }
         return match failure {
-            Ok(response) => Ok((response, pick)),
+            Ok(response) => Ok((response, pick, tried.len() as u32)),
             Err(error) => Err(error),
         };
     }

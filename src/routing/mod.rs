@@ -52,6 +52,8 @@ pub struct RoutePolicy {
     pub retry: RetryPolicy,
     /// Plain HTTP requests get a 308 to https (`ssl-redirect`, `force-ssl-redirect`).
     pub https_redirect: bool,
+    /// `enable-access-log`.
+    pub access_log: bool,
 }
 
 /// `namespace/name` of the Ingress a route came from, for logs and metrics.

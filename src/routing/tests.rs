@@ -32,6 +32,7 @@ fn route(name: &str) -> Arc<Route> {
             balance: Default::default(),
             retry: Default::default(),
             https_redirect: false,
+            access_log: true,
         },
     })
 }

@@ -2,6 +2,7 @@
 //! that `/metrics` renders. Everything sluice counts goes through the `metrics`
 //! facade, so recording is a handle update, not a registry lookup per event.
 
+pub mod access_log;
 pub mod requests;
 
 use std::sync::OnceLock;
@@ -11,6 +12,8 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 // Requests.
 pub const REQUESTS: &str = "sluice_requests_total";
 pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
+
+pub const ACCESS_LOG_DROPPED: &str = "sluice_access_log_dropped_total";
 
 // Control plane.
 pub const CONFIG_SWAPS: &str = "sluice_config_swaps_total";
@@ -89,6 +92,10 @@ fn describe() {
         REQUEST_DURATION,
         Unit::Seconds,
         "Time to the response head, by Ingress, Service and canary."
+    );
+    describe_counter!(
+        ACCESS_LOG_DROPPED,
+        "Access log lines dropped because the writer fell behind."
     );
     describe_counter!(CONFIG_SWAPS, "Routing tables published (full rebuilds).");
     describe_gauge!(

@@ -278,7 +278,11 @@ pub fn ingress_yaml(
 
 /// Starts sluice in-process on loopback ports; `config` is extra config-file YAML.
 pub async fn start_sluice(manifests: &Path, config: &str) -> Server {
+    let quiet = !config.contains("access-log:");
     let mut config = Config::from_yaml(config).unwrap();
+    if quiet {
+        config.access_log = "off".into();
+    }
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
     config.https_addr = "127.0.0.1:0".parse().unwrap();
@@ -420,6 +424,7 @@ pub async fn start_sluice_kube(
         http_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         https_addr: "127.0.0.1:0".parse().unwrap(),
+        access_log: "off".into(),
         ..Config::default()
     };
     let options = sluice::discovery::kube::KubeOptions {
@@ -448,6 +453,7 @@ pub async fn start_sluice_with_config_file(manifests: &Path, config_file: &Path)
         http_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         https_addr: "127.0.0.1:0".parse().unwrap(),
+        access_log: "off".into(),
         ..Config::from_file(config_file).unwrap()
     };
     Server::start(Options {
