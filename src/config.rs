@@ -137,6 +137,8 @@ pub struct Config {
     pub retry_budget_ratio: f64,
     /// ...plus this many per second.
     pub retry_budget_min_per_second: u32,
+    /// Lets non-loopback clients use the admin API with `Authorization: Bearer ...`.
+    pub admin_token: Option<String>,
     /// `stdout`, `off`, or a file path (reopened on SIGUSR1).
     pub access_log: String,
     /// `json`, or a text template with `$method`, `$path`, `$status`... variables.
@@ -204,6 +206,7 @@ impl Default for Config {
             proxy_next_upstream_timeout: Duration::ZERO,
             retry_budget_ratio: retry::DEFAULT_BUDGET_RATIO,
             retry_budget_min_per_second: retry::DEFAULT_BUDGET_MIN_PER_SECOND,
+            admin_token: None,
             access_log: "stdout".into(),
             access_log_format: "json".into(),
             limit_cluster_instances: 1,

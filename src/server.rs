@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::AdminState;
 use crate::balance::EndpointRegistry;
 use crate::config::Config;
 use crate::discovery::kube::{self, KubeOptions};
@@ -106,9 +107,15 @@ impl Server {
         let publisher =
             start_discovery(&options.source, publisher, &config, &stop_background).await?;
 
+        let admin_state = Arc::new(AdminState {
+            lifecycle: lifecycle.clone(),
+            table: table.clone(),
+            publisher: publisher.clone(),
+            config: config.clone(),
+        });
         tokio::spawn(crate::admin::serve(
             admin,
-            lifecycle.clone(),
+            admin_state,
             stop_background.clone(),
         ));
 

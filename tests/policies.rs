@@ -479,3 +479,63 @@ async fn access_log_lines_carry_the_canary_flag_and_follow_rotation() {
     .await;
     assert!(reopened.is_some(), "the access log was not reopened");
 }
+
+#[tokio::test]
+async fn the_admin_api_shows_routes_canaries_endpoints_and_warnings() {
+    let (m, sluice) =
+        canary_site(&[("nginx.ingress.kubernetes.io/canary-by-header", "x-canary")]).await;
+    m.write(
+        "lonely.yaml",
+        &ingress_yaml(
+            "lonely",
+            Some("lonely.test"),
+            &[("nginx.ingress.kubernetes.io/canary", "true")],
+            &[("/", "Prefix", "stable")],
+        ),
+    );
+    let http = client();
+    for _ in 0..5 {
+        answered_by(&http, &sluice, "canary.test", &[]).await;
+    }
+    let api = |path: &str| {
+        let http = http.clone();
+        let request = Request::get(format!("http://{}{path}", sluice.admin_addr))
+            .body(Full::default())
+            .unwrap();
+        async move { send(&http, request).await.unwrap().json() }
+    };
+    let warned = eventually(Duration::from_secs(2), || async {
+        api("/api/warnings").await["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["reason"] == "canary-without-main")
+    })
+    .await;
+    assert!(warned.is_some(), "the lonely canary is reported");
+
+    let routes = api("/api/routes").await;
+    let route = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["host"] == "canary.test")
+        .unwrap()
+        .clone();
+    assert_eq!(route["ingress"], "app");
+    assert_eq!(route["path_type"], "Prefix");
+    assert_eq!(route["canary"]["ingress"], "app-canary");
+    assert_eq!(route["canary"]["backend"]["service"], "canary");
+    let endpoint = &route["backend"]["endpoints"][0];
+    assert_eq!(endpoint["breaker"], "closed");
+    assert!(endpoint["ewma_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(
+        endpoint["share"], 1.0,
+        "the only stable pod took all recent traffic"
+    );
+    assert_eq!(routes["stats"]["endpoints"], 2);
+
+    let config = api("/api/config").await;
+    assert_eq!(config["load-balance"], "ewma");
+    assert_eq!(config["proxy-body-size"], 1 << 20);
+}

@@ -1,8 +1,15 @@
-//! The admin listener: `/healthz` for the edge tier, `/readyz` for Kubernetes.
+//! The admin listener: `/healthz` for the edge tier, `/readyz` for Kubernetes,
+//! `/metrics` for Prometheus (all open), and the JSON API under `/api/`, which
+//! answers only clients on loopback unless an `admin-token` is configured and
+//! presented as a bearer token (the port is reachable by Prometheus on the node).
+
+pub mod api;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
@@ -13,14 +20,26 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Config;
+use crate::discovery::Publisher;
 use crate::lifecycle::Lifecycle;
+use crate::routing::RoutingTable;
 
-pub async fn serve(listener: TcpListener, lifecycle: Arc<Lifecycle>, stop: CancellationToken) {
+/// What the admin endpoints read.
+#[derive(Debug)]
+pub struct AdminState {
+    pub lifecycle: Arc<Lifecycle>,
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    pub publisher: Arc<Publisher>,
+    pub config: Config,
+}
+
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(pair) => pair,
                 Err(error) => {
                     tracing::warn!(%error, "admin accept failed");
                     continue;
@@ -28,11 +47,11 @@ pub async fn serve(listener: TcpListener, lifecycle: Arc<Lifecycle>, stop: Cance
             },
             () = stop.cancelled() => return,
         };
-        let lifecycle = lifecycle.clone();
+        let state = state.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let response = respond(&request, &lifecycle);
+                let response = respond(&request, peer, &state);
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = builder
@@ -42,11 +61,25 @@ pub async fn serve(listener: TcpListener, lifecycle: Arc<Lifecycle>, stop: Cance
     }
 }
 
-fn respond(request: &Request<Incoming>, lifecycle: &Lifecycle) -> Response<Full<Bytes>> {
+fn respond(
+    request: &Request<Incoming>,
+    peer: SocketAddr,
+    state: &AdminState,
+) -> Response<Full<Bytes>> {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
     }
-    match request.uri().path() {
+    let lifecycle = &state.lifecycle;
+    let path = request.uri().path();
+    if path.starts_with("/api/")
+        && !allowed(request.headers(), peer, state.config.admin_token.as_deref())
+    {
+        return text(
+            StatusCode::FORBIDDEN,
+            "the admin API answers loopback clients or a valid bearer token\n",
+        );
+    }
+    match path {
         "/healthz" => {
             if lifecycle.is_draining() {
                 text(StatusCode::SERVICE_UNAVAILABLE, "draining\n")
@@ -55,16 +88,6 @@ fn respond(request: &Request<Incoming>, lifecycle: &Lifecycle) -> Response<Full<
             } else {
                 text(StatusCode::OK, "ok\n")
             }
-        }
-        "/metrics" => {
-            let mut response = Response::new(Full::new(Bytes::from(
-                crate::telemetry::prometheus().render(),
-            )));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-            );
-            response
         }
         "/readyz" => {
             if lifecycle.is_synced() {
@@ -76,16 +99,84 @@ fn respond(request: &Request<Incoming>, lifecycle: &Lifecycle) -> Response<Full<
                 )
             }
         }
+        "/metrics" => {
+            let body = crate::telemetry::prometheus().render();
+            with_type(
+                Response::new(Full::new(Bytes::from(body))),
+                "text/plain; version=0.0.4; charset=utf-8",
+            )
+        }
+        "/api/routes" => json(&api::routes(&state.table.load())),
+        "/api/warnings" => json(&api::warnings(Some(&state.publisher))),
+        "/api/config" => json(&api::config(&state.config)),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+/// Loopback clients, or anyone presenting the configured token.
+fn allowed(headers: &http::HeaderMap, peer: SocketAddr, token: Option<&str>) -> bool {
+    if let Some(token) = token {
+        let presented = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            return true;
+        }
+    }
+    peer.ip().is_loopback() || peer.ip().to_canonical().is_loopback()
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec_pretty(value).unwrap_or_default();
+    with_type(
+        Response::new(Full::new(Bytes::from(body))),
+        "application/json",
+    )
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    with_type(response, "text/plain; charset=utf-8")
+}
+
+fn with_type(
+    mut response: Response<Full<Bytes>>,
+    content_type: &'static str,
+) -> Response<Full<Bytes>> {
     response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_api_answers_loopback_or_the_token() {
+        let remote: SocketAddr = "10.0.0.1:5000".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5000".parse().unwrap();
+        let none = http::HeaderMap::new();
+        let mut good = http::HeaderMap::new();
+        good.insert(header::AUTHORIZATION, "Bearer s3cret".parse().unwrap());
+        let mut bad = http::HeaderMap::new();
+        bad.insert(header::AUTHORIZATION, "Bearer guess".parse().unwrap());
+        assert!(allowed(&none, local, None));
+        assert!(allowed(&none, mapped, None));
+        assert!(!allowed(&none, remote, None));
+        assert!(
+            !allowed(&good, remote, None),
+            "no token configured: loopback only"
+        );
+        assert!(allowed(&good, remote, Some("s3cret")));
+        assert!(!allowed(&bad, remote, Some("s3cret")));
+    }
 }

@@ -182,6 +182,13 @@ impl Breaker {
         Some(Transition::Tripped { ejection })
     }
 
+    /// Requests this endpoint finished within the rolling window.
+    pub fn recent_requests(&self, now_ns: u64) -> f64 {
+        use super::expr::WindowStats;
+        let window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        window.totals(now_ns / 1_000_000_000).requests()
+    }
+
     fn open(&self, now_ns: u64, jitter: f64) -> Duration {
         let trips = self.trips.fetch_add(1, Ordering::AcqRel).min(16);
         let base = BASE_EJECTION.saturating_mul(1 << trips).min(MAX_EJECTION);

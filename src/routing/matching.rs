@@ -90,6 +90,10 @@ impl HostRoutes {
         true
     }
 
+    pub fn default_route(&self) -> Option<&Arc<Route>> {
+        self.default.as_ref()
+    }
+
     pub fn route_count(&self) -> usize {
         self.exact.len() + self.prefixes.len() + self.default.is_some() as usize
     }

@@ -358,6 +358,18 @@ impl RoutingTable {
         table
     }
 
+    /// Every host's routes, for the admin API: `(host, routes)`.
+    pub fn hosts(&self) -> impl Iterator<Item = (String, &HostRoutes)> {
+        let exact = self.hosts.iter().map(|(h, r)| (h.to_string(), r));
+        let wildcard = self.wildcards.iter().map(|(h, r)| (format!("*.{h}"), r));
+        let any = self.any_host.iter().map(|r| ("*".to_owned(), r));
+        exact.chain(wildcard).chain(any)
+    }
+
+    pub fn default_route(&self) -> Option<&Arc<Route>> {
+        self.default_route.as_ref()
+    }
+
     /// The backends built for one Service (one per port and protocol in use).
     pub fn backends_of(&self, namespace: &str, service: &str) -> &[Arc<Backend>] {
         // A tuple key cannot be borrowed from two `&str`s; the map is small per

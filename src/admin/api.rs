@@ -1,0 +1,137 @@
+//! The read-only JSON admin API: what sluice serves and why.
+//!
+//! * `/api/routes`: hosts, paths, backends, and each endpoint's latency estimate,
+//!   in-flight requests, breaker state and share of recent traffic; canary sides.
+//! * `/api/warnings`: what was skipped (rejected Ingresses and rules) and why.
+//! * `/api/config`: the effective config file settings.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::balance::breaker::BreakerState;
+use crate::balance::pick::DEFAULT_LATENCY;
+use crate::config::Config;
+use crate::discovery::Publisher;
+use crate::routing::{Backend, Route, RoutingTable};
+
+pub fn routes(table: &RoutingTable) -> Value {
+    let mut routes = Vec::new();
+    for (host, host_routes) in table.hosts() {
+        for (kind, path, route) in host_routes.iter() {
+            routes.push(route_json(&host, Some((format!("{kind:?}"), path)), route));
+        }
+        if let Some(route) = host_routes.default_route() {
+            routes.push(route_json(&host, None, route));
+        }
+    }
+    routes.sort_by(|a, b| {
+        (a["host"].as_str(), a["path"].as_str()).cmp(&(b["host"].as_str(), b["path"].as_str()))
+    });
+    let certificates: Vec<Value> = table
+        .tls
+        .all()
+        .map(|(host, c)| json!({"host": host, "secret": c.source, "expires": c.expires}))
+        .collect();
+    json!({
+        "routes": routes,
+        "default_backend": table.default_route().map(|r| backend_json(&r.backend)),
+        "certificates": certificates,
+        "stats": {"hosts": table.stats.hosts, "routes": table.stats.routes, "backends": table.stats.backends, "endpoints": table.endpoint_count()},
+    })
+}
+
+fn route_json(host: &str, path: Option<(String, &str)>, route: &Route) -> Value {
+    let (kind, path) = match path {
+        Some((kind, path)) => (kind, path.to_owned()),
+        None => ("Default".to_owned(), String::new()),
+    };
+    json!({
+        "host": host,
+        "path": path,
+        "path_type": kind,
+        "namespace": route.ingress.namespace,
+        "ingress": route.ingress.name,
+        "backend": backend_json(&route.backend),
+        "fallback": route.fallback.as_ref().map(backend_json),
+        "canary": route.canary.as_ref().map(|c| json!({"ingress": c.ingress.name, "backend": backend_json(&c.backend)})),
+        "load_balance": format!("{:?}", route.policy.balance.algorithm),
+        "circuit_breaker": route.policy.balance.breaker.source,
+        "rate_limit": route.limiter.as_ref().map(|l| json!({"per_second": l.spec().per_second, "burst": l.spec().burst, "key": format!("{:?}", l.spec().key)})),
+        "https_redirect": route.policy.https_redirect,
+    })
+}
+
+fn backend_json(backend: &Arc<Backend>) -> Value {
+    let now = Instant::now();
+    let set = backend.endpoint_set();
+    let typical = backend.typical_latency(DEFAULT_LATENCY);
+    let recent: Vec<f64> = set
+        .endpoints
+        .iter()
+        .map(|e| {
+            e.state
+                .stats
+                .breaker
+                .recent_requests(e.state.stats.nanos(now))
+        })
+        .collect();
+    let total: f64 = recent.iter().sum();
+    let endpoints: Vec<Value> = set
+        .endpoints
+        .iter()
+        .zip(&recent)
+        .map(|(e, recent)| {
+            let stats = &e.state.stats;
+            let nanos = stats.nanos(now);
+            json!({
+                "address": e.addr().to_string(),
+                "ewma_ms": stats.latency.estimate(nanos, crate::balance::policy::DEFAULT_DECAY, typical) / 1e6,
+                "in_flight": stats.in_flight(),
+                "breaker": match stats.breaker.state() {
+                    BreakerState::Closed => "closed",
+                    BreakerState::Open => "open",
+                    BreakerState::HalfOpen => "half_open",
+                },
+                "recent_requests": recent,
+                "share": if total > 0.0 { recent / total } else { 0.0 },
+                "idle_connections": e.state.pool.idle_count(),
+            })
+        })
+        .collect();
+    json!({
+        "namespace": backend.name.namespace,
+        "service": backend.name.service,
+        "port": backend.name.port,
+        "protocol": format!("{:?}", backend.protocol),
+        "endpoints": endpoints,
+    })
+}
+
+pub fn warnings(publisher: Option<&Publisher>) -> Value {
+    let warnings: Vec<Value> = publisher
+        .map(Publisher::warnings)
+        .unwrap_or_default()
+        .iter()
+        .map(|w| {
+            json!({
+                "reason": w.reason,
+                "object": w.object.as_ref().map(ToString::to_string),
+                "file": w.file.as_deref(),
+                "field": w.field,
+                "message": w.message,
+            })
+        })
+        .collect();
+    json!({"warnings": warnings})
+}
+
+pub fn config(config: &Config) -> Value {
+    let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
+    // The token guards this very API.
+    if let Some(map) = value.as_object_mut() {
+        map.remove("admin-token");
+    }
+    value
+}
