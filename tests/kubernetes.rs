@@ -35,6 +35,31 @@ async fn answered_by(http: &HttpClient, sluice: &Server, host: &str, n: usize) -
     seen
 }
 
+/// Applies an Ingress for `host` to Service `web` and waits until it is served.
+async fn apply_and_wait(
+    api: &FakeApiServer,
+    http: &HttpClient,
+    sluice: &Server,
+    name: &str,
+    host: &str,
+    limit: Duration,
+) -> bool {
+    api.apply_yaml(&ingress_yaml(
+        name,
+        Some(host),
+        &[],
+        &[("/", "Prefix", "web")],
+    ));
+    until_status(
+        http,
+        || get(sluice.http_addr, host, "/"),
+        StatusCode::OK,
+        limit,
+    )
+    .await
+    .is_some()
+}
+
 /// A cluster with the `sluice` class and a `web` Service on two pods.
 async fn cluster() -> (FakeApiServer, Upstream, Upstream, tempfile::TempDir) {
     let api = FakeApiServer::start().await;
@@ -91,20 +116,8 @@ async fn cluster_objects_become_routes_to_ready_pods() {
     assert_eq!(theirs.status, StatusCode::NOT_FOUND);
 
     // A new Ingress is served within a second of being applied.
-    api.apply_yaml(&ingress_yaml(
-        "shop",
-        Some("shop.test"),
-        &[],
-        &[("/", "Prefix", "web")],
-    ));
-    let took = until_status(
-        &http,
-        || get(sluice.http_addr, "shop.test", "/"),
-        StatusCode::OK,
-        SOON,
-    )
-    .await;
-    assert!(took.is_some(), "new Ingress not served within 1s");
+    let served = apply_and_wait(&api, &http, &sluice, "shop", "shop.test", SOON).await;
+    assert!(served, "new Ingress not served within 1s");
 
     // A pod goes away: traffic stops reaching it.
     api.delete("EndpointSlice", "default", "web-1");
@@ -152,20 +165,8 @@ async fn watches_recover_from_410_gone_and_dropped_connections() {
     let lists_before = api.lists("ingresses");
     api.expire_watches();
     assert_eq!(answered_by(&http, &sluice, "web.test", 2).await.len(), 2);
-    api.apply_yaml(&ingress_yaml(
-        "after-410",
-        Some("a410.test"),
-        &[],
-        &[("/", "Prefix", "web")],
-    ));
-    let seen = until_status(
-        &http,
-        || get(sluice.http_addr, "a410.test", "/"),
-        StatusCode::OK,
-        SYNC,
-    )
-    .await;
-    assert!(seen.is_some(), "change after a 410 not picked up");
+    let seen = apply_and_wait(&api, &http, &sluice, "after-410", "a410.test", SYNC).await;
+    assert!(seen, "change after a 410 not picked up");
     assert!(
         api.lists("ingresses") > lists_before,
         "a 410 must force a re-list"
@@ -173,20 +174,8 @@ async fn watches_recover_from_410_gone_and_dropped_connections() {
 
     // Cut connections: the watchers reconnect and continue.
     api.drop_watches();
-    api.apply_yaml(&ingress_yaml(
-        "after-drop",
-        Some("drop.test"),
-        &[],
-        &[("/", "Prefix", "web")],
-    ));
-    let seen = until_status(
-        &http,
-        || get(sluice.http_addr, "drop.test", "/"),
-        StatusCode::OK,
-        SYNC,
-    )
-    .await;
-    assert!(seen.is_some(), "change after a dropped watch not picked up");
+    let seen = apply_and_wait(&api, &http, &sluice, "after-drop", "drop.test", SYNC).await;
+    assert!(seen, "change after a dropped watch not picked up");
 
     // The apiserver goes away entirely: the last table keeps serving.
     api.stop();

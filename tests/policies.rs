@@ -34,6 +34,15 @@ async fn answered_by(
 /// A stable and a canary Service behind `canary.test`, the canary Ingress with
 /// these annotations (besides `canary: "true"`).
 async fn canary_site(annotations: &[(&str, &str)]) -> (Manifests, Server) {
+    let (m, sluice, _) = canary_site_with(annotations, "").await;
+    (m, sluice)
+}
+
+/// The same, with extra config, and the stable pod's address.
+async fn canary_site_with(
+    annotations: &[(&str, &str)],
+    config: &str,
+) -> (Manifests, Server, std::net::SocketAddr) {
     let (stable, canary) = (
         start_upstream("stable").await,
         start_upstream("canary").await,
@@ -53,8 +62,8 @@ async fn canary_site(annotations: &[(&str, &str)]) -> (Manifests, Server) {
         ),
     );
     write_canary(&m, annotations);
-    let sluice = start_sluice(m.path(), "").await;
-    (m, sluice)
+    let sluice = start_sluice(m.path(), config).await;
+    (m, sluice, stable.addr)
 }
 
 fn write_canary(m: &Manifests, annotations: &[(&str, &str)]) {
@@ -379,28 +388,11 @@ async fn per_client_keys_and_ingress_nginx_semantics() {
 
 #[tokio::test]
 async fn access_log_lines_carry_the_canary_flag_and_follow_rotation() {
-    let (stable, canary) = (
-        start_upstream("stable").await,
-        start_upstream("canary").await,
-    );
-    let m = Manifests::new();
-    m.write(
-        "svc.yaml",
-        &(service_yaml("stable", &[stable.addr]) + &service_yaml("canary", &[canary.addr])),
-    );
-    m.write(
-        "main.yaml",
-        &ingress_yaml(
-            "app",
-            Some("canary.test"),
-            &[],
-            &[("/", "Prefix", "stable")],
-        ),
-    );
-    write_canary(
-        &m,
-        &[("nginx.ingress.kubernetes.io/canary-by-header", "x-canary")],
-    );
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = format!("access-log: {}\naccess-log-format: json\n", log.display());
+    let canary = [("nginx.ingress.kubernetes.io/canary-by-header", "x-canary")];
+    let (m, sluice, stable) = canary_site_with(&canary, &config).await;
     m.write(
         "quiet.yaml",
         &ingress_yaml(
@@ -410,14 +402,16 @@ async fn access_log_lines_carry_the_canary_flag_and_follow_rotation() {
             &[("/", "Prefix", "stable")],
         ),
     );
-    let dir = tempfile::tempdir().unwrap();
-    let log = dir.path().join("access.log");
-    let sluice = start_sluice(
-        m.path(),
-        &format!("access-log: {}\naccess-log-format: json\n", log.display()),
-    )
-    .await;
+    // The new file must be served before the requests below count on it.
     let http = client();
+    assert!(until_status(
+        &http,
+        || request(&sluice, "quiet.test", &[]),
+        StatusCode::OK,
+        Duration::from_secs(2)
+    )
+    .await
+    .is_some());
     assert_eq!(
         answered_by(&http, &sluice, "canary.test", &[]).await,
         "stable"
@@ -434,22 +428,26 @@ async fn access_log_lines_carry_the_canary_flag_and_follow_rotation() {
         .await
         .unwrap();
 
-    let read_lines = |path: std::path::PathBuf, n: usize| async move {
-        let mut lines = Vec::new();
-        let found = eventually(Duration::from_secs(3), || {
-            let text = std::fs::read_to_string(&path).unwrap_or_default();
-            lines = text
-                .lines()
-                .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-                .collect();
-            let enough = lines.len() >= n;
-            async move { enough }
-        })
-        .await;
-        assert!(found.is_some(), "expected {n} lines in {}", path.display());
-        lines
-    };
-    let lines = read_lines(log.clone(), 3).await;
+    // The last request's line is there once the 404 for nowhere.test is.
+    let written = eventually(Duration::from_secs(3), || {
+        let done = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("nowhere.test");
+        async move { done }
+    })
+    .await;
+    assert!(
+        written.is_some(),
+        "no access log lines in {}",
+        log.display()
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // The 404s of waiting for quiet.test to be served are logged too; skip them.
+    lines.retain(|l| !(l["host"] == "quiet.test" && l["status"] == 404));
     assert_eq!(lines.len(), 3, "the quiet Ingress is not logged: {lines:?}");
     let (plain, canaried, missing) = (&lines[0], &lines[1], &lines[2]);
     assert_eq!(plain["canary"], false);
@@ -457,7 +455,7 @@ async fn access_log_lines_carry_the_canary_flag_and_follow_rotation() {
     assert_eq!(plain["status"], 200);
     assert_eq!(plain["upstream_status"], 200);
     assert!(plain["bytes_out"].as_u64().unwrap() > 0);
-    assert_eq!(plain["upstream"], stable.addr.to_string());
+    assert_eq!(plain["upstream"], stable.to_string());
     assert_eq!(canaried["canary"], true);
     assert_eq!(canaried["ingress"], "app-canary");
     assert_eq!(canaried["service"], "canary");
