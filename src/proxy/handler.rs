@@ -389,6 +389,8 @@ async fn send_with_retries(
         let pick =
             pick_endpoint(backend, &policy.balance, hash, &tried).ok_or(ProxyError::NoEndpoint)?;
         tried.push(pick.endpoint.addr());
+        // A retry only starts when the request came back unsent or can be replayed,
+        // so one of the two is always there.
         let Some(attempt) = request
             .take()
             .or_else(|| replay.as_ref().map(Replay::build))
@@ -399,34 +401,26 @@ async fn send_with_retries(
         let attempt_started = Instant::now();
         let result = send(attempt, route, &pick.endpoint).await;
         let latency = attempt_started.elapsed();
-        let (failure, unsent) = match result {
+        // What failed, why (for the retry rule), and the request if it never left.
+        let (failure, reason, unsent) = match result {
             Ok(response) => {
                 let status = response.status();
-                balance::record(
-                    backend,
-                    &policy.balance,
-                    &pick,
-                    Outcome::Response(status.as_u16()),
-                    latency,
-                );
+                let outcome = Outcome::Response(status.as_u16());
+                balance::record(backend, &policy.balance, &pick, outcome, latency);
                 if !policy.retry.next_upstream.on_status(status) {
                     return Ok((response, pick, tried.len() as u32));
                 }
-                (Ok(response), None)
+                (Ok(response), Failure::Status(status), None)
             }
             Err((error, unsent)) => {
                 if let Some(outcome) = error.outcome(unsent.is_some()) {
                     balance::record(backend, &policy.balance, &pick, outcome, latency);
                 }
-                (Err(error), unsent)
+                let Some(reason) = error.failure(unsent.is_some()) else {
+                    return Err(error);
+                };
+                (Err(error), reason, unsent)
             }
-        };
-        let reason = match &failure {
-            Ok(response) => Failure::Status(response.status()),
-            Err(error) => match error.failure(unsent.is_some()) {
-                Some(reason) => reason,
-                None => return Err(failure.err().unwrap_or(ProxyError::NoEndpoint)),
-            },
         };
         let replayable = unsent.is_some() || replay.is_some();
         let endpoints = backend.endpoint_set().endpoints.len();
