@@ -353,3 +353,61 @@ async fn the_leader_writes_status_and_records_warning_events() {
         .unwrap()
         .contains("proxy-body-size"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_namespace_selector_follows_namespace_labels() {
+    let (api, _pod1, _pod2, dir) = cluster().await;
+    let pod3 = start_upstream_on("pod-3", "127.0.0.5").await;
+    let namespace = |name: &str, tenant: &str| {
+        format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{tenant: {tenant}}}\n")
+    };
+    api.apply_yaml(&namespace("default", "b"));
+    api.apply_yaml(&namespace("team-a", "a"));
+    let in_team_a = |yaml: String| yaml.replace("namespace: default", "namespace: team-a");
+    api.apply_yaml(&in_team_a(service_yaml("app", &[pod3.addr])));
+    api.apply_yaml(&in_team_a(ingress_yaml(
+        "app",
+        Some("team-a.test"),
+        &[],
+        &[("/", "Prefix", "app")],
+    )));
+    let options = KubeOptions {
+        namespace_selector: Some("tenant=a".into()),
+        ..KubeOptions::default()
+    };
+    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), options).await;
+    let http = client();
+    assert!(
+        until_status(&http, || admin(&sluice, "/readyz"), StatusCode::OK, SYNC)
+            .await
+            .is_some()
+    );
+    assert_eq!(
+        send(&http, get(sluice.http_addr, "team-a.test", "/"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&http, get(sluice.http_addr, "web.test", "/"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // Relabel `default` into the tenant: its Ingresses are served from then on.
+    api.apply_yaml(&namespace("default", "a"));
+    let joined = until_status(
+        &http,
+        || get(sluice.http_addr, "web.test", "/"),
+        StatusCode::OK,
+        SYNC,
+    )
+    .await;
+    assert!(
+        joined.is_some(),
+        "a namespace that starts matching is served"
+    );
+}

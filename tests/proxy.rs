@@ -607,3 +607,26 @@ async fn global_default_backend() {
         assert_eq!(reply.upstream(), want, "{host}{path}");
     }
 }
+
+#[tokio::test]
+async fn oversized_request_heads_are_refused() {
+    let OneApp { sluice, .. } = one_app("max-header-size: 16k", &[]).await;
+    let mut stream = TcpStream::connect(sluice.http_addr).await.unwrap();
+    let huge = format!(
+        "GET / HTTP/1.1\r\nHost: a\r\nX-Big: {}\r\n\r\n",
+        "x".repeat(64 << 10)
+    );
+    let _ = stream.write_all(huge.as_bytes()).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let response = String::from_utf8_lossy(&response);
+    assert!(response.starts_with("HTTP/1.1 431"), "{response:?}");
+    // A normal request is fine.
+    assert_eq!(
+        send(&client(), get(sluice.http_addr, "a", "/"))
+            .await
+            .unwrap()
+            .status,
+        StatusCode::OK
+    );
+}
