@@ -320,3 +320,18 @@ fn alert_rules_use_exported_metrics() {
         .unwrap();
     assert!(expiry.1.contains("14 * 24 * 3600"), "{}", expiry.1);
 }
+
+/// Prometheus itself accepts the rule file.
+#[test]
+fn promtool_accepts_the_alert_rules() {
+    let output = std::process::Command::new("promtool")
+        .args(["check", "rules", "deploy/prometheus-rules.yaml"])
+        .output()
+        .expect("promtool is installed by scripts/test");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

@@ -52,6 +52,44 @@ async fn control_plane_metrics_count_rejected_ingresses() {
         );
     }
     assert!(text.contains("# TYPE sluice_config_swaps_total counter"));
+
+    // Prometheus' own linter accepts the exposition, after real traffic.
+    for _ in 0..3 {
+        assert_eq!(
+            send(&http, get(sluice.http_addr, "good.test", "/"))
+                .await
+                .unwrap()
+                .status,
+            StatusCode::OK
+        );
+    }
+    let _ = send(&http, get(sluice.http_addr, "nowhere.test", "/"))
+        .await
+        .unwrap();
+    let text = scrape().await;
+    assert!(
+        text.contains("sluice_requests_total{namespace=\"default\",ingress=\"good\""),
+        "{text}"
+    );
+    let mut promtool = tokio::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by scripts/test");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = promtool.stdin.take().unwrap();
+        stdin.write_all(text.as_bytes()).await.unwrap();
+    }
+    let output = promtool.wait_with_output().await.unwrap();
+    assert!(
+        output.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert!(text.contains("sluice_config_build_duration_seconds_bucket"));
 
     // Fixed: the warning count drops to zero.
