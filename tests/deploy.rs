@@ -290,15 +290,20 @@ fn alert_rules_use_exported_metrics() {
         sluice::telemetry::WATCH_ERRORS,
         sluice::telemetry::BALANCER_PANICS,
         sluice::telemetry::RETRIES_DENIED,
+        sluice::telemetry::REQUESTS,
+        sluice::telemetry::REQUEST_DURATION,
+        sluice::telemetry::ACCESS_LOG_DROPPED,
     ];
     let mut alerts = Vec::new();
     for group in rules["groups"].as_sequence().unwrap() {
         for rule in group["rules"].as_sequence().unwrap() {
             let name = rule["alert"].as_str().unwrap().to_owned();
             let expr = rule["expr"].as_str().unwrap();
+            // Histogram series name their base metric plus a suffix.
             let metrics: Vec<&str> = expr
                 .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
                 .filter(|w| w.starts_with("sluice_"))
+                .map(|w| w.strip_suffix("_bucket").unwrap_or(w))
                 .collect();
             assert!(!metrics.is_empty(), "{name} uses no sluice metric");
             for metric in metrics {
@@ -326,6 +331,48 @@ fn alert_rules_use_exported_metrics() {
 fn promtool_accepts_the_alert_rules() {
     let output = std::process::Command::new("promtool")
         .args(["check", "rules", "deploy/prometheus-rules.yaml"])
+        .output()
+        .expect("promtool is installed by scripts/test");
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Every Grafana panel queries metrics sluice exports, in PromQL that Prometheus
+/// accepts (each query is checked by promtool as a recording rule).
+#[test]
+fn grafana_dashboard_queries_are_valid() {
+    let text = std::fs::read_to_string("deploy/grafana/sluice.json").unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut rules = String::from("groups:\n  - name: grafana\n    rules:\n");
+    let mut count = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            assert!(expr.contains("sluice_"), "{}: {expr}", panel["title"]);
+            rules += &format!(
+                "      - record: sluice:grafana:{count}\n        expr: {}\n",
+                serde_json::to_string(expr).unwrap()
+            );
+            count += 1;
+        }
+    }
+    for needed in [
+        "sluice_requests_total",
+        "sluice_request_duration_seconds_bucket",
+        "sluice_breaker_transitions_total",
+        "sluice_config_swaps_total",
+    ] {
+        assert!(text.contains(needed), "the dashboard shows {needed}");
+    }
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), rules).unwrap();
+    let output = std::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(file.path())
         .output()
         .expect("promtool is installed by scripts/test");
     assert!(
