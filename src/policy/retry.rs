@@ -67,6 +67,11 @@ impl NextUpstream {
         Ok(next)
     }
 
+    /// Whether a request that already went out may be sent again.
+    pub fn resends_sent(&self) -> bool {
+        !self.off && (self.error || self.timeout || self.http_502 || self.http_503 || self.http_504)
+    }
+
     pub fn on_status(&self, status: StatusCode) -> bool {
         !self.off
             && match status.as_u16() {

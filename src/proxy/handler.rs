@@ -69,6 +69,9 @@ pub struct ConnInfo {
     /// Arrived on the TLS listener.
     pub tls: bool,
     pub requests: AtomicU32,
+    /// Header values every request of this connection sends: formatted once.
+    client_ip: HeaderValue,
+    local_port: HeaderValue,
 }
 
 impl ConnInfo {
@@ -78,7 +81,14 @@ impl ConnInfo {
             local,
             tls,
             requests: AtomicU32::new(0),
+            client_ip: HeaderValue::try_from(peer.ip().to_string())
+                .unwrap_or(HeaderValue::from_static("")),
+            local_port: HeaderValue::from(local.port()),
         }
+    }
+
+    pub fn client_ip(&self) -> &str {
+        self.client_ip.to_str().unwrap_or_default()
     }
 }
 
@@ -95,8 +105,9 @@ impl Proxy {
             .filter(|v| !v.is_empty())
             .cloned()
             .unwrap_or_else(new_request_id);
+        // For the error log line below; a Uri clone shares its bytes.
         let method = request.method().clone();
-        let path = request.uri().path().to_owned();
+        let uri = request.uri().clone();
         let started = Instant::now();
         let mut entry = self
             .access_log
@@ -107,9 +118,9 @@ impl Proxy {
             Err(error) => {
                 let status = error.status();
                 if status.is_server_error() {
-                    tracing::warn!(%error, %method, %path, request_id = ?request_id, "request failed");
+                    tracing::warn!(%error, %method, path = uri.path(), request_id = ?request_id, "request failed");
                 } else {
-                    tracing::debug!(%error, %method, %path, request_id = ?request_id, "request rejected");
+                    tracing::debug!(%error, %method, path = uri.path(), request_id = ?request_id, "request rejected");
                 }
                 error.to_response()
             }
@@ -157,9 +168,8 @@ impl Proxy {
         Box::new(Entry {
             time: access_log::now_rfc3339(),
             request_id: request_id.to_str().unwrap_or_default().to_owned(),
-            client: access_log::client(conn.peer),
+            client: conn.client_ip().to_owned(),
             method: request.method().to_string(),
-            host: request_host(request).unwrap_or_default(),
             path: request
                 .uri()
                 .path_and_query()
@@ -179,7 +189,11 @@ impl Proxy {
         log: &mut Option<Box<Entry>>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let table = self.table.load_full();
-        let host = request_host(&request)?;
+        let host = request_host(&request);
+        if let Some(entry) = log.as_deref_mut() {
+            entry.host = host.as_ref().ok().cloned().unwrap_or_default();
+        }
+        let host = host?;
         let route = table
             .route(&host, request.uri().path())
             .ok_or(ProxyError::NoRoute)?
@@ -237,7 +251,7 @@ impl Proxy {
             .hash_by
             .as_ref()
             .and_then(|by| by.key(request.headers(), conn.peer.ip()));
-        let request_metrics = canary.map_or(&route.metrics, |c| &c.metrics).clone();
+        let request_metrics = canary.map_or(&route.metrics, |c| &c.metrics);
         let method = request.method().clone();
         let started = Instant::now();
         let upgrade = client_upgrade.is_some();
@@ -341,30 +355,28 @@ impl Proxy {
     }
 
     fn set_forwarded_headers(&self, headers: &mut HeaderMap, conn: &ConnInfo, host: &str) {
-        let client_ip = conn.peer.ip().to_string();
         let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
-            Some(previous) => format!("{previous}, {client_ip}"),
-            None => client_ip.clone(),
+            Some(previous) => {
+                HeaderValue::try_from(format!("{previous}, {}", conn.client_ip())).ok()
+            }
+            None => Some(conn.client_ip.clone()),
         };
-        if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+        if let Some(value) = forwarded_for {
             headers.insert(X_FORWARDED_FOR.clone(), value);
         }
         let trust = self.settings.load().use_forwarded_headers;
-        let mut set = |name: &HeaderName, value: String| {
-            if trust && headers.contains_key(name) {
-                return;
-            }
-            if let Ok(value) = HeaderValue::try_from(value) {
+        let mut set = |name: &HeaderName, value: HeaderValue| {
+            if !(trust && headers.contains_key(name)) {
                 headers.insert(name.clone(), value);
             }
         };
-        set(&X_REAL_IP, client_ip);
-        set(
-            &X_FORWARDED_PROTO,
-            if conn.tls { "https" } else { "http" }.to_owned(),
-        );
-        set(&X_FORWARDED_HOST, host.to_owned());
-        set(&X_FORWARDED_PORT, conn.local.port().to_string());
+        set(&X_REAL_IP, conn.client_ip.clone());
+        let proto = if conn.tls { "https" } else { "http" };
+        set(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        if let Ok(host) = HeaderValue::from_str(host) {
+            set(&X_FORWARDED_HOST, host);
+        }
+        set(&X_FORWARDED_PORT, conn.local_port.clone());
     }
 }
 
@@ -379,16 +391,25 @@ async fn send_with_retries(
 ) -> Result<(Response<Incoming>, Pick, u32), ProxyError> {
     let policy = &route.policy;
     let method = request.method().clone();
-    // Without a body, a request can be sent again even after it went out once.
-    let replay = Replay::of(&request);
+    // Without a body, a request can be sent again even after it went out once;
+    // keep what that takes only when the route's rule may ask for it (requests
+    // that never went out come back whole).
+    let replay = policy
+        .retry
+        .next_upstream
+        .resends_sent()
+        .then(|| Replay::of(&request))
+        .flatten();
     let mut request = Some(request);
+    // Endpoints already tried: only filled once a retry happens.
     let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut attempts: u32 = 0;
     let started = Instant::now();
     backend.retry_budget.deposit(backend.second());
     loop {
         let pick =
             pick_endpoint(backend, &policy.balance, hash, &tried).ok_or(ProxyError::NoEndpoint)?;
-        tried.push(pick.endpoint.addr());
+        attempts += 1;
         // A retry only starts when the request came back unsent or can be replayed,
         // so one of the two is always there.
         let Some(attempt) = request
@@ -397,7 +418,7 @@ async fn send_with_retries(
         else {
             return Err(ProxyError::NoEndpoint);
         };
-        tracing::debug!(endpoint = %pick.endpoint.addr(), attempt = tried.len(), "forwarding");
+        tracing::debug!(endpoint = %pick.endpoint.addr(), attempt = attempts, "forwarding");
         let attempt_started = Instant::now();
         let result = send(attempt, route, &pick.endpoint).await;
         let latency = attempt_started.elapsed();
@@ -408,7 +429,7 @@ async fn send_with_retries(
                 let outcome = Outcome::Response(status.as_u16());
                 balance::record(backend, &policy.balance, &pick, outcome, latency);
                 if !policy.retry.next_upstream.on_status(status) {
-                    return Ok((response, pick, tried.len() as u32));
+                    return Ok((response, pick, attempts));
                 }
                 (Ok(response), Failure::Status(status), None)
             }
@@ -428,13 +449,14 @@ async fn send_with_retries(
             reason,
             &method,
             replayable,
-            tried.len() as u32,
+            attempts,
             endpoints,
             started.elapsed(),
         );
         if allowed && backend.retry_budget.withdraw(backend.second()) {
             metrics::counter!(telemetry::RETRIES).increment(1);
             tracing::debug!(?reason, endpoint = %pick.endpoint.addr(), "retrying on another endpoint");
+            tried.push(pick.endpoint.addr());
             request = unsent;
             continue;
         }
@@ -443,7 +465,7 @@ async fn send_with_retries(
             tracing::debug!(backend = %backend.name, "retry refused: the backend's retry budget is spent");
         }
         return match failure {
-            Ok(response) => Ok((response, pick, tried.len() as u32)),
+            Ok(response) => Ok((response, pick, attempts)),
             Err(error) => Err(error),
         };
     }

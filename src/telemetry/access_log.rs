@@ -8,7 +8,6 @@
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -225,10 +224,6 @@ pub fn now_rfc3339() -> String {
         rem % 60,
         now.subsec_millis()
     )
-}
-
-pub fn client(addr: SocketAddr) -> String {
-    addr.ip().to_string()
 }
 
 #[cfg(test)]
