@@ -65,17 +65,43 @@ impl HashBy {
         Err(format!("unsupported upstream-hash-by {value:?}: expected $http_NAME, $cookie_NAME or $remote_addr"))
     }
 
+    /// sluice's own syntax for the same keys (`canary-sticky-by`):
+    /// `cookie:NAME`, `header:NAME` or `client-ip`.
+    pub fn parse_key(value: &str) -> Result<HashBy, String> {
+        let value = value.trim();
+        if value == "client-ip" {
+            return Ok(HashBy::ClientAddr);
+        }
+        if let Some(name) = value.strip_prefix("cookie:").filter(|n| !n.is_empty()) {
+            return Ok(HashBy::Cookie(name.to_owned()));
+        }
+        if let Some(name) = value.strip_prefix("header:") {
+            return HeaderName::try_from(name)
+                .map(HashBy::Header)
+                .map_err(|_| format!("invalid header name {name:?}"));
+        }
+        Err(format!(
+            "{value:?}: expected cookie:NAME, header:NAME or client-ip"
+        ))
+    }
+
     /// The request's key, hashed; `None` when the request has none (then the
     /// route's algorithm decides).
     pub fn key(&self, headers: &HeaderMap, client: IpAddr) -> Option<u64> {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        match self {
-            HashBy::ClientAddr => client.hash(&mut hasher),
-            HashBy::Header(name) => headers.get(name)?.as_bytes().hash(&mut hasher),
-            HashBy::Cookie(name) => cookie(headers, name)?.hash(&mut hasher),
-        }
-        Some(hasher.finish())
+        Some(match self {
+            HashBy::ClientAddr => hash64(&client),
+            HashBy::Header(name) => hash64(headers.get(name)?.as_bytes()),
+            HashBy::Cookie(name) => hash64(cookie(headers, name)?),
+        })
     }
+}
+
+/// The one 64-bit hash sluice uses for keys (affinity, stickiness, limits, the
+/// ring): deterministic, so equal keys agree across requests and tables.
+pub fn hash64(value: &(impl Hash + ?Sized)) -> u64 {
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    value.hash(&mut hasher);
+    hasher.finish()
 }
 
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {

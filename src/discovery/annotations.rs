@@ -14,7 +14,7 @@ use std::sync::Arc;
 use crate::balance::expr::BreakerRule;
 use crate::balance::policy::{Algorithm, BalancePolicy, HashBy};
 use crate::config::ProxyDefaults;
-use crate::policy::canary::{CanaryRule, Cidr, HeaderMatch, StickyKey};
+use crate::policy::canary::{CanaryRule, Cidr, HeaderMatch};
 use crate::policy::ratelimit::{LimitKey, LimitSpec};
 use crate::policy::retry::{NextUpstream, RetryPolicy};
 use crate::routing::{Protocol, RoutePolicy};
@@ -269,7 +269,7 @@ fn parse_canary(
         rule.user_agent = Some(Regex::new(pattern).map_err(|e| invalid_at(key, e.to_string()))?);
     }
     if let Some((key, sticky)) = lookup(annotations, "canary-sticky-by") {
-        rule.sticky = Some(StickyKey::parse(sticky).map_err(|e| invalid_at(key, e))?);
+        rule.sticky = Some(HashBy::parse_key(sticky).map_err(|e| invalid_at(key, e))?);
     }
     Ok(Some(rule))
 }

@@ -7,14 +7,13 @@
 //! all given ones must hold) and a sticky weight that hashes a user key, so the
 //! same users always see the canary rather than a share of requests.
 
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 
 use http::header::{HeaderName, USER_AGENT};
 use http::HeaderMap;
 use regex::Regex;
 
-use crate::balance::policy::cookie;
+use crate::balance::policy::{cookie, HashBy};
 
 #[derive(Debug, Clone)]
 pub enum HeaderMatch {
@@ -22,33 +21,6 @@ pub enum HeaderMatch {
     AlwaysNever,
     Value(String),
     Pattern(Regex),
-}
-
-#[derive(Debug, Clone)]
-pub enum StickyKey {
-    Cookie(String),
-    Header(HeaderName),
-    ClientIp,
-}
-
-impl StickyKey {
-    pub fn parse(value: &str) -> Result<StickyKey, String> {
-        let value = value.trim();
-        if value == "client-ip" {
-            return Ok(StickyKey::ClientIp);
-        }
-        if let Some(name) = value.strip_prefix("cookie:").filter(|n| !n.is_empty()) {
-            return Ok(StickyKey::Cookie(name.to_owned()));
-        }
-        if let Some(name) = value.strip_prefix("header:") {
-            return HeaderName::try_from(name)
-                .map(StickyKey::Header)
-                .map_err(|_| format!("invalid header name {name:?}"));
-        }
-        Err(format!(
-            "{value:?}: expected cookie:NAME, header:NAME or client-ip"
-        ))
-    }
 }
 
 /// An address range, `10.1.0.0/16`.
@@ -112,7 +84,8 @@ pub struct CanaryRule {
     pub weight_total: u32,
     pub sources: Vec<Cidr>,
     pub user_agent: Option<Regex>,
-    pub sticky: Option<StickyKey>,
+    /// `canary-sticky-by`: the user key hashed into a stable bucket.
+    pub sticky: Option<HashBy>,
 }
 
 impl CanaryRule {
@@ -161,15 +134,10 @@ impl CanaryRule {
         if weight >= total {
             return true;
         }
-        let sticky = self.sticky.as_ref().and_then(|key| {
-            let mut hasher = std::collections::hash_map::DefaultHasher::new();
-            match key {
-                StickyKey::Cookie(name) => cookie(headers, name)?.hash(&mut hasher),
-                StickyKey::Header(name) => headers.get(name)?.as_bytes().hash(&mut hasher),
-                StickyKey::ClientIp => client.hash(&mut hasher),
-            }
-            Some(hasher.finish())
-        });
+        let sticky = self
+            .sticky
+            .as_ref()
+            .and_then(|key| key.key(headers, client));
         // The same key always lands in the same bucket: the same users see the canary.
         let bucket = match sticky {
             Some(hash) => hash % u64::from(total),
@@ -285,7 +253,7 @@ mod tests {
         let rule = CanaryRule {
             weight: Some(10),
             weight_total: 100,
-            sticky: Some(StickyKey::parse("header:x-user-id").unwrap()),
+            sticky: Some(HashBy::parse_key("header:x-user-id").unwrap()),
             ..CanaryRule::default()
         };
         let mut canary = 0;
@@ -299,10 +267,7 @@ mod tests {
         }
         let share = canary as f64 / 10_000.0;
         assert!((share - 0.10).abs() < 0.01, "{share}");
-        assert!(StickyKey::parse("cookie:").is_err());
-        assert!(matches!(
-            StickyKey::parse("client-ip"),
-            Ok(StickyKey::ClientIp)
-        ));
+        assert!(HashBy::parse_key("cookie:").is_err());
+        assert_eq!(HashBy::parse_key("client-ip"), Ok(HashBy::ClientAddr));
     }
 }

@@ -14,7 +14,6 @@
 //! evenly, but it needs no coordination on the request path.
 
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -25,6 +24,7 @@ use http::HeaderMap;
 use tokio::time::Instant;
 
 use super::canary::Cidr;
+use crate::balance::policy::hash64;
 
 const SHARDS: usize = 64;
 /// Per-client keys kept at most (across shards): a few MB whatever the traffic.
@@ -96,9 +96,9 @@ impl Limiter {
         let now = self.clock.elapsed().as_nanos() as u64 + self.tolerance + self.interval;
         let result = match &self.spec.key {
             LimitKey::Ingress => self.check_whole(now),
-            LimitKey::ClientIp => self.check_key(hash(&client), now),
+            LimitKey::ClientIp => self.check_key(hash64(&client), now),
             LimitKey::Header(name) => match headers.get(name) {
-                Some(value) => self.check_key(hash(value.as_bytes()), now),
+                Some(value) => self.check_key(hash64(value.as_bytes()), now),
                 // No key: limited together, as one client.
                 None => self.check_key(0, now),
             },
@@ -163,12 +163,6 @@ impl Limiter {
             .map(|s| s.lock().unwrap_or_else(PoisonError::into_inner).len())
             .sum()
     }
-}
-
-fn hash(value: &(impl Hash + ?Sized)) -> u64 {
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    value.hash(&mut hasher);
-    hasher.finish()
 }
 
 #[cfg(test)]

@@ -11,14 +11,13 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::hash::{Hash, Hasher};
 use std::sync::OnceLock;
 
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
 use crate::balance::ewma::PeakEwma;
-use crate::balance::policy::BalancePolicy;
+use crate::balance::policy::{hash64, BalancePolicy};
 use crate::policy::canary::CanaryRule;
 use crate::policy::ratelimit::Limiter;
 use crate::policy::retry::{
@@ -168,9 +167,7 @@ impl EndpointSet {
             let mut ring = Vec::with_capacity(self.endpoints.len() * RING_POINTS as usize);
             for (i, endpoint) in self.endpoints.iter().enumerate() {
                 for point in 0..RING_POINTS {
-                    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-                    (endpoint.addr(), point).hash(&mut hasher);
-                    ring.push((hasher.finish(), i as u32));
+                    ring.push((hash64(&(endpoint.addr(), point)), i as u32));
                 }
             }
             ring.sort_unstable();
