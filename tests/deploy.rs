@@ -329,16 +329,7 @@ fn alert_rules_use_exported_metrics() {
 /// Prometheus itself accepts the rule file.
 #[test]
 fn promtool_accepts_the_alert_rules() {
-    let output = std::process::Command::new("promtool")
-        .args(["check", "rules", "deploy/prometheus-rules.yaml"])
-        .output()
-        .expect("promtool is installed by scripts/test");
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    promtool_check_rules(std::path::Path::new("deploy/prometheus-rules.yaml"));
 }
 
 /// Every Grafana panel queries metrics sluice exports, in PromQL that Prometheus
@@ -370,15 +361,17 @@ fn grafana_dashboard_queries_are_valid() {
     }
     let file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(file.path(), rules).unwrap();
+    promtool_check_rules(file.path());
+}
+
+/// Prometheus' own check of a rule file (installed by scripts/test).
+fn promtool_check_rules(path: &std::path::Path) {
     let output = std::process::Command::new("promtool")
         .args(["check", "rules"])
-        .arg(file.path())
+        .arg(path)
         .output()
         .expect("promtool is installed by scripts/test");
-    assert!(
-        output.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let report = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{report}");
 }

@@ -84,7 +84,7 @@ async fn sigterm_drains_in_flight_requests() {
             .body(Full::default())
             .unwrap()
     };
-    assert_eq!(send(&http, healthz()).await.unwrap().status, StatusCode::OK);
+    assert_eq!(status_of(&http, healthz()).await, StatusCode::OK);
 
     // A slow request is in flight when SIGTERM arrives.
     let arrived = a.arrived.notified();

@@ -122,10 +122,7 @@ async fn a_broken_file_keeps_its_last_good_version() {
     let sluice = start_sluice(m.path(), "").await;
     let http = client();
     assert_eq!(
-        send(&http, get(sluice.http_addr, "app.test", "/"))
-            .await
-            .unwrap()
-            .status,
+        status_of(&http, get(sluice.http_addr, "app.test", "/")).await,
         StatusCode::OK
     );
 
@@ -145,10 +142,7 @@ async fn a_broken_file_keeps_its_last_good_version() {
     .await;
     assert!(served.is_some());
     assert_eq!(
-        send(&http, get(sluice.http_addr, "app.test", "/"))
-            .await
-            .unwrap()
-            .status,
+        status_of(&http, get(sluice.http_addr, "app.test", "/")).await,
         StatusCode::OK
     );
 
@@ -226,7 +220,7 @@ async fn config_file_reloads_and_an_invalid_one_keeps_the_last_good() {
             .unwrap()
     };
     assert_eq!(
-        send(&http, post()).await.unwrap().status,
+        status_of(&http, post()).await,
         StatusCode::PAYLOAD_TOO_LARGE
     );
 
@@ -238,5 +232,5 @@ async fn config_file_reloads_and_an_invalid_one_keeps_the_last_good() {
     // happens takes a bounded wait: a few reload intervals.
     m.write("config.conf", "proxy-body-size: 1k\nproxy-bodysize: 1k\n");
     tokio::time::sleep(sluice::reload::POLL_INTERVAL * 3).await;
-    assert_eq!(send(&http, post()).await.unwrap().status, StatusCode::OK);
+    assert_eq!(status_of(&http, post()).await, StatusCode::OK);
 }

@@ -99,10 +99,7 @@ async fn cluster_objects_become_routes_to_ready_pods() {
             .is_some()
     );
     assert_eq!(
-        send(&http, admin(&sluice, "/healthz"))
-            .await
-            .unwrap()
-            .status,
+        status_of(&http, admin(&sluice, "/healthz")).await,
         StatusCode::OK
     );
 
@@ -181,10 +178,7 @@ async fn watches_recover_from_410_gone_and_dropped_connections() {
     api.stop();
     assert_eq!(answered_by(&http, &sluice, "web.test", 4).await.len(), 2);
     assert_eq!(
-        send(&http, admin(&sluice, "/healthz"))
-            .await
-            .unwrap()
-            .status,
+        status_of(&http, admin(&sluice, "/healthz")).await,
         StatusCode::OK
     );
 }
@@ -203,21 +197,15 @@ async fn not_ready_until_every_watcher_has_listed() {
     .await;
     assert!(retried.is_some());
     assert_eq!(
-        send(&http, admin(&sluice, "/readyz")).await.unwrap().status,
+        status_of(&http, admin(&sluice, "/readyz")).await,
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(
-        send(&http, admin(&sluice, "/healthz"))
-            .await
-            .unwrap()
-            .status,
+        status_of(&http, admin(&sluice, "/healthz")).await,
         StatusCode::SERVICE_UNAVAILABLE
     );
     assert_eq!(
-        send(&http, get(sluice.http_addr, "web.test", "/"))
-            .await
-            .unwrap()
-            .status,
+        status_of(&http, get(sluice.http_addr, "web.test", "/")).await,
         StatusCode::NOT_FOUND
     );
 
@@ -231,10 +219,7 @@ async fn not_ready_until_every_watcher_has_listed() {
     .await
     .is_some());
     assert_eq!(
-        send(&http, get(sluice.http_addr, "web.test", "/"))
-            .await
-            .unwrap()
-            .status,
+        status_of(&http, get(sluice.http_addr, "web.test", "/")).await,
         StatusCode::OK
     );
 }
@@ -383,17 +368,11 @@ async fn watch_namespace_selector_follows_namespace_labels() {
             .is_some()
     );
     assert_eq!(
-        send(&http, get(sluice.http_addr, "team-a.test", "/"))
-            .await
-            .unwrap()
-            .status,
+        status_of(&http, get(sluice.http_addr, "team-a.test", "/")).await,
         StatusCode::OK
     );
     assert_eq!(
-        send(&http, get(sluice.http_addr, "web.test", "/"))
-            .await
-            .unwrap()
-            .status,
+        status_of(&http, get(sluice.http_addr, "web.test", "/")).await,
         StatusCode::NOT_FOUND
     );
 

@@ -56,10 +56,7 @@ async fn control_plane_metrics_count_rejected_ingresses() {
     // Prometheus' own linter accepts the exposition, after real traffic.
     for _ in 0..3 {
         assert_eq!(
-            send(&http, get(sluice.http_addr, "good.test", "/"))
-                .await
-                .unwrap()
-                .status,
+            status_of(&http, get(sluice.http_addr, "good.test", "/")).await,
             StatusCode::OK
         );
     }

@@ -356,7 +356,7 @@ async fn per_client_keys_and_ingress_nginx_semantics() {
     let status = |host: &'static str, key: &'static str| {
         let http = http.clone();
         let request = request(&sluice, host, &[("x-api-key", key)]);
-        async move { send(&http, request).await.unwrap().status }
+        async move { status_of(&http, request).await }
     };
     assert_eq!(status("keyed.test", "alice").await, StatusCode::OK);
     let refused = send(

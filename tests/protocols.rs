@@ -8,7 +8,6 @@ mod support;
 use futures_util::{SinkExt, StreamExt};
 use support::*;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_tungstenite::tungstenite::Message;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -16,17 +15,7 @@ use tonic_health::pb::HealthCheckRequest;
 
 #[tokio::test]
 async fn grpc_unary_and_streaming_over_h2c() {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("shop.Cart", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(TcpListenerStream::new(listener)),
-    );
+    let (reporter, grpc_addr) = start_grpc_health().await;
 
     let m = Manifests::new();
     m.write(

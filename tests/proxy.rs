@@ -371,10 +371,7 @@ async fn upstream_keepalive_requests_recycles_connections() {
     let http = client();
     for _ in 0..20 {
         assert_eq!(
-            send(&http, get(sluice.http_addr, "a", "/"))
-                .await
-                .unwrap()
-                .status,
+            status_of(&http, get(sluice.http_addr, "a", "/")).await,
             StatusCode::OK
         );
     }
@@ -477,16 +474,10 @@ async fn health_endpoints() {
             .unwrap()
     };
     // An empty directory is still a loaded (empty) table: healthy.
+    assert_eq!(status_of(&http, admin("/healthz")).await, StatusCode::OK);
+    assert_eq!(status_of(&http, admin("/readyz")).await, StatusCode::OK);
     assert_eq!(
-        send(&http, admin("/healthz")).await.unwrap().status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        send(&http, admin("/readyz")).await.unwrap().status,
-        StatusCode::OK
-    );
-    assert_eq!(
-        send(&http, admin("/nope")).await.unwrap().status,
+        status_of(&http, admin("/nope")).await,
         StatusCode::NOT_FOUND
     );
 }

@@ -17,7 +17,7 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustls::pki_types::{CertificateDer, ServerName};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -352,17 +352,7 @@ async fn curl_over_tls_with_http2_and_http1() {
 #[tokio::test]
 async fn grpc_over_tls() {
     let pki = Pki::new();
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status("shop.Cart", tonic_health::ServingStatus::Serving)
-        .await;
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let grpc_addr = listener.local_addr().unwrap();
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
+    let (_reporter, grpc_addr) = start_grpc_health().await;
     let (cert, key, _) = pki.leaf(&["grpc.test"]);
     let m = Manifests::new();
     m.write(
@@ -498,7 +488,7 @@ async fn plain_http_is_redirected_for_tls_hosts() {
     assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
     assert_eq!(reply.headers["location"], "https://a.test/path?q=1");
     assert_eq!(
-        send(&http, get(addr, "b.test", "/")).await.unwrap().status,
+        status_of(&http, get(addr, "b.test", "/")).await,
         StatusCode::OK,
         "ssl-redirect: false"
     );
@@ -506,7 +496,7 @@ async fn plain_http_is_redirected_for_tls_hosts() {
     assert_eq!(forced.status, StatusCode::PERMANENT_REDIRECT);
     assert_eq!(forced.headers["location"], "https://c.test/x");
     assert_eq!(
-        send(&http, get(addr, "d.test", "/")).await.unwrap().status,
+        status_of(&http, get(addr, "d.test", "/")).await,
         StatusCode::OK,
         "no TLS, no redirect"
     );

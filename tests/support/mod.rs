@@ -465,3 +465,25 @@ pub async fn start_sluice_with_config_file(manifests: &Path, config_file: &Path)
     .await
     .unwrap()
 }
+
+/// A real gRPC server (tonic's health service) on loopback, reporting `shop.Cart`
+/// as serving; the reporter changes what it reports.
+pub async fn start_grpc_health() -> (tonic_health::server::HealthReporter, SocketAddr) {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("shop.Cart", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    (reporter, addr)
+}
+
+/// The status of a request's answer.
+pub async fn status_of(http: &HttpClient, request: Request<Full<Bytes>>) -> StatusCode {
+    send(http, request).await.unwrap().status
+}
