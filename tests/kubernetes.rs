@@ -60,6 +60,31 @@ async fn apply_and_wait(
     .is_some()
 }
 
+/// Starts sluice against the apiserver and waits until it is ready.
+async fn start_ready(
+    api: &FakeApiServer,
+    dir: &tempfile::TempDir,
+    options: KubeOptions,
+) -> (Server, HttpClient) {
+    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), options).await;
+    let http = client();
+    let ready = until_status(&http, || admin(&sluice, "/readyz"), StatusCode::OK, SYNC).await;
+    assert!(ready.is_some(), "sluice did not become ready");
+    (sluice, http)
+}
+
+/// An `app` Service on `pod` and an Ingress for `team-a.test`, in namespace team-a.
+fn apply_team_a_app(api: &FakeApiServer, pod: std::net::SocketAddr) {
+    let in_team_a = |yaml: String| yaml.replace("namespace: default", "namespace: team-a");
+    api.apply_yaml(&in_team_a(service_yaml("app", &[pod])));
+    api.apply_yaml(&in_team_a(ingress_yaml(
+        "app",
+        Some("team-a.test"),
+        &[],
+        &[("/", "Prefix", "app")],
+    )));
+}
+
 /// A cluster with the `sluice` class and a `web` Service on two pods.
 async fn cluster() -> (FakeApiServer, Upstream, Upstream, tempfile::TempDir) {
     let api = FakeApiServer::start().await;
@@ -91,13 +116,7 @@ async fn cluster_objects_become_routes_to_ready_pods() {
         )
         .replace("spec:\n", "spec:\n  ingressClassName: nginx\n"),
     );
-    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), KubeOptions::default()).await;
-    let http = client();
-    assert!(
-        until_status(&http, || admin(&sluice, "/readyz"), StatusCode::OK, SYNC)
-            .await
-            .is_some()
-    );
+    let (sluice, http) = start_ready(&api, &dir, KubeOptions::default()).await;
     assert_eq!(
         status_of(&http, admin(&sluice, "/healthz")).await,
         StatusCode::OK
@@ -150,13 +169,7 @@ async fn cluster_objects_become_routes_to_ready_pods() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watches_recover_from_410_gone_and_dropped_connections() {
     let (api, _pod1, _pod2, dir) = cluster().await;
-    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), KubeOptions::default()).await;
-    let http = client();
-    assert!(
-        until_status(&http, || admin(&sluice, "/readyz"), StatusCode::OK, SYNC)
-            .await
-            .is_some()
-    );
+    let (sluice, http) = start_ready(&api, &dir, KubeOptions::default()).await;
 
     // 410 Gone: the watchers re-list, and the table is not dropped meanwhile.
     let lists_before = api.lists("ingresses");
@@ -228,25 +241,12 @@ async fn not_ready_until_every_watcher_has_listed() {
 async fn watch_namespace_restricts_what_is_served() {
     let (api, _pod1, _pod2, dir) = cluster().await;
     let pod3 = start_upstream_on("pod-3", "127.0.0.4").await;
-    let in_team_a = |yaml: String| yaml.replace("namespace: default", "namespace: team-a");
-    api.apply_yaml(&in_team_a(service_yaml("app", &[pod3.addr])));
-    api.apply_yaml(&in_team_a(ingress_yaml(
-        "app",
-        Some("team-a.test"),
-        &[],
-        &[("/", "Prefix", "app")],
-    )));
+    apply_team_a_app(&api, pod3.addr);
     let options = KubeOptions {
         namespaces: vec!["team-a".into()],
         ..KubeOptions::default()
     };
-    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), options).await;
-    let http = client();
-    assert!(
-        until_status(&http, || admin(&sluice, "/readyz"), StatusCode::OK, SYNC)
-            .await
-            .is_some()
-    );
+    let (sluice, http) = start_ready(&api, &dir, options).await;
     assert_eq!(
         answered_by(&http, &sluice, "team-a.test", 2).await,
         BTreeSet::from(["pod-3".into()])
@@ -348,25 +348,12 @@ async fn watch_namespace_selector_follows_namespace_labels() {
     };
     api.apply_yaml(&namespace("default", "b"));
     api.apply_yaml(&namespace("team-a", "a"));
-    let in_team_a = |yaml: String| yaml.replace("namespace: default", "namespace: team-a");
-    api.apply_yaml(&in_team_a(service_yaml("app", &[pod3.addr])));
-    api.apply_yaml(&in_team_a(ingress_yaml(
-        "app",
-        Some("team-a.test"),
-        &[],
-        &[("/", "Prefix", "app")],
-    )));
+    apply_team_a_app(&api, pod3.addr);
     let options = KubeOptions {
         namespace_selector: Some("tenant=a".into()),
         ..KubeOptions::default()
     };
-    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), options).await;
-    let http = client();
-    assert!(
-        until_status(&http, || admin(&sluice, "/readyz"), StatusCode::OK, SYNC)
-            .await
-            .is_some()
-    );
+    let (sluice, http) = start_ready(&api, &dir, options).await;
     assert_eq!(
         status_of(&http, get(sluice.http_addr, "team-a.test", "/")).await,
         StatusCode::OK
