@@ -298,6 +298,7 @@ enum Field {
     Path { rule: usize, path: usize },
     PathBackend { rule: usize, path: usize },
     DefaultBackend,
+    Tls(usize),
 }
 
 impl std::fmt::Display for Field {
@@ -309,6 +310,7 @@ impl std::fmt::Display for Field {
                 write!(f, "spec.rules[{rule}].http.paths[{path}].backend")
             }
             Field::DefaultBackend => f.write_str("spec.defaultBackend"),
+            Field::Tls(i) => write!(f, "spec.tls[{i}]"),
         }
     }
 }
@@ -677,9 +679,8 @@ impl<'a> Builder<'a> {
                             "host {host}: Secret {}/{secret}: {message}{suffix}",
                             parsed.object.namespace
                         );
-                        self.warn_at(
-                            &parsed.object,
-                            format!("spec.tls[{i}]"),
+                        self.warn(
+                            Some((&parsed.object, Field::Tls(i))),
                             "invalid-certificate",
                             message,
                         );
@@ -693,12 +694,7 @@ impl<'a> Builder<'a> {
                     let message = format!(
                         "host {host} already has a certificate from an older Ingress; ignored"
                     );
-                    self.warn_at(
-                        &parsed.object,
-                        format!("spec.tls[{i}]"),
-                        "conflict",
-                        message,
-                    );
+                    self.warn(Some((&parsed.object, Field::Tls(i))), "conflict", message);
                 }
             }
         }
@@ -713,22 +709,6 @@ impl<'a> Builder<'a> {
         let loaded = self.index.certificate(namespace, name);
         self.loaded.insert(key, loaded.clone());
         loaded
-    }
-
-    fn warn_at(
-        &mut self,
-        object: &ObjectRef,
-        field: String,
-        reason: &'static str,
-        message: String,
-    ) {
-        self.warnings.push(Warning {
-            file: None,
-            object: Some(object.clone()),
-            field: Some(field),
-            reason,
-            message,
-        });
     }
 
     fn warn(&mut self, site: Option<(&ObjectRef, Field)>, reason: &'static str, message: String) {
