@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crate::balance::expr::BreakerRule;
 use crate::balance::policy::{self as balance_policy, Algorithm, BalancePolicy};
 use crate::policy::retry::{self, NextUpstream, RetryPolicy};
+use crate::telemetry::requests::{MetricsOptions, StatusLabel};
 use crate::units;
 
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:80";
@@ -147,6 +148,10 @@ pub struct Config {
     pub limit_cluster_instances: u32,
     /// The status of a request over a rate limit.
     pub limit_rejected_status: u16,
+    /// Count requests per route (`sluice_requests_total` and its histograms).
+    pub request_metrics: bool,
+    /// The `status` label: `code` (200) or `class` (2xx, fewer series).
+    pub request_metrics_status: StatusLabel,
 }
 
 /// Per-route settings that annotations can override.
@@ -211,6 +216,8 @@ impl Default for Config {
             access_log_format: "json".into(),
             limit_cluster_instances: 1,
             limit_rejected_status: 429,
+            request_metrics: true,
+            request_metrics_status: StatusLabel::Code,
         }
     }
 }
@@ -349,6 +356,13 @@ impl Config {
 
     /// Route defaults; `validate` has checked what is parsed here, so a value
     /// that does not parse falls back to the built-in default.
+    pub fn metrics_options(&self) -> MetricsOptions {
+        MetricsOptions {
+            enabled: self.request_metrics,
+            status: self.request_metrics_status,
+        }
+    }
+
     pub fn proxy_defaults(&self) -> ProxyDefaults {
         let balance = BalancePolicy {
             algorithm: Algorithm::parse(&self.load_balance).unwrap_or_default(),

@@ -32,6 +32,7 @@ pub fn translate_options(config: &Config, class: &ClassSelection) -> TranslateOp
             .and_then(parse_secret_ref),
         cluster_instances: config.limit_cluster_instances,
         class: class.clone(),
+        metrics: config.metrics_options(),
     }
 }
 

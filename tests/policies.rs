@@ -140,7 +140,7 @@ async fn canary_by_header_cookie_and_weight_with_live_changes() {
     );
     // Stable and canary side by side, for success rate and latency.
     for canary in ["false", "true"] {
-        let series = format!("sluice_requests_total{{namespace=\"default\",ingress=\"app{}\",service=\"{}\",canary=\"{canary}\",method=\"GET\",status=\"2xx\"}}", if canary == "true" { "-canary" } else { "" }, if canary == "true" { "canary" } else { "stable" });
+        let series = format!("sluice_requests_total{{namespace=\"default\",ingress=\"app{}\",service=\"{}\",canary=\"{canary}\",method=\"GET\",status=\"200\"}}", if canary == "true" { "-canary" } else { "" }, if canary == "true" { "canary" } else { "stable" });
         assert!(metrics.contains(&series), "missing {series} in\n{metrics}");
         assert!(metrics.contains(&format!(
             "sluice_request_duration_seconds_bucket{{namespace=\"default\",ingress=\"app{}\"",

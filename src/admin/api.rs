@@ -7,14 +7,11 @@
 
 use std::sync::Arc;
 
-use serde_json::{json, Value};
-use tokio::time::Instant;
-
-use crate::balance::breaker::BreakerState;
-use crate::balance::pick::DEFAULT_LATENCY;
 use crate::config::Config;
 use crate::discovery::Publisher;
 use crate::routing::{Backend, Route, RoutingTable};
+use crate::telemetry::endpoints;
+use serde_json::{json, Value};
 
 pub fn routes(table: &RoutingTable) -> Value {
     let mut routes = Vec::new();
@@ -64,39 +61,17 @@ fn route_json(host: &str, path: Option<(String, &str)>, route: &Route) -> Value 
 }
 
 fn backend_json(backend: &Arc<Backend>) -> Value {
-    let now = Instant::now();
-    let set = backend.endpoint_set();
-    let typical = backend.typical_latency(DEFAULT_LATENCY);
-    let recent: Vec<f64> = set
-        .endpoints
-        .iter()
-        .map(|e| {
-            e.state
-                .stats
-                .breaker
-                .recent_requests(e.state.stats.nanos(now))
-        })
-        .collect();
-    let total: f64 = recent.iter().sum();
-    let endpoints: Vec<Value> = set
-        .endpoints
-        .iter()
-        .zip(&recent)
-        .map(|(e, recent)| {
-            let stats = &e.state.stats;
-            let nanos = stats.nanos(now);
+    let endpoints: Vec<Value> = endpoints::view(backend)
+        .into_iter()
+        .map(|v| {
             json!({
-                "address": e.addr().to_string(),
-                "ewma_ms": stats.latency.estimate(nanos, crate::balance::policy::DEFAULT_DECAY, typical) / 1e6,
-                "in_flight": stats.in_flight(),
-                "breaker": match stats.breaker.state() {
-                    BreakerState::Closed => "closed",
-                    BreakerState::Open => "open",
-                    BreakerState::HalfOpen => "half_open",
-                },
-                "recent_requests": recent,
-                "share": if total > 0.0 { recent / total } else { 0.0 },
-                "idle_connections": e.state.pool.idle_count(),
+                "address": v.address,
+                "ewma_ms": v.ewma_seconds * 1e3,
+                "in_flight": v.in_flight,
+                "breaker": endpoints::breaker_name(v.breaker),
+                "recent_requests": v.recent_requests,
+                "share": v.share,
+                "idle_connections": v.idle_connections,
             })
         })
         .collect();

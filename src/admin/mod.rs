@@ -1,7 +1,8 @@
 //! The admin listener: `/healthz` for the edge tier, `/readyz` for Kubernetes,
-//! `/metrics` for Prometheus (all open), and the JSON API under `/api/`, which
-//! answers only clients on loopback unless an `admin-token` is configured and
-//! presented as a bearer token (the port is reachable by Prometheus on the node).
+//! `/metrics` for Prometheus (all open), and the JSON API under `/api/` and the
+//! dashboard at `/`, which answer only clients on loopback unless an
+//! `admin-token` is configured and presented as a bearer token (the port is
+//! reachable by Prometheus on the node).
 
 pub mod api;
 
@@ -24,6 +25,9 @@ use crate::config::Config;
 use crate::discovery::Publisher;
 use crate::lifecycle::Lifecycle;
 use crate::routing::RoutingTable;
+
+/// The dashboard: one self-contained page that polls `/api/*` and `/metrics`.
+const DASHBOARD: &str = include_str!("dashboard.html");
 
 /// What the admin endpoints read.
 #[derive(Debug)]
@@ -71,7 +75,7 @@ fn respond(
     }
     let lifecycle = &state.lifecycle;
     let path = request.uri().path();
-    if path.starts_with("/api/")
+    if (path.starts_with("/api/") || path == "/")
         && !allowed(request.headers(), peer, state.config.admin_token.as_deref())
     {
         return text(
@@ -100,12 +104,17 @@ fn respond(
             }
         }
         "/metrics" => {
-            let body = crate::telemetry::prometheus().render();
+            let mut body = crate::telemetry::prometheus().render();
+            crate::telemetry::endpoints::render(&state.table.load(), &mut body);
             with_type(
                 Response::new(Full::new(Bytes::from(body))),
                 "text/plain; version=0.0.4; charset=utf-8",
             )
         }
+        "/" => with_type(
+            Response::new(Full::new(Bytes::from_static(DASHBOARD.as_bytes()))),
+            "text/html; charset=utf-8",
+        ),
         "/api/routes" => json(&api::routes(&state.table.load())),
         "/api/warnings" => json(&api::warnings(Some(&state.publisher))),
         "/api/config" => json(&api::config(&state.config)),

@@ -220,6 +220,13 @@ pub fn record(
     let to = match transition {
         Transition::Tripped { ejection } => {
             tracing::warn!(%endpoint, backend = %backend.name, ejection_ms = ejection.as_millis() as u64, rule = %policy.breaker, "circuit breaker opened");
+            // Rare, so the label set is resolved here rather than ahead.
+            metrics::counter!(
+                crate::telemetry::BREAKER_TRIPS,
+                "namespace" => backend.name.namespace.clone(),
+                "service" => backend.name.service.clone()
+            )
+            .increment(1);
             "open"
         }
         Transition::Reopened { ejection } => {

@@ -26,7 +26,7 @@ use crate::policy::canary::CanaryRule;
 use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::retry::RetryBudget;
 use crate::proxy::tls::{load_certified_key, Certificate, TlsCerts};
-use crate::telemetry::requests::RequestMetrics;
+use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
 
 use crate::routing::{
     Backend, BackendRef, Canary, Endpoint, HostKey, HostRoutes, IngressRef, PathKind, Protocol,
@@ -50,6 +50,7 @@ pub struct TranslateOptions {
     /// Instances sharing a `limit-scope: cluster` limit.
     pub cluster_instances: u32,
     pub class: ClassSelection,
+    pub metrics: MetricsOptions,
 }
 
 /// Which Ingresses are ours, so several fleets can share a cluster.
@@ -104,6 +105,7 @@ pub fn translate(
     let last_valid = &last.ingresses;
     let mut builder = Builder::new(snapshot, endpoints, &options.defaults, last);
     builder.cluster_instances = options.cluster_instances.max(1);
+    builder.metrics_options = options.metrics;
     let (ours, ignored) = select_ours(snapshot, &options.class);
     let mut valid = HashMap::new();
     let mut our_refs = Vec::with_capacity(ours.len());
@@ -144,12 +146,12 @@ pub fn translate(
                 namespace: backend_ref.namespace.clone(),
                 name: String::new(),
             },
-            metrics: Arc::new(RequestMetrics::new(
+            metrics: builder.request_metrics(
                 &backend_ref.namespace,
                 "",
                 &backend_ref.service,
                 false,
-            )),
+            ),
             backend,
             canary: None,
             limiter: None,
@@ -489,6 +491,9 @@ struct Builder<'a> {
     last_limiters: &'a HashMap<IngressRef, Arc<Limiter>>,
     limiters: HashMap<IngressRef, Arc<Limiter>>,
     cluster_instances: u32,
+    metrics_options: MetricsOptions,
+    /// One `RequestMetrics` per label set, shared by all paths that have it.
+    metrics: HashMap<(String, String, String, bool), Arc<RequestMetrics>>,
     backends: HashMap<(BackendRef, Protocol), Arc<Backend>>,
     hosts: BTreeMap<HostKey, HostRoutes>,
     warnings: Vec<Warning>,
@@ -511,6 +516,8 @@ impl<'a> Builder<'a> {
             last_limiters: &last.limiters,
             limiters: HashMap::new(),
             cluster_instances: 1,
+            metrics_options: MetricsOptions::default(),
+            metrics: HashMap::new(),
             backends: HashMap::new(),
             hosts: BTreeMap::new(),
             warnings: Vec::new(),
@@ -529,18 +536,13 @@ impl<'a> Builder<'a> {
             .fallback
             .clone()
             .map(|b| self.backend(b, parsed.protocol, Some((object, Field::Annotations))));
-        let route_to = |backend: Arc<Backend>, host: &HostKey| {
+        let ingress = &parsed.ingress;
+        let route_to = |backend: Arc<Backend>, metrics: Arc<RequestMetrics>, host: &HostKey| {
             let mut policy = parsed.policy.clone();
             policy.https_redirect = parsed.force_ssl_redirect
                 || (parsed.ssl_redirect && tls_hosts.contains(&host.to_string()));
-            let ingress = &parsed.ingress;
             Arc::new(Route {
-                metrics: Arc::new(RequestMetrics::new(
-                    &ingress.namespace,
-                    &ingress.name,
-                    &backend.name.service,
-                    false,
-                )),
+                metrics,
                 ingress: parsed.ingress.clone(),
                 backend,
                 canary: None,
@@ -556,9 +558,15 @@ impl<'a> Builder<'a> {
                 parsed.protocol,
                 Some((object, target.field)),
             );
+            let metrics = self.request_metrics(
+                &ingress.namespace,
+                &ingress.name,
+                &backend.name.service,
+                false,
+            );
+            let route = route_to(backend, metrics, &path.host);
             let routes = self.hosts.entry(path.host.clone()).or_default();
-            if let Err(owner) = routes.insert(path.kind, &path.path, route_to(backend, &path.host))
-            {
+            if let Err(owner) = routes.insert(path.kind, &path.path, route) {
                 let message = format!(
                     "host {} path {:?} ({:?}) is already served by the older Ingress {}; path skipped",
                     path.host, path.path, path.kind, owner.ingress
@@ -576,8 +584,14 @@ impl<'a> Builder<'a> {
                 parsed.protocol,
                 Some((object, target.field)),
             );
+            let metrics = self.request_metrics(
+                &ingress.namespace,
+                &ingress.name,
+                &backend.name.service,
+                false,
+            );
             for host in hosts {
-                let route = route_to(backend.clone(), host);
+                let route = route_to(backend.clone(), metrics.clone(), host);
                 if let Err(owner) = self
                     .hosts
                     .entry(host.clone())
@@ -627,12 +641,12 @@ impl<'a> Builder<'a> {
             let backend = self.backend(target.backend.clone(), parsed.protocol, site);
             let ingress = &parsed.ingress;
             let canary = Arc::new(Canary {
-                metrics: Arc::new(RequestMetrics::new(
+                metrics: self.request_metrics(
                     &ingress.namespace,
                     &ingress.name,
                     &backend.name.service,
                     true,
-                )),
+                ),
                 ingress: parsed.ingress.clone(),
                 backend,
                 rule: rule.clone(),
@@ -721,6 +735,30 @@ impl<'a> Builder<'a> {
         });
     }
 
+    /// The request metrics of one label set, shared by every path that has it.
+    fn request_metrics(
+        &mut self,
+        namespace: &str,
+        ingress: &str,
+        service: &str,
+        canary: bool,
+    ) -> Arc<RequestMetrics> {
+        let options = self.metrics_options;
+        self.metrics
+            .entry((
+                namespace.to_owned(),
+                ingress.to_owned(),
+                service.to_owned(),
+                canary,
+            ))
+            .or_insert_with(|| {
+                Arc::new(RequestMetrics::new(
+                    namespace, ingress, service, canary, options,
+                ))
+            })
+            .clone()
+    }
+
     /// The backend for a Service port. A missing Service or port still yields a
     /// backend (with no endpoints: 503, as ingress-nginx answers) plus a warning, so
     /// the route starts working as soon as the Service appears.
@@ -764,6 +802,7 @@ impl<'a> Builder<'a> {
         };
         let backends = self.backends.into_values().collect();
         let mut table = RoutingTable::new(self.hosts, backends, default_route, stats);
+        table.unrouted = RequestMetrics::unrouted(self.metrics_options);
         table.tls = self.certs;
         table.limiters = self.limiters;
         (table, self.warnings)

@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
@@ -19,20 +20,25 @@ use tokio::time::{Instant, Sleep};
 use super::error::ProxyError;
 use crate::balance::InFlight;
 use crate::telemetry::access_log::{AccessLog, Entry};
+use crate::telemetry::requests::RequestMetrics;
 
 pub struct RequestBody {
     /// `None` for an empty body (a bodiless request sent again).
     inner: Option<Incoming>,
     limit: Option<u64>,
     seen: u64,
+    /// Where the request size goes when the body is done (the original body only,
+    /// not a replay).
+    metrics: Option<Arc<RequestMetrics>>,
 }
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: Option<u64>) -> RequestBody {
+    pub fn new(inner: Incoming, limit: Option<u64>, metrics: Arc<RequestMetrics>) -> RequestBody {
         RequestBody {
             inner: Some(inner),
             limit,
             seen: 0,
+            metrics: Some(metrics),
         }
     }
 
@@ -41,6 +47,15 @@ impl RequestBody {
             inner: None,
             limit: None,
             seen: 0,
+            metrics: None,
+        }
+    }
+}
+
+impl Drop for RequestBody {
+    fn drop(&mut self) {
+        if let Some(metrics) = &self.metrics {
+            metrics.record_request_size(self.seen);
         }
     }
 }
@@ -66,9 +81,9 @@ impl Body for RequestBody {
             }
             Some(Ok(frame)) => frame,
         };
-        if let (Some(data), Some(limit)) = (frame.data_ref(), this.limit) {
+        if let Some(data) = frame.data_ref() {
             this.seen += data.len() as u64;
-            if this.seen > limit {
+            if this.limit.is_some_and(|limit| this.seen > limit) {
                 return Poll::Ready(Some(Err(ProxyError::BodyTooLarge)));
             }
         }
@@ -93,11 +108,19 @@ pin_project! {
         read_timeout: Duration,
         #[pin]
         deadline: Sleep,
-                // The request counts as in flight on its endpoint until the body is done.
+                        // The request counts as in flight on its endpoint until the body is done.
         in_flight: Option<InFlight>,
-        // Written to the access log when the body is done (or dropped).
-        log: Option<PendingLog>,
+        // Recorded when the body is done (or dropped).
+        completion: Option<Completion>,
     }
+}
+
+/// What happens when a response body has been sent (or abandoned): its size
+/// goes to the route's metrics and the access log line is written.
+pub struct Completion {
+    pub metrics: Option<Arc<RequestMetrics>>,
+    pub log: Option<PendingLog>,
+    pub bytes: u64,
 }
 
 /// An access log line waiting for the response body to end.
@@ -107,10 +130,17 @@ pub struct PendingLog {
     pub log: AccessLog,
 }
 
-impl Drop for PendingLog {
+impl Drop for Completion {
     fn drop(&mut self) {
-        self.entry.duration_ms = self.started.elapsed().as_secs_f64() * 1e3;
-        self.log.log(&self.entry);
+        if let Some(metrics) = &self.metrics {
+            metrics.record_response_size(self.bytes);
+        }
+        if let Some(pending) = &mut self.log {
+            let entry = &mut pending.entry;
+            entry.bytes_out = self.bytes;
+            entry.duration_ms = pending.started.elapsed().as_secs_f64() * 1e3;
+            pending.log.log(entry);
+        }
     }
 }
 
@@ -121,7 +151,7 @@ impl UpstreamBody {
             read_timeout,
             deadline: tokio::time::sleep(read_timeout),
             in_flight: Some(in_flight),
-            log: None,
+            completion: None,
         }
     }
 }
@@ -140,11 +170,11 @@ impl Body for UpstreamBody {
                 match &frame {
                     None => {
                         this.in_flight.take();
-                        this.log.take();
+                        this.completion.take();
                     }
                     Some(Ok(f)) => {
-                        if let (Some(data), Some(log)) = (f.data_ref(), this.log.as_mut()) {
-                            log.entry.bytes_out += data.len() as u64;
+                        if let (Some(data), Some(done)) = (f.data_ref(), this.completion.as_mut()) {
+                            done.bytes += data.len() as u64;
                         }
                     }
                     Some(Err(_)) => {}
@@ -188,12 +218,12 @@ impl ResponseBody {
         ResponseBody::Local { data: None }
     }
 
-    /// Logs the request when the body ends: at once for a local body.
-    pub fn log_when_done(&mut self, mut pending: PendingLog) {
+    /// Completes the request when the body ends: at once for a local body.
+    pub fn on_done(&mut self, mut completion: Completion) {
         match self {
-            ResponseBody::Upstream { body } => body.log = Some(pending),
+            ResponseBody::Upstream { body } => body.completion = Some(completion),
             ResponseBody::Local { data } => {
-                pending.entry.bytes_out = data.as_ref().map_or(0, |d| d.len() as u64);
+                completion.bytes = data.as_ref().map_or(0, |d| d.len() as u64);
             }
         }
     }

@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -15,7 +15,7 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
-use super::body::{PendingLog, RequestBody, ResponseBody, UpstreamBody};
+use super::body::{Completion, PendingLog, RequestBody, ResponseBody, UpstreamBody};
 use super::error::ProxyError;
 use super::pool::Conn;
 use crate::balance::pick::{self as balance, pick_endpoint, Pick};
@@ -25,6 +25,8 @@ use crate::policy::retry::Failure;
 use crate::routing::{Backend, Endpoint, Protocol, Route, RoutingTable};
 use crate::telemetry;
 use crate::telemetry::access_log::{self, AccessLog, Entry};
+use crate::telemetry::connections::{self, Downstream};
+use crate::telemetry::requests::RequestMetrics;
 use http_body::Body as _;
 use tokio::time::Instant;
 
@@ -72,6 +74,9 @@ pub struct ConnInfo {
     /// Header values every request of this connection sends: formatted once.
     client_ip: HeaderValue,
     local_port: HeaderValue,
+    /// Counted as open under this protocol until dropped: known after the TLS
+    /// handshake, or, in plaintext, from the first request (h2c or HTTP/1).
+    protocol: OnceLock<Downstream>,
 }
 
 impl ConnInfo {
@@ -84,11 +89,27 @@ impl ConnInfo {
             client_ip: HeaderValue::try_from(peer.ip().to_string())
                 .unwrap_or(HeaderValue::from_static("")),
             local_port: HeaderValue::from(local.port()),
+            protocol: OnceLock::new(),
+        }
+    }
+
+    /// Counts the connection as open (once).
+    pub fn count_as(&self, protocol: Downstream) {
+        if self.protocol.get().is_none() && self.protocol.set(protocol).is_ok() {
+            protocol.opened();
         }
     }
 
     pub fn client_ip(&self) -> &str {
         self.client_ip.to_str().unwrap_or_default()
+    }
+}
+
+impl Drop for ConnInfo {
+    fn drop(&mut self) {
+        if let Some(protocol) = self.protocol.get() {
+            protocol.closed();
+        }
     }
 }
 
@@ -99,13 +120,20 @@ impl Proxy {
         conn: &ConnInfo,
     ) -> Response<ResponseBody> {
         let version = request.version();
+        if !conn.tls {
+            conn.count_as(if version == Version::HTTP_2 {
+                Downstream::H2c
+            } else {
+                Downstream::Http1
+            });
+        }
         let request_id = request
             .headers()
             .get(&X_REQUEST_ID)
             .filter(|v| !v.is_empty())
             .cloned()
             .unwrap_or_else(new_request_id);
-        // For the error log line below; a Uri clone shares its bytes.
+        // For the error log line and metrics below; a Uri clone shares its bytes.
         let method = request.method().clone();
         let uri = request.uri().clone();
         let started = Instant::now();
@@ -113,7 +141,12 @@ impl Proxy {
             .access_log
             .enabled()
             .then(|| self.log_entry(&request, conn, &request_id));
-        let mut response = match self.forward(request, conn, &request_id, &mut entry).await {
+        // The route's (or canary's) metrics once routed; the unrouted ones if not.
+        let mut metrics = None;
+        let forwarded = self
+            .forward(request, conn, &request_id, &mut entry, &mut metrics)
+            .await;
+        let mut response = match forwarded {
             Ok(response) => response,
             Err(error) => {
                 let status = error.status();
@@ -135,15 +168,21 @@ impl Proxy {
                     .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
             }
         }
-        if let Some(mut entry) = entry {
+        let metrics = metrics.unwrap_or_else(|| self.table.load().unrouted.clone());
+        metrics.record(&method, response.status(), started.elapsed());
+        let log = entry.map(|mut entry| {
             entry.status = response.status().as_u16();
-            let pending = PendingLog {
+            PendingLog {
                 entry,
                 started,
                 log: self.access_log.clone(),
-            };
-            response.body_mut().log_when_done(pending);
-        }
+            }
+        });
+        response.body_mut().on_done(Completion {
+            metrics: Some(metrics),
+            log,
+            bytes: 0,
+        });
         if version <= Version::HTTP_11 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
             // HTTP/1 connection management: close after `keep-alive-requests`, and
             // while draining, so clients move to other instances promptly.
@@ -187,6 +226,7 @@ impl Proxy {
         conn: &ConnInfo,
         request_id: &HeaderValue,
         log: &mut Option<Box<Entry>>,
+        metrics: &mut Option<Arc<RequestMetrics>>,
     ) -> Result<Response<ResponseBody>, ProxyError> {
         let table = self.table.load_full();
         let host = request_host(&request);
@@ -198,6 +238,7 @@ impl Proxy {
             .route(&host, request.uri().path())
             .ok_or(ProxyError::NoRoute)?
             .clone();
+        *metrics = Some(route.metrics.clone());
         if !route.policy.access_log {
             *log = None;
         }
@@ -216,13 +257,7 @@ impl Proxy {
         }
         if let Some(limiter) = &route.limiter {
             if let Err(retry_after) = limiter.check(request.headers(), conn.peer.ip()) {
-                let response = self.rate_limited(retry_after);
-                route.metrics.record(
-                    request.method(),
-                    response.status(),
-                    std::time::Duration::ZERO,
-                );
-                return Ok(response);
+                return Ok(self.rate_limited(retry_after));
             }
         }
         // The canary takes the request when its rules say so and it has pods.
@@ -251,19 +286,19 @@ impl Proxy {
             .hash_by
             .as_ref()
             .and_then(|by| by.key(request.headers(), conn.peer.ip()));
-        let request_metrics = canary.map_or(&route.metrics, |c| &c.metrics);
-        let method = request.method().clone();
+        let request_metrics = canary.map_or(&route.metrics, |c| &c.metrics).clone();
+        if canary.is_some() {
+            *metrics = Some(request_metrics.clone());
+        }
         let started = Instant::now();
         let upgrade = client_upgrade.is_some();
+        let body_limit = route.policy.body_limit;
+        let request =
+            request.map(|body| RequestBody::new(body, body_limit, request_metrics.clone()));
         let upstream_request =
             self.upstream_request(request, &route, conn, &host, request_id, upgrade)?;
-        let result = send_with_retries(upstream_request, &route, &backend, hash).await;
-        let status = match &result {
-            Ok((response, _, _)) => response.status(),
-            Err(error) => error.status(),
-        };
-        request_metrics.record(&method, status, started.elapsed());
-        let (mut response, pick, attempts) = result?;
+        let (mut response, pick, attempts) =
+            send_with_retries(upstream_request, &route, &backend, hash, &request_metrics).await?;
         if let Some(entry) = log.as_deref_mut() {
             entry.upstream = Some(pick.endpoint.addr().to_string());
             entry.upstream_status = Some(response.status().as_u16());
@@ -307,7 +342,7 @@ impl Proxy {
 
     fn upstream_request(
         &self,
-        request: Request<Incoming>,
+        request: Request<RequestBody>,
         route: &Route,
         conn: &ConnInfo,
         host: &str,
@@ -350,7 +385,6 @@ impl Proxy {
         }
         parts.uri = Uri::from_parts(uri_parts)
             .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
-        let body = RequestBody::new(body, route.policy.body_limit);
         Ok(Request::from_parts(parts, body))
     }
 
@@ -388,6 +422,7 @@ async fn send_with_retries(
     route: &Route,
     backend: &Backend,
     hash: Option<u64>,
+    metrics: &RequestMetrics,
 ) -> Result<(Response<Incoming>, Pick, u32), ProxyError> {
     let policy = &route.policy;
     let method = request.method().clone();
@@ -420,8 +455,9 @@ async fn send_with_retries(
         };
         tracing::debug!(endpoint = %pick.endpoint.addr(), attempt = attempts, "forwarding");
         let attempt_started = Instant::now();
-        let result = send(attempt, route, &pick.endpoint).await;
+        let result = send(attempt, route, &pick.endpoint, metrics).await;
         let latency = attempt_started.elapsed();
+        metrics.record_upstream_response(latency);
         // What failed, why (for the retry rule), and the request if it never left.
         let (failure, reason, unsent) = match result {
             Ok(response) => {
@@ -506,21 +542,30 @@ type Attempt = Result<Response<Incoming>, (ProxyError, Option<Request<RequestBod
 /// Sends to the endpoint. A reused keep-alive connection that the upstream closed
 /// just before our request went out is the classic pooling race: the request was
 /// never sent, so it goes once more on a fresh connection to the same endpoint.
-async fn send(request: Request<RequestBody>, route: &Route, endpoint: &Endpoint) -> Attempt {
+async fn send(
+    request: Request<RequestBody>,
+    route: &Route,
+    endpoint: &Endpoint,
+    metrics: &RequestMetrics,
+) -> Attempt {
     let policy = &route.policy;
     let state = &endpoint.state;
     let read_timeout = policy.read_timeout;
-    let conn = match state
+    let (conn, connected) = match state
         .pool
         .checkout(policy.connect_timeout, policy.send_timeout)
         .await
     {
-        Ok(conn) => conn,
+        Ok(checkout) => checkout,
         Err(error) => return Err((error, Some(request))),
     };
+    if let Some(took) = connected {
+        metrics.record_upstream_connect(took);
+    }
     let timed_out = || (ProxyError::ReadTimeout, None);
     match conn {
         Conn::H1 { conn, reused } => {
+            connections::upstream_connection_used(reused);
             let Ok(first) = tokio::time::timeout(read_timeout, conn.send(request, state)).await
             else {
                 return Err(timed_out());
@@ -533,7 +578,11 @@ async fn send(request: Request<RequestBody>, route: &Route, endpoint: &Endpoint)
                         .connect_fresh(policy.connect_timeout, policy.send_timeout)
                         .await
                     {
-                        Ok(fresh) => fresh,
+                        Ok((fresh, took)) => {
+                            metrics.record_upstream_connect(took);
+                            connections::upstream_connection_used(false);
+                            fresh
+                        }
                         Err(error) => return Err((error, Some(unsent))),
                     };
                     match tokio::time::timeout(read_timeout, fresh.send(unsent, state)).await {

@@ -19,6 +19,7 @@ use tokio_util::task::TaskTracker;
 use super::handler::{ConnInfo, Proxy};
 use crate::config::Config;
 use crate::telemetry;
+use crate::telemetry::connections::Downstream;
 
 /// Pause after an accept error (e.g. out of file descriptors) instead of spinning.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(50);
@@ -86,6 +87,10 @@ pub async fn serve(
                     let Some(stream) = handshake(acceptor, stream, peer).await else {
                         return;
                     };
+                    info.count_as(match stream.get_ref().1.alpn_protocol() {
+                        Some(b"h2") => Downstream::H2,
+                        _ => Downstream::Tls,
+                    });
                     serve_connection(stream, builder, proxy, info, close).await
                 }
             }

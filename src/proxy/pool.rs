@@ -32,6 +32,7 @@ use super::error::ProxyError;
 use crate::balance::EndpointState;
 use crate::config::PoolConfig;
 use crate::routing::Protocol;
+use crate::telemetry::connections::Upstream;
 
 #[derive(Debug)]
 pub struct Pool {
@@ -82,44 +83,49 @@ impl Pool {
             .len()
     }
 
-    /// A pooled connection if one is usable, else a new one.
+    /// A pooled connection if one is usable, else a new one, with the time
+    /// connecting took.
     pub async fn checkout(
         &self,
         connect_timeout: Duration,
         send_timeout: Duration,
-    ) -> Result<Conn, ProxyError> {
+    ) -> Result<(Conn, Option<Duration>), ProxyError> {
         match self.protocol {
             Protocol::Http1 => {
                 if let Some(conn) = self.take_idle() {
                     conn.send_timeout_ms
                         .store(millis(send_timeout), Ordering::Relaxed);
-                    return Ok(Conn::H1 { conn, reused: true });
+                    return Ok((Conn::H1 { conn, reused: true }, None));
                 }
-                let conn = self.connect_h1(connect_timeout, send_timeout).await?;
-                Ok(Conn::H1 {
+                let (conn, took) = self.connect_fresh(connect_timeout, send_timeout).await?;
+                let conn = Conn::H1 {
                     conn,
                     reused: false,
-                })
+                };
+                Ok((conn, Some(took)))
             }
             Protocol::H2c => {
                 if let Some(sender) = self.shared_h2() {
-                    return Ok(Conn::H2(sender));
+                    return Ok((Conn::H2(sender), None));
                 }
+                let started = Instant::now();
                 let sender = self.connect_h2(connect_timeout, send_timeout).await?;
                 *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
-                Ok(Conn::H2(sender))
+                Ok((Conn::H2(sender), Some(started.elapsed())))
             }
         }
     }
 
-    /// A fresh HTTP/1.1 connection, bypassing the idle list (used to retry a request
-    /// that a reused connection closed before sending).
+    /// A new HTTP/1.1 connection, bypassing the idle list (also used to retry a
+    /// request that a reused connection closed before sending), and the time it took.
     pub async fn connect_fresh(
         &self,
         connect_timeout: Duration,
         send_timeout: Duration,
-    ) -> Result<H1Conn, ProxyError> {
-        self.connect_h1(connect_timeout, send_timeout).await
+    ) -> Result<(H1Conn, Duration), ProxyError> {
+        let started = Instant::now();
+        let conn = self.connect_h1(connect_timeout, send_timeout).await?;
+        Ok((conn, started.elapsed()))
     }
 
     fn take_idle(&self) -> Option<H1Conn> {
@@ -186,9 +192,11 @@ impl Pool {
             .map_err(ProxyError::Handshake)?;
         let addr = self.addr;
         tokio::spawn(async move {
+            Upstream::Http1.opened();
             if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%addr, %error, "upstream connection ended with an error");
             }
+            Upstream::Http1.closed();
         });
         tracing::debug!(%addr, "new upstream connection");
         Ok(H1Conn {
@@ -214,9 +222,11 @@ impl Pool {
             .map_err(ProxyError::Handshake)?;
         let addr = self.addr;
         tokio::spawn(async move {
+            Upstream::H2c.opened();
             if let Err(error) = connection.await {
                 tracing::debug!(%addr, %error, "upstream h2 connection ended with an error");
             }
+            Upstream::H2c.closed();
         });
         tracing::debug!(%addr, "new upstream h2c connection");
         Ok(sender)

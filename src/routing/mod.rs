@@ -275,6 +275,8 @@ pub struct RoutingTable {
     pub tls: TlsCerts,
     /// Rate limiters by Ingress, handed to the next build so limits survive swaps.
     pub limiters: HashMap<IngressRef, Arc<Limiter>>,
+    /// Counts requests no route takes (no Host, no match), under empty labels.
+    pub unrouted: Arc<RequestMetrics>,
     pub stats: TableStats,
 }
 
@@ -374,6 +376,11 @@ impl RoutingTable {
         self.backends
             .get(&(namespace.to_owned(), service.to_owned()))
             .map_or(&[], Vec::as_slice)
+    }
+
+    /// Every backend of the table, each once.
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.backends.values().flatten()
     }
 
     /// Ready endpoints across all backends, as of now.

@@ -21,9 +21,7 @@ fn route(name: &str) -> Arc<Route> {
         fallback: None,
         canary: None,
         limiter: None,
-        metrics: Arc::new(crate::telemetry::requests::RequestMetrics::new(
-            "default", name, name, false,
-        )),
+        metrics: Arc::default(),
         policy: RoutePolicy {
             connect_timeout: Duration::from_secs(1),
             read_timeout: Duration::from_secs(1),

@@ -3,15 +3,26 @@
 //! facade, so recording is a handle update, not a registry lookup per event.
 
 pub mod access_log;
+pub mod connections;
+pub mod endpoints;
 pub mod requests;
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 // Requests.
 pub const REQUESTS: &str = "sluice_requests_total";
 pub const REQUEST_DURATION: &str = "sluice_request_duration_seconds";
+pub const UPSTREAM_RESPONSE_DURATION: &str = "sluice_upstream_response_duration_seconds";
+pub const UPSTREAM_CONNECT_DURATION: &str = "sluice_upstream_connect_duration_seconds";
+pub const REQUEST_SIZE: &str = "sluice_request_size_bytes";
+pub const RESPONSE_SIZE: &str = "sluice_response_size_bytes";
+
+// Connections.
+pub const DOWNSTREAM_CONNECTIONS: &str = "sluice_downstream_connections";
+pub const UPSTREAM_CONNECTIONS_OPEN: &str = "sluice_upstream_connections_open";
+pub const UPSTREAM_CONNECTION_USES: &str = "sluice_upstream_connection_uses_total";
 
 pub const ACCESS_LOG_DROPPED: &str = "sluice_access_log_dropped_total";
 
@@ -32,6 +43,7 @@ pub const CONFIG_RELOADS: &str = "sluice_config_file_reloads_total";
 // Balancing and retries.
 pub const BALANCER_PANICS: &str = "sluice_balancer_panic_total";
 pub const BREAKER_TRANSITIONS: &str = "sluice_breaker_transitions_total";
+pub const BREAKER_TRIPS: &str = "sluice_breaker_trips_total";
 pub const RETRIES: &str = "sluice_retries_total";
 pub const RETRIES_DENIED: &str = "sluice_retries_denied_total";
 
@@ -48,6 +60,22 @@ const REQUEST_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Seconds, 0.5 ms (a connect on the node's network) to 5 s.
+const CONNECT_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// Bytes, 64 B to 64 MiB by factors of 4.
+const SIZE_BUCKETS: &[f64] = &[
+    64.0, 256.0, 1024.0, 4096.0, 16384.0, 65536.0, 262144.0, 1048576.0, 4194304.0, 16777216.0,
+    67108864.0,
+];
+
+/// How often histogram samples are folded into their buckets between scrapes:
+/// the recorder keeps raw samples until then, so without this, memory grows with
+/// traffic when nobody scrapes.
+const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Seconds; from 100 µs (an endpoint update) to 10 s (a huge rebuild).
 const BUILD_BUCKETS: &[f64] = &[
     0.0001, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
@@ -58,20 +86,32 @@ static PROMETHEUS: OnceLock<PrometheusHandle> = OnceLock::new();
 /// The process-wide recorder, installed on first use.
 pub fn prometheus() -> &'static PrometheusHandle {
     PROMETHEUS.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets_for_metric(
-                metrics_exporter_prometheus::Matcher::Full(CONFIG_BUILD_DURATION.into()),
-                BUILD_BUCKETS,
-            )
-            .and_then(|b| {
-                b.set_buckets_for_metric(
-                    metrics_exporter_prometheus::Matcher::Full(REQUEST_DURATION.into()),
-                    REQUEST_BUCKETS,
-                )
+        let buckets = [
+            (CONFIG_BUILD_DURATION, BUILD_BUCKETS),
+            (REQUEST_DURATION, REQUEST_BUCKETS),
+            (UPSTREAM_RESPONSE_DURATION, REQUEST_BUCKETS),
+            (UPSTREAM_CONNECT_DURATION, CONNECT_BUCKETS),
+            (REQUEST_SIZE, SIZE_BUCKETS),
+            (RESPONSE_SIZE, SIZE_BUCKETS),
+        ];
+        let recorder = buckets
+            .iter()
+            .try_fold(PrometheusBuilder::new(), |builder, (name, buckets)| {
+                builder.set_buckets_for_metric(Matcher::Full((*name).into()), buckets)
             })
             .map(|b| b.build_recorder())
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();
+        let upkeep = handle.clone();
+        let spawned = std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "cannot start the metrics upkeep thread");
+        }
         // Fails only if something else installed a recorder first; then our
         // handle renders nothing, which is visible, not fatal.
         if metrics::set_global_recorder(recorder).is_err() {
@@ -86,12 +126,48 @@ fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
     describe_counter!(
         REQUESTS,
-        "Requests by Ingress, Service, method, status class and canary."
+        "Requests by Ingress, Service, method, status (code or class) and canary; empty Ingress: no route matched."
     );
     describe_histogram!(
         REQUEST_DURATION,
         Unit::Seconds,
         "Time to the response head, by Ingress, Service and canary."
+    );
+    describe_histogram!(
+        UPSTREAM_RESPONSE_DURATION,
+        Unit::Seconds,
+        "Each upstream attempt, from picking the pod to its response head."
+    );
+    describe_histogram!(
+        UPSTREAM_CONNECT_DURATION,
+        Unit::Seconds,
+        "New upstream connections: TCP connect (and h2c handshake)."
+    );
+    describe_histogram!(
+        REQUEST_SIZE,
+        Unit::Bytes,
+        "Request body bytes received from clients."
+    );
+    describe_histogram!(
+        RESPONSE_SIZE,
+        Unit::Bytes,
+        "Response body bytes sent to clients."
+    );
+    describe_gauge!(
+        DOWNSTREAM_CONNECTIONS,
+        "Open client connections by protocol: http1 and h2c in plaintext, tls (HTTP/1.1) and h2 over TLS."
+    );
+    describe_gauge!(
+        UPSTREAM_CONNECTIONS_OPEN,
+        "Open upstream connections by protocol (in use or idle)."
+    );
+    describe_counter!(
+        UPSTREAM_CONNECTION_USES,
+        "Upstream HTTP/1.1 requests by connection: new or reused from the keep-alive pool."
+    );
+    describe_counter!(
+        BREAKER_TRIPS,
+        "Circuit breakers opened, by backend (namespace, service)."
     );
     describe_counter!(
         ACCESS_LOG_DROPPED,
