@@ -90,6 +90,15 @@ async fn a_scrape_after_traffic_counts_requests_connections_endpoints_and_warnin
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(text.contains("sluice_config_build_duration_seconds_bucket"));
+    // Dashboards and alerts are checked against this list: it must hold
+    // every family a scrape shows.
+    for family in text.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let name = family.split(' ').next().unwrap();
+        assert!(
+            sluice::telemetry::FAMILIES.contains(&name),
+            "{name} is exported but not in telemetry::FAMILIES"
+        );
+    }
 
     // Per request: the code, and no route under empty labels.
     let good = r#"namespace="default",ingress="good",service="a",canary="false""#;

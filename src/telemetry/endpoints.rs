@@ -11,6 +11,10 @@ use crate::balance::pick::DEFAULT_LATENCY;
 use crate::balance::policy::DEFAULT_DECAY;
 use crate::routing::{Backend, RoutingTable};
 
+use super::{
+    ENDPOINT_BREAKER_STATE, ENDPOINT_IN_FLIGHT, ENDPOINT_LATENCY_EWMA, UPSTREAM_CONNECTIONS_IDLE,
+};
+
 /// One endpoint of a backend, as of now.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointView {
@@ -69,19 +73,16 @@ pub fn view(backend: &Backend) -> Vec<EndpointView> {
 pub fn render(table: &RoutingTable, out: &mut String) {
     const FAMILIES: [(&str, &str); 4] = [
         (
-            "sluice_endpoint_latency_ewma_seconds",
+            ENDPOINT_LATENCY_EWMA,
             "The balancer's peak-EWMA latency estimate of each endpoint.",
         ),
+        (ENDPOINT_IN_FLIGHT, "Requests in flight on each endpoint."),
         (
-            "sluice_endpoint_in_flight",
-            "Requests in flight on each endpoint.",
-        ),
-        (
-            "sluice_endpoint_breaker_state",
+            ENDPOINT_BREAKER_STATE,
             "Each endpoint's circuit breaker: 0 closed, 1 half-open, 2 open (ejected).",
         ),
         (
-            "sluice_upstream_connections_idle",
+            UPSTREAM_CONNECTIONS_IDLE,
             "Idle keep-alive connections pooled for each endpoint.",
         ),
     ];

@@ -23,6 +23,12 @@ pub const RESPONSE_SIZE: &str = "sluice_response_size_bytes";
 pub const DOWNSTREAM_CONNECTIONS: &str = "sluice_downstream_connections";
 pub const UPSTREAM_CONNECTIONS_OPEN: &str = "sluice_upstream_connections_open";
 pub const UPSTREAM_CONNECTION_USES: &str = "sluice_upstream_connection_uses_total";
+pub const UPSTREAM_CONNECTIONS_IDLE: &str = "sluice_upstream_connections_idle";
+
+// Per endpoint, read from the table at scrape time (see `endpoints`).
+pub const ENDPOINT_LATENCY_EWMA: &str = "sluice_endpoint_latency_ewma_seconds";
+pub const ENDPOINT_IN_FLIGHT: &str = "sluice_endpoint_in_flight";
+pub const ENDPOINT_BREAKER_STATE: &str = "sluice_endpoint_breaker_state";
 
 pub const ACCESS_LOG_DROPPED: &str = "sluice_access_log_dropped_total";
 
@@ -54,6 +60,44 @@ pub const CANARY_REQUESTS: &str = "sluice_canary_requests_total";
 // TLS.
 pub const TLS_HANDSHAKES: &str = "sluice_tls_handshakes_total";
 pub const TLS_CERT_EXPIRY: &str = "sluice_tls_certificate_expiry_timestamp_seconds";
+
+/// Every family sluice exports, for checks of dashboards and alerts.
+pub const FAMILIES: &[&str] = &[
+    REQUESTS,
+    REQUEST_DURATION,
+    UPSTREAM_RESPONSE_DURATION,
+    UPSTREAM_CONNECT_DURATION,
+    REQUEST_SIZE,
+    RESPONSE_SIZE,
+    DOWNSTREAM_CONNECTIONS,
+    UPSTREAM_CONNECTIONS_OPEN,
+    UPSTREAM_CONNECTION_USES,
+    UPSTREAM_CONNECTIONS_IDLE,
+    ENDPOINT_LATENCY_EWMA,
+    ENDPOINT_IN_FLIGHT,
+    ENDPOINT_BREAKER_STATE,
+    ACCESS_LOG_DROPPED,
+    CONFIG_SWAPS,
+    CONFIG_LAST_SWAP_SUCCESS,
+    CONFIG_LAST_SWAP_TIMESTAMP,
+    CONFIG_BUILD_DURATION,
+    ENDPOINT_UPDATES,
+    TABLE_ROUTES,
+    TABLE_BACKENDS,
+    TABLE_ENDPOINTS,
+    CONFIG_WARNINGS,
+    WATCH_ERRORS,
+    CONFIG_RELOADS,
+    BALANCER_PANICS,
+    BREAKER_TRANSITIONS,
+    BREAKER_TRIPS,
+    RETRIES,
+    RETRIES_DENIED,
+    RATE_LIMITED,
+    CANARY_REQUESTS,
+    TLS_HANDSHAKES,
+    TLS_CERT_EXPIRY,
+];
 
 /// Seconds, 5 ms to 10 s.
 const REQUEST_BUCKETS: &[f64] = &[
