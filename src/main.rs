@@ -111,11 +111,18 @@ fn main() -> anyhow::Result<()> {
         Some(Command::Demo(args)) => (args, true),
         None => (cli.run, false),
     };
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker thread: a current-thread runtime, which skips the work-stealing
+    // scheduler's bookkeeping (benches/README.md has the measurement).
+    let mut runtime = match args.worker_threads {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(n.max(1));
+            builder
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
     runtime.enable_all();
-    if let Some(n) = args.worker_threads {
-        runtime.worker_threads(n.max(1));
-    }
     runtime.build()?.block_on(run(args, demo))
 }
 

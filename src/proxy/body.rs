@@ -18,6 +18,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::error::ProxyError;
+use super::pool::Checkin;
 use crate::balance::InFlight;
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::telemetry::requests::RequestMetrics;
@@ -110,8 +111,23 @@ pin_project! {
         deadline: Sleep,
                         // The request counts as in flight on its endpoint until the body is done.
         in_flight: Option<InFlight>,
-        // Recorded when the body is done (or dropped).
+                // Recorded when the body is done (or dropped).
         completion: Option<Completion>,
+        // The HTTP/1.1 connection, back to the pool once the body has ended.
+        checkin: Option<Checkin>,
+    }
+
+    impl PinnedDrop for UpstreamBody {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            // A body the server never polls because it is empty (HEAD, 204, 304)
+            // still ended: its connection is reusable.
+            if this.inner.is_end_stream() {
+                if let Some(checkin) = this.checkin.take() {
+                    checkin.body_done();
+                }
+            }
+        }
     }
 }
 
@@ -145,13 +161,19 @@ impl Drop for Completion {
 }
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, read_timeout: Duration, in_flight: InFlight) -> UpstreamBody {
+    pub fn new(
+        inner: Incoming,
+        read_timeout: Duration,
+        in_flight: InFlight,
+        checkin: Option<Checkin>,
+    ) -> UpstreamBody {
         UpstreamBody {
             inner,
             read_timeout,
             deadline: tokio::time::sleep(read_timeout),
             in_flight: Some(in_flight),
             completion: None,
+            checkin,
         }
     }
 }
@@ -169,6 +191,9 @@ impl Body for UpstreamBody {
             Poll::Ready(frame) => {
                 match &frame {
                     None => {
+                        if let Some(checkin) = this.checkin.take() {
+                            checkin.body_done();
+                        }
                         this.in_flight.take();
                         this.completion.take();
                     }

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::body::{Completion, PendingLog, RequestBody, ResponseBody, UpstreamBody};
 use super::error::ProxyError;
-use super::pool::Conn;
+use super::pool::{Answer, Conn};
 use crate::balance::pick::{self as balance, pick_endpoint, Pick};
 use crate::balance::window::Outcome;
 use crate::lifecycle::Lifecycle;
@@ -297,8 +297,9 @@ impl Proxy {
             request.map(|body| RequestBody::new(body, body_limit, request_metrics.clone()));
         let upstream_request =
             self.upstream_request(request, &route, conn, &host, request_id, upgrade)?;
-        let (mut response, pick, attempts) =
+        let (answer, pick, attempts) =
             send_with_retries(upstream_request, &route, &backend, hash, &request_metrics).await?;
+        let mut response = answer.response;
         if let Some(entry) = log.as_deref_mut() {
             entry.upstream = Some(pick.endpoint.addr().to_string());
             entry.upstream_status = Some(response.status().as_u16());
@@ -314,7 +315,12 @@ impl Proxy {
             strip_hop_by_hop(response.headers_mut(), false);
         }
         let (parts, body) = response.into_parts();
-        let body = UpstreamBody::new(body, route.policy.read_timeout, pick.in_flight);
+        let body = UpstreamBody::new(
+            body,
+            route.policy.read_timeout,
+            pick.in_flight,
+            answer.checkin,
+        );
         Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
     }
 
@@ -423,7 +429,7 @@ async fn send_with_retries(
     backend: &Backend,
     hash: Option<u64>,
     metrics: &RequestMetrics,
-) -> Result<(Response<Incoming>, Pick, u32), ProxyError> {
+) -> Result<(Answer, Pick, u32), ProxyError> {
     let policy = &route.policy;
     let method = request.method().clone();
     // Without a body, a request can be sent again even after it went out once;
@@ -460,14 +466,14 @@ async fn send_with_retries(
         metrics.record_upstream_response(latency);
         // What failed, why (for the retry rule), and the request if it never left.
         let (failure, reason, unsent) = match result {
-            Ok(response) => {
-                let status = response.status();
+            Ok(answer) => {
+                let status = answer.response.status();
                 let outcome = Outcome::Response(status.as_u16());
                 balance::record(backend, &policy.balance, &pick, outcome, latency);
                 if !policy.retry.next_upstream.on_status(status) {
-                    return Ok((response, pick, attempts));
+                    return Ok((answer, pick, attempts));
                 }
-                (Ok(response), Failure::Status(status), None)
+                (Ok(answer), Failure::Status(status), None)
             }
             Err((error, unsent)) => {
                 if let Some(outcome) = error.outcome(unsent.is_some()) {
@@ -501,7 +507,7 @@ async fn send_with_retries(
             tracing::debug!(backend = %backend.name, "retry refused: the backend's retry budget is spent");
         }
         return match failure {
-            Ok(response) => Ok((response, pick, attempts)),
+            Ok(answer) => Ok((answer, pick, attempts)),
             Err(error) => Err(error),
         };
     }
@@ -537,7 +543,7 @@ impl Replay {
 
 /// One attempt: the response, or the error and, when the request never went
 /// out, the request itself so it can go elsewhere.
-type Attempt = Result<Response<Incoming>, (ProxyError, Option<Request<RequestBody>>)>;
+type Attempt = Result<Answer, (ProxyError, Option<Request<RequestBody>>)>;
 
 /// Sends to the endpoint. A reused keep-alive connection that the upstream closed
 /// just before our request went out is the classic pooling race: the request was
@@ -598,7 +604,11 @@ async fn send(
                 return Err((ProxyError::Upstream(error), Some(request)));
             }
             match tokio::time::timeout(read_timeout, sender.send_request(request)).await {
-                Ok(result) => result.map_err(|e| (ProxyError::from_upstream(e), None)),
+                Ok(Ok(response)) => Ok(Answer {
+                    response,
+                    checkin: None,
+                }),
+                Ok(Err(error)) => Err((ProxyError::from_upstream(error), None)),
                 Err(_) => Err(timed_out()),
             }
         }

@@ -233,29 +233,56 @@ impl Pool {
     }
 }
 
+/// An upstream's answer, and for HTTP/1.1 the connection it came on, which goes
+/// back to the pool when the response body has been read to the end.
+#[derive(Debug)]
+pub struct Answer {
+    pub response: Response<Incoming>,
+    pub checkin: Option<Checkin>,
+}
+
+/// An HTTP/1.1 connection lent to one response.
+#[derive(Debug)]
+pub struct Checkin {
+    conn: H1Conn,
+    endpoint: Arc<EndpointState>,
+}
+
+impl Checkin {
+    /// The response body ended: the connection is reusable once hyper says it is
+    /// ready again. Usually it already is (its dispatcher finishes the response in
+    /// the same poll that hands over the last bytes), so the common case costs no
+    /// task; otherwise one waits for it, as hyper-util's pool does for every request.
+    pub fn body_done(mut self) {
+        if self.conn.sender.is_ready() {
+            self.endpoint.pool.checkin(self.conn);
+            return;
+        }
+        tokio::spawn(async move {
+            if self.conn.sender.ready().await.is_ok() {
+                self.endpoint.pool.checkin(self.conn);
+            }
+        });
+    }
+}
+
 impl H1Conn {
-    /// Sends a request; on success the connection returns to `endpoint`'s pool by
-    /// itself once the response has been read to the end. When hyper could not even
-    /// start sending (the pooled connection had just closed), the request comes back.
+    /// Sends a request. When hyper could not even start sending (the pooled
+    /// connection had just closed), the request comes back.
     pub async fn send(
         mut self,
         request: Request<RequestBody>,
         endpoint: &Arc<EndpointState>,
-    ) -> Result<Response<Incoming>, (ProxyError, Option<Request<RequestBody>>)> {
+    ) -> Result<Answer, (ProxyError, Option<Request<RequestBody>>)> {
         self.requests += 1;
-        let result = self.sender.try_send_request(request).await;
-        match result {
-            Ok(response) => {
-                // As hyper-util's pool does: the connection is reusable once hyper says
-                // it is ready again, which is after this response body has ended.
-                let endpoint = endpoint.clone();
-                tokio::spawn(async move {
-                    if self.sender.ready().await.is_ok() {
-                        endpoint.pool.checkin(self);
-                    }
-                });
-                Ok(response)
-            }
+        match self.sender.try_send_request(request).await {
+            Ok(response) => Ok(Answer {
+                response,
+                checkin: Some(Checkin {
+                    conn: self,
+                    endpoint: endpoint.clone(),
+                }),
+            }),
             Err(mut e) => {
                 let unsent = e.take_message();
                 Err((ProxyError::from_upstream(e.into_error()), unsent))
