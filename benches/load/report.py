@@ -45,14 +45,16 @@ print("Medians of the repeats; ±: half the range, in % of the median.")
 print()
 row("", ["direct", "nginx", "sluice", "sluice/nginx", "sluice/direct"])
 for title, test, metric, digits in [
-    ("max req/s (wrk)", "max", "rps", 0),
+        ("max req/s (wrk)", "max", "rps", 0),
+    ("  answers not 2xx, socket errors", "max", "errors", 0),
     ("  proxy CPU µs/req at max", "max", "cpu_us_per_req", 2),
     ("fixed rate: p50 µs", "fixed", "p50_us", 0),
     ("  p99 µs", "fixed", "p99_us", 0),
     ("  p99.9 µs", "fixed", "p999_us", 0),
     ("  proxy CPU µs/req", "fixed", "cpu_us_per_req", 2),
     ("  failed requests", "fixed", "errors", 0),
-    ("h2c req/s (h2load)", "h2c", "rps", 0),
+        ("h2c req/s (h2load), pod over h1", "h2c", "rps", 0),
+    ("  answers not 2xx, failed streams", "h2c", "errors", 0),
 ]:
     s = median("sluice", test, metric)
     row(
@@ -65,6 +67,18 @@ for title, test, metric, digits in [
             ratio(s, median("direct", test, metric)),
         ],
     )
+
+row(
+    "h2c req/s, pod over h2c",
+    [
+        cell("direct", "h2c", "rps", 0),
+        "",
+        cell("sluice-h2c", "h2c", "rps", 0),
+        "",
+        ratio(median("sluice-h2c", "h2c", "rps"), median("direct", "h2c", "rps")),
+    ],
+)
+row("  answers not 2xx, failed streams", ["", "", cell("sluice-h2c", "h2c", "errors", 0), "", ""])
 
 print()
 row("HTTPS (TLS 1.3, keep-alive)", ["nginx", "sluice", "sluice/nginx"])

@@ -51,9 +51,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-wait_http() { # url
+# Until `url` answers 2xx, from `pid` (not a leftover process holding the port).
+wait_started() { # pid url
+    wait_http "$2"
+    kill -0 "$1" 2>/dev/null || { echo "the process for $2 exited: is the port taken?" >&2; exit 1; }
+}
+
+wait_http() { # url: until it answers 2xx
     for _ in $(seq 200); do
-        curl -ks -o /dev/null "$1" && return 0
+        curl -ksf -o /dev/null "$1" && return 0
         sleep 0.05
     done
     echo "no answer from $1" >&2
@@ -87,7 +93,7 @@ record() { # target test metric value
 # --- the upstream -----------------------------------------------------------
 taskset -c "$LOAD_CPU" "$BIN/examples/load-upstream" "127.0.0.1:$UPSTREAM_PORT" &
 PIDS+=($!)
-wait_http "http://127.0.0.1:$UPSTREAM_PORT/"
+wait_started $! "http://127.0.0.1:$UPSTREAM_PORT/"
 
 # --- nginx: one worker, upstream keepalive, access log off -------------------
 mkdir -p "$OUT/nginx/logs"
@@ -120,7 +126,7 @@ EOF
 taskset -c "$PROXY_CPU" "$NGINX" -p "$PWD/$OUT/nginx" -c "$PWD/$OUT/nginx/nginx.conf" &
 nginx_master=$!
 PIDS+=($nginx_master)
-wait_http "http://127.0.0.1:$NGINX_PORT/"
+wait_started "$nginx_master" "http://127.0.0.1:$NGINX_PORT/"
 # The master and its worker.
 NGINX_PIDS="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
 
@@ -161,6 +167,19 @@ spec:
   - http:
       paths:
       - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+---
+# The same pods over h2c, as gRPC backends are reached.
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: app-h2c
+  namespace: bench
+  annotations: {sluice.io/backend-protocol: H2C}
+spec:
+  rules:
+  - http:
+      paths:
+      - {path: /h2c, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
 EOF
 }
 
@@ -174,9 +193,9 @@ start_sluice() { # name port extra-config...
         --manifests "$OUT/$name/manifests" --config "$OUT/$name/config.yaml" \
         --http-addr "127.0.0.1:$port" --https-addr "127.0.0.1:$((port + 1))" \
         --admin-addr "127.0.0.1:$((port + 2))" 2>"$OUT/$name/stderr.log" &
-    PIDS+=($!)
+        PIDS+=($!)
     eval "${name//-/_}_PID=$!"
-    wait_http "http://127.0.0.1:$port/"
+    wait_started $! "http://127.0.0.1:$port/"
 }
 
 start_sluice sluice 19010
@@ -194,7 +213,9 @@ max_rps() { # target url pids...
         out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "$url")
         after=$(cpu_us "$@")
         requests=$(awk '/requests in/ {print $1}' <<<"$out")
-        record "$target" max rps "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+                record "$target" max rps "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+        # wrk counts any answer; a benchmark of error pages must not pass unnoticed.
+        record "$target" max errors "$(awk '/Non-2xx/ {n=$5} /Socket errors/ {n+=$4+$6+$8+$10} END {print n+0}' <<<"$out")"
         if (($# > 0)); then
             record "$target" max cpu_us_per_req "$(python3 -c "print(($after - $before) / $requests)")"
         fi
@@ -223,8 +244,10 @@ fixed_rate() { # target url pids...
 # h2c with prior knowledge, multiplexed (nginx cannot serve h2c beside HTTP/1).
 h2c_rps() { # target url
     for _ in $(seq "$REPEATS"); do
-        out=$(taskset -c "$LOAD_CPU" h2load -c 10 -m 10 -D "$DURATION" "$2")
+                out=$(taskset -c "$LOAD_CPU" h2load -c 10 -m 10 -D "$DURATION" "$2")
         record "$1" h2c rps "$(awk '/^finished in/ {print $4}' <<<"$out")"
+        # Answers that were not 2xx, and streams that failed.
+        record "$1" h2c errors "$(awk '/^status codes:/ {n=$5+$7+$9} /^requests:/ {n+=$10} END {print n+0}' <<<"$out")"
     done
 }
 
@@ -253,7 +276,8 @@ fi
 if want h2c; then
 echo "== h2c (h2load -c10 -m10)"
 h2c_rps direct "http://127.0.0.1:$UPSTREAM_PORT/"
-h2c_rps sluice "http://127.0.0.1:19010/"
+h2c_rps sluice "http://127.0.0.1:19010/"          # HTTP/1.1 keep-alive to the pod
+h2c_rps sluice-h2c "http://127.0.0.1:19010/h2c"   # h2c to the pod (backend-protocol)
 fi
 
 record sluice loaded rss_kb "$(rss_kb "$sluice_PID")"

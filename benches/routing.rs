@@ -1,0 +1,112 @@
+//! Route lookup in a table of 10,000 hosts and 50,000 paths (five per host:
+//! `/`, `/api`, `/api/v1`, `/static` and an Exact `/login`), the per-request
+//! cost of finding where a request goes.
+//!
+//! Run: `cargo bench --bench routing`
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass, IngressClassSpec,
+    IngressRule, IngressServiceBackend, IngressSpec, ServiceBackendPort,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use sluice::balance::EndpointRegistry;
+use sluice::config::PoolConfig;
+use sluice::discovery::{translate, LastGood, Snapshot, TranslateOptions};
+
+const HOSTS: usize = 10_000;
+const PATHS: [(&str, &str); 5] = [
+    ("/", "Prefix"),
+    ("/api", "Prefix"),
+    ("/api/v1", "Prefix"),
+    ("/static", "Prefix"),
+    ("/login", "Exact"),
+];
+
+fn meta(name: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some("default".into()),
+        ..ObjectMeta::default()
+    }
+}
+
+fn snapshot() -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    snapshot.ingress_classes.push(Arc::new(IngressClass {
+        metadata: ObjectMeta {
+            name: Some("sluice".into()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(IngressClassSpec {
+            controller: Some("sluice.io/ingress-controller".into()),
+            ..IngressClassSpec::default()
+        }),
+    }));
+    for i in 0..HOSTS {
+        let backend = IngressBackend {
+            service: Some(IngressServiceBackend {
+                name: format!("svc-{i}"),
+                port: Some(ServiceBackendPort {
+                    number: Some(80),
+                    ..ServiceBackendPort::default()
+                }),
+            }),
+            ..IngressBackend::default()
+        };
+        let paths = PATHS
+            .iter()
+            .map(|(path, kind)| HTTPIngressPath {
+                path: Some((*path).into()),
+                path_type: (*kind).into(),
+                backend: backend.clone(),
+            })
+            .collect();
+        snapshot.ingresses.push(Arc::new(Ingress {
+            metadata: meta(&format!("ing-{i}")),
+            spec: Some(IngressSpec {
+                ingress_class_name: Some("sluice".into()),
+                rules: Some(vec![IngressRule {
+                    host: Some(format!("app-{i}.example.com")),
+                    http: Some(HTTPIngressRuleValue { paths }),
+                }]),
+                ..IngressSpec::default()
+            }),
+            status: None,
+        }));
+    }
+    snapshot
+}
+
+fn bench(c: &mut Criterion) {
+    let registry = EndpointRegistry::new(PoolConfig::default());
+    let translation = translate(
+        &snapshot(),
+        &TranslateOptions::default(),
+        &registry,
+        &LastGood::default(),
+    );
+    let table = translation.table;
+    assert_eq!(table.stats.routes, HOSTS * PATHS.len());
+    let mut group = c.benchmark_group("route_lookup");
+    for (name, host, path) in [
+        ("prefix_root", "app-4242.example.com", "/index.html"),
+        ("prefix_deep", "app-4242.example.com", "/api/v1/users/42"),
+        ("exact", "app-4242.example.com", "/login"),
+        ("host_with_port", "app-4242.example.com:8080", "/api/orders"),
+        ("unknown_host", "nowhere.example.org", "/api"),
+    ] {
+        group.bench_function(name, |b| {
+            b.iter(|| table.route(black_box(host), black_box(path)).is_some());
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
