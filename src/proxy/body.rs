@@ -106,9 +106,12 @@ pin_project! {
     pub struct UpstreamBody {
         #[pin]
         inner: Incoming,
-        read_timeout: Duration,
+                read_timeout: Duration,
+        // Armed only while waiting for the upstream: frames that are already
+        // there (most small bodies) cost no timer operation.
         #[pin]
         deadline: Sleep,
+        armed: bool,
                         // The request counts as in flight on its endpoint until the body is done.
         in_flight: Option<InFlight>,
                 // Recorded when the body is done (or dropped).
@@ -171,6 +174,7 @@ impl UpstreamBody {
             inner,
             read_timeout,
             deadline: tokio::time::sleep(read_timeout),
+            armed: false,
             in_flight: Some(in_flight),
             completion: None,
             checkin,
@@ -204,12 +208,17 @@ impl Body for UpstreamBody {
                     }
                     Some(Err(_)) => {}
                 }
-                this.deadline
-                    .as_mut()
-                    .reset(Instant::now() + *this.read_timeout);
+                *this.armed = false;
                 Poll::Ready(frame.map(|f| f.map_err(ProxyError::Upstream)))
             }
             Poll::Pending => {
+                // The timeout runs between two frames, from when the wait began.
+                if !*this.armed {
+                    *this.armed = true;
+                    this.deadline
+                        .as_mut()
+                        .reset(Instant::now() + *this.read_timeout);
+                }
                 ready!(this.deadline.poll(cx));
                 tracing::debug!("upstream response body read timed out");
                 Poll::Ready(Some(Err(ProxyError::ReadTimeout)))
