@@ -10,6 +10,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod fixtures;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::hint::black_box;
 use std::sync::Arc;
@@ -18,10 +20,6 @@ use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, Criterion};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass, IngressClassSpec,
-    IngressRule, IngressServiceBackend, IngressSpec, ServiceBackendPort,
-};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice::balance::EndpointRegistry;
 use sluice::config::PoolConfig;
@@ -32,14 +30,6 @@ use sluice::routing::RoutingTable;
 const SERVICES: usize = 10_000;
 const PODS_PER_SERVICE: usize = 10;
 
-fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        namespace: namespace.map(Into::into),
-        ..ObjectMeta::default()
-    }
-}
-
 fn slice(i: usize, generation: u8) -> EndpointSlice {
     let ns = format!("ns-{}", i % 100);
     EndpointSlice {
@@ -48,7 +38,7 @@ fn slice(i: usize, generation: u8) -> EndpointSlice {
                 "kubernetes.io/service-name".into(),
                 format!("svc-{i}"),
             )])),
-            ..meta(&format!("svc-{i}-abcde"), Some(&ns))
+            ..fixtures::meta(&format!("svc-{i}-abcde"), Some(&ns))
         },
         address_type: "IPv4".into(),
         ports: Some(vec![EndpointPort {
@@ -78,17 +68,11 @@ fn slice(i: usize, generation: u8) -> EndpointSlice {
 
 fn snapshot() -> Snapshot {
     let mut snapshot = Snapshot::default();
-    snapshot.ingress_classes.push(Arc::new(IngressClass {
-        metadata: meta("sluice", None),
-        spec: Some(IngressClassSpec {
-            controller: Some("sluice.io/ingress-controller".into()),
-            ..IngressClassSpec::default()
-        }),
-    }));
+    snapshot.ingress_classes.push(fixtures::sluice_class());
     for i in 0..SERVICES {
         let ns = format!("ns-{}", i % 100);
         snapshot.services.push(Arc::new(Service {
-            metadata: meta(&format!("svc-{i}"), Some(&ns)),
+            metadata: fixtures::meta(&format!("svc-{i}"), Some(&ns)),
             spec: Some(ServiceSpec {
                 ports: Some(vec![ServicePort {
                     name: Some("http".into()),
@@ -100,34 +84,13 @@ fn snapshot() -> Snapshot {
             status: None,
         }));
         snapshot.endpoint_slices.push(Arc::new(slice(i, 0)));
-        let backend = IngressBackend {
-            service: Some(IngressServiceBackend {
-                name: format!("svc-{i}"),
-                port: Some(ServiceBackendPort {
-                    number: Some(80),
-                    ..ServiceBackendPort::default()
-                }),
-            }),
-            ..IngressBackend::default()
-        };
-        snapshot.ingresses.push(Arc::new(Ingress {
-            metadata: meta(&format!("ing-{i}"), Some(&ns)),
-            spec: Some(IngressSpec {
-                ingress_class_name: Some("sluice".into()),
-                rules: Some(vec![IngressRule {
-                    host: Some(format!("app-{i}.example.com")),
-                    http: Some(HTTPIngressRuleValue {
-                        paths: vec![HTTPIngressPath {
-                            path: Some("/".into()),
-                            path_type: "Prefix".into(),
-                            backend,
-                        }],
-                    }),
-                }]),
-                ..IngressSpec::default()
-            }),
-            status: None,
-        }));
+        snapshot.ingresses.push(fixtures::ingress(
+            &format!("ing-{i}"),
+            &ns,
+            &format!("app-{i}.example.com"),
+            &format!("svc-{i}"),
+            &[("/", "Prefix")],
+        ));
     }
     snapshot
 }

@@ -6,18 +6,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::hint::black_box;
-use std::sync::Arc;
+mod fixtures;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use k8s_openapi::api::networking::v1::{
-    HTTPIngressPath, HTTPIngressRuleValue, Ingress, IngressBackend, IngressClass, IngressClassSpec,
-    IngressRule, IngressServiceBackend, IngressSpec, ServiceBackendPort,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice::balance::EndpointRegistry;
 use sluice::config::PoolConfig;
 use sluice::discovery::{translate, LastGood, Snapshot, TranslateOptions};
+use std::hint::black_box;
 
 const HOSTS: usize = 10_000;
 const PATHS: [(&str, &str); 5] = [
@@ -28,57 +23,17 @@ const PATHS: [(&str, &str); 5] = [
     ("/login", "Exact"),
 ];
 
-fn meta(name: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.into()),
-        namespace: Some("default".into()),
-        ..ObjectMeta::default()
-    }
-}
-
 fn snapshot() -> Snapshot {
     let mut snapshot = Snapshot::default();
-    snapshot.ingress_classes.push(Arc::new(IngressClass {
-        metadata: ObjectMeta {
-            name: Some("sluice".into()),
-            ..ObjectMeta::default()
-        },
-        spec: Some(IngressClassSpec {
-            controller: Some("sluice.io/ingress-controller".into()),
-            ..IngressClassSpec::default()
-        }),
-    }));
+    snapshot.ingress_classes.push(fixtures::sluice_class());
     for i in 0..HOSTS {
-        let backend = IngressBackend {
-            service: Some(IngressServiceBackend {
-                name: format!("svc-{i}"),
-                port: Some(ServiceBackendPort {
-                    number: Some(80),
-                    ..ServiceBackendPort::default()
-                }),
-            }),
-            ..IngressBackend::default()
-        };
-        let paths = PATHS
-            .iter()
-            .map(|(path, kind)| HTTPIngressPath {
-                path: Some((*path).into()),
-                path_type: (*kind).into(),
-                backend: backend.clone(),
-            })
-            .collect();
-        snapshot.ingresses.push(Arc::new(Ingress {
-            metadata: meta(&format!("ing-{i}")),
-            spec: Some(IngressSpec {
-                ingress_class_name: Some("sluice".into()),
-                rules: Some(vec![IngressRule {
-                    host: Some(format!("app-{i}.example.com")),
-                    http: Some(HTTPIngressRuleValue { paths }),
-                }]),
-                ..IngressSpec::default()
-            }),
-            status: None,
-        }));
+        snapshot.ingresses.push(fixtures::ingress(
+            &format!("ing-{i}"),
+            "default",
+            &format!("app-{i}.example.com"),
+            &format!("svc-{i}"),
+            &PATHS,
+        ));
     }
     snapshot
 }

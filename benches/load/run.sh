@@ -213,7 +213,7 @@ max_rps() { # target url pids...
         out=$(taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" "$url")
         after=$(cpu_us "$@")
         requests=$(awk '/requests in/ {print $1}' <<<"$out")
-                record "$target" max rps "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
+        record "$target" max rps "$(awk '/^Requests\/sec/ {print $2}' <<<"$out")"
         # wrk counts any answer; a benchmark of error pages must not pass unnoticed.
         record "$target" max errors "$(awk '/Non-2xx/ {n=$5} /Socket errors/ {n+=$4+$6+$8+$10} END {print n+0}' <<<"$out")"
         if (($# > 0)); then
@@ -244,7 +244,7 @@ fixed_rate() { # target url pids...
 # h2c with prior knowledge, multiplexed (nginx cannot serve h2c beside HTTP/1).
 h2c_rps() { # target url
     for _ in $(seq "$REPEATS"); do
-                out=$(taskset -c "$LOAD_CPU" h2load -c 10 -m 10 -D "$DURATION" "$2")
+        out=$(taskset -c "$LOAD_CPU" h2load -c 10 -m 10 -D "$DURATION" "$2")
         record "$1" h2c rps "$(awk '/^finished in/ {print $4}' <<<"$out")"
         # Answers that were not 2xx, and streams that failed.
         record "$1" h2c errors "$(awk '/^status codes:/ {n=$5+$7+$9} /^requests:/ {n+=$10} END {print n+0}' <<<"$out")"

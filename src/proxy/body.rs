@@ -106,15 +106,15 @@ pin_project! {
     pub struct UpstreamBody {
         #[pin]
         inner: Incoming,
-                read_timeout: Duration,
+        read_timeout: Duration,
         // Armed only while waiting for the upstream: frames that are already
         // there (most small bodies) cost no timer operation.
         #[pin]
         deadline: Sleep,
         armed: bool,
-                        // The request counts as in flight on its endpoint until the body is done.
+        // The request counts as in flight on its endpoint until the body is done.
         in_flight: Option<InFlight>,
-                // Recorded when the body is done (or dropped).
+        // Recorded when the body is done (or dropped).
         completion: Option<Completion>,
         // The HTTP/1.1 connection, back to the pool once the body has ended.
         checkin: Option<Checkin>,
