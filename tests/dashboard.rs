@@ -27,12 +27,7 @@ async fn the_dashboard_shows_ingresses_endpoints_and_warnings_in_chromium() {
     );
     m.write(
         "broken.yaml",
-        &ingress_yaml(
-            "broken",
-            Some("broken.test"),
-            &[("sluice.io/proxy-read-timeout", "never")],
-            &[("/", "Prefix", "shop")],
-        ),
+        &invalid_ingress_yaml("broken", "broken.test", "shop"),
     );
     let sluice = start_sluice(m.path(), "").await;
     let http = client();

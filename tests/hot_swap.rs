@@ -148,12 +148,7 @@ async fn a_broken_file_keeps_its_last_good_version() {
 
     // A valid Ingress edited into an invalid one keeps serving its last valid
     // version; a new Ingress in the same file serves as usual.
-    let mut mixed = ingress_yaml(
-        "app",
-        Some("app.test"),
-        &[("sluice.io/proxy-read-timeout", "never")],
-        &[("/", "Prefix", "a")],
-    );
+    let mut mixed = invalid_ingress_yaml("app", "app.test", "a");
     mixed += &ingress_yaml("fine", Some("fine.test"), &[], &[("/", "Prefix", "a")]);
     m.write("app.yaml", &mixed);
     let fine = until_status(
@@ -173,15 +168,7 @@ async fn a_broken_file_keeps_its_last_good_version() {
         "the last valid version of app serves"
     );
     // A broken Ingress never seen valid is skipped.
-    m.write(
-        "new.yaml",
-        &ingress_yaml(
-            "new",
-            Some("new.test"),
-            &[("sluice.io/proxy-read-timeout", "never")],
-            &[("/", "Prefix", "a")],
-        ),
-    );
+    m.write("new.yaml", &invalid_ingress_yaml("new", "new.test", "a"));
     m.write(
         "marker.yaml",
         &ingress_yaml("marker", Some("marker.test"), &[], &[("/", "Prefix", "a")]),

@@ -20,15 +20,7 @@ async fn a_scrape_after_traffic_counts_requests_connections_endpoints_and_warnin
         "good.yaml",
         &ingress_yaml("good", Some("good.test"), &[], &[("/", "Prefix", "a")]),
     );
-    m.write(
-        "bad.yaml",
-        &ingress_yaml(
-            "bad",
-            Some("bad.test"),
-            &[("sluice.io/proxy-read-timeout", "never")],
-            &[("/", "Prefix", "a")],
-        ),
-    );
+    m.write("bad.yaml", &invalid_ingress_yaml("bad", "bad.test", "a"));
     let sluice = start_sluice(m.path(), "").await;
     let http = client();
     let traffic = client();

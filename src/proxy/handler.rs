@@ -286,10 +286,10 @@ impl Proxy {
             .hash_by
             .as_ref()
             .and_then(|by| by.key(request.headers(), conn.peer.ip()));
-        let request_metrics = canary.map_or(&route.metrics, |c| &c.metrics).clone();
-        if canary.is_some() {
-            *metrics = Some(request_metrics.clone());
+        if let Some(canary) = canary {
+            *metrics = Some(canary.metrics.clone());
         }
+        let request_metrics = canary.map_or(&route.metrics, |c| &c.metrics);
         let started = Instant::now();
         let upgrade = client_upgrade.is_some();
         let body_limit = route.policy.body_limit;
@@ -298,7 +298,7 @@ impl Proxy {
         let upstream_request =
             self.upstream_request(request, &route, conn, &host, request_id, upgrade)?;
         let (answer, pick, attempts) =
-            send_with_retries(upstream_request, &route, &backend, hash, &request_metrics).await?;
+            send_with_retries(upstream_request, &route, &backend, hash, request_metrics).await?;
         let mut response = answer.response;
         if let Some(entry) = log.as_deref_mut() {
             entry.upstream = Some(pick.endpoint.addr().to_string());

@@ -276,6 +276,17 @@ pub fn ingress_yaml(
     yaml
 }
 
+/// An Ingress sluice must reject (an invalid `proxy-read-timeout`), with one
+/// Prefix `/` rule to `service`.
+pub fn invalid_ingress_yaml(name: &str, host: &str, service: &str) -> String {
+    ingress_yaml(
+        name,
+        Some(host),
+        &[("sluice.io/proxy-read-timeout", "never")],
+        &[("/", "Prefix", service)],
+    )
+}
+
 /// Starts sluice in-process on loopback ports; `config` is extra config-file YAML.
 pub async fn start_sluice(manifests: &Path, config: &str) -> Server {
     let quiet = !config.contains("access-log:");
