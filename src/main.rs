@@ -16,6 +16,12 @@ use sluice::server::{Options, Server, Source};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of glibc's malloc: each request allocates and frees hyper's
+/// read buffers (8 KB and more), which glibc serves from its slow paths
+/// (`malloc_consolidate`). See benches/README.md for the measurement.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, about = "A Kubernetes L7 ingress proxy")]
 struct Cli {

@@ -127,12 +127,16 @@ impl Proxy {
                 Downstream::Http1
             });
         }
-        let request_id = request
+        let mut request_id = request
             .headers()
             .get(&X_REQUEST_ID)
             .filter(|v| !v.is_empty())
             .cloned()
             .unwrap_or_else(new_request_id);
+        // Unique per request: over HTTP/2, HPACK must not add it to its dynamic
+        // table, where it would never be reused and would only churn the table
+        // (indexing cost a quarter of an h2c request's CPU).
+        request_id.set_sensitive(true);
         // For the error log line and metrics below; a Uri clone shares its bytes.
         let method = request.method().clone();
         let uri = request.uri().clone();
@@ -579,10 +583,13 @@ async fn send(
             match first {
                 Err((error, Some(unsent))) if reused => {
                     tracing::debug!(%error, endpoint = %state.addr, "pooled connection closed; retrying on a new one");
-                    let fresh = match state
-                        .pool
-                        .connect_fresh(policy.connect_timeout, policy.send_timeout)
-                        .await
+                    // Boxed: a cold path that would otherwise enlarge every request's future.
+                    let fresh = match Box::pin(
+                        state
+                            .pool
+                            .connect_fresh(policy.connect_timeout, policy.send_timeout),
+                    )
+                    .await
                     {
                         Ok((fresh, took)) => {
                             metrics.record_upstream_connect(took);
@@ -732,8 +739,8 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     (!values.is_empty()).then(|| values.join(", "))
 }
 
-/// 32 hex digits, as ingress-nginx's `$req_id`.
-/// 32 random hex digits, written without the formatting machinery.
+/// 32 random hex digits, as ingress-nginx's `$req_id`, written without the
+/// formatting machinery.
 fn new_request_id() -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut random = fastrand::u128(..);

@@ -97,7 +97,10 @@ impl Pool {
                         .store(millis(send_timeout), Ordering::Relaxed);
                     return Ok((Conn::H1 { conn, reused: true }, None));
                 }
-                let (conn, took) = self.connect_fresh(connect_timeout, send_timeout).await?;
+                // Boxed, here and below: connecting is the cold path, and inline its
+                // state would enlarge every request's future (moved several times).
+                let (conn, took) =
+                    Box::pin(self.connect_fresh(connect_timeout, send_timeout)).await?;
                 let conn = Conn::H1 {
                     conn,
                     reused: false,
@@ -109,7 +112,7 @@ impl Pool {
                     return Ok((Conn::H2(sender), None));
                 }
                 let started = Instant::now();
-                let sender = self.connect_h2(connect_timeout, send_timeout).await?;
+                let sender = Box::pin(self.connect_h2(connect_timeout, send_timeout)).await?;
                 *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
                 Ok((Conn::H2(sender), Some(started.elapsed())))
             }
