@@ -16,32 +16,16 @@ RATE=${RATE:-5000}         # the fixed rate, requests per second
 CONNECTIONS=${CONNECTIONS:-50}
 SECTIONS=${SECTIONS:-"max fixed tls h2c storm scale"}   # any subset, to iterate
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
-PROXY_CPU=0
-LOAD_CPU=1
-
-need=()
-command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v openssl >/dev/null || need+=(openssl)
-command -v python3 >/dev/null || need+=(python3)
-command -v curl >/dev/null || need+=(curl)
-if ((${#need[@]})); then
-    echo "installing: ${need[*]}"
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
+source benches/load/common.sh
+install_missing nginx=nginx wrk=wrk h2load=nghttp2-client openssl=openssl python3=python3 curl=curl
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 cargo build --release --locked --bin sluice --example load-upstream --example loadgen
-BIN=target/release
 OUT=target/load
 rm -rf "$OUT" && mkdir -p "$OUT"
 RESULTS=$OUT/results.tsv
 : >"$RESULTS"
 
-UPSTREAM_PORT=19000
 NGINX_PORT=19001
 NGINX_TLS_PORT=19002
 PIDS=()
@@ -50,33 +34,6 @@ cleanup() {
     wait 2>/dev/null || true
 }
 trap cleanup EXIT
-
-# Until `url` answers 2xx, from `pid` (not a leftover process holding the port).
-wait_started() { # pid url
-    wait_http "$2"
-    kill -0 "$1" 2>/dev/null || { echo "the process for $2 exited: is the port taken?" >&2; exit 1; }
-}
-
-wait_http() { # url: until it answers 2xx
-    for _ in $(seq 200); do
-        curl -ksf -o /dev/null "$1" && return 0
-        sleep 0.05
-    done
-    echo "no answer from $1" >&2
-    return 1
-}
-
-# CPU time (user + system) of processes, in microseconds.
-cpu_us() {
-    local total=0 pid fields
-    for pid in "$@"; do
-        # Fields after the command name, which may hold spaces: utime is 14th, stime 15th.
-        fields=$(sed 's/^.*) //' "/proc/$pid/stat")
-        set -- $fields
-        total=$((total + ${12} + ${13}))
-    done
-    echo $((total * 1000000 / $(getconf CLK_TCK)))
-}
 
 rss_kb() {
     local total=0 pid
@@ -131,71 +88,13 @@ wait_started "$nginx_master" "http://127.0.0.1:$NGINX_PORT/"
 NGINX_PIDS="$nginx_master $(pgrep -P "$nginx_master" | tr '\n' ' ')"
 
 # --- sluice: one worker thread, access log off --------------------------------
-# A manifests directory with one Ingress (any host) to the upstream.
-manifests() { # dir
-    mkdir -p "$1"
-    cat >"$1/app.yaml" <<EOF
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata:
-  name: sluice
-  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
-spec: {controller: sluice.io/ingress-controller}
----
-apiVersion: v1
-kind: Service
-metadata: {name: app, namespace: bench}
-spec:
-  ports: [{name: http, port: 80}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata:
-  name: app-1
-  namespace: bench
-  labels: {kubernetes.io/service-name: app}
-addressType: IPv4
-ports: [{name: http, port: $UPSTREAM_PORT}]
-endpoints:
-- addresses: ["127.0.0.1"]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {name: app, namespace: bench}
-spec:
-  rules:
-  - http:
-      paths:
-      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
----
-# The same pods over h2c, as gRPC backends are reached.
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata:
-  name: app-h2c
-  namespace: bench
-  annotations: {sluice.io/backend-protocol: H2C}
-spec:
-  rules:
-  - http:
-      paths:
-      - {path: /h2c, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
-EOF
-}
-
 start_sluice() { # name port extra-config...
     local name=$1 port=$2
     shift 2
-    manifests "$OUT/$name/manifests"
-    printf 'access-log: "off"\n' >"$OUT/$name/config.yaml"
-    for line in "$@"; do printf '%s\n' "$line" >>"$OUT/$name/config.yaml"; done
-    RUST_LOG=warn taskset -c "$PROXY_CPU" "$BIN/sluice" --worker-threads 1 \
-        --manifests "$OUT/$name/manifests" --config "$OUT/$name/config.yaml" \
-        --http-addr "127.0.0.1:$port" --https-addr "127.0.0.1:$((port + 1))" \
-        --admin-addr "127.0.0.1:$((port + 2))" 2>"$OUT/$name/stderr.log" &
-        PIDS+=($!)
-    eval "${name//-/_}_PID=$!"
-    wait_started $! "http://127.0.0.1:$port/"
+    start_sluice_binary "$BIN/sluice" "$OUT/$name" "$port" "$@"
+    PIDS+=($SLUICE_PID)
+    eval "${name//-/_}_PID=$SLUICE_PID"
+    wait_started "$SLUICE_PID" "http://127.0.0.1:$port/"
 }
 
 start_sluice sluice 19010

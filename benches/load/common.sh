@@ -1,0 +1,117 @@
+# Shared by run.sh, compare.sh and instructions.sh: tools, ports, the manifests
+# sluice serves, and how CPU time is read. Sourced from the repository root.
+
+PROXY_CPU=0   # the proxy under test runs alone here
+LOAD_CPU=1    # the upstream and the load generator share this one
+UPSTREAM_PORT=19000
+BIN=target/release
+
+# Installs missing Debian packages: install_missing command=package...
+install_missing() {
+    local need=() pair
+    for pair in "$@"; do
+        command -v "${pair%%=*}" >/dev/null || [ -x "/usr/sbin/${pair%%=*}" ] || need+=("${pair#*=}")
+    done
+    if ((${#need[@]})); then
+        echo "installing: ${need[*]}"
+        local sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+    fi
+}
+
+# Until `url` answers 2xx.
+wait_http() { # url
+    for _ in $(seq 200); do
+        curl -ksf -o /dev/null "$1" && return 0
+        sleep 0.05
+    done
+    echo "no answer from $1" >&2
+    return 1
+}
+
+# Until `url` answers 2xx, from `pid` (not a leftover process holding the port).
+wait_started() { # pid url
+    wait_http "$2"
+    kill -0 "$1" 2>/dev/null || { echo "the process for $2 exited: is the port taken?" >&2; exit 1; }
+}
+
+# CPU time (user + system) of processes, in microseconds.
+cpu_us() {
+    local total=0 pid fields
+    for pid in "$@"; do
+        # Fields after the command name, which may hold spaces: utime is 14th, stime 15th.
+        fields=$(sed 's/^.*) //' "/proc/$pid/stat")
+        set -- $fields
+        total=$((total + ${12} + ${13}))
+    done
+    echo $((total * 1000000 / $(getconf CLK_TCK)))
+}
+
+# A manifests directory with one Ingress (any host) to the upstream, and the same
+# pods over h2c at /h2c.
+manifests() { # dir
+    mkdir -p "$1"
+    cat >"$1/app.yaml" <<YAML
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: sluice
+  annotations: {ingressclass.kubernetes.io/is-default-class: "true"}
+spec: {controller: sluice.io/ingress-controller}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: app, namespace: bench}
+spec:
+  ports: [{name: http, port: 80}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: app-1
+  namespace: bench
+  labels: {kubernetes.io/service-name: app}
+addressType: IPv4
+ports: [{name: http, port: $UPSTREAM_PORT}]
+endpoints:
+- addresses: ["127.0.0.1"]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: app, namespace: bench}
+spec:
+  rules:
+  - http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+---
+# The same pods over h2c, as gRPC backends are reached.
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: app-h2c
+  namespace: bench
+  annotations: {sluice.io/backend-protocol: H2C}
+spec:
+  rules:
+  - http:
+      paths:
+      - {path: /h2c, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+YAML
+}
+
+# Starts sluice pinned to the proxy CPU, one worker thread, access log off:
+# start_sluice binary dir port [config lines...]; sets SLUICE_PID.
+start_sluice_binary() {
+    local binary=$1 dir=$2 port=$3
+    shift 3
+    manifests "$dir/manifests"
+    printf 'access-log: "off"\n' >"$dir/config.yaml"
+    for line in "$@"; do printf '%s\n' "$line" >>"$dir/config.yaml"; done
+    RUST_LOG=warn taskset -c "$PROXY_CPU" "$binary" --worker-threads 1 \
+        --manifests "$dir/manifests" --config "$dir/config.yaml" \
+        --http-addr "127.0.0.1:$port" --https-addr "127.0.0.1:$((port + 1))" \
+        --admin-addr "127.0.0.1:$((port + 2))" 2>"$dir/stderr.log" &
+    SLUICE_PID=$!
+}

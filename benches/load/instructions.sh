@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Instructions per proxied request, counted by valgrind's callgrind: repeatable
+# for a given binary whatever else the machine is doing, unlike CPU time. User
+# space only (the kernel's share is not counted), so it is for sluice's own code.
+#
+#   benches/load/instructions.sh target/release/sluice          # HTTP/1.1
+#   MODE=h2c-pod benches/load/instructions.sh target/release/sluice
+#
+# MODE: h1, h2c (pod over HTTP/1.1) or h2c-pod; REQUESTS (default 10000; compare
+# binaries at the same count, since connection set-up is counted too).
+# The profile is kept in target/load/instructions/callgrind.out.* for
+# callgrind_annotate.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+source benches/load/common.sh
+
+BINARY=$1
+MODE=${MODE:-h1}
+REQUESTS=${REQUESTS:-10000}
+install_missing valgrind=valgrind callgrind_control=valgrind h2load=nghttp2-client curl=curl
+cargo build --release --locked --example load-upstream
+OUT=target/load/instructions
+rm -rf "$OUT" && mkdir -p "$OUT"
+
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT
+taskset -c "$LOAD_CPU" "$BIN/examples/load-upstream" "127.0.0.1:$UPSTREAM_PORT" &
+PIDS+=($!)
+wait_started $! "http://127.0.0.1:$UPSTREAM_PORT/"
+
+manifests "$OUT/manifests"
+printf 'access-log: "off"\n' >"$OUT/config.yaml"
+# Counting starts with the first task poll, so start-up is not counted.
+RUST_LOG=warn taskset -c "$PROXY_CPU" valgrind --tool=callgrind \
+    --callgrind-out-file="$OUT/callgrind.out" --collect-atstart=no \
+    --toggle-collect='*Harness*poll*' \
+    "$BINARY" --worker-threads 1 --manifests "$OUT/manifests" --config "$OUT/config.yaml" \
+    --http-addr 127.0.0.1:19130 --https-addr 127.0.0.1:19131 --admin-addr 127.0.0.1:19132 \
+    2>"$OUT/stderr.log" &
+pid=$!
+PIDS+=($pid)
+for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:19130/ && break; sleep 0.3; done
+
+case $MODE in
+    h1) args=(--h1 -c50 http://127.0.0.1:19130/) ;;
+    h2c) args=(-c10 -m10 http://127.0.0.1:19130/) ;;
+    h2c-pod) args=(-c10 -m10 http://127.0.0.1:19130/h2c) ;;
+    *) echo "MODE is h1, h2c or h2c-pod" >&2; exit 2 ;;
+esac
+taskset -c "$LOAD_CPU" h2load -n "$REQUESTS" "${args[@]}" | grep -E '^requests:'
+callgrind_control --dump "$pid" >/dev/null 2>&1
+sleep 1
+profile=$(ls "$OUT"/callgrind.out.* | tail -1)
+total=$(awk '/^(summary|totals):/ {print $2; exit}' "$profile")
+echo "instructions per request ($MODE): $((total / REQUESTS))   profile: $profile"
