@@ -101,17 +101,37 @@ spec:
 YAML
 }
 
+# Processes to stop when the script exits, however it exits.
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+# The fast upstream, on the load CPU at UPSTREAM_PORT (built by the caller).
+start_upstream() {
+    taskset -c "$LOAD_CPU" "$BIN/examples/load-upstream" "127.0.0.1:$UPSTREAM_PORT" &
+    PIDS+=($!)
+    wait_started $! "http://127.0.0.1:$UPSTREAM_PORT/"
+}
+
+# Runs sluice under this command (e.g. valgrind) when set.
+SLUICE_WRAPPER=()
+
 # Starts sluice pinned to the proxy CPU, one worker thread, access log off:
-# start_sluice binary dir port [config lines...]; sets SLUICE_PID.
+# start_sluice_binary binary dir port [config lines...]; sets SLUICE_PID and
+# adds it to PIDS.
 start_sluice_binary() {
     local binary=$1 dir=$2 port=$3
     shift 3
     manifests "$dir/manifests"
     printf 'access-log: "off"\n' >"$dir/config.yaml"
     for line in "$@"; do printf '%s\n' "$line" >>"$dir/config.yaml"; done
-    RUST_LOG=warn taskset -c "$PROXY_CPU" "$binary" --worker-threads 1 \
+    RUST_LOG=warn taskset -c "$PROXY_CPU" "${SLUICE_WRAPPER[@]}" "$binary" --worker-threads 1 \
         --manifests "$dir/manifests" --config "$dir/config.yaml" \
         --http-addr "127.0.0.1:$port" --https-addr "127.0.0.1:$((port + 1))" \
         --admin-addr "127.0.0.1:$((port + 2))" 2>"$dir/stderr.log" &
     SLUICE_PID=$!
+    PIDS+=($SLUICE_PID)
 }

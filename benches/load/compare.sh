@@ -22,18 +22,11 @@ cargo build --release --locked --example load-upstream
 OUT=target/load/compare
 rm -rf "$OUT" && mkdir -p "$OUT"
 
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-taskset -c "$LOAD_CPU" "$BIN/examples/load-upstream" "127.0.0.1:$UPSTREAM_PORT" &
-PIDS+=($!)
-wait_started $! "http://127.0.0.1:$UPSTREAM_PORT/"
+start_upstream
 start_sluice_binary "$A" "$OUT/a" 19110
 A_PID=$SLUICE_PID
-PIDS+=($A_PID)
 start_sluice_binary "$B" "$OUT/b" 19120
 B_PID=$SLUICE_PID
-PIDS+=($B_PID)
 wait_started "$A_PID" http://127.0.0.1:19110/
 wait_started "$B_PID" http://127.0.0.1:19120/
 

@@ -22,24 +22,12 @@ cargo build --release --locked --example load-upstream
 OUT=target/load/instructions
 rm -rf "$OUT" && mkdir -p "$OUT"
 
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT
-taskset -c "$LOAD_CPU" "$BIN/examples/load-upstream" "127.0.0.1:$UPSTREAM_PORT" &
-PIDS+=($!)
-wait_started $! "http://127.0.0.1:$UPSTREAM_PORT/"
-
-manifests "$OUT/manifests"
-printf 'access-log: "off"\n' >"$OUT/config.yaml"
+start_upstream
 # Counting starts with the first task poll, so start-up is not counted.
-RUST_LOG=warn taskset -c "$PROXY_CPU" valgrind --tool=callgrind \
-    --callgrind-out-file="$OUT/callgrind.out" --collect-atstart=no \
-    --toggle-collect='*Harness*poll*' \
-    "$BINARY" --worker-threads 1 --manifests "$OUT/manifests" --config "$OUT/config.yaml" \
-    --http-addr 127.0.0.1:19130 --https-addr 127.0.0.1:19131 --admin-addr 127.0.0.1:19132 \
-    2>"$OUT/stderr.log" &
-pid=$!
-PIDS+=($pid)
+SLUICE_WRAPPER=(valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out"
+    --collect-atstart=no --toggle-collect='*Harness*poll*')
+start_sluice_binary "$BINARY" "$OUT" 19130
+# Slower to start under valgrind than wait_started allows.
 for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:19130/ && break; sleep 0.3; done
 
 case $MODE in
@@ -49,7 +37,7 @@ case $MODE in
     *) echo "MODE is h1, h2c or h2c-pod" >&2; exit 2 ;;
 esac
 taskset -c "$LOAD_CPU" h2load -n "$REQUESTS" "${args[@]}" | grep -E '^requests:'
-callgrind_control --dump "$pid" >/dev/null 2>&1
+callgrind_control --dump "$SLUICE_PID" >/dev/null 2>&1
 sleep 1
 profile=$(ls "$OUT"/callgrind.out.* | tail -1)
 total=$(awk '/^(summary|totals):/ {print $2; exit}' "$profile")

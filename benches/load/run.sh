@@ -28,13 +28,6 @@ RESULTS=$OUT/results.tsv
 
 NGINX_PORT=19001
 NGINX_TLS_PORT=19002
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
 rss_kb() {
     local total=0 pid
     for pid in "$@"; do
@@ -48,9 +41,7 @@ record() { # target test metric value
 }
 
 # --- the upstream -----------------------------------------------------------
-taskset -c "$LOAD_CPU" "$BIN/examples/load-upstream" "127.0.0.1:$UPSTREAM_PORT" &
-PIDS+=($!)
-wait_started $! "http://127.0.0.1:$UPSTREAM_PORT/"
+start_upstream
 
 # --- nginx: one worker, upstream keepalive, access log off -------------------
 mkdir -p "$OUT/nginx/logs"
@@ -92,7 +83,6 @@ start_sluice() { # name port extra-config...
     local name=$1 port=$2
     shift 2
     start_sluice_binary "$BIN/sluice" "$OUT/$name" "$port" "$@"
-    PIDS+=($SLUICE_PID)
     eval "${name//-/_}_PID=$SLUICE_PID"
     wait_started "$SLUICE_PID" "http://127.0.0.1:$port/"
 }
