@@ -7,6 +7,7 @@
 #   benches/load/compare.sh /tmp/sluice-before target/release/sluice
 #   MODE=h2c benches/load/compare.sh A B   # h2load, pod over HTTP/1.1
 #   MODE=h2c-pod benches/load/compare.sh A B   # h2load, pod over h2c
+#   MODE=fixed benches/load/compare.sh A B     # loadgen at RATE (default 5000)
 #
 # ROUNDS (default 8) and DURATION (seconds, default 2) change the run.
 set -euo pipefail
@@ -18,7 +19,8 @@ ROUNDS=${ROUNDS:-8}
 DURATION=${DURATION:-2}
 MODE=${MODE:-h1}
 install_missing wrk=wrk h2load=nghttp2-client curl=curl python3=python3
-cargo build --release --locked --example load-upstream
+cargo build --release --locked --example load-upstream --example loadgen
+RATE=${RATE:-5000}
 OUT=target/load/compare
 rm -rf "$OUT" && mkdir -p "$OUT"
 
@@ -44,7 +46,11 @@ measure() { # pid port
             out=$(taskset -c "$LOAD_CPU" h2load -c10 -m10 -D "$DURATION" "http://127.0.0.1:$2$path")
             requests=$(awk '/^requests:/ {print $8}' <<<"$out")
             failed=$(awk '/^status codes:/ {n=$5+$7+$9} /^requests:/ {n+=$10} END {print n+0}' <<<"$out") ;;
-        *) echo "MODE is h1, h2c or h2c-pod" >&2; exit 2 ;;
+        fixed)
+            out=$(taskset -c "$LOAD_CPU" "$BIN/examples/loadgen" "http://127.0.0.1:$2/" "$RATE" 50 "$DURATION")
+            requests=$(sed -E 's/.*requests=([0-9]+).*/\1/' <<<"$out")
+            failed=$(sed -E 's/.*errors=([0-9]+).*/\1/' <<<"$out") ;;
+        *) echo "MODE is h1, h2c, h2c-pod or fixed" >&2; exit 2 ;;
     esac
     after=$(cpu_us "$1")
     python3 -c "print(($after - $before) / max($requests, 1), $requests / $DURATION, $failed)"

@@ -2,6 +2,7 @@
 //! wrapper passes frames through as they come, so backpressure reaches the sender.
 //!
 //! * `RequestBody`: client -> upstream, enforcing `proxy-body-size`.
+//! * `FromUpstream`: the upstream's answer as its protocol delivers it.
 //! * `UpstreamBody`: upstream -> client, enforcing `proxy-read-timeout` between frames.
 //! * `ResponseBody`: what the listener sends: a proxied body or a short local one.
 
@@ -18,7 +19,7 @@ use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
 use super::error::ProxyError;
-use super::pool::Checkin;
+use super::h1::H1Body;
 use crate::balance::InFlight;
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::telemetry::requests::RequestMetrics;
@@ -102,10 +103,47 @@ impl Body for RequestBody {
     }
 }
 
+/// The body of an upstream's answer: read off an HTTP/1.1 connection by the
+/// request's task, or an h2 stream from hyper.
+#[derive(Debug)]
+pub enum FromUpstream {
+    H1(H1Body),
+    H2(Incoming),
+}
+
+impl Body for FromUpstream {
+    type Data = Bytes;
+    type Error = ProxyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
+        // Both are Unpin.
+        match self.get_mut() {
+            FromUpstream::H1(body) => Pin::new(body).poll_frame(cx),
+            FromUpstream::H2(body) => Pin::new(body).poll_frame(cx).map_err(ProxyError::Upstream),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            FromUpstream::H1(body) => body.is_end_stream(),
+            FromUpstream::H2(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            FromUpstream::H1(body) => body.size_hint(),
+            FromUpstream::H2(body) => body.size_hint(),
+        }
+    }
+}
+
 pin_project! {
     pub struct UpstreamBody {
-        #[pin]
-        inner: Incoming,
+        inner: FromUpstream,
         read_timeout: Duration,
         // Armed only while waiting for the upstream: frames that are already
         // there (most small bodies) cost no timer operation.
@@ -116,21 +154,6 @@ pin_project! {
         in_flight: Option<InFlight>,
         // Recorded when the body is done (or dropped).
         completion: Option<Completion>,
-        // The HTTP/1.1 connection, back to the pool once the body has ended.
-        checkin: Option<Checkin>,
-    }
-
-    impl PinnedDrop for UpstreamBody {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            // A body the server never polls because it is empty (HEAD, 204, 304)
-            // still ended: its connection is reusable.
-            if this.inner.is_end_stream() {
-                if let Some(checkin) = this.checkin.take() {
-                    checkin.body_done();
-                }
-            }
-        }
     }
 }
 
@@ -164,12 +187,7 @@ impl Drop for Completion {
 }
 
 impl UpstreamBody {
-    pub fn new(
-        inner: Incoming,
-        read_timeout: Duration,
-        in_flight: InFlight,
-        checkin: Option<Checkin>,
-    ) -> UpstreamBody {
+    pub fn new(inner: FromUpstream, read_timeout: Duration, in_flight: InFlight) -> UpstreamBody {
         UpstreamBody {
             inner,
             read_timeout,
@@ -177,7 +195,6 @@ impl UpstreamBody {
             armed: false,
             in_flight: Some(in_flight),
             completion: None,
-            checkin,
         }
     }
 }
@@ -191,13 +208,10 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         let mut this = self.project();
-        match this.inner.poll_frame(cx) {
+        match Pin::new(&mut *this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 match &frame {
                     None => {
-                        if let Some(checkin) = this.checkin.take() {
-                            checkin.body_done();
-                        }
                         this.in_flight.take();
                         this.completion.take();
                     }
@@ -209,7 +223,7 @@ impl Body for UpstreamBody {
                     Some(Err(_)) => {}
                 }
                 *this.armed = false;
-                Poll::Ready(frame.map(|f| f.map_err(ProxyError::Upstream)))
+                Poll::Ready(frame)
             }
             Poll::Pending => {
                 // The timeout runs between two frames, from when the wait began.

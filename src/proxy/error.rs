@@ -35,6 +35,10 @@ pub enum ProxyError {
     SendTimeout,
     #[error("the upstream request failed")]
     Upstream(#[source] hyper::Error),
+    #[error("the upstream connection failed")]
+    UpstreamConnection(#[source] io::Error),
+    #[error("the upstream sent an invalid response: {0}")]
+    UpstreamResponse(&'static str),
 }
 
 impl ProxyError {
@@ -44,9 +48,11 @@ impl ProxyError {
             ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadRequest(_) | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ProxyError::Connect(_) | ProxyError::Handshake(_) | ProxyError::Upstream(_) => {
-                StatusCode::BAD_GATEWAY
-            }
+            ProxyError::Connect(_)
+            | ProxyError::Handshake(_)
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamConnection(_)
+            | ProxyError::UpstreamResponse(_) => StatusCode::BAD_GATEWAY,
             ProxyError::ConnectTimeout | ProxyError::ReadTimeout | ProxyError::SendTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
@@ -70,9 +76,11 @@ impl ProxyError {
                 Some(Outcome::ConnectFailure)
             }
             _ if unsent => None,
-            ProxyError::ReadTimeout | ProxyError::SendTimeout | ProxyError::Upstream(_) => {
-                Some(Outcome::NetworkError)
-            }
+            ProxyError::ReadTimeout
+            | ProxyError::SendTimeout
+            | ProxyError::Upstream(_)
+            | ProxyError::UpstreamConnection(_)
+            | ProxyError::UpstreamResponse(_) => Some(Outcome::NetworkError),
             _ => None,
         }
     }
@@ -82,12 +90,14 @@ impl ProxyError {
         match self {
             _ if self.is_retryable() || unsent => Some(Failure::NotSent),
             ProxyError::ReadTimeout | ProxyError::SendTimeout => Some(Failure::Timeout),
-            ProxyError::Upstream(_) => Some(Failure::Error),
+            ProxyError::Upstream(_)
+            | ProxyError::UpstreamConnection(_)
+            | ProxyError::UpstreamResponse(_) => Some(Failure::Error),
             _ => None,
         }
     }
 
-    /// Classifies a failed upstream exchange. hyper wraps errors raised by our own
+    /// Classifies a failed h2 exchange. hyper wraps errors raised by our own
     /// request body (limit, client gone) and our upstream IO (send timeout); find them.
     pub fn from_upstream(err: hyper::Error) -> ProxyError {
         let mut source = err.source();

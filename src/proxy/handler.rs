@@ -15,9 +15,9 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
-use super::body::{Completion, PendingLog, RequestBody, ResponseBody, UpstreamBody};
+use super::body::{Completion, FromUpstream, PendingLog, RequestBody, ResponseBody, UpstreamBody};
 use super::error::ProxyError;
-use super::pool::{Answer, Conn};
+use super::pool::Conn;
 use crate::balance::pick::{self as balance, pick_endpoint, Pick};
 use crate::balance::window::Outcome;
 use crate::lifecycle::Lifecycle;
@@ -27,7 +27,10 @@ use crate::telemetry;
 use crate::telemetry::access_log::{self, AccessLog, Entry};
 use crate::telemetry::connections::{self, Downstream};
 use crate::telemetry::requests::RequestMetrics;
+use bytes::BytesMut;
 use http_body::Body as _;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -301,9 +304,8 @@ impl Proxy {
             request.map(|body| RequestBody::new(body, body_limit, request_metrics.clone()));
         let upstream_request =
             self.upstream_request(request, &route, conn, &host, request_id, upgrade)?;
-        let (answer, pick, attempts) =
+        let (mut response, pick, attempts) =
             send_with_retries(upstream_request, &route, &backend, hash, request_metrics).await?;
-        let mut response = answer.response;
         if let Some(entry) = log.as_deref_mut() {
             entry.upstream = Some(pick.endpoint.addr().to_string());
             entry.upstream_status = Some(response.status().as_u16());
@@ -311,20 +313,18 @@ impl Proxy {
             entry.retries = attempts.saturating_sub(1);
         }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            if let Some(client_upgrade) = client_upgrade {
-                let upstream_upgrade = hyper::upgrade::on(&mut response);
-                self.tunnels.spawn(tunnel(client_upgrade, upstream_upgrade));
+            let upstream = match response.body_mut() {
+                FromUpstream::H1(body) => body.take_upgraded(),
+                FromUpstream::H2(_) => None,
+            };
+            if let (Some(client_upgrade), Some(upstream)) = (client_upgrade, upstream) {
+                self.tunnels.spawn(tunnel(client_upgrade, upstream));
             }
         } else {
             strip_hop_by_hop(response.headers_mut(), false);
         }
         let (parts, body) = response.into_parts();
-        let body = UpstreamBody::new(
-            body,
-            route.policy.read_timeout,
-            pick.in_flight,
-            answer.checkin,
-        );
+        let body = UpstreamBody::new(body, route.policy.read_timeout, pick.in_flight);
         Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
     }
 
@@ -408,6 +408,13 @@ impl Proxy {
         if let Some(value) = forwarded_for {
             headers.insert(X_FORWARDED_FOR.clone(), value);
         }
+        // The client's own Host value when that is where the host came from: a
+        // clone shares its bytes, where a new value would be copied and checked.
+        let forwarded_host = headers
+            .get(header::HOST)
+            .filter(|value| value.as_bytes() == host.as_bytes())
+            .cloned()
+            .or_else(|| HeaderValue::from_str(host).ok());
         let trust = self.settings.load().use_forwarded_headers;
         let mut set = |name: &HeaderName, value: HeaderValue| {
             if !(trust && headers.contains_key(name)) {
@@ -417,7 +424,7 @@ impl Proxy {
         set(&X_REAL_IP, conn.client_ip.clone());
         let proto = if conn.tls { "https" } else { "http" };
         set(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-        if let Ok(host) = HeaderValue::from_str(host) {
+        if let Some(host) = forwarded_host {
             set(&X_FORWARDED_HOST, host);
         }
         set(&X_FORWARDED_PORT, conn.local_port.clone());
@@ -433,7 +440,7 @@ async fn send_with_retries(
     backend: &Backend,
     hash: Option<u64>,
     metrics: &RequestMetrics,
-) -> Result<(Answer, Pick, u32), ProxyError> {
+) -> Result<(Response<FromUpstream>, Pick, u32), ProxyError> {
     let policy = &route.policy;
     let method = request.method().clone();
     // Without a body, a request can be sent again even after it went out once;
@@ -471,7 +478,7 @@ async fn send_with_retries(
         // What failed, why (for the retry rule), and the request if it never left.
         let (failure, reason, unsent) = match result {
             Ok(answer) => {
-                let status = answer.response.status();
+                let status = answer.status();
                 let outcome = Outcome::Response(status.as_u16());
                 balance::record(backend, &policy.balance, &pick, outcome, latency);
                 if !policy.retry.next_upstream.on_status(status) {
@@ -547,7 +554,7 @@ impl Replay {
 
 /// One attempt: the response, or the error and, when the request never went
 /// out, the request itself so it can go elsewhere.
-type Attempt = Result<Answer, (ProxyError, Option<Request<RequestBody>>)>;
+type Attempt = Result<Response<FromUpstream>, (ProxyError, Option<Request<RequestBody>>)>;
 
 /// Sends to the endpoint. A reused keep-alive connection that the upstream closed
 /// just before our request went out is the classic pooling race: the request was
@@ -580,6 +587,7 @@ async fn send(
             else {
                 return Err(timed_out());
             };
+            let first = first.map(|response| response.map(FromUpstream::H1));
             match first {
                 Err((error, Some(unsent))) if reused => {
                     tracing::debug!(%error, endpoint = %state.addr, "pooled connection closed; retrying on a new one");
@@ -599,7 +607,7 @@ async fn send(
                         Err(error) => return Err((error, Some(unsent))),
                     };
                     match tokio::time::timeout(read_timeout, fresh.send(unsent, state)).await {
-                        Ok(result) => result,
+                        Ok(result) => result.map(|response| response.map(FromUpstream::H1)),
                         Err(_) => Err(timed_out()),
                     }
                 }
@@ -611,10 +619,7 @@ async fn send(
                 return Err((ProxyError::Upstream(error), Some(request)));
             }
             match tokio::time::timeout(read_timeout, sender.send_request(request)).await {
-                Ok(Ok(response)) => Ok(Answer {
-                    response,
-                    checkin: None,
-                }),
+                Ok(Ok(response)) => Ok(response.map(FromUpstream::H2)),
                 Ok(Err(error)) => Err((ProxyError::from_upstream(error), None)),
                 Err(_) => Err(timed_out()),
             }
@@ -622,17 +627,23 @@ async fn send(
     }
 }
 
-/// Copies bytes both ways between an upgraded client and upstream until either closes.
-async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+/// Copies bytes both ways between an upgraded client and upstream until either
+/// closes; first, what the upstream sent right after its `101`.
+async fn tunnel(client: OnUpgrade, (mut upstream, early): (TcpStream, BytesMut)) {
+    let client = match client.await {
+        Ok(client) => client,
         Err(error) => {
             tracing::debug!(%error, "upgrade failed");
             return;
         }
     };
     let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
+    if !early.is_empty() {
+        if let Err(error) = client.write_all(&early).await {
+            tracing::debug!(%error, "tunnel closed with an error");
+            return;
+        }
+    }
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
         Err(error) => tracing::debug!(%error, "tunnel closed with an error"),
@@ -703,6 +714,11 @@ fn header_has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool
 /// including any the `Connection` header names. `te: trailers` is end-to-end for
 /// gRPC and kept; `Upgrade` is kept when the request is being upgraded.
 fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of these: one look at the names is cheaper than
+    // the removals below, each of which hashes its name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -728,6 +744,21 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// The headers `strip_hop_by_hop` acts on (those the `Connection` header names
+/// only matter when it is there).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+    ]
+    .contains(&name)
 }
 
 fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
@@ -773,6 +804,20 @@ mod tests {
         assert_eq!(names.len(), 2, "{names:?}");
         assert_eq!(headers["te"], "trailers");
         assert_eq!(headers["x-kept"], "1");
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_untouched() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, HeaderValue::from_static("a"));
+        headers.insert("x-kept", HeaderValue::from_static("1"));
+        let before = headers.clone();
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers, before);
+        // A hop-by-hop header without `Connection` still goes.
+        headers.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        strip_hop_by_hop(&mut headers, false);
+        assert_eq!(headers, before);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 pub mod body;
 pub mod error;
+pub mod h1;
 pub mod handler;
 pub mod listener;
 pub mod pool;

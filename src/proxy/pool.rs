@@ -5,23 +5,20 @@
 //! idle or `upstream-keepalive-requests` uses, as nginx's `keepalive` does.
 //! h2c: one multiplexed connection per endpoint, re-established when it closes.
 //!
-//! A connection goes back to the pool only once hyper reports it ready again, i.e.
-//! after the response body was read to the end; a connection whose response was
-//! abandoned half-way is closed instead of reused.
+//! An HTTP/1.1 connection goes back to the pool when its response body has been
+//! read to the end (`h1::H1Body`); a connection whose response was abandoned
+//! half-way is closed instead of reused. An idle connection the upstream closed
+//! is noticed, and dropped, when it is next taken.
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::Request;
-use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper::Response;
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -29,7 +26,7 @@ use tokio::time::{Instant, Sleep};
 
 use super::body::RequestBody;
 use super::error::ProxyError;
-use crate::balance::EndpointState;
+use super::h1::Connection;
 use crate::config::PoolConfig;
 use crate::routing::Protocol;
 use crate::telemetry::connections::Upstream;
@@ -45,23 +42,14 @@ pub struct Pool {
 
 #[derive(Debug)]
 struct IdleConn {
-    conn: H1Conn,
+    conn: Connection,
     since: Instant,
-}
-
-/// An HTTP/1.1 connection checked out of the pool.
-#[derive(Debug)]
-pub struct H1Conn {
-    sender: http1::SendRequest<RequestBody>,
-    requests: u32,
-    /// Shared with the connection's IO so each request can set its own send timeout.
-    send_timeout_ms: Arc<AtomicU64>,
 }
 
 /// A connection ready to carry one request.
 #[derive(Debug)]
 pub enum Conn {
-    H1 { conn: H1Conn, reused: bool },
+    H1 { conn: Connection, reused: bool },
     H2(http2::SendRequest<RequestBody>),
 }
 
@@ -92,9 +80,8 @@ impl Pool {
     ) -> Result<(Conn, Option<Duration>), ProxyError> {
         match self.protocol {
             Protocol::Http1 => {
-                if let Some(conn) = self.take_idle() {
-                    conn.send_timeout_ms
-                        .store(millis(send_timeout), Ordering::Relaxed);
+                if let Some(mut conn) = self.take_idle() {
+                    conn.set_send_timeout(send_timeout);
                     return Ok((Conn::H1 { conn, reused: true }, None));
                 }
                 // Boxed, here and below: connecting is the cold path, and inline its
@@ -125,24 +112,31 @@ impl Pool {
         &self,
         connect_timeout: Duration,
         send_timeout: Duration,
-    ) -> Result<(H1Conn, Duration), ProxyError> {
+    ) -> Result<(Connection, Duration), ProxyError> {
         let started = Instant::now();
-        let conn = self.connect_h1(connect_timeout, send_timeout).await?;
-        Ok((conn, started.elapsed()))
+        let stream = self.connect_tcp(connect_timeout).await?;
+        tracing::debug!(addr = %self.addr, "new upstream connection");
+        Ok((Connection::new(stream, send_timeout), started.elapsed()))
     }
 
-    fn take_idle(&self) -> Option<H1Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+    fn take_idle(&self) -> Option<Connection> {
         let timeout = self.config.upstream_keepalive_timeout;
-        while let Some(entry) = idle.pop() {
-            if entry.since.elapsed() < timeout && entry.conn.sender.is_ready() {
-                return Some(entry.conn);
+        loop {
+            // Popped under the lock, checked outside it: the check may be a syscall.
+            let entry = self
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop()?;
+            let mut conn = entry.conn;
+            if entry.since.elapsed() < timeout && conn.is_open() {
+                return Some(conn);
             }
         }
-        None
     }
 
-    fn checkin(&self, conn: H1Conn) {
+    /// Takes back a connection whose response was read to the end.
+    pub(super) fn checkin(&self, conn: Connection) {
         if conn.requests >= self.config.upstream_keepalive_requests {
             return;
         }
@@ -167,46 +161,14 @@ impl Pool {
         shared.as_ref().filter(|s| !s.is_closed()).cloned()
     }
 
-    async fn connect_tcp(
-        &self,
-        connect_timeout: Duration,
-        send_timeout: Duration,
-    ) -> Result<(TokioIo<UpstreamIo>, Arc<AtomicU64>), ProxyError> {
+    async fn connect_tcp(&self, connect_timeout: Duration) -> Result<TcpStream, ProxyError> {
         let stream = tokio::time::timeout(connect_timeout, TcpStream::connect(self.addr))
             .await
             .map_err(|_| ProxyError::ConnectTimeout)?
             .map_err(ProxyError::Connect)?;
         // Small request and response heads must not wait for Nagle.
         stream.set_nodelay(true).map_err(ProxyError::Connect)?;
-        let send_timeout_ms = Arc::new(AtomicU64::new(millis(send_timeout)));
-        let io = UpstreamIo::new(stream, send_timeout_ms.clone());
-        Ok((TokioIo::new(io), send_timeout_ms))
-    }
-
-    async fn connect_h1(
-        &self,
-        connect_timeout: Duration,
-        send_timeout: Duration,
-    ) -> Result<H1Conn, ProxyError> {
-        let (io, send_timeout_ms) = self.connect_tcp(connect_timeout, send_timeout).await?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(ProxyError::Handshake)?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            Upstream::Http1.opened();
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%addr, %error, "upstream connection ended with an error");
-            }
-            Upstream::Http1.closed();
-        });
-        tracing::debug!(%addr, "new upstream connection");
-        Ok(H1Conn {
-            sender,
-            requests: 0,
-            send_timeout_ms,
-        })
+        Ok(stream)
     }
 
     async fn connect_h2(
@@ -215,7 +177,8 @@ impl Pool {
         send_timeout: Duration,
     ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
         let deadline = Instant::now() + connect_timeout;
-        let (io, _) = self.connect_tcp(connect_timeout, send_timeout).await?;
+        let stream = self.connect_tcp(connect_timeout).await?;
+        let io = TokioIo::new(UpstreamIo::new(stream, send_timeout));
         let handshake = http2::Builder::new(TokioExecutor::new())
             .timer(TokioTimer::new())
             .handshake(io);
@@ -236,83 +199,21 @@ impl Pool {
     }
 }
 
-/// An upstream's answer, and for HTTP/1.1 the connection it came on, which goes
-/// back to the pool when the response body has been read to the end.
-#[derive(Debug)]
-pub struct Answer {
-    pub response: Response<Incoming>,
-    pub checkin: Option<Checkin>,
-}
-
-/// An HTTP/1.1 connection lent to one response.
-#[derive(Debug)]
-pub struct Checkin {
-    conn: H1Conn,
-    endpoint: Arc<EndpointState>,
-}
-
-impl Checkin {
-    /// The response body ended: the connection is reusable once hyper says it is
-    /// ready again. Usually it already is (its dispatcher finishes the response in
-    /// the same poll that hands over the last bytes), so the common case costs no
-    /// task; otherwise one waits for it, as hyper-util's pool does for every request.
-    pub fn body_done(mut self) {
-        if self.conn.sender.is_ready() {
-            self.endpoint.pool.checkin(self.conn);
-            return;
-        }
-        tokio::spawn(async move {
-            if self.conn.sender.ready().await.is_ok() {
-                self.endpoint.pool.checkin(self.conn);
-            }
-        });
-    }
-}
-
-impl H1Conn {
-    /// Sends a request. When hyper could not even start sending (the pooled
-    /// connection had just closed), the request comes back.
-    pub async fn send(
-        mut self,
-        request: Request<RequestBody>,
-        endpoint: &Arc<EndpointState>,
-    ) -> Result<Answer, (ProxyError, Option<Request<RequestBody>>)> {
-        self.requests += 1;
-        match self.sender.try_send_request(request).await {
-            Ok(response) => Ok(Answer {
-                response,
-                checkin: Some(Checkin {
-                    conn: self,
-                    endpoint: endpoint.clone(),
-                }),
-            }),
-            Err(mut e) => {
-                let unsent = e.take_message();
-                Err((ProxyError::from_upstream(e.into_error()), unsent))
-            }
-        }
-    }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// The upstream socket, failing writes that stall longer than the send timeout
+/// An h2c upstream socket, failing writes that stall longer than the send timeout
 /// (nginx's `proxy_send_timeout`: between two successive writes). hyper wants `Unpin`
 /// IO, hence the boxed timer (one allocation per connection, not per request).
 pub struct UpstreamIo {
     stream: TcpStream,
-    send_timeout_ms: Arc<AtomicU64>,
+    send_timeout: Duration,
     stall: Pin<Box<Sleep>>,
     stalled: bool,
 }
 
 impl UpstreamIo {
-    fn new(stream: TcpStream, send_timeout_ms: Arc<AtomicU64>) -> UpstreamIo {
+    fn new(stream: TcpStream, send_timeout: Duration) -> UpstreamIo {
         UpstreamIo {
             stream,
-            send_timeout_ms,
+            send_timeout,
             stall: Box::pin(tokio::time::sleep(Duration::MAX)),
             stalled: false,
         }
@@ -322,7 +223,7 @@ impl UpstreamIo {
     fn on_write_pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
         if !self.stalled {
             self.stalled = true;
-            let timeout = Duration::from_millis(self.send_timeout_ms.load(Ordering::Relaxed));
+            let timeout = self.send_timeout;
             self.stall.as_mut().reset(Instant::now() + timeout);
         }
         match self.stall.as_mut().poll(cx) {

@@ -1,0 +1,333 @@
+//! The HTTP/1.1 side towards pods, against a scripted pod that writes exact bytes:
+//! framings a hyper server never sends (close-delimited, chunked with trailers,
+//! interim 1xx), malformed answers, and connections closed under a request.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// What the scripted pod does with one request.
+enum Script {
+    /// Writes these bytes and keeps the connection.
+    Reply(&'static [u8]),
+    /// Writes these bytes and closes.
+    ReplyAndClose(&'static [u8]),
+    /// Closes without answering.
+    Drop,
+}
+
+/// Every request head and body a pod received, in order.
+type Received = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// Chooses the script from (connection number, request number on it, request head).
+type Scripter = fn(usize, usize, &str) -> Script;
+
+struct Pod {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    requests: Received,
+}
+
+async fn scripted_pod(script: Scripter) -> Pod {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pod = Pod {
+        addr: listener.local_addr().unwrap(),
+        connections: Arc::default(),
+        requests: Arc::default(),
+    };
+    let (connections, requests) = (pod.connections.clone(), pod.requests.clone());
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let conn = connections.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(serve_scripted(stream, conn, script, requests.clone()));
+        }
+    });
+    pod
+}
+
+async fn serve_scripted(mut stream: TcpStream, conn: usize, script: Scripter, requests: Received) {
+    let mut buf = Vec::new();
+    for n in 0.. {
+        let Some((head, body)) = read_request(&mut stream, &mut buf).await else {
+            return;
+        };
+        requests.lock().unwrap().push((head.clone(), body));
+        match script(conn, n, &head) {
+            Script::Reply(bytes) => stream.write_all(bytes).await.unwrap(),
+            Script::ReplyAndClose(bytes) => {
+                stream.write_all(bytes).await.unwrap();
+                return;
+            }
+            Script::Drop => return,
+        }
+    }
+}
+
+/// One request: its head (lowercased) and its body, Content-Length or chunked.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, Vec<u8>)> {
+    let end = loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            break end + 4;
+        }
+        fill(stream, buf).await?;
+    };
+    let head = String::from_utf8_lossy(&buf[..end]).to_lowercase();
+    buf.drain(..end);
+    let mut body = Vec::new();
+    if head.contains("transfer-encoding: chunked") {
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(buf, b"\r\n") {
+                    break i;
+                }
+                fill(stream, buf).await?;
+            };
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&buf[..line_end]).ok()?, 16).ok()?;
+            buf.drain(..line_end + 2);
+            while buf.len() < size + 2 {
+                fill(stream, buf).await?;
+            }
+            body.extend(buf.drain(..size));
+            buf.drain(..2);
+            if size == 0 {
+                break;
+            }
+        }
+    } else if let Some(length) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        while buf.len() < length {
+            fill(stream, buf).await?;
+        }
+        body.extend(buf.drain(..length));
+    }
+    Some((head, body))
+}
+
+async fn fill(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<()> {
+    let mut chunk = [0u8; 4096];
+    match stream.read(&mut chunk).await {
+        Ok(0) | Err(_) => None,
+        Ok(n) => {
+            buf.extend_from_slice(&chunk[..n]);
+            Some(())
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+async fn sluice_for(pod: &Pod) -> (Manifests, sluice::server::Server) {
+    let m = Manifests::new();
+    m.write(
+        "app.yaml",
+        &(service_yaml("pod", &[pod.addr])
+            + &ingress_yaml(
+                "app",
+                None,
+                &[("sluice.io/proxy-read-timeout", "2s")],
+                &[("/", "Prefix", "pod")],
+            )),
+    );
+    let sluice = start_sluice(m.path(), "").await;
+    (m, sluice)
+}
+
+#[tokio::test]
+async fn chunked_close_delimited_and_interim_answers_pass_through() {
+    let pod = scripted_pod(|_, _, head| {
+        if head.starts_with("get /chunked") {
+            Script::Reply(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n",
+            )
+        } else if head.starts_with("get /interim") {
+            Script::Reply(
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n\
+                  HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            )
+        } else if head.starts_with("head ") {
+            Script::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
+        } else if head.starts_with("get /no-content") {
+            Script::Reply(b"HTTP/1.1 204 No Content\r\n\r\n")
+        } else {
+            Script::ReplyAndClose(
+                b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the end",
+            )
+        }
+    })
+    .await;
+    let (_m, sluice) = sluice_for(&pod).await;
+    let http = client();
+    for _ in 0..2 {
+        let reply = send(&http, get(sluice.http_addr, "a", "/chunked"))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), "hello world");
+    }
+    let reply = send(&http, get(sluice.http_addr, "a", "/interim"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (StatusCode::OK, "ok")
+    );
+    let head = Request::head(format!("http://{}/", sluice.http_addr))
+        .header("host", "a")
+        .body(Full::default())
+        .unwrap();
+    let reply = send(&http, head).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["content-length"], "1000");
+    let reply = send(&http, get(sluice.http_addr, "a", "/no-content"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    // Every answer so far was delimited, so one connection carried them all.
+    assert_eq!(pod.connections.load(Ordering::SeqCst), 1);
+
+    let reply = send(&http, get(sluice.http_addr, "a", "/close"))
+        .await
+        .unwrap();
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (StatusCode::OK, "until the end")
+    );
+    let reply = send(&http, get(sluice.http_addr, "a", "/chunked"))
+        .await
+        .unwrap();
+    assert_eq!(reply.text(), "hello world");
+    assert_eq!(
+        pod.connections.load(Ordering::SeqCst),
+        2,
+        "a close-delimited answer's connection is not reused"
+    );
+}
+
+#[tokio::test]
+async fn malformed_answers_get_502() {
+    let pod = scripted_pod(|_, _, head| {
+        if head.starts_with("get /garbage") {
+            Script::ReplyAndClose(b"HTTP/1.1 abc\r\n\r\n")
+        } else if head.starts_with("get /lengths") {
+            Script::ReplyAndClose(
+                b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
+            )
+        } else {
+            Script::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        }
+    })
+    .await;
+    let (_m, sluice) = sluice_for(&pod).await;
+    let http = client();
+    for (path, why) in [
+        ("/garbage", "malformed response head"),
+        ("/lengths", "conflicting Content-Length"),
+    ] {
+        let reply = send(&http, get(sluice.http_addr, "a", path)).await.unwrap();
+        assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{path}");
+        assert_eq!(
+            reply.text(),
+            format!("502 Bad Gateway: the upstream sent an invalid response: {why}\n")
+        );
+    }
+    let reply = send(&http, get(sluice.http_addr, "a", "/")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_get_dropped_on_a_reused_connection_goes_again_on_a_new_one() {
+    // The first connection answers once, then closes under the next request:
+    // the keep-alive race, at the worst moment.
+    let pod = scripted_pod(|conn, n, _| match (conn, n) {
+        (0, 0) => Script::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst"),
+        (0, _) => Script::Drop,
+        _ => Script::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh"),
+    })
+    .await;
+    let (_m, sluice) = sluice_for(&pod).await;
+    let http = client();
+    let reply = send(&http, get(sluice.http_addr, "a", "/")).await.unwrap();
+    assert_eq!(reply.text(), "first");
+    let reply = send(&http, get(sluice.http_addr, "a", "/")).await.unwrap();
+    assert_eq!(
+        (reply.status, reply.text().as_str()),
+        (StatusCode::OK, "fresh")
+    );
+    assert_eq!(pod.connections.load(Ordering::SeqCst), 2);
+    assert_eq!(pod.requests.lock().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn a_post_dropped_on_a_reused_connection_is_not_sent_twice() {
+    let pod = scripted_pod(|conn, n, _| match (conn, n) {
+        (0, 0) => Script::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst"),
+        (0, _) => Script::Drop,
+        _ => Script::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh"),
+    })
+    .await;
+    let (_m, sluice) = sluice_for(&pod).await;
+    let http = client();
+    let reply = send(&http, get(sluice.http_addr, "a", "/")).await.unwrap();
+    assert_eq!(reply.text(), "first");
+    let post = Request::post(format!("http://{}/", sluice.http_addr))
+        .header("host", "a")
+        .body(Full::new(Bytes::from_static(b"payment")))
+        .unwrap();
+    let reply = send(&http, post).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    let requests = pod.requests.lock().unwrap();
+    assert_eq!(requests.len(), 2, "the POST went out once");
+    assert_eq!(requests[1].1, b"payment");
+}
+
+#[tokio::test]
+async fn a_chunked_upload_streams_to_the_pod_chunked() {
+    let pod =
+        scripted_pod(|_, _, _| Script::Reply(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"))
+            .await;
+    let (_m, sluice) = sluice_for(&pod).await;
+    let mut client = TcpStream::connect(sluice.http_addr).await.unwrap();
+    client
+        .write_all(
+            b"POST /upload HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n\
+              5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while find(&answer, b"\r\n\r\n").is_none() {
+        let mut chunk = [0u8; 1024];
+        let n = client.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "sluice closed: {}", String::from_utf8_lossy(&answer));
+        answer.extend_from_slice(&chunk[..n]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 201"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    let requests = pod.requests.lock().unwrap();
+    let (head, body) = &requests[0];
+    assert!(head.contains("transfer-encoding: chunked"), "{head}");
+    assert!(!head.contains("content-length"), "{head}");
+    assert_eq!(body, b"hello world");
+}
