@@ -128,43 +128,24 @@ impl Connection {
         }
         let head_request = request.method() == Method::HEAD;
         let (parts, body) = request.into_parts();
-        let mut body_left = false;
-        let head = match framing {
-            Framing::Empty => read_head(&mut self.stream, &mut self.read).await,
+        let (head, body_left) = match framing {
+            Framing::Empty => (read_head(&mut self.stream, &mut self.read).await, false),
             _ => {
-                let (mut reader, writer) = self.stream.split();
                 let timeout = self.send_timeout;
-                let mut sending =
-                    std::pin::pin!(send_body(writer.as_ref(), body, framing, timeout));
-                let sent = tokio::select! {
-                    biased;
-                    head = read_head(&mut reader, &mut self.read) => {
-                        // An early answer (a 413, a redirect): what is left of the
-                        // request body is not sent, so the connection cannot be reused.
-                        body_left = true;
-                        Err(head)
-                    }
-                    sent = &mut sending => Ok(sent),
-                };
-                match sent {
-                    Err(head) => head,
-                    Ok(Ok(())) => read_head(&mut reader, &mut self.read).await,
-                    // The write failed, maybe because the upstream answered and
-                    // closed: an answer already received is still the answer.
-                    Ok(Err(error @ ProxyError::UpstreamConnection(_))) => {
-                        match read_head(&mut reader, &mut self.read).await {
-                            Ok(head) => {
-                                body_left = true;
-                                Ok(head)
-                            }
-                            Err(_) => return Err((error, None)),
-                        }
-                    }
-                    Ok(Err(error)) => return Err((error, None)),
+                let sent = send_body_and_read_head(
+                    &mut self.stream,
+                    &mut self.read,
+                    body,
+                    framing,
+                    timeout,
+                );
+                match sent.await {
+                    Ok(answer) => answer,
+                    Err(error) => return Err((error, None)),
                 }
             }
         };
-        let head = match head {
+        let mut head = match head {
             Ok(head) => head,
             // The classic keep-alive race: the upstream closed the idle connection
             // as the request went out. A bodiless idempotent request cannot have
@@ -177,7 +158,6 @@ impl Connection {
             }
             Err(error) => return Err((error.into(), None)),
         };
-        let mut head = head;
         let mut reusable = head.keep_alive && !body_left;
         // Both framings at once smell of response splitting: Transfer-Encoding
         // wins, the length must not reach the client, and the connection ends.
@@ -203,6 +183,37 @@ impl Connection {
 
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         poll_read_more(&mut self.stream, &mut self.read, cx)
+    }
+}
+
+/// Streams the request body while watching for the answer: a pod may answer
+/// early (a 413, a redirect) without reading it all. Also says whether part of
+/// the body was left unsent, which makes the connection unusable afterwards.
+async fn send_body_and_read_head(
+    stream: &mut TcpStream,
+    read: &mut BytesMut,
+    body: RequestBody,
+    framing: Framing,
+    timeout: Duration,
+) -> Result<(Result<Head, HeadError>, bool), ProxyError> {
+    let (mut reader, writer) = stream.split();
+    let mut sending = std::pin::pin!(send_body(writer.as_ref(), body, framing, timeout));
+    let sent = tokio::select! {
+        biased;
+        head = read_head(&mut reader, read) => return Ok((head, true)),
+        sent = &mut sending => sent,
+    };
+    match sent {
+        Ok(()) => Ok((read_head(&mut reader, read).await, false)),
+        // The write failed, maybe because the pod answered and closed: an answer
+        // already received is still the answer.
+        Err(error @ ProxyError::UpstreamConnection(_)) => {
+            match read_head(&mut reader, read).await {
+                Ok(head) => Ok((Ok(head), true)),
+                Err(_) => Err(error),
+            }
+        }
+        Err(error) => Err(error),
     }
 }
 
