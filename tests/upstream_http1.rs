@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
+use sluice::server::Server;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -134,7 +135,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-async fn sluice_for(pod: &Pod) -> (Manifests, sluice::server::Server) {
+async fn sluice_for(pod: &Pod) -> (Manifests, Server) {
     let m = Manifests::new();
     m.write(
         "app.yaml",
@@ -253,20 +254,26 @@ async fn malformed_answers_get_502() {
     assert_eq!(reply.status, StatusCode::OK);
 }
 
-#[tokio::test]
-async fn a_get_dropped_on_a_reused_connection_goes_again_on_a_new_one() {
-    // The first connection answers once, then closes under the next request:
-    // the keep-alive race, at the worst moment.
+/// A pod whose first connection answers once, then closes under the next
+/// request: the keep-alive race at its worst moment. Later connections answer
+/// "fresh". Returned with sluice in front, after that first answer.
+async fn pod_closing_under_the_second_request() -> (Pod, Manifests, Server, HttpClient) {
     let pod = scripted_pod(|conn, n, _| match (conn, n) {
         (0, 0) => Script::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst"),
         (0, _) => Script::Drop,
         _ => Script::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh"),
     })
     .await;
-    let (_m, sluice) = sluice_for(&pod).await;
+    let (m, sluice) = sluice_for(&pod).await;
     let http = client();
     let reply = send(&http, get(sluice.http_addr, "a", "/")).await.unwrap();
     assert_eq!(reply.text(), "first");
+    (pod, m, sluice, http)
+}
+
+#[tokio::test]
+async fn a_get_dropped_on_a_reused_connection_goes_again_on_a_new_one() {
+    let (pod, _m, sluice, http) = pod_closing_under_the_second_request().await;
     let reply = send(&http, get(sluice.http_addr, "a", "/")).await.unwrap();
     assert_eq!(
         (reply.status, reply.text().as_str()),
@@ -278,16 +285,7 @@ async fn a_get_dropped_on_a_reused_connection_goes_again_on_a_new_one() {
 
 #[tokio::test]
 async fn a_post_dropped_on_a_reused_connection_is_not_sent_twice() {
-    let pod = scripted_pod(|conn, n, _| match (conn, n) {
-        (0, 0) => Script::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst"),
-        (0, _) => Script::Drop,
-        _ => Script::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfresh"),
-    })
-    .await;
-    let (_m, sluice) = sluice_for(&pod).await;
-    let http = client();
-    let reply = send(&http, get(sluice.http_addr, "a", "/")).await.unwrap();
-    assert_eq!(reply.text(), "first");
+    let (pod, _m, sluice, http) = pod_closing_under_the_second_request().await;
     let post = Request::post(format!("http://{}/", sluice.http_addr))
         .header("host", "a")
         .body(Full::new(Bytes::from_static(b"payment")))
