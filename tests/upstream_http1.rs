@@ -177,20 +177,21 @@ async fn chunked_close_delimited_and_interim_answers_pass_through() {
     .await;
     let (_m, sluice) = sluice_for(&pod).await;
     let http = client();
+    let answer = |path: &'static str| {
+        let request = get(sluice.http_addr, "a", path);
+        let http = http.clone();
+        async move {
+            let reply = send(&http, request).await.unwrap();
+            (reply.status, reply.text())
+        }
+    };
     for _ in 0..2 {
-        let reply = send(&http, get(sluice.http_addr, "a", "/chunked"))
-            .await
-            .unwrap();
-        assert_eq!(reply.status, StatusCode::OK);
-        assert_eq!(reply.text(), "hello world");
+        assert_eq!(
+            answer("/chunked").await,
+            (StatusCode::OK, "hello world".into())
+        );
     }
-    let reply = send(&http, get(sluice.http_addr, "a", "/interim"))
-        .await
-        .unwrap();
-    assert_eq!(
-        (reply.status, reply.text().as_str()),
-        (StatusCode::OK, "ok")
-    );
+    assert_eq!(answer("/interim").await, (StatusCode::OK, "ok".into()));
     let head = Request::head(format!("http://{}/", sluice.http_addr))
         .header("host", "a")
         .body(Full::default())
@@ -198,24 +199,15 @@ async fn chunked_close_delimited_and_interim_answers_pass_through() {
     let reply = send(&http, head).await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.headers["content-length"], "1000");
-    let reply = send(&http, get(sluice.http_addr, "a", "/no-content"))
-        .await
-        .unwrap();
-    assert_eq!(reply.status, StatusCode::NO_CONTENT);
+    assert_eq!(answer("/no-content").await.0, StatusCode::NO_CONTENT);
     // Every answer so far was delimited, so one connection carried them all.
     assert_eq!(pod.connections.load(Ordering::SeqCst), 1);
 
-    let reply = send(&http, get(sluice.http_addr, "a", "/close"))
-        .await
-        .unwrap();
     assert_eq!(
-        (reply.status, reply.text().as_str()),
-        (StatusCode::OK, "until the end")
+        answer("/close").await,
+        (StatusCode::OK, "until the end".into())
     );
-    let reply = send(&http, get(sluice.http_addr, "a", "/chunked"))
-        .await
-        .unwrap();
-    assert_eq!(reply.text(), "hello world");
+    assert_eq!(answer("/chunked").await.1, "hello world");
     assert_eq!(
         pod.connections.load(Ordering::SeqCst),
         2,

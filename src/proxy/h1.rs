@@ -614,14 +614,7 @@ impl Decoder {
                     *self = Decoder::Done;
                     return Ok(Decoded::Done);
                 }
-                Decoder::Length(left) => {
-                    if buf.is_empty() {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    *left -= n as u64;
-                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
-                }
+                Decoder::Length(left) => return Ok(take_data(buf, left)),
                 Decoder::Eof => {
                     if buf.is_empty() {
                         return Ok(Decoded::NeedMore);
@@ -629,15 +622,11 @@ impl Decoder {
                     return Ok(Decoded::Data(buf.split().freeze()));
                 }
                 Decoder::Chunked(Chunk::Data(left)) => {
-                    if buf.is_empty() {
-                        return Ok(Decoded::NeedMore);
-                    }
-                    let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
-                    *left -= n as u64;
+                    let data = take_data(buf, left);
                     if *left == 0 {
                         *self = Decoder::Chunked(Chunk::DataEnd);
                     }
-                    return Ok(Decoded::Data(buf.split_to(n).freeze()));
+                    return Ok(data);
                 }
                 Decoder::Chunked(Chunk::DataEnd) => {
                     let Some(line) = take_line(buf)? else {
@@ -674,6 +663,16 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Up to `left` bytes of what is buffered, counted off `left`.
+fn take_data(buf: &mut BytesMut, left: &mut u64) -> Decoded {
+    if buf.is_empty() {
+        return Decoded::NeedMore;
+    }
+    let n = buf.len().min(usize::try_from(*left).unwrap_or(usize::MAX));
+    *left -= n as u64;
+    Decoded::Data(buf.split_to(n).freeze())
 }
 
 /// Takes one line (without its CRLF, or a bare LF) off the front of `buf`.
