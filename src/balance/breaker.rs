@@ -153,7 +153,7 @@ impl Breaker {
             let second = now_ns / 1_000_000_000;
             window.record(second, outcome, latency);
             connect_failures >= CONSECUTIVE_CONNECT_FAILURES
-                || rule.should_trip(&window.totals(second))
+                || rule.should_trip(window.totals(second))
         };
         if !tripped || self.state.load(Ordering::Acquire) != CLOSED {
             return None;
@@ -184,9 +184,8 @@ impl Breaker {
 
     /// Requests this endpoint finished within the rolling window.
     pub fn recent_requests(&self, now_ns: u64) -> f64 {
-        use super::expr::WindowStats;
         let window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        window.totals(now_ns / 1_000_000_000).requests()
+        f64::from(window.requests(now_ns / 1_000_000_000))
     }
 
     fn open(&self, now_ns: u64, jitter: f64) -> Duration {

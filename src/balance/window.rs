@@ -41,9 +41,13 @@ struct Slot {
     latency: [u32; LATENCY_BUCKETS],
 }
 
+/// The slots, and their sum kept up to date as outcomes come in and slots
+/// expire: the breaker reads the sum after every request, and adding up every
+/// slot each time cost more than the rest of recording it.
 #[derive(Debug, Clone)]
 pub struct Window {
     slots: Vec<Slot>,
+    totals: Totals,
 }
 
 /// The sum of the slots still inside the window.
@@ -60,58 +64,90 @@ impl Window {
         let slots = span.as_secs().clamp(1, 600) as usize;
         Window {
             slots: vec![Slot::default(); slots],
+            totals: Totals::default(),
         }
     }
 
     /// `second` is a monotonic clock in whole seconds.
     pub fn record(&mut self, second: u64, outcome: Outcome, latency: Duration) {
+        self.expire(second);
         let len = self.slots.len() as u64;
         let slot = &mut self.slots[(second % len) as usize];
-        if slot.second != second {
-            *slot = Slot {
-                second,
-                ..Slot::default()
-            };
-        }
+        // A slot still holding an older second was expired just now, so it is empty.
+        slot.second = second;
         slot.requests += 1;
+        self.totals.requests += 1;
         match outcome {
             Outcome::Response(code) => {
-                match slot.codes.iter_mut().find(|(c, _)| *c == code) {
-                    Some((_, n)) => *n += 1,
-                    None => slot.codes.push((code, 1)),
-                }
-                slot.latency[latency_bucket(latency.as_secs_f64() * 1e3)] += 1;
+                add_code(&mut slot.codes, code, 1);
+                add_code(&mut self.totals.codes, code, 1);
+                let bucket = latency_bucket(latency.as_secs_f64() * 1e3);
+                slot.latency[bucket] += 1;
+                self.totals.latency[bucket] += 1;
             }
-            Outcome::ConnectFailure | Outcome::NetworkError => slot.network_errors += 1,
+            Outcome::ConnectFailure | Outcome::NetworkError => {
+                slot.network_errors += 1;
+                self.totals.network_errors += 1;
+            }
         }
     }
 
-    pub fn totals(&self, second: u64) -> Totals {
+    /// The sum of the slots still inside the window at `second`.
+    pub fn totals(&mut self, second: u64) -> &Totals {
+        self.expire(second);
+        &self.totals
+    }
+
+    /// Requests inside the window at `second`, without changing anything.
+    pub fn requests(&self, second: u64) -> u32 {
         let len = self.slots.len() as u64;
-        let mut totals = Totals::default();
-        for slot in &self.slots {
-            if slot.requests == 0 || slot.second + len <= second {
-                continue;
-            }
-            totals.requests += slot.requests;
-            totals.network_errors += slot.network_errors;
-            for &(code, n) in &slot.codes {
-                match totals.codes.iter_mut().find(|(c, _)| *c == code) {
-                    Some((_, m)) => *m += n,
-                    None => totals.codes.push((code, n)),
-                }
-            }
-            for (t, s) in totals.latency.iter_mut().zip(slot.latency.iter()) {
-                *t += s;
-            }
-        }
-        totals
+        self.slots
+            .iter()
+            .filter(|slot| slot.second + len > second)
+            .map(|slot| slot.requests)
+            .sum()
     }
 
     pub fn clear(&mut self) {
         for slot in &mut self.slots {
             *slot = Slot::default();
         }
+        self.totals = Totals::default();
+    }
+
+    /// Takes the slots that fell out of the window out of the sum.
+    fn expire(&mut self, second: u64) {
+        let len = self.slots.len() as u64;
+        for slot in &mut self.slots {
+            if slot.requests == 0 || slot.second + len > second {
+                continue;
+            }
+            let totals = &mut self.totals;
+            totals.requests -= slot.requests;
+            totals.network_errors -= slot.network_errors;
+            for &(code, n) in &slot.codes {
+                if let Some(i) = totals.codes.iter().position(|(c, _)| *c == code) {
+                    totals.codes[i].1 -= n;
+                    if totals.codes[i].1 == 0 {
+                        totals.codes.swap_remove(i);
+                    }
+                }
+            }
+            for (t, s) in totals.latency.iter_mut().zip(slot.latency.iter()) {
+                *t -= s;
+            }
+            slot.requests = 0;
+            slot.network_errors = 0;
+            slot.codes.clear();
+            slot.latency = [0; LATENCY_BUCKETS];
+        }
+    }
+}
+
+fn add_code(codes: &mut Vec<(u16, u32)>, code: u16, n: u32) {
+    match codes.iter_mut().find(|(c, _)| *c == code) {
+        Some((_, m)) => *m += n,
+        None => codes.push((code, n)),
     }
 }
 
@@ -184,6 +220,55 @@ mod tests {
         assert!((20.0..31.0).contains(&p50), "{p50}");
         // Slots older than the window no longer count.
         assert_eq!(w.totals(110).requests(), 2.0);
+        assert_eq!(w.requests(110), 2);
         assert_eq!(w.totals(111).requests(), 0.0);
+        assert_eq!(w.totals(111).response_code_ratio(500, 600, 0, 600), 0.0);
+    }
+
+    /// The running sum always equals the slots added up from scratch.
+    #[test]
+    fn running_totals_match_the_slots() {
+        let mut w = Window::new(Duration::from_secs(3));
+        let mut rng = fastrand::Rng::with_seed(7);
+        let mut second = 1000;
+        for _ in 0..2000 {
+            second += u64::from(rng.u8(..10) == 0) * rng.u64(1..5);
+            let outcome = match rng.u8(..4) {
+                0 => Outcome::NetworkError,
+                1 => Outcome::Response(503),
+                _ => Outcome::Response(200 + u16::from(rng.u8(..3))),
+            };
+            w.record(second, outcome, Duration::from_millis(rng.u64(..200)));
+            let live: Vec<Slot> = w
+                .slots
+                .iter()
+                .filter(|s| s.second + 3 > second)
+                .cloned()
+                .collect();
+            let from_scratch = sum(&live);
+            let totals = w.totals(second);
+            assert_eq!(totals.requests, from_scratch.requests);
+            assert_eq!(totals.network_errors, from_scratch.network_errors);
+            assert_eq!(totals.latency, from_scratch.latency);
+            let mut codes = totals.codes.clone();
+            codes.sort_unstable();
+            assert_eq!(codes, from_scratch.codes);
+        }
+    }
+
+    fn sum(slots: &[Slot]) -> Totals {
+        let mut totals = Totals::default();
+        for slot in slots {
+            totals.requests += slot.requests;
+            totals.network_errors += slot.network_errors;
+            for &(code, n) in &slot.codes {
+                add_code(&mut totals.codes, code, n);
+            }
+            for (t, s) in totals.latency.iter_mut().zip(slot.latency.iter()) {
+                *t += s;
+            }
+        }
+        totals.codes.sort_unstable();
+        totals
     }
 }

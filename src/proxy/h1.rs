@@ -13,6 +13,7 @@
 //! dropped), or until the upstream closes; none for HEAD, 1xx, 204 and 304.
 //! Interim 1xx answers are skipped; a `101` hands the socket to the tunnel.
 
+use std::future::Future;
 use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
@@ -102,83 +103,88 @@ impl Connection {
     }
 
     /// Sends `request` and reads the head of its answer.
-    pub async fn send(
+    #[allow(clippy::manual_async_fn)] // a smaller future: see `proxy`
+    pub fn send(
         mut self,
         request: Request<RequestBody>,
         endpoint: &Arc<EndpointState>,
-    ) -> Sent {
-        let reused = self.requests > 0;
-        self.requests += 1;
-        let framing = request_framing(&request);
-        encode_head(&mut self.write, &request, framing);
-        // Requests that arrived together go out together: a pod woken for each
-        // one separately costs more than the wait (on loopback, each wake-up is
-        // paid by the waker; measured in benches/README.md).
-        behind_ready_tasks().await;
-        match write_all(
-            &self.stream,
-            &mut [IoSlice::new(&self.write)],
-            self.send_timeout,
-        )
-        .await
-        {
-            Ok(()) => {}
-            Err((error, 0)) => return Err((error, Some(request))),
-            Err((error, _)) => return Err((error, None)),
-        }
-        let head_request = request.method() == Method::HEAD;
-        let (parts, body) = request.into_parts();
-        let (head, body_left) = match framing {
-            Framing::Empty => (read_head(&mut self.stream, &mut self.read).await, false),
-            _ => {
-                let timeout = self.send_timeout;
-                let sent = send_body_and_read_head(
-                    &mut self.stream,
-                    &mut self.read,
-                    body,
-                    framing,
-                    timeout,
-                );
-                match sent.await {
-                    Ok(answer) => answer,
-                    Err(error) => return Err((error, None)),
-                }
-            }
-        };
-        let mut head = match head {
-            Ok(head) => head,
-            // The classic keep-alive race: the upstream closed the idle connection
-            // as the request went out. A bodiless idempotent request cannot have
-            // been acted on, so it may go again (Go's http.Transport does the same).
-            Err(error @ HeadError::Closed)
-                if reused && framing == Framing::Empty && is_idempotent(&parts.method) =>
+    ) -> impl Future<Output = Sent> + '_ {
+        async move {
+            let reused = self.requests > 0;
+            self.requests += 1;
+            let framing = request_framing(&request);
+            encode_head(&mut self.write, &request, framing);
+            // Requests that arrived together go out together: a pod woken for each
+            // one separately costs more than the wait (on loopback, each wake-up is
+            // paid by the waker; measured in benches/README.md).
+            behind_ready_tasks().await;
+            match write_all(
+                &self.stream,
+                &mut [IoSlice::new(&self.write)],
+                self.send_timeout,
+            )
+            .await
             {
-                let request = Request::from_parts(parts, RequestBody::empty());
-                return Err((error.into(), Some(request)));
+                Ok(()) => {}
+                Err((error, 0)) => return Err((error, Some(request))),
+                Err((error, _)) => return Err((error, None)),
             }
-            Err(error) => return Err((error.into(), None)),
-        };
-        let mut reusable = head.keep_alive && !body_left;
-        // Both framings at once smell of response splitting: Transfer-Encoding
-        // wins, the length must not reach the client, and the connection ends.
-        if head.headers.contains_key(header::TRANSFER_ENCODING)
-            && head.headers.remove(header::CONTENT_LENGTH).is_some()
-        {
-            reusable = false;
+            let head_request = request.method() == Method::HEAD;
+            let (parts, body) = request.into_parts();
+            let (head, body_left) = match framing {
+                Framing::Empty => (read_head(&mut self.stream, &mut self.read).await, false),
+                _ => {
+                    let timeout = self.send_timeout;
+                    // Boxed: only requests with a body take this path, and its
+                    // state would otherwise enlarge every request's future.
+                    let sent = Box::pin(send_body_and_read_head(
+                        &mut self.stream,
+                        &mut self.read,
+                        body,
+                        framing,
+                        timeout,
+                    ));
+                    match sent.await {
+                        Ok(answer) => answer,
+                        Err(error) => return Err((error, None)),
+                    }
+                }
+            };
+            let mut head = match head {
+                Ok(head) => head,
+                // The classic keep-alive race: the upstream closed the idle connection
+                // as the request went out. A bodiless idempotent request cannot have
+                // been acted on, so it may go again (Go's http.Transport does the same).
+                Err(error @ HeadError::Closed)
+                    if reused && framing == Framing::Empty && is_idempotent(&parts.method) =>
+                {
+                    let request = Request::from_parts(parts, RequestBody::empty());
+                    return Err((error.into(), Some(request)));
+                }
+                Err(error) => return Err((error.into(), None)),
+            };
+            let mut reusable = head.keep_alive && !body_left;
+            // Both framings at once smell of response splitting: Transfer-Encoding
+            // wins, the length must not reach the client, and the connection ends.
+            if head.headers.contains_key(header::TRANSFER_ENCODING)
+                && head.headers.remove(header::CONTENT_LENGTH).is_some()
+            {
+                reusable = false;
+            }
+            let framing = match response_framing(&head, head_request) {
+                Ok(framing) => framing,
+                Err(error) => return Err((error, None)),
+            };
+            if matches!(framing, Decoder::Eof | Decoder::Upgrade) {
+                reusable = false;
+            }
+            let body = H1Body::new(self, framing, reusable, endpoint.clone());
+            let mut response = Response::new(body);
+            *response.status_mut() = head.status;
+            *response.version_mut() = head.version;
+            *response.headers_mut() = head.headers;
+            Ok(response)
         }
-        let framing = match response_framing(&head, head_request) {
-            Ok(framing) => framing,
-            Err(error) => return Err((error, None)),
-        };
-        if matches!(framing, Decoder::Eof | Decoder::Upgrade) {
-            reusable = false;
-        }
-        let body = H1Body::new(self, framing, reusable, endpoint.clone());
-        let mut response = Response::new(body);
-        *response.status_mut() = head.status;
-        *response.version_mut() = head.version;
-        *response.headers_mut() = head.headers;
-        Ok(response)
     }
 
     fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -496,7 +502,9 @@ fn parse_head(buf: &mut BytesMut) -> Result<Option<Head>, HeadError> {
     // Names are taken now; values are sliced out of the head once it is frozen,
     // which needs `buf` back from the parser: remember where each one sits.
     let base = buf.as_ptr() as usize;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len());
+    // Room for what the proxy adds (`x-request-id`, at times `connection` or
+    // HSTS), so the map does not grow again on the way out.
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + 3);
     let mut values = Vec::with_capacity(parsed.headers.len());
     for h in parsed.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())

@@ -2,6 +2,7 @@
 //! load table -> route(host, path) -> body limit -> pick endpoint -> rewrite headers
 //! -> pooled upstream connection -> stream the response back (or tunnel an upgrade).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -117,91 +118,94 @@ impl Drop for ConnInfo {
 }
 
 impl Proxy {
-    pub async fn handle(
-        &self,
+    #[allow(clippy::manual_async_fn)] // a smaller future: see `proxy`
+    pub fn handle<'a>(
+        &'a self,
         request: Request<Incoming>,
-        conn: &ConnInfo,
-    ) -> Response<ResponseBody> {
-        let version = request.version();
-        if !conn.tls {
-            conn.count_as(if version == Version::HTTP_2 {
-                Downstream::H2c
-            } else {
-                Downstream::Http1
-            });
-        }
-        let mut request_id = request
-            .headers()
-            .get(&X_REQUEST_ID)
-            .filter(|v| !v.is_empty())
-            .cloned()
-            .unwrap_or_else(new_request_id);
-        // Unique per request: over HTTP/2, HPACK must not add it to its dynamic
-        // table, where it would never be reused and would only churn the table
-        // (indexing cost a quarter of an h2c request's CPU).
-        request_id.set_sensitive(true);
-        // For the error log line and metrics below; a Uri clone shares its bytes.
-        let method = request.method().clone();
-        let uri = request.uri().clone();
-        let started = Instant::now();
-        let mut entry = self
-            .access_log
-            .enabled()
-            .then(|| self.log_entry(&request, conn, &request_id));
-        // The route's (or canary's) metrics once routed; the unrouted ones if not.
-        let mut metrics = None;
-        let forwarded = self
-            .forward(request, conn, &request_id, &mut entry, &mut metrics)
-            .await;
-        let mut response = match forwarded {
-            Ok(response) => response,
-            Err(error) => {
-                let status = error.status();
-                if status.is_server_error() {
-                    tracing::warn!(%error, %method, path = uri.path(), request_id = ?request_id, "request failed");
+        conn: &'a ConnInfo,
+    ) -> impl Future<Output = Response<ResponseBody>> + 'a {
+        async move {
+            let version = request.version();
+            if !conn.tls {
+                conn.count_as(if version == Version::HTTP_2 {
+                    Downstream::H2c
                 } else {
-                    tracing::debug!(%error, %method, path = uri.path(), request_id = ?request_id, "request rejected");
+                    Downstream::Http1
+                });
+            }
+            let mut request_id = request
+                .headers()
+                .get(&X_REQUEST_ID)
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .unwrap_or_else(new_request_id);
+            // Unique per request: over HTTP/2, HPACK must not add it to its dynamic
+            // table, where it would never be reused and would only churn the table
+            // (indexing cost a quarter of an h2c request's CPU).
+            request_id.set_sensitive(true);
+            // For the error log line and metrics below; a Uri clone shares its bytes.
+            let method = request.method().clone();
+            let uri = request.uri().clone();
+            let started = Instant::now();
+            let mut entry = self
+                .access_log
+                .enabled()
+                .then(|| self.log_entry(&request, conn, &request_id));
+            // The route's (or canary's) metrics once routed; the unrouted ones if not.
+            let mut metrics = None;
+            let forwarded = self
+                .forward(request, conn, &request_id, &mut entry, &mut metrics)
+                .await;
+            let mut response = match forwarded {
+                Ok(response) => response,
+                Err(error) => {
+                    let status = error.status();
+                    if status.is_server_error() {
+                        tracing::warn!(%error, %method, path = uri.path(), request_id = ?request_id, "request failed");
+                    } else {
+                        tracing::debug!(%error, %method, path = uri.path(), request_id = ?request_id, "request rejected");
+                    }
+                    error.to_response()
                 }
-                error.to_response()
+            };
+            response
+                .headers_mut()
+                .insert(X_REQUEST_ID.clone(), request_id);
+            if conn.tls {
+                if let Some(hsts) = &self.settings.load().hsts {
+                    response
+                        .headers_mut()
+                        .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+                }
             }
-        };
-        response
-            .headers_mut()
-            .insert(X_REQUEST_ID.clone(), request_id);
-        if conn.tls {
-            if let Some(hsts) = &self.settings.load().hsts {
-                response
-                    .headers_mut()
-                    .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            let metrics = metrics.unwrap_or_else(|| self.table.load().unrouted.clone());
+            metrics.record(&method, response.status(), started.elapsed());
+            let log = entry.map(|mut entry| {
+                entry.status = response.status().as_u16();
+                PendingLog {
+                    entry,
+                    started,
+                    log: self.access_log.clone(),
+                }
+            });
+            response.body_mut().on_done(Completion {
+                metrics: Some(metrics),
+                log,
+                bytes: 0,
+            });
+            if version <= Version::HTTP_11 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+                // HTTP/1 connection management: close after `keep-alive-requests`, and
+                // while draining, so clients move to other instances promptly.
+                let served = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+                let limit = self.settings.load().keep_alive_requests;
+                if self.lifecycle.is_draining() || served >= limit {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
             }
+            response
         }
-        let metrics = metrics.unwrap_or_else(|| self.table.load().unrouted.clone());
-        metrics.record(&method, response.status(), started.elapsed());
-        let log = entry.map(|mut entry| {
-            entry.status = response.status().as_u16();
-            PendingLog {
-                entry,
-                started,
-                log: self.access_log.clone(),
-            }
-        });
-        response.body_mut().on_done(Completion {
-            metrics: Some(metrics),
-            log,
-            bytes: 0,
-        });
-        if version <= Version::HTTP_11 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
-            // HTTP/1 connection management: close after `keep-alive-requests`, and
-            // while draining, so clients move to other instances promptly.
-            let served = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
-            let limit = self.settings.load().keep_alive_requests;
-            if self.lifecycle.is_draining() || served >= limit {
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-        }
-        response
     }
 
     /// The request's side of its access log line.
@@ -227,105 +231,116 @@ impl Proxy {
         })
     }
 
-    async fn forward(
-        &self,
+    #[allow(clippy::manual_async_fn)] // a smaller future: see `proxy`
+    fn forward<'a>(
+        &'a self,
         mut request: Request<Incoming>,
-        conn: &ConnInfo,
-        request_id: &HeaderValue,
-        log: &mut Option<Box<Entry>>,
-        metrics: &mut Option<Arc<RequestMetrics>>,
-    ) -> Result<Response<ResponseBody>, ProxyError> {
-        let table = self.table.load_full();
-        let host = request_host(&request);
-        if let Some(entry) = log.as_deref_mut() {
-            entry.host = host.as_ref().ok().cloned().unwrap_or_default();
-        }
-        let host = host?;
-        let route = table
-            .route(&host, request.uri().path())
-            .ok_or(ProxyError::NoRoute)?
-            .clone();
-        *metrics = Some(route.metrics.clone());
-        if !route.policy.access_log {
-            *log = None;
-        }
-        if let Some(entry) = log.as_deref_mut() {
-            entry.namespace.clone_from(&route.ingress.namespace);
-            entry.ingress.clone_from(&route.ingress.name);
-            entry.service.clone_from(&route.backend.name.service);
-        }
-        if route.policy.https_redirect && !conn.tls {
-            return Ok(https_redirect(&host, request.uri()));
-        }
-        if let (Some(limit), Some(length)) = (route.policy.body_limit, content_length(&request)) {
-            if length > limit {
-                return Err(ProxyError::BodyTooLarge);
+        conn: &'a ConnInfo,
+        request_id: &'a HeaderValue,
+        log: &'a mut Option<Box<Entry>>,
+        metrics: &'a mut Option<Arc<RequestMetrics>>,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
+        async move {
+            let table = self.table.load_full();
+            let host_value = request_host(&request);
+            if let Some(entry) = log.as_deref_mut() {
+                entry.host = host_value
+                    .as_ref()
+                    .map_or("", |v| v.to_str().unwrap_or_default())
+                    .to_owned();
             }
-        }
-        if let Some(limiter) = &route.limiter {
-            if let Err(retry_after) = limiter.check(request.headers(), conn.peer.ip()) {
-                return Ok(self.rate_limited(retry_after));
+            let host_value = host_value?;
+            // Checked by `request_host`; borrowed from a value sharing the request's bytes.
+            let host = host_value.to_str().unwrap_or_default();
+            let route = table
+                .route(host, request.uri().path())
+                .ok_or(ProxyError::NoRoute)?
+                .clone();
+            *metrics = Some(route.metrics.clone());
+            if !route.policy.access_log {
+                *log = None;
             }
-        }
-        // The canary takes the request when its rules say so and it has pods.
-        let canary = route.canary.as_ref().filter(|c| {
-            !c.backend.endpoint_set().endpoints.is_empty()
-                && c.rule.decide(request.headers(), conn.peer.ip())
-        });
-        let backend = match canary {
-            Some(canary) => {
-                canary.requests.increment(1);
-                canary.backend.clone()
+            if let Some(entry) = log.as_deref_mut() {
+                entry.namespace.clone_from(&route.ingress.namespace);
+                entry.ingress.clone_from(&route.ingress.name);
+                entry.service.clone_from(&route.backend.name.service);
             }
-            None => route.active_backend().clone(),
-        };
-        if let Some(entry) = log.as_deref_mut() {
-            entry.canary = canary.is_some();
-            entry.service.clone_from(&backend.name.service);
-            if let Some(canary) = canary {
-                entry.ingress.clone_from(&canary.ingress.name);
+            if route.policy.https_redirect && !conn.tls {
+                return Ok(https_redirect(host, request.uri()));
             }
-        }
-        let client_upgrade = is_upgrade_request(&request).then(|| hyper::upgrade::on(&mut request));
-        let hash = route
-            .policy
-            .balance
-            .hash_by
-            .as_ref()
-            .and_then(|by| by.key(request.headers(), conn.peer.ip()));
-        if let Some(canary) = canary {
-            *metrics = Some(canary.metrics.clone());
-        }
-        let request_metrics = canary.map_or(&route.metrics, |c| &c.metrics);
-        let started = Instant::now();
-        let upgrade = client_upgrade.is_some();
-        let body_limit = route.policy.body_limit;
-        let request =
-            request.map(|body| RequestBody::new(body, body_limit, request_metrics.clone()));
-        let upstream_request =
-            self.upstream_request(request, &route, conn, &host, request_id, upgrade)?;
-        let (mut response, pick, attempts) =
-            send_with_retries(upstream_request, &route, &backend, hash, request_metrics).await?;
-        if let Some(entry) = log.as_deref_mut() {
-            entry.upstream = Some(pick.endpoint.addr().to_string());
-            entry.upstream_status = Some(response.status().as_u16());
-            entry.upstream_duration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
-            entry.retries = attempts.saturating_sub(1);
-        }
-        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let upstream = match response.body_mut() {
-                FromUpstream::H1(body) => body.take_upgraded(),
-                FromUpstream::H2(_) => None,
+            if let (Some(limit), Some(length)) = (route.policy.body_limit, content_length(&request))
+            {
+                if length > limit {
+                    return Err(ProxyError::BodyTooLarge);
+                }
+            }
+            if let Some(limiter) = &route.limiter {
+                if let Err(retry_after) = limiter.check(request.headers(), conn.peer.ip()) {
+                    return Ok(self.rate_limited(retry_after));
+                }
+            }
+            // The canary takes the request when its rules say so and it has pods.
+            let canary = route.canary.as_ref().filter(|c| {
+                !c.backend.endpoint_set().endpoints.is_empty()
+                    && c.rule.decide(request.headers(), conn.peer.ip())
+            });
+            let backend = match canary {
+                Some(canary) => {
+                    canary.requests.increment(1);
+                    canary.backend.clone()
+                }
+                None => route.active_backend().clone(),
             };
-            if let (Some(client_upgrade), Some(upstream)) = (client_upgrade, upstream) {
-                self.tunnels.spawn(tunnel(client_upgrade, upstream));
+            if let Some(entry) = log.as_deref_mut() {
+                entry.canary = canary.is_some();
+                entry.service.clone_from(&backend.name.service);
+                if let Some(canary) = canary {
+                    entry.ingress.clone_from(&canary.ingress.name);
+                }
             }
-        } else {
-            strip_hop_by_hop(response.headers_mut(), false);
+            let client_upgrade =
+                is_upgrade_request(&request).then(|| hyper::upgrade::on(&mut request));
+            let hash = route
+                .policy
+                .balance
+                .hash_by
+                .as_ref()
+                .and_then(|by| by.key(request.headers(), conn.peer.ip()));
+            if let Some(canary) = canary {
+                *metrics = Some(canary.metrics.clone());
+            }
+            let request_metrics = canary.map_or(&route.metrics, |c| &c.metrics);
+            let started = Instant::now();
+            let upgrade = client_upgrade.is_some();
+            let body_limit = route.policy.body_limit;
+            let request =
+                request.map(|body| RequestBody::new(body, body_limit, request_metrics.clone()));
+            let upstream_request =
+                self.upstream_request(request, &route, conn, &host_value, request_id, upgrade)?;
+            let (mut response, pick, attempts) =
+                send_with_retries(upstream_request, &route, &backend, hash, request_metrics)
+                    .await?;
+            if let Some(entry) = log.as_deref_mut() {
+                entry.upstream = Some(pick.endpoint.addr().to_string());
+                entry.upstream_status = Some(response.status().as_u16());
+                entry.upstream_duration_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+                entry.retries = attempts.saturating_sub(1);
+            }
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let upstream = match response.body_mut() {
+                    FromUpstream::H1(body) => body.take_upgraded(),
+                    FromUpstream::H2(_) => None,
+                };
+                if let (Some(client_upgrade), Some(upstream)) = (client_upgrade, upstream) {
+                    self.tunnels.spawn(tunnel(client_upgrade, upstream));
+                }
+            } else {
+                strip_hop_by_hop(response.headers_mut(), false);
+            }
+            let (parts, body) = response.into_parts();
+            let body = UpstreamBody::new(body, route.policy.read_timeout, pick.in_flight);
+            Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
         }
-        let (parts, body) = response.into_parts();
-        let body = UpstreamBody::new(body, route.policy.read_timeout, pick.in_flight);
-        Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
     }
 
     /// Over the Ingress's rate limit: no upstream call, a short answer, and when
@@ -355,12 +370,14 @@ impl Proxy {
         request: Request<RequestBody>,
         route: &Route,
         conn: &ConnInfo,
-        host: &str,
+        host: &HeaderValue,
         request_id: &HeaderValue,
         upgrade: bool,
     ) -> Result<Request<RequestBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
         let headers = &mut parts.headers;
+        // Room for what is added below, so the map grows once, not twice.
+        headers.reserve(8);
         strip_hop_by_hop(headers, upgrade);
         if upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -375,16 +392,14 @@ impl Proxy {
                 parts.version = Version::HTTP_11;
                 // HTTP/2 clients send :authority instead; the pod still gets its Host.
                 if !parts.headers.contains_key(header::HOST) {
-                    let value = HeaderValue::from_str(host)
-                        .map_err(|_| ProxyError::BadRequest("invalid host"))?;
-                    parts.headers.insert(header::HOST, value);
+                    parts.headers.insert(header::HOST, host.clone());
                 }
             }
             Protocol::H2c => {
                 parts.version = Version::HTTP_2;
                 uri_parts.scheme = Some(Scheme::HTTP);
                 uri_parts.authority = Some(
-                    Authority::try_from(host)
+                    Authority::try_from(host.as_bytes())
                         .map_err(|_| ProxyError::BadRequest("invalid host"))?,
                 );
                 if uri_parts.path_and_query.is_none() {
@@ -398,7 +413,7 @@ impl Proxy {
         Ok(Request::from_parts(parts, body))
     }
 
-    fn set_forwarded_headers(&self, headers: &mut HeaderMap, conn: &ConnInfo, host: &str) {
+    fn set_forwarded_headers(&self, headers: &mut HeaderMap, conn: &ConnInfo, host: &HeaderValue) {
         let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
             Some(previous) => {
                 HeaderValue::try_from(format!("{previous}, {}", conn.client_ip())).ok()
@@ -408,13 +423,6 @@ impl Proxy {
         if let Some(value) = forwarded_for {
             headers.insert(X_FORWARDED_FOR.clone(), value);
         }
-        // The client's own Host value when that is where the host came from: a
-        // clone shares its bytes, where a new value would be copied and checked.
-        let forwarded_host = headers
-            .get(header::HOST)
-            .filter(|value| value.as_bytes() == host.as_bytes())
-            .cloned()
-            .or_else(|| HeaderValue::from_str(host).ok());
         let trust = self.settings.load().use_forwarded_headers;
         let mut set = |name: &HeaderName, value: HeaderValue| {
             if !(trust && headers.contains_key(name)) {
@@ -424,9 +432,7 @@ impl Proxy {
         set(&X_REAL_IP, conn.client_ip.clone());
         let proto = if conn.tls { "https" } else { "http" };
         set(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-        if let Some(host) = forwarded_host {
-            set(&X_FORWARDED_HOST, host);
-        }
+        set(&X_FORWARDED_HOST, host.clone());
         set(&X_FORWARDED_PORT, conn.local_port.clone());
     }
 }
@@ -434,93 +440,96 @@ impl Proxy {
 /// Picks endpoints and sends until an answer comes back or the route's retry
 /// rule (and the backend's budget) says to stop. Every attempt's outcome feeds
 /// the balancer: latency estimates and circuit breakers.
-async fn send_with_retries(
+#[allow(clippy::manual_async_fn)] // a smaller future: see `proxy`
+fn send_with_retries<'a>(
     request: Request<RequestBody>,
-    route: &Route,
-    backend: &Backend,
+    route: &'a Route,
+    backend: &'a Backend,
     hash: Option<u64>,
-    metrics: &RequestMetrics,
-) -> Result<(Response<FromUpstream>, Pick, u32), ProxyError> {
-    let policy = &route.policy;
-    let method = request.method().clone();
-    // Without a body, a request can be sent again even after it went out once;
-    // keep what that takes only when the route's rule may ask for it (requests
-    // that never went out come back whole).
-    let replay = policy
-        .retry
-        .next_upstream
-        .resends_sent()
-        .then(|| Replay::of(&request))
-        .flatten();
-    let mut request = Some(request);
-    // Endpoints already tried: only filled once a retry happens.
-    let mut tried: Vec<SocketAddr> = Vec::new();
-    let mut attempts: u32 = 0;
-    let started = Instant::now();
-    backend.retry_budget.deposit(backend.second());
-    loop {
-        let pick =
-            pick_endpoint(backend, &policy.balance, hash, &tried).ok_or(ProxyError::NoEndpoint)?;
-        attempts += 1;
-        // A retry only starts when the request came back unsent or can be replayed,
-        // so one of the two is always there.
-        let Some(attempt) = request
-            .take()
-            .or_else(|| replay.as_ref().map(Replay::build))
-        else {
-            return Err(ProxyError::NoEndpoint);
-        };
-        tracing::debug!(endpoint = %pick.endpoint.addr(), attempt = attempts, "forwarding");
-        let attempt_started = Instant::now();
-        let result = send(attempt, route, &pick.endpoint, metrics).await;
-        let latency = attempt_started.elapsed();
-        metrics.record_upstream_response(latency);
-        // What failed, why (for the retry rule), and the request if it never left.
-        let (failure, reason, unsent) = match result {
-            Ok(answer) => {
-                let status = answer.status();
-                let outcome = Outcome::Response(status.as_u16());
-                balance::record(backend, &policy.balance, &pick, outcome, latency);
-                if !policy.retry.next_upstream.on_status(status) {
-                    return Ok((answer, pick, attempts));
-                }
-                (Ok(answer), Failure::Status(status), None)
-            }
-            Err((error, unsent)) => {
-                if let Some(outcome) = error.outcome(unsent.is_some()) {
+    metrics: &'a RequestMetrics,
+) -> impl Future<Output = Result<(Response<FromUpstream>, Pick, u32), ProxyError>> + 'a {
+    async move {
+        let policy = &route.policy;
+        let method = request.method().clone();
+        // Without a body, a request can be sent again even after it went out once;
+        // keep what that takes only when the route's rule may ask for it (requests
+        // that never went out come back whole).
+        let replay = policy
+            .retry
+            .next_upstream
+            .resends_sent()
+            .then(|| Replay::of(&request))
+            .flatten();
+        let mut request = Some(request);
+        // Endpoints already tried: only filled once a retry happens.
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut attempts: u32 = 0;
+        let started = Instant::now();
+        backend.retry_budget.deposit(backend.second());
+        loop {
+            let pick = pick_endpoint(backend, &policy.balance, hash, &tried)
+                .ok_or(ProxyError::NoEndpoint)?;
+            attempts += 1;
+            // A retry only starts when the request came back unsent or can be replayed,
+            // so one of the two is always there.
+            let Some(attempt) = request
+                .take()
+                .or_else(|| replay.as_ref().map(Replay::build))
+            else {
+                return Err(ProxyError::NoEndpoint);
+            };
+            tracing::debug!(endpoint = %pick.endpoint.addr(), attempt = attempts, "forwarding");
+            let attempt_started = Instant::now();
+            let result = send(attempt, route, &pick.endpoint, metrics).await;
+            let latency = attempt_started.elapsed();
+            metrics.record_upstream_response(latency);
+            // What failed, why (for the retry rule), and the request if it never left.
+            let (failure, reason, unsent) = match result {
+                Ok(answer) => {
+                    let status = answer.status();
+                    let outcome = Outcome::Response(status.as_u16());
                     balance::record(backend, &policy.balance, &pick, outcome, latency);
+                    if !policy.retry.next_upstream.on_status(status) {
+                        return Ok((answer, pick, attempts));
+                    }
+                    (Ok(answer), Failure::Status(status), None)
                 }
-                let Some(reason) = error.failure(unsent.is_some()) else {
-                    return Err(error);
-                };
-                (Err(error), reason, unsent)
+                Err((error, unsent)) => {
+                    if let Some(outcome) = error.outcome(unsent.is_some()) {
+                        balance::record(backend, &policy.balance, &pick, outcome, latency);
+                    }
+                    let Some(reason) = error.failure(unsent.is_some()) else {
+                        return Err(error);
+                    };
+                    (Err(error), reason, unsent)
+                }
+            };
+            let replayable = unsent.is_some() || replay.is_some();
+            let endpoints = backend.endpoint_set().endpoints.len();
+            let allowed = policy.retry.allows(
+                reason,
+                &method,
+                replayable,
+                attempts,
+                endpoints,
+                started.elapsed(),
+            );
+            if allowed && backend.retry_budget.withdraw(backend.second()) {
+                metrics::counter!(telemetry::RETRIES).increment(1);
+                tracing::debug!(?reason, endpoint = %pick.endpoint.addr(), "retrying on another endpoint");
+                tried.push(pick.endpoint.addr());
+                request = unsent;
+                continue;
             }
-        };
-        let replayable = unsent.is_some() || replay.is_some();
-        let endpoints = backend.endpoint_set().endpoints.len();
-        let allowed = policy.retry.allows(
-            reason,
-            &method,
-            replayable,
-            attempts,
-            endpoints,
-            started.elapsed(),
-        );
-        if allowed && backend.retry_budget.withdraw(backend.second()) {
-            metrics::counter!(telemetry::RETRIES).increment(1);
-            tracing::debug!(?reason, endpoint = %pick.endpoint.addr(), "retrying on another endpoint");
-            tried.push(pick.endpoint.addr());
-            request = unsent;
-            continue;
+            if allowed {
+                metrics::counter!(telemetry::RETRIES_DENIED).increment(1);
+                tracing::debug!(backend = %backend.name, "retry refused: the backend's retry budget is spent");
+            }
+            return match failure {
+                Ok(answer) => Ok((answer, pick, attempts)),
+                Err(error) => Err(error),
+            };
         }
-        if allowed {
-            metrics::counter!(telemetry::RETRIES_DENIED).increment(1);
-            tracing::debug!(backend = %backend.name, "retry refused: the backend's retry budget is spent");
-        }
-        return match failure {
-            Ok(answer) => Ok((answer, pick, attempts)),
-            Err(error) => Err(error),
-        };
     }
 }
 
@@ -559,69 +568,72 @@ type Attempt = Result<Response<FromUpstream>, (ProxyError, Option<Request<Reques
 /// Sends to the endpoint. A reused keep-alive connection that the upstream closed
 /// just before our request went out is the classic pooling race: the request was
 /// never sent, so it goes once more on a fresh connection to the same endpoint.
-async fn send(
+#[allow(clippy::manual_async_fn)] // a smaller future: see `proxy`
+fn send<'a>(
     request: Request<RequestBody>,
-    route: &Route,
-    endpoint: &Endpoint,
-    metrics: &RequestMetrics,
-) -> Attempt {
-    let policy = &route.policy;
-    let state = &endpoint.state;
-    let read_timeout = policy.read_timeout;
-    let (conn, connected) = match state
-        .pool
-        .checkout(policy.connect_timeout, policy.send_timeout)
-        .await
-    {
-        Ok(checkout) => checkout,
-        Err(error) => return Err((error, Some(request))),
-    };
-    if let Some(took) = connected {
-        metrics.record_upstream_connect(took);
-    }
-    let timed_out = || (ProxyError::ReadTimeout, None);
-    match conn {
-        Conn::H1 { conn, reused } => {
-            connections::upstream_connection_used(reused);
-            let Ok(first) = tokio::time::timeout(read_timeout, conn.send(request, state)).await
-            else {
-                return Err(timed_out());
-            };
-            let first = first.map(|response| response.map(FromUpstream::H1));
-            match first {
-                Err((error, Some(unsent))) if reused => {
-                    tracing::debug!(%error, endpoint = %state.addr, "pooled connection closed; retrying on a new one");
-                    // Boxed: a cold path that would otherwise enlarge every request's future.
-                    let fresh = match Box::pin(
-                        state
-                            .pool
-                            .connect_fresh(policy.connect_timeout, policy.send_timeout),
-                    )
-                    .await
-                    {
-                        Ok((fresh, took)) => {
-                            metrics.record_upstream_connect(took);
-                            connections::upstream_connection_used(false);
-                            fresh
-                        }
-                        Err(error) => return Err((error, Some(unsent))),
-                    };
-                    match tokio::time::timeout(read_timeout, fresh.send(unsent, state)).await {
-                        Ok(result) => result.map(|response| response.map(FromUpstream::H1)),
-                        Err(_) => Err(timed_out()),
-                    }
-                }
-                other => other,
-            }
+    route: &'a Route,
+    endpoint: &'a Endpoint,
+    metrics: &'a RequestMetrics,
+) -> impl Future<Output = Attempt> + 'a {
+    async move {
+        let policy = &route.policy;
+        let state = &endpoint.state;
+        let read_timeout = policy.read_timeout;
+        let (conn, connected) = match state
+            .pool
+            .checkout(policy.connect_timeout, policy.send_timeout)
+            .await
+        {
+            Ok(checkout) => checkout,
+            Err(error) => return Err((error, Some(request))),
+        };
+        if let Some(took) = connected {
+            metrics.record_upstream_connect(took);
         }
-        Conn::H2(mut sender) => {
-            if let Err(error) = sender.ready().await {
-                return Err((ProxyError::Upstream(error), Some(request)));
+        let timed_out = || (ProxyError::ReadTimeout, None);
+        match conn {
+            Conn::H1 { conn, reused } => {
+                connections::upstream_connection_used(reused);
+                let Ok(first) = tokio::time::timeout(read_timeout, conn.send(request, state)).await
+                else {
+                    return Err(timed_out());
+                };
+                let first = first.map(|response| response.map(FromUpstream::H1));
+                match first {
+                    Err((error, Some(unsent))) if reused => {
+                        tracing::debug!(%error, endpoint = %state.addr, "pooled connection closed; retrying on a new one");
+                        // Boxed: a cold path that would otherwise enlarge every request's future.
+                        let fresh = match Box::pin(
+                            state
+                                .pool
+                                .connect_fresh(policy.connect_timeout, policy.send_timeout),
+                        )
+                        .await
+                        {
+                            Ok((fresh, took)) => {
+                                metrics.record_upstream_connect(took);
+                                connections::upstream_connection_used(false);
+                                fresh
+                            }
+                            Err(error) => return Err((error, Some(unsent))),
+                        };
+                        match tokio::time::timeout(read_timeout, fresh.send(unsent, state)).await {
+                            Ok(result) => result.map(|response| response.map(FromUpstream::H1)),
+                            Err(_) => Err(timed_out()),
+                        }
+                    }
+                    other => other,
+                }
             }
-            match tokio::time::timeout(read_timeout, sender.send_request(request)).await {
-                Ok(Ok(response)) => Ok(response.map(FromUpstream::H2)),
-                Ok(Err(error)) => Err((ProxyError::from_upstream(error), None)),
-                Err(_) => Err(timed_out()),
+            Conn::H2(mut sender) => {
+                if let Err(error) = sender.ready().await {
+                    return Err((ProxyError::Upstream(error), Some(request)));
+                }
+                match tokio::time::timeout(read_timeout, sender.send_request(request)).await {
+                    Ok(Ok(response)) => Ok(response.map(FromUpstream::H2)),
+                    Ok(Err(error)) => Err((ProxyError::from_upstream(error), None)),
+                    Err(_) => Err(timed_out()),
+                }
             }
         }
     }
@@ -666,22 +678,24 @@ fn https_redirect(host: &str, uri: &Uri) -> Response<ResponseBody> {
     response
 }
 
-/// The host a request is for: the URI authority (HTTP/2, absolute-form), else `Host`.
-fn request_host(request: &Request<Incoming>) -> Result<String, ProxyError> {
+/// The host a request is for: the URI authority (HTTP/2, absolute-form), else
+/// `Host`. A clone of the client's `Host` value shares its bytes.
+fn request_host(request: &Request<Incoming>) -> Result<HeaderValue, ProxyError> {
     if let Some(authority) = request.uri().authority() {
-        return Ok(authority.as_str().to_owned());
+        return HeaderValue::from_str(authority.as_str())
+            .map_err(|_| ProxyError::BadRequest("invalid authority"));
     }
     let host = request
         .headers()
         .get(header::HOST)
         .ok_or(ProxyError::BadRequest("missing Host header"))?;
-    let host = host
-        .to_str()
-        .map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
     if host.is_empty() {
         return Err(ProxyError::BadRequest("empty Host header"));
     }
-    Ok(host.to_owned())
+    if host.to_str().is_err() {
+        return Err(ProxyError::BadRequest("invalid Host header"));
+    }
+    Ok(host.clone())
 }
 
 fn content_length(request: &Request<Incoming>) -> Option<u64> {

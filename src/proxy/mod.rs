@@ -1,4 +1,12 @@
 //! The data plane: listeners, the request handler, the upstream pool, bodies, errors.
+//!
+//! The functions a request's future is made of (`Proxy::handle` down to
+//! `h1::Connection::send`) return `async move` blocks instead of being `async fn`:
+//! rustc keeps an `async fn`'s arguments in its future twice (as captured values
+//! and again as locals), and this future is copied whole at each level and, over
+//! HTTP/2, again when hyper spawns each stream. The blocks made it 6.2 KB -> 3.9 KB
+//! and cut 3% of an HTTP/1.1 request's instructions, 4% of an h2c one's
+//! (`benches/README.md`).
 
 pub mod body;
 pub mod error;
