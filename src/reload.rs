@@ -79,7 +79,7 @@ impl ConfigWatch {
                 Ok(config) => {
                     metrics::counter!(crate::telemetry::CONFIG_RELOADS, "result" => "success")
                         .increment(1);
-                    self.apply(config)
+                    self.apply(config).await
                 }
                 Err(error) => {
                     metrics::counter!(crate::telemetry::CONFIG_RELOADS, "result" => "invalid")
@@ -90,7 +90,7 @@ impl ConfigWatch {
         }
     }
 
-    fn apply(&mut self, config: Config) {
+    async fn apply(&mut self, config: Config) {
         if config == self.current {
             return;
         }
@@ -114,8 +114,14 @@ impl ConfigWatch {
             }
         }
         self.proxy.settings.store(Arc::new(proxy_settings(&config)));
-        self.publisher
-            .set_options(translate_options(&config, &self.class));
+        // The rebuild runs in the background, like every other table build.
+        let publisher = self.publisher.clone();
+        let options = translate_options(&config, &self.class);
+        if let Err(error) =
+            crate::discovery::in_background(move || publisher.set_options(options)).await
+        {
+            tracing::error!(%error, "rebuilding the table for the new config failed");
+        }
         tracing::info!(path = %self.path.display(), "config file reloaded");
         self.current = config;
     }

@@ -106,6 +106,10 @@ impl Server {
         let stop_background = CancellationToken::new();
         let publisher =
             start_discovery(&options.source, publisher, &config, &stop_background).await?;
+        tokio::spawn(crate::discovery::reap_retired(
+            publisher.clone(),
+            stop_background.clone(),
+        ));
 
         let admin_state = Arc::new(AdminState {
             lifecycle: lifecycle.clone(),

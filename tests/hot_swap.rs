@@ -221,3 +221,43 @@ async fn config_file_reloads_and_an_invalid_one_keeps_the_last_good() {
     tokio::time::sleep(sluice::reload::POLL_INTERVAL * 3).await;
     assert_eq!(status_of(&http, post()).await, StatusCode::OK);
 }
+
+/// Table builds run below the data plane's CPU priority (nice 10), so a storm of
+/// changes on a busy node delays tables rather than requests. Read from
+/// `/proc` (other tests in this process may have lowered threads too: any
+/// lowered thread is a table builder's).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn table_builds_run_at_a_lower_priority() {
+    let nice_values = || -> Vec<i64> {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+            // After the command name in parentheses: state is field 3, nice field 19.
+            .filter_map(|stat| {
+                stat.rsplit_once(')')?
+                    .1
+                    .split_whitespace()
+                    .nth(16)?
+                    .parse()
+                    .ok()
+            })
+            .collect()
+    };
+    let a = start_upstream("a").await;
+    let m = Manifests::new();
+    m.write("svc.yaml", &service_yaml("a", &[a.addr]));
+    m.write(
+        "app.yaml",
+        &ingress_yaml("app", Some("app.test"), &[], &[("/", "Prefix", "a")]),
+    );
+    let sluice = start_sluice(m.path(), "").await;
+    assert_eq!(
+        status_of(&client(), get(sluice.http_addr, "app.test", "/")).await,
+        StatusCode::OK
+    );
+    let values = nice_values();
+    assert!(values.contains(&10), "no thread at nice 10: {values:?}");
+    // The data plane's threads keep the process's priority.
+    assert!(values.contains(&0), "{values:?}");
+}

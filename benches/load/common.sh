@@ -4,7 +4,7 @@
 PROXY_CPU=0   # the proxy under test runs alone here
 LOAD_CPU=1    # the upstream and the load generator share this one
 UPSTREAM_PORT=19000
-BIN=target/release
+BIN=${BIN:-target/release}  # another build: a directory with sluice and examples/
 
 # Installs missing Debian packages: install_missing command=package...
 install_missing() {
@@ -134,4 +134,43 @@ start_sluice_binary() {
         --admin-addr "127.0.0.1:$((port + 2))" 2>"$dir/stderr.log" &
     SLUICE_PID=$!
     PIDS+=($SLUICE_PID)
+}
+
+# 10,000 Ingresses (20,000 routes), with their Services and EndpointSlices, in DIR.
+generate_ingresses() { # dir
+python3 - "$1" "$UPSTREAM_PORT" <<'EOF'
+import sys
+directory, port = sys.argv[1], sys.argv[2]
+for chunk in range(10):
+    with open(f"{directory}/apps-{chunk}.yaml", "w") as f:
+        for i in range(chunk * 1000, chunk * 1000 + 1000):
+            f.write(f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: app-{i}, namespace: ns-{i % 100}}}
+spec: {{ports: [{{name: http, port: 80}}]}}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: app-{i}-x, namespace: ns-{i % 100}, labels: {{kubernetes.io/service-name: app-{i}}}}}
+addressType: IPv4
+ports: [{{name: http, port: {port}}}]
+endpoints:
+- addresses: ["127.0.{i // 250}.{i % 250 + 1}"]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: app-{i}, namespace: ns-{i % 100}}}
+spec:
+  ingressClassName: sluice
+  rules:
+  - host: app-{i}.example.com
+    http:
+      paths:
+      - {{path: /, pathType: Prefix, backend: {{service: {{name: app-{i}, port: {{number: 80}}}}}}}}
+      - {{path: /api, pathType: Prefix, backend: {{service: {{name: app-{i}, port: {{number: 80}}}}}}}}
+""")
+with open(f"{directory}/class.yaml", "w") as f:
+    f.write("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: sluice}\nspec: {controller: sluice.io/ingress-controller}\n")
+EOF
 }

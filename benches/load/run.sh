@@ -224,41 +224,7 @@ if want scale; then
 echo "== scale: 10,000 Ingresses"
 scale_dir=$OUT/scale/manifests
 mkdir -p "$scale_dir"
-python3 - "$scale_dir" "$UPSTREAM_PORT" <<'EOF'
-import sys
-directory, port = sys.argv[1], sys.argv[2]
-for chunk in range(10):
-    with open(f"{directory}/apps-{chunk}.yaml", "w") as f:
-        for i in range(chunk * 1000, chunk * 1000 + 1000):
-            f.write(f"""---
-apiVersion: v1
-kind: Service
-metadata: {{name: app-{i}, namespace: ns-{i % 100}}}
-spec: {{ports: [{{name: http, port: 80}}]}}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {{name: app-{i}-x, namespace: ns-{i % 100}, labels: {{kubernetes.io/service-name: app-{i}}}}}
-addressType: IPv4
-ports: [{{name: http, port: {port}}}]
-endpoints:
-- addresses: ["127.0.{i // 250}.{i % 250 + 1}"]
----
-apiVersion: networking.k8s.io/v1
-kind: Ingress
-metadata: {{name: app-{i}, namespace: ns-{i % 100}}}
-spec:
-  ingressClassName: sluice
-  rules:
-  - host: app-{i}.example.com
-    http:
-      paths:
-      - {{path: /, pathType: Prefix, backend: {{service: {{name: app-{i}, port: {{number: 80}}}}}}}}
-      - {{path: /api, pathType: Prefix, backend: {{service: {{name: app-{i}, port: {{number: 80}}}}}}}}
-""")
-with open(f"{directory}/class.yaml", "w") as f:
-    f.write("apiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: sluice}\nspec: {controller: sluice.io/ingress-controller}\n")
-EOF
+generate_ingresses "$scale_dir"
 printf 'access-log: "off"\n' >"$OUT/scale/config.yaml"
 started=$(date +%s.%N)
 RUST_LOG=warn taskset -c "$PROXY_CPU" "$BIN/sluice" --worker-threads 1 --manifests "$scale_dir" \

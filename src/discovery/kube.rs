@@ -164,7 +164,7 @@ pub async fn watch(
                 let work = std::mem::take(&mut dirty);
                 let full = work.full || !published;
                 // Translating 10,000 Ingresses must not stall this task's thread.
-                let done = tokio::task::spawn_blocking(move || {
+                let done = super::in_background(move || {
                     if full {
                         publisher.publish(&snapshot, &[]);
                     } else {

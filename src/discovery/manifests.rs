@@ -173,8 +173,8 @@ pub fn snapshot_from_str(text: &str) -> (Snapshot, Vec<Warning>) {
 }
 
 /// Serves `dir` until `stop`: publishes a table now, and again whenever it changes.
-/// Scanning and translating run on the blocking pool: a directory of 10,000
-/// Ingresses must not stall the data plane's threads.
+/// Scanning and translating run in the background (`in_background`): a directory
+/// of 10,000 Ingresses must not stall the data plane's threads.
 pub async fn watch(
     mut dir: ManifestsDir,
     interval: Duration,
@@ -189,7 +189,7 @@ pub async fn watch(
             () = stop.cancelled() => return,
         }
         let publisher = publisher.clone();
-        let scanned = tokio::task::spawn_blocking(move || {
+        let scanned = super::in_background(move || {
             match dir.scan() {
                 Ok(true) => {
                     let (snapshot, warnings) = dir.snapshot();

@@ -29,6 +29,59 @@ use crate::balance::EndpointRegistry;
 use crate::lifecycle::Lifecycle;
 use crate::routing::{BackendRef, RoutingTable, TableStats};
 
+/// The nice value control-plane work runs at (the data plane keeps the
+/// process's, normally 0).
+const BACKGROUND_NICE: i32 = 10;
+
+/// Runs control-plane work (reading, translating, building a table) on the
+/// blocking pool, at a lower CPU priority. When builds and requests compete for
+/// a core (EndpointSlices churn during every rollout), the data plane keeps
+/// about nine tenths of it instead of half, and tables still come, only less
+/// often (`benches/load/rebuilds.sh`, in `benches/README.md`).
+pub async fn in_background<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || {
+        lower_thread_priority();
+        work()
+    })
+    .await
+}
+
+/// Lowers the calling thread's priority once. The blocking pool runs only this
+/// background work, so its threads stay lowered.
+fn lower_thread_priority() {
+    thread_local!(static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) });
+    if LOWERED.with(|lowered| lowered.replace(true)) {
+        return;
+    }
+    // On Linux, PRIO_PROCESS with a thread id sets that thread's nice value only,
+    // and lowering it needs no privilege.
+    #[cfg(target_os = "linux")]
+    if let Err(error) =
+        rustix::process::setpriority_process(Some(rustix::thread::gettid()), BACKGROUND_NICE)
+    {
+        tracing::debug!(%error, "could not lower the background thread's priority");
+    }
+}
+
+/// Frees swapped-out tables once their last request is done, until `stop`.
+/// Requests hold the table only until their answer's head arrives.
+pub async fn reap_retired(publisher: Arc<Publisher>, stop: tokio_util::sync::CancellationToken) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(500));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        if publisher.has_retired() {
+            let publisher = publisher.clone();
+            let _ = in_background(move || publisher.reap()).await;
+        }
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum DiscoveryError {
     #[error("cannot read manifests directory {path}")]
@@ -121,6 +174,11 @@ pub struct Publisher {
     state: Mutex<PublisherState>,
     /// Receives each warning once, when it first appears (Kubernetes Events).
     new_warnings: Option<mpsc::UnboundedSender<Warning>>,
+    /// Tables swapped out, kept until the requests still using them are done
+    /// and then freed in the background (`reap`). Freeing a table of 10,000
+    /// Ingresses takes milliseconds; a request dropping the last reference would
+    /// do it on a data plane thread, stalling every request behind it.
+    retired: Mutex<Vec<Arc<RoutingTable>>>,
 }
 
 #[derive(Debug, Default)]
@@ -179,7 +237,26 @@ impl Publisher {
                 ..PublisherState::default()
             }),
             new_warnings: None,
+            retired: Mutex::default(),
         }
+    }
+
+    /// Frees the swapped-out tables no request holds any more. Call it in the
+    /// background (`in_background`), as `reap_retired` does.
+    pub fn reap(&self) -> usize {
+        let mut retired = self.retired.lock().unwrap_or_else(PoisonError::into_inner);
+        // The table handed out no more, so nothing can take a new reference:
+        // a count of one (ours) stays one.
+        retired.retain(|table| Arc::strong_count(table) > 1);
+        retired.len()
+    }
+
+    fn has_retired(&self) -> bool {
+        !self
+            .retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
     }
 
     /// Sends each new warning to `events` as well as to the log.
@@ -256,7 +333,12 @@ impl Publisher {
                 metrics::gauge!(crate::telemetry::TLS_CERT_EXPIRY, &labels).set(expires as f64);
             }
         }
-        self.table.store(Arc::new(table));
+        let old = self.table.swap(Arc::new(table));
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(old);
+        self.reap();
         record_swap(
             &mut state.warning_reasons,
             &warnings,
@@ -336,6 +418,27 @@ impl Publisher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A swapped-out table is freed by `reap` once no request holds it, never
+    /// by the request that lets go of it last.
+    #[test]
+    fn swapped_out_tables_are_freed_by_the_publisher() {
+        let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
+        let publisher = Publisher::new(
+            table.clone(),
+            Arc::new(EndpointRegistry::new(Default::default())),
+            TranslateOptions::default(),
+            Arc::new(Lifecycle::default()),
+        );
+        publisher.publish(&Snapshot::default(), &[]);
+        let held = table.load_full(); // a request in flight
+        publisher.publish(&Snapshot::default(), &[]);
+        assert_eq!(publisher.reap(), 1, "the held table is kept");
+        assert_eq!(Arc::strong_count(&held), 2, "the publisher holds it too");
+        drop(held); // the request finishes: it is not the last owner
+        assert_eq!(publisher.reap(), 0);
+        assert!(!publisher.has_retired());
+    }
 
     #[test]
     fn backend_refs() {
