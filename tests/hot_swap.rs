@@ -112,13 +112,7 @@ async fn hot_swap_under_load_loses_nothing() {
 
 #[tokio::test]
 async fn a_broken_file_keeps_its_last_good_version() {
-    let a = start_upstream("a").await;
-    let m = Manifests::new();
-    m.write("svc.yaml", &service_yaml("a", &[a.addr]));
-    m.write(
-        "app.yaml",
-        &ingress_yaml("app", Some("app.test"), &[], &[("/", "Prefix", "a")]),
-    );
+    let (_a, m) = app_on_one_pod().await;
     let sluice = start_sluice(m.path(), "").await;
     let http = client();
     assert_eq!(
@@ -244,13 +238,7 @@ async fn table_builds_run_at_a_lower_priority() {
             })
             .collect()
     };
-    let a = start_upstream("a").await;
-    let m = Manifests::new();
-    m.write("svc.yaml", &service_yaml("a", &[a.addr]));
-    m.write(
-        "app.yaml",
-        &ingress_yaml("app", Some("app.test"), &[], &[("/", "Prefix", "a")]),
-    );
+    let (_a, m) = app_on_one_pod().await;
     let sluice = start_sluice(m.path(), "").await;
     assert_eq!(
         status_of(&client(), get(sluice.http_addr, "app.test", "/")).await,
@@ -260,4 +248,16 @@ async fn table_builds_run_at_a_lower_priority() {
     assert!(values.contains(&10), "no thread at nice 10: {values:?}");
     // The data plane's threads keep the process's priority.
     assert!(values.contains(&0), "{values:?}");
+}
+
+/// `app.test` routed to one upstream pod, `a`; the pod lives as long as its handle.
+async fn app_on_one_pod() -> (Upstream, Manifests) {
+    let a = start_upstream("a").await;
+    let m = Manifests::new();
+    m.write("svc.yaml", &service_yaml("a", &[a.addr]));
+    m.write(
+        "app.yaml",
+        &ingress_yaml("app", Some("app.test"), &[], &[("/", "Prefix", "a")]),
+    );
+    (a, m)
 }

@@ -242,16 +242,14 @@ impl Proxy {
     ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
         async move {
             let table = self.table.load_full();
-            let host_value = request_host(&request);
+            // Borrowed from a value that shares the request's bytes: no copy.
+            let host_value = request_host(&request)?;
+            let host = host_value
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
             if let Some(entry) = log.as_deref_mut() {
-                entry.host = host_value
-                    .as_ref()
-                    .map_or("", |v| v.to_str().unwrap_or_default())
-                    .to_owned();
+                entry.host = host.to_owned();
             }
-            let host_value = host_value?;
-            // Checked by `request_host`; borrowed from a value sharing the request's bytes.
-            let host = host_value.to_str().unwrap_or_default();
             let route = table
                 .route(host, request.uri().path())
                 .ok_or(ProxyError::NoRoute)?
@@ -691,9 +689,6 @@ fn request_host(request: &Request<Incoming>) -> Result<HeaderValue, ProxyError> 
         .ok_or(ProxyError::BadRequest("missing Host header"))?;
     if host.is_empty() {
         return Err(ProxyError::BadRequest("empty Host header"));
-    }
-    if host.to_str().is_err() {
-        return Err(ProxyError::BadRequest("invalid Host header"));
     }
     Ok(host.clone())
 }
