@@ -24,7 +24,7 @@ fn backend(n: usize, registry: &EndpointRegistry) -> Arc<Backend> {
         .map(|i| {
             let addr = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 8080));
             Endpoint {
-                state: registry.endpoint(addr, Protocol::Http1),
+                state: registry.endpoint(&"default".into(), addr, Protocol::Http1),
             }
         })
         .collect();

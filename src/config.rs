@@ -15,7 +15,9 @@ use std::sync::Arc;
 
 use crate::balance::expr::BreakerRule;
 use crate::balance::policy::{self as balance_policy, Algorithm, BalancePolicy};
+use crate::policy::canary::Cidr;
 use crate::policy::retry::{self, NextUpstream, RetryPolicy};
+use crate::policy::upstream_deny::UpstreamDeny;
 use crate::telemetry::requests::{MetricsOptions, StatusLabel};
 use crate::units;
 
@@ -34,6 +36,16 @@ pub const DEFAULT_UPSTREAM_KEEPALIVE_REQUESTS: u32 = 10_000;
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(75);
 pub const DEFAULT_KEEP_ALIVE_REQUESTS: u32 = 1_000;
 pub const DEFAULT_MAX_HEADER_SIZE: u64 = 32 << 10;
+/// ingress-nginx's `client-header-timeout`.
+pub const DEFAULT_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// ingress-nginx's `max-worker-connections`.
+pub const DEFAULT_MAX_WORKER_CONNECTIONS: usize = 16_384;
+/// ingress-nginx's `http2-max-concurrent-streams`.
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
+pub const DEFAULT_HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// nginx closes a quiet WebSocket after `proxy-read-timeout`; an hour suits
+/// WebSockets better while still freeing abandoned ones.
+pub const DEFAULT_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 pub const DEFAULT_SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_MANIFESTS_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -95,6 +107,22 @@ pub struct Config {
     #[serde(with = "units::duration")]
     pub keep_alive: Duration,
     pub keep_alive_requests: u32,
+    /// Time for a new connection's first bytes (a client that connects and sends
+    /// nothing is closed), and for a request head to arrive.
+    #[serde(with = "units::duration")]
+    pub client_header_timeout: Duration,
+    /// Client connections open at once; more are closed at accept (0: no cap).
+    pub max_worker_connections: usize,
+    /// Streams one HTTP/2 client connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// HTTP/2 keep-alive pings to idle clients; one unanswered for as long again
+    /// closes the connection.
+    #[serde(with = "units::duration")]
+    pub http2_ping_interval: Duration,
+    /// A WebSocket (or other upgraded connection) with no byte either way for this
+    /// long is closed.
+    #[serde(with = "units::duration")]
+    pub tunnel_idle_timeout: Duration,
     /// Largest request head accepted (HTTP/1 buffer, HTTP/2 header list).
     #[serde(with = "units::size")]
     pub max_header_size: u64,
@@ -107,9 +135,13 @@ pub struct Config {
     pub drain_timeout: Duration,
     /// Serves requests that match no Ingress: `namespace/service:port`.
     pub default_backend: Option<String>,
-    /// Trust `X-Forwarded-Proto/Host/Port` and `X-Real-IP` from the client (an edge
-    /// tier in front); `X-Forwarded-For` is always appended to.
+    /// Believe `X-Forwarded-For/Proto/Host/Port` from peers in `proxy-real-ip-cidr`
+    /// (the edge tier in front); from anyone else they are replaced.
     pub use_forwarded_headers: bool,
+    /// The edge tier's addresses, comma-separated; empty trusts nobody.
+    pub proxy_real_ip_cidr: String,
+    /// `Upgrade` protocols tunnelled to pods, comma-separated; others are removed.
+    pub allowed_upgrades: String,
     /// How often the manifests directory is checked for changes.
     #[serde(with = "units::duration")]
     pub manifests_poll_interval: Duration,
@@ -152,6 +184,28 @@ pub struct Config {
     pub request_metrics: bool,
     /// The `status` label: `code` (200) or `class` (2xx, fewer series).
     pub request_metrics_status: StatusLabel,
+    /// Whether a host's rules may come from several namespaces (`shared`, as
+    /// ingress-nginx) or only from the first to route it (`namespace`).
+    pub host_ownership: HostOwnership,
+    /// Pod address ranges never sent to, comma-separated, on top of the
+    /// loopback, link-local, unspecified and multicast ones refused in a cluster.
+    pub upstream_deny_cidrs: String,
+    /// Pod address ranges allowed even so (exceptions to both), comma-separated.
+    pub upstream_allow_cidrs: String,
+}
+
+/// `host-ownership` in the config file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HostOwnership {
+    /// As ingress-nginx: paths of one host merge across namespaces (the oldest
+    /// Ingress keeps a contested path); the certificate comes from the namespace
+    /// that routed the host first.
+    #[default]
+    Shared,
+    /// The first namespace to route a host owns it: other namespaces' rules for
+    /// it are refused unless the owner lists them in `sluice.io/allow-namespaces`.
+    Namespace,
 }
 
 /// Per-route settings that annotations can override.
@@ -196,10 +250,17 @@ impl Default for Config {
             keep_alive: DEFAULT_KEEP_ALIVE,
             keep_alive_requests: DEFAULT_KEEP_ALIVE_REQUESTS,
             max_header_size: DEFAULT_MAX_HEADER_SIZE,
+            client_header_timeout: DEFAULT_CLIENT_HEADER_TIMEOUT,
+            max_worker_connections: DEFAULT_MAX_WORKER_CONNECTIONS,
+            http2_max_concurrent_streams: DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS,
+            http2_ping_interval: DEFAULT_HTTP2_PING_INTERVAL,
+            tunnel_idle_timeout: DEFAULT_TUNNEL_IDLE_TIMEOUT,
             shutdown_grace_period: DEFAULT_SHUTDOWN_GRACE_PERIOD,
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             default_backend: None,
             use_forwarded_headers: false,
+            proxy_real_ip_cidr: String::new(),
+            allowed_upgrades: "websocket".into(),
             manifests_poll_interval: DEFAULT_MANIFESTS_POLL_INTERVAL,
             load_balance: "ewma".into(),
             ewma_decay: balance_policy::DEFAULT_DECAY,
@@ -218,6 +279,9 @@ impl Default for Config {
             limit_rejected_status: 429,
             request_metrics: true,
             request_metrics_status: StatusLabel::Code,
+            host_ownership: HostOwnership::Shared,
+            upstream_deny_cidrs: String::new(),
+            upstream_allow_cidrs: String::new(),
         }
     }
 }
@@ -239,6 +303,14 @@ pub fn parse_secret_ref(s: &str) -> Option<(String, String)> {
     let (namespace, name) = s.split_once('/')?;
     (!namespace.is_empty() && !name.is_empty() && !name.contains('/'))
         .then(|| (namespace.to_owned(), name.to_owned()))
+}
+
+/// A comma-separated list of address ranges.
+pub fn parse_cidrs(list: &str) -> Result<Vec<Cidr>, String> {
+    list.split(',')
+        .filter(|r| !r.trim().is_empty())
+        .map(Cidr::parse)
+        .collect()
 }
 
 fn parse_addr(s: &str) -> SocketAddr {
@@ -306,6 +378,15 @@ impl Config {
         if self.keep_alive.is_zero() {
             return invalid("keep-alive", "must be greater than zero");
         }
+        if self.client_header_timeout.is_zero() {
+            return invalid("client-header-timeout", "must be greater than zero");
+        }
+        if self.tunnel_idle_timeout.is_zero() {
+            return invalid("tunnel-idle-timeout", "must be greater than zero");
+        }
+        if self.http2_max_concurrent_streams == 0 {
+            return invalid("http2-max-concurrent-streams", "must be at least 1");
+        }
         if self.keep_alive_requests == 0 {
             return invalid("keep-alive-requests", "must be at least 1");
         }
@@ -340,6 +421,15 @@ impl Config {
             if parse_secret_ref(secret).is_none() {
                 return invalid("default-ssl-certificate", "expected namespace/name");
             }
+        }
+        if let Err(e) = self.proxy_real_ip_cidrs() {
+            return invalid("proxy-real-ip-cidr", &e);
+        }
+        if let Err(e) = parse_cidrs(&self.upstream_deny_cidrs) {
+            return invalid("upstream-deny-cidrs", &e);
+        }
+        if let Err(e) = parse_cidrs(&self.upstream_allow_cidrs) {
+            return invalid("upstream-allow-cidrs", &e);
         }
         if let Some(backend) = &self.default_backend {
             if crate::discovery::parse_backend_ref(backend).is_none() {
@@ -389,6 +479,21 @@ impl Config {
             },
             retry_budget_ratio: self.retry_budget_ratio,
             retry_budget_min_per_second: self.retry_budget_min_per_second,
+        }
+    }
+
+    /// `proxy-real-ip-cidr`, parsed.
+    pub fn proxy_real_ip_cidrs(&self) -> Result<Vec<Cidr>, String> {
+        parse_cidrs(&self.proxy_real_ip_cidr)
+    }
+
+    /// Which pod addresses are never sent to; `cluster`: the objects come from
+    /// the apiserver, where tenants write them.
+    pub fn upstream_deny(&self, cluster: bool) -> UpstreamDeny {
+        UpstreamDeny {
+            special: cluster,
+            cidrs: parse_cidrs(&self.upstream_deny_cidrs).unwrap_or_default(),
+            allowed: parse_cidrs(&self.upstream_allow_cidrs).unwrap_or_default(),
         }
     }
 
@@ -446,5 +551,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("default-backend"), "{err}");
+    }
+
+    #[test]
+    fn fuzzed_config_files_never_panic() {
+        crate::fuzz::texts(
+            &[
+                include_str!("../config/production.yaml"),
+                "proxy-read-timeout: 3s\nload-balance: ewma\ncircuit-breaker: NetworkErrorRatio() > 0.5\n",
+                "default-backend: ns/svc:80\nkeep-alive: 75\nproxy-body-size: 8m\n",
+            ],
+            crate::fuzz::iterations(5_000),
+            |text| {
+                if let Ok(config) = Config::from_yaml(text) {
+                    config.proxy_defaults();
+                }
+            },
+        );
     }
 }

@@ -16,6 +16,8 @@ pub mod balance;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+#[cfg(test)]
+mod fuzz;
 pub mod lifecycle;
 pub mod policy;
 pub mod proxy;

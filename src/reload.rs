@@ -19,8 +19,16 @@ use crate::proxy::{Proxy, ProxySettings};
 
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
-pub fn translate_options(config: &Config, class: &ClassSelection) -> TranslateOptions {
+/// `cluster`: objects come from the apiserver (tenants), not from a manifests
+/// directory the operator wrote, so special pod addresses are refused.
+pub fn translate_options(
+    config: &Config,
+    class: &ClassSelection,
+    cluster: bool,
+) -> TranslateOptions {
     TranslateOptions {
+        upstream_deny: config.upstream_deny(cluster),
+        host_ownership: config.host_ownership,
         defaults: config.proxy_defaults(),
         default_backend: config
             .default_backend
@@ -46,6 +54,14 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
     });
     ProxySettings {
         use_forwarded_headers: config.use_forwarded_headers,
+        real_ip_from: config.proxy_real_ip_cidrs().unwrap_or_default(),
+        tunnel_idle_timeout: config.tunnel_idle_timeout,
+        allowed_upgrades: config
+            .allowed_upgrades
+            .split(',')
+            .map(|p| p.trim().to_ascii_lowercase())
+            .filter(|p| !p.is_empty())
+            .collect(),
         keep_alive_requests: config.keep_alive_requests,
         hsts: hsts.and_then(|v| http::HeaderValue::try_from(v).ok()),
         limit_status: http::StatusCode::from_u16(config.limit_rejected_status)
@@ -57,6 +73,8 @@ pub struct ConfigWatch {
     pub path: PathBuf,
     pub current: Config,
     pub class: ClassSelection,
+    /// Objects come from the apiserver (see `translate_options`).
+    pub cluster: bool,
     pub publisher: Arc<Publisher>,
     pub proxy: Arc<Proxy>,
     pub interval: Duration,
@@ -116,7 +134,7 @@ impl ConfigWatch {
         self.proxy.settings.store(Arc::new(proxy_settings(&config)));
         // The rebuild runs in the background, like every other table build.
         let publisher = self.publisher.clone();
-        let options = translate_options(&config, &self.class);
+        let options = translate_options(&config, &self.class, self.cluster);
         if let Err(error) =
             crate::discovery::in_background(move || publisher.set_options(options)).await
         {

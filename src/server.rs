@@ -86,6 +86,7 @@ pub struct Server {
 impl Server {
     pub async fn start(options: Options) -> Result<Server, StartError> {
         let config = options.config.clone();
+        let cluster = matches!(options.source, Source::Kubernetes(_));
         let http = bind(config.http_addr).await?;
         let https = bind(config.https_addr).await?;
         let admin = bind(config.admin_addr).await?;
@@ -100,7 +101,7 @@ impl Server {
         let publisher = Publisher::new(
             table.clone(),
             Arc::new(EndpointRegistry::new(config.pool_config())),
-            reload::translate_options(&config, &options.class),
+            reload::translate_options(&config, &options.class, cluster),
             lifecycle.clone(),
         );
         let stop_background = CancellationToken::new();
@@ -143,6 +144,7 @@ impl Server {
                 path: path.clone(),
                 current: config.clone(),
                 class: options.class.clone(),
+                cluster,
                 publisher,
                 proxy: proxy.clone(),
                 interval: reload::POLL_INTERVAL,
@@ -153,6 +155,7 @@ impl Server {
         let close_connections = CancellationToken::new();
         let connections = TaskTracker::new();
         let builder = Arc::new(listener::connection_builder(&config));
+        let limits = listener::ConnectionLimits::new(&config);
         let tls = tls::server_config(table.clone()).map_err(StartError::Tls)?;
         let mut accept_loops = Vec::new();
         for (listener, tls) in [(http, None), (https, Some(TlsAcceptor::from(tls)))] {
@@ -161,6 +164,7 @@ impl Server {
                 tls,
                 builder.clone(),
                 proxy.clone(),
+                limits.clone(),
                 stop_accepting.clone(),
                 close_connections.clone(),
                 connections.clone(),

@@ -151,4 +151,23 @@ mod tests {
             assert!(parse_size(bad).is_err(), "{bad} should fail");
         }
     }
+
+    #[test]
+    fn fuzzed_units_never_panic() {
+        crate::fuzz::texts(
+            &[
+                "60",
+                "1m30s",
+                "100ms",
+                "18446744073709551615h",
+                "8m",
+                "512k",
+            ],
+            crate::fuzz::iterations(20_000),
+            |text| {
+                let _ = parse_duration(text);
+                let _ = parse_size(text);
+            },
+        );
+    }
 }

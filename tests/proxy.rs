@@ -119,7 +119,10 @@ async fn forwarding_headers() {
         seen["host"][0], "app.example",
         "the original Host reaches the pod"
     );
-    assert_eq!(seen["x-forwarded-for"][0], "203.0.113.7, 127.0.0.1");
+    assert_eq!(
+        seen["x-forwarded-for"][0], "127.0.0.1",
+        "the client's own X-Forwarded-For is replaced: it cannot choose its address"
+    );
     assert_eq!(seen["x-real-ip"][0], "127.0.0.1");
     assert_eq!(
         seen["x-forwarded-proto"][0], "http",
@@ -155,15 +158,33 @@ async fn forwarding_headers() {
 
 #[tokio::test]
 async fn trusted_forwarded_headers_are_kept() {
-    let OneApp { sluice, .. } = one_app("use-forwarded-headers: true", &[]).await;
+    let config = "use-forwarded-headers: true\nproxy-real-ip-cidr: 127.0.0.1/32";
+    let OneApp { sluice, .. } = one_app(config, &[]).await;
     let request = Request::get(format!("http://{}/", sluice.http_addr))
         .header("x-forwarded-proto", "https")
         .header("x-forwarded-port", "443")
+        .header("x-forwarded-for", "198.51.100.1, 203.0.113.7")
         .body(Full::default())
         .unwrap();
     let seen = send(&client(), request).await.unwrap().json()["headers"].clone();
     assert_eq!(seen["x-forwarded-proto"][0], "https");
     assert_eq!(seen["x-forwarded-port"][0], "443");
+    assert_eq!(
+        seen["x-forwarded-for"][0], "203.0.113.7",
+        "the right-most untrusted hop"
+    );
+    assert_eq!(seen["x-real-ip"][0], "203.0.113.7");
+
+    // `use-forwarded-headers` alone trusts nobody: the edge tier must be listed.
+    let OneApp { sluice, .. } = one_app("use-forwarded-headers: true", &[]).await;
+    let request = Request::get(format!("http://{}/", sluice.http_addr))
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-for", "203.0.113.7")
+        .body(Full::default())
+        .unwrap();
+    let seen = send(&client(), request).await.unwrap().json()["headers"].clone();
+    assert_eq!(seen["x-forwarded-proto"][0], "http");
+    assert_eq!(seen["x-forwarded-for"][0], "127.0.0.1");
 }
 
 #[tokio::test]

@@ -520,3 +520,49 @@ async fn plaintext_on_the_tls_port_only_closes_that_connection() {
         .unwrap();
     assert_eq!(presented(&tls), s.a);
 }
+
+/// A tenant cannot serve its certificate for another tenant's host: neither by
+/// adding a rule to that host from its own namespace (the namespace that routed
+/// the host first provides its certificate), nor by listing a host in `spec.tls`
+/// that it has no rule for.
+#[tokio::test]
+async fn a_tenant_cannot_take_another_tenants_certificate() {
+    let s = site().await;
+    let (e_cert, e_key, evil) = s.pki.leaf(&["a.test", "b.test"]);
+    let evil_ns = |yaml: String| yaml.replace("namespace: default", "namespace: evil");
+    s.manifests.write(
+        "evil.yaml",
+        &(evil_ns(service_yaml("app", &[s.sluice.http_addr]))
+            + &evil_ns(secret_yaml("evil-cert", &e_cert, &e_key))
+            // A rule of its own on the victim's host, with its certificate.
+            + &evil_ns(tls_ingress("steal", "a.test", Some("evil-cert"), &[])).replace("path: /", "path: /evil")
+            // A certificate for a host it has no rule for.
+            + &evil_ns(tls_ingress("claim", "c.test", Some("evil-cert"), &[])).replace("- hosts: [\"c.test\"]", "- hosts: [\"b.test\"]")),
+    );
+    let admin = s.sluice.admin_addr;
+    let warned = eventually(Duration::from_secs(10), || async move {
+        let body = reqwest_text(admin, "/api/warnings").await;
+        body.matches("tls-host-refused").count() == 2
+    })
+    .await;
+    assert!(
+        warned.is_some(),
+        "{}",
+        reqwest_text(admin, "/api/warnings").await
+    );
+    let addr = s.sluice.https_addr;
+    assert_eq!(
+        presented(&handshake_unverified(addr, Some("a.test")).await),
+        s.a
+    );
+    assert_eq!(
+        presented(&handshake_unverified(addr, Some("b.test")).await),
+        s.fallback
+    );
+    assert_ne!(s.a, evil);
+}
+
+async fn reqwest_text(addr: SocketAddr, path: &str) -> String {
+    let reply = send(&client(), get(addr, "localhost", path)).await.unwrap();
+    reply.text()
+}

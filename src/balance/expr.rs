@@ -10,10 +10,21 @@
 //!             | LatencyAtQuantileMS(q) | RequestThreshold()
 //! op         := > | >= | < | <= | == | !=
 //! ```
+//!
+//! Rules come from tenants' annotations, so the parser is bounded: at most
+//! `MAX_SOURCE_LEN` bytes (which also bounds how many comparisons a chain holds,
+//! and so the depth of the tree `eval` and `Drop` recurse through) and at most
+//! `MAX_NESTING` parentheses deep. It walks the text by character, so any
+//! Unicode (a non-breaking space, say) is an error, never a panic.
 
 use std::fmt;
 
 use thiserror::Error;
+
+/// Longest rule accepted; real rules are well under 200 bytes.
+pub const MAX_SOURCE_LEN: usize = 1024;
+/// Deepest nesting of parentheses accepted.
+pub const MAX_NESTING: usize = 16;
 
 /// What a rule reads from an endpoint's rolling window.
 pub trait WindowStats {
@@ -72,9 +83,16 @@ impl fmt::Display for BreakerRule {
 
 impl BreakerRule {
     pub fn parse(source: &str) -> Result<BreakerRule, ExprError> {
+        if source.len() > MAX_SOURCE_LEN {
+            return Err(ExprError {
+                column: 1,
+                message: format!("longer than {MAX_SOURCE_LEN} bytes"),
+            });
+        }
         let mut parser = Parser {
             src: source,
             pos: 0,
+            depth: 0,
         };
         let expr = parser.or()?;
         parser.skip_ws();
@@ -115,28 +133,36 @@ fn eval(expr: &Expr, stats: &impl WindowStats) -> bool {
     }
 }
 
+/// `pos` is a byte offset that only ever moves by whole characters, so every
+/// `rest()` slice is on a character boundary.
 struct Parser<'a> {
     src: &'a str,
     pos: usize,
+    /// Parentheses open around the current term.
+    depth: usize,
 }
 
-impl Parser<'_> {
+impl<'a> Parser<'a> {
+    fn rest(&self) -> &'a str {
+        self.src.get(self.pos..).unwrap_or_default()
+    }
+
     fn error(&self, message: &str) -> ExprError {
         ExprError {
-            column: self.pos + 1,
+            column: column_at(self.src, self.pos),
             message: message.to_owned(),
         }
     }
 
     fn skip_ws(&mut self) {
-        while self.src[self.pos..].starts_with(char::is_whitespace) {
-            self.pos += 1;
+        while let Some(c) = self.rest().chars().next().filter(|c| c.is_whitespace()) {
+            self.pos += c.len_utf8();
         }
     }
 
     fn eat(&mut self, token: &str) -> bool {
         self.skip_ws();
-        if self.src[self.pos..].starts_with(token) {
+        if self.rest().starts_with(token) {
             self.pos += token.len();
             true
         } else {
@@ -170,8 +196,13 @@ impl Parser<'_> {
 
     fn term(&mut self) -> Result<Expr, ExprError> {
         if self.eat("(") {
+            if self.depth >= MAX_NESTING {
+                return Err(self.error(&format!("nested deeper than {MAX_NESTING}")));
+            }
+            self.depth += 1;
             let inner = self.or()?;
             self.expect(")")?;
+            self.depth -= 1;
             return Ok(inner);
         }
         let metric = self.function()?;
@@ -183,10 +214,11 @@ impl Parser<'_> {
     fn function(&mut self) -> Result<Metric, ExprError> {
         self.skip_ws();
         let start = self.pos;
-        let name_len = self.src[start..]
+        let rest = self.rest();
+        let name_len = rest
             .find(|c: char| !c.is_ascii_alphanumeric())
-            .unwrap_or(self.src.len() - start);
-        let name = &self.src[start..start + name_len];
+            .unwrap_or(rest.len());
+        let name = &rest[..name_len];
         if name.is_empty() {
             return Err(self.error("expected a function such as NetworkErrorRatio()"));
         }
@@ -207,7 +239,7 @@ impl Parser<'_> {
                 Ok(())
             } else {
                 Err(ExprError {
-                    column: pos + 1,
+                    column: column_at(self.src, pos),
                     message: format!("{name} takes {n} argument(s), got {}", args.len()),
                 })
             }
@@ -220,7 +252,7 @@ impl Parser<'_> {
             "ResponseCodeRatio" => arity(4, start)
                 .map(|()| Metric::ResponseCodeRatio(code(args[0]), code(args[1]), code(args[2]), code(args[3]))),
             _ => Err(ExprError {
-                column: start + 1,
+                column: column_at(self.src, start),
                 message: format!(
                     "unknown function {name}: expected NetworkErrorRatio, ResponseCodeRatio, LatencyAtQuantileMS or RequestThreshold"
                 ),
@@ -246,7 +278,7 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Result<f64, ExprError> {
         self.skip_ws();
-        let rest = &self.src[self.pos..];
+        let rest = self.rest();
         let len = rest
             .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-'))
             .unwrap_or(rest.len());
@@ -258,6 +290,11 @@ impl Parser<'_> {
             _ => Err(self.error("expected a number")),
         }
     }
+}
+
+/// The 1-based column, in characters, of byte offset `pos`.
+fn column_at(src: &str, pos: usize) -> usize {
+    src.get(..pos).map_or(pos, |before| before.chars().count()) + 1
 }
 
 #[cfg(test)]
@@ -333,5 +370,49 @@ mod tests {
             assert_eq!(err.column, column, "{source}: {err}");
             assert!(err.message.contains(message), "{source}: {err}");
         }
+    }
+
+    /// Unbounded nesting once overflowed the stack and a non-ASCII space
+    /// panicked on a character boundary; both are errors now.
+    #[test]
+    fn hostile_rules_are_errors() {
+        let deep = "(".repeat(100_000) + "NetworkErrorRatio() > 0.5" + &")".repeat(100_000);
+        assert!(BreakerRule::parse(&deep)
+            .unwrap_err()
+            .message
+            .contains("longer"));
+        let nested =
+            "(".repeat(MAX_NESTING + 1) + "RequestThreshold() > 1" + &")".repeat(MAX_NESTING + 1);
+        let err = BreakerRule::parse(&nested).unwrap_err();
+        assert!(err.message.contains("nested deeper"), "{err}");
+        let fine = "(".repeat(MAX_NESTING) + "RequestThreshold() > 1" + &")".repeat(MAX_NESTING);
+        assert!(BreakerRule::parse(&fine).is_ok());
+        let err = BreakerRule::parse("NetworkErrorRatio()\u{a0}> 0.5 && é").unwrap_err();
+        assert_eq!(err.column, 30, "{err}");
+        let err = BreakerRule::parse("é > 1").unwrap_err();
+        assert_eq!(err.column, 1, "{err}");
+    }
+
+    #[test]
+    fn fuzzed_rules_never_panic() {
+        let stats = Fixed {
+            requests: 1.0,
+            network: 0.5,
+            codes_5xx: 0.5,
+            p50: 10.0,
+        };
+        crate::fuzz::texts(
+            &[
+                "NetworkErrorRatio() > 0.5",
+                "(ResponseCodeRatio(500, 600, 0, 600) > 0.25 || LatencyAtQuantileMS(50.0) > 100) && RequestThreshold() >= 10",
+            ],
+            crate::fuzz::iterations(20_000),
+            |source| {
+                if let Ok(rule) = BreakerRule::parse(source) {
+                    assert!(rule.source.len() <= MAX_SOURCE_LEN);
+                    rule.should_trip(&stats);
+                }
+            },
+        );
     }
 }

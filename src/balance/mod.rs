@@ -1,10 +1,13 @@
 //! Per-endpoint state that outlives routing-table swaps.
 //!
 //! A table refers to endpoints through `Arc<EndpointState>` handed out by the
-//! `EndpointRegistry`, keyed by address and protocol: a table rebuilt with the same
-//! pods gets the same states, so upstream connection pools (and, with the balancing
-//! issue, latency estimates and breakers) survive every swap. States that no table
-//! refers to any more are collected after a swap.
+//! `EndpointRegistry`, keyed by the namespace of the Service that names the pod,
+//! its address and protocol: a table rebuilt with the same pods gets the same
+//! states, so upstream connection pools, latency estimates and breakers survive
+//! every swap. The namespace is in the key because a tenant may point a Service
+//! of its own at another tenant's pod address: its failures must then trip its
+//! own breaker, never the one the owner's traffic goes through. States that no
+//! table refers to any more are collected after a swap.
 
 pub mod breaker;
 pub mod ewma;
@@ -86,7 +89,10 @@ pub struct EndpointRegistry {
     states: Mutex<States>,
 }
 
-type States = HashMap<(SocketAddr, Protocol), Arc<EndpointState>>;
+/// Which state an endpoint of a backend gets: namespace, address, protocol.
+pub type EndpointKey = (Arc<str>, SocketAddr, Protocol);
+
+type States = HashMap<EndpointKey, Arc<EndpointState>>;
 
 impl EndpointRegistry {
     pub fn new(pool_config: PoolConfig) -> EndpointRegistry {
@@ -98,28 +104,39 @@ impl EndpointRegistry {
 
     /// The state for an address, created on first use. Called while building a
     /// table, never on the request path.
-    pub fn endpoint(&self, addr: SocketAddr, protocol: Protocol) -> Arc<EndpointState> {
+    pub fn endpoint(
+        &self,
+        namespace: &Arc<str>,
+        addr: SocketAddr,
+        protocol: Protocol,
+    ) -> Arc<EndpointState> {
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        self.get_or_create(&mut states, addr, protocol)
+        self.get_or_create(&mut states, namespace, addr, protocol)
     }
 
     /// The states for a backend's addresses, under one lock.
-    pub fn endpoints(&self, addrs: &[SocketAddr], protocol: Protocol) -> Vec<Arc<EndpointState>> {
+    pub fn endpoints(
+        &self,
+        namespace: &Arc<str>,
+        addrs: &[SocketAddr],
+        protocol: Protocol,
+    ) -> Vec<Arc<EndpointState>> {
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
         addrs
             .iter()
-            .map(|&addr| self.get_or_create(&mut states, addr, protocol))
+            .map(|&addr| self.get_or_create(&mut states, namespace, addr, protocol))
             .collect()
     }
 
     fn get_or_create(
         &self,
         states: &mut States,
+        namespace: &Arc<str>,
         addr: SocketAddr,
         protocol: Protocol,
     ) -> Arc<EndpointState> {
         states
-            .entry((addr, protocol))
+            .entry((namespace.clone(), addr, protocol))
             .or_insert_with(|| {
                 Arc::new(EndpointState {
                     addr,
@@ -132,7 +149,7 @@ impl EndpointRegistry {
 
     /// Like `collect_unused`, for just these addresses (those a change removed),
     /// so that the cost follows the size of the change.
-    pub fn collect(&self, candidates: &[(SocketAddr, Protocol)]) -> usize {
+    pub fn collect(&self, candidates: &[EndpointKey]) -> usize {
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
         let mut collected = 0;
         for key in candidates {

@@ -23,6 +23,12 @@ use http::header::HeaderName;
 use regex::Regex;
 
 pub const SLUICE_PREFIX: &str = "sluice.io/";
+/// Longest annotation value read; real values are far shorter, and every parser
+/// below then works on bounded text.
+pub const MAX_VALUE_LEN: usize = 4096;
+/// Compiled size allowed for a tenant's regular expression (the `regex` crate
+/// matches in linear time, so only size needs a bound).
+const MAX_REGEX_SIZE: usize = 256 << 10;
 pub const NGINX_PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
 /// The known keys, without prefix.
@@ -42,6 +48,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "ssl-redirect",
     "force-ssl-redirect",
     "enable-access-log",
+    "allow-namespaces",
 ];
 
 /// Keys read together by their own parsers: canary (`parse_canary`) and rate
@@ -99,6 +106,9 @@ pub struct IngressAnnotations {
     pub limit: Option<LimitSpec>,
     /// `sluice.io/limit-scope: cluster`: divide by the number of instances.
     pub limit_cluster: bool,
+    /// `sluice.io/allow-namespaces`: other namespaces that may route this
+    /// Ingress's hosts under `host-ownership: namespace` (`*` for all).
+    pub allow_namespaces: Vec<String>,
 }
 
 impl IngressAnnotations {
@@ -107,6 +117,15 @@ impl IngressAnnotations {
         let Some(annotations) = annotations else {
             return Ok(parsed);
         };
+        for (key, value) in annotations {
+            let ours = key.starts_with(SLUICE_PREFIX) || key.starts_with(NGINX_PREFIX);
+            if ours && value.len() > MAX_VALUE_LEN {
+                return Err(invalid_at(
+                    key,
+                    format!("value longer than {MAX_VALUE_LEN} bytes"),
+                ));
+            }
+        }
         parsed.canary = parse_canary(annotations)?;
         let (limit, cluster) = parse_limit(annotations)?;
         parsed.limit = limit;
@@ -161,6 +180,9 @@ impl IngressAnnotations {
                 "force-ssl-redirect" => {
                     parsed.force_ssl_redirect = Some(parse_bool(value).map_err(invalid)?)
                 }
+                "allow-namespaces" => {
+                    parsed.allow_namespaces = parse_namespaces(value).map_err(invalid)?
+                }
                 _ => {}
             }
         }
@@ -210,6 +232,14 @@ impl IngressAnnotations {
     }
 }
 
+/// A regular expression from a tenant, bounded in compiled size.
+fn tenant_regex(pattern: &str) -> Result<Regex, String> {
+    regex::RegexBuilder::new(pattern)
+        .size_limit(MAX_REGEX_SIZE)
+        .build()
+        .map_err(|e| e.to_string())
+}
+
 fn invalid_at(key: &str, message: impl Into<String>) -> AnnotationError {
     AnnotationError {
         key: key.to_owned(),
@@ -237,7 +267,7 @@ fn parse_canary(
         let matching = if let Some((_, value)) = lookup(annotations, "canary-by-header-value") {
             HeaderMatch::Value(value.to_owned())
         } else if let Some((key, pattern)) = lookup(annotations, "canary-by-header-pattern") {
-            HeaderMatch::Pattern(Regex::new(pattern).map_err(|e| invalid_at(key, e.to_string()))?)
+            HeaderMatch::Pattern(tenant_regex(pattern).map_err(|e| invalid_at(key, e))?)
         } else {
             HeaderMatch::AlwaysNever
         };
@@ -266,7 +296,7 @@ fn parse_canary(
             .map_err(|e| invalid_at(key, e))?;
     }
     if let Some((key, pattern)) = lookup(annotations, "canary-by-user-agent") {
-        rule.user_agent = Some(Regex::new(pattern).map_err(|e| invalid_at(key, e.to_string()))?);
+        rule.user_agent = Some(tenant_regex(pattern).map_err(|e| invalid_at(key, e))?);
     }
     if let Some((key, sticky)) = lookup(annotations, "canary-sticky-by") {
         rule.sticky = Some(HashBy::parse_key(sticky).map_err(|e| invalid_at(key, e))?);
@@ -415,6 +445,26 @@ fn parse_service_port(value: &str) -> Result<(String, String), String> {
     Ok((service.to_owned(), port.to_owned()))
 }
 
+/// `team-a, team-b` or `*`.
+fn parse_namespaces(value: &str) -> Result<Vec<String>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|name| {
+            let label = name.len() <= 63
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+            if name == "*" || label {
+                Ok(name.to_owned())
+            } else {
+                Err(format!("{name:?} is not a namespace name"))
+            }
+        })
+        .collect()
+}
+
 fn parse_protocol(value: &str) -> Result<Protocol, String> {
     match value.trim().to_ascii_uppercase().as_str() {
         "HTTP" => Ok(Protocol::Http1),
@@ -523,5 +573,65 @@ mod tests {
             assert_eq!(err.key, key);
             assert!(err.to_string().contains(key), "{err}");
         }
+    }
+
+    /// Every key's parser, fed mutated values under both prefixes, returns a
+    /// value or an error naming the key: never a panic.
+    #[test]
+    fn fuzzed_annotations_never_panic() {
+        let keys: Vec<&str> = KNOWN_KEYS.iter().chain(GROUPED_KEYS).copied().collect();
+        let mut round = 0usize;
+        crate::fuzz::texts(
+            &[
+                "30",
+                "1m30s",
+                "8m",
+                "GRPC",
+                "web:8080",
+                "$cookie_session",
+                "NetworkErrorRatio() > 0.5 && RequestThreshold() >= 10",
+                "error timeout http_503",
+                "true",
+                "10.0.0.0/8, ::1/128",
+                "^beta-(a|b)+$",
+                "header:x-user",
+                "cookie:user",
+                "2.5",
+            ],
+            crate::fuzz::iterations(20_000),
+            |value| {
+                round += 1;
+                let key = keys[round % keys.len()];
+                let prefix = if round % 2 == 0 {
+                    SLUICE_PREFIX
+                } else {
+                    NGINX_PREFIX
+                };
+                let full = format!("{prefix}{key}");
+                let mut map = BTreeMap::from([(full.clone(), value.to_owned())]);
+                map.insert(format!("{prefix}canary"), "true".into());
+                map.insert(format!("{prefix}limit-rps"), "5".into());
+                match IngressAnnotations::parse(Some(&map)) {
+                    Ok(parsed) => {
+                        parsed.policy(&ProxyDefaults::default());
+                    }
+                    Err(e) => assert!(e.key.starts_with(prefix), "{e}"),
+                }
+            },
+        );
+    }
+
+    #[test]
+    fn oversized_values_are_refused() {
+        let long = "1".repeat(MAX_VALUE_LEN + 1);
+        let err = parse(&[("nginx.ingress.kubernetes.io/proxy-read-timeout", &long)]).unwrap_err();
+        assert!(err.message.contains("longer than"), "{err}");
+        let huge_regex = "(a{1000}){1000}";
+        let err = parse(&[
+            ("sluice.io/canary", "true"),
+            ("sluice.io/canary-by-user-agent", huge_regex),
+        ])
+        .unwrap_err();
+        assert_eq!(err.key, "sluice.io/canary-by-user-agent");
     }
 }

@@ -23,6 +23,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{DiscoveryError, ObjectRef, Publisher, Snapshot, Warning};
 
+/// Largest manifests file read (a `kubectl get -o yaml` of 10,000 Ingresses is
+/// about 20 MiB); a larger one is skipped with a warning.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
 #[derive(Debug)]
 pub struct ManifestsDir {
     root: PathBuf,
@@ -190,15 +194,22 @@ pub async fn watch(
         }
         let publisher = publisher.clone();
         let scanned = super::in_background(move || {
-            match dir.scan() {
-                Ok(true) => {
-                    let (snapshot, warnings) = dir.snapshot();
-                    publisher.publish(&snapshot, &warnings);
+            // The directory comes back whatever happens, so the next change is
+            // still read: one scan that fails must not stop updates for good.
+            let scan = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                match dir.scan() {
+                    Ok(true) => {
+                        let (snapshot, warnings) = dir.snapshot();
+                        publisher.publish(&snapshot, &warnings);
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        tracing::warn!(error = %error, "manifests directory unreadable; the last table keeps serving");
+                    }
                 }
-                Ok(false) => {}
-                Err(error) => {
-                    tracing::warn!(error = %error, "manifests directory unreadable; the last table keeps serving");
-                }
+            }));
+            if scan.is_err() {
+                tracing::error!("reading the manifests directory failed; the last table keeps serving (please report this)");
             }
             dir
         })
@@ -250,9 +261,13 @@ fn load_file(path: &Path, stamp: Stamp, previous: Option<FileEntry>) -> FileEntr
         reason: "invalid-file",
         message,
     };
-    let parsed = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read: {e}"))
-        .and_then(|text| parse_documents(&text, &file));
+    let parsed = if stamp.len > MAX_FILE_BYTES {
+        Err(format!("larger than {MAX_FILE_BYTES} bytes"))
+    } else {
+        std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|text| parse_documents(&text, &file))
+    };
     match parsed {
         Ok((objects, warnings)) => FileEntry {
             stamp,

@@ -301,7 +301,23 @@ impl Publisher {
             certs: previous.tls.clone(),
             limiters: previous.limiters.clone(),
         };
-        let translation = translate(snapshot, &state.options, &self.endpoints, &last);
+        // Each object is already isolated inside `translate`; this is the last
+        // line: if building the table fails anyway, the last table keeps serving,
+        // the failure is reported, and the next change is built afresh.
+        let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            translate(snapshot, &state.options, &self.endpoints, &last)
+        }));
+        let translation = match built {
+            Ok(translation) => translation,
+            Err(_) => {
+                state.last_valid = last.ingresses;
+                metrics::gauge!(crate::telemetry::CONFIG_LAST_SWAP_SUCCESS).set(0.0);
+                tracing::error!(
+                    "building the routing table failed; the last table keeps serving (please report this)"
+                );
+                return state.current.clone();
+            }
+        };
         let mut warnings = translation.warnings;
         for warning in &mut warnings {
             if warning.file.is_none() {
@@ -375,7 +391,13 @@ impl Publisher {
             last.endpoint_slices = snapshot.endpoint_slices.clone();
         }
         let table = self.table.load();
-        let backends = translate::update_endpoints(&table, snapshot, services, &self.endpoints);
+        let backends = translate::update_endpoints(
+            &table,
+            snapshot,
+            services,
+            &self.endpoints,
+            &state.options.upstream_deny,
+        );
         metrics::counter!(crate::telemetry::ENDPOINT_UPDATES).increment(1);
         metrics::gauge!(crate::telemetry::TABLE_ENDPOINTS).set(table.endpoint_count() as f64);
         tracing::debug!(

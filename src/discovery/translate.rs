@@ -21,10 +21,11 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use super::annotations::IngressAnnotations;
 use super::{ObjectRef, Snapshot, Warning};
 use crate::balance::EndpointRegistry;
-use crate::config::ProxyDefaults;
+use crate::config::{HostOwnership, ProxyDefaults};
 use crate::policy::canary::CanaryRule;
 use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::retry::RetryBudget;
+use crate::policy::upstream_deny::UpstreamDeny;
 use crate::proxy::tls::{load_certified_key, Certificate, TlsCerts};
 use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
 
@@ -51,6 +52,10 @@ pub struct TranslateOptions {
     pub cluster_instances: u32,
     pub class: ClassSelection,
     pub metrics: MetricsOptions,
+    /// Pod addresses never sent to.
+    pub upstream_deny: UpstreamDeny,
+    /// Who may route a host that another namespace routes.
+    pub host_ownership: HostOwnership,
 }
 
 /// Which Ingresses are ours, so several fleets can share a cluster.
@@ -103,17 +108,23 @@ pub fn translate(
     last: &LastGood,
 ) -> Translation {
     let last_valid = &last.ingresses;
-    let mut builder = Builder::new(snapshot, endpoints, &options.defaults, last);
+    let mut builder = Builder::new(snapshot, endpoints, options, last);
     builder.cluster_instances = options.cluster_instances.max(1);
     builder.metrics_options = options.metrics;
     let (ours, ignored) = select_ours(snapshot, &options.class);
     let mut valid = HashMap::new();
     let mut our_refs = Vec::with_capacity(ours.len());
+    let mut mains = Vec::new();
     let mut canaries = Vec::new();
     for ingress in ours {
         let object = ingress_object(ingress);
         our_refs.push(object.clone());
-        let mut parsed = parse_ingress(ingress, &object, &options.defaults);
+        // A bug that only one object's content can reach costs that object, not
+        // the table: it is skipped with a warning and the rest is built as usual.
+        let parsed = isolated(&object, &mut builder.warnings, || {
+            parse_ingress(ingress, &object, &options.defaults)
+        });
+        let Some(mut parsed) = parsed else { continue };
         if parsed.faults.is_empty() {
             valid.insert(object, ingress.clone());
         } else if let Some(previous) = last_valid.get(&object).filter(|p| !Arc::ptr_eq(p, ingress))
@@ -132,12 +143,18 @@ pub fn translate(
         if parsed.canary.is_some() {
             canaries.push(parsed);
         } else {
-            builder.add(parsed);
+            mains.push(parsed);
         }
+    }
+    builder.claim_hosts(&mains);
+    for parsed in mains {
+        let object = parsed.object.clone();
+        add_isolated(&mut builder, &object, |b| b.add(parsed));
     }
     // Canaries attach to the routes of the Ingresses they shadow, so those come first.
     for parsed in canaries {
-        builder.add_canary(parsed);
+        let object = parsed.object.clone();
+        add_isolated(&mut builder, &object, |b| b.add_canary(parsed));
     }
     let default_route = options.default_backend.as_ref().map(|backend_ref| {
         let backend = builder.backend(backend_ref.clone(), Protocol::Http1, None);
@@ -194,6 +211,49 @@ pub fn translate(
     }
 }
 
+/// Runs one object's part of a build; if it panics (a bug only that object's
+/// content reaches), the object gets an `internal-error` warning and `None`.
+fn isolated<T>(
+    object: &ObjectRef,
+    warnings: &mut Vec<Warning>,
+    work: impl FnOnce() -> T,
+) -> Option<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
+        Ok(done) => Some(done),
+        Err(panic) => {
+            warnings.push(internal_error(object, panic.as_ref()));
+            None
+        }
+    }
+}
+
+/// `isolated` for adding an object to the table being built. What it added
+/// before failing stays: each route is whole, and the rest of the table is not
+/// touched.
+fn add_isolated(builder: &mut Builder<'_>, object: &ObjectRef, add: impl FnOnce(&mut Builder<'_>)) {
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| add(&mut *builder)));
+    if let Err(panic) = result {
+        builder
+            .warnings
+            .push(internal_error(object, panic.as_ref()));
+    }
+}
+
+fn internal_error(object: &ObjectRef, panic: &(dyn std::any::Any + Send)) -> Warning {
+    let what = panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("panic");
+    Warning {
+        file: None,
+        object: Some(object.clone()),
+        field: None,
+        reason: "internal-error",
+        message: format!("sluice failed on this object ({what}); skipped, please report it"),
+    }
+}
+
 /// Our Ingresses, oldest first (on a conflict the first to claim a rule keeps it),
 /// and how many belong to someone else.
 fn select_ours<'s>(
@@ -242,6 +302,17 @@ fn select_ours<'s>(
     (ours, ignored)
 }
 
+/// Whether a TLS host (`a.example`, `*.example`) covers a routed host, as
+/// ingress-nginx matches `spec.tls` hosts to rule hosts.
+fn covers(tls: &HostKey, routed: &HostKey) -> bool {
+    match (tls, routed) {
+        (HostKey::Wildcard(suffix), HostKey::Exact(host)) => host
+            .split_once('.')
+            .is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
+        _ => tls == routed,
+    }
+}
+
 fn annotation<'m>(meta: &'m ObjectMeta, key: &str) -> Option<&'m str> {
     meta.annotations.as_ref()?.get(key).map(String::as_str)
 }
@@ -252,6 +323,12 @@ fn ingress_object(ingress: &Ingress) -> ObjectRef {
         namespace: namespace_of(&ingress.metadata).to_owned(),
         name: ingress.metadata.name.clone().unwrap_or_default(),
     }
+}
+
+#[derive(Debug)]
+struct HostOwner {
+    namespace: String,
+    allowed: BTreeSet<String>,
 }
 
 /// An Ingress, checked and reduced to what the table needs.
@@ -275,8 +352,21 @@ struct ParsedIngress {
     canary: Option<CanaryRule>,
     /// Its rate limit, and whether it is cluster-wide.
     limit: Option<(LimitSpec, bool)>,
+    /// Namespaces that may route this Ingress's hosts too (`host-ownership: namespace`).
+    allow_namespaces: BTreeSet<String>,
     /// Problems of the Ingress itself (not of the Services it names).
     faults: Vec<Warning>,
+}
+
+impl ParsedIngress {
+    /// Every host this Ingress routes: its rules' and its default backend's.
+    fn routed_hosts(&self) -> BTreeSet<&HostKey> {
+        let mut hosts: BTreeSet<&HostKey> = self.paths.iter().map(|p| &p.host).collect();
+        if let Some((_, default_hosts)) = &self.default {
+            hosts.extend(default_hosts);
+        }
+        hosts
+    }
 }
 
 struct ParsedPath {
@@ -317,7 +407,17 @@ impl std::fmt::Display for Field {
     }
 }
 
+/// An Ingress name that makes `parse_ingress` fail, to test that one object's
+/// failure stays its own.
+#[cfg(test)]
+const PANIC_FOR_TESTS: &str = "panic-for-tests";
+
 fn parse_ingress(ingress: &Ingress, object: &ObjectRef, defaults: &ProxyDefaults) -> ParsedIngress {
+    #[cfg(test)]
+    #[allow(clippy::panic)]
+    if object.name == PANIC_FOR_TESTS {
+        panic!("failing as the test asked");
+    }
     let namespace = object.namespace.as_str();
     let mut parsed = ParsedIngress {
         object: object.clone(),
@@ -335,6 +435,7 @@ fn parse_ingress(ingress: &Ingress, object: &ObjectRef, defaults: &ProxyDefaults
         force_ssl_redirect: false,
         canary: None,
         limit: None,
+        allow_namespaces: BTreeSet::new(),
         faults: Vec::new(),
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
@@ -364,6 +465,7 @@ fn parse_ingress(ingress: &Ingress, object: &ObjectRef, defaults: &ProxyDefaults
         .clone()
         .map(|spec| (spec, annotations.limit_cluster));
     parsed.force_ssl_redirect = annotations.force_ssl_redirect.unwrap_or(false);
+    parsed.allow_namespaces = annotations.allow_namespaces.iter().cloned().collect();
     parsed.protocol = annotations.backend_protocol.unwrap_or_default();
     parsed.fallback = annotations
         .default_backend
@@ -484,6 +586,10 @@ struct Builder<'a> {
     index: SnapshotIndex<'a>,
     registry: &'a EndpointRegistry,
     defaults: &'a ProxyDefaults,
+    host_ownership: HostOwnership,
+    /// Each host's owner: the namespace that routed it first, and the other
+    /// namespaces its Ingresses let in (`sluice.io/allow-namespaces`).
+    owners: HashMap<HostKey, HostOwner>,
     certs: TlsCerts,
     previous_certs: &'a TlsCerts,
     /// Each Secret is parsed once per build, however many hosts use it.
@@ -503,13 +609,15 @@ impl<'a> Builder<'a> {
     fn new(
         snapshot: &'a Snapshot,
         registry: &'a EndpointRegistry,
-        defaults: &'a ProxyDefaults,
+        options: &'a TranslateOptions,
         last: &'a LastGood,
     ) -> Builder<'a> {
         Builder {
-            index: SnapshotIndex::new(snapshot),
+            index: SnapshotIndex::new(snapshot, &options.upstream_deny),
             registry,
-            defaults,
+            defaults: &options.defaults,
+            host_ownership: options.host_ownership,
+            owners: HashMap::new(),
             certs: TlsCerts::default(),
             previous_certs: &last.certs,
             loaded: HashMap::new(),
@@ -522,6 +630,58 @@ impl<'a> Builder<'a> {
             hosts: BTreeMap::new(),
             warnings: Vec::new(),
         }
+    }
+
+    /// Records each host's owner: the first namespace (oldest Ingress first)
+    /// to route it, and whom the owner's Ingresses let in.
+    fn claim_hosts(&mut self, mains: &[ParsedIngress]) {
+        for parsed in mains {
+            let namespace = &parsed.object.namespace;
+            for host in parsed.routed_hosts() {
+                let owner = self
+                    .owners
+                    .entry(host.clone())
+                    .or_insert_with(|| HostOwner {
+                        namespace: namespace.clone(),
+                        allowed: BTreeSet::new(),
+                    });
+                if owner.namespace == *namespace {
+                    owner
+                        .allowed
+                        .extend(parsed.allow_namespaces.iter().cloned());
+                }
+            }
+        }
+    }
+
+    /// Whether `namespace` may add rules for `host`; if not, the owner.
+    fn may_route(&self, host: &HostKey, namespace: &str) -> Result<(), &str> {
+        let Some(owner) = self.owners.get(host) else {
+            return Ok(());
+        };
+        let allowed = self.host_ownership == HostOwnership::Shared
+            || owner.namespace == namespace
+            || owner.allowed.contains(namespace)
+            || owner.allowed.contains("*");
+        if allowed {
+            Ok(())
+        } else {
+            Err(&owner.namespace)
+        }
+    }
+
+    /// Refuses a rule for a host another namespace owns (`host-ownership:
+    /// namespace`) with a warning; true when the rule may go in.
+    fn check_owner(&mut self, host: &HostKey, object: &ObjectRef, field: Field) -> bool {
+        let Err(owner) = self.may_route(host, &object.namespace) else {
+            return true;
+        };
+        let message = format!(
+            "host {host} belongs to namespace {owner} (host-ownership: namespace), which does not list {} in sluice.io/allow-namespaces; rule refused",
+            object.namespace
+        );
+        self.warn(Some((object, field)), "host-owned", message);
+        false
     }
 
     fn add(&mut self, mut parsed: ParsedIngress) {
@@ -553,6 +713,9 @@ impl<'a> Builder<'a> {
         };
         for path in &parsed.paths {
             let target = &path.target;
+            if !self.check_owner(&path.host, object, target.field) {
+                continue;
+            }
             let backend = self.backend(
                 target.backend.clone(),
                 parsed.protocol,
@@ -591,6 +754,9 @@ impl<'a> Builder<'a> {
                 false,
             );
             for host in hosts {
+                if !self.check_owner(host, object, target.field) {
+                    continue;
+                }
                 let route = route_to(backend.clone(), metrics.clone(), host);
                 if let Err(owner) = self
                     .hosts
@@ -652,6 +818,25 @@ impl<'a> Builder<'a> {
                 rule: rule.clone(),
                 requests: requests.clone(),
             });
+            let main = self
+                .hosts
+                .get(&path.host)
+                .and_then(|routes| routes.route_at(path.kind, &path.path))
+                .map(|route| route.ingress.clone());
+            // A canary takes a share of the main Ingress's traffic: only the
+            // main Ingress's own namespace may do that.
+            if let Some(main) = main.filter(|m| m.namespace != ingress.namespace) {
+                let message = format!(
+                    "host {} path {:?} is served by Ingress {}/{}; a canary from namespace {} cannot attach to another namespace's Ingress; canary path refused",
+                    path.host, path.path, main.namespace, main.name, ingress.namespace
+                );
+                self.warn(
+                    Some((&parsed.object, target.field)),
+                    "canary-cross-namespace",
+                    message,
+                );
+                continue;
+            }
             let attached = self
                 .hosts
                 .get_mut(&path.host)
@@ -674,12 +859,63 @@ impl<'a> Builder<'a> {
     /// (they get HTTPS redirects whether or not their Secret is usable).
     fn add_tls(&mut self, parsed: &ParsedIngress) -> BTreeSet<String> {
         let mut tls_hosts = BTreeSet::new();
+        let routed = parsed.routed_hosts();
+        let namespace = &parsed.object.namespace;
         for (i, (hosts, secret)) in parsed.tls.iter().enumerate() {
             tls_hosts.extend(hosts.iter().cloned());
             // Without a Secret, the default certificate serves these hosts.
             let Some(secret) = secret else { continue };
-            let loaded = self.certificate(&parsed.object.namespace, secret);
+            // A certificate only for a host this Ingress routes, and only from
+            // the namespace that routed the host first: no tenant can serve its
+            // certificate (and so terminate TLS) for another tenant's host.
+            let mut ours = Vec::new();
             for host in hosts {
+                let refusal = match HostKey::parse(Some(host)) {
+                    None | Some(HostKey::Any) => {
+                        Some(format!("invalid host {host:?}; certificate refused"))
+                    }
+                    Some(key) => {
+                        let covered: Vec<&HostKey> =
+                            routed.iter().copied().filter(|r| covers(&key, r)).collect();
+                        let owned_here = |k: &HostKey| {
+                            self.owners.get(k).is_none_or(|o| o.namespace == *namespace)
+                        };
+                        let other = self
+                            .owners
+                            .get(&key)
+                            .filter(|o| o.namespace != *namespace)
+                            .or_else(|| {
+                                let all_elsewhere = !covered.iter().any(|k| owned_here(k));
+                                all_elsewhere
+                                    .then(|| covered.first().and_then(|k| self.owners.get(*k)))
+                                    .flatten()
+                            });
+                        if covered.is_empty() {
+                            Some(format!(
+                                "host {host} has no rule in this Ingress; its certificate is refused"
+                            ))
+                        } else {
+                            other.map(|owner| format!(
+                                "host {host} was routed first by namespace {}, which provides its certificate; refused",
+                                owner.namespace
+                            ))
+                        }
+                    }
+                };
+                match refusal {
+                    Some(message) => self.warn(
+                        Some((&parsed.object, Field::Tls(i))),
+                        "tls-host-refused",
+                        message,
+                    ),
+                    None => ours.push(host),
+                }
+            }
+            if ours.is_empty() {
+                continue;
+            }
+            let loaded = self.certificate(namespace, secret);
+            for host in ours {
                 let certificate = match &loaded {
                     Ok(certificate) => certificate.clone(),
                     Err(message) => {
@@ -773,7 +1009,17 @@ impl<'a> Builder<'a> {
             return backend.clone();
         }
         let addrs = match self.index.endpoint_addrs(&key.0) {
-            Ok(addrs) => addrs,
+            Ok(PodAddrs { addrs, refused }) => {
+                if !refused.is_empty() {
+                    let message = format!(
+                        "backend {}: refusing pod addresses {}",
+                        key.0,
+                        refused.join(", ")
+                    );
+                    self.warn(site, "endpoint-refused", message);
+                }
+                addrs
+            }
             Err((reason, message)) => {
                 self.warn(
                     site,
@@ -783,7 +1029,8 @@ impl<'a> Builder<'a> {
                 Vec::new()
             }
         };
-        let endpoints = endpoints_for(addrs, protocol, self.registry);
+        let namespace: Arc<str> = key.0.namespace.as_str().into();
+        let endpoints = endpoints_for(&namespace, addrs, protocol, self.registry);
         let budget = RetryBudget::new(
             self.defaults.retry_budget_ratio,
             self.defaults.retry_budget_min_per_second,
@@ -810,12 +1057,13 @@ impl<'a> Builder<'a> {
 }
 
 fn endpoints_for(
+    namespace: &Arc<str>,
     addrs: Vec<SocketAddr>,
     protocol: Protocol,
     registry: &EndpointRegistry,
 ) -> Vec<Endpoint> {
     registry
-        .endpoints(&addrs, protocol)
+        .endpoints(namespace, &addrs, protocol)
         .into_iter()
         .map(|state| Endpoint { state })
         .collect()
@@ -830,15 +1078,28 @@ pub fn update_endpoints(
     snapshot: &Snapshot,
     services: &BTreeSet<(String, String)>,
     registry: &EndpointRegistry,
+    deny: &UpstreamDeny,
 ) -> usize {
-    let index = SnapshotIndex::for_services(snapshot, services);
+    let index = SnapshotIndex::for_services(snapshot, deny, services);
     let mut touched = 0;
     let mut replaced = Vec::new();
     for (namespace, service) in services {
         for backend in table.backends_of(namespace, service) {
-            let addrs = index.endpoint_addrs(&backend.name).unwrap_or_default();
-            let old = backend.swap_endpoints(endpoints_for(addrs, backend.protocol, registry));
-            replaced.extend(old.endpoints.iter().map(|e| (e.addr(), backend.protocol)));
+            let PodAddrs { addrs, refused } =
+                index.endpoint_addrs(&backend.name).unwrap_or_default();
+            if !refused.is_empty() {
+                // A full rebuild turns this into a warning on the Ingress; here,
+                // between rebuilds, the log says it at once.
+                tracing::warn!(backend = %backend.name, refused = ?refused, "pod addresses refused");
+            }
+            let namespace: Arc<str> = namespace.as_str().into();
+            let fresh = endpoints_for(&namespace, addrs, backend.protocol, registry);
+            let old = backend.swap_endpoints(fresh);
+            replaced.extend(
+                old.endpoints
+                    .iter()
+                    .map(|e| (namespace.clone(), e.addr(), backend.protocol)),
+            );
             touched += 1;
         }
     }
@@ -848,30 +1109,44 @@ pub fn update_endpoints(
     touched
 }
 
+/// A Service port's pod addresses.
+#[derive(Debug, Default)]
+struct PodAddrs {
+    addrs: Vec<SocketAddr>,
+    /// Addresses sluice will not send to, each with its reason.
+    refused: Vec<String>,
+}
+
 /// Services and EndpointSlices by `(namespace, service name)`, Secrets by name.
 struct SnapshotIndex<'a> {
+    deny: &'a UpstreamDeny,
     secrets: HashMap<(&'a str, &'a str), &'a Secret>,
     services: HashMap<(&'a str, &'a str), &'a Service>,
     slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
 }
 
 impl<'a> SnapshotIndex<'a> {
-    fn new(snapshot: &'a Snapshot) -> SnapshotIndex<'a> {
-        Self::filtered(snapshot, |_| true)
+    fn new(snapshot: &'a Snapshot, deny: &'a UpstreamDeny) -> SnapshotIndex<'a> {
+        Self::filtered(snapshot, deny, |_| true)
     }
 
     fn for_services(
         snapshot: &'a Snapshot,
+        deny: &'a UpstreamDeny,
         wanted: &BTreeSet<(String, String)>,
     ) -> SnapshotIndex<'a> {
         let wanted: HashSet<(&str, &str)> = wanted
             .iter()
             .map(|(ns, n)| (ns.as_str(), n.as_str()))
             .collect();
-        Self::filtered(snapshot, |key| wanted.contains(key))
+        Self::filtered(snapshot, deny, |key| wanted.contains(key))
     }
 
-    fn filtered(snapshot: &'a Snapshot, keep: impl Fn(&(&str, &str)) -> bool) -> SnapshotIndex<'a> {
+    fn filtered(
+        snapshot: &'a Snapshot,
+        deny: &'a UpstreamDeny,
+        keep: impl Fn(&(&str, &str)) -> bool,
+    ) -> SnapshotIndex<'a> {
         let services = snapshot
             .services
             .iter()
@@ -900,6 +1175,7 @@ impl<'a> SnapshotIndex<'a> {
             })
             .collect();
         SnapshotIndex {
+            deny,
             secrets,
             services,
             slices,
@@ -940,11 +1216,9 @@ impl<'a> SnapshotIndex<'a> {
         Ok(certificate)
     }
 
-    /// The ready pod addresses behind a Service port, from its EndpointSlices.
-    fn endpoint_addrs(
-        &self,
-        backend: &BackendRef,
-    ) -> Result<Vec<SocketAddr>, (&'static str, String)> {
+    /// The ready pod addresses behind a Service port, from its EndpointSlices,
+    /// and those refused (`UpstreamDeny`) with the reason.
+    fn endpoint_addrs(&self, backend: &BackendRef) -> Result<PodAddrs, (&'static str, String)> {
         let key = (backend.namespace.as_str(), backend.service.as_str());
         let service = self
             .services
@@ -973,6 +1247,7 @@ impl<'a> SnapshotIndex<'a> {
         // resolved target port number.
         let port_name = service_port.name.as_deref().unwrap_or_default();
         let mut addrs = Vec::new();
+        let mut refused = Vec::new();
         for slice in self.slices.get(&key).into_iter().flatten() {
             if slice.address_type == "FQDN" {
                 continue;
@@ -999,8 +1274,12 @@ impl<'a> SnapshotIndex<'a> {
                     continue;
                 }
                 for address in &endpoint.addresses {
-                    if let Ok(ip) = address.parse::<IpAddr>() {
-                        addrs.push(SocketAddr::new(ip, port));
+                    let Ok(ip) = address.parse::<IpAddr>() else {
+                        continue;
+                    };
+                    match self.deny.refuses(ip) {
+                        None => addrs.push(SocketAddr::new(ip, port)),
+                        Some(why) => refused.push(format!("{ip} ({why})")),
                     }
                 }
             }
@@ -1008,7 +1287,9 @@ impl<'a> SnapshotIndex<'a> {
         // The same pod may briefly appear in two slices.
         addrs.sort_unstable();
         addrs.dedup();
-        Ok(addrs)
+        refused.sort_unstable();
+        refused.dedup();
+        Ok(PodAddrs { addrs, refused })
     }
 }
 

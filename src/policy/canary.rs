@@ -91,6 +91,22 @@ pub struct CanaryRule {
 impl CanaryRule {
     /// Whether this request goes to the canary.
     pub fn decide(&self, headers: &HeaderMap, client: IpAddr) -> bool {
+        // The conditions come first and hold for every rule: a header or cookie
+        // saying `always` does not take a client outside the ranges (or with
+        // another User-Agent) to the canary.
+        let conditions = !self.sources.is_empty() || self.user_agent.is_some();
+        if !self.sources.is_empty() && !self.sources.iter().any(|c| c.contains(client)) {
+            return false;
+        }
+        if let Some(pattern) = &self.user_agent {
+            let agent = headers
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if !pattern.is_match(agent) {
+                return false;
+            }
+        }
         if let Some((name, matching)) = &self.header {
             if let Some(value) = headers.get(name).and_then(|v| v.to_str().ok()) {
                 match matching {
@@ -107,19 +123,6 @@ impl CanaryRule {
                 Some("always") => return true,
                 Some("never") => return false,
                 _ => {}
-            }
-        }
-        let conditions = !self.sources.is_empty() || self.user_agent.is_some();
-        if !self.sources.is_empty() && !self.sources.iter().any(|c| c.contains(client)) {
-            return false;
-        }
-        if let Some(pattern) = &self.user_agent {
-            let agent = headers
-                .get(USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("");
-            if !pattern.is_match(agent) {
-                return false;
             }
         }
         match self.weight {
@@ -269,5 +272,47 @@ mod tests {
         assert!((share - 0.10).abs() < 0.01, "{share}");
         assert!(HashBy::parse_key("cookie:").is_err());
         assert_eq!(HashBy::parse_key("client-ip"), Ok(HashBy::ClientAddr));
+    }
+
+    #[test]
+    fn fuzzed_cidrs_never_panic() {
+        let v4: IpAddr = "10.1.2.3".parse().unwrap();
+        let v6: IpAddr = "2001:db8::1".parse().unwrap();
+        crate::fuzz::texts(
+            &[
+                "10.0.0.0/8",
+                "::ffff:10.0.0.0/104",
+                "2001:db8::/32",
+                "0.0.0.0/0",
+                "1.2.3.4",
+            ],
+            crate::fuzz::iterations(20_000),
+            |text| {
+                if let Ok(cidr) = Cidr::parse(text) {
+                    cidr.contains(v4);
+                    cidr.contains(v6);
+                }
+            },
+        );
+    }
+
+    #[test]
+    fn conditions_hold_even_for_always() {
+        let rule = CanaryRule {
+            header: Some((
+                HeaderName::from_static("x-canary"),
+                HeaderMatch::AlwaysNever,
+            )),
+            cookie: Some("canary".into()),
+            sources: vec![Cidr::parse("192.168.0.0/16").unwrap()],
+            weight_total: 100,
+            ..CanaryRule::default()
+        };
+        let outside = IP;
+        let inside: IpAddr = "192.168.1.1".parse().unwrap();
+        assert!(!rule.decide(&headers(&[("x-canary", "always")]), outside));
+        assert!(!rule.decide(&headers(&[("cookie", "canary=always")]), outside));
+        assert!(rule.decide(&headers(&[("x-canary", "always")]), inside));
+        assert!(!rule.decide(&headers(&[("x-canary", "never")]), inside));
     }
 }

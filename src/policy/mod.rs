@@ -4,3 +4,4 @@
 pub mod canary;
 pub mod ratelimit;
 pub mod retry;
+pub mod upstream_deny;

@@ -547,6 +547,13 @@ fn response_framing(head: &Head, head_request: bool) -> Result<Decoder, ProxyErr
         return Ok(Decoder::Length(0));
     }
     if let Some(codings) = last_value(&head.headers, &header::TRANSFER_ENCODING) {
+        // Both framings at once is how responses get smuggled past one parser and
+        // not another; nginx refuses it too.
+        if head.headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(ProxyError::UpstreamResponse(
+                "both Content-Length and Transfer-Encoding",
+            ));
+        }
         // Chunked must be the last coding; anything else runs until the close.
         let chunked = codings
             .rsplit(',')
@@ -560,10 +567,8 @@ fn response_framing(head: &Head, head_request: bool) -> Result<Decoder, ProxyErr
     }
     let mut length = None;
     for value in head.headers.get_all(header::CONTENT_LENGTH) {
-        let parsed: u64 = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
+        // Digits only: `+5`, ` 5` or `5, 5` mean different lengths to different parsers.
+        let parsed = parse_digits(value.as_bytes(), 10)
             .ok_or(ProxyError::UpstreamResponse("invalid Content-Length"))?;
         if length.is_some_and(|l| l != parsed) {
             return Err(ProxyError::UpstreamResponse("conflicting Content-Length"));
@@ -649,10 +654,9 @@ impl Decoder {
                     let Some(line) = take_line(buf)? else {
                         return Ok(Decoded::NeedMore);
                     };
+                    // Hex digits, then optionally `;extensions`: no sign, no space.
                     let digits = line[..].split(|&b| b == b';').next().unwrap_or_default();
-                    let size = std::str::from_utf8(digits)
-                        .ok()
-                        .and_then(|d| u64::from_str_radix(d.trim(), 16).ok())
+                    let size = parse_digits(digits, 16)
                         .ok_or(ProxyError::UpstreamResponse("invalid chunk size"))?;
                     *self = Decoder::Chunked(if size == 0 {
                         Chunk::Trailers
@@ -683,7 +687,22 @@ fn take_data(buf: &mut BytesMut, left: &mut u64) -> Decoded {
     Decoded::Data(buf.split_to(n).freeze())
 }
 
-/// Takes one line (without its CRLF, or a bare LF) off the front of `buf`.
+/// A number in `radix` made of digits only (at most 16 of them), as framing
+/// needs: what `str::parse` would also accept (`+`, spaces) is refused.
+fn parse_digits(digits: &[u8], radix: u32) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &b| {
+        let digit = char::from(b).to_digit(radix)?;
+        n.checked_mul(u64::from(radix))?
+            .checked_add(u64::from(digit))
+    })
+}
+
+/// Takes one CRLF-terminated line (without the CRLF) off the front of `buf`. A
+/// bare LF is an error: parsers that accept it and those that do not would
+/// split the body differently.
 fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, ProxyError> {
     let Some(end) = buf.iter().position(|&b| b == b'\n') else {
         if buf.len() > MAX_HEAD_BYTES {
@@ -691,11 +710,11 @@ fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, ProxyError> {
         }
         return Ok(None);
     };
-    let mut line = buf.split_to(end + 1);
-    line.truncate(end);
-    if line.last() == Some(&b'\r') {
-        line.truncate(end - 1);
+    if end == 0 || buf[end - 1] != b'\r' {
+        return Err(ProxyError::UpstreamResponse("bare LF in a chunk line"));
     }
+    let mut line = buf.split_to(end + 1);
+    line.truncate(end - 1);
     Ok(Some(line))
 }
 
@@ -923,6 +942,11 @@ mod tests {
                 Decoder::Length(5),
             ),
             (
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+                false,
+                Decoder::Chunked(Chunk::Size),
+            ),
+            (
                 b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
                 true,
                 Decoder::Length(0),
@@ -931,11 +955,6 @@ mod tests {
                 b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
                 false,
                 Decoder::Length(0),
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 5\r\n\r\n",
-                false,
-                Decoder::Chunked(Chunk::Size),
             ),
             (
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
@@ -959,5 +978,68 @@ mod tests {
             chunk_size_line(usize::MAX, &mut out),
             b"ffffffffffffffff\r\n"
         );
+    }
+
+    /// Lengths and chunk lines that parsers read differently are refused (the
+    /// caller answers 502 and drops the connection), never guessed at.
+    #[test]
+    fn ambiguous_framing_is_refused() {
+        let head = |raw: &[u8]| parse_head(&mut BytesMut::from(raw)).unwrap().unwrap();
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: +5\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 0x5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
+        ] {
+            assert!(
+                response_framing(&head(raw), false).is_err(),
+                "{}",
+                String::from_utf8_lossy(raw)
+            );
+        }
+        for body in [
+            &b"+5\r\nhello\r\n0\r\n\r\n"[..],
+            b" 5\r\nhello\r\n0\r\n\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhello\n0\r\n\r\n",
+            b"5\r\nhello\r\n0\r\n\n",
+            b"00000000000000005\r\nhello\r\n0\r\n\r\n",
+        ] {
+            assert!(
+                decode_all(Decoder::Chunked(Chunk::Size), body, 1).is_err(),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        assert_eq!(parse_digits(b"ffffffffffffffff", 16), Some(u64::MAX));
+        assert_eq!(parse_digits(b"18446744073709551616", 10), None);
+    }
+
+    #[test]
+    fn fuzzed_heads_and_chunked_bodies_never_panic() {
+        let heads: [&[u8]; 3] = [
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\nconnection: keep-alive\r\n\r\nhello",
+            b"HTTP/1.0 101 Switching\r\ntransfer-encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 304 Not Modified\r\nx-a: 1\r\n\r\n",
+        ];
+        crate::fuzz::bytes(&heads, crate::fuzz::iterations(20_000), |raw| {
+            let mut buf = BytesMut::from(raw);
+            if let Ok(Some(head)) = parse_head(&mut buf) {
+                let _ = response_framing(&head, false);
+            }
+        });
+        let bodies: [&[u8]; 2] = [
+            b"5\r\nhello\r\n6;name=value\r\n world\r\n0\r\nx-t: 1\r\n\r\n",
+            b"A\r\n0123456789\r\n0\r\n\r\n",
+        ];
+        crate::fuzz::bytes(&bodies, crate::fuzz::iterations(20_000), |raw| {
+            // Whatever comes out, never more than went in.
+            if let Ok(out) = decode_all(Decoder::Chunked(Chunk::Size), raw, 3) {
+                assert!(out.len() <= raw.len());
+            }
+        });
     }
 }

@@ -12,26 +12,23 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{self, Authority, Scheme};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio_util::task::TaskTracker;
 
 use super::body::{Completion, FromUpstream, PendingLog, RequestBody, ResponseBody, UpstreamBody};
+use super::client_addr::{real_client, ClientAddr};
 use super::error::ProxyError;
 use super::pool::Conn;
 use crate::balance::pick::{self as balance, pick_endpoint, Pick};
 use crate::balance::window::Outcome;
 use crate::lifecycle::Lifecycle;
+use crate::policy::canary::Cidr;
 use crate::policy::retry::Failure;
 use crate::routing::{Backend, Endpoint, Protocol, Route, RoutingTable};
 use crate::telemetry;
 use crate::telemetry::access_log::{self, AccessLog, Entry};
 use crate::telemetry::connections::{self, Downstream};
 use crate::telemetry::requests::RequestMetrics;
-use bytes::BytesMut;
 use http_body::Body as _;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -47,11 +44,17 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySettings {
     pub use_forwarded_headers: bool,
+    /// Peers whose forwarded headers are believed (`proxy-real-ip-cidr`).
+    pub real_ip_from: Vec<Cidr>,
     pub keep_alive_requests: u32,
     /// `Strict-Transport-Security` for HTTPS responses, when enabled.
     pub hsts: Option<HeaderValue>,
     /// What a request over a rate limit gets (429 unless configured).
     pub limit_status: StatusCode,
+    /// `Upgrade` protocols tunnelled (lowercase), `websocket` by default.
+    pub allowed_upgrades: Vec<String>,
+    /// A tunnel quiet both ways this long is closed.
+    pub tunnel_idle_timeout: std::time::Duration,
 }
 
 /// Shared by every connection of the plaintext listener.
@@ -147,14 +150,22 @@ impl Proxy {
             let method = request.method().clone();
             let uri = request.uri().clone();
             let started = Instant::now();
+            let client = self.client_addr(&request, conn);
             let mut entry = self
                 .access_log
                 .enabled()
-                .then(|| self.log_entry(&request, conn, &request_id));
+                .then(|| self.log_entry(&request, &client, &request_id));
             // The route's (or canary's) metrics once routed; the unrouted ones if not.
             let mut metrics = None;
             let forwarded = self
-                .forward(request, conn, &request_id, &mut entry, &mut metrics)
+                .forward(
+                    request,
+                    conn,
+                    &client,
+                    &request_id,
+                    &mut entry,
+                    &mut metrics,
+                )
                 .await;
             let mut response = match forwarded {
                 Ok(response) => response,
@@ -208,17 +219,38 @@ impl Proxy {
         }
     }
 
+    /// The one real client address of this request (`client_addr`).
+    fn client_addr(&self, request: &Request<Incoming>, conn: &ConnInfo) -> ClientAddr {
+        let peer = conn.peer.ip();
+        let settings = self.settings.load();
+        let trusted_peer = settings.use_forwarded_headers
+            && settings.real_ip_from.iter().any(|cidr| cidr.contains(peer));
+        if !trusted_peer {
+            return ClientAddr {
+                ip: peer,
+                header: conn.client_ip.clone(),
+                trusted_peer,
+            };
+        }
+        let ip = real_client(peer, request.headers(), &settings.real_ip_from);
+        ClientAddr {
+            ip,
+            header: HeaderValue::try_from(ip.to_string()).unwrap_or(conn.client_ip.clone()),
+            trusted_peer,
+        }
+    }
+
     /// The request's side of its access log line.
     fn log_entry(
         &self,
         request: &Request<Incoming>,
-        conn: &ConnInfo,
+        client: &ClientAddr,
         request_id: &HeaderValue,
     ) -> Box<Entry> {
         Box::new(Entry {
             time: access_log::now_rfc3339(),
             request_id: request_id.to_str().unwrap_or_default().to_owned(),
-            client: conn.client_ip().to_owned(),
+            client: client.ip.to_string(),
             method: request.method().to_string(),
             path: request
                 .uri()
@@ -236,6 +268,7 @@ impl Proxy {
         &'a self,
         mut request: Request<Incoming>,
         conn: &'a ConnInfo,
+        client: &'a ClientAddr,
         request_id: &'a HeaderValue,
         log: &'a mut Option<Box<Entry>>,
         metrics: &'a mut Option<Arc<RequestMetrics>>,
@@ -250,10 +283,9 @@ impl Proxy {
             if let Some(entry) = log.as_deref_mut() {
                 entry.host = host.to_owned();
             }
-            let route = table
-                .route(host, request.uri().path())
-                .ok_or(ProxyError::NoRoute)?
-                .clone();
+            let path = crate::routing::normalize::routing_path(request.uri().path())
+                .ok_or(ProxyError::BadRequest("path climbs above /"))?;
+            let route = table.route(host, &path).ok_or(ProxyError::NoRoute)?.clone();
             *metrics = Some(route.metrics.clone());
             if !route.policy.access_log {
                 *log = None;
@@ -273,14 +305,14 @@ impl Proxy {
                 }
             }
             if let Some(limiter) = &route.limiter {
-                if let Err(retry_after) = limiter.check(request.headers(), conn.peer.ip()) {
+                if let Err(retry_after) = limiter.check(request.headers(), client.ip) {
                     return Ok(self.rate_limited(retry_after));
                 }
             }
             // The canary takes the request when its rules say so and it has pods.
             let canary = route.canary.as_ref().filter(|c| {
                 !c.backend.endpoint_set().endpoints.is_empty()
-                    && c.rule.decide(request.headers(), conn.peer.ip())
+                    && c.rule.decide(request.headers(), client.ip)
             });
             let backend = match canary {
                 Some(canary) => {
@@ -296,14 +328,15 @@ impl Proxy {
                     entry.ingress.clone_from(&canary.ingress.name);
                 }
             }
-            let client_upgrade =
-                is_upgrade_request(&request).then(|| hyper::upgrade::on(&mut request));
+            let settings = self.settings.load();
+            let client_upgrade = is_upgrade_request(&request, &settings.allowed_upgrades)
+                .then(|| hyper::upgrade::on(&mut request));
             let hash = route
                 .policy
                 .balance
                 .hash_by
                 .as_ref()
-                .and_then(|by| by.key(request.headers(), conn.peer.ip()));
+                .and_then(|by| by.key(request.headers(), client.ip));
             if let Some(canary) = canary {
                 *metrics = Some(canary.metrics.clone());
             }
@@ -313,8 +346,15 @@ impl Proxy {
             let body_limit = route.policy.body_limit;
             let request =
                 request.map(|body| RequestBody::new(body, body_limit, request_metrics.clone()));
-            let upstream_request =
-                self.upstream_request(request, &route, conn, &host_value, request_id, upgrade)?;
+            let upstream_request = Self::upstream_request(
+                request,
+                backend.protocol,
+                conn,
+                client,
+                &host_value,
+                request_id,
+                upgrade,
+            )?;
             let (mut response, pick, attempts) =
                 send_with_retries(upstream_request, &route, &backend, hash, request_metrics)
                     .await?;
@@ -330,7 +370,9 @@ impl Proxy {
                     FromUpstream::H2(_) => None,
                 };
                 if let (Some(client_upgrade), Some(upstream)) = (client_upgrade, upstream) {
-                    self.tunnels.spawn(tunnel(client_upgrade, upstream));
+                    let idle = settings.tunnel_idle_timeout;
+                    self.tunnels
+                        .spawn(super::tunnel::run(client_upgrade, upstream, idle));
                 }
             } else {
                 strip_hop_by_hop(response.headers_mut(), false);
@@ -363,11 +405,13 @@ impl Proxy {
         response
     }
 
+    /// The request as the chosen backend gets it, in that backend's protocol (a
+    /// canary or fallback may speak another one than the route's main backend).
     fn upstream_request(
-        &self,
         request: Request<RequestBody>,
-        route: &Route,
+        protocol: Protocol,
         conn: &ConnInfo,
+        client: &ClientAddr,
         host: &HeaderValue,
         request_id: &HeaderValue,
         upgrade: bool,
@@ -380,18 +424,18 @@ impl Proxy {
         if upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        self.set_forwarded_headers(headers, conn, host);
+        set_forwarded_headers(headers, conn, client, host);
         headers.insert(X_REQUEST_ID.clone(), request_id.clone());
 
         let mut uri_parts = uri::Parts::default();
         uri_parts.path_and_query = parts.uri.path_and_query().cloned();
-        match route.backend.protocol {
+        match protocol {
             Protocol::Http1 => {
                 parts.version = Version::HTTP_11;
-                // HTTP/2 clients send :authority instead; the pod still gets its Host.
-                if !parts.headers.contains_key(header::HOST) {
-                    parts.headers.insert(header::HOST, host.clone());
-                }
+                // The host the request was routed by, always: an absolute-form
+                // URI or an HTTP/2 `:authority` may differ from the client's
+                // `Host`, and the pod must not see another host than sluice chose.
+                parts.headers.insert(header::HOST, host.clone());
             }
             Protocol::H2c => {
                 parts.version = Version::HTTP_2;
@@ -410,29 +454,28 @@ impl Proxy {
             .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
         Ok(Request::from_parts(parts, body))
     }
+}
 
-    fn set_forwarded_headers(&self, headers: &mut HeaderMap, conn: &ConnInfo, host: &HeaderValue) {
-        let forwarded_for = match joined(headers, &X_FORWARDED_FOR) {
-            Some(previous) => {
-                HeaderValue::try_from(format!("{previous}, {}", conn.client_ip())).ok()
-            }
-            None => Some(conn.client_ip.clone()),
-        };
-        if let Some(value) = forwarded_for {
-            headers.insert(X_FORWARDED_FOR.clone(), value);
+/// What the pod is told about the client, as ingress-nginx: `X-Forwarded-For`
+/// and `X-Real-IP` are the real client address (never the client's own claim);
+/// `X-Forwarded-Proto/Host/Port` are ours unless a trusted edge set them.
+fn set_forwarded_headers(
+    headers: &mut HeaderMap,
+    conn: &ConnInfo,
+    client: &ClientAddr,
+    host: &HeaderValue,
+) {
+    headers.insert(X_FORWARDED_FOR.clone(), client.header.clone());
+    headers.insert(X_REAL_IP.clone(), client.header.clone());
+    let mut set = |name: &HeaderName, value: HeaderValue| {
+        if !(client.trusted_peer && headers.contains_key(name)) {
+            headers.insert(name.clone(), value);
         }
-        let trust = self.settings.load().use_forwarded_headers;
-        let mut set = |name: &HeaderName, value: HeaderValue| {
-            if !(trust && headers.contains_key(name)) {
-                headers.insert(name.clone(), value);
-            }
-        };
-        set(&X_REAL_IP, conn.client_ip.clone());
-        let proto = if conn.tls { "https" } else { "http" };
-        set(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
-        set(&X_FORWARDED_HOST, host.clone());
-        set(&X_FORWARDED_PORT, conn.local_port.clone());
-    }
+    };
+    let proto = if conn.tls { "https" } else { "http" };
+    set(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    set(&X_FORWARDED_HOST, host.clone());
+    set(&X_FORWARDED_PORT, conn.local_port.clone());
 }
 
 /// Picks endpoints and sends until an answer comes back or the route's retry
@@ -637,29 +680,6 @@ fn send<'a>(
     }
 }
 
-/// Copies bytes both ways between an upgraded client and upstream until either
-/// closes; first, what the upstream sent right after its `101`.
-async fn tunnel(client: OnUpgrade, (mut upstream, early): (TcpStream, BytesMut)) {
-    let client = match client.await {
-        Ok(client) => client,
-        Err(error) => {
-            tracing::debug!(%error, "upgrade failed");
-            return;
-        }
-    };
-    let mut client = TokioIo::new(client);
-    if !early.is_empty() {
-        if let Err(error) = client.write_all(&early).await {
-            tracing::debug!(%error, "tunnel closed with an error");
-            return;
-        }
-    }
-    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
-        Err(error) => tracing::debug!(%error, "tunnel closed with an error"),
-    }
-}
-
 /// A 308 to the same host and path over HTTPS (the method and body are kept).
 fn https_redirect(host: &str, uri: &Uri) -> Response<ResponseBody> {
     // To the standard port: the plain port number means nothing on HTTPS.
@@ -703,11 +723,19 @@ fn content_length(request: &Request<Incoming>) -> Option<u64> {
         .ok()
 }
 
-fn is_upgrade_request(request: &Request<Incoming>) -> bool {
+/// An upgrade to a protocol the operator allows (`allowed-upgrades`, default
+/// `websocket`). Any other `Upgrade` is removed with the hop-by-hop headers: a
+/// pod never sees a protocol switch sluice would not tunnel (h2c smuggling).
+fn is_upgrade_request(request: &Request<Incoming>, allowed: &[String]) -> bool {
+    let headers = request.headers();
     request.version() == Version::HTTP_11
         && request.method() != Method::CONNECT
-        && request.headers().contains_key(header::UPGRADE)
-        && header_has_token(request.headers(), &header::CONNECTION, "upgrade")
+        && header_has_token(headers, &header::CONNECTION, "upgrade")
+        && headers.get_all(header::UPGRADE).iter().count() == 1
+        && headers
+            .get(header::UPGRADE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| allowed.iter().any(|a| v.trim().eq_ignore_ascii_case(a)))
 }
 
 fn header_has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
@@ -768,15 +796,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
         &PROXY_CONNECTION,
     ]
     .contains(&name)
-}
-
-fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let values: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    (!values.is_empty()).then(|| values.join(", "))
 }
 
 /// 32 random hex digits, as ingress-nginx's `$req_id`, written without the

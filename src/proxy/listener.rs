@@ -11,6 +11,7 @@ use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -32,13 +33,49 @@ pub fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .keep_alive(true)
         // Since hyper 1.6 this also bounds the idle time between two requests,
         // which makes it the `keep-alive` timeout as well as the header timeout.
-        .header_read_timeout(config.keep_alive)
+        // hyper has one timer for both, so the tighter of the two holds.
+        .header_read_timeout(config.keep_alive.min(config.client_header_timeout))
         .max_buf_size(config.max_header_bytes());
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(config.max_header_size).unwrap_or(u32::MAX))
+        .max_concurrent_streams(config.http2_max_concurrent_streams)
+        // Bounds what one client makes us buffer per stream and connection.
+        .initial_stream_window_size(H2_STREAM_WINDOW)
+        .initial_connection_window_size(H2_CONNECTION_WINDOW)
+        .max_pending_accept_reset_streams(Some(H2_PENDING_RESETS))
+        .keep_alive_interval(Some(config.http2_ping_interval))
+        .keep_alive_timeout(config.http2_ping_interval);
     builder
+}
+
+/// HTTP/2 flow-control windows (h2's defaults are 64 KiB and 5 MiB per stream).
+const H2_STREAM_WINDOW: u32 = 1 << 20;
+const H2_CONNECTION_WINDOW: u32 = 4 << 20;
+/// Streams a client may reset before we accept them (rapid reset, CVE-2023-44487).
+const H2_PENDING_RESETS: usize = 20;
+
+/// What bounds a client connection before hyper takes it.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// Client connections open at once, across listeners; `None`: no cap.
+    pub slots: Option<Arc<Semaphore>>,
+    /// Time for the first bytes of a plaintext connection.
+    pub first_bytes: Duration,
+    /// Quiet time after which a tunnel closes.
+    pub tunnel_idle: Duration,
+}
+
+impl ConnectionLimits {
+    pub fn new(config: &Config) -> ConnectionLimits {
+        ConnectionLimits {
+            slots: (config.max_worker_connections > 0)
+                .then(|| Arc::new(Semaphore::new(config.max_worker_connections))),
+            first_bytes: config.client_header_timeout,
+            tunnel_idle: config.tunnel_idle_timeout,
+        }
+    }
 }
 
 /// How long a client gets to complete the TLS handshake.
@@ -54,6 +91,7 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     proxy: Arc<Proxy>,
+    limits: ConnectionLimits,
     stop_accepting: CancellationToken,
     close_connections: CancellationToken,
     connections: TaskTracker,
@@ -70,6 +108,19 @@ pub async fn serve(
             },
             () = stop_accepting.cancelled() => break,
         };
+        // Idle clients must not use up the descriptors that the data plane's
+        // upstreams and the apiserver watches need: past the cap, close at once.
+        let slot = match &limits.slots {
+            None => None,
+            Some(slots) => match slots.clone().try_acquire_owned() {
+                Ok(slot) => Some(slot),
+                Err(_) => {
+                    metrics::counter!(telemetry::DOWNSTREAM_CONNECTIONS_REFUSED, "reason" => "max-worker-connections").increment(1);
+                    tracing::debug!(%peer, "max-worker-connections reached; connection closed");
+                    continue;
+                }
+            },
+        };
         let _ = stream.set_nodelay(true);
         let local = match stream.local_addr() {
             Ok(local) => local,
@@ -79,10 +130,20 @@ pub async fn serve(
         let proxy = proxy.clone();
         let close = close_connections.clone();
         let tls = tls.clone();
+        let first_bytes = limits.first_bytes;
         connections.spawn(async move {
+            let _slot = slot;
             let info = Arc::new(ConnInfo::new(peer, local, tls.is_some()));
             match tls {
-                None => serve_connection(stream, builder, proxy, info, close).await,
+                None => {
+                    // Telling HTTP/1 from h2c waits for the first bytes: bound it.
+                    if tokio::time::timeout(first_bytes, stream.readable()).await.is_err() {
+                        metrics::counter!(telemetry::DOWNSTREAM_CONNECTIONS_REFUSED, "reason" => "no-first-bytes").increment(1);
+                        tracing::debug!(%peer, "no bytes within client-header-timeout; connection closed");
+                        return;
+                    }
+                    serve_connection(stream, builder, proxy, info, close).await
+                }
                 Some(acceptor) => {
                     let Some(stream) = handshake(acceptor, stream, peer).await else {
                         return;

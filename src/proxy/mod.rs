@@ -9,12 +9,14 @@
 //! (`benches/README.md`).
 
 pub mod body;
+pub mod client_addr;
 pub mod error;
 pub mod h1;
 pub mod handler;
 pub mod listener;
 pub mod pool;
 pub mod tls;
+pub mod tunnel;
 
 pub use error::ProxyError;
 pub use handler::{Proxy, ProxySettings};

@@ -66,6 +66,20 @@ impl HostRoutes {
         Ok(())
     }
 
+    /// The route at exactly this rule, if any.
+    pub fn route_at(&self, kind: PathKind, path: &str) -> Option<&Arc<Route>> {
+        match kind {
+            PathKind::Exact => self.exact.get(path),
+            PathKind::Prefix => {
+                let path = normalize_prefix(path);
+                self.prefixes
+                    .iter()
+                    .find(|(p, _)| &**p == path)
+                    .map(|(_, r)| r)
+            }
+        }
+    }
+
     /// Gives the route at exactly this rule a canary; false when there is none.
     pub fn attach_canary(
         &mut self,

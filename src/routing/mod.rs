@@ -4,6 +4,7 @@
 //! once per request. Host and path matching follow Ingress v1 (see `matching`).
 
 mod matching;
+pub mod normalize;
 
 use std::collections::HashMap;
 use std::fmt;

@@ -2,14 +2,19 @@
 //! nginx-style `$variables`, to stdout or a file (reopened on SIGUSR1 for
 //! logrotate).
 //!
-//! The data plane never waits for it: lines go into a bounded queue that a writer
-//! thread drains; when the queue is full, lines are dropped and counted
+//! The data plane never waits for it: lines go into a queue, bounded in lines and
+//! in bytes (clients choose how long their paths are), that a writer thread
+//! drains; when the queue is full, lines are dropped and counted
 //! (`sluice_access_log_dropped_total`).
+//!
+//! A text template is filled in one pass, so a value that holds `$status` stays
+//! text; control characters, quotes and backslashes in values are written as
+//! `\xHH`, as nginx escapes them, so no client can forge or break a line.
 
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,6 +24,8 @@ use serde::Serialize;
 use super::ACCESS_LOG_DROPPED;
 
 const QUEUE: usize = 16 * 1024;
+/// Bytes of lines waiting at most.
+const QUEUE_BYTES: usize = 16 << 20;
 
 /// Where lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,8 +75,6 @@ impl Entry {
             return serde_json::to_string(self).unwrap_or_default();
         };
         let opt = |v: Option<String>| v.unwrap_or_else(|| "-".into());
-        let mut line = template.to_owned();
-        // Longest names first so `$status` does not eat `$upstream_status`'s tail.
         let values = [
             (
                 "$upstream_duration_ms",
@@ -97,10 +102,42 @@ impl Entry {
             ("$host", self.host.clone()),
             ("$path", self.path.clone()),
         ];
-        for (name, value) in values {
-            line = line.replace(name, &value);
+        let mut line = String::with_capacity(template.len() + 128);
+        let mut rest = template;
+        while let Some(at) = rest.find('$') {
+            line.push_str(&rest[..at]);
+            let after = &rest[at..];
+            // The longest variable the text names: `$upstream_status`, not `$upstream`.
+            let known = values
+                .iter()
+                .filter(|(name, _)| after.starts_with(name))
+                .max_by_key(|(name, _)| name.len());
+            match known {
+                Some((name, value)) => {
+                    escape_into(&mut line, value);
+                    rest = &after[name.len()..];
+                }
+                None => {
+                    line.push('$');
+                    rest = &after[1..];
+                }
+            }
         }
+        line.push_str(rest);
         line
+    }
+}
+
+/// Appends `value`, with control characters, `"` and `\` as `\xHH`.
+fn escape_into(line: &mut String, value: &str) {
+    for c in value.chars() {
+        if c.is_control() || c == '"' || c == '\\' {
+            for byte in c.to_string().bytes() {
+                line.push_str(&format!("\\x{byte:02X}"));
+            }
+        } else {
+            line.push(c);
+        }
     }
 }
 
@@ -108,6 +145,8 @@ impl Entry {
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     sender: Option<SyncSender<String>>,
+    /// Bytes of the lines in the queue.
+    queued: Arc<AtomicUsize>,
     template: Option<Arc<str>>,
     reopen: Arc<AtomicBool>,
 }
@@ -116,6 +155,7 @@ impl AccessLog {
     pub fn off() -> AccessLog {
         AccessLog {
             sender: None,
+            queued: Arc::default(),
             template: None,
             reopen: Arc::default(),
         }
@@ -130,12 +170,15 @@ impl AccessLog {
         let reopen = Arc::new(AtomicBool::new(false));
         let mut writer = open(&target)?;
         let flag = reopen.clone();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let written = queued.clone();
         std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || write_lines(&receiver, &mut writer, &target, &flag))?;
+            .spawn(move || write_lines(&receiver, &mut writer, &target, &flag, &written))?;
         let template = (format.trim() != "json").then(|| Arc::from(format));
         Ok(AccessLog {
             sender: Some(sender),
+            queued,
             template,
             reopen,
         })
@@ -152,9 +195,19 @@ impl AccessLog {
 
     pub fn log(&self, entry: &Entry) {
         let Some(sender) = &self.sender else { return };
-        match sender.try_send(entry.render(self.template.as_deref())) {
+        let line = entry.render(self.template.as_deref());
+        let len = line.len();
+        if self.queued.fetch_add(len, Ordering::AcqRel) + len > QUEUE_BYTES {
+            self.queued.fetch_sub(len, Ordering::AcqRel);
+            metrics::counter!(ACCESS_LOG_DROPPED).increment(1);
+            return;
+        }
+        match sender.try_send(line) {
             Ok(()) => {}
-            Err(TrySendError::Full(_)) => metrics::counter!(ACCESS_LOG_DROPPED).increment(1),
+            Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(len, Ordering::AcqRel);
+                metrics::counter!(ACCESS_LOG_DROPPED).increment(1)
+            }
             Err(TrySendError::Disconnected(_)) => {}
         }
     }
@@ -173,14 +226,19 @@ fn write_lines(
     writer: &mut BufWriter<Box<dyn Write + Send>>,
     target: &Target,
     reopen: &AtomicBool,
+    queued: &AtomicUsize,
 ) {
+    let write = |writer: &mut BufWriter<Box<dyn Write + Send>>, line: String| {
+        let _ = writeln!(writer, "{line}");
+        queued.fetch_sub(line.len(), Ordering::AcqRel);
+    };
     loop {
         match receiver.recv_timeout(Duration::from_millis(200)) {
             Ok(line) => {
-                let _ = writeln!(writer, "{line}");
+                write(writer, line);
                 // Batch what is queued; flush when the queue is empty.
                 while let Ok(line) = receiver.try_recv() {
-                    let _ = writeln!(writer, "{line}");
+                    write(writer, line);
                 }
                 let _ = writer.flush();
             }
@@ -248,5 +306,23 @@ mod tests {
         ));
         assert_eq!(text, "GET /x 200 200 - canary=true");
         assert_eq!(now_rfc3339().len(), 24);
+    }
+
+    /// Client-supplied values cannot add variables, lines or quotes.
+    #[test]
+    fn templates_fill_in_one_pass_and_escape_values() {
+        let entry = Entry {
+            method: "GET".into(),
+            path: "/$status\"\n127.0.0.1 - forged\u{1b}[31m".into(),
+            host: "a\\b".into(),
+            status: 200,
+            ..Entry::default()
+        };
+        let text = entry.render(Some("$host \"$path\" $status $nothing$"));
+        assert_eq!(
+            text,
+            "a\\x5Cb \"/$status\\x22\\x0A127.0.0.1 - forged\\x1B[31m\" 200 $nothing$"
+        );
+        assert_eq!(text.lines().count(), 1);
     }
 }

@@ -21,6 +21,7 @@ pub const RESPONSE_SIZE: &str = "sluice_response_size_bytes";
 
 // Connections.
 pub const DOWNSTREAM_CONNECTIONS: &str = "sluice_downstream_connections";
+pub const DOWNSTREAM_CONNECTIONS_REFUSED: &str = "sluice_downstream_connections_refused_total";
 pub const UPSTREAM_CONNECTIONS_OPEN: &str = "sluice_upstream_connections_open";
 pub const UPSTREAM_CONNECTION_USES: &str = "sluice_upstream_connection_uses_total";
 pub const UPSTREAM_CONNECTIONS_IDLE: &str = "sluice_upstream_connections_idle";
@@ -70,6 +71,7 @@ pub const FAMILIES: &[&str] = &[
     REQUEST_SIZE,
     RESPONSE_SIZE,
     DOWNSTREAM_CONNECTIONS,
+    DOWNSTREAM_CONNECTIONS_REFUSED,
     UPSTREAM_CONNECTIONS_OPEN,
     UPSTREAM_CONNECTION_USES,
     UPSTREAM_CONNECTIONS_IDLE,
@@ -200,6 +202,10 @@ fn describe() {
     describe_gauge!(
         DOWNSTREAM_CONNECTIONS,
         "Open client connections by protocol: http1 and h2c in plaintext, tls (HTTP/1.1) and h2 over TLS."
+    );
+    describe_counter!(
+        DOWNSTREAM_CONNECTIONS_REFUSED,
+        "Client connections closed at once: max-worker-connections were open, or no first bytes came within client-header-timeout."
     );
     describe_gauge!(
         UPSTREAM_CONNECTIONS_OPEN,

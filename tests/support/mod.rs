@@ -436,6 +436,8 @@ pub async fn start_sluice_kube(
         admin_addr: "127.0.0.1:0".parse().unwrap(),
         https_addr: "127.0.0.1:0".parse().unwrap(),
         access_log: "off".into(),
+        // The fake pods listen on loopback, which a cluster's pods never do.
+        upstream_allow_cidrs: "127.0.0.0/8".into(),
         ..Config::default()
     };
     let options = sluice::discovery::kube::KubeOptions {

@@ -467,7 +467,16 @@ fn endpoint_updates_touch_only_that_service_in_place() {
         service("web", &["10.0.0.1", "10.0.0.2"], &[]) + &service("api", &["10.0.0.6"], &[]);
     let (snapshot, _) = snapshot_from_str(&(after + &ingresses));
     let changed = BTreeSet::from([("default".to_owned(), "web".to_owned())]);
-    assert_eq!(update_endpoints(&table, &snapshot, &changed, &registry), 1);
+    assert_eq!(
+        update_endpoints(
+            &table,
+            &snapshot,
+            &changed,
+            &registry,
+            &UpstreamDeny::default()
+        ),
+        1
+    );
     assert_eq!(addrs(&web), ["10.0.0.1:8080", "10.0.0.2:8080"]);
     let api = &table.route("api.example", "/").unwrap().backend;
     assert!(
@@ -553,4 +562,211 @@ fn a_canary_needs_a_main_ingress() {
     let (_, warnings) = build(&yaml);
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert_eq!(warnings[0].reason, "canary-without-main");
+}
+
+/// Mutated manifests (any kind, any field) load and translate without a
+/// panic: every problem is a warning.
+#[test]
+fn fuzzed_manifests_translate_without_panicking() {
+    let tls = "---\napiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {name: cert, namespace: default}\nstringData: {tls.crt: \"-----BEGIN CERTIFICATE-----\\nMIIB\\n-----END CERTIFICATE-----\\n\", tls.key: x}\n";
+    let rich = simple(
+        "rich",
+        "a.example",
+        "web",
+        "  annotations: {sluice.io/circuit-breaker: \"NetworkErrorRatio() > 0.5\", nginx.ingress.kubernetes.io/canary: \"true\", nginx.ingress.kubernetes.io/canary-by-source-cidr: \"10.0.0.0/8\", sluice.io/upstream-hash-by: $remote_addr}\n",
+    ) + "  tls: [{hosts: [a.example], secretName: cert}]\n"
+        + tls;
+    let seeds = [
+        service("web", &["10.0.0.1", "10.0.0.2"], &["10.0.0.3"]) + &simple("a", "a.example", "web", ""),
+        rich,
+        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: networking.k8s.io/v1, kind: Ingress, metadata: {name: x}, spec: {defaultBackend: {service: {name: web, port: {name: http}}}}}\n".to_owned(),
+    ];
+    let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
+    let registry = EndpointRegistry::new(PoolConfig::default());
+    crate::fuzz::texts(&seeds, crate::fuzz::iterations(3_000), |text| {
+        let (snapshot, _) = snapshot_from_str(text);
+        let t = translate(&snapshot, &all_classes(), &registry, &LastGood::default());
+        assert!(
+            t.warnings.iter().all(|w| w.reason != "internal-error"),
+            "{:?}",
+            t.warnings
+        );
+    });
+}
+
+/// YAML built to exhaust the parser (deep nesting, alias expansion) is one
+/// file's warning.
+#[test]
+fn hostile_yaml_is_a_warning() {
+    let deep = "a: ".to_owned() + &"[".repeat(100_000);
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 0..20 {
+        let prev = if i == 0 {
+            "a".to_owned()
+        } else {
+            format!("a{}", i - 1)
+        };
+        bomb += &format!("a{i}: &a{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n");
+    }
+    for text in [deep, bomb] {
+        let (snapshot, warnings) = snapshot_from_str(&text);
+        assert!(snapshot.ingresses.is_empty());
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+    }
+}
+
+/// A failure only one Ingress's content reaches costs that Ingress alone.
+#[test]
+fn one_failing_ingress_does_not_fail_the_table() {
+    let yaml = service("web", &["10.0.0.1"], &[])
+        + &simple("good", "good.example", "web", "")
+        + &simple(PANIC_FOR_TESTS, "bad.example", "web", "");
+    let (table, warnings) = build(&yaml);
+    assert_eq!(
+        service_of(&table, "good.example", "/").as_deref(),
+        Some("web")
+    );
+    assert_eq!(service_of(&table, "bad.example", "/"), None);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert_eq!(warnings[0].reason, "internal-error");
+    assert_eq!(warnings[0].object.as_ref().unwrap().name, PANIC_FOR_TESTS);
+}
+
+/// `simple` in another namespace.
+fn in_namespace(namespace: &str, yaml: String) -> String {
+    yaml.replace("namespace: default", &format!("namespace: {namespace}"))
+}
+
+#[test]
+fn tenants_keep_their_hosts_canaries_and_certificates() {
+    let yaml = service("web", &["10.0.0.1"], &[])
+        + &in_namespace("evil", service("web", &["10.0.0.9"], &[]))
+        + &simple("victim", "shop.example", "web", "")
+        // Another namespace's canary for the victim's host and path.
+        + &in_namespace(
+            "evil",
+            simple(
+                "steal",
+                "shop.example",
+                "web",
+                "  annotations: {nginx.ingress.kubernetes.io/canary: \"true\", nginx.ingress.kubernetes.io/canary-weight: \"100\"}\n",
+            ),
+        );
+    let (table, warnings) = build(&yaml);
+    let route = table.route("shop.example", "/").unwrap();
+    assert!(route.canary.is_none());
+    assert_eq!(route.ingress.namespace, "default");
+    let reasons: Vec<_> = warnings.iter().map(|w| w.reason).collect();
+    assert_eq!(reasons, ["canary-cross-namespace"], "{warnings:?}");
+    assert!(
+        warnings[0].message.contains("default/victim"),
+        "{}",
+        warnings[0]
+    );
+    assert!(warnings[0].message.contains("evil"), "{}", warnings[0]);
+}
+
+#[test]
+fn host_ownership_by_namespace_refuses_other_namespaces() {
+    let yaml = service("web", &["10.0.0.1"], &[])
+        + &in_namespace("b", service("web", &["10.0.0.2"], &[]))
+        + &in_namespace("c", service("web", &["10.0.0.3"], &[]))
+        + &ingress(
+            "owner",
+            "2024-01-01T00:00:00Z",
+            "  annotations: {sluice.io/allow-namespaces: c}\nspec:\n  rules:\n  - host: shop.example\n    http:\n      paths:\n      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}",
+        )
+        + &in_namespace(
+            "b",
+            ingress(
+                "intruder",
+                "2024-02-01T00:00:00Z",
+                "spec:\n  rules:\n  - host: shop.example\n    http:\n      paths:\n      - {path: /admin, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}",
+            ),
+        )
+        + &in_namespace(
+            "c",
+            ingress(
+                "invited",
+                "2024-03-01T00:00:00Z",
+                "spec:\n  rules:\n  - host: shop.example\n    http:\n      paths:\n      - {path: /api, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}",
+            ),
+        );
+    let (snapshot, _) = snapshot_from_str(&yaml);
+    let registry = EndpointRegistry::new(PoolConfig::default());
+    // Shared (the default): paths merge across namespaces, as ingress-nginx.
+    let shared = translate(&snapshot, &all_classes(), &registry, &LastGood::default());
+    assert!(shared.warnings.is_empty(), "{:?}", shared.warnings);
+    let ns_of = |t: &RoutingTable, path| {
+        t.route("shop.example", path)
+            .unwrap()
+            .ingress
+            .namespace
+            .clone()
+    };
+    assert_eq!(ns_of(&shared.table, "/admin"), "b");
+    let mut options = all_classes();
+    options.host_ownership = HostOwnership::Namespace;
+    let owned = translate(&snapshot, &options, &registry, &LastGood::default());
+    assert_eq!(
+        ns_of(&owned.table, "/admin"),
+        "default",
+        "refused: the owner's / serves it"
+    );
+    assert_eq!(
+        ns_of(&owned.table, "/api"),
+        "c",
+        "listed in allow-namespaces"
+    );
+    let reasons: Vec<_> = owned.warnings.iter().map(|w| w.reason).collect();
+    assert_eq!(reasons, ["host-owned"], "{:?}", owned.warnings);
+    assert_eq!(owned.warnings[0].object.as_ref().unwrap().namespace, "b");
+}
+
+#[test]
+fn pod_addresses_on_the_node_are_refused_in_a_cluster() {
+    let yaml = service(
+        "web",
+        &["10.0.0.1", "127.0.0.1", "169.254.169.254", "::1"],
+        &[],
+    ) + &simple("a", "a.example", "web", "");
+    let (snapshot, _) = snapshot_from_str(&yaml);
+    let registry = EndpointRegistry::new(PoolConfig::default());
+    let mut options = all_classes();
+    options.upstream_deny.special = true;
+    let t = translate(&snapshot, &options, &registry, &LastGood::default());
+    let route = t.table.route("a.example", "/").unwrap();
+    assert_eq!(addrs(&route.backend), ["10.0.0.1:8080"]);
+    assert_eq!(t.warnings.len(), 1, "{:?}", t.warnings);
+    assert_eq!(t.warnings[0].reason, "endpoint-refused");
+    assert!(t.warnings[0]
+        .message
+        .contains("169.254.169.254 (link-local)"));
+    // A manifests directory is the operator's: loopback is allowed there.
+    let (table, warnings) = build(&yaml);
+    assert_eq!(
+        addrs(&table.route("a.example", "/").unwrap().backend).len(),
+        4
+    );
+    assert!(warnings.is_empty());
+}
+
+#[test]
+fn the_same_pod_behind_two_namespaces_has_two_states() {
+    let yaml = service("web", &["10.0.0.1"], &[])
+        + &in_namespace("evil", service("web", &["10.0.0.1"], &[]))
+        + &simple("a", "a.example", "web", "")
+        + &in_namespace("evil", simple("b", "b.example", "web", ""));
+    let (table, _) = build(&yaml);
+    let state = |host| {
+        table.route(host, "/").unwrap().backend.endpoints()[0]
+            .state
+            .clone()
+    };
+    let (owner, other) = (state("a.example"), state("b.example"));
+    assert_eq!(owner.addr, other.addr);
+    assert!(
+        !Arc::ptr_eq(&owner, &other),
+        "breakers, estimates and pools are not shared"
+    );
 }
