@@ -140,6 +140,9 @@ pub struct Config {
     pub use_forwarded_headers: bool,
     /// The edge tier's addresses, comma-separated; empty trusts nobody.
     pub proxy_real_ip_cidr: String,
+    /// Every client connection starts with a PROXY protocol (v1 or v2) header; the
+    /// address it declares is believed from peers in `proxy-real-ip-cidr`.
+    pub use_proxy_protocol: bool,
     /// `Upgrade` protocols tunnelled to pods, comma-separated; others are removed.
     pub allowed_upgrades: String,
     /// How often the manifests directory is checked for changes.
@@ -261,6 +264,7 @@ impl Default for Config {
             use_forwarded_headers: false,
             proxy_real_ip_cidr: String::new(),
             allowed_upgrades: "websocket".into(),
+            use_proxy_protocol: false,
             manifests_poll_interval: DEFAULT_MANIFESTS_POLL_INTERVAL,
             load_balance: "ewma".into(),
             ewma_decay: balance_policy::DEFAULT_DECAY,

@@ -224,6 +224,12 @@ async fn malformed_answers_get_502() {
             Script::ReplyAndClose(
                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nabc",
             )
+        } else if head.starts_with("get /chunk-lf") {
+            Script::Reply(
+                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\nok\r\n0\r\n\r\n",
+            )
+        } else if head.starts_with("get /plus") {
+            Script::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok")
         } else {
             Script::Reply(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
         }
@@ -234,6 +240,7 @@ async fn malformed_answers_get_502() {
     for (path, why) in [
         ("/garbage", "malformed response head"),
         ("/lengths", "conflicting Content-Length"),
+        ("/plus", "invalid Content-Length"),
     ] {
         let reply = send(&http, get(sluice.http_addr, "a", path)).await.unwrap();
         assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{path}");
@@ -244,6 +251,15 @@ async fn malformed_answers_get_502() {
     }
     let reply = send(&http, get(sluice.http_addr, "a", "/")).await.unwrap();
     assert_eq!(reply.status, StatusCode::OK);
+
+    // A chunk line with a bare LF: the body fails, and that connection is
+    // never used again.
+    let before = pod.connections.load(Ordering::SeqCst);
+    let broken = send(&http, get(sluice.http_addr, "a", "/chunk-lf")).await;
+    assert!(broken.is_err(), "the client sees the body fail");
+    let reply = send(&http, get(sluice.http_addr, "a", "/")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(pod.connections.load(Ordering::SeqCst), before + 1);
 }
 
 /// A pod whose first connection answers once, then closes under the next

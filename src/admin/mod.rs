@@ -9,6 +9,7 @@ pub mod api;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -16,9 +17,10 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
@@ -38,8 +40,27 @@ pub struct AdminState {
     pub config: Config,
 }
 
+/// The admin listener's own bounds: scrapers and probes send small requests at
+/// once, so a client that does not is closed, and a few hundred connections
+/// are plenty. Kept apart from the data plane's, so neither can starve the
+/// other.
+const ADMIN_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ADMIN_HEAD_TIMEOUT);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(16)
+        .keep_alive_interval(Some(ADMIN_HEAD_TIMEOUT))
+        .keep_alive_timeout(ADMIN_HEAD_TIMEOUT);
+    let builder = Arc::new(builder);
+    let slots = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -51,9 +72,20 @@ pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: Cancella
             },
             () = stop.cancelled() => return,
         };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::debug!(%peer, "admin connection limit reached; closed");
+            continue;
+        };
         let state = state.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
+            let _slot = slot;
+            if tokio::time::timeout(ADMIN_HEAD_TIMEOUT, stream.peek(&mut [0u8; 1]))
+                .await
+                .is_err()
+            {
+                return;
+            }
             let service = service_fn(move |request| {
                 let response = respond(&request, peer, &state);
                 async move { Ok::<_, Infallible>(response) }

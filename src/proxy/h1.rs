@@ -547,13 +547,6 @@ fn response_framing(head: &Head, head_request: bool) -> Result<Decoder, ProxyErr
         return Ok(Decoder::Length(0));
     }
     if let Some(codings) = last_value(&head.headers, &header::TRANSFER_ENCODING) {
-        // Both framings at once is how responses get smuggled past one parser and
-        // not another; nginx refuses it too.
-        if head.headers.contains_key(header::CONTENT_LENGTH) {
-            return Err(ProxyError::UpstreamResponse(
-                "both Content-Length and Transfer-Encoding",
-            ));
-        }
         // Chunked must be the last coding; anything else runs until the close.
         let chunked = codings
             .rsplit(',')
@@ -991,7 +984,6 @@ mod tests {
             b"HTTP/1.1 200 OK\r\ncontent-length: 5, 5\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: 0x5\r\n\r\n",
             b"HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 5\r\n\r\n",
         ] {
             assert!(
                 response_framing(&head(raw), false).is_err(),

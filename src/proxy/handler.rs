@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use arc_swap::ArcSwap;
@@ -84,6 +84,9 @@ pub struct ConnInfo {
     /// Counted as open under this protocol until dropped: known after the TLS
     /// handshake, or, in plaintext, from the first request (h2c or HTTP/1).
     protocol: OnceLock<Downstream>,
+    opened: Instant,
+    /// When the last request started, in ms after `opened`.
+    last_request_ms: AtomicU64,
 }
 
 impl ConnInfo {
@@ -97,6 +100,27 @@ impl ConnInfo {
                 .unwrap_or(HeaderValue::from_static("")),
             local_port: HeaderValue::from(local.port()),
             protocol: OnceLock::new(),
+            opened: Instant::now(),
+            last_request_ms: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes that a request started now.
+    fn touch(&self) {
+        let now = self.opened.elapsed().as_millis() as u64;
+        self.last_request_ms.store(now, Ordering::Relaxed);
+    }
+
+    /// Returns once no request has started for `idle`.
+    pub async fn idle_for(&self, idle: std::time::Duration) {
+        loop {
+            let last =
+                std::time::Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
+            let deadline = self.opened + last + idle;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
         }
     }
 
@@ -128,6 +152,7 @@ impl Proxy {
         conn: &'a ConnInfo,
     ) -> impl Future<Output = Response<ResponseBody>> + 'a {
         async move {
+            conn.touch();
             let version = request.version();
             if !conn.tls {
                 conn.count_as(if version == Version::HTTP_2 {

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::handler::{ConnInfo, Proxy};
+use super::proxy_protocol;
 use crate::config::Config;
 use crate::telemetry;
 use crate::telemetry::connections::Downstream;
@@ -65,6 +66,11 @@ pub struct ConnectionLimits {
     pub first_bytes: Duration,
     /// Quiet time after which a tunnel closes.
     pub tunnel_idle: Duration,
+    /// Time without a new request after which a connection is closed
+    /// gracefully (`keep-alive`; for HTTP/2 as well).
+    pub idle: Duration,
+    /// Every connection starts with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 impl ConnectionLimits {
@@ -74,6 +80,8 @@ impl ConnectionLimits {
                 .then(|| Arc::new(Semaphore::new(config.max_worker_connections))),
             first_bytes: config.client_header_timeout,
             tunnel_idle: config.tunnel_idle_timeout,
+            idle: config.keep_alive,
+            proxy_protocol: config.use_proxy_protocol,
         }
     }
 }
@@ -130,19 +138,29 @@ pub async fn serve(
         let proxy = proxy.clone();
         let close = close_connections.clone();
         let tls = tls.clone();
-        let first_bytes = limits.first_bytes;
+        let limits = limits.clone();
         connections.spawn(async move {
             let _slot = slot;
+            let mut stream = stream;
+            let first_bytes = limits.first_bytes;
+            let Some(peer) = client_of(&mut stream, peer, &limits, &proxy).await else {
+                return;
+            };
+            let idle = limits.idle;
             let info = Arc::new(ConnInfo::new(peer, local, tls.is_some()));
             match tls {
                 None => {
                     // Telling HTTP/1 from h2c waits for the first bytes: bound it.
-                    if tokio::time::timeout(first_bytes, stream.readable()).await.is_err() {
+                    // `peek`, not `readable`: tokio reports a new socket readable
+                    // before anything has arrived.
+                    let mut first = [0u8; 1];
+                    let first = stream.peek(&mut first);
+                    if tokio::time::timeout(first_bytes, first).await.is_err() {
                         metrics::counter!(telemetry::DOWNSTREAM_CONNECTIONS_REFUSED, "reason" => "no-first-bytes").increment(1);
                         tracing::debug!(%peer, "no bytes within client-header-timeout; connection closed");
                         return;
                     }
-                    serve_connection(stream, builder, proxy, info, close).await
+                    serve_connection(stream, builder, proxy, info, close, idle).await
                 }
                 Some(acceptor) => {
                     let Some(stream) = handshake(acceptor, stream, peer).await else {
@@ -152,12 +170,41 @@ pub async fn serve(
                         Some(b"h2") => Downstream::H2,
                         _ => Downstream::Tls,
                     });
-                    serve_connection(stream, builder, proxy, info, close).await
+                    serve_connection(stream, builder, proxy, info, close, idle).await
                 }
             }
         });
     }
     tracing::info!("stopped accepting connections");
+}
+
+/// The client's address: the TCP peer, or with `use-proxy-protocol` the source
+/// its header declares when the peer is a trusted proxy. `None`: close.
+async fn client_of(
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+    limits: &ConnectionLimits,
+    proxy: &Proxy,
+) -> Option<SocketAddr> {
+    if !limits.proxy_protocol {
+        return Some(peer);
+    }
+    match proxy_protocol::read(stream, limits.first_bytes).await {
+        Ok(Some(source)) => {
+            let settings = proxy.settings.load();
+            let trusted = settings.real_ip_from.iter().any(|c| c.contains(peer.ip()));
+            if !trusted {
+                tracing::debug!(%peer, %source, "PROXY header from an untrusted peer; its address is ignored");
+            }
+            Some(if trusted { source } else { peer })
+        }
+        Ok(None) => Some(peer),
+        Err(error) => {
+            metrics::counter!(telemetry::DOWNSTREAM_CONNECTIONS_REFUSED, "reason" => "proxy-protocol").increment(1);
+            tracing::debug!(%peer, %error, "no valid PROXY protocol header; connection closed");
+            None
+        }
+    }
 }
 
 async fn handshake(
@@ -199,10 +246,12 @@ async fn serve_connection<I>(
     proxy: Arc<Proxy>,
     info: Arc<ConnInfo>,
     close: CancellationToken,
+    idle: Duration,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
+    let watched = info.clone();
     let service = service_fn(move |request| {
         let proxy = proxy.clone();
         let info = info.clone();
@@ -213,6 +262,13 @@ async fn serve_connection<I>(
     let result = tokio::select! {
         result = conn.as_mut() => result,
         () = close.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+        () = watched.idle_for(idle) => {
+            // No new request for `keep-alive`: HTTP/2 gets a GOAWAY, HTTP/1 is
+            // closed after any answer still in progress, which both finish.
+            tracing::debug!(%peer, "client connection idle; closing");
             conn.as_mut().graceful_shutdown();
             conn.await
         }

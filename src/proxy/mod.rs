@@ -15,6 +15,7 @@ pub mod h1;
 pub mod handler;
 pub mod listener;
 pub mod pool;
+pub mod proxy_protocol;
 pub mod tls;
 pub mod tunnel;
 

@@ -278,4 +278,24 @@ mod tests {
         assert_eq!(source("x.b.foo.com"), None);
         assert_eq!(source("foo.com"), None);
     }
+
+    /// Secrets are tenants' input: mutated PEM and DER are errors, never panics.
+    #[test]
+    fn fuzzed_certificates_never_panic() {
+        let params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let (pem, key_pem, der) = (cert.pem(), key.serialize_pem(), cert.der().to_vec());
+        crate::fuzz::bytes(&[&der], crate::fuzz::iterations(20_000), |raw| {
+            let _ = not_after(&CertificateDer::from(raw.to_vec()));
+        });
+        crate::fuzz::bytes(
+            &[pem.as_bytes(), key_pem.as_bytes()],
+            crate::fuzz::iterations(2_000),
+            |raw| {
+                let _ = load_certified_key(raw, key_pem.as_bytes());
+                let _ = load_certified_key(pem.as_bytes(), raw);
+            },
+        );
+    }
 }
