@@ -7,7 +7,6 @@ mod support;
 
 use futures_util::{SinkExt, StreamExt};
 use support::*;
-use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -73,21 +72,7 @@ async fn grpc_unary_and_streaming_over_h2c() {
 
 #[tokio::test]
 async fn websocket_echo_through_sluice() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
-                while let Some(Ok(message)) = ws.next().await {
-                    if message.is_close() {
-                        break;
-                    }
-                    ws.send(message).await.unwrap();
-                }
-            });
-        }
-    });
+    let ws_addr = start_websocket_echo().await;
     let m = Manifests::new();
     m.write(
         "ws.yaml",

@@ -21,7 +21,7 @@ use sluice::server::Server;
 use support::apiserver::FakeApiServer;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const SIGNAL: Duration = Duration::from_secs(10);
@@ -396,20 +396,7 @@ async fn silent_and_surplus_connections_are_closed_and_counted() {
 
 #[tokio::test]
 async fn a_quiet_websocket_is_closed_after_the_tunnel_idle_timeout() {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ws_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
-                while let Some(Ok(message)) = ws.next().await {
-                    if message.is_close() || ws.send(message).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+    let ws_addr = start_websocket_echo().await;
     let m = Manifests::new();
     m.write(
         "ws.yaml",
@@ -436,10 +423,20 @@ async fn a_quiet_websocket_is_closed_after_the_tunnel_idle_timeout() {
     assert!(ended.is_ok(), "the idle tunnel was not closed");
 }
 
-/// A canary for clients of 203.0.113.0/24, and a per-client rate limit.
-async fn identity_site(config: &str) -> (Upstream, Upstream, Manifests, Server) {
+/// Pods `main` and `canary` behind Ingresses `site` and `site-canary` (a
+/// canary by header `x-canary`) for `site.example`, with extra annotations.
+async fn canary_pair(
+    main_annotations: &[(&str, &str)],
+    canary_annotations: &[(&str, &str)],
+    config: &str,
+) -> (Upstream, Upstream, Manifests, Server) {
     let main = start_upstream("main").await;
     let canary = start_upstream("canary").await;
+    let mut canary_all = vec![
+        ("nginx.ingress.kubernetes.io/canary", "true"),
+        ("nginx.ingress.kubernetes.io/canary-by-header", "x-canary"),
+    ];
+    canary_all.extend_from_slice(canary_annotations);
     let m = Manifests::new();
     m.write(
         "site.yaml",
@@ -448,26 +445,32 @@ async fn identity_site(config: &str) -> (Upstream, Upstream, Manifests, Server) 
             + &ingress_yaml(
                 "site",
                 Some("site.example"),
-                &[
-                    // 1 a minute: nothing refills while the test runs.
-                    ("nginx.ingress.kubernetes.io/limit-rpm", "1"),
-                    ("nginx.ingress.kubernetes.io/limit-burst-multiplier", "1"),
-                ],
+                main_annotations,
                 &[("/", "Prefix", "main")],
             )
             + &ingress_yaml(
                 "site-canary",
                 Some("site.example"),
-                &[
-                    ("nginx.ingress.kubernetes.io/canary", "true"),
-                    ("nginx.ingress.kubernetes.io/canary-by-header", "x-canary"),
-                    ("sluice.io/canary-by-source-cidr", "203.0.113.0/24"),
-                ],
+                &canary_all,
                 &[("/", "Prefix", "canary")],
             )),
     );
     let sluice = start_sluice(m.path(), config).await;
     (main, canary, m, sluice)
+}
+
+/// A canary for clients of 203.0.113.0/24, and a per-client rate limit.
+async fn identity_site(config: &str) -> (Upstream, Upstream, Manifests, Server) {
+    canary_pair(
+        // 1 a minute: nothing refills while the test runs.
+        &[
+            ("nginx.ingress.kubernetes.io/limit-rpm", "1"),
+            ("nginx.ingress.kubernetes.io/limit-burst-multiplier", "1"),
+        ],
+        &[("sluice.io/canary-by-source-cidr", "203.0.113.0/24")],
+        config,
+    )
+    .await
 }
 
 async fn as_client(sluice: &Server, forwarded_for: &str, canary: bool) -> Reply {
@@ -658,30 +661,8 @@ async fn a_request_means_one_thing_to_sluice_and_to_the_pod() {
 /// HTTP/1.1 request of its own, with its Host.
 #[tokio::test]
 async fn a_canary_gets_a_request_in_its_own_protocol() {
-    let main = start_upstream("main").await;
-    let canary = start_upstream("canary").await;
-    let m = Manifests::new();
-    m.write(
-        "site.yaml",
-        &(service_yaml("main", &[main.addr])
-            + &service_yaml("canary", &[canary.addr])
-            + &ingress_yaml(
-                "site",
-                Some("site.example"),
-                &[("nginx.ingress.kubernetes.io/backend-protocol", "GRPC")],
-                &[("/", "Prefix", "main")],
-            )
-            + &ingress_yaml(
-                "site-canary",
-                Some("site.example"),
-                &[
-                    ("nginx.ingress.kubernetes.io/canary", "true"),
-                    ("nginx.ingress.kubernetes.io/canary-by-header", "x-canary"),
-                ],
-                &[("/", "Prefix", "canary")],
-            )),
-    );
-    let sluice = start_sluice(m.path(), "").await;
+    let grpc = [("nginx.ingress.kubernetes.io/backend-protocol", "GRPC")];
+    let (_main, _canary, _m, sluice) = canary_pair(&grpc, &[], "").await;
     let reply = send(&client(), get(sluice.http_addr, "site.example", "/"))
         .await
         .unwrap();

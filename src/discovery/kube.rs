@@ -180,7 +180,11 @@ pub async fn watch(
                         tracing::info!("initial sync from Kubernetes complete");
                     }
                     Ok(_) => {}
-                    Err(error) => tracing::error!(%error, "publishing failed"),
+                    Err(error) => {
+                        // The next flush rebuilds everything rather than lose this change.
+                        tracing::error!(%error, "publishing failed");
+                        dirty.full = true;
+                    }
                 }
             }
         }

@@ -391,13 +391,26 @@ impl Publisher {
             last.endpoint_slices = snapshot.endpoint_slices.clone();
         }
         let table = self.table.load();
-        let backends = translate::update_endpoints(
-            &table,
-            snapshot,
-            services,
-            &self.endpoints,
-            &state.options.upstream_deny,
-        );
+        let updated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            translate::update_endpoints(
+                &table,
+                snapshot,
+                services,
+                &self.endpoints,
+                &state.options.upstream_deny,
+            )
+        }));
+        let Ok(backends) = updated else {
+            // A full rebuild isolates each object; it is the safe way back.
+            tracing::error!(
+                "updating endpoints in place failed; rebuilding the table (please report this)"
+            );
+            if let Some((last, source_warnings)) = state.last.take() {
+                self.build_and_swap(&mut state, &last, &source_warnings);
+                state.last = Some((last, source_warnings));
+            }
+            return;
+        };
         metrics::counter!(crate::telemetry::ENDPOINT_UPDATES).increment(1);
         metrics::gauge!(crate::telemetry::TABLE_ENDPOINTS).set(table.endpoint_count() as f64);
         tracing::debug!(

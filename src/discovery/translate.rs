@@ -820,37 +820,34 @@ impl<'a> Builder<'a> {
             });
             let main = self
                 .hosts
-                .get(&path.host)
-                .and_then(|routes| routes.route_at(path.kind, &path.path))
-                .map(|route| route.ingress.clone());
-            // A canary takes a share of the main Ingress's traffic: only the
-            // main Ingress's own namespace may do that.
-            if let Some(main) = main.filter(|m| m.namespace != ingress.namespace) {
-                let message = format!(
-                    "host {} path {:?} is served by Ingress {}/{}; a canary from namespace {} cannot attach to another namespace's Ingress; canary path refused",
-                    path.host, path.path, main.namespace, main.name, ingress.namespace
-                );
-                self.warn(
-                    Some((&parsed.object, target.field)),
-                    "canary-cross-namespace",
-                    message,
-                );
-                continue;
-            }
-            let attached = self
-                .hosts
                 .get_mut(&path.host)
-                .is_some_and(|routes| routes.attach_canary(path.kind, &path.path, canary));
-            if !attached {
-                let message = format!(
-                    "no main Ingress serves host {} path {:?} ({:?}); canary path ignored",
-                    path.host, path.path, path.kind
-                );
-                self.warn(
-                    Some((&parsed.object, target.field)),
+                .and_then(|routes| routes.route_at_mut(path.kind, &path.path));
+            let refusal = match main {
+                None => Some((
                     "canary-without-main",
-                    message,
-                );
+                    format!(
+                        "no main Ingress serves host {} path {:?} ({:?}); canary path ignored",
+                        path.host, path.path, path.kind
+                    ),
+                )),
+                // A canary takes a share of the main Ingress's traffic: only the
+                // main Ingress's own namespace may do that.
+                Some(main) if main.ingress.namespace != ingress.namespace => Some((
+                    "canary-cross-namespace",
+                    format!(
+                        "host {} path {:?} is served by Ingress {}/{}; a canary from namespace {} cannot attach to another namespace's Ingress; canary path refused",
+                        path.host, path.path, main.ingress.namespace, main.ingress.name, ingress.namespace
+                    ),
+                )),
+                Some(main) => {
+                    let mut with_canary = (**main).clone();
+                    with_canary.canary = Some(canary);
+                    *main = Arc::new(with_canary);
+                    None
+                }
+            };
+            if let Some((reason, message)) = refusal {
+                self.warn(Some((&parsed.object, target.field)), reason, message);
             }
         }
     }
@@ -870,38 +867,7 @@ impl<'a> Builder<'a> {
             // certificate (and so terminate TLS) for another tenant's host.
             let mut ours = Vec::new();
             for host in hosts {
-                let refusal = match HostKey::parse(Some(host)) {
-                    None | Some(HostKey::Any) => {
-                        Some(format!("invalid host {host:?}; certificate refused"))
-                    }
-                    Some(key) => {
-                        let covered: Vec<&HostKey> =
-                            routed.iter().copied().filter(|r| covers(&key, r)).collect();
-                        let owned_here = |k: &HostKey| {
-                            self.owners.get(k).is_none_or(|o| o.namespace == *namespace)
-                        };
-                        let other = self
-                            .owners
-                            .get(&key)
-                            .filter(|o| o.namespace != *namespace)
-                            .or_else(|| {
-                                let all_elsewhere = !covered.iter().any(|k| owned_here(k));
-                                all_elsewhere
-                                    .then(|| covered.first().and_then(|k| self.owners.get(*k)))
-                                    .flatten()
-                            });
-                        if covered.is_empty() {
-                            Some(format!(
-                                "host {host} has no rule in this Ingress; its certificate is refused"
-                            ))
-                        } else {
-                            other.map(|owner| format!(
-                                "host {host} was routed first by namespace {}, which provides its certificate; refused",
-                                owner.namespace
-                            ))
-                        }
-                    }
-                };
+                let refusal = self.certificate_refusal(host, &routed, namespace);
                 match refusal {
                     Some(message) => self.warn(
                         Some((&parsed.object, Field::Tls(i))),
@@ -949,6 +915,40 @@ impl<'a> Builder<'a> {
             }
         }
         tls_hosts
+    }
+
+    /// Why an Ingress of `namespace` that routes `routed` may not provide the
+    /// certificate for the TLS host `host`, if it may not.
+    fn certificate_refusal(
+        &self,
+        host: &str,
+        routed: &BTreeSet<&HostKey>,
+        namespace: &str,
+    ) -> Option<String> {
+        let key = match HostKey::parse(Some(host)) {
+            Some(key) if key != HostKey::Any => key,
+            _ => return Some(format!("invalid host {host:?}; certificate refused")),
+        };
+        let covered: Vec<&HostKey> = routed.iter().copied().filter(|r| covers(&key, r)).collect();
+        if covered.is_empty() {
+            return Some(format!(
+                "host {host} has no rule in this Ingress; its certificate is refused"
+            ));
+        }
+        let owner_elsewhere = |k: &HostKey| {
+            self.owners
+                .get(k)
+                .map(|o| o.namespace.as_str())
+                .filter(|owner| *owner != namespace)
+        };
+        // The host itself, or else every routed host it covers, is another's.
+        let elsewhere = owner_elsewhere(&key).or_else(|| {
+            let owners: Option<Vec<&str>> = covered.iter().map(|k| owner_elsewhere(k)).collect();
+            owners.and_then(|owners| owners.first().copied())
+        });
+        elsewhere.map(|owner| {
+            format!("host {host} was routed first by namespace {owner}, which provides its certificate; refused")
+        })
     }
 
     fn certificate(&mut self, namespace: &str, name: &str) -> Result<Certificate, String> {

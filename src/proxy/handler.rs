@@ -353,9 +353,10 @@ impl Proxy {
                     entry.ingress.clone_from(&canary.ingress.name);
                 }
             }
-            let settings = self.settings.load();
-            let client_upgrade = is_upgrade_request(&request, &settings.allowed_upgrades)
-                .then(|| hyper::upgrade::on(&mut request));
+            // Settings are read only for the rare request that asks to upgrade.
+            let client_upgrade = (request.headers().contains_key(header::UPGRADE)
+                && is_upgrade_request(&request, &self.settings.load().allowed_upgrades))
+            .then(|| hyper::upgrade::on(&mut request));
             let hash = route
                 .policy
                 .balance
@@ -395,7 +396,7 @@ impl Proxy {
                     FromUpstream::H2(_) => None,
                 };
                 if let (Some(client_upgrade), Some(upstream)) = (client_upgrade, upstream) {
-                    let idle = settings.tunnel_idle_timeout;
+                    let idle = self.settings.load().tunnel_idle_timeout;
                     self.tunnels
                         .spawn(super::tunnel::run(client_upgrade, upstream, idle));
                 }

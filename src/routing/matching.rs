@@ -66,28 +66,9 @@ impl HostRoutes {
         Ok(())
     }
 
-    /// The route at exactly this rule, if any.
-    pub fn route_at(&self, kind: PathKind, path: &str) -> Option<&Arc<Route>> {
+    /// The route at exactly this rule, if any, to replace (a canary joins it).
+    pub fn route_at_mut(&mut self, kind: PathKind, path: &str) -> Option<&mut Arc<Route>> {
         match kind {
-            PathKind::Exact => self.exact.get(path),
-            PathKind::Prefix => {
-                let path = normalize_prefix(path);
-                self.prefixes
-                    .iter()
-                    .find(|(p, _)| &**p == path)
-                    .map(|(_, r)| r)
-            }
-        }
-    }
-
-    /// Gives the route at exactly this rule a canary; false when there is none.
-    pub fn attach_canary(
-        &mut self,
-        kind: PathKind,
-        path: &str,
-        canary: Arc<super::Canary>,
-    ) -> bool {
-        let slot = match kind {
             PathKind::Exact => self.exact.get_mut(path),
             PathKind::Prefix => {
                 let path = normalize_prefix(path);
@@ -96,12 +77,7 @@ impl HostRoutes {
                     .find(|(p, _)| &**p == path)
                     .map(|(_, r)| r)
             }
-        };
-        let Some(route) = slot else { return false };
-        let mut with_canary = (**route).clone();
-        with_canary.canary = Some(canary);
-        *route = Arc::new(with_canary);
-        true
+        }
     }
 
     pub fn default_route(&self) -> Option<&Arc<Route>> {

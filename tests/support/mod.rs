@@ -500,3 +500,23 @@ pub async fn start_grpc_health() -> (tonic_health::server::HealthReporter, Socke
 pub async fn status_of(http: &HttpClient, request: Request<Full<Bytes>>) -> StatusCode {
     send(http, request).await.unwrap().status
 }
+
+/// A WebSocket server (tokio-tungstenite) on loopback that echoes each message.
+pub async fn start_websocket_echo() -> SocketAddr {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+                while let Some(Ok(message)) = ws.next().await {
+                    if message.is_close() || ws.send(message).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
