@@ -681,3 +681,26 @@ async fn a_canary_gets_a_request_in_its_own_protocol() {
     assert_eq!(seen["version"], "HTTP/1.1");
     assert_eq!(seen["headers"]["host"][0], "site.example");
 }
+
+/// An HTTP/2 client that stops sending requests is let go after `keep-alive`:
+/// a GOAWAY, then the connection closes.
+#[tokio::test]
+async fn an_idle_http2_connection_is_closed_after_keep_alive() {
+    let OneApp { sluice, .. } = one_app("keep-alive: 300ms", &[]).await;
+    let tcp = TcpStream::connect(sluice.http_addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let request = Request::get("http://a/")
+        .body(Full::<Bytes>::default())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    drop(response);
+    let ended = tokio::time::timeout(SIGNAL, conn).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection was not closed");
+}

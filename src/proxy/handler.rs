@@ -461,7 +461,9 @@ impl Proxy {
                 // The host the request was routed by, always: an absolute-form
                 // URI or an HTTP/2 `:authority` may differ from the client's
                 // `Host`, and the pod must not see another host than sluice chose.
-                parts.headers.insert(header::HOST, host.clone());
+                if parts.headers.get(header::HOST) != Some(host) {
+                    parts.headers.insert(header::HOST, host.clone());
+                }
             }
             Protocol::H2c => {
                 parts.version = Version::HTTP_2;

@@ -251,7 +251,18 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
-    let watched = info.clone();
+    // No new request for `keep-alive`: HTTP/2 gets a GOAWAY, HTTP/1 is closed
+    // after any answer still in progress, which both finish. Watched by a task
+    // of its own, so that serving a request does not poll an idle timer too.
+    let closing = close.child_token();
+    let watchdog = tokio::spawn({
+        let (info, closing) = (info.clone(), closing.clone());
+        async move {
+            info.idle_for(idle).await;
+            tracing::debug!(peer = %info.peer, "client connection idle; closing");
+            closing.cancel();
+        }
+    });
     let service = service_fn(move |request| {
         let proxy = proxy.clone();
         let info = info.clone();
@@ -261,18 +272,12 @@ async fn serve_connection<I>(
     tokio::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
-        () = close.cancelled() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        () = watched.idle_for(idle) => {
-            // No new request for `keep-alive`: HTTP/2 gets a GOAWAY, HTTP/1 is
-            // closed after any answer still in progress, which both finish.
-            tracing::debug!(%peer, "client connection idle; closing");
+        () = closing.cancelled() => {
             conn.as_mut().graceful_shutdown();
             conn.await
         }
     };
+    watchdog.abort();
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "client connection ended with an error");
     }
