@@ -522,6 +522,12 @@ mod tests {
         assert_eq!(c.keep_alive, Duration::from_secs(75));
         assert_eq!(c.http_addr.port(), 80);
         assert_eq!(c.admin_addr.port(), 10254);
+        // Trust nobody's forwarded headers, merge hosts across namespaces.
+        assert!(c.proxy_real_ip_cidrs().unwrap().is_empty());
+        assert_eq!(c.host_ownership, HostOwnership::Shared);
+        assert_eq!(c.max_worker_connections, 16_384);
+        assert_eq!(c.client_header_timeout, Duration::from_secs(60));
+        assert_eq!(c.allowed_upgrades, "websocket");
     }
 
     #[test]
@@ -555,6 +561,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("default-backend"), "{err}");
+        for (text, field) in [
+            ("proxy-real-ip-cidr: 10.0.0.0/33", "proxy-real-ip-cidr"),
+            ("upstream-deny-cidrs: nodes", "upstream-deny-cidrs"),
+            ("host-ownership: mine", "host-ownership"),
+            ("client-header-timeout: 0s", "client-header-timeout"),
+        ] {
+            let err = Config::from_yaml(text).unwrap_err().to_string();
+            assert!(err.contains(field), "{err}");
+        }
     }
 
     #[test]

@@ -32,9 +32,9 @@ pub fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        // Since hyper 1.6 this also bounds the idle time between two requests,
-        // which makes it the `keep-alive` timeout as well as the header timeout.
-        // hyper has one timer for both, so the tighter of the two holds.
+        // hyper times a request head from the end of the previous answer, so
+        // this one timer bounds both the idle time between two requests and
+        // reading the head: the tighter of the two settings holds.
         .header_read_timeout(config.keep_alive.min(config.client_header_timeout))
         .max_buf_size(config.max_header_bytes());
     builder
@@ -51,9 +51,11 @@ pub fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-/// HTTP/2 flow-control windows (h2's defaults are 64 KiB and 5 MiB per stream).
+/// HTTP/2 flow-control windows: request body bytes one client can make us buffer
+/// per stream and, in all, per connection (hyper's defaults, stated here because
+/// they are a bound).
 const H2_STREAM_WINDOW: u32 = 1 << 20;
-const H2_CONNECTION_WINDOW: u32 = 4 << 20;
+const H2_CONNECTION_WINDOW: u32 = 1 << 20;
 /// Streams a client may reset before we accept them (rapid reset, CVE-2023-44487).
 const H2_PENDING_RESETS: usize = 20;
 
@@ -64,8 +66,6 @@ pub struct ConnectionLimits {
     pub slots: Option<Arc<Semaphore>>,
     /// Time for the first bytes of a plaintext connection.
     pub first_bytes: Duration,
-    /// Quiet time after which a tunnel closes.
-    pub tunnel_idle: Duration,
     /// Time without a new request after which a connection is closed
     /// gracefully (`keep-alive`; for HTTP/2 as well).
     pub idle: Duration,
@@ -79,7 +79,6 @@ impl ConnectionLimits {
             slots: (config.max_worker_connections > 0)
                 .then(|| Arc::new(Semaphore::new(config.max_worker_connections))),
             first_bytes: config.client_header_timeout,
-            tunnel_idle: config.tunnel_idle_timeout,
             idle: config.keep_alive,
             proxy_protocol: config.use_proxy_protocol,
         }

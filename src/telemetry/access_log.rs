@@ -325,4 +325,26 @@ mod tests {
         );
         assert_eq!(text.lines().count(), 1);
     }
+
+    /// Long client-chosen paths cannot make the queue hold more than
+    /// `QUEUE_BYTES`, however few lines that is.
+    #[test]
+    fn the_queue_is_bounded_in_bytes() {
+        let (sender, receiver) = sync_channel(QUEUE);
+        let log = AccessLog {
+            sender: Some(sender),
+            queued: Arc::default(),
+            template: Some(Arc::from("$path")),
+            reopen: Arc::default(),
+        };
+        let entry = Entry {
+            path: "x".repeat(1 << 20),
+            ..Entry::default()
+        };
+        for _ in 0..20 {
+            log.log(&entry);
+        }
+        assert_eq!(receiver.try_iter().count(), QUEUE_BYTES >> 20);
+        assert_eq!(log.queued.load(Ordering::Acquire), QUEUE_BYTES);
+    }
 }
