@@ -281,6 +281,7 @@ async fn another_tenants_failures_do_not_trip_the_owners_breaker() {
         )
     };
     let (evil_open, victim_closed) = (breaker("evil") + " 2", breaker("default") + " 0");
+    let sluice = &sluice;
     let tripped = eventually(SIGNAL, || {
         let http = http.clone();
         let (evil_open, addr) = (evil_open.clone(), sluice.http_addr);
@@ -291,24 +292,15 @@ async fn another_tenants_failures_do_not_trip_the_owners_breaker() {
                 .body(Full::default())
                 .unwrap();
             let _ = send(&http, failing).await;
-            let metrics = send(
-                &http,
-                Request::get(format!("http://{}/metrics", sluice.admin_addr))
-                    .body(Full::default())
-                    .unwrap(),
-            )
-            .await
-            .unwrap()
-            .text();
-            metrics.contains(&evil_open)
+            admin_text(sluice, "/metrics").await.contains(&evil_open)
         }
     })
     .await;
-    let metrics = admin_text(&sluice, "/metrics").await;
+    let metrics = admin_text(sluice, "/metrics").await;
     assert!(tripped.is_some(), "{metrics}");
     assert!(metrics.contains(&victim_closed), "{metrics}");
     assert_eq!(
-        answered(&sluice, "shop.example", "/").await,
+        answered(sluice, "shop.example", "/").await,
         (StatusCode::OK, "victim".into())
     );
 }
@@ -703,4 +695,33 @@ async fn an_idle_http2_connection_is_closed_after_keep_alive() {
     drop(response);
     let ended = tokio::time::timeout(SIGNAL, conn).await;
     assert!(ended.is_ok(), "the idle HTTP/2 connection was not closed");
+}
+
+/// The access log names the real client and cannot be forged: a Host that is no
+/// host name is refused (and logged escaped), and a `$variable` inside a
+/// client's value stays text.
+#[tokio::test]
+async fn access_log_lines_name_the_real_client_and_cannot_be_forged() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let config = format!(
+        "access-log: {}\naccess-log-format: '$client \"$host\" $status'\nuse-forwarded-headers: true\nproxy-real-ip-cidr: 127.0.0.1/32\n",
+        log.display()
+    );
+    let OneApp { sluice, .. } = one_app(&config, &[]).await;
+    let request = Request::get(format!("http://{}/", sluice.http_addr))
+        .header("host", "a\" 200\\n$status")
+        .header("x-forwarded-for", "203.0.113.7")
+        .body(Full::default())
+        .unwrap();
+    let reply = send(&client(), request).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    let written = eventually(SIGNAL, || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.lines().count() == 1 }
+    })
+    .await;
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(written.is_some(), "{text}");
+    assert_eq!(text, "203.0.113.7 \"a\\x22 200\\x5Cn$status\" 400\n");
 }

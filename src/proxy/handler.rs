@@ -276,6 +276,15 @@ impl Proxy {
             time: access_log::now_rfc3339(),
             request_id: request_id.to_str().unwrap_or_default().to_owned(),
             client: client.ip.to_string(),
+            // As the client sent it, even when it is refused (escaped when written).
+            host: match request.uri().authority() {
+                Some(authority) => authority.as_str().to_owned(),
+                None => request
+                    .headers()
+                    .get(header::HOST)
+                    .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
+                    .unwrap_or_default(),
+            },
             method: request.method().to_string(),
             path: request
                 .uri()
@@ -305,9 +314,6 @@ impl Proxy {
             let host = host_value
                 .to_str()
                 .map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
-            if let Some(entry) = log.as_deref_mut() {
-                entry.host = host.to_owned();
-            }
             let path = crate::routing::normalize::routing_path(request.uri().path())
                 .ok_or(ProxyError::BadRequest("path climbs above /"))?;
             let route = table.route(host, &path).ok_or(ProxyError::NoRoute)?.clone();
@@ -737,6 +743,15 @@ fn request_host(request: &Request<Incoming>) -> Result<HeaderValue, ProxyError> 
         .ok_or(ProxyError::BadRequest("missing Host header"))?;
     if host.is_empty() {
         return Err(ProxyError::BadRequest("empty Host header"));
+    }
+    // A name, an IPv4 or a bracketed IPv6 address, and a port: nothing else, so
+    // the value the pod, the headers and the log get is a host, not a payload.
+    let valid = host
+        .as_bytes()
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b));
+    if !valid {
+        return Err(ProxyError::BadRequest("invalid Host header"));
     }
     Ok(host.clone())
 }
