@@ -9,9 +9,7 @@ use std::borrow::Cow;
 
 /// The routing path for `path`, or `None` when it climbs above the root.
 pub fn routing_path(path: &str) -> Option<Cow<'_, str>> {
-    // Most paths need nothing: no escapes, no dot segments, no doubled slashes.
-    let plain = !path.contains('%') && !path.contains("/.") && !path.contains("//");
-    if plain {
+    if is_plain(path) {
         return Some(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(path);
@@ -36,6 +34,19 @@ pub fn routing_path(path: &str) -> Option<Cow<'_, str>> {
         out.push('/');
     }
     Some(Cow::Owned(out))
+}
+
+/// Most paths need nothing: no escapes, no dot segments, no doubled slashes.
+/// One pass over the bytes: this runs for every request.
+fn is_plain(path: &str) -> bool {
+    let mut after_slash = false;
+    for &b in path.as_bytes() {
+        if b == b'%' || (after_slash && (b == b'.' || b == b'/')) {
+            return false;
+        }
+        after_slash = b == b'/';
+    }
+    true
 }
 
 /// Decodes `%XX` where XX is an unreserved character (RFC 3986: letters, digits,
