@@ -132,10 +132,6 @@ impl ConnInfo {
             protocol.opened();
         }
     }
-
-    pub fn client_ip(&self) -> &str {
-        self.client_ip.to_str().unwrap_or_default()
-    }
 }
 
 impl Drop for ConnInfo {
