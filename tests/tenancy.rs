@@ -725,3 +725,32 @@ async fn access_log_lines_name_the_real_client_and_cannot_be_forged() {
     assert!(written.is_some(), "{text}");
     assert_eq!(text, "203.0.113.7 \"a\\x22 200\\x5Cn$status\" 400\n");
 }
+
+/// An HTTP/1.1 client that sends nothing after its answer is let go after
+/// `keep-alive`, though a request head would get far longer.
+#[tokio::test]
+async fn an_idle_http1_connection_is_closed_after_keep_alive() {
+    let OneApp { sluice, .. } = one_app("keep-alive: 300ms\nclient-header-timeout: 60s", &[]).await;
+    let mut stream = TcpStream::connect(sluice.http_addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = tokio::time::timeout(SIGNAL, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => answer.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the idle HTTP/1.1 connection was not closed"
+    );
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}

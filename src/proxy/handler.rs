@@ -87,6 +87,8 @@ pub struct ConnInfo {
     /// Requests started on this connection, for the idle watchdog (a count, not
     /// a time: reading the clock for every request costs more).
     started: AtomicU64,
+    /// Reads that brought bytes from the client (see `activity`).
+    reads: AtomicU64,
 }
 
 impl ConnInfo {
@@ -101,6 +103,24 @@ impl ConnInfo {
             local_port: HeaderValue::from(local.port()),
             protocol: OnceLock::new(),
             started: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+        }
+    }
+
+    /// Notes that a read from the client brought bytes.
+    pub fn note_read(&self) {
+        self.reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// What the idle watchdog watches change. Over HTTP/1, bytes on their way
+    /// count as well as requests started, so a head still arriving is left to
+    /// `client-header-timeout` rather than cut as idle. Over HTTP/2 only new
+    /// streams count: pings and their answers are not use.
+    fn activity(&self) -> u64 {
+        let started = self.started.load(Ordering::Relaxed);
+        match self.protocol.get() {
+            Some(Downstream::H2 | Downstream::H2c) => started,
+            _ => started.wrapping_add(self.reads.load(Ordering::Relaxed)),
         }
     }
 
@@ -109,15 +129,15 @@ impl ConnInfo {
         self.started.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Returns once no request has started for `idle` (give or take a quarter:
-    /// the count is checked four times per `idle`).
+    /// Returns once the connection has been idle (`activity`) for `idle`, give
+    /// or take a quarter: it is checked four times per `idle`.
     pub async fn idle_for(&self, idle: std::time::Duration) {
         let check = idle / 4;
-        let mut seen = self.started.load(Ordering::Relaxed);
+        let mut seen = self.activity();
         let mut quiet_since = Instant::now();
         loop {
             tokio::time::sleep(check).await;
-            let now = self.started.load(Ordering::Relaxed);
+            let now = self.activity();
             if now != seen {
                 (seen, quiet_since) = (now, Instant::now());
             } else if quiet_since.elapsed() >= idle {

@@ -10,6 +10,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
@@ -32,10 +36,11 @@ pub fn connection_builder(config: &Config) -> auto::Builder<TokioExecutor> {
         .http1()
         .timer(TokioTimer::new())
         .keep_alive(true)
-        // hyper times a request head from the end of the previous answer, so
-        // this one timer bounds both the idle time between two requests and
-        // reading the head: the tighter of the two settings holds.
-        .header_read_timeout(config.keep_alive.min(config.client_header_timeout))
+        // hyper times a request head from the end of the previous answer, idle
+        // time included. The idle watchdog (`serve_connection`) closes a
+        // connection that sends nothing for `keep-alive`; this timer then gives
+        // a head that has started at least `client-header-timeout`.
+        .header_read_timeout(config.keep_alive + config.client_header_timeout)
         .max_buf_size(config.max_header_bytes());
     builder
         .http2()
@@ -250,9 +255,10 @@ async fn serve_connection<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = info.peer;
-    // No new request for `keep-alive`: HTTP/2 gets a GOAWAY, HTTP/1 is closed
-    // after any answer still in progress, which both finish. Watched by a task
-    // of its own, so that serving a request does not poll an idle timer too.
+    // Nothing from the client for `keep-alive` (`ConnInfo::activity`): HTTP/2
+    // gets a GOAWAY, HTTP/1 is closed after any answer still in progress, which
+    // both finish. Watched by a task of its own, so that serving a request does
+    // not poll an idle timer too.
     let closing = close.child_token();
     let watchdog = tokio::spawn({
         let (info, closing) = (info.clone(), closing.clone());
@@ -262,11 +268,13 @@ async fn serve_connection<I>(
             closing.cancel();
         }
     });
+    let watched = info.clone();
     let service = service_fn(move |request| {
         let proxy = proxy.clone();
         let info = info.clone();
         async move { Ok::<_, Infallible>(proxy.handle(request, &info).await) }
     });
+    let io = Noted { io, info: watched };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -279,5 +287,57 @@ async fn serve_connection<I>(
     watchdog.abort();
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "client connection ended with an error");
+    }
+}
+
+/// A client connection's IO that notes each read bringing bytes, for the idle
+/// watchdog. Writes pass straight through, vectored ones included.
+struct Noted<I> {
+    io: I,
+    info: Arc<ConnInfo>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Noted<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.info.note_read();
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Noted<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
