@@ -351,11 +351,8 @@ async fn pod_addresses_on_the_node_are_refused_in_a_cluster() {
 
 #[tokio::test]
 async fn silent_and_surplus_connections_are_closed_and_counted() {
-    let OneApp { sluice, .. } = one_app(
-        "max-worker-connections: 2\nclient-header-timeout: 300ms",
-        &[],
-    )
-    .await;
+    let OneApp { sluice, .. } =
+        one_app("max-worker-connections: 2\nclient-header-timeout: 2s", &[]).await;
     let addr = sluice.http_addr;
     let mut silent = Vec::new();
     for _ in 0..2 {
@@ -395,7 +392,7 @@ async fn a_quiet_websocket_is_closed_after_the_tunnel_idle_timeout() {
         &(service_yaml("ws", &[ws_addr])
             + &ingress_yaml("ws", None, &[], &[("/", "Prefix", "ws")])),
     );
-    let sluice = start_sluice(m.path(), "tunnel-idle-timeout: 300ms").await;
+    let sluice = start_sluice(m.path(), "tunnel-idle-timeout: 1s").await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/chat", sluice.http_addr))
         .await
         .unwrap();
@@ -678,7 +675,7 @@ async fn a_canary_gets_a_request_in_its_own_protocol() {
 /// a GOAWAY, then the connection closes.
 #[tokio::test]
 async fn an_idle_http2_connection_is_closed_after_keep_alive() {
-    let OneApp { sluice, .. } = one_app("keep-alive: 300ms", &[]).await;
+    let OneApp { sluice, .. } = one_app("keep-alive: 1s", &[]).await;
     let tcp = TcpStream::connect(sluice.http_addr).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -730,7 +727,7 @@ async fn access_log_lines_name_the_real_client_and_cannot_be_forged() {
 /// `keep-alive`, though a request head would get far longer.
 #[tokio::test]
 async fn an_idle_http1_connection_is_closed_after_keep_alive() {
-    let OneApp { sluice, .. } = one_app("keep-alive: 300ms\nclient-header-timeout: 60s", &[]).await;
+    let OneApp { sluice, .. } = one_app("keep-alive: 1s\nclient-header-timeout: 60s", &[]).await;
     let mut stream = TcpStream::connect(sluice.http_addr).await.unwrap();
     stream
         .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
