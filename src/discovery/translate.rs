@@ -8,38 +8,46 @@
 //! then inserted. When it has faults of its own (a bad annotation, host or path) and
 //! an earlier version of it was valid, that last valid version is served instead:
 //! one bad `kubectl apply` must not take a working site down.
+//!
+//! The parts: `class` (which Ingresses are ours), `parse` (one Ingress on its
+//! own), `ownership` (who owns a host and its certificate), `index` (Services,
+//! EndpointSlices and Secrets by name, and the endpoint-only update); this file
+//! runs the build and inserts routes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::api::networking::v1::Ingress;
 
 use super::annotations::IngressAnnotations;
 use super::{ObjectRef, Snapshot, Warning};
 use crate::balance::EndpointRegistry;
 use crate::config::{HostOwnership, ProxyDefaults};
-use crate::policy::canary::CanaryRule;
 use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::retry::RetryBudget;
 use crate::policy::upstream_deny::UpstreamDeny;
-use crate::proxy::tls::{load_certified_key, Certificate, TlsCerts};
+use crate::proxy::tls::{Certificate, TlsCerts};
 use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
 
 use crate::routing::{
-    Backend, BackendRef, Canary, Endpoint, HostKey, HostRoutes, IngressRef, PathKind, Protocol,
-    Route, RoutePolicy, RoutingTable, TableStats,
+    Backend, BackendRef, Canary, HostKey, HostRoutes, IngressRef, Protocol, Route, RoutingTable,
+    TableStats,
 };
 
-/// The label EndpointSlices carry to name their Service.
-pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
-pub const DEFAULT_INGRESS_CLASS: &str = "sluice";
-pub const DEFAULT_CONTROLLER_CLASS: &str = "sluice.io/ingress-controller";
-const LEGACY_CLASS_ANNOTATION: &str = "kubernetes.io/ingress.class";
-const DEFAULT_CLASS_ANNOTATION: &str = "ingressclass.kubernetes.io/is-default-class";
+mod class;
+mod index;
+mod ownership;
+mod parse;
+
+pub use class::{ClassSelection, DEFAULT_CONTROLLER_CLASS, DEFAULT_INGRESS_CLASS};
+pub use index::{slice_service, update_endpoints, SERVICE_NAME_LABEL};
+
+use class::select_ours;
+use index::{endpoints_for, PodAddrs, SnapshotIndex};
+use ownership::HostOwner;
+#[cfg(test)]
+use parse::PANIC_FOR_TESTS;
+use parse::{ingress_object, parse_ingress, Field, ParsedIngress};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TranslateOptions {
@@ -56,24 +64,6 @@ pub struct TranslateOptions {
     pub upstream_deny: UpstreamDeny,
     /// Who may route a host that another namespace routes.
     pub host_ownership: HostOwnership,
-}
-
-/// Which Ingresses are ours, so several fleets can share a cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClassSelection {
-    pub ingress_class: String,
-    pub controller_class: String,
-    pub watch_without_class: bool,
-}
-
-impl Default for ClassSelection {
-    fn default() -> Self {
-        ClassSelection {
-            ingress_class: DEFAULT_INGRESS_CLASS.into(),
-            controller_class: DEFAULT_CONTROLLER_CLASS.into(),
-            watch_without_class: false,
-        }
-    }
 }
 
 /// What `translate` produced.
@@ -254,334 +244,6 @@ fn internal_error(object: &ObjectRef, panic: &(dyn std::any::Any + Send)) -> War
     }
 }
 
-/// Our Ingresses, oldest first (on a conflict the first to claim a rule keeps it),
-/// and how many belong to someone else.
-fn select_ours<'s>(
-    snapshot: &'s Snapshot,
-    class: &ClassSelection,
-) -> (Vec<&'s Arc<Ingress>>, usize) {
-    let ours_by_name = |name: &str| {
-        snapshot.ingress_classes.iter().any(|c| {
-            c.metadata.name.as_deref() == Some(name)
-                && c.spec.as_ref().and_then(|s| s.controller.as_deref())
-                    == Some(&class.controller_class)
-        })
-    };
-    let default_class = snapshot.ingress_classes.iter().any(|c| {
-        c.metadata.name.as_deref() == Some(&class.ingress_class)
-            && c.spec.as_ref().and_then(|s| s.controller.as_deref())
-                == Some(&class.controller_class)
-            && annotation(&c.metadata, DEFAULT_CLASS_ANNOTATION) == Some("true")
-    });
-    let is_ours = |ingress: &Ingress| {
-        if let Some(name) = ingress
-            .spec
-            .as_ref()
-            .and_then(|s| s.ingress_class_name.as_deref())
-        {
-            return ours_by_name(name);
-        }
-        if let Some(legacy) = annotation(&ingress.metadata, LEGACY_CLASS_ANNOTATION) {
-            return legacy == class.ingress_class;
-        }
-        default_class || class.watch_without_class
-    };
-    let mut ours: Vec<&Arc<Ingress>> = snapshot.ingresses.iter().filter(|i| is_ours(i)).collect();
-    let ignored = snapshot.ingresses.len() - ours.len();
-    ours.sort_by(|a, b| {
-        let key = |i: &'s Ingress| {
-            let m = &i.metadata;
-            (
-                m.creation_timestamp.as_ref(),
-                m.namespace.as_deref(),
-                m.name.as_deref(),
-            )
-        };
-        key(a).cmp(&key(b))
-    });
-    (ours, ignored)
-}
-
-/// Whether a TLS host (`a.example`, `*.example`) covers a routed host, as
-/// ingress-nginx matches `spec.tls` hosts to rule hosts.
-fn covers(tls: &HostKey, routed: &HostKey) -> bool {
-    match (tls, routed) {
-        (HostKey::Wildcard(suffix), HostKey::Exact(host)) => host
-            .split_once('.')
-            .is_some_and(|(first, rest)| !first.is_empty() && rest == suffix),
-        _ => tls == routed,
-    }
-}
-
-fn annotation<'m>(meta: &'m ObjectMeta, key: &str) -> Option<&'m str> {
-    meta.annotations.as_ref()?.get(key).map(String::as_str)
-}
-
-fn ingress_object(ingress: &Ingress) -> ObjectRef {
-    ObjectRef {
-        kind: "Ingress",
-        namespace: namespace_of(&ingress.metadata).to_owned(),
-        name: ingress.metadata.name.clone().unwrap_or_default(),
-    }
-}
-
-#[derive(Debug)]
-struct HostOwner {
-    namespace: String,
-    allowed: BTreeSet<String>,
-}
-
-/// An Ingress, checked and reduced to what the table needs.
-struct ParsedIngress {
-    object: ObjectRef,
-    ingress: IngressRef,
-    policy: RoutePolicy,
-    protocol: Protocol,
-    /// `default-backend` annotation: serves when a rule's Service has no endpoints.
-    fallback: Option<BackendRef>,
-    paths: Vec<ParsedPath>,
-    /// `spec.defaultBackend`, and the hosts it serves.
-    default: Option<(BackendTarget, BTreeSet<HostKey>)>,
-    /// `spec.tls`: hosts and the Secret holding their certificate.
-    tls: Vec<(Vec<String>, Option<String>)>,
-    /// Plain HTTP for a TLS host gets a redirect (`ssl-redirect`, default true).
-    ssl_redirect: bool,
-    /// Plain HTTP gets a redirect even without TLS (`force-ssl-redirect`).
-    force_ssl_redirect: bool,
-    /// This is a canary Ingress, with these rules.
-    canary: Option<CanaryRule>,
-    /// Its rate limit, and whether it is cluster-wide.
-    limit: Option<(LimitSpec, bool)>,
-    /// Namespaces that may route this Ingress's hosts too (`host-ownership: namespace`).
-    allow_namespaces: BTreeSet<String>,
-    /// Problems of the Ingress itself (not of the Services it names).
-    faults: Vec<Warning>,
-}
-
-impl ParsedIngress {
-    /// Every host this Ingress routes: its rules' and its default backend's.
-    fn routed_hosts(&self) -> BTreeSet<&HostKey> {
-        let mut hosts: BTreeSet<&HostKey> = self.paths.iter().map(|p| &p.host).collect();
-        if let Some((_, default_hosts)) = &self.default {
-            hosts.extend(default_hosts);
-        }
-        hosts
-    }
-}
-
-struct ParsedPath {
-    host: HostKey,
-    kind: PathKind,
-    path: String,
-    target: BackendTarget,
-}
-
-/// A backend reference and the field it came from, for warnings.
-struct BackendTarget {
-    backend: BackendRef,
-    field: Field,
-}
-
-/// Where in an Ingress a warning points. Formatted only when a warning is made:
-/// building 10,000 Ingresses must not format 10,000 field paths for nothing.
-#[derive(Debug, Clone, Copy)]
-enum Field {
-    Annotations,
-    Path { rule: usize, path: usize },
-    PathBackend { rule: usize, path: usize },
-    DefaultBackend,
-    Tls(usize),
-}
-
-impl std::fmt::Display for Field {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Field::Annotations => f.write_str("metadata.annotations"),
-            Field::Path { rule, path } => write!(f, "spec.rules[{rule}].http.paths[{path}]"),
-            Field::PathBackend { rule, path } => {
-                write!(f, "spec.rules[{rule}].http.paths[{path}].backend")
-            }
-            Field::DefaultBackend => f.write_str("spec.defaultBackend"),
-            Field::Tls(i) => write!(f, "spec.tls[{i}]"),
-        }
-    }
-}
-
-/// An Ingress name that makes `parse_ingress` fail, to test that one object's
-/// failure stays its own.
-#[cfg(test)]
-const PANIC_FOR_TESTS: &str = "panic-for-tests";
-
-fn parse_ingress(ingress: &Ingress, object: &ObjectRef, defaults: &ProxyDefaults) -> ParsedIngress {
-    #[cfg(test)]
-    #[allow(clippy::panic)]
-    if object.name == PANIC_FOR_TESTS {
-        panic!("failing as the test asked");
-    }
-    let namespace = object.namespace.as_str();
-    let mut parsed = ParsedIngress {
-        object: object.clone(),
-        ingress: IngressRef {
-            namespace: namespace.to_owned(),
-            name: object.name.clone(),
-        },
-        policy: IngressAnnotations::default().policy(defaults),
-        protocol: Protocol::default(),
-        fallback: None,
-        paths: Vec::new(),
-        default: None,
-        tls: Vec::new(),
-        ssl_redirect: true,
-        force_ssl_redirect: false,
-        canary: None,
-        limit: None,
-        allow_namespaces: BTreeSet::new(),
-        faults: Vec::new(),
-    };
-    let fault = |field: String, reason: &'static str, message: String| Warning {
-        file: None,
-        object: Some(object.clone()),
-        field: Some(field),
-        reason,
-        message,
-    };
-    let annotations = match IngressAnnotations::parse(ingress.metadata.annotations.as_ref()) {
-        Ok(a) => a,
-        Err(error) => {
-            let message = format!("{error}; Ingress skipped");
-            parsed.faults.push(fault(
-                "metadata.annotations".into(),
-                "invalid-annotation",
-                message,
-            ));
-            return parsed;
-        }
-    };
-    parsed.policy = annotations.policy(defaults);
-    parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(true);
-    parsed.canary = annotations.canary.clone();
-    parsed.limit = annotations
-        .limit
-        .clone()
-        .map(|spec| (spec, annotations.limit_cluster));
-    parsed.force_ssl_redirect = annotations.force_ssl_redirect.unwrap_or(false);
-    parsed.allow_namespaces = annotations.allow_namespaces.iter().cloned().collect();
-    parsed.protocol = annotations.backend_protocol.unwrap_or_default();
-    parsed.fallback = annotations
-        .default_backend
-        .as_ref()
-        .map(|(service, port)| BackendRef {
-            namespace: namespace.to_owned(),
-            service: service.clone(),
-            port: port.clone(),
-        });
-    let Some(spec) = &ingress.spec else {
-        parsed.faults.push(fault(
-            "spec".into(),
-            "invalid-ingress",
-            "no spec; Ingress skipped".into(),
-        ));
-        return parsed;
-    };
-
-    for tls in spec.tls.iter().flatten() {
-        let hosts = tls
-            .hosts
-            .iter()
-            .flatten()
-            .map(|h| h.to_ascii_lowercase())
-            .collect();
-        parsed.tls.push((hosts, tls.secret_name.clone()));
-    }
-    let mut hosts = BTreeSet::new();
-    for (ri, rule) in spec.rules.iter().flatten().enumerate() {
-        let Some(host) = HostKey::parse(rule.host.as_deref()) else {
-            let host = rule.host.as_deref().unwrap_or_default();
-            let message = format!("invalid host {host:?}; rule skipped");
-            parsed.faults.push(fault(
-                format!("spec.rules[{ri}].host"),
-                "invalid-host",
-                message,
-            ));
-            continue;
-        };
-        hosts.insert(host.clone());
-        let paths = rule.http.iter().flat_map(|http| http.paths.iter());
-        for (pi, path) in paths.enumerate() {
-            let field = || Field::Path { rule: ri, path: pi }.to_string();
-            let kind = match path.path_type.as_str() {
-                "Exact" => PathKind::Exact,
-                "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
-                other => {
-                    let message = format!("pathType {other:?} is not Exact, Prefix or ImplementationSpecific; path skipped");
-                    parsed.faults.push(fault(field(), "invalid-path", message));
-                    continue;
-                }
-            };
-            let value = path.path.as_deref().unwrap_or("/");
-            if !value.starts_with('/') {
-                let message = format!("path {value:?} must start with '/'; path skipped");
-                parsed.faults.push(fault(field(), "invalid-path", message));
-                continue;
-            }
-            let field = Field::PathBackend { rule: ri, path: pi };
-            match backend_ref(&path.backend, namespace) {
-                Ok(backend) => parsed.paths.push(ParsedPath {
-                    host: host.clone(),
-                    kind,
-                    path: value.to_owned(),
-                    target: BackendTarget { backend, field },
-                }),
-                Err(message) => {
-                    parsed
-                        .faults
-                        .push(fault(field.to_string(), "invalid-backend", message))
-                }
-            }
-        }
-    }
-    if let Some(default_backend) = &spec.default_backend {
-        let field = Field::DefaultBackend;
-        match backend_ref(default_backend, namespace) {
-            Ok(backend) => {
-                // It serves the Ingress's own hosts; without rules, every host.
-                if hosts.is_empty() {
-                    hosts.insert(HostKey::Any);
-                }
-                parsed.default = Some((BackendTarget { backend, field }, hosts));
-            }
-            Err(message) => {
-                parsed
-                    .faults
-                    .push(fault(field.to_string(), "invalid-backend", message))
-            }
-        }
-    }
-    parsed
-}
-
-fn backend_ref(backend: &IngressBackend, namespace: &str) -> Result<BackendRef, String> {
-    let service = backend
-        .service
-        .as_ref()
-        .ok_or("resource backends are not supported; skipped")?;
-    let port = service
-        .port
-        .as_ref()
-        .and_then(|p| p.number.map(|n| n.to_string()).or_else(|| p.name.clone()))
-        .ok_or_else(|| {
-            format!(
-                "service {:?} has no port number or name; skipped",
-                service.name
-            )
-        })?;
-    Ok(BackendRef {
-        namespace: namespace.to_owned(),
-        service: service.name.clone(),
-        port,
-    })
-}
-
 struct Builder<'a> {
     index: SnapshotIndex<'a>,
     registry: &'a EndpointRegistry,
@@ -630,58 +292,6 @@ impl<'a> Builder<'a> {
             hosts: BTreeMap::new(),
             warnings: Vec::new(),
         }
-    }
-
-    /// Records each host's owner: the first namespace (oldest Ingress first)
-    /// to route it, and whom the owner's Ingresses let in.
-    fn claim_hosts(&mut self, mains: &[ParsedIngress]) {
-        for parsed in mains {
-            let namespace = &parsed.object.namespace;
-            for host in parsed.routed_hosts() {
-                let owner = self
-                    .owners
-                    .entry(host.clone())
-                    .or_insert_with(|| HostOwner {
-                        namespace: namespace.clone(),
-                        allowed: BTreeSet::new(),
-                    });
-                if owner.namespace == *namespace {
-                    owner
-                        .allowed
-                        .extend(parsed.allow_namespaces.iter().cloned());
-                }
-            }
-        }
-    }
-
-    /// Whether `namespace` may add rules for `host`; if not, the owner.
-    fn may_route(&self, host: &HostKey, namespace: &str) -> Result<(), &str> {
-        let Some(owner) = self.owners.get(host) else {
-            return Ok(());
-        };
-        let allowed = self.host_ownership == HostOwnership::Shared
-            || owner.namespace == namespace
-            || owner.allowed.contains(namespace)
-            || owner.allowed.contains("*");
-        if allowed {
-            Ok(())
-        } else {
-            Err(&owner.namespace)
-        }
-    }
-
-    /// Refuses a rule for a host another namespace owns (`host-ownership:
-    /// namespace`) with a warning; true when the rule may go in.
-    fn check_owner(&mut self, host: &HostKey, object: &ObjectRef, field: Field) -> bool {
-        let Err(owner) = self.may_route(host, &object.namespace) else {
-            return true;
-        };
-        let message = format!(
-            "host {host} belongs to namespace {owner} (host-ownership: namespace), which does not list {} in sluice.io/allow-namespaces; rule refused",
-            object.namespace
-        );
-        self.warn(Some((object, field)), "host-owned", message);
-        false
     }
 
     fn add(&mut self, mut parsed: ParsedIngress) {
@@ -917,40 +527,6 @@ impl<'a> Builder<'a> {
         tls_hosts
     }
 
-    /// Why an Ingress of `namespace` that routes `routed` may not provide the
-    /// certificate for the TLS host `host`, if it may not.
-    fn certificate_refusal(
-        &self,
-        host: &str,
-        routed: &BTreeSet<&HostKey>,
-        namespace: &str,
-    ) -> Option<String> {
-        let key = match HostKey::parse(Some(host)) {
-            Some(key) if key != HostKey::Any => key,
-            _ => return Some(format!("invalid host {host:?}; certificate refused")),
-        };
-        let covered: Vec<&HostKey> = routed.iter().copied().filter(|r| covers(&key, r)).collect();
-        if covered.is_empty() {
-            return Some(format!(
-                "host {host} has no rule in this Ingress; its certificate is refused"
-            ));
-        }
-        let owner_elsewhere = |k: &HostKey| {
-            self.owners
-                .get(k)
-                .map(|o| o.namespace.as_str())
-                .filter(|owner| *owner != namespace)
-        };
-        // The host itself, or else every routed host it covers, is another's.
-        let elsewhere = owner_elsewhere(&key).or_else(|| {
-            let owners: Option<Vec<&str>> = covered.iter().map(|k| owner_elsewhere(k)).collect();
-            owners.and_then(|owners| owners.first().copied())
-        });
-        elsewhere.map(|owner| {
-            format!("host {host} was routed first by namespace {owner}, which provides its certificate; refused")
-        })
-    }
-
     fn certificate(&mut self, namespace: &str, name: &str) -> Result<Certificate, String> {
         let key = (namespace.to_owned(), name.to_owned());
         if let Some(loaded) = self.loaded.get(&key) {
@@ -1054,260 +630,6 @@ impl<'a> Builder<'a> {
         table.limiters = self.limiters;
         (table, self.warnings)
     }
-}
-
-fn endpoints_for(
-    namespace: &Arc<str>,
-    addrs: Vec<SocketAddr>,
-    protocol: Protocol,
-    registry: &EndpointRegistry,
-) -> Vec<Endpoint> {
-    registry
-        .endpoints(namespace, &addrs, protocol)
-        .into_iter()
-        .map(|state| Endpoint { state })
-        .collect()
-}
-
-/// Recomputes the endpoints of every backend of the given Services in `table`, in
-/// place. This is the cheap path for pod churn: its cost follows the number of
-/// backends of those Services, not the size of the table. Returns how many
-/// backends it touched.
-pub fn update_endpoints(
-    table: &RoutingTable,
-    snapshot: &Snapshot,
-    services: &BTreeSet<(String, String)>,
-    registry: &EndpointRegistry,
-    deny: &UpstreamDeny,
-) -> usize {
-    let index = SnapshotIndex::for_services(snapshot, deny, services);
-    let mut touched = 0;
-    let mut replaced = Vec::new();
-    for (namespace, service) in services {
-        for backend in table.backends_of(namespace, service) {
-            let PodAddrs { addrs, refused } =
-                index.endpoint_addrs(&backend.name).unwrap_or_default();
-            if !refused.is_empty() {
-                // A full rebuild turns this into a warning on the Ingress; here,
-                // between rebuilds, the log says it at once.
-                tracing::warn!(backend = %backend.name, refused = ?refused, "pod addresses refused");
-            }
-            let namespace: Arc<str> = namespace.as_str().into();
-            let fresh = endpoints_for(&namespace, addrs, backend.protocol, registry);
-            let old = backend.swap_endpoints(fresh);
-            replaced.extend(
-                old.endpoints
-                    .iter()
-                    .map(|e| (namespace.clone(), e.addr(), backend.protocol)),
-            );
-            touched += 1;
-        }
-    }
-    // Only the pods these Services lost can have become unused: check just those,
-    // not the whole registry, so the cost follows the size of the change.
-    registry.collect(&replaced);
-    touched
-}
-
-/// A Service port's pod addresses.
-#[derive(Debug, Default)]
-struct PodAddrs {
-    addrs: Vec<SocketAddr>,
-    /// Addresses sluice will not send to, each with its reason.
-    refused: Vec<String>,
-}
-
-/// Services and EndpointSlices by `(namespace, service name)`, Secrets by name.
-struct SnapshotIndex<'a> {
-    deny: &'a UpstreamDeny,
-    secrets: HashMap<(&'a str, &'a str), &'a Secret>,
-    services: HashMap<(&'a str, &'a str), &'a Service>,
-    slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
-}
-
-impl<'a> SnapshotIndex<'a> {
-    fn new(snapshot: &'a Snapshot, deny: &'a UpstreamDeny) -> SnapshotIndex<'a> {
-        Self::filtered(snapshot, deny, |_| true)
-    }
-
-    fn for_services(
-        snapshot: &'a Snapshot,
-        deny: &'a UpstreamDeny,
-        wanted: &BTreeSet<(String, String)>,
-    ) -> SnapshotIndex<'a> {
-        let wanted: HashSet<(&str, &str)> = wanted
-            .iter()
-            .map(|(ns, n)| (ns.as_str(), n.as_str()))
-            .collect();
-        Self::filtered(snapshot, deny, |key| wanted.contains(key))
-    }
-
-    fn filtered(
-        snapshot: &'a Snapshot,
-        deny: &'a UpstreamDeny,
-        keep: impl Fn(&(&str, &str)) -> bool,
-    ) -> SnapshotIndex<'a> {
-        let services = snapshot
-            .services
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    (namespace_of(&s.metadata), s.metadata.name.as_deref()?),
-                    &**s,
-                ))
-            })
-            .filter(|(key, _)| keep(key))
-            .collect();
-        let mut slices: HashMap<_, Vec<_>> = HashMap::new();
-        for slice in &snapshot.endpoint_slices {
-            if let Some(key) = slice_service(slice).filter(|k| keep(k)) {
-                slices.entry(key).or_default().push(&**slice);
-            }
-        }
-        let secrets = snapshot
-            .secrets
-            .iter()
-            .filter_map(|s| {
-                Some((
-                    (namespace_of(&s.metadata), s.metadata.name.as_deref()?),
-                    &**s,
-                ))
-            })
-            .collect();
-        SnapshotIndex {
-            deny,
-            secrets,
-            services,
-            slices,
-        }
-    }
-
-    /// The certificate in a `kubernetes.io/tls` Secret.
-    fn certificate(&self, namespace: &str, name: &str) -> Result<Certificate, String> {
-        let secret = self
-            .secrets
-            .get(&(namespace, name))
-            .ok_or("Secret not found")?;
-        if secret.type_.as_deref() != Some("kubernetes.io/tls") {
-            return Err(format!(
-                "type is {:?}, not kubernetes.io/tls",
-                secret.type_.as_deref().unwrap_or("")
-            ));
-        }
-        // `data` in a cluster; `stringData` too in a manifests directory.
-        let field = |key: &str| -> Option<Vec<u8>> {
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|b| b.0.clone())
-                .or_else(|| {
-                    secret
-                        .string_data
-                        .as_ref()?
-                        .get(key)
-                        .map(|s| s.as_bytes().to_vec())
-                })
-        };
-        let cert = field("tls.crt").ok_or("no tls.crt")?;
-        let key = field("tls.key").ok_or("no tls.key")?;
-        let mut certificate = load_certified_key(&cert, &key)?;
-        certificate.source = format!("{namespace}/{name}");
-        Ok(certificate)
-    }
-
-    /// The ready pod addresses behind a Service port, from its EndpointSlices,
-    /// and those refused (`UpstreamDeny`) with the reason.
-    fn endpoint_addrs(&self, backend: &BackendRef) -> Result<PodAddrs, (&'static str, String)> {
-        let key = (backend.namespace.as_str(), backend.service.as_str());
-        let service = self
-            .services
-            .get(&key)
-            .ok_or(("service-not-found", "service not found".to_owned()))?;
-        let spec = service
-            .spec
-            .as_ref()
-            .ok_or(("invalid-service", "service has no spec".to_owned()))?;
-        if spec.type_.as_deref() == Some("ExternalName") {
-            return Err((
-                "unsupported-backend",
-                "ExternalName services are not supported".into(),
-            ));
-        }
-        let service_port = spec
-            .ports
-            .iter()
-            .flatten()
-            .find(|p| port_matches(p, &backend.port))
-            .ok_or((
-                "service-port-not-found",
-                format!("service has no port {:?}", backend.port),
-            ))?;
-        // EndpointSlice ports carry the Service port's name ("" when unnamed) and the
-        // resolved target port number.
-        let port_name = service_port.name.as_deref().unwrap_or_default();
-        let mut addrs = Vec::new();
-        let mut refused = Vec::new();
-        for slice in self.slices.get(&key).into_iter().flatten() {
-            if slice.address_type == "FQDN" {
-                continue;
-            }
-            let port = slice
-                .ports
-                .iter()
-                .flatten()
-                .find(|p| {
-                    p.name.as_deref().unwrap_or_default() == port_name
-                        && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
-                })
-                .and_then(|p| p.port)
-                .and_then(|p| u16::try_from(p).ok());
-            let Some(port) = port else { continue };
-            for endpoint in slice.endpoints.iter().flatten() {
-                // Unset means ready (EndpointSlice API: "should be interpreted as true").
-                let ready = endpoint
-                    .conditions
-                    .as_ref()
-                    .and_then(|c| c.ready)
-                    .unwrap_or(true);
-                if !ready {
-                    continue;
-                }
-                for address in &endpoint.addresses {
-                    let Ok(ip) = address.parse::<IpAddr>() else {
-                        continue;
-                    };
-                    match self.deny.refuses(ip) {
-                        None => addrs.push(SocketAddr::new(ip, port)),
-                        Some(why) => refused.push(format!("{ip} ({why})")),
-                    }
-                }
-            }
-        }
-        // The same pod may briefly appear in two slices.
-        addrs.sort_unstable();
-        addrs.dedup();
-        refused.sort_unstable();
-        refused.dedup();
-        Ok(PodAddrs { addrs, refused })
-    }
-}
-
-/// `(namespace, service)` an EndpointSlice belongs to.
-pub fn slice_service(slice: &EndpointSlice) -> Option<(&str, &str)> {
-    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some((namespace_of(&slice.metadata), service.as_str()))
-}
-
-fn port_matches(port: &ServicePort, wanted: &str) -> bool {
-    match wanted.parse::<i32>() {
-        Ok(number) => port.port == number,
-        Err(_) => port.name.as_deref() == Some(wanted),
-    }
-}
-
-fn namespace_of(meta: &ObjectMeta) -> &str {
-    meta.namespace.as_deref().unwrap_or("default")
 }
 
 #[cfg(test)]

@@ -1,0 +1,277 @@
+//! One Ingress on its own, checked and reduced to what the table needs; no
+//! table involved, so a fault here is the Ingress's own.
+
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+
+use super::index::namespace_of;
+use crate::config::ProxyDefaults;
+use crate::discovery::annotations::IngressAnnotations;
+use crate::discovery::{ObjectRef, Warning};
+use crate::policy::canary::CanaryRule;
+use crate::policy::ratelimit::LimitSpec;
+use crate::routing::{BackendRef, HostKey, IngressRef, PathKind, Protocol, RoutePolicy};
+
+pub(super) fn ingress_object(ingress: &Ingress) -> ObjectRef {
+    ObjectRef {
+        kind: "Ingress",
+        namespace: namespace_of(&ingress.metadata).to_owned(),
+        name: ingress.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// An Ingress, checked and reduced to what the table needs.
+pub(super) struct ParsedIngress {
+    pub(super) object: ObjectRef,
+    pub(super) ingress: IngressRef,
+    pub(super) policy: RoutePolicy,
+    pub(super) protocol: Protocol,
+    /// `default-backend` annotation: serves when a rule's Service has no endpoints.
+    pub(super) fallback: Option<BackendRef>,
+    pub(super) paths: Vec<ParsedPath>,
+    /// `spec.defaultBackend`, and the hosts it serves.
+    pub(super) default: Option<(BackendTarget, BTreeSet<HostKey>)>,
+    /// `spec.tls`: hosts and the Secret holding their certificate.
+    pub(super) tls: Vec<(Vec<String>, Option<String>)>,
+    /// Plain HTTP for a TLS host gets a redirect (`ssl-redirect`, default true).
+    pub(super) ssl_redirect: bool,
+    /// Plain HTTP gets a redirect even without TLS (`force-ssl-redirect`).
+    pub(super) force_ssl_redirect: bool,
+    /// This is a canary Ingress, with these rules.
+    pub(super) canary: Option<CanaryRule>,
+    /// Its rate limit, and whether it is cluster-wide.
+    pub(super) limit: Option<(LimitSpec, bool)>,
+    /// Namespaces that may route this Ingress's hosts too (`host-ownership: namespace`).
+    pub(super) allow_namespaces: BTreeSet<String>,
+    /// Problems of the Ingress itself (not of the Services it names).
+    pub(super) faults: Vec<Warning>,
+}
+
+impl ParsedIngress {
+    /// Every host this Ingress routes: its rules' and its default backend's.
+    pub(super) fn routed_hosts(&self) -> BTreeSet<&HostKey> {
+        let mut hosts: BTreeSet<&HostKey> = self.paths.iter().map(|p| &p.host).collect();
+        if let Some((_, default_hosts)) = &self.default {
+            hosts.extend(default_hosts);
+        }
+        hosts
+    }
+}
+
+pub(super) struct ParsedPath {
+    pub(super) host: HostKey,
+    pub(super) kind: PathKind,
+    pub(super) path: String,
+    pub(super) target: BackendTarget,
+}
+
+/// A backend reference and the field it came from, for warnings.
+pub(super) struct BackendTarget {
+    pub(super) backend: BackendRef,
+    pub(super) field: Field,
+}
+
+/// Where in an Ingress a warning points. Formatted only when a warning is made:
+/// building 10,000 Ingresses must not format 10,000 field paths for nothing.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Field {
+    Annotations,
+    Path { rule: usize, path: usize },
+    PathBackend { rule: usize, path: usize },
+    DefaultBackend,
+    Tls(usize),
+}
+
+impl std::fmt::Display for Field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Field::Annotations => f.write_str("metadata.annotations"),
+            Field::Path { rule, path } => write!(f, "spec.rules[{rule}].http.paths[{path}]"),
+            Field::PathBackend { rule, path } => {
+                write!(f, "spec.rules[{rule}].http.paths[{path}].backend")
+            }
+            Field::DefaultBackend => f.write_str("spec.defaultBackend"),
+            Field::Tls(i) => write!(f, "spec.tls[{i}]"),
+        }
+    }
+}
+
+/// An Ingress name that makes `parse_ingress` fail, to test that one object's
+/// failure stays its own.
+#[cfg(test)]
+pub(super) const PANIC_FOR_TESTS: &str = "panic-for-tests";
+
+pub(super) fn parse_ingress(
+    ingress: &Ingress,
+    object: &ObjectRef,
+    defaults: &ProxyDefaults,
+) -> ParsedIngress {
+    #[cfg(test)]
+    #[allow(clippy::panic)]
+    if object.name == PANIC_FOR_TESTS {
+        panic!("failing as the test asked");
+    }
+    let namespace = object.namespace.as_str();
+    let mut parsed = ParsedIngress {
+        object: object.clone(),
+        ingress: IngressRef {
+            namespace: namespace.to_owned(),
+            name: object.name.clone(),
+        },
+        policy: IngressAnnotations::default().policy(defaults),
+        protocol: Protocol::default(),
+        fallback: None,
+        paths: Vec::new(),
+        default: None,
+        tls: Vec::new(),
+        ssl_redirect: true,
+        force_ssl_redirect: false,
+        canary: None,
+        limit: None,
+        allow_namespaces: BTreeSet::new(),
+        faults: Vec::new(),
+    };
+    let fault = |field: String, reason: &'static str, message: String| Warning {
+        file: None,
+        object: Some(object.clone()),
+        field: Some(field),
+        reason,
+        message,
+    };
+    let annotations = match IngressAnnotations::parse(ingress.metadata.annotations.as_ref()) {
+        Ok(a) => a,
+        Err(error) => {
+            let message = format!("{error}; Ingress skipped");
+            parsed.faults.push(fault(
+                "metadata.annotations".into(),
+                "invalid-annotation",
+                message,
+            ));
+            return parsed;
+        }
+    };
+    parsed.policy = annotations.policy(defaults);
+    parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(true);
+    parsed.canary = annotations.canary.clone();
+    parsed.limit = annotations
+        .limit
+        .clone()
+        .map(|spec| (spec, annotations.limit_cluster));
+    parsed.force_ssl_redirect = annotations.force_ssl_redirect.unwrap_or(false);
+    parsed.allow_namespaces = annotations.allow_namespaces.iter().cloned().collect();
+    parsed.protocol = annotations.backend_protocol.unwrap_or_default();
+    parsed.fallback = annotations
+        .default_backend
+        .as_ref()
+        .map(|(service, port)| BackendRef {
+            namespace: namespace.to_owned(),
+            service: service.clone(),
+            port: port.clone(),
+        });
+    let Some(spec) = &ingress.spec else {
+        parsed.faults.push(fault(
+            "spec".into(),
+            "invalid-ingress",
+            "no spec; Ingress skipped".into(),
+        ));
+        return parsed;
+    };
+
+    for tls in spec.tls.iter().flatten() {
+        let hosts = tls
+            .hosts
+            .iter()
+            .flatten()
+            .map(|h| h.to_ascii_lowercase())
+            .collect();
+        parsed.tls.push((hosts, tls.secret_name.clone()));
+    }
+    let mut hosts = BTreeSet::new();
+    for (ri, rule) in spec.rules.iter().flatten().enumerate() {
+        let Some(host) = HostKey::parse(rule.host.as_deref()) else {
+            let host = rule.host.as_deref().unwrap_or_default();
+            let message = format!("invalid host {host:?}; rule skipped");
+            parsed.faults.push(fault(
+                format!("spec.rules[{ri}].host"),
+                "invalid-host",
+                message,
+            ));
+            continue;
+        };
+        hosts.insert(host.clone());
+        let paths = rule.http.iter().flat_map(|http| http.paths.iter());
+        for (pi, path) in paths.enumerate() {
+            let field = || Field::Path { rule: ri, path: pi }.to_string();
+            let kind = match path.path_type.as_str() {
+                "Exact" => PathKind::Exact,
+                "Prefix" | "ImplementationSpecific" => PathKind::Prefix,
+                other => {
+                    let message = format!("pathType {other:?} is not Exact, Prefix or ImplementationSpecific; path skipped");
+                    parsed.faults.push(fault(field(), "invalid-path", message));
+                    continue;
+                }
+            };
+            let value = path.path.as_deref().unwrap_or("/");
+            if !value.starts_with('/') {
+                let message = format!("path {value:?} must start with '/'; path skipped");
+                parsed.faults.push(fault(field(), "invalid-path", message));
+                continue;
+            }
+            let field = Field::PathBackend { rule: ri, path: pi };
+            match backend_ref(&path.backend, namespace) {
+                Ok(backend) => parsed.paths.push(ParsedPath {
+                    host: host.clone(),
+                    kind,
+                    path: value.to_owned(),
+                    target: BackendTarget { backend, field },
+                }),
+                Err(message) => {
+                    parsed
+                        .faults
+                        .push(fault(field.to_string(), "invalid-backend", message))
+                }
+            }
+        }
+    }
+    if let Some(default_backend) = &spec.default_backend {
+        let field = Field::DefaultBackend;
+        match backend_ref(default_backend, namespace) {
+            Ok(backend) => {
+                // It serves the Ingress's own hosts; without rules, every host.
+                if hosts.is_empty() {
+                    hosts.insert(HostKey::Any);
+                }
+                parsed.default = Some((BackendTarget { backend, field }, hosts));
+            }
+            Err(message) => {
+                parsed
+                    .faults
+                    .push(fault(field.to_string(), "invalid-backend", message))
+            }
+        }
+    }
+    parsed
+}
+
+pub(super) fn backend_ref(backend: &IngressBackend, namespace: &str) -> Result<BackendRef, String> {
+    let service = backend
+        .service
+        .as_ref()
+        .ok_or("resource backends are not supported; skipped")?;
+    let port = service
+        .port
+        .as_ref()
+        .and_then(|p| p.number.map(|n| n.to_string()).or_else(|| p.name.clone()))
+        .ok_or_else(|| {
+            format!(
+                "service {:?} has no port number or name; skipped",
+                service.name
+            )
+        })?;
+    Ok(BackendRef {
+        namespace: namespace.to_owned(),
+        service: service.name.clone(),
+        port,
+    })
+}
