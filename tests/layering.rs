@@ -1,0 +1,177 @@
+//! The layering check: each top-level module imports only modules of lower
+//! layers (`../shared/DESIGN.md`, "Layers"). It reads the `crate::` paths of
+//! every source file. Imports that break the rule today are listed in
+//! `KNOWN_UPWARD`, to be removed as the code is reshaped: the check fails on
+//! any new one, and on a listed one that is gone, so the list only shrinks.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+/// Lower numbers are lower layers; a module may import only lower numbers.
+const LAYERS: &[(&str, u8)] = &[
+    // Leaves.
+    ("units", 0),
+    ("telemetry", 0),
+    ("lifecycle", 0),
+    // Pure decisions.
+    ("balance", 1),
+    ("policy", 1),
+    // Protocols, pools, the HTTP/1 client, TLS to pods.
+    ("upstream", 2),
+    // The model.
+    ("routing", 3),
+    // Sources -> table | request pipeline | config file.
+    ("discovery", 4),
+    ("proxy", 4),
+    ("config", 4),
+    // Wiring: the admin API and config reloads, the server that starts them,
+    // the command line.
+    ("admin", 5),
+    ("reload", 5),
+    ("server", 6),
+    ("demo", 6),
+    ("main", 7),
+];
+
+/// Test support any module's tests may use.
+const TEST_SUPPORT: &[&str] = &["fuzz"];
+
+/// `from -> to` imports that break the layering today (issue #16 removes them).
+const KNOWN_UPWARD: &[(&str, &str)] = &[
+    ("balance", "config"),
+    ("balance", "proxy"),
+    ("balance", "routing"),
+    ("config", "discovery"),
+    ("discovery", "config"),
+    ("discovery", "proxy"),
+    ("policy", "balance"),
+    ("proxy", "config"),
+    ("routing", "proxy"),
+    ("telemetry", "balance"),
+    ("telemetry", "routing"),
+];
+
+fn layer(module: &str) -> u8 {
+    LAYERS
+        .iter()
+        .find(|(name, _)| *name == module)
+        .map(|(_, layer)| *layer)
+        .unwrap_or_else(|| panic!("module `{module}` has no layer: add it to LAYERS"))
+}
+
+/// The top-level modules `text` names through `prefix` (`crate::` or `sluice::`),
+/// in plain paths and in `prefix{a, b::c}` groups.
+fn imported(text: &str, prefix: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for line in text.lines() {
+        let code = line.trim_start();
+        if code.starts_with("//") {
+            continue;
+        }
+        let mut rest = code;
+        while let Some(at) = rest.find(prefix) {
+            rest = &rest[at + prefix.len()..];
+            let names: Vec<&str> = match rest.strip_prefix('{') {
+                Some(group) => group
+                    .split('}')
+                    .next()
+                    .unwrap_or_default()
+                    .split(',')
+                    .collect(),
+                None => vec![rest],
+            };
+            for name in names {
+                let name: String = name
+                    .trim()
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if !name.is_empty() {
+                    found.insert(name);
+                }
+            }
+        }
+    }
+    found
+}
+
+fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            sources(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+#[test]
+fn modules_import_only_lower_layers() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    sources(&src, &mut files);
+    let mut upward: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    for file in &files {
+        let relative = file.strip_prefix(&src).unwrap();
+        let top = relative.components().next().unwrap().as_os_str();
+        let module = Path::new(top)
+            .file_stem()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        if module == "lib" || TEST_SUPPORT.contains(&module.as_str()) {
+            continue;
+        }
+        let text = std::fs::read_to_string(file).unwrap();
+        let prefix = if module == "main" {
+            "sluice::"
+        } else {
+            "crate::"
+        };
+        for target in imported(&text, prefix) {
+            if target == module || TEST_SUPPORT.contains(&target.as_str()) {
+                continue;
+            }
+            if layer(&target) >= layer(&module) {
+                upward
+                    .entry((module.clone(), target))
+                    .or_default()
+                    .insert(relative.display().to_string());
+            }
+        }
+    }
+    let known: BTreeSet<(String, String)> = KNOWN_UPWARD
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    let new: Vec<String> = upward
+        .iter()
+        .filter(|(pair, _)| !known.contains(pair))
+        .map(|((from, to), files)| format!("{from} -> {to} (in {files:?})"))
+        .collect();
+    assert!(
+        new.is_empty(),
+        "imports of the same or a higher layer (see LAYERS):\n{}",
+        new.join("\n")
+    );
+    let gone: Vec<String> = known
+        .iter()
+        .filter(|pair| !upward.contains_key(*pair))
+        .map(|(from, to)| format!("{from} -> {to}"))
+        .collect();
+    assert!(
+        gone.is_empty(),
+        "no longer imported: remove from KNOWN_UPWARD:\n{}",
+        gone.join("\n")
+    );
+}
+
+#[test]
+fn imports_are_read_from_paths_and_groups() {
+    let text = "use crate::routing::{Route, Backend};\nuse crate::{balance::pick, policy};\n// crate::admin in a comment\nlet x = crate::units::parse_size(\"1k\");";
+    let found: Vec<String> = imported(text, "crate::").into_iter().collect();
+    assert_eq!(found, ["balance", "policy", "routing", "units"]);
+}
