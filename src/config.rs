@@ -436,7 +436,7 @@ impl Config {
             return invalid("upstream-allow-cidrs", &e);
         }
         if let Some(backend) = &self.default_backend {
-            if crate::discovery::parse_backend_ref(backend).is_none() {
+            if crate::routing::parse_backend_ref(backend).is_none() {
                 return invalid("default-backend", "expected namespace/service:port");
             }
         }

@@ -43,14 +43,9 @@ const KNOWN_UPWARD: &[(&str, &str)] = &[
     ("balance", "config"),
     ("balance", "proxy"),
     ("balance", "routing"),
-    ("config", "discovery"),
     ("discovery", "config"),
-    ("discovery", "proxy"),
     ("policy", "balance"),
     ("proxy", "config"),
-    ("routing", "proxy"),
-    ("telemetry", "balance"),
-    ("telemetry", "routing"),
 ];
 
 fn layer(module: &str) -> u8 {

@@ -7,10 +7,10 @@
 
 use std::sync::Arc;
 
+use super::endpoints;
 use crate::config::Config;
 use crate::discovery::Publisher;
 use crate::routing::{Backend, Route, RoutingTable};
-use crate::telemetry::endpoints;
 use serde_json::{json, Value};
 
 pub fn routes(table: &RoutingTable) -> Value {

@@ -5,6 +5,7 @@
 //! reachable by Prometheus on the node).
 
 pub mod api;
+pub mod endpoints;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -137,7 +138,7 @@ fn respond(
         }
         "/metrics" => {
             let mut body = crate::telemetry::prometheus().render();
-            crate::telemetry::endpoints::render(&state.table.load(), &mut body);
+            endpoints::render(&state.table.load(), &mut body);
             with_type(
                 Response::new(Full::new(Bytes::from(body))),
                 "text/plain; version=0.0.4; charset=utf-8",

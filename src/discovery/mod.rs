@@ -23,11 +23,12 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+pub use crate::routing::parse_backend_ref;
 pub use translate::{translate, ClassSelection, LastGood, TranslateOptions, Translation};
 
 use crate::balance::EndpointRegistry;
 use crate::lifecycle::Lifecycle;
-use crate::routing::{BackendRef, RoutingTable, TableStats};
+use crate::routing::{RoutingTable, TableStats};
 
 /// The nice value control-plane work runs at (the data plane keeps the
 /// process's, normally 0).
@@ -146,20 +147,6 @@ impl fmt::Display for Warning {
         }
         f.write_str(&self.message)
     }
-}
-
-/// Parses `namespace/service:port` (port by number or name).
-pub fn parse_backend_ref(s: &str) -> Option<BackendRef> {
-    let (namespace, rest) = s.split_once('/')?;
-    let (service, port) = rest.rsplit_once(':')?;
-    if namespace.is_empty() || service.is_empty() || port.is_empty() {
-        return None;
-    }
-    Some(BackendRef {
-        namespace: namespace.to_owned(),
-        service: service.to_owned(),
-        port: port.to_owned(),
-    })
 }
 
 /// Translates snapshots and publishes the resulting tables.
@@ -473,24 +460,5 @@ mod tests {
         drop(held); // the request finishes: it is not the last owner
         assert_eq!(publisher.reap(), 0);
         assert!(!publisher.has_retired());
-    }
-
-    #[test]
-    fn backend_refs() {
-        let r = parse_backend_ref("default/web:80").unwrap();
-        assert_eq!(
-            (r.namespace.as_str(), r.service.as_str(), r.port.as_str()),
-            ("default", "web", "80")
-        );
-        assert_eq!(parse_backend_ref("ns/svc:http").unwrap().port, "http");
-        for bad in [
-            "web:80",
-            "default/web",
-            "/web:80",
-            "default/:80",
-            "default/web:",
-        ] {
-            assert!(parse_backend_ref(bad).is_none(), "{bad}");
-        }
     }
 }

@@ -26,7 +26,7 @@ use crate::config::{HostOwnership, ProxyDefaults};
 use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::retry::RetryBudget;
 use crate::policy::upstream_deny::UpstreamDeny;
-use crate::proxy::tls::{Certificate, TlsCerts};
+use crate::routing::certs::{Certificate, TlsCerts};
 use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
 
 use crate::routing::{

@@ -10,7 +10,6 @@
 //! Provider: aws-lc-rs, rustls' default and the faster of its two providers on
 //! x86_64 and aarch64 (handshake signatures and AES-GCM).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -18,103 +17,18 @@ use rustls::crypto::aws_lc_rs;
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::routing::certs::load_certified_key;
 use crate::routing::RoutingTable;
 
 /// Cached sessions for resumption (by id; tickets need no server state).
 const SESSION_CACHE: usize = 16 * 1024;
-
-/// A loaded certificate and what operators need to know about it.
-#[derive(Debug, Clone)]
-pub struct Certificate {
-    pub key: Arc<CertifiedKey>,
-    /// `notAfter`, Unix seconds, when it could be read.
-    pub expires: Option<i64>,
-    /// `namespace/name` of the Secret.
-    pub source: String,
-}
-
-/// The certificates of one routing table, by host.
-#[derive(Debug, Default, Clone)]
-pub struct TlsCerts {
-    exact: HashMap<String, Certificate>,
-    /// `*.foo.com` under `foo.com`.
-    wildcard: HashMap<String, Certificate>,
-    pub default: Option<Certificate>,
-}
-
-impl TlsCerts {
-    /// Adds a certificate for a host (`foo.com` or `*.foo.com`, lowercased);
-    /// the first one set for a host wins.
-    pub fn insert(&mut self, host: &str, certificate: Certificate) -> bool {
-        let map = match host.strip_prefix("*.") {
-            Some(suffix) => (&mut self.wildcard, suffix),
-            None => (&mut self.exact, host),
-        };
-        if map.0.contains_key(map.1) {
-            return false;
-        }
-        map.0.insert(map.1.to_owned(), certificate);
-        true
-    }
-
-    /// The certificate for a host by its own entry (exact or wildcard).
-    pub fn for_host(&self, host: &str) -> Option<&Certificate> {
-        let host = host.trim_end_matches('.');
-        self.exact.get(host).or_else(|| {
-            let (first, rest) = host.split_once('.')?;
-            (!first.is_empty())
-                .then(|| self.wildcard.get(rest))
-                .flatten()
-        })
-    }
-
-    pub fn has_host(&self, host: &str) -> bool {
-        self.for_host(host).is_some()
-    }
-
-    /// Every certificate with the hosts it serves, for metrics and the admin API.
-    pub fn all(&self) -> impl Iterator<Item = (String, &Certificate)> {
-        let exact = self.exact.iter().map(|(h, c)| (h.clone(), c));
-        let wildcard = self.wildcard.iter().map(|(h, c)| (format!("*.{h}"), c));
-        exact.chain(wildcard)
-    }
-}
 
 /// Makes aws-lc-rs the process's rustls provider. Two providers are linked (the
 /// Kubernetes client brings ring), and rustls refuses to guess between them.
 pub fn install_provider() {
     // Err only when one is installed already, which is what we want.
     let _ = aws_lc_rs::default_provider().install_default();
-}
-
-/// Parses a PEM chain and key, and checks that they belong together.
-pub fn load_certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<Certificate, String> {
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("tls.crt is not a PEM certificate chain: {e}"))?;
-    if chain.is_empty() {
-        return Err("tls.crt holds no certificate".into());
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem)
-        .map_err(|e| format!("tls.key is not a PEM private key (PKCS#8, RSA or EC): {e}"))?;
-    let provider = aws_lc_rs::default_provider();
-    let signing_key = provider
-        .key_provider
-        .load_private_key(key)
-        .map_err(|e| format!("tls.key cannot be used: {e}"))?;
-    let expires = not_after(&chain[0]);
-    let certified = CertifiedKey::new(chain, signing_key);
-    certified
-        .keys_match()
-        .map_err(|e| format!("tls.key does not match the certificate in tls.crt: {e}"))?;
-    Ok(Certificate {
-        key: Arc::new(certified),
-        expires,
-        source: String::new(),
-    })
 }
 
 /// A certificate for handshakes nothing else covers, made at start.
@@ -168,134 +82,12 @@ pub fn server_config(table: Arc<ArcSwap<RoutingTable>>) -> Result<Arc<ServerConf
     Ok(Arc::new(config))
 }
 
-/// `notAfter` of a certificate, from its DER, as Unix seconds.
-///
-/// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
-/// serialNumber, signature, issuer, validity SEQUENCE { notBefore, notAfter } ...
-fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
-    let (_, cert_body, _) = der_element(cert.as_ref())?;
-    let (_, mut tbs, _) = der_element(cert_body)?;
-    let mut fields = Vec::new();
-    while !tbs.is_empty() && fields.len() < 5 {
-        let (tag, body, rest) = der_element(tbs)?;
-        fields.push((tag, body));
-        tbs = rest;
-    }
-    // Skip the explicit [0] version when present.
-    let skip = usize::from(fields.first()?.0 == 0xa0);
-    let (_, validity) = *fields.get(skip + 3)?;
-    let (_, _not_before, rest) = der_element(validity)?;
-    let (tag, not_after, _) = der_element(rest)?;
-    parse_time(tag, std::str::from_utf8(not_after).ok()?)
-}
-
-/// (tag, contents, rest) of one DER element.
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *input.first()?;
-    let first = *input.get(1)?;
-    let (len, header) = if first < 0x80 {
-        (usize::from(first), 2)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let len = input
-            .get(2..2 + n)?
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, 2 + n)
-    };
-    let body = input.get(header..header + len)?;
-    Some((tag, body, &input[header + len..]))
-}
-
-/// UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ) to Unix seconds.
-fn parse_time(tag: u8, s: &str) -> Option<i64> {
-    let digits = s.strip_suffix('Z')?;
-    let (year, rest) = match tag {
-        0x17 => {
-            let yy: i64 = digits.get(0..2)?.parse().ok()?;
-            (
-                if yy < 50 { 2000 + yy } else { 1900 + yy },
-                digits.get(2..)?,
-            )
-        }
-        0x18 => (digits.get(0..4)?.parse().ok()?, digits.get(4..)?),
-        _ => return None,
-    };
-    let field = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
-    let (month, day, hour, minute, second) =
-        (field(0)?, field(2)?, field(4)?, field(6)?, field(8)?);
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn loads_generated_certificates_and_reads_expiry() {
-        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
-        params.not_after = rcgen::date_time_ymd(2031, 5, 17);
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let loaded =
-            load_certified_key(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
-        // 2031-05-17T00:00:00Z
-        assert_eq!(loaded.expires, Some(1_936_742_400));
-
-        let other = rcgen::KeyPair::generate().unwrap();
-        let err = load_certified_key(cert.pem().as_bytes(), other.serialize_pem().as_bytes())
-            .unwrap_err();
-        assert!(err.contains("does not match"), "{err}");
-        assert!(load_certified_key(b"junk", key.serialize_pem().as_bytes()).is_err());
+    fn a_self_signed_certificate_is_made_at_start() {
         assert!(self_signed().is_ok());
-    }
-
-    #[test]
-    fn exact_then_wildcard() {
-        let cert = |name: &str| Certificate {
-            key: self_signed().unwrap(),
-            expires: None,
-            source: name.into(),
-        };
-        let mut certs = TlsCerts::default();
-        assert!(certs.insert("a.foo.com", cert("exact")));
-        assert!(certs.insert("*.foo.com", cert("wild")));
-        assert!(!certs.insert("*.foo.com", cert("late")));
-        let source = |h: &str| certs.for_host(h).map(|c| c.source.clone());
-        assert_eq!(source("a.foo.com").as_deref(), Some("exact"));
-        assert_eq!(source("b.foo.com").as_deref(), Some("wild"));
-        assert_eq!(source("x.b.foo.com"), None);
-        assert_eq!(source("foo.com"), None);
-    }
-
-    /// Secrets are tenants' input: mutated PEM and DER are errors, never panics.
-    #[test]
-    fn fuzzed_certificates_never_panic() {
-        let params = rcgen::CertificateParams::new(vec!["a.test".to_owned()]).unwrap();
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.self_signed(&key).unwrap();
-        let (pem, key_pem, der) = (cert.pem(), key.serialize_pem(), cert.der().to_vec());
-        crate::fuzz::bytes(&[&der], crate::fuzz::iterations(20_000), |raw| {
-            let _ = not_after(&CertificateDer::from(raw.to_vec()));
-        });
-        crate::fuzz::bytes(
-            &[pem.as_bytes(), key_pem.as_bytes()],
-            crate::fuzz::iterations(2_000),
-            |raw| {
-                let _ = load_certified_key(raw, key_pem.as_bytes());
-                let _ = load_certified_key(pem.as_bytes(), raw);
-            },
-        );
     }
 }

@@ -3,6 +3,7 @@
 //! Built by `discovery::translate`, published whole through an `ArcSwap`, and read
 //! once per request. Host and path matching follow Ingress v1 (see `matching`).
 
+pub mod certs;
 mod matching;
 pub mod normalize;
 
@@ -24,8 +25,8 @@ use crate::policy::ratelimit::Limiter;
 use crate::policy::retry::{
     RetryBudget, RetryPolicy, DEFAULT_BUDGET_MIN_PER_SECOND, DEFAULT_BUDGET_RATIO,
 };
-use crate::proxy::tls::TlsCerts;
 use crate::telemetry::requests::RequestMetrics;
+use certs::TlsCerts;
 
 pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind};
 
@@ -76,6 +77,20 @@ pub struct BackendRef {
     pub service: String,
     /// The port number or name as the Ingress wrote it.
     pub port: String,
+}
+
+/// Parses `namespace/service:port` (port by number or name).
+pub fn parse_backend_ref(s: &str) -> Option<BackendRef> {
+    let (namespace, rest) = s.split_once('/')?;
+    let (service, port) = rest.rsplit_once(':')?;
+    if namespace.is_empty() || service.is_empty() || port.is_empty() {
+        return None;
+    }
+    Some(BackendRef {
+        namespace: namespace.to_owned(),
+        service: service.to_owned(),
+        port: port.to_owned(),
+    })
 }
 
 impl fmt::Display for BackendRef {

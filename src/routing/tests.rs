@@ -164,3 +164,22 @@ fn no_match_and_global_default() {
     let table = RoutingTable::new([], Vec::new(), Some(route("global")), TableStats::default());
     assert_eq!(table.route("a.com", "/").unwrap().ingress.name, "global");
 }
+
+#[test]
+fn backend_refs() {
+    let r = parse_backend_ref("default/web:80").unwrap();
+    assert_eq!(
+        (r.namespace.as_str(), r.service.as_str(), r.port.as_str()),
+        ("default", "web", "80")
+    );
+    assert_eq!(parse_backend_ref("ns/svc:http").unwrap().port, "http");
+    for bad in [
+        "web:80",
+        "default/web",
+        "/web:80",
+        "default/:80",
+        "default/web:",
+    ] {
+        assert!(parse_backend_ref(bad).is_none(), "{bad}");
+    }
+}

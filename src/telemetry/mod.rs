@@ -4,7 +4,6 @@
 
 pub mod access_log;
 pub mod connections;
-pub mod endpoints;
 pub mod requests;
 
 use std::sync::OnceLock;

@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use crate::balance::EndpointRegistry;
 use crate::discovery::Snapshot;
 use crate::policy::upstream_deny::UpstreamDeny;
-use crate::proxy::tls::{load_certified_key, Certificate};
+use crate::routing::certs::{load_certified_key, Certificate};
 use crate::routing::{BackendRef, Endpoint, Protocol, RoutingTable};
 
 /// The label EndpointSlices carry to name their Service.

@@ -11,7 +11,7 @@ use crate::balance::pick::DEFAULT_LATENCY;
 use crate::balance::policy::DEFAULT_DECAY;
 use crate::routing::{Backend, RoutingTable};
 
-use super::{
+use crate::telemetry::{
     ENDPOINT_BREAKER_STATE, ENDPOINT_IN_FLIGHT, ENDPOINT_LATENCY_EWMA, UPSTREAM_CONNECTIONS_IDLE,
 };
 
