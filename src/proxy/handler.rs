@@ -87,8 +87,9 @@ pub struct ConnInfo {
     /// Requests started on this connection, for the idle watchdog (a count, not
     /// a time: reading the clock for every request costs more).
     started: AtomicU64,
-    /// Reads that brought bytes from the client (see `activity`).
-    reads: AtomicU64,
+    /// Reads that brought bytes from the client (see `activity`), counted by
+    /// the connection's `activity::Counted` IO.
+    reads: Arc<AtomicU64>,
 }
 
 impl ConnInfo {
@@ -103,13 +104,13 @@ impl ConnInfo {
             local_port: HeaderValue::from(local.port()),
             protocol: OnceLock::new(),
             started: AtomicU64::new(0),
-            reads: AtomicU64::new(0),
+            reads: Arc::default(),
         }
     }
 
-    /// Notes that a read from the client brought bytes.
-    pub fn note_read(&self) {
-        self.reads.fetch_add(1, Ordering::Relaxed);
+    /// The count of reads from the client, for its `activity::Counted` IO.
+    pub fn reads(&self) -> Arc<AtomicU64> {
+        self.reads.clone()
     }
 
     /// What the idle watchdog watches change. Over HTTP/1, bytes on their way
@@ -129,21 +130,9 @@ impl ConnInfo {
         self.started.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Returns once the connection has been idle (`activity`) for `idle`, give
-    /// or take a quarter: it is checked four times per `idle`.
+    /// Returns once the connection has been idle (`activity`) for `idle`.
     pub async fn idle_for(&self, idle: std::time::Duration) {
-        let check = idle / 4;
-        let mut seen = self.activity();
-        let mut quiet_since = Instant::now();
-        loop {
-            tokio::time::sleep(check).await;
-            let now = self.activity();
-            if now != seen {
-                (seen, quiet_since) = (now, Instant::now());
-            } else if quiet_since.elapsed() >= idle {
-                return;
-            }
-        }
+        super::activity::quiet_for(|| self.activity(), idle).await;
     }
 
     /// Counts the connection as open (once).

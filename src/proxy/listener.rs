@@ -10,10 +10,6 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
@@ -21,6 +17,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use super::activity::Counted;
 use super::handler::{ConnInfo, Proxy};
 use super::proxy_protocol;
 use crate::config::Config;
@@ -268,13 +265,13 @@ async fn serve_connection<I>(
             closing.cancel();
         }
     });
-    let watched = info.clone();
+    let reads = info.reads();
     let service = service_fn(move |request| {
         let proxy = proxy.clone();
         let info = info.clone();
         async move { Ok::<_, Infallible>(proxy.handle(request, &info).await) }
     });
-    let io = Noted { io, info: watched };
+    let io = Counted { io, reads };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -287,57 +284,5 @@ async fn serve_connection<I>(
     watchdog.abort();
     if let Err(error) = result {
         tracing::debug!(%peer, %error, "client connection ended with an error");
-    }
-}
-
-/// A client connection's IO that notes each read bringing bytes, for the idle
-/// watchdog. Writes pass straight through, vectored ones included.
-struct Noted<I> {
-    io: I,
-    info: Arc<ConnInfo>,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Noted<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            self.info.note_read();
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Noted<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }

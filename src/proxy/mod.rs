@@ -8,6 +8,7 @@
 //! and cut 3% of an HTTP/1.1 request's instructions, 4% of an h2c one's
 //! (`benches/README.md`).
 
+pub mod activity;
 pub mod body;
 pub mod client_addr;
 pub mod error;

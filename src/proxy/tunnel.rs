@@ -2,18 +2,17 @@
 //! closes, or until neither has sent a byte for `tunnel-idle-timeout`, so an
 //! abandoned tunnel cannot hold its two sockets forever.
 
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::BytesMut;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
-use tokio::time::Instant;
+
+use super::activity::{quiet_for, Counted};
 
 /// Copies between an upgraded client and upstream; first, what the upstream
 /// sent right after its `101`.
@@ -32,76 +31,22 @@ pub async fn run(client: OnUpgrade, (upstream, early): (TcpStream, BytesMut), id
             return;
         }
     }
-    let started = Instant::now();
-    let last = Arc::new(AtomicU64::new(0));
-    let mut client = Watched {
+    let reads = Arc::new(AtomicU64::new(0));
+    let mut client = Counted {
         io: client,
-        started,
-        last: last.clone(),
+        reads: reads.clone(),
     };
-    let mut upstream = Watched {
+    let mut upstream = Counted {
         io: upstream,
-        started,
-        last: last.clone(),
+        reads: reads.clone(),
     };
     let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
-    let quiet = async {
-        loop {
-            let since = Duration::from_millis(last.load(Ordering::Relaxed));
-            let deadline = started + since + idle;
-            if Instant::now() >= deadline {
-                return;
-            }
-            tokio::time::sleep_until(deadline).await;
-        }
-    };
+    let quiet = quiet_for(|| reads.load(Ordering::Relaxed), idle);
     tokio::select! {
         copied = copy => match copied {
             Ok((up, down)) => tracing::debug!(bytes_up = up, bytes_down = down, "tunnel closed"),
             Err(error) => tracing::debug!(%error, "tunnel closed with an error"),
         },
         () = quiet => tracing::debug!(?idle, "tunnel idle; closed"),
-    }
-}
-
-/// An IO that notes when it last read a byte.
-struct Watched<T> {
-    io: T,
-    started: Instant,
-    /// Milliseconds after `started`.
-    last: Arc<AtomicU64>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let now = self.started.elapsed().as_millis() as u64;
-            self.last.store(now, Ordering::Relaxed);
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
