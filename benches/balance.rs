@@ -1,4 +1,4 @@
-//! `pick_endpoint`: the cost of choosing an endpoint, for 3, 100 and 1,000
+//! `Backend::pick`: the cost of choosing an endpoint, for 3, 100 and 1,000
 //! endpoints, single-threaded and with two threads picking from the same backend
 //! at once, for peak-EWMA P2C next to plain round-robin.
 //!
@@ -12,11 +12,11 @@ use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use sluice::balance::pick::{pick_endpoint, record};
 use sluice::balance::policy::{Algorithm, BalancePolicy};
 use sluice::balance::window::Outcome;
-use sluice::balance::EndpointRegistry;
+use sluice::balance::ThreadRandom;
 use sluice::config::PoolConfig;
+use sluice::routing::EndpointRegistry;
 use sluice::routing::{Backend, BackendRef, Endpoint, Protocol};
 
 fn backend(n: usize, registry: &EndpointRegistry) -> Arc<Backend> {
@@ -34,6 +34,16 @@ fn backend(n: usize, registry: &EndpointRegistry) -> Arc<Backend> {
         port: "80".into(),
     };
     Arc::new(Backend::new(name, Protocol::Http1, endpoints))
+}
+
+fn pick(backend: &Backend, policy: &BalancePolicy) -> Option<sluice::routing::Pick> {
+    backend.pick(
+        policy,
+        None,
+        &[],
+        tokio::time::Instant::now(),
+        &mut ThreadRandom,
+    )
 }
 
 fn policy(algorithm: Algorithm) -> BalancePolicy {
@@ -57,19 +67,20 @@ fn bench(c: &mut Criterion) {
             let policy = policy(algorithm);
             // Give every endpoint a latency estimate, as in steady state.
             for _ in 0..n * 2 {
-                let pick = pick_endpoint(&backend, &policy, None, &[]).unwrap();
-                record(
-                    &backend,
+                let pick = pick(&backend, &policy).unwrap();
+                backend.record(
                     &policy,
                     &pick,
                     Outcome::Response(200),
                     Duration::from_micros(500 + fastrand::u64(..500)),
+                    tokio::time::Instant::now(),
+                    &mut ThreadRandom,
                 );
             }
             group.bench_with_input(
                 BenchmarkId::new(format!("{name}/1_thread"), n),
                 &n,
-                |b, _| b.iter(|| black_box(pick_endpoint(&backend, &policy, None, &[]))),
+                |b, _| b.iter(|| black_box(pick(&backend, &policy))),
             );
             group.bench_with_input(
                 BenchmarkId::new(format!("{name}/2_threads"), n),
@@ -83,14 +94,14 @@ fn bench(c: &mut Criterion) {
                             std::thread::spawn(move || {
                                 barrier.wait();
                                 for _ in 0..iters {
-                                    black_box(pick_endpoint(&backend, &policy, None, &[]));
+                                    black_box(pick(&backend, &policy));
                                 }
                             })
                         };
                         barrier.wait();
                         let start = Instant::now();
                         for _ in 0..iters {
-                            black_box(pick_endpoint(&backend, &policy, None, &[]));
+                            black_box(pick(&backend, &policy));
                         }
                         let elapsed = start.elapsed();
                         other.join().unwrap();

@@ -21,10 +21,10 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use sluice::balance::EndpointRegistry;
 use sluice::config::PoolConfig;
 use sluice::discovery::{translate, LastGood, Publisher, Snapshot, TranslateOptions};
 use sluice::lifecycle::Lifecycle;
+use sluice::routing::EndpointRegistry;
 use sluice::routing::RoutingTable;
 
 const SERVICES: usize = 10_000;

@@ -9,9 +9,9 @@
 mod fixtures;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sluice::balance::EndpointRegistry;
 use sluice::config::PoolConfig;
 use sluice::discovery::{translate, LastGood, Snapshot, TranslateOptions};
+use sluice::routing::EndpointRegistry;
 use std::hint::black_box;
 
 const HOSTS: usize = 10_000;

@@ -30,9 +30,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_BODY_SIZE: u64 = 1 << 20;
-pub const DEFAULT_UPSTREAM_KEEPALIVE_CONNECTIONS: usize = 320;
-pub const DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
-pub const DEFAULT_UPSTREAM_KEEPALIVE_REQUESTS: u32 = 10_000;
+pub use crate::upstream::pool::{
+    PoolConfig, DEFAULT_UPSTREAM_KEEPALIVE_CONNECTIONS, DEFAULT_UPSTREAM_KEEPALIVE_REQUESTS,
+    DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT,
+};
 pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(75);
 pub const DEFAULT_KEEP_ALIVE_REQUESTS: u32 = 1_000;
 pub const DEFAULT_MAX_HEADER_SIZE: u64 = 32 << 10;
@@ -225,14 +226,6 @@ pub struct ProxyDefaults {
     pub retry_budget_min_per_second: u32,
 }
 
-/// Upstream keep-alive pool, per endpoint.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PoolConfig {
-    pub upstream_keepalive_connections: usize,
-    pub upstream_keepalive_timeout: Duration,
-    pub upstream_keepalive_requests: u32,
-}
-
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -293,12 +286,6 @@ impl Default for Config {
 impl Default for ProxyDefaults {
     fn default() -> Self {
         Config::default().proxy_defaults()
-    }
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        Config::default().pool_config()
     }
 }
 

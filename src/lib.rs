@@ -26,3 +26,4 @@ pub mod routing;
 pub mod server;
 pub mod telemetry;
 pub mod units;
+pub mod upstream;

@@ -18,7 +18,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminState;
-use crate::balance::EndpointRegistry;
 use crate::config::Config;
 use crate::discovery::kube::{self, KubeOptions};
 use crate::discovery::manifests::{self, ManifestsDir};
@@ -27,6 +26,7 @@ use crate::discovery::{ClassSelection, DiscoveryError, Publisher};
 use crate::lifecycle::Lifecycle;
 use crate::proxy::{listener, tls, Proxy};
 use crate::reload::{self, ConfigWatch};
+use crate::routing::EndpointRegistry;
 use crate::routing::RoutingTable;
 use crate::telemetry::access_log::{self, AccessLog};
 use ::kube::runtime::events::Reporter;

@@ -52,11 +52,11 @@ fn route_json(host: &str, path: Option<(String, &str)>, route: &Route) -> Value 
         "ingress": route.ingress.name,
         "backend": backend_json(&route.backend),
         "fallback": route.fallback.as_ref().map(backend_json),
-        "canary": route.canary.as_ref().map(|c| json!({"ingress": c.ingress.name, "backend": backend_json(&c.backend)})),
+        "canary": route.filters.canary().map(|c| json!({"ingress": c.ingress.name, "backend": backend_json(&c.backend)})),
         "load_balance": format!("{:?}", route.policy.balance.algorithm),
         "circuit_breaker": route.policy.balance.breaker.source,
-        "rate_limit": route.limiter.as_ref().map(|l| json!({"per_second": l.spec().per_second, "burst": l.spec().burst, "key": format!("{:?}", l.spec().key)})),
-        "https_redirect": route.policy.https_redirect,
+        "rate_limit": route.filters.limiter().map(|l| json!({"per_second": l.spec().per_second, "burst": l.spec().burst, "key": format!("{:?}", l.spec().key)})),
+        "https_redirect": route.filters.https_redirect(),
     })
 }
 

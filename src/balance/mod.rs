@@ -1,13 +1,13 @@
-//! Per-endpoint state that outlives routing-table swaps.
+//! Layer 1, pure decisions: which endpoint takes a request, and what its
+//! answer teaches. Latency estimates (`ewma`), the circuit breaker (`breaker`,
+//! its rule language `expr`, its outcome `window`), the choice itself (`pick`)
+//! and the policy that configures them (`policy`).
 //!
-//! A table refers to endpoints through `Arc<EndpointState>` handed out by the
-//! `EndpointRegistry`, keyed by the namespace of the Service that names the pod,
-//! its address and protocol: a table rebuilt with the same pods gets the same
-//! states, so upstream connection pools, latency estimates and breakers survive
-//! every swap. The namespace is in the key because a tenant may point a Service
-//! of its own at another tenant's pod address: its failures must then trip its
-//! own breaker, never the one the owner's traffic goes through. States that no
-//! table refers to any more are collected after a swap.
+//! Nothing here knows tables, pools or sockets: `pick` works over any slice of
+//! `Candidate`s, and the clock and randomness come in as arguments (`Random`),
+//! so tests decide them. The state these decisions keep per endpoint
+//! (`EndpointStats`) and per backend (`BackendStats`) is held by the model
+//! (`routing`), in the one home that outlives table swaps.
 
 pub mod breaker;
 pub mod ewma;
@@ -16,23 +16,10 @@ pub mod pick;
 pub mod policy;
 pub mod window;
 
-use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use tokio::time::Instant;
-
-use crate::config::PoolConfig;
-use crate::proxy::pool::Pool;
-use crate::routing::Protocol;
-
-#[derive(Debug)]
-pub struct EndpointState {
-    pub addr: SocketAddr,
-    pub pool: Pool,
-    pub stats: EndpointStats,
-}
 
 /// Latency, load and health of one endpoint: what balancing reads.
 #[derive(Debug)]
@@ -47,16 +34,20 @@ pub struct EndpointStats {
 
 impl Default for EndpointStats {
     fn default() -> Self {
+        EndpointStats::new(Instant::now())
+    }
+}
+
+impl EndpointStats {
+    pub fn new(since: Instant) -> EndpointStats {
         EndpointStats {
-            since: Instant::now(),
+            since,
             latency: ewma::PeakEwma::default(),
             in_flight: AtomicU32::new(0),
             breaker: breaker::Breaker::default(),
         }
     }
-}
 
-impl EndpointStats {
     pub fn nanos(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.since).as_nanos() as u64
     }
@@ -64,120 +55,96 @@ impl EndpointStats {
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
     }
-}
 
-/// Counts a request as in flight on an endpoint until dropped.
-#[derive(Debug)]
-pub struct InFlight(Arc<EndpointState>);
+    /// A request starts on this endpoint (paired with `end_request`).
+    pub fn begin_request(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    }
 
-impl InFlight {
-    pub fn new(endpoint: Arc<EndpointState>) -> InFlight {
-        endpoint.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(endpoint)
+    pub fn end_request(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
+/// What balancing keeps per backend: the round-robin cursor and the typical
+/// latency of its answers (where a new or idle endpoint's estimate starts and
+/// returns to).
 #[derive(Debug)]
-pub struct EndpointRegistry {
-    pool_config: PoolConfig,
-    states: Mutex<States>,
+pub struct BackendStats {
+    pub cursor: AtomicUsize,
+    typical: ewma::PeakEwma,
+    clock: Instant,
 }
 
-/// Which state an endpoint of a backend gets: namespace, address, protocol.
-pub type EndpointKey = (Arc<str>, SocketAddr, Protocol);
+/// The typical latency follows the backend's answers over about this long.
+const TYPICAL_DECAY: Duration = Duration::from_secs(30);
 
-type States = HashMap<EndpointKey, Arc<EndpointState>>;
-
-impl EndpointRegistry {
-    pub fn new(pool_config: PoolConfig) -> EndpointRegistry {
-        EndpointRegistry {
-            pool_config,
-            states: Mutex::default(),
+impl BackendStats {
+    /// `start`: where the round-robin cursor begins. Random in production, so
+    /// that many sluice instances do not all hit the first pod together.
+    pub fn new(start: usize, clock: Instant) -> BackendStats {
+        BackendStats {
+            cursor: AtomicUsize::new(start),
+            typical: ewma::PeakEwma::default(),
+            clock,
         }
     }
 
-    /// The state for an address, created on first use. Called while building a
-    /// table, never on the request path.
-    pub fn endpoint(
-        &self,
-        namespace: &Arc<str>,
-        addr: SocketAddr,
-        protocol: Protocol,
-    ) -> Arc<EndpointState> {
-        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        self.get_or_create(&mut states, namespace, addr, protocol)
-    }
-
-    /// The states for a backend's addresses, under one lock.
-    pub fn endpoints(
-        &self,
-        namespace: &Arc<str>,
-        addrs: &[SocketAddr],
-        protocol: Protocol,
-    ) -> Vec<Arc<EndpointState>> {
-        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        addrs
-            .iter()
-            .map(|&addr| self.get_or_create(&mut states, namespace, addr, protocol))
-            .collect()
-    }
-
-    fn get_or_create(
-        &self,
-        states: &mut States,
-        namespace: &Arc<str>,
-        addr: SocketAddr,
-        protocol: Protocol,
-    ) -> Arc<EndpointState> {
-        states
-            .entry((namespace.clone(), addr, protocol))
-            .or_insert_with(|| {
-                Arc::new(EndpointState {
-                    addr,
-                    pool: Pool::new(addr, protocol, self.pool_config.clone()),
-                    stats: EndpointStats::default(),
-                })
-            })
-            .clone()
-    }
-
-    /// Like `collect_unused`, for just these addresses (those a change removed),
-    /// so that the cost follows the size of the change.
-    pub fn collect(&self, candidates: &[EndpointKey]) -> usize {
-        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut collected = 0;
-        for key in candidates {
-            if states.get(key).is_some_and(|s| Arc::strong_count(s) == 1) {
-                states.remove(key);
-                collected += 1;
-            }
+    /// The typical latency in ns at `now` (`default` before any answer).
+    pub fn typical_latency(&self, now: Instant, default: Duration) -> f64 {
+        let typical =
+            self.typical
+                .estimate(self.nanos(now), TYPICAL_DECAY, default.as_nanos() as f64);
+        if typical.is_finite() {
+            typical
+        } else {
+            default.as_nanos() as f64
         }
-        collected
     }
 
-    /// Drops states that only the registry still holds (their pods left every
-    /// table); their idle connections close with them. Returns how many went.
-    pub fn collect_unused(&self) -> usize {
-        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        let before = states.len();
-        states.retain(|_, state| Arc::strong_count(state) > 1);
-        before - states.len()
+    pub fn observe_latency(&self, now: Instant, latency: Duration) {
+        self.typical
+            .observe_mean(latency, self.nanos(now), TYPICAL_DECAY);
     }
 
-    pub fn len(&self) -> usize {
-        self.states
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
+    /// Whole seconds on this backend's clock (the retry budget's time).
+    pub fn second(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.clock).as_secs()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    fn nanos(&self, now: Instant) -> u64 {
+        now.saturating_duration_since(self.clock).as_nanos() as u64
+    }
+}
+
+/// Randomness for balancing decisions, passed in so tests can fix it.
+pub trait Random {
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: usize) -> usize;
+    /// Uniform in `[0, 1)`.
+    fn unit(&mut self) -> f64;
+}
+
+/// The thread's generator: what the data plane uses (no lock, no state to pass).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ThreadRandom;
+
+impl Random for ThreadRandom {
+    fn below(&mut self, n: usize) -> usize {
+        fastrand::usize(..n)
+    }
+
+    fn unit(&mut self) -> f64 {
+        fastrand::f64()
+    }
+}
+
+impl Random for fastrand::Rng {
+    fn below(&mut self, n: usize) -> usize {
+        self.usize(..n)
+    }
+
+    fn unit(&mut self) -> f64 {
+        self.f64()
     }
 }

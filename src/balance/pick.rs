@@ -10,74 +10,112 @@
 //! already tried). When nothing is left, all endpoints are used anyway (Envoy's
 //! panic mode): a partial failure never becomes a total one by our hand.
 //!
-//! No lock is shared between requests: random choices come from a thread-local
-//! generator, estimates and counters are per-endpoint atomics.
+//! No lock is shared between requests: random choices come from the caller's
+//! generator (thread-local on the data plane), estimates and counters are
+//! per-endpoint atomics. The caller passes the clock and the randomness, and
+//! turns the chosen index into a claimed endpoint (`routing::Backend::pick`).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::breaker::{BreakerState, Finished, Transition};
-use super::policy::{Algorithm, BalancePolicy};
+use super::policy::{hash64, Algorithm, BalancePolicy};
 use super::window::Outcome;
-use super::InFlight;
-use crate::routing::{Backend, Endpoint, EndpointSet};
+use super::{BackendStats, EndpointStats, Random};
 
 /// The latency assumed before a backend has answered anything.
 pub const DEFAULT_LATENCY: Duration = Duration::from_millis(10);
 /// A brand-new endpoint starts at this share of its weight.
 const MIN_RAMP: f64 = 0.1;
 
-#[derive(Debug)]
-pub struct Pick {
-    pub endpoint: Endpoint,
+/// What `pick` is given: an endpoint's address and its statistics.
+pub trait Candidate {
+    fn addr(&self) -> SocketAddr;
+    fn stats(&self) -> &EndpointStats;
+}
+
+/// The endpoint chosen, by index into the candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Choice {
+    pub index: usize,
     /// This request is the breaker's HalfOpen probe.
     pub probe: bool,
     /// Chosen in panic mode (every candidate was ejected).
     pub panic: bool,
-    pub in_flight: InFlight,
 }
 
-pub fn pick_endpoint(
-    backend: &Backend,
+/// The consistent-hash ring over a set of candidates (ketama), built on first
+/// use by a route with `upstream-hash-by`.
+#[derive(Debug, Default)]
+pub struct Ring(OnceLock<Vec<(u64, u32)>>);
+
+/// Points per endpoint on the ring: enough for an even spread of keys.
+const RING_POINTS: u64 = 160;
+
+impl Ring {
+    /// Each endpoint owns the arcs before its points, so removing an endpoint
+    /// moves only its own keys.
+    pub fn points<C: Candidate>(&self, candidates: &[C]) -> &[(u64, u32)] {
+        self.0.get_or_init(|| {
+            let mut ring = Vec::with_capacity(candidates.len() * RING_POINTS as usize);
+            for (i, candidate) in candidates.iter().enumerate() {
+                for point in 0..RING_POINTS {
+                    ring.push((hash64(&(candidate.addr(), point)), i as u32));
+                }
+            }
+            ring.sort_unstable();
+            ring
+        })
+    }
+}
+
+/// Chooses among `candidates` (none excluded by `exclude`, none ejected unless
+/// all are). `ring` is the candidates' hash ring; `backend` their backend's
+/// statistics.
+#[allow(clippy::too_many_arguments)] // each is one input of the decision
+pub fn pick<C: Candidate>(
+    candidates: &[C],
+    ring: &Ring,
+    backend: &BackendStats,
     policy: &BalancePolicy,
     hash: Option<u64>,
     exclude: &[SocketAddr],
-) -> Option<Pick> {
-    let set = backend.endpoint_set();
-    let endpoints = &set.endpoints;
+    now: Instant,
+    random: &mut impl Random,
+) -> Option<Choice> {
+    let endpoints = candidates;
     if endpoints.is_empty() {
         return None;
     }
-    let now = Instant::now();
     let usable = |i: usize| {
         let e = &endpoints[i];
-        !exclude.contains(&e.addr()) && e.state.stats.breaker.available(e.state.stats.nanos(now))
+        !exclude.contains(&e.addr()) && e.stats().breaker.available(e.stats().nanos(now))
     };
-    let typical = backend.typical_latency(DEFAULT_LATENCY);
-    let cost = |i: usize| cost(&endpoints[i], policy, now, typical);
+    let typical = backend.typical_latency(now, DEFAULT_LATENCY);
+    let cost = |i: usize| cost(endpoints[i].stats(), policy, now, typical);
 
     // Two rounds: an endpoint found available may lose its HalfOpen probe slot to
     // a concurrent request before we claim it.
     for _ in 0..2 {
         let chosen = match (hash, policy.algorithm) {
-            (Some(key), _) => by_hash(&set, key, &usable),
+            (Some(key), _) => by_hash(ring.points(endpoints), key, &usable),
             (None, Algorithm::RoundRobin) => round_robin(endpoints.len(), &backend.cursor, &usable),
             (None, Algorithm::Ewma | Algorithm::LeastRequest) => {
-                power_of_two(endpoints.len(), &usable, &cost)
+                power_of_two(endpoints.len(), &usable, &cost, random)
             }
         };
         let Some(i) = chosen else { break };
-        let endpoint = &endpoints[i];
-        if let Some(probe) = endpoint
-            .state
-            .stats
-            .breaker
-            .admit(endpoint.state.stats.nanos(now))
-        {
-            return Some(claim(endpoint, probe, false));
+        let stats = endpoints[i].stats();
+        if let Some(probe) = stats.breaker.admit(stats.nanos(now)) {
+            return Some(Choice {
+                index: i,
+                probe,
+                panic: false,
+            });
         }
     }
 
@@ -86,23 +124,16 @@ pub fn pick_endpoint(
     metrics::counter!(crate::telemetry::BALANCER_PANICS).increment(1);
     let untried = |i: usize| !exclude.contains(&endpoints[i].addr());
     let any = |_: usize| true;
-    let i = power_of_two(endpoints.len(), &untried, &cost)
-        .or_else(|| power_of_two(endpoints.len(), &any, &cost))?;
-    tracing::debug!(backend = %backend.name, "every endpoint is ejected: panic mode");
-    Some(claim(&endpoints[i], false, true))
+    let i = power_of_two(endpoints.len(), &untried, &cost, random)
+        .or_else(|| power_of_two(endpoints.len(), &any, &cost, random))?;
+    Some(Choice {
+        index: i,
+        probe: false,
+        panic: true,
+    })
 }
 
-fn claim(endpoint: &Endpoint, probe: bool, panic: bool) -> Pick {
-    Pick {
-        endpoint: endpoint.clone(),
-        probe,
-        panic,
-        in_flight: InFlight::new(endpoint.state.clone()),
-    }
-}
-
-fn cost(endpoint: &Endpoint, policy: &BalancePolicy, now: Instant, typical: f64) -> f64 {
-    let stats = &endpoint.state.stats;
+fn cost(stats: &EndpointStats, policy: &BalancePolicy, now: Instant, typical: f64) -> f64 {
     let load = f64::from(stats.in_flight()) + 1.0;
     let ramp = if policy.slow_start.is_zero() {
         1.0
@@ -126,12 +157,13 @@ fn power_of_two(
     n: usize,
     usable: &impl Fn(usize) -> bool,
     cost: &impl Fn(usize) -> f64,
+    random: &mut impl Random,
 ) -> Option<usize> {
     if n == 1 {
         return usable(0).then_some(0);
     }
-    let a = fastrand::usize(..n);
-    let mut b = fastrand::usize(..n - 1);
+    let a = random.below(n);
+    let mut b = random.below(n - 1);
     if b >= a {
         b += 1;
     }
@@ -146,8 +178,8 @@ fn power_of_two(
                 0 => None,
                 1 => Some(candidates[0]),
                 m => {
-                    let a = candidates[fastrand::usize(..m)];
-                    let b = candidates[fastrand::usize(..m)];
+                    let a = candidates[random.below(m)];
+                    let b = candidates[random.below(m)];
                     Some(if cost(a) <= cost(b) { a } else { b })
                 }
             }
@@ -165,29 +197,34 @@ fn round_robin(
 }
 
 /// The first usable endpoint at or after the key's point on the ring.
-fn by_hash(set: &EndpointSet, key: u64, usable: &impl Fn(usize) -> bool) -> Option<usize> {
-    let ring = set.ring();
+fn by_hash(ring: &[(u64, u32)], key: u64, usable: &impl Fn(usize) -> bool) -> Option<usize> {
     let start = ring.partition_point(|(point, _)| *point < key);
     (0..ring.len())
         .map(|k| ring[(start + k) % ring.len()].1 as usize)
         .find(|&i| usable(i))
 }
 
-/// Feeds the outcome of a request back: latency estimates, the breaker, metrics.
-pub fn record(
-    backend: &Backend,
+/// Feeds the outcome of a request on `candidates[choice.index]` back: its
+/// latency estimate, its backend's typical latency and its breaker. Returns the
+/// breaker's transition, if any, for the caller to report.
+#[allow(clippy::too_many_arguments)] // each is one input of the decision
+pub fn record<C: Candidate>(
+    candidates: &[C],
+    endpoint: &C,
+    backend: &BackendStats,
     policy: &BalancePolicy,
-    pick: &Pick,
+    probe: bool,
     outcome: Outcome,
     latency: Duration,
-) {
-    let state = &pick.endpoint.state;
-    let stats = &state.stats;
-    let nanos = stats.nanos(Instant::now());
+    now: Instant,
+    random: &mut impl Random,
+) -> Option<Transition> {
+    let stats = endpoint.stats();
+    let nanos = stats.nanos(now);
     match outcome {
         Outcome::Response(_) => {
             stats.latency.observe(latency, nanos, policy.decay);
-            backend.observe_latency(latency);
+            backend.observe_latency(now, latency);
         }
         // A timeout or broken connection counts as slow as it was.
         Outcome::NetworkError => stats.latency.observe(latency, nanos, policy.decay),
@@ -197,50 +234,17 @@ pub fn record(
         outcome,
         latency,
         now_ns: nanos,
-        probe: pick.probe,
+        probe,
     };
     let may_eject = || {
-        let set = backend.endpoint_set();
-        let n = set.endpoints.len();
-        let ejected = set
-            .endpoints
+        let n = candidates.len();
+        let ejected = candidates
             .iter()
-            .filter(|e| e.state.stats.breaker.state() != BreakerState::Closed)
+            .filter(|e| e.stats().breaker.state() != BreakerState::Closed)
             .count();
         (ejected + 1) * 100 <= usize::from(policy.max_ejection_percent) * n
     };
-    let Some(transition) =
-        stats
-            .breaker
-            .record(finished, &policy.breaker, may_eject, fastrand::f64())
-    else {
-        return;
-    };
-    let endpoint = state.addr;
-    let to = match transition {
-        Transition::Tripped { ejection } => {
-            tracing::warn!(%endpoint, backend = %backend.name, ejection_ms = ejection.as_millis() as u64, rule = %policy.breaker, "circuit breaker opened");
-            // Rare, so the label set is resolved here rather than ahead.
-            metrics::counter!(
-                crate::telemetry::BREAKER_TRIPS,
-                "namespace" => backend.name.namespace.clone(),
-                "service" => backend.name.service.clone()
-            )
-            .increment(1);
-            "open"
-        }
-        Transition::Reopened { ejection } => {
-            tracing::info!(%endpoint, backend = %backend.name, ejection_ms = ejection.as_millis() as u64, "probe failed; circuit breaker open again");
-            "open"
-        }
-        Transition::Closed => {
-            tracing::info!(%endpoint, backend = %backend.name, "probe succeeded; circuit breaker closed");
-            "closed"
-        }
-        Transition::TripDenied => {
-            tracing::debug!(%endpoint, backend = %backend.name, "breaker rule holds, but the ejection limit is reached");
-            "denied"
-        }
-    };
-    metrics::counter!(crate::telemetry::BREAKER_TRANSITIONS, "to" => to).increment(1);
+    stats
+        .breaker
+        .record(finished, &policy.breaker, may_eject, random.unit())
 }

@@ -200,7 +200,6 @@ impl IngressAnnotations {
             body_limit: (body_size > 0).then_some(body_size),
             balance: self.balance(&defaults.balance),
             // Set per host by `translate`, which knows the Ingress's TLS hosts.
-            https_redirect: false,
             access_log: self.access_log.unwrap_or(true),
             retry: RetryPolicy {
                 next_upstream: self.next_upstream.unwrap_or(defaults.retry.next_upstream),

@@ -26,8 +26,8 @@ use tokio::time::Instant;
 pub use crate::routing::parse_backend_ref;
 pub use translate::{translate, ClassSelection, LastGood, TranslateOptions, Translation};
 
-use crate::balance::EndpointRegistry;
 use crate::lifecycle::Lifecycle;
+use crate::routing::EndpointRegistry;
 use crate::routing::{RoutingTable, TableStats};
 
 /// The nice value control-plane work runs at (the data plane keeps the

@@ -21,17 +21,17 @@ use k8s_openapi::api::networking::v1::Ingress;
 
 use super::annotations::IngressAnnotations;
 use super::{ObjectRef, Snapshot, Warning};
-use crate::balance::EndpointRegistry;
 use crate::config::{HostOwnership, ProxyDefaults};
 use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::retry::RetryBudget;
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::routing::certs::{Certificate, TlsCerts};
+use crate::routing::EndpointRegistry;
 use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
 
 use crate::routing::{
-    Backend, BackendRef, Canary, HostKey, HostRoutes, IngressRef, Protocol, Route, RoutingTable,
-    TableStats,
+    Backend, BackendRef, Canary, Filters, HostKey, HostRoutes, IngressRef, Protocol, Route,
+    RoutingTable, TableStats,
 };
 
 mod class;
@@ -147,6 +147,7 @@ pub fn translate(
         add_isolated(&mut builder, &object, |b| b.add_canary(parsed));
     }
     let default_route = options.default_backend.as_ref().map(|backend_ref| {
+        let policy = IngressAnnotations::default().policy(&options.defaults);
         let backend = builder.backend(backend_ref.clone(), Protocol::Http1, None);
         Arc::new(Route {
             ingress: IngressRef {
@@ -160,10 +161,9 @@ pub fn translate(
                 false,
             ),
             backend,
-            canary: None,
-            limiter: None,
+            filters: Filters::new(false, policy.body_limit, None, None),
             fallback: None,
-            policy: IngressAnnotations::default().policy(&options.defaults),
+            policy,
         })
     });
     if let Some((namespace, name)) = &options.default_certificate {
@@ -308,15 +308,14 @@ impl<'a> Builder<'a> {
             .map(|b| self.backend(b, parsed.protocol, Some((object, Field::Annotations))));
         let ingress = &parsed.ingress;
         let route_to = |backend: Arc<Backend>, metrics: Arc<RequestMetrics>, host: &HostKey| {
-            let mut policy = parsed.policy.clone();
-            policy.https_redirect = parsed.force_ssl_redirect
+            let https_redirect = parsed.force_ssl_redirect
                 || (parsed.ssl_redirect && tls_hosts.contains(&host.to_string()));
+            let policy = parsed.policy.clone();
             Arc::new(Route {
                 metrics,
                 ingress: parsed.ingress.clone(),
                 backend,
-                canary: None,
-                limiter: limiter.clone(),
+                filters: Filters::new(https_redirect, policy.body_limit, limiter.clone(), None),
                 fallback: fallback.clone(),
                 policy,
             })
@@ -451,7 +450,7 @@ impl<'a> Builder<'a> {
                 )),
                 Some(main) => {
                     let mut with_canary = (**main).clone();
-                    with_canary.canary = Some(canary);
+                    with_canary.filters = main.filters.with_canary(canary);
                     *main = Arc::new(with_canary);
                     None
                 }

@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::activity::Counted;
-use super::handler::{ConnInfo, Proxy};
+use super::conn::ConnInfo;
+use super::pipeline::Proxy;
 use super::proxy_protocol;
 use crate::config::Config;
 use crate::telemetry;

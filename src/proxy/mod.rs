@@ -11,14 +11,18 @@
 pub mod activity;
 pub mod body;
 pub mod client_addr;
-pub mod error;
-pub mod h1;
-pub mod handler;
+pub mod conn;
+mod context;
+mod filters;
+mod forward;
+mod headers;
 pub mod listener;
-pub mod pool;
+pub mod pipeline;
 pub mod proxy_protocol;
 pub mod tls;
 pub mod tunnel;
 
-pub use error::ProxyError;
-pub use handler::{Proxy, ProxySettings};
+pub use crate::upstream::error::{self, ProxyError};
+pub use conn::ConnInfo;
+pub use headers::X_REQUEST_ID;
+pub use pipeline::{Proxy, ProxySettings};

@@ -4,22 +4,25 @@
 //! once per request. Host and path matching follow Ingress v1 (see `matching`).
 
 pub mod certs;
+pub mod endpoint;
+pub mod filters;
 mod matching;
 pub mod normalize;
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::AtomicUsize;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use std::sync::OnceLock;
 
 use arc_swap::ArcSwap;
 use tokio::time::Instant;
 
-use crate::balance::ewma::PeakEwma;
-use crate::balance::policy::{hash64, BalancePolicy};
+use crate::balance::breaker::Transition;
+use crate::balance::pick::{self, Ring};
+use crate::balance::policy::BalancePolicy;
+use crate::balance::window::Outcome;
+use crate::balance::{BackendStats, Random};
 use crate::policy::canary::CanaryRule;
 use crate::policy::ratelimit::Limiter;
 use crate::policy::retry::{
@@ -28,18 +31,11 @@ use crate::policy::retry::{
 use crate::telemetry::requests::RequestMetrics;
 use certs::TlsCerts;
 
+pub use crate::upstream::Protocol;
+
+pub use endpoint::{Endpoint, EndpointRegistry, EndpointState, InFlight, Pick};
+pub use filters::{Filters, RequestFilter};
 pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind};
-
-use crate::balance::EndpointState;
-
-/// How sluice speaks to the pods of a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Protocol {
-    #[default]
-    Http1,
-    /// HTTP/2 with prior knowledge: plaintext gRPC and other h2c servers.
-    H2c,
-}
 
 /// Per-route settings: global defaults overridden by the Ingress's annotations.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,8 +47,6 @@ pub struct RoutePolicy {
     pub body_limit: Option<u64>,
     pub balance: Arc<BalancePolicy>,
     pub retry: RetryPolicy,
-    /// Plain HTTP requests get a 308 to https (`ssl-redirect`, `force-ssl-redirect`).
-    pub https_redirect: bool,
     /// `enable-access-log`.
     pub access_log: bool,
 }
@@ -104,10 +98,9 @@ impl fmt::Display for BackendRef {
 pub struct Route {
     pub ingress: IngressRef,
     pub backend: Arc<Backend>,
-    /// A canary Ingress for the same host and path, with its rules.
-    pub canary: Option<Arc<Canary>>,
-    /// The Ingress's rate limit, shared by its routes.
-    pub limiter: Option<Arc<Limiter>>,
+    /// What a request goes through before it is sent: redirects, limits, the
+    /// canary's choice (`filters`).
+    pub filters: Filters,
     pub metrics: Arc<RequestMetrics>,
     /// The `default-backend` annotation: takes the traffic while `backend` has no
     /// ready endpoint.
@@ -148,12 +141,8 @@ pub struct Backend {
     pub name: BackendRef,
     pub protocol: Protocol,
     endpoints: ArcSwap<EndpointSet>,
-    /// Round-robin cursor. Lives in the table, so a swap restarts it: harmless.
-    pub cursor: AtomicUsize,
-    /// The typical latency of this backend's answers: where a new or idle
-    /// endpoint's estimate starts and returns to.
-    typical: PeakEwma,
-    clock: Instant,
+    /// The round-robin cursor and typical latency.
+    pub stats: BackendStats,
     pub retry_budget: RetryBudget,
 }
 
@@ -162,45 +151,15 @@ pub struct Backend {
 #[derive(Debug, Default)]
 pub struct EndpointSet {
     pub endpoints: Vec<Endpoint>,
-    ring: OnceLock<Vec<(u64, u32)>>,
+    pub ring: Ring,
 }
-
-/// Points per endpoint on the ring: enough for an even spread of keys.
-const RING_POINTS: u64 = 160;
 
 impl EndpointSet {
     pub fn new(endpoints: Vec<Endpoint>) -> EndpointSet {
         EndpointSet {
             endpoints,
-            ring: OnceLock::new(),
+            ring: Ring::default(),
         }
-    }
-
-    /// Consistent hashing (ketama): each endpoint owns the arcs before its points,
-    /// so removing an endpoint moves only its own keys.
-    pub fn ring(&self) -> &[(u64, u32)] {
-        self.ring.get_or_init(|| {
-            let mut ring = Vec::with_capacity(self.endpoints.len() * RING_POINTS as usize);
-            for (i, endpoint) in self.endpoints.iter().enumerate() {
-                for point in 0..RING_POINTS {
-                    ring.push((hash64(&(endpoint.addr(), point)), i as u32));
-                }
-            }
-            ring.sort_unstable();
-            ring
-        })
-    }
-}
-
-/// A ready pod address, with the state that outlives table swaps.
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub state: Arc<EndpointState>,
-}
-
-impl Endpoint {
-    pub fn addr(&self) -> std::net::SocketAddr {
-        self.state.addr
     }
 }
 
@@ -213,9 +172,7 @@ impl Backend {
             name,
             protocol,
             endpoints: ArcSwap::from_pointee(EndpointSet::new(endpoints)),
-            cursor: AtomicUsize::new(start),
-            typical: PeakEwma::default(),
-            clock: Instant::now(),
+            stats: BackendStats::new(start, Instant::now()),
             retry_budget: RetryBudget::new(DEFAULT_BUDGET_RATIO, DEFAULT_BUDGET_MIN_PER_SECOND),
         }
     }
@@ -239,32 +196,97 @@ impl Backend {
         self.endpoints.swap(Arc::new(EndpointSet::new(endpoints)))
     }
 
-    /// The typical latency in ns (`default` before any answer).
-    pub fn typical_latency(&self, default: Duration) -> f64 {
-        let nanos = self.clock.elapsed().as_nanos() as u64;
-        let typical = self
-            .typical
-            .estimate(nanos, TYPICAL_DECAY, default.as_nanos() as f64);
-        if typical.is_finite() {
-            typical
-        } else {
-            default.as_nanos() as f64
+    /// Chooses an endpoint for a request and claims it (`balance::pick`).
+    pub fn pick(
+        &self,
+        policy: &BalancePolicy,
+        hash: Option<u64>,
+        exclude: &[SocketAddr],
+        now: Instant,
+        random: &mut impl Random,
+    ) -> Option<Pick> {
+        let set = self.endpoint_set();
+        let choice = pick::pick(
+            &set.endpoints,
+            &set.ring,
+            &self.stats,
+            policy,
+            hash,
+            exclude,
+            now,
+            random,
+        )?;
+        if choice.panic {
+            tracing::debug!(backend = %self.name, "every endpoint is ejected: panic mode");
         }
+        let endpoint = set.endpoints[choice.index].clone();
+        Some(Pick {
+            in_flight: InFlight::new(endpoint.state.clone()),
+            endpoint,
+            probe: choice.probe,
+            panic: choice.panic,
+        })
     }
 
-    pub fn observe_latency(&self, latency: Duration) {
-        let nanos = self.clock.elapsed().as_nanos() as u64;
-        self.typical.observe_mean(latency, nanos, TYPICAL_DECAY);
+    /// Feeds how a request went back to the balancer; logs and counts what it
+    /// changed in the endpoint's breaker.
+    pub fn record(
+        &self,
+        policy: &BalancePolicy,
+        pick: &Pick,
+        outcome: Outcome,
+        latency: Duration,
+        now: Instant,
+        random: &mut impl Random,
+    ) {
+        let set = self.endpoint_set();
+        let Some(transition) = pick::record(
+            &set.endpoints,
+            &pick.endpoint,
+            &self.stats,
+            policy,
+            pick.probe,
+            outcome,
+            latency,
+            now,
+            random,
+        ) else {
+            return;
+        };
+        let endpoint = pick.endpoint.addr();
+        let to = match transition {
+            Transition::Tripped { ejection } => {
+                tracing::warn!(%endpoint, backend = %self.name, ejection_ms = ejection.as_millis() as u64, rule = %policy.breaker, "circuit breaker opened");
+                // Rare, so the label set is resolved here rather than ahead.
+                metrics::counter!(
+                    crate::telemetry::BREAKER_TRIPS,
+                    "namespace" => self.name.namespace.clone(),
+                    "service" => self.name.service.clone()
+                )
+                .increment(1);
+                "open"
+            }
+            Transition::Reopened { ejection } => {
+                tracing::info!(%endpoint, backend = %self.name, ejection_ms = ejection.as_millis() as u64, "probe failed; circuit breaker open again");
+                "open"
+            }
+            Transition::Closed => {
+                tracing::info!(%endpoint, backend = %self.name, "probe succeeded; circuit breaker closed");
+                "closed"
+            }
+            Transition::TripDenied => {
+                tracing::debug!(%endpoint, backend = %self.name, "breaker rule holds, but the ejection limit is reached");
+                "denied"
+            }
+        };
+        metrics::counter!(crate::telemetry::BREAKER_TRANSITIONS, "to" => to).increment(1);
     }
 
     /// Seconds on this backend's clock (the retry budget's time).
     pub fn second(&self) -> u64 {
-        self.clock.elapsed().as_secs()
+        self.stats.second(Instant::now())
     }
 }
-
-/// The typical latency follows the backend's answers over about this long.
-const TYPICAL_DECAY: Duration = Duration::from_secs(30);
 
 /// Counts shown by the admin API and logged on every swap.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

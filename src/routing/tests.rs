@@ -19,8 +19,7 @@ fn route(name: &str) -> Arc<Route> {
             Vec::new(),
         )),
         fallback: None,
-        canary: None,
-        limiter: None,
+        filters: Filters::default(),
         metrics: Arc::default(),
         policy: RoutePolicy {
             connect_timeout: Duration::from_secs(1),
@@ -29,7 +28,6 @@ fn route(name: &str) -> Arc<Route> {
             body_limit: None,
             balance: Default::default(),
             retry: Default::default(),
-            https_redirect: false,
             access_log: true,
         },
     })

@@ -10,10 +10,10 @@ use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use crate::balance::EndpointRegistry;
 use crate::discovery::Snapshot;
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::routing::certs::{load_certified_key, Certificate};
+use crate::routing::EndpointRegistry;
 use crate::routing::{BackendRef, Endpoint, Protocol, RoutingTable};
 
 /// The label EndpointSlices carry to name their Service.

@@ -525,8 +525,9 @@ fn limits_scale_to_the_cluster_and_survive_rebuilds() {
     let limiter = first
         .route("a.example", "/")
         .unwrap()
-        .limiter
-        .clone()
+        .filters
+        .limiter()
+        .cloned()
         .unwrap();
     assert_eq!(
         limiter.spec().per_second,
@@ -541,8 +542,9 @@ fn limits_scale_to_the_cluster_and_survive_rebuilds() {
     let again = second
         .route("a.example", "/")
         .unwrap()
-        .limiter
-        .clone()
+        .filters
+        .limiter()
+        .cloned()
         .unwrap();
     assert!(
         Arc::ptr_eq(&limiter, &again),
@@ -654,7 +656,7 @@ fn tenants_keep_their_hosts_canaries_and_certificates() {
         );
     let (table, warnings) = build(&yaml);
     let route = table.route("shop.example", "/").unwrap();
-    assert!(route.canary.is_none());
+    assert!(route.filters.canary().is_none());
     assert_eq!(route.ingress.namespace, "default");
     let reasons: Vec<_> = warnings.iter().map(|w| w.reason).collect();
     assert_eq!(reasons, ["canary-cross-namespace"], "{warnings:?}");

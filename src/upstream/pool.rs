@@ -27,9 +27,30 @@ use tokio::time::{Instant, Sleep};
 use super::body::RequestBody;
 use super::error::ProxyError;
 use super::h1::Connection;
-use crate::config::PoolConfig;
-use crate::routing::Protocol;
+use super::Protocol;
 use crate::telemetry::connections::Upstream;
+
+pub const DEFAULT_UPSTREAM_KEEPALIVE_CONNECTIONS: usize = 320;
+pub const DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_UPSTREAM_KEEPALIVE_REQUESTS: u32 = 10_000;
+
+/// Upstream keep-alive pool, per endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub upstream_keepalive_connections: usize,
+    pub upstream_keepalive_timeout: Duration,
+    pub upstream_keepalive_requests: u32,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            upstream_keepalive_connections: DEFAULT_UPSTREAM_KEEPALIVE_CONNECTIONS,
+            upstream_keepalive_timeout: DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT,
+            upstream_keepalive_requests: DEFAULT_UPSTREAM_KEEPALIVE_REQUESTS,
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct Pool {

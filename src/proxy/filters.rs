@@ -1,0 +1,97 @@
+//! Runs a route's request filters (`routing::filters`) in order. A filter
+//! either lets the request go on, answers it here (a redirect, a 413, a 429),
+//! or, for a canary, chooses where it goes. Each filter's work is a few lines
+//! here; a filter that grows gets a module of its own beside this one.
+
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+
+use super::body::ResponseBody;
+use super::conn::ConnInfo;
+use super::context::RequestContext;
+use super::headers::content_length;
+use super::pipeline::ProxySettings;
+use crate::routing::{RequestFilter, Route};
+use crate::upstream::error::ProxyError;
+
+/// The answer when a filter gives one here; `None` sends the request on (to
+/// the canary if one took it: `ctx.canary`).
+pub(super) fn run(
+    route: &Route,
+    request: &Request<Incoming>,
+    host: &str,
+    conn: &ConnInfo,
+    ctx: &mut RequestContext,
+    settings: &ArcSwap<ProxySettings>,
+) -> Result<Option<Response<ResponseBody>>, ProxyError> {
+    for filter in route.filters.iter() {
+        match filter {
+            RequestFilter::HttpsRedirect => {
+                if !conn.tls {
+                    return Ok(Some(https_redirect(host, request.uri())));
+                }
+            }
+            RequestFilter::BodyLimit(limit) => {
+                if content_length(request.headers()).is_some_and(|length| length > *limit) {
+                    return Err(ProxyError::BodyTooLarge);
+                }
+            }
+            RequestFilter::RateLimit(limiter) => {
+                if let Err(retry_after) = limiter.check(request.headers(), ctx.client.ip) {
+                    let status = settings.load().limit_status;
+                    return Ok(Some(rate_limited(status, retry_after)));
+                }
+            }
+            RequestFilter::Canary(canary) => {
+                let takes = !canary.backend.endpoint_set().endpoints.is_empty()
+                    && canary.rule.decide(request.headers(), ctx.client.ip);
+                if takes {
+                    canary.requests.increment(1);
+                    ctx.canary = Some(canary.clone());
+                }
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// A 308 to the same host and path over HTTPS (the method and body are kept).
+fn https_redirect(host: &str, uri: &Uri) -> Response<ResponseBody> {
+    // To the standard port: the plain port number means nothing on HTTPS.
+    let host = crate::routing::strip_port(host);
+    let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{target}");
+    let mut response = Response::new(ResponseBody::from(bytes::Bytes::from(format!(
+        "308 Permanent Redirect: {location}\n"
+    ))));
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(value) = HeaderValue::try_from(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// Over the Ingress's rate limit: no upstream call, a short answer, and when
+/// to come back.
+fn rate_limited(status: StatusCode, retry_after: Duration) -> Response<ResponseBody> {
+    let body = format!(
+        "{} {}: rate limit of this Ingress exceeded\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(ResponseBody::from(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
+    let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,247 @@
+//! The upstream phase of the pipeline: pick an endpoint, send, and retry on
+//! another one when the route's rule and the backend's budget allow. Every
+//! attempt's outcome feeds the balancer (latency estimates, breakers).
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
+use http_body::Body as _;
+use tokio::time::Instant;
+
+use crate::balance::window::Outcome;
+use crate::balance::ThreadRandom;
+use crate::policy::retry::Failure;
+use crate::routing::{Backend, Endpoint, Pick, Route};
+use crate::telemetry;
+use crate::telemetry::connections;
+use crate::telemetry::requests::RequestMetrics;
+use crate::upstream::body::{FromUpstream, RequestBody};
+use crate::upstream::error::ProxyError;
+use crate::upstream::pool::Conn;
+
+/// Picks endpoints and sends until an answer comes back or the route's retry
+/// rule (and the backend's budget) says to stop. Every attempt's outcome feeds
+/// the balancer: latency estimates and circuit breakers.
+#[allow(clippy::manual_async_fn)] // a smaller future: see `proxy`
+pub(super) fn send_with_retries<'a>(
+    request: Request<RequestBody>,
+    route: &'a Route,
+    backend: &'a Backend,
+    hash: Option<u64>,
+    metrics: &'a RequestMetrics,
+) -> impl Future<Output = Result<(Response<FromUpstream>, Pick, u32), ProxyError>> + 'a {
+    async move {
+        let policy = &route.policy;
+        let method = request.method().clone();
+        // Without a body, a request can be sent again even after it went out once;
+        // keep what that takes only when the route's rule may ask for it (requests
+        // that never went out come back whole).
+        let replay = policy
+            .retry
+            .next_upstream
+            .resends_sent()
+            .then(|| Replay::of(&request))
+            .flatten();
+        let mut request = Some(request);
+        // Endpoints already tried: only filled once a retry happens.
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut attempts: u32 = 0;
+        let started = Instant::now();
+        backend.retry_budget.deposit(backend.second());
+        loop {
+            let pick = backend
+                .pick(
+                    &policy.balance,
+                    hash,
+                    &tried,
+                    Instant::now(),
+                    &mut ThreadRandom,
+                )
+                .ok_or(ProxyError::NoEndpoint)?;
+            attempts += 1;
+            // A retry only starts when the request came back unsent or can be replayed,
+            // so one of the two is always there.
+            let Some(attempt) = request
+                .take()
+                .or_else(|| replay.as_ref().map(Replay::build))
+            else {
+                return Err(ProxyError::NoEndpoint);
+            };
+            tracing::debug!(endpoint = %pick.endpoint.addr(), attempt = attempts, "forwarding");
+            let attempt_started = Instant::now();
+            let result = send(attempt, route, &pick.endpoint, metrics).await;
+            let latency = attempt_started.elapsed();
+            metrics.record_upstream_response(latency);
+            // What failed, why (for the retry rule), and the request if it never left.
+            let (failure, reason, unsent) = match result {
+                Ok(answer) => {
+                    let status = answer.status();
+                    let outcome = Outcome::Response(status.as_u16());
+                    backend.record(
+                        &policy.balance,
+                        &pick,
+                        outcome,
+                        latency,
+                        Instant::now(),
+                        &mut ThreadRandom,
+                    );
+                    if !policy.retry.next_upstream.on_status(status) {
+                        return Ok((answer, pick, attempts));
+                    }
+                    (Ok(answer), Failure::Status(status), None)
+                }
+                Err((error, unsent)) => {
+                    if let Some(outcome) = error.outcome(unsent.is_some()) {
+                        backend.record(
+                            &policy.balance,
+                            &pick,
+                            outcome,
+                            latency,
+                            Instant::now(),
+                            &mut ThreadRandom,
+                        );
+                    }
+                    let Some(reason) = error.failure(unsent.is_some()) else {
+                        return Err(error);
+                    };
+                    (Err(error), reason, unsent)
+                }
+            };
+            let replayable = unsent.is_some() || replay.is_some();
+            let endpoints = backend.endpoint_set().endpoints.len();
+            let allowed = policy.retry.allows(
+                reason,
+                &method,
+                replayable,
+                attempts,
+                endpoints,
+                started.elapsed(),
+            );
+            if allowed && backend.retry_budget.withdraw(backend.second()) {
+                metrics::counter!(telemetry::RETRIES).increment(1);
+                tracing::debug!(?reason, endpoint = %pick.endpoint.addr(), "retrying on another endpoint");
+                tried.push(pick.endpoint.addr());
+                request = unsent;
+                continue;
+            }
+            if allowed {
+                metrics::counter!(telemetry::RETRIES_DENIED).increment(1);
+                tracing::debug!(backend = %backend.name, "retry refused: the backend's retry budget is spent");
+            }
+            return match failure {
+                Ok(answer) => Ok((answer, pick, attempts)),
+                Err(error) => Err(error),
+            };
+        }
+    }
+}
+
+/// Enough of a bodiless request to send it again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Replay {
+    fn of(request: &Request<RequestBody>) -> Option<Replay> {
+        request.body().is_end_stream().then(|| Replay {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+        })
+    }
+
+    fn build(&self) -> Request<RequestBody> {
+        let mut request = Request::new(RequestBody::empty());
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        request
+    }
+}
+
+/// One attempt: the response, or the error and, when the request never went
+/// out, the request itself so it can go elsewhere.
+type Attempt = Result<Response<FromUpstream>, (ProxyError, Option<Request<RequestBody>>)>;
+
+/// Sends to the endpoint. A reused keep-alive connection that the upstream closed
+/// just before our request went out is the classic pooling race: the request was
+/// never sent, so it goes once more on a fresh connection to the same endpoint.
+#[allow(clippy::manual_async_fn)] // a smaller future: see `proxy`
+fn send<'a>(
+    request: Request<RequestBody>,
+    route: &'a Route,
+    endpoint: &'a Endpoint,
+    metrics: &'a RequestMetrics,
+) -> impl Future<Output = Attempt> + 'a {
+    async move {
+        let policy = &route.policy;
+        let state = &endpoint.state;
+        let read_timeout = policy.read_timeout;
+        let (conn, connected) = match state
+            .pool
+            .checkout(policy.connect_timeout, policy.send_timeout)
+            .await
+        {
+            Ok(checkout) => checkout,
+            Err(error) => return Err((error, Some(request))),
+        };
+        if let Some(took) = connected {
+            metrics.record_upstream_connect(took);
+        }
+        let timed_out = || (ProxyError::ReadTimeout, None);
+        match conn {
+            Conn::H1 { conn, reused } => {
+                connections::upstream_connection_used(reused);
+                let Ok(first) =
+                    tokio::time::timeout(read_timeout, conn.send(request, state.clone())).await
+                else {
+                    return Err(timed_out());
+                };
+                let first = first.map(|response| response.map(FromUpstream::H1));
+                match first {
+                    Err((error, Some(unsent))) if reused => {
+                        tracing::debug!(%error, endpoint = %state.addr, "pooled connection closed; retrying on a new one");
+                        // Boxed: a cold path that would otherwise enlarge every request's future.
+                        let fresh = match Box::pin(
+                            state
+                                .pool
+                                .connect_fresh(policy.connect_timeout, policy.send_timeout),
+                        )
+                        .await
+                        {
+                            Ok((fresh, took)) => {
+                                metrics.record_upstream_connect(took);
+                                connections::upstream_connection_used(false);
+                                fresh
+                            }
+                            Err(error) => return Err((error, Some(unsent))),
+                        };
+                        match tokio::time::timeout(read_timeout, fresh.send(unsent, state.clone()))
+                            .await
+                        {
+                            Ok(result) => result.map(|response| response.map(FromUpstream::H1)),
+                            Err(_) => Err(timed_out()),
+                        }
+                    }
+                    other => other,
+                }
+            }
+            Conn::H2(mut sender) => {
+                if let Err(error) = sender.ready().await {
+                    return Err((ProxyError::Upstream(error), Some(request)));
+                }
+                match tokio::time::timeout(read_timeout, sender.send_request(request)).await {
+                    Ok(Ok(response)) => Ok(response.map(FromUpstream::H2)),
+                    Ok(Err(error)) => Err((ProxyError::from_upstream(error), None)),
+                    Err(_) => Err(timed_out()),
+                }
+            }
+        }
+    }
+}

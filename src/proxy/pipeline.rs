@@ -1,0 +1,335 @@
+//! Layer 6, the request pipeline: named phases around a per-request context
+//! (`context`), in the spirit of pingora's `ProxyHttp` phases and Envoy's
+//! filter chain.
+//!
+//! ```text
+//! accept          request id, the one real client address, the log's request side
+//! route           (host, path) -> Route, from the table loaded once
+//! request filters the route's filters in order: redirect, body size, rate
+//!                 limit, canary choice (`filters`)
+//! choose backend  the canary's, the route's, or its fallback
+//! upstream        the request as that backend gets it; pick an endpoint, send,
+//!                 retry (`forward`)
+//! response        hop-by-hop headers, a tunnel for an upgrade, request id, HSTS,
+//!                 connection management
+//! log             metrics and the access-log line, once, from the context
+//! ```
+//!
+//! The functions a request's future is made of return `async move` blocks
+//! instead of being `async fn`s: see `proxy`.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use http::header::{self, HeaderValue};
+use http::uri::{self, Authority, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
+
+use super::body::{ResponseBody, UpstreamBody};
+use super::client_addr::{real_client, ClientAddr};
+use super::conn::ConnInfo;
+use super::context::{RequestContext, UpstreamAnswer};
+use super::filters;
+use super::forward::send_with_retries;
+use super::headers::{
+    is_upgrade_request, new_request_id, request_host, set_forwarded_headers, strip_hop_by_hop,
+    X_REQUEST_ID,
+};
+use crate::lifecycle::Lifecycle;
+use crate::policy::canary::Cidr;
+use crate::routing::{Protocol, RoutingTable};
+use crate::telemetry::access_log::AccessLog;
+use crate::telemetry::connections::Downstream;
+use crate::upstream::body::{FromUpstream, RequestBody};
+use crate::upstream::error::ProxyError;
+
+/// Settings of the data plane that are not per route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    pub use_forwarded_headers: bool,
+    /// Peers whose forwarded headers are believed (`proxy-real-ip-cidr`).
+    pub real_ip_from: Vec<Cidr>,
+    pub keep_alive_requests: u32,
+    /// `Strict-Transport-Security` for HTTPS responses, when enabled.
+    pub hsts: Option<HeaderValue>,
+    /// What a request over a rate limit gets (429 unless configured).
+    pub limit_status: StatusCode,
+    /// `Upgrade` protocols tunnelled (lowercase), `websocket` by default.
+    pub allowed_upgrades: Vec<String>,
+    /// A tunnel quiet both ways this long is closed.
+    pub tunnel_idle_timeout: std::time::Duration,
+}
+
+/// Shared by every connection of the plaintext listener.
+#[derive(Debug)]
+pub struct Proxy {
+    pub table: Arc<ArcSwap<RoutingTable>>,
+    /// Swapped whole when the config file is reloaded.
+    pub settings: ArcSwap<ProxySettings>,
+    pub lifecycle: Arc<Lifecycle>,
+    pub access_log: AccessLog,
+    /// Upgraded connections (WebSockets) run detached from their HTTP connection;
+    /// drain waits for them here.
+    pub tunnels: TaskTracker,
+}
+
+impl Proxy {
+    #[allow(clippy::manual_async_fn)] // a smaller future: see `proxy`
+    pub fn handle<'a>(
+        &'a self,
+        request: Request<Incoming>,
+        conn: &'a ConnInfo,
+    ) -> impl Future<Output = Response<ResponseBody>> + 'a {
+        async move {
+            let version = request.version();
+            let mut ctx = self.accept(&request, conn);
+            let response = match self.proxy(request, conn, &mut ctx).await {
+                Ok(response) => response,
+                Err(error) => {
+                    let status = error.status();
+                    let (method, path, request_id) = (&ctx.method, ctx.uri.path(), &ctx.request_id);
+                    if status.is_server_error() {
+                        tracing::warn!(%error, %method, path, ?request_id, "request failed");
+                    } else {
+                        tracing::debug!(%error, %method, path, ?request_id, "request rejected");
+                    }
+                    error.to_response()
+                }
+            };
+            self.respond(response, version, conn, ctx)
+        }
+    }
+
+    /// Phase accept: counts the request on its connection, and fixes what the
+    /// request is (its id) and who sent it (the one real client address).
+    fn accept(&self, request: &Request<Incoming>, conn: &ConnInfo) -> RequestContext {
+        conn.touch();
+        if !conn.tls {
+            conn.count_as(if request.version() == Version::HTTP_2 {
+                Downstream::H2c
+            } else {
+                Downstream::Http1
+            });
+        }
+        let mut request_id = request
+            .headers()
+            .get(&X_REQUEST_ID)
+            .filter(|v| !v.is_empty())
+            .cloned()
+            .unwrap_or_else(new_request_id);
+        // Unique per request: over HTTP/2, HPACK must not add it to its dynamic
+        // table, where it would never be reused and would only churn the table
+        // (indexing cost a quarter of an h2c request's CPU).
+        request_id.set_sensitive(true);
+        let client = self.client_addr(request, conn);
+        RequestContext::new(request, client, request_id, &self.access_log)
+    }
+
+    /// The one real client address of this request (`client_addr`).
+    fn client_addr(&self, request: &Request<Incoming>, conn: &ConnInfo) -> ClientAddr {
+        let peer = conn.peer.ip();
+        let settings = self.settings.load();
+        let trusted_peer = settings.use_forwarded_headers
+            && settings.real_ip_from.iter().any(|cidr| cidr.contains(peer));
+        if !trusted_peer {
+            return ClientAddr {
+                ip: peer,
+                header: conn.client_ip.clone(),
+                trusted_peer,
+            };
+        }
+        let ip = real_client(peer, request.headers(), &settings.real_ip_from);
+        ClientAddr {
+            ip,
+            header: HeaderValue::try_from(ip.to_string()).unwrap_or(conn.client_ip.clone()),
+            trusted_peer,
+        }
+    }
+
+    /// Phases route, request filters, choose backend and upstream: the answer
+    /// to send back, from the pod or from sluice.
+    #[allow(clippy::manual_async_fn)] // a smaller future: see `proxy`
+    fn proxy<'a>(
+        &'a self,
+        mut request: Request<Incoming>,
+        conn: &'a ConnInfo,
+        ctx: &'a mut RequestContext,
+    ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
+        async move {
+            // Route.
+            let table = self.table.load_full();
+            // Borrowed from a value that shares the request's bytes: no copy.
+            let host_value = request_host(&request)?;
+            let host = host_value
+                .to_str()
+                .map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
+            let path = crate::routing::normalize::routing_path(request.uri().path())
+                .ok_or(ProxyError::BadRequest("path climbs above /"))?;
+            let route = table.route(host, &path).ok_or(ProxyError::NoRoute)?.clone();
+            ctx.route = Some(route.clone());
+
+            // Request filters.
+            if let Some(response) = filters::run(&route, &request, host, conn, ctx, &self.settings)?
+            {
+                return Ok(response);
+            }
+
+            // Choose the backend.
+            let backend = match &ctx.canary {
+                Some(canary) => canary.backend.clone(),
+                None => route.active_backend().clone(),
+            };
+            ctx.backend = Some(backend.clone());
+
+            // Upstream.
+            // Settings are read only for the rare request that asks to upgrade.
+            let client_upgrade = (request.headers().contains_key(header::UPGRADE)
+                && is_upgrade_request(&request, &self.settings.load().allowed_upgrades))
+            .then(|| hyper::upgrade::on(&mut request));
+            let hash = route
+                .policy
+                .balance
+                .hash_by
+                .as_ref()
+                .and_then(|by| by.key(request.headers(), ctx.client.ip));
+            let metrics = ctx
+                .metrics()
+                .cloned()
+                .unwrap_or_else(|| route.metrics.clone());
+            let started = Instant::now();
+            let upgrade = client_upgrade.is_some();
+            let body_limit = route.policy.body_limit;
+            let request = request.map(|body| RequestBody::new(body, body_limit, metrics.clone()));
+            let upstream_request = Self::upstream_request(
+                request,
+                backend.protocol,
+                conn,
+                &ctx.client,
+                &host_value,
+                &ctx.request_id,
+                upgrade,
+            )?;
+            let (mut response, pick, attempts) =
+                send_with_retries(upstream_request, &route, &backend, hash, &metrics).await?;
+            ctx.upstream = Some(UpstreamAnswer {
+                endpoint: pick.endpoint.addr(),
+                status: response.status().as_u16(),
+                took: started.elapsed(),
+                attempts,
+            });
+
+            // The pod's answer, on its way back.
+            if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                let upstream = match response.body_mut() {
+                    FromUpstream::H1(body) => body.take_upgraded(),
+                    FromUpstream::H2(_) => None,
+                };
+                if let (Some(client_upgrade), Some(upstream)) = (client_upgrade, upstream) {
+                    let idle = self.settings.load().tunnel_idle_timeout;
+                    self.tunnels
+                        .spawn(super::tunnel::run(client_upgrade, upstream, idle));
+                }
+            } else {
+                strip_hop_by_hop(response.headers_mut(), false);
+            }
+            let (parts, body) = response.into_parts();
+            let body = UpstreamBody::new(body, route.policy.read_timeout, pick.in_flight);
+            Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
+        }
+    }
+
+    /// Phases response and log: what every answer gets on its way out, then
+    /// the metrics and the log line, written once from the context.
+    fn respond(
+        &self,
+        mut response: Response<ResponseBody>,
+        version: Version,
+        conn: &ConnInfo,
+        ctx: RequestContext,
+    ) -> Response<ResponseBody> {
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+        if conn.tls {
+            if let Some(hsts) = &self.settings.load().hsts {
+                response
+                    .headers_mut()
+                    .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
+            }
+        }
+        ctx.finish(
+            &mut response,
+            || self.table.load().unrouted.clone(),
+            &self.access_log,
+        );
+        if version <= Version::HTTP_11 && response.status() != StatusCode::SWITCHING_PROTOCOLS {
+            // HTTP/1 connection management: close after `keep-alive-requests`, and
+            // while draining, so clients move to other instances promptly.
+            let served = conn.requests.fetch_add(1, Ordering::Relaxed) + 1;
+            let limit = self.settings.load().keep_alive_requests;
+            if self.lifecycle.is_draining() || served >= limit {
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+        }
+        response
+    }
+
+    /// The request as the chosen backend gets it, in that backend's protocol (a
+    /// canary or fallback may speak another one than the route's main backend).
+    fn upstream_request(
+        request: Request<RequestBody>,
+        protocol: Protocol,
+        conn: &ConnInfo,
+        client: &ClientAddr,
+        host: &HeaderValue,
+        request_id: &HeaderValue,
+        upgrade: bool,
+    ) -> Result<Request<RequestBody>, ProxyError> {
+        let (mut parts, body) = request.into_parts();
+        let headers = &mut parts.headers;
+        // Room for what is added below, so the map grows once, not twice.
+        headers.reserve(8);
+        strip_hop_by_hop(headers, upgrade);
+        if upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        set_forwarded_headers(headers, conn, client, host);
+        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+
+        let mut uri_parts = uri::Parts::default();
+        uri_parts.path_and_query = parts.uri.path_and_query().cloned();
+        match protocol {
+            Protocol::Http1 => {
+                parts.version = Version::HTTP_11;
+                // The host the request was routed by, always: an absolute-form
+                // URI or an HTTP/2 `:authority` may differ from the client's
+                // `Host`, and the pod must not see another host than sluice chose.
+                if parts.headers.get(header::HOST) != Some(host) {
+                    parts.headers.insert(header::HOST, host.clone());
+                }
+            }
+            Protocol::H2c => {
+                parts.version = Version::HTTP_2;
+                uri_parts.scheme = Some(Scheme::HTTP);
+                uri_parts.authority = Some(
+                    Authority::try_from(host.as_bytes())
+                        .map_err(|_| ProxyError::BadRequest("invalid host"))?,
+                );
+                if uri_parts.path_and_query.is_none() {
+                    uri_parts.path_and_query = Some(uri::PathAndQuery::from_static("/"));
+                }
+                parts.headers.remove(header::HOST);
+            }
+        }
+        parts.uri = Uri::from_parts(uri_parts)
+            .map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+        Ok(Request::from_parts(parts, body))
+    }
+}

@@ -1,0 +1,25 @@
+//! Layer 2, under the model: how sluice talks to pods. Protocols, the
+//! per-endpoint connection pools, the HTTP/1.1 client (`h1`: encode / decode /
+//! connection / body), the bodies the upstream side carries, and `ProxyError`,
+//! the one error type of a proxied exchange (most of its variants are born here;
+//! `proxy` maps them to responses).
+//!
+//! Nothing here knows about routes or tables: a pool is given an address and a
+//! protocol, and an answer's connection goes back to whatever owns the pool
+//! (`h1::PoolOwner`).
+
+pub mod body;
+pub mod error;
+pub mod h1;
+pub mod pool;
+
+pub use error::ProxyError;
+
+/// How sluice speaks to the pods of a backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Protocol {
+    #[default]
+    Http1,
+    /// HTTP/2 with prior knowledge: plaintext gRPC and other h2c servers.
+    H2c,
+}
