@@ -16,15 +16,15 @@ use sluice::balance::policy::{Algorithm, BalancePolicy};
 use sluice::balance::window::Outcome;
 use sluice::balance::ThreadRandom;
 use sluice::config::PoolConfig;
-use sluice::routing::EndpointRegistry;
+use sluice::discovery::Retained;
 use sluice::routing::{Backend, BackendRef, Endpoint, Protocol};
 
-fn backend(n: usize, registry: &EndpointRegistry) -> Arc<Backend> {
+fn backend(n: usize, registry: &Retained) -> Arc<Backend> {
     let endpoints = (0..n)
         .map(|i| {
             let addr = SocketAddr::from(([10, (i >> 16) as u8, (i >> 8) as u8, i as u8], 8080));
             Endpoint {
-                state: registry.endpoint(&"default".into(), addr, Protocol::Http1),
+                state: registry.endpoints(&"default".into(), &[addr], Protocol::Http1)[0].clone(),
             }
         })
         .collect();
@@ -33,7 +33,12 @@ fn backend(n: usize, registry: &EndpointRegistry) -> Arc<Backend> {
         service: "app".into(),
         port: "80".into(),
     };
-    Arc::new(Backend::new(name, Protocol::Http1, endpoints))
+    Arc::new(Backend::new(
+        name,
+        Protocol::Http1,
+        endpoints,
+        Arc::default(),
+    ))
 }
 
 fn pick(backend: &Backend, policy: &BalancePolicy) -> Option<sluice::routing::Pick> {
@@ -56,7 +61,7 @@ fn policy(algorithm: Algorithm) -> BalancePolicy {
 
 fn bench(c: &mut Criterion) {
     // Tokio's clock, used by the balancer, needs no runtime when not paused.
-    let registry = EndpointRegistry::new(PoolConfig::default());
+    let registry = Retained::new(PoolConfig::default());
     let mut group = c.benchmark_group("pick_endpoint");
     for n in [3usize, 100, 1000] {
         let backend = backend(n, &registry);

@@ -22,9 +22,8 @@ use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice::config::PoolConfig;
-use sluice::discovery::{translate, LastGood, Publisher, Snapshot, TranslateOptions};
+use sluice::discovery::{translate, LastGood, Publisher, Retained, Snapshot, TranslateOptions};
 use sluice::lifecycle::Lifecycle;
-use sluice::routing::EndpointRegistry;
 use sluice::routing::RoutingTable;
 
 const SERVICES: usize = 10_000;
@@ -109,7 +108,7 @@ fn rss_mib() -> f64 {
 fn bench(c: &mut Criterion) {
     let before = rss_mib();
     let snapshot = snapshot();
-    let registry = Arc::new(EndpointRegistry::new(PoolConfig::default()));
+    let registry = Arc::new(Retained::new(PoolConfig::default()));
     let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
     let publisher = Publisher::new(
         table.clone(),

@@ -10,8 +10,7 @@ mod fixtures;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use sluice::config::PoolConfig;
-use sluice::discovery::{translate, LastGood, Snapshot, TranslateOptions};
-use sluice::routing::EndpointRegistry;
+use sluice::discovery::{translate, LastGood, Retained, Snapshot, TranslateOptions};
 use std::hint::black_box;
 
 const HOSTS: usize = 10_000;
@@ -39,7 +38,7 @@ fn snapshot() -> Snapshot {
 }
 
 fn bench(c: &mut Criterion) {
-    let registry = EndpointRegistry::new(PoolConfig::default());
+    let registry = Retained::new(PoolConfig::default());
     let translation = translate(
         &snapshot(),
         &TranslateOptions::default(),

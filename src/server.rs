@@ -21,12 +21,12 @@ use crate::admin::AdminState;
 use crate::config::Config;
 use crate::discovery::kube::{self, KubeOptions};
 use crate::discovery::manifests::{self, ManifestsDir};
+use crate::discovery::Retained;
 use crate::discovery::{events, status};
 use crate::discovery::{ClassSelection, DiscoveryError, Publisher};
 use crate::lifecycle::Lifecycle;
 use crate::proxy::{listener, tls, Proxy};
 use crate::reload::{self, ConfigWatch};
-use crate::routing::EndpointRegistry;
 use crate::routing::RoutingTable;
 use crate::telemetry::access_log::{self, AccessLog};
 use ::kube::runtime::events::Reporter;
@@ -100,7 +100,7 @@ impl Server {
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
         let publisher = Publisher::new(
             table.clone(),
-            Arc::new(EndpointRegistry::new(config.pool_config())),
+            Arc::new(Retained::new(config.pool_config())),
             reload::translate_options(&config, &options.class, cluster),
             lifecycle.clone(),
         );

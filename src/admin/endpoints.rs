@@ -41,7 +41,7 @@ pub fn breaker_name(state: BreakerState) -> &'static str {
 pub fn view(backend: &Backend) -> Vec<EndpointView> {
     let now = Instant::now();
     let set = backend.endpoint_set();
-    let typical = backend.stats.typical_latency(now, DEFAULT_LATENCY);
+    let typical = backend.state.stats.typical_latency(now, DEFAULT_LATENCY);
     let mut views: Vec<EndpointView> = set
         .endpoints
         .iter()

@@ -193,7 +193,9 @@ fn round_robin(
     usable: &impl Fn(usize) -> bool,
 ) -> Option<usize> {
     let start = cursor.fetch_add(1, Ordering::Relaxed);
-    (0..n).map(|k| (start + k) % n).find(|&i| usable(i))
+    (0..n)
+        .map(|k| start.wrapping_add(k) % n)
+        .find(|&i| usable(i))
 }
 
 /// The first usable endpoint at or after the key's point on the ring.

@@ -8,6 +8,7 @@ pub mod annotations;
 pub mod events;
 pub mod kube;
 pub mod manifests;
+pub mod retained;
 pub mod status;
 pub mod translate;
 
@@ -24,10 +25,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 pub use crate::routing::parse_backend_ref;
-pub use translate::{translate, ClassSelection, LastGood, TranslateOptions, Translation};
+pub use retained::{LastGood, Retained};
+pub use translate::{translate, ClassSelection, TranslateOptions, Translation};
 
 use crate::lifecycle::Lifecycle;
-use crate::routing::EndpointRegistry;
 use crate::routing::{RoutingTable, TableStats};
 
 /// The nice value control-plane work runs at (the data plane keeps the
@@ -156,7 +157,8 @@ impl fmt::Display for Warning {
 #[derive(Debug)]
 pub struct Publisher {
     pub table: Arc<ArcSwap<RoutingTable>>,
-    pub endpoints: Arc<EndpointRegistry>,
+    /// Everything that outlives a table (`retained`).
+    pub retained: Arc<Retained>,
     pub lifecycle: Arc<Lifecycle>,
     state: Mutex<PublisherState>,
     /// Receives each warning once, when it first appears (Kubernetes Events).
@@ -173,8 +175,6 @@ struct PublisherState {
     options: TranslateOptions,
     /// The last snapshot and source warnings, to rebuild when the options change.
     last: Option<(Snapshot, Vec<Warning>)>,
-    /// The last version of each Ingress that had no faults of its own.
-    last_valid: HashMap<ObjectRef, Arc<Ingress>>,
     /// Warnings of the current table, to report each one only once.
     current: Vec<Warning>,
     /// Our Ingresses in the current table.
@@ -211,13 +211,13 @@ fn record_swap(
 impl Publisher {
     pub fn new(
         table: Arc<ArcSwap<RoutingTable>>,
-        endpoints: Arc<EndpointRegistry>,
+        retained: Arc<Retained>,
         options: TranslateOptions,
         lifecycle: Arc<Lifecycle>,
     ) -> Publisher {
         Publisher {
             table,
-            endpoints,
+            retained,
             lifecycle,
             state: Mutex::new(PublisherState {
                 options,
@@ -282,22 +282,17 @@ impl Publisher {
         source_warnings: &[Warning],
     ) -> Vec<Warning> {
         let started = Instant::now();
-        let previous = self.table.load();
-        let last = LastGood {
-            ingresses: std::mem::take(&mut state.last_valid),
-            certs: previous.tls.clone(),
-            limiters: previous.limiters.clone(),
-        };
+        let last = self.retained.take_last_good();
         // Each object is already isolated inside `translate`; this is the last
         // line: if building the table fails anyway, the last table keeps serving,
         // the failure is reported, and the next change is built afresh.
         let built = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            translate(snapshot, &state.options, &self.endpoints, &last)
+            translate(snapshot, &state.options, &self.retained, &last)
         }));
         let translation = match built {
             Ok(translation) => translation,
             Err(_) => {
-                state.last_valid = last.ingresses;
+                self.retained.set_last_good(last);
                 metrics::gauge!(crate::telemetry::CONFIG_LAST_SWAP_SUCCESS).set(0.0);
                 tracing::error!(
                     "building the routing table failed; the last table keeps serving (please report this)"
@@ -323,7 +318,6 @@ impl Publisher {
                 let _ = events.send(warning.clone());
             }
         }
-        state.last_valid = translation.valid;
         state.ours = translation.ours;
         state.current = warnings.clone();
 
@@ -336,6 +330,10 @@ impl Publisher {
                 metrics::gauge!(crate::telemetry::TLS_CERT_EXPIRY, &labels).set(expires as f64);
             }
         }
+        self.retained.set_last_good(LastGood {
+            ingresses: translation.valid,
+            certs: table.tls.clone(),
+        });
         let old = self.table.swap(Arc::new(table));
         self.retired
             .lock()
@@ -349,9 +347,10 @@ impl Publisher {
             endpoints,
             started.elapsed(),
         );
-        // States of pods that left every table go now (the old table, if a request
-        // still holds it, keeps its own references alive until it finishes).
-        let collected = self.endpoints.collect_unused();
+        // What no table refers to any more goes now: states of pods that left
+        // (the old table, if a request still holds it, keeps its own references
+        // alive until a later swap).
+        let collected = self.retained.collect();
         self.lifecycle.set_configured();
         tracing::info!(
             hosts = stats.hosts,
@@ -383,7 +382,7 @@ impl Publisher {
                 &table,
                 snapshot,
                 services,
-                &self.endpoints,
+                &self.retained,
                 &state.options.upstream_deny,
             )
         }));
@@ -448,7 +447,7 @@ mod tests {
         let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
         let publisher = Publisher::new(
             table.clone(),
-            Arc::new(EndpointRegistry::new(Default::default())),
+            Arc::new(Retained::default()),
             TranslateOptions::default(),
             Arc::new(Lifecycle::default()),
         );

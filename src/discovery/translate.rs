@@ -1,8 +1,11 @@
 //! `translate`: a snapshot of Kubernetes objects -> a `RoutingTable` and warnings.
 //!
-//! Pure and synchronous (the endpoint registry only hands out the long-lived state
-//! for each pod address). Every problem is local: a bad path, annotation or backend
-//! skips that piece with a warning, and the rest of the table is built as usual.
+//! Pure and synchronous. Nothing here makes what outlives a table (pools,
+//! balancer and retry state, rate limiters, metric handles) or remembers the
+//! last good objects: the table names what it needs by key and the caller's
+//! home of retained state (`retained`) hands it out. Every problem is local: a
+//! bad path, annotation or backend skips that piece with a warning, and the
+//! rest of the table is built as usual.
 //!
 //! Each Ingress is first parsed on its own (`parse_ingress`, no table involved),
 //! then inserted. When it has faults of its own (a bad annotation, host or path) and
@@ -20,13 +23,12 @@ use std::sync::Arc;
 use k8s_openapi::api::networking::v1::Ingress;
 
 use super::annotations::IngressAnnotations;
+use super::retained::{LastGood, Retained};
 use super::{ObjectRef, Snapshot, Warning};
 use crate::config::{HostOwnership, ProxyDefaults};
 use crate::policy::ratelimit::{LimitSpec, Limiter};
-use crate::policy::retry::RetryBudget;
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::routing::certs::{Certificate, TlsCerts};
-use crate::routing::EndpointRegistry;
 use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
 
 use crate::routing::{
@@ -80,25 +82,14 @@ pub struct Translation {
     pub ignored: usize,
 }
 
-/// What earlier builds knew to be good, to fall back on when a later edit breaks.
-#[derive(Debug, Default)]
-pub struct LastGood {
-    /// The last version of each Ingress that had no faults of its own.
-    pub ingresses: HashMap<ObjectRef, Arc<Ingress>>,
-    /// The certificates the previous table served.
-    pub certs: TlsCerts,
-    /// The previous table's rate limiters: an unchanged limit keeps its state.
-    pub limiters: HashMap<IngressRef, Arc<Limiter>>,
-}
-
 pub fn translate(
     snapshot: &Snapshot,
     options: &TranslateOptions,
-    endpoints: &EndpointRegistry,
+    retained: &Retained,
     last: &LastGood,
 ) -> Translation {
     let last_valid = &last.ingresses;
-    let mut builder = Builder::new(snapshot, endpoints, options, last);
+    let mut builder = Builder::new(snapshot, retained, options, last);
     builder.cluster_instances = options.cluster_instances.max(1);
     builder.metrics_options = options.metrics;
     let (ours, ignored) = select_ours(snapshot, &options.class);
@@ -246,7 +237,7 @@ fn internal_error(object: &ObjectRef, panic: &(dyn std::any::Any + Send)) -> War
 
 struct Builder<'a> {
     index: SnapshotIndex<'a>,
-    registry: &'a EndpointRegistry,
+    retained: &'a Retained,
     defaults: &'a ProxyDefaults,
     host_ownership: HostOwnership,
     /// Each host's owner: the namespace that routed it first, and the other
@@ -256,12 +247,8 @@ struct Builder<'a> {
     previous_certs: &'a TlsCerts,
     /// Each Secret is parsed once per build, however many hosts use it.
     loaded: HashMap<(String, String), Result<Certificate, String>>,
-    last_limiters: &'a HashMap<IngressRef, Arc<Limiter>>,
-    limiters: HashMap<IngressRef, Arc<Limiter>>,
     cluster_instances: u32,
     metrics_options: MetricsOptions,
-    /// One `RequestMetrics` per label set, shared by all paths that have it.
-    metrics: HashMap<(String, String, String, bool), Arc<RequestMetrics>>,
     backends: HashMap<(BackendRef, Protocol), Arc<Backend>>,
     hosts: BTreeMap<HostKey, HostRoutes>,
     warnings: Vec<Warning>,
@@ -270,24 +257,21 @@ struct Builder<'a> {
 impl<'a> Builder<'a> {
     fn new(
         snapshot: &'a Snapshot,
-        registry: &'a EndpointRegistry,
+        retained: &'a Retained,
         options: &'a TranslateOptions,
         last: &'a LastGood,
     ) -> Builder<'a> {
         Builder {
             index: SnapshotIndex::new(snapshot, &options.upstream_deny),
-            registry,
+            retained,
             defaults: &options.defaults,
             host_ownership: options.host_ownership,
             owners: HashMap::new(),
             certs: TlsCerts::default(),
             previous_certs: &last.certs,
             loaded: HashMap::new(),
-            last_limiters: &last.limiters,
-            limiters: HashMap::new(),
             cluster_instances: 1,
             metrics_options: MetricsOptions::default(),
-            metrics: HashMap::new(),
             backends: HashMap::new(),
             hosts: BTreeMap::new(),
             warnings: Vec::new(),
@@ -383,19 +367,14 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// The Ingress's limiter: the previous table's one when the limit is unchanged,
-    /// so that a rebuild does not hand every client a fresh budget.
+    /// The Ingress's limiter: the same one while the limit is unchanged, so
+    /// that a rebuild does not hand every client a fresh budget.
     fn limiter(&mut self, ingress: &IngressRef, spec: &LimitSpec, cluster: bool) -> Arc<Limiter> {
         let mut spec = spec.clone();
         if cluster {
             spec.per_second /= f64::from(self.cluster_instances);
         }
-        let limiter = match self.last_limiters.get(ingress) {
-            Some(previous) if *previous.spec() == spec => previous.clone(),
-            _ => Arc::new(Limiter::new(spec, &ingress.namespace, &ingress.name)),
-        };
-        self.limiters.insert(ingress.clone(), limiter.clone());
-        limiter
+        self.retained.limiter(ingress, spec)
     }
 
     /// A canary Ingress: its paths join the main Ingress's routes for the same
@@ -405,11 +384,7 @@ impl<'a> Builder<'a> {
         let Some(rule) = parsed.canary.take() else {
             return;
         };
-        let labels = [
-            ("namespace", parsed.ingress.namespace.clone()),
-            ("ingress", parsed.ingress.name.clone()),
-        ];
-        let requests = metrics::counter!(crate::telemetry::CANARY_REQUESTS, &labels);
+        let requests = self.retained.canary_requests(&parsed.ingress);
         for path in &parsed.paths {
             let target = &path.target;
             let site = Some((&parsed.object, target.field));
@@ -554,20 +529,8 @@ impl<'a> Builder<'a> {
         service: &str,
         canary: bool,
     ) -> Arc<RequestMetrics> {
-        let options = self.metrics_options;
-        self.metrics
-            .entry((
-                namespace.to_owned(),
-                ingress.to_owned(),
-                service.to_owned(),
-                canary,
-            ))
-            .or_insert_with(|| {
-                Arc::new(RequestMetrics::new(
-                    namespace, ingress, service, canary, options,
-                ))
-            })
-            .clone()
+        self.retained
+            .request_metrics((namespace, ingress, service, canary), self.metrics_options)
     }
 
     /// The backend for a Service port. A missing Service or port still yields a
@@ -605,13 +568,13 @@ impl<'a> Builder<'a> {
             }
         };
         let namespace: Arc<str> = key.0.namespace.as_str().into();
-        let endpoints = endpoints_for(&namespace, addrs, protocol, self.registry);
-        let budget = RetryBudget::new(
+        let endpoints = endpoints_for(&namespace, addrs, protocol, self.retained);
+        let budget = (
             self.defaults.retry_budget_ratio,
             self.defaults.retry_budget_min_per_second,
         );
-        let backend =
-            Arc::new(Backend::new(key.0.clone(), protocol, endpoints).with_retry_budget(budget));
+        let state = self.retained.backend(&key.0, protocol, budget);
+        let backend = Arc::new(Backend::new(key.0.clone(), protocol, endpoints, state));
         self.backends.insert(key, backend.clone());
         backend
     }
@@ -624,9 +587,10 @@ impl<'a> Builder<'a> {
         };
         let backends = self.backends.into_values().collect();
         let mut table = RoutingTable::new(self.hosts, backends, default_route, stats);
-        table.unrouted = RequestMetrics::unrouted(self.metrics_options);
+        table.unrouted = self
+            .retained
+            .request_metrics(("", "", "", false), self.metrics_options);
         table.tls = self.certs;
-        table.limiters = self.limiters;
         (table, self.warnings)
     }
 }

@@ -161,6 +161,11 @@ pub struct RetryBudget {
 }
 
 impl RetryBudget {
+    /// The ratio and the floor it was made with.
+    pub fn params(&self) -> (f64, u32) {
+        (self.ratio, self.min_per_second)
+    }
+
     pub fn new(ratio: f64, min_per_second: u32) -> RetryBudget {
         RetryBudget {
             ratio,

@@ -48,7 +48,7 @@ pub(super) fn send_with_retries<'a>(
         let mut tried: Vec<SocketAddr> = Vec::new();
         let mut attempts: u32 = 0;
         let started = Instant::now();
-        backend.retry_budget.deposit(backend.second());
+        backend.state.retry_budget.deposit(backend.second());
         loop {
             let pick = backend
                 .pick(
@@ -118,7 +118,7 @@ pub(super) fn send_with_retries<'a>(
                 endpoints,
                 started.elapsed(),
             );
-            if allowed && backend.retry_budget.withdraw(backend.second()) {
+            if allowed && backend.state.retry_budget.withdraw(backend.second()) {
                 metrics::counter!(telemetry::RETRIES).increment(1);
                 tracing::debug!(?reason, endpoint = %pick.endpoint.addr(), "retrying on another endpoint");
                 tried.push(pick.endpoint.addr());

@@ -24,7 +24,6 @@ use crate::balance::policy::BalancePolicy;
 use crate::balance::window::Outcome;
 use crate::balance::{BackendStats, Random};
 use crate::policy::canary::CanaryRule;
-use crate::policy::ratelimit::Limiter;
 use crate::policy::retry::{
     RetryBudget, RetryPolicy, DEFAULT_BUDGET_MIN_PER_SECOND, DEFAULT_BUDGET_RATIO,
 };
@@ -33,7 +32,7 @@ use certs::TlsCerts;
 
 pub use crate::upstream::Protocol;
 
-pub use endpoint::{Endpoint, EndpointRegistry, EndpointState, InFlight, Pick};
+pub use endpoint::{Endpoint, EndpointKey, EndpointState, InFlight, Pick};
 pub use filters::{Filters, RequestFilter};
 pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind};
 
@@ -126,7 +125,7 @@ pub struct Canary {
     pub backend: Arc<Backend>,
     pub rule: CanaryRule,
     /// Resolved once, so counting a canary request costs an atomic add.
-    pub requests: metrics::Counter,
+    pub requests: Arc<metrics::Counter>,
     /// Labelled `canary="true"`, beside the route's own.
     pub metrics: Arc<RequestMetrics>,
 }
@@ -141,9 +140,36 @@ pub struct Backend {
     pub name: BackendRef,
     pub protocol: Protocol,
     endpoints: ArcSwap<EndpointSet>,
-    /// The round-robin cursor and typical latency.
+    /// What outlives the table: the balancer's cursor and typical latency, the
+    /// retry budget.
+    pub state: Arc<BackendState>,
+}
+
+/// The part of a backend that outlives table swaps (`discovery::retained`).
+#[derive(Debug)]
+pub struct BackendState {
     pub stats: BackendStats,
     pub retry_budget: RetryBudget,
+}
+
+impl BackendState {
+    pub fn new(retry_budget: RetryBudget) -> BackendState {
+        BackendState {
+            // Start the cursor at a random place so that many sluice instances
+            // do not all hit the first pod together.
+            stats: BackendStats::new(fastrand::usize(..1 << 16), Instant::now()),
+            retry_budget,
+        }
+    }
+}
+
+impl Default for BackendState {
+    fn default() -> Self {
+        BackendState::new(RetryBudget::new(
+            DEFAULT_BUDGET_RATIO,
+            DEFAULT_BUDGET_MIN_PER_SECOND,
+        ))
+    }
 }
 
 /// The ready endpoints of a backend, and the hash ring over them (built on first
@@ -164,22 +190,18 @@ impl EndpointSet {
 }
 
 impl Backend {
-    pub fn new(name: BackendRef, protocol: Protocol, endpoints: Vec<Endpoint>) -> Backend {
-        // Start each table's cursor at a random place so that many sluice instances
-        // (and successive tables) do not all hit the first pod together.
-        let start = fastrand::usize(..endpoints.len().max(1));
+    pub fn new(
+        name: BackendRef,
+        protocol: Protocol,
+        endpoints: Vec<Endpoint>,
+        state: Arc<BackendState>,
+    ) -> Backend {
         Backend {
             name,
             protocol,
             endpoints: ArcSwap::from_pointee(EndpointSet::new(endpoints)),
-            stats: BackendStats::new(start, Instant::now()),
-            retry_budget: RetryBudget::new(DEFAULT_BUDGET_RATIO, DEFAULT_BUDGET_MIN_PER_SECOND),
+            state,
         }
-    }
-
-    pub fn with_retry_budget(mut self, budget: RetryBudget) -> Backend {
-        self.retry_budget = budget;
-        self
     }
 
     /// The current endpoints, for one request: a cheap guard, not a copy.
@@ -209,7 +231,7 @@ impl Backend {
         let choice = pick::pick(
             &set.endpoints,
             &set.ring,
-            &self.stats,
+            &self.state.stats,
             policy,
             hash,
             exclude,
@@ -243,7 +265,7 @@ impl Backend {
         let Some(transition) = pick::record(
             &set.endpoints,
             &pick.endpoint,
-            &self.stats,
+            &self.state.stats,
             policy,
             pick.probe,
             outcome,
@@ -284,7 +306,7 @@ impl Backend {
 
     /// Seconds on this backend's clock (the retry budget's time).
     pub fn second(&self) -> u64 {
-        self.stats.second(Instant::now())
+        self.state.stats.second(Instant::now())
     }
 }
 
@@ -311,8 +333,6 @@ pub struct RoutingTable {
     backends: HashMap<(String, String), Vec<Arc<Backend>>>,
     /// Certificates by host, for the TLS listener.
     pub tls: TlsCerts,
-    /// Rate limiters by Ingress, handed to the next build so limits survive swaps.
-    pub limiters: HashMap<IngressRef, Arc<Limiter>>,
     /// Counts requests no route takes (no Host, no match), under empty labels.
     pub unrouted: Arc<RequestMetrics>,
     pub stats: TableStats,

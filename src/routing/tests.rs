@@ -17,6 +17,7 @@ fn route(name: &str) -> Arc<Route> {
             },
             Protocol::Http1,
             Vec::new(),
+            Arc::default(),
         )),
         fallback: None,
         filters: Filters::default(),

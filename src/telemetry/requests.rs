@@ -26,7 +26,7 @@ const METHODS: [&str; 10] = [
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
 /// What the `status` label holds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum StatusLabel {
     /// The code (`200`, `503`).
@@ -37,7 +37,7 @@ pub enum StatusLabel {
 }
 
 /// How requests are counted; from the config file, fixed per table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MetricsOptions {
     /// Off: routes record nothing (to measure what recording costs).
     pub enabled: bool,

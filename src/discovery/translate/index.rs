@@ -10,10 +10,10 @@ use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use crate::discovery::retained::Retained;
 use crate::discovery::Snapshot;
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::routing::certs::{load_certified_key, Certificate};
-use crate::routing::EndpointRegistry;
 use crate::routing::{BackendRef, Endpoint, Protocol, RoutingTable};
 
 /// The label EndpointSlices carry to name their Service.
@@ -23,9 +23,9 @@ pub(super) fn endpoints_for(
     namespace: &Arc<str>,
     addrs: Vec<SocketAddr>,
     protocol: Protocol,
-    registry: &EndpointRegistry,
+    retained: &Retained,
 ) -> Vec<Endpoint> {
-    registry
+    retained
         .endpoints(namespace, &addrs, protocol)
         .into_iter()
         .map(|state| Endpoint { state })
@@ -40,7 +40,7 @@ pub fn update_endpoints(
     table: &RoutingTable,
     snapshot: &Snapshot,
     services: &BTreeSet<(String, String)>,
-    registry: &EndpointRegistry,
+    retained: &Retained,
     deny: &UpstreamDeny,
 ) -> usize {
     let index = SnapshotIndex::for_services(snapshot, deny, services);
@@ -56,7 +56,7 @@ pub fn update_endpoints(
                 tracing::warn!(backend = %backend.name, refused = ?refused, "pod addresses refused");
             }
             let namespace: Arc<str> = namespace.as_str().into();
-            let fresh = endpoints_for(&namespace, addrs, backend.protocol, registry);
+            let fresh = endpoints_for(&namespace, addrs, backend.protocol, retained);
             let old = backend.swap_endpoints(fresh);
             replaced.extend(
                 old.endpoints
@@ -68,7 +68,7 @@ pub fn update_endpoints(
     }
     // Only the pods these Services lost can have become unused: check just those,
     // not the whole registry, so the cost follows the size of the change.
-    registry.collect(&replaced);
+    retained.collect_endpoints(&replaced);
     touched
 }
 

@@ -63,7 +63,7 @@ fn all_classes() -> TranslateOptions {
 fn build(yaml: &str) -> (RoutingTable, Vec<Warning>) {
     let (snapshot, parse_warnings) = snapshot_from_str(yaml);
     assert!(parse_warnings.is_empty(), "{parse_warnings:?}");
-    let registry = EndpointRegistry::new(PoolConfig::default());
+    let registry = Retained::new(PoolConfig::default());
     let t = translate(&snapshot, &all_classes(), &registry, &LastGood::default());
     (t.table, t.warnings)
 }
@@ -294,7 +294,7 @@ fn bad_pieces_are_skipped_and_the_rest_serves() {
 #[test]
 fn a_broken_edit_keeps_the_last_valid_version() {
     let services = service("v1", &["10.0.0.1"], &[]) + &service("v2", &["10.0.0.2"], &[]);
-    let registry = EndpointRegistry::new(PoolConfig::default());
+    let registry = Retained::new(PoolConfig::default());
     let translate_yaml = |yaml: &str, last: &HashMap<ObjectRef, Arc<Ingress>>| {
         let (snapshot, _) = snapshot_from_str(&(services.clone() + yaml));
         translate(
@@ -405,7 +405,7 @@ spec: {controller: k8s.io/ingress-nginx}
         yaml += &ing;
     }
     let (snapshot, _) = snapshot_from_str(&yaml);
-    let registry = EndpointRegistry::new(PoolConfig::default());
+    let registry = Retained::new(PoolConfig::default());
     let served = |options: &TranslateOptions| {
         let t = translate(&snapshot, options, &registry, &LastGood::default());
         assert!(
@@ -449,7 +449,7 @@ spec: {controller: k8s.io/ingress-nginx}
 
 #[test]
 fn endpoint_updates_touch_only_that_service_in_place() {
-    let registry = EndpointRegistry::new(PoolConfig::default());
+    let registry = Retained::new(PoolConfig::default());
     let before = service("web", &["10.0.0.1"], &[]) + &service("api", &["10.0.0.5"], &[]);
     let ingresses =
         simple("web", "web.example", "web", "") + &simple("api", "api.example", "api", "");
@@ -494,7 +494,7 @@ fn endpoint_state_survives_a_rebuild() {
             "spec:\n  defaultBackend: {service: {name: web, port: {number: 80}}}",
         );
     let (snapshot, _) = snapshot_from_str(&yaml);
-    let registry = EndpointRegistry::new(PoolConfig::default());
+    let registry = Retained::new(PoolConfig::default());
     let first = translate(&snapshot, &all_classes(), &registry, &LastGood::default()).table;
     let second = translate(&snapshot, &all_classes(), &registry, &LastGood::default()).table;
     let state = |t: &RoutingTable| {
@@ -504,8 +504,33 @@ fn endpoint_state_survives_a_rebuild() {
     };
     assert!(Arc::ptr_eq(&state(&first), &state(&second)));
     drop((first, second));
-    assert_eq!(registry.collect_unused(), 1);
-    assert!(registry.is_empty());
+    assert_eq!(registry.collect(), 1);
+    assert_eq!(registry.endpoint_count(), 0);
+}
+
+/// A full rebuild (a config change elsewhere) keeps what balancing and retries
+/// learnt about a backend: its typical latency, its round-robin cursor and its
+/// retry budget are the same objects in the new table.
+#[test]
+fn backend_state_survives_a_rebuild() {
+    let yaml =
+        service("web", &["10.0.0.1", "10.0.0.2"], &[]) + &simple("web", "a.example", "web", "");
+    let (snapshot, _) = snapshot_from_str(&yaml);
+    let retained = Retained::new(PoolConfig::default());
+    let first = translate(&snapshot, &all_classes(), &retained, &LastGood::default()).table;
+    let state = |t: &RoutingTable| t.route("a.example", "/").unwrap().backend.state.clone();
+    let before = state(&first);
+    let second = translate(&snapshot, &all_classes(), &retained, &LastGood::default()).table;
+    assert!(Arc::ptr_eq(&before, &state(&second)));
+    // Another retry budget is another state; the old one goes once unused.
+    let mut options = all_classes();
+    options.defaults.retry_budget_ratio = 0.5;
+    let third = translate(&snapshot, &options, &retained, &LastGood::default()).table;
+    assert!(!Arc::ptr_eq(&before, &state(&third)));
+    drop((first, second, before));
+    retained.collect();
+    let fourth = translate(&snapshot, &options, &retained, &LastGood::default()).table;
+    assert!(Arc::ptr_eq(&state(&third), &state(&fourth)));
 }
 
 #[test]
@@ -518,7 +543,7 @@ fn limits_scale_to_the_cluster_and_survive_rebuilds() {
             "  annotations: {sluice.io/limit-rps: \"100\", sluice.io/limit-scope: cluster}\n",
         );
     let (snapshot, _) = snapshot_from_str(&yaml);
-    let registry = EndpointRegistry::new(PoolConfig::default());
+    let registry = Retained::new(PoolConfig::default());
     let mut options = all_classes();
     options.cluster_instances = 4;
     let first = translate(&snapshot, &options, &registry, &LastGood::default()).table;
@@ -534,11 +559,7 @@ fn limits_scale_to_the_cluster_and_survive_rebuilds() {
         25.0,
         "100 rps shared by 4 instances"
     );
-    let last = LastGood {
-        limiters: first.limiters.clone(),
-        ..LastGood::default()
-    };
-    let second = translate(&snapshot, &options, &registry, &last).table;
+    let second = translate(&snapshot, &options, &registry, &LastGood::default()).table;
     let again = second
         .route("a.example", "/")
         .unwrap()
@@ -584,7 +605,7 @@ fn fuzzed_manifests_translate_without_panicking() {
         "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: networking.k8s.io/v1, kind: Ingress, metadata: {name: x}, spec: {defaultBackend: {service: {name: web, port: {name: http}}}}}\n".to_owned(),
     ];
     let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
-    let registry = EndpointRegistry::new(PoolConfig::default());
+    let registry = Retained::new(PoolConfig::default());
     crate::fuzz::texts(&seeds, crate::fuzz::iterations(3_000), |text| {
         let (snapshot, _) = snapshot_from_str(text);
         let t = translate(&snapshot, &all_classes(), &registry, &LastGood::default());
@@ -695,7 +716,7 @@ fn host_ownership_by_namespace_refuses_other_namespaces() {
             ),
         );
     let (snapshot, _) = snapshot_from_str(&yaml);
-    let registry = EndpointRegistry::new(PoolConfig::default());
+    let registry = Retained::new(PoolConfig::default());
     // Shared (the default): paths merge across namespaces, as ingress-nginx.
     let shared = translate(&snapshot, &all_classes(), &registry, &LastGood::default());
     assert!(shared.warnings.is_empty(), "{:?}", shared.warnings);
@@ -733,7 +754,7 @@ fn pod_addresses_on_the_node_are_refused_in_a_cluster() {
         &[],
     ) + &simple("a", "a.example", "web", "");
     let (snapshot, _) = snapshot_from_str(&yaml);
-    let registry = EndpointRegistry::new(PoolConfig::default());
+    let registry = Retained::new(PoolConfig::default());
     let mut options = all_classes();
     options.upstream_deny.special = true;
     let t = translate(&snapshot, &options, &registry, &LastGood::default());
