@@ -1,8 +1,17 @@
-//! The static config file: listen addresses and the global proxy defaults.
+//! Layer 5, under the sources and the pipeline that both read it: the config
+//! file, typed. Listen addresses, client connection handling and the global
+//! proxy defaults.
 //!
 //! Keys and defaults follow the ingress-nginx ConfigMap (`proxy-read-timeout`,
 //! `upstream-keepalive-connections`, ...) so operators recognise them. Per-Ingress
 //! annotations override the proxy defaults; command-line flags override the addresses.
+//!
+//! Every value is parsed once, when the file is read (a balancer name into an
+//! `Algorithm`, a breaker rule into its expression, address lists into
+//! `CidrList`s), so a bad value is an error naming its key and nothing parses
+//! it again. A reload applies every key except those in `RESTART_ONLY`: those
+//! configure what is made once at start, and a reload that changes one says so
+//! in the log and in `/api/config` (`ConfigState`).
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -15,7 +24,7 @@ use std::sync::Arc;
 
 use crate::balance::expr::BreakerRule;
 use crate::balance::policy::{self as balance_policy, Algorithm, BalancePolicy};
-use crate::policy::canary::Cidr;
+use crate::policy::canary::CidrList;
 use crate::policy::retry::{self, NextUpstream, RetryPolicy};
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::telemetry::requests::{MetricsOptions, StatusLabel};
@@ -140,7 +149,8 @@ pub struct Config {
     /// (the edge tier in front); from anyone else they are replaced.
     pub use_forwarded_headers: bool,
     /// The edge tier's addresses, comma-separated; empty trusts nobody.
-    pub proxy_real_ip_cidr: String,
+    #[serde(with = "units::parsed")]
+    pub proxy_real_ip_cidr: CidrList,
     /// Every client connection starts with a PROXY protocol (v1 or v2) header; the
     /// address it declares is believed from peers in `proxy-real-ip-cidr`.
     pub use_proxy_protocol: bool,
@@ -151,7 +161,8 @@ pub struct Config {
     pub manifests_poll_interval: Duration,
 
     /// `ewma`, `round_robin` or `least_request`.
-    pub load_balance: String,
+    #[serde(with = "units::parsed")]
+    pub load_balance: Algorithm,
     /// How fast latency estimates forget (peak-EWMA decay window).
     #[serde(with = "units::duration")]
     pub ewma_decay: Duration,
@@ -159,12 +170,14 @@ pub struct Config {
     #[serde(with = "units::duration")]
     pub slow_start: Duration,
     /// When to open an endpoint's breaker, in Traefik's expression language.
-    pub circuit_breaker: String,
+    #[serde(with = "units::parsed")]
+    pub circuit_breaker: BreakerRule,
     /// Never eject more than this percentage of a backend's endpoints.
     pub max_ejection_percent: u8,
     /// When to try another endpoint: `error`, `timeout`, `http_502`, `http_503`,
     /// `http_504`, `off`. Empty: only requests that never reached an upstream.
-    pub proxy_next_upstream: String,
+    #[serde(with = "units::parsed")]
+    pub proxy_next_upstream: NextUpstream,
     /// Attempts in all (0: as many as there are endpoints).
     pub proxy_next_upstream_tries: u32,
     /// No retry after this long since the first attempt (0: no limit).
@@ -193,9 +206,57 @@ pub struct Config {
     pub host_ownership: HostOwnership,
     /// Pod address ranges never sent to, comma-separated, on top of the
     /// loopback, link-local, unspecified and multicast ones refused in a cluster.
-    pub upstream_deny_cidrs: String,
+    #[serde(with = "units::parsed")]
+    pub upstream_deny_cidrs: CidrList,
     /// Pod address ranges allowed even so (exceptions to both), comma-separated.
-    pub upstream_allow_cidrs: String,
+    #[serde(with = "units::parsed")]
+    pub upstream_allow_cidrs: CidrList,
+}
+
+/// Keys a reload cannot apply, because what they configure is made once at
+/// start: the listeners and how client connections are handled, the upstream
+/// pools (sized when a pod is first seen), the access log's target and format,
+/// the manifests poller. Every other key takes effect on reload.
+pub const RESTART_ONLY: &[&str] = &[
+    "http-addr",
+    "https-addr",
+    "admin-addr",
+    "keep-alive",
+    "client-header-timeout",
+    "max-header-size",
+    "max-worker-connections",
+    "http2-max-concurrent-streams",
+    "http2-ping-interval",
+    "use-proxy-protocol",
+    "upstream-keepalive-connections",
+    "upstream-keepalive-timeout",
+    "upstream-keepalive-requests",
+    "access-log",
+    "access-log-format",
+    "manifests-poll-interval",
+];
+
+/// The config as it runs and as its file last said, for `/api/config`.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConfigState {
+    /// What sluice runs with: the file's values, command-line overrides, and
+    /// the restart-only values it started with.
+    pub running: Config,
+    /// The file as last read successfully (`None` without a file).
+    pub file: Option<Config>,
+    /// Restart-only keys the file changed since start: they apply at the next
+    /// restart.
+    pub restart_needed: Vec<&'static str>,
+}
+
+impl ConfigState {
+    pub fn new(running: Config, file: Option<Config>) -> ConfigState {
+        ConfigState {
+            running,
+            file,
+            restart_needed: Vec::new(),
+        }
+    }
 }
 
 /// `host-ownership` in the config file.
@@ -255,16 +316,16 @@ impl Default for Config {
             drain_timeout: DEFAULT_DRAIN_TIMEOUT,
             default_backend: None,
             use_forwarded_headers: false,
-            proxy_real_ip_cidr: String::new(),
+            proxy_real_ip_cidr: CidrList::default(),
             allowed_upgrades: "websocket".into(),
             use_proxy_protocol: false,
             manifests_poll_interval: DEFAULT_MANIFESTS_POLL_INTERVAL,
-            load_balance: "ewma".into(),
+            load_balance: Algorithm::default(),
             ewma_decay: balance_policy::DEFAULT_DECAY,
             slow_start: balance_policy::DEFAULT_SLOW_START,
-            circuit_breaker: balance_policy::DEFAULT_BREAKER.into(),
+            circuit_breaker: balance_policy::default_breaker(),
             max_ejection_percent: balance_policy::DEFAULT_MAX_EJECTION_PERCENT,
-            proxy_next_upstream: String::new(),
+            proxy_next_upstream: NextUpstream::default(),
             proxy_next_upstream_tries: retry::DEFAULT_TRIES,
             proxy_next_upstream_timeout: Duration::ZERO,
             retry_budget_ratio: retry::DEFAULT_BUDGET_RATIO,
@@ -277,8 +338,8 @@ impl Default for Config {
             request_metrics: true,
             request_metrics_status: StatusLabel::Code,
             host_ownership: HostOwnership::Shared,
-            upstream_deny_cidrs: String::new(),
-            upstream_allow_cidrs: String::new(),
+            upstream_deny_cidrs: CidrList::default(),
+            upstream_allow_cidrs: CidrList::default(),
         }
     }
 }
@@ -294,14 +355,6 @@ pub fn parse_secret_ref(s: &str) -> Option<(String, String)> {
     let (namespace, name) = s.split_once('/')?;
     (!namespace.is_empty() && !name.is_empty() && !name.contains('/'))
         .then(|| (namespace.to_owned(), name.to_owned()))
-}
-
-/// A comma-separated list of address ranges.
-pub fn parse_cidrs(list: &str) -> Result<Vec<Cidr>, String> {
-    list.split(',')
-        .filter(|r| !r.trim().is_empty())
-        .map(Cidr::parse)
-        .collect()
 }
 
 fn parse_addr(s: &str) -> SocketAddr {
@@ -381,17 +434,8 @@ impl Config {
         if self.keep_alive_requests == 0 {
             return invalid("keep-alive-requests", "must be at least 1");
         }
-        if let Err(e) = Algorithm::parse(&self.load_balance) {
-            return invalid("load-balance", &e);
-        }
-        if let Err(e) = BreakerRule::parse(&self.circuit_breaker) {
-            return invalid("circuit-breaker", &e.to_string());
-        }
         if self.max_ejection_percent > 100 {
             return invalid("max-ejection-percent", "must be at most 100");
-        }
-        if let Err(e) = NextUpstream::parse(&self.proxy_next_upstream) {
-            return invalid("proxy-next-upstream", &e);
         }
         if !(0.0..=10.0).contains(&self.retry_budget_ratio) {
             return invalid("retry-budget-ratio", "must be between 0 and 10");
@@ -413,15 +457,6 @@ impl Config {
                 return invalid("default-ssl-certificate", "expected namespace/name");
             }
         }
-        if let Err(e) = self.proxy_real_ip_cidrs() {
-            return invalid("proxy-real-ip-cidr", &e);
-        }
-        if let Err(e) = parse_cidrs(&self.upstream_deny_cidrs) {
-            return invalid("upstream-deny-cidrs", &e);
-        }
-        if let Err(e) = parse_cidrs(&self.upstream_allow_cidrs) {
-            return invalid("upstream-allow-cidrs", &e);
-        }
         if let Some(backend) = &self.default_backend {
             if crate::routing::parse_backend_ref(backend).is_none() {
                 return invalid("default-backend", "expected namespace/service:port");
@@ -430,13 +465,44 @@ impl Config {
         Ok(())
     }
 
+    /// The restart-only keys whose values differ between `self` and `next`.
+    pub fn restart_only_changes(&self, next: &Config) -> Vec<&'static str> {
+        let (before, after) = (self.keys(), next.keys());
+        RESTART_ONLY
+            .iter()
+            .copied()
+            .filter(|key| before.get(*key) != after.get(*key))
+            .collect()
+    }
+
+    /// What runs after a reload to `next`: its values, except the restart-only
+    /// ones, which stay as they run now.
+    pub fn reloaded(&self, next: &Config) -> Config {
+        let running = self.keys();
+        let mut merged = next.keys();
+        for key in RESTART_ONLY {
+            if let Some(value) = running.get(*key) {
+                merged.insert((*key).to_owned(), value.clone());
+            }
+        }
+        // Both halves are valid configs, so the merge is too; the fallback
+        // (keep running as is) only guards against a bug here.
+        serde_json::from_value(serde_json::Value::Object(merged)).unwrap_or_else(|_| self.clone())
+    }
+
+    /// The config as the file's keys and values.
+    fn keys(&self) -> serde_json::Map<String, serde_json::Value> {
+        match serde_json::to_value(self) {
+            Ok(serde_json::Value::Object(map)) => map,
+            _ => serde_json::Map::new(),
+        }
+    }
+
     /// The HTTP/1 read buffer limit handed to hyper, which has a floor of 8 KiB.
     pub fn max_header_bytes(&self) -> usize {
         usize::try_from(self.max_header_size.max(MIN_HEADER_SIZE)).unwrap_or(usize::MAX)
     }
 
-    /// Route defaults; `validate` has checked what is parsed here, so a value
-    /// that does not parse falls back to the built-in default.
     pub fn metrics_options(&self) -> MetricsOptions {
         MetricsOptions {
             enabled: self.request_metrics,
@@ -446,12 +512,9 @@ impl Config {
 
     pub fn proxy_defaults(&self) -> ProxyDefaults {
         let balance = BalancePolicy {
-            algorithm: Algorithm::parse(&self.load_balance).unwrap_or_default(),
+            algorithm: self.load_balance,
             hash_by: None,
-            breaker: Arc::new(
-                BreakerRule::parse(&self.circuit_breaker)
-                    .unwrap_or_else(|_| balance_policy::default_breaker()),
-            ),
+            breaker: Arc::new(self.circuit_breaker.clone()),
             decay: self.ewma_decay,
             slow_start: self.slow_start,
             max_ejection_percent: self.max_ejection_percent,
@@ -463,7 +526,7 @@ impl Config {
             proxy_body_size: self.proxy_body_size,
             balance: Arc::new(balance),
             retry: RetryPolicy {
-                next_upstream: NextUpstream::parse(&self.proxy_next_upstream).unwrap_or_default(),
+                next_upstream: self.proxy_next_upstream,
                 tries: self.proxy_next_upstream_tries,
                 timeout: (!self.proxy_next_upstream_timeout.is_zero())
                     .then_some(self.proxy_next_upstream_timeout),
@@ -473,18 +536,13 @@ impl Config {
         }
     }
 
-    /// `proxy-real-ip-cidr`, parsed.
-    pub fn proxy_real_ip_cidrs(&self) -> Result<Vec<Cidr>, String> {
-        parse_cidrs(&self.proxy_real_ip_cidr)
-    }
-
     /// Which pod addresses are never sent to; `cluster`: the objects come from
     /// the apiserver, where tenants write them.
     pub fn upstream_deny(&self, cluster: bool) -> UpstreamDeny {
         UpstreamDeny {
             special: cluster,
-            cidrs: parse_cidrs(&self.upstream_deny_cidrs).unwrap_or_default(),
-            allowed: parse_cidrs(&self.upstream_allow_cidrs).unwrap_or_default(),
+            cidrs: self.upstream_deny_cidrs.0.clone(),
+            allowed: self.upstream_allow_cidrs.0.clone(),
         }
     }
 
@@ -510,7 +568,7 @@ mod tests {
         assert_eq!(c.http_addr.port(), 80);
         assert_eq!(c.admin_addr.port(), 10254);
         // Trust nobody's forwarded headers, merge hosts across namespaces.
-        assert!(c.proxy_real_ip_cidrs().unwrap().is_empty());
+        assert!(c.proxy_real_ip_cidr.0.is_empty());
         assert_eq!(c.host_ownership, HostOwnership::Shared);
         assert_eq!(c.max_worker_connections, 16_384);
         assert_eq!(c.client_header_timeout, Duration::from_secs(60));
@@ -549,6 +607,9 @@ mod tests {
             .to_string();
         assert!(err.contains("default-backend"), "{err}");
         for (text, field) in [
+            ("load-balance: fastest", "load-balance"),
+            ("circuit-breaker: Latency() >", "circuit-breaker"),
+            ("proxy-next-upstream: sometimes", "proxy-next-upstream"),
             ("proxy-real-ip-cidr: 10.0.0.0/33", "proxy-real-ip-cidr"),
             ("upstream-deny-cidrs: nodes", "upstream-deny-cidrs"),
             ("host-ownership: mine", "host-ownership"),
@@ -557,6 +618,34 @@ mod tests {
             let err = Config::from_yaml(text).unwrap_err().to_string();
             assert!(err.contains(field), "{err}");
         }
+    }
+
+    /// Every restart-only key is a key of the file; changing one is reported,
+    /// and a reload keeps its running value while applying the rest.
+    #[test]
+    fn a_reload_applies_all_but_the_restart_only_keys() {
+        let running = Config::default();
+        let keys = running.keys();
+        for key in RESTART_ONLY {
+            assert!(keys.contains_key(*key), "{key} is not a config key");
+        }
+        let next = Config::from_yaml(
+            "keep-alive: 5s\nhttp-addr: 127.0.0.1:8080\nproxy-read-timeout: 7s\nload-balance: round_robin\n",
+        )
+        .unwrap();
+        assert_eq!(
+            running.restart_only_changes(&next),
+            ["http-addr", "keep-alive"]
+        );
+        let reloaded = running.reloaded(&next);
+        assert_eq!(reloaded.keep_alive, running.keep_alive);
+        assert_eq!(reloaded.http_addr, running.http_addr);
+        assert_eq!(reloaded.proxy_read_timeout, Duration::from_secs(7));
+        assert_eq!(reloaded.load_balance, Algorithm::RoundRobin);
+        // Everything else round-trips unchanged.
+        assert_eq!(next.reloaded(&next), next);
+        let file = Config::from_yaml(include_str!("../config/production.yaml")).unwrap();
+        assert_eq!(file.reloaded(&file), file);
     }
 
     #[test]

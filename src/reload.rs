@@ -3,8 +3,10 @@
 //! logged and the last good one stays.
 //!
 //! Route defaults (timeouts, body size, default backend) rebuild the table; proxy
-//! settings swap atomically. Listen addresses, client connection settings and the
-//! upstream pool sizes apply at the next restart (pools: to pods seen after it).
+//! settings swap atomically. The keys in `config::RESTART_ONLY` (listen
+//! addresses, client connection settings, upstream pool sizes, the access log)
+//! keep their running values until the next restart; the log says so for each,
+//! and `/api/config` lists them as `restart_needed`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,10 +14,11 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{parse_secret_ref, Config};
+use crate::config::{parse_secret_ref, Config, ConfigState};
 use crate::discovery::manifests::Stamp;
 use crate::discovery::{parse_backend_ref, ClassSelection, Publisher, TranslateOptions};
 use crate::proxy::{Proxy, ProxySettings};
+use arc_swap::ArcSwap;
 
 pub const POLL_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -54,7 +57,7 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
     });
     ProxySettings {
         use_forwarded_headers: config.use_forwarded_headers,
-        real_ip_from: config.proxy_real_ip_cidrs().unwrap_or_default(),
+        real_ip_from: config.proxy_real_ip_cidr.0.clone(),
         tunnel_idle_timeout: config.tunnel_idle_timeout,
         allowed_upgrades: config
             .allowed_upgrades
@@ -71,7 +74,12 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
 
 pub struct ConfigWatch {
     pub path: PathBuf,
-    pub current: Config,
+    /// The file as it was at start, if it could be read then.
+    pub started: Option<Config>,
+    /// The file as last read successfully.
+    pub file: Config,
+    /// What runs, shared with the admin API.
+    pub state: Arc<ArcSwap<ConfigState>>,
     pub class: ClassSelection,
     /// Objects come from the apiserver (see `translate_options`).
     pub cluster: bool,
@@ -108,39 +116,36 @@ impl ConfigWatch {
         }
     }
 
-    async fn apply(&mut self, config: Config) {
-        if config == self.current {
+    async fn apply(&mut self, file: Config) {
+        if file == self.file {
             return;
         }
-        let restart_only = [
-            ("http-addr", config.http_addr != self.current.http_addr),
-            ("https-addr", config.https_addr != self.current.https_addr),
-            ("admin-addr", config.admin_addr != self.current.admin_addr),
-            ("keep-alive", config.keep_alive != self.current.keep_alive),
-            (
-                "max-header-size",
-                config.max_header_size != self.current.max_header_size,
-            ),
-            (
-                "upstream-keepalive-*",
-                config.pool_config() != self.current.pool_config(),
-            ),
-        ];
-        for (field, changed) in restart_only {
-            if changed {
-                tracing::warn!(field, "config change takes effect at the next restart");
-            }
+        for field in self.file.restart_only_changes(&file) {
+            tracing::warn!(field, "config change takes effect at the next restart");
         }
-        self.proxy.settings.store(Arc::new(proxy_settings(&config)));
+        let running = self.state.load().running.reloaded(&file);
+        self.proxy
+            .settings
+            .store(Arc::new(proxy_settings(&running)));
         // The rebuild runs in the background, like every other table build.
         let publisher = self.publisher.clone();
-        let options = translate_options(&config, &self.class, self.cluster);
+        let options = translate_options(&running, &self.class, self.cluster);
         if let Err(error) =
             crate::discovery::in_background(move || publisher.set_options(options)).await
         {
             tracing::error!(%error, "rebuilding the table for the new config failed");
         }
+        let restart_needed = self
+            .started
+            .as_ref()
+            .map(|started| started.restart_only_changes(&file))
+            .unwrap_or_default();
+        self.state.store(Arc::new(ConfigState {
+            running,
+            file: Some(file.clone()),
+            restart_needed,
+        }));
         tracing::info!(path = %self.path.display(), "config file reloaded");
-        self.current = config;
+        self.file = file;
     }
 }

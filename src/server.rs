@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::admin::AdminState;
-use crate::config::Config;
+use crate::config::{Config, ConfigState};
 use crate::discovery::kube::{self, KubeOptions};
 use crate::discovery::manifests::{self, ManifestsDir};
 use crate::discovery::Retained;
@@ -112,11 +112,21 @@ impl Server {
             stop_background.clone(),
         ));
 
+        // The file as it was at start (before command-line overrides), to tell
+        // what a reload changed.
+        let file = options
+            .config_path
+            .as_deref()
+            .and_then(|path| Config::from_file(path).ok());
+        let config_state = Arc::new(ArcSwap::from_pointee(ConfigState::new(
+            config.clone(),
+            file.clone(),
+        )));
         let admin_state = Arc::new(AdminState {
             lifecycle: lifecycle.clone(),
             table: table.clone(),
             publisher: publisher.clone(),
-            config: config.clone(),
+            config: config_state.clone(),
         });
         tokio::spawn(crate::admin::serve(
             admin,
@@ -142,7 +152,9 @@ impl Server {
         if let Some(path) = &options.config_path {
             let watch = ConfigWatch {
                 path: path.clone(),
-                current: config.clone(),
+                started: file.clone(),
+                file: file.unwrap_or_else(|| config.clone()),
+                state: config_state.clone(),
                 class: options.class.clone(),
                 cluster,
                 publisher,
@@ -179,6 +191,8 @@ impl Server {
             let lifecycle = lifecycle.clone();
             async move {
                 begin_drain.cancelled().await;
+                // As the config runs at the time of the drain: both reload.
+                let config = config_state.load_full().running.clone();
                 lifecycle.start_draining();
                 tracing::info!(
                     grace_period = ?config.shutdown_grace_period,

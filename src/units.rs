@@ -81,6 +81,30 @@ pub mod duration {
     }
 }
 
+/// Any value with a text form (`FromStr` to read it, `Display` to show it):
+/// parsed once, when the file is read, so a bad value is an error naming its
+/// key and the rest of the code sees only the typed value.
+pub mod parsed {
+    use std::fmt::Display;
+    use std::str::FromStr;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D, T>(d: D) -> Result<T, D::Error>
+    where
+        D: Deserializer<'de>,
+        T: FromStr,
+        T::Err: Display,
+    {
+        let raw = String::deserialize(d)?;
+        raw.parse().map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer, T: Display>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(value)
+    }
+}
+
 pub mod size {
     use serde::{Deserialize, Deserializer, Serializer};
 

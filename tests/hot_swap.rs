@@ -209,11 +209,65 @@ async fn config_file_reloads_and_an_invalid_one_keeps_the_last_good() {
     let reloaded = until_status(&http, post, StatusCode::OK, Duration::from_secs(5)).await;
     assert!(reloaded.is_some(), "the new body limit was not applied");
 
-    // Invalid (an unknown key): the last good config stays. Asserting that nothing
-    // happens takes a bounded wait: a few reload intervals.
+    // Invalid (an unknown key): the last good config stays. The signal that the
+    // file was read and refused is the reload counter.
+    let invalid_reloads = || async {
+        let request = Request::get(format!("http://{}/metrics", sluice.admin_addr))
+            .body(Full::default())
+            .unwrap();
+        let text = send(&http, request).await.unwrap().text();
+        text.lines()
+            .find(|l| l.starts_with("sluice_config_file_reloads_total{result=\"invalid\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = invalid_reloads().await;
     m.write("config.conf", "proxy-body-size: 1k\nproxy-bodysize: 1k\n");
-    tokio::time::sleep(sluice::reload::POLL_INTERVAL * 3).await;
+    let refused = eventually(Duration::from_secs(5), || async {
+        invalid_reloads().await > before
+    })
+    .await;
+    assert!(refused.is_some(), "the invalid file was not read");
     assert_eq!(status_of(&http, post()).await, StatusCode::OK);
+}
+
+/// A reload applies every key it can at once, keeps the restart-only ones as
+/// they run, and says which those are (`/api/config`).
+#[tokio::test]
+async fn a_reload_keeps_restart_only_keys_and_says_so() {
+    let (_a, m) = app_on_one_pod().await;
+    m.write(
+        "config.conf",
+        "keep-alive: 75s\nlimit-rejected-status: 429\n",
+    );
+    let config_file = m.path().join("config.conf");
+    let sluice = start_sluice_with_config_file(m.path(), &config_file).await;
+    let http = client();
+    let config = || {
+        let request = Request::get(format!("http://{}/api/config", sluice.admin_addr))
+            .body(Full::default())
+            .unwrap();
+        let http = http.clone();
+        async move { send(&http, request).await.unwrap().json() }
+    };
+    let started = config().await;
+    assert_eq!(started["running"]["keep-alive"], "75000ms");
+    assert_eq!(started["restart_needed"], serde_json::json!([]));
+
+    m.write(
+        "config.conf",
+        "keep-alive: 5s\nlimit-rejected-status: 503\n",
+    );
+    let reloaded = eventually(Duration::from_secs(5), || async {
+        config().await["file"]["keep-alive"] == "5000ms"
+    })
+    .await;
+    assert!(reloaded.is_some(), "the new file was not read");
+    let state = config().await;
+    assert_eq!(state["running"]["keep-alive"], "75000ms", "restart-only");
+    assert_eq!(state["running"]["limit-rejected-status"], 503, "applied");
+    assert_eq!(state["restart_needed"], serde_json::json!(["keep-alive"]));
+    assert!(state["running"].get("admin-token").is_none());
 }
 
 /// Table builds run below the data plane's CPU priority (nice 10), so a storm of

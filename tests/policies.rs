@@ -534,6 +534,6 @@ async fn the_admin_api_shows_routes_canaries_endpoints_and_warnings() {
     assert_eq!(routes["stats"]["endpoints"], 2);
 
     let config = api("/api/config").await;
-    assert_eq!(config["load-balance"], "ewma");
-    assert_eq!(config["proxy-body-size"], 1 << 20);
+    assert_eq!(config["running"]["load-balance"], "ewma");
+    assert_eq!(config["running"]["proxy-body-size"], 1 << 20);
 }

@@ -3,12 +3,13 @@
 //! * `/api/routes`: hosts, paths, backends, and each endpoint's latency estimate,
 //!   in-flight requests, breaker state and share of recent traffic; canary sides.
 //! * `/api/warnings`: what was skipped (rejected Ingresses and rules) and why.
-//! * `/api/config`: the effective config file settings.
+//! * `/api/config`: the config sluice runs with, the file as last read, and the
+//!   restart-only keys the file changed since start.
 
 use std::sync::Arc;
 
 use super::endpoints;
-use crate::config::Config;
+use crate::config::ConfigState;
 use crate::discovery::Publisher;
 use crate::routing::{Backend, Route, RoutingTable};
 use serde_json::{json, Value};
@@ -102,11 +103,13 @@ pub fn warnings(publisher: Option<&Publisher>) -> Value {
     json!({"warnings": warnings})
 }
 
-pub fn config(config: &Config) -> Value {
-    let mut value = serde_json::to_value(config).unwrap_or(Value::Null);
+pub fn config(state: &ConfigState) -> Value {
+    let mut value = serde_json::to_value(state).unwrap_or(Value::Null);
     // The token guards this very API.
-    if let Some(map) = value.as_object_mut() {
-        map.remove("admin-token");
+    for side in ["running", "file"] {
+        if let Some(map) = value[side].as_object_mut() {
+            map.remove("admin-token");
+        }
     }
     value
 }

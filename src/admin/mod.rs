@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::ConfigState;
 use crate::discovery::Publisher;
 use crate::lifecycle::Lifecycle;
 use crate::routing::RoutingTable;
@@ -38,7 +38,8 @@ pub struct AdminState {
     pub lifecycle: Arc<Lifecycle>,
     pub table: Arc<ArcSwap<RoutingTable>>,
     pub publisher: Arc<Publisher>,
-    pub config: Config,
+    /// The running config and the file's, swapped on reload.
+    pub config: Arc<ArcSwap<ConfigState>>,
 }
 
 /// The admin listener's own bounds: scrapers and probes send small requests at
@@ -109,7 +110,11 @@ fn respond(
     let lifecycle = &state.lifecycle;
     let path = request.uri().path();
     if (path.starts_with("/api/") || path == "/")
-        && !allowed(request.headers(), peer, state.config.admin_token.as_deref())
+        && !allowed(
+            request.headers(),
+            peer,
+            state.config.load().running.admin_token.as_deref(),
+        )
     {
         return text(
             StatusCode::FORBIDDEN,
@@ -150,7 +155,7 @@ fn respond(
         ),
         "/api/routes" => json(&api::routes(&state.table.load())),
         "/api/warnings" => json(&api::warnings(Some(&state.publisher))),
-        "/api/config" => json(&api::config(&state.config)),
+        "/api/config" => json(&api::config(&state.config.load())),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }

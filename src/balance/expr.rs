@@ -75,6 +75,14 @@ pub struct BreakerRule {
     pub expr: Expr,
 }
 
+impl std::str::FromStr for BreakerRule {
+    type Err = ExprError;
+
+    fn from_str(value: &str) -> Result<BreakerRule, ExprError> {
+        BreakerRule::parse(value)
+    }
+}
+
 impl fmt::Display for BreakerRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.source)

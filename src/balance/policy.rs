@@ -27,6 +27,24 @@ pub enum Algorithm {
     LeastRequest,
 }
 
+impl std::str::FromStr for Algorithm {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<Algorithm, String> {
+        Algorithm::parse(value)
+    }
+}
+
+impl std::fmt::Display for Algorithm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Algorithm::Ewma => "ewma",
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::LeastRequest => "least_request",
+        })
+    }
+}
+
 impl Algorithm {
     pub fn parse(value: &str) -> Result<Algorithm, String> {
         match value.trim().to_ascii_lowercase().replace('-', "_").as_str() {

@@ -30,6 +30,40 @@ pub struct Cidr {
     prefix: u8,
 }
 
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.network, self.prefix)
+    }
+}
+
+/// A comma-separated list of address ranges, as config files write them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CidrList(pub Vec<Cidr>);
+
+impl std::str::FromStr for CidrList {
+    type Err = String;
+
+    fn from_str(list: &str) -> Result<CidrList, String> {
+        list.split(',')
+            .filter(|r| !r.trim().is_empty())
+            .map(Cidr::parse)
+            .collect::<Result<_, _>>()
+            .map(CidrList)
+    }
+}
+
+impl std::fmt::Display for CidrList {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, cidr) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            write!(f, "{cidr}")?;
+        }
+        Ok(())
+    }
+}
+
 impl Cidr {
     pub fn parse(value: &str) -> Result<Cidr, String> {
         let value = value.trim();

@@ -44,6 +44,34 @@ impl Default for NextUpstream {
     }
 }
 
+impl std::str::FromStr for NextUpstream {
+    type Err = String;
+
+    fn from_str(value: &str) -> Result<NextUpstream, String> {
+        NextUpstream::parse(value)
+    }
+}
+
+impl std::fmt::Display for NextUpstream {
+    /// The tokens that mean something to sluice, space-separated.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let tokens = [
+            (self.off, "off"),
+            (self.error, "error"),
+            (self.timeout, "timeout"),
+            (self.http_502, "http_502"),
+            (self.http_503, "http_503"),
+            (self.http_504, "http_504"),
+        ];
+        let set: Vec<&str> = tokens
+            .iter()
+            .filter(|(on, _)| *on)
+            .map(|(_, t)| *t)
+            .collect();
+        f.write_str(&set.join(" "))
+    }
+}
+
 impl NextUpstream {
     pub fn parse(value: &str) -> Result<NextUpstream, String> {
         let mut next = NextUpstream::default();

@@ -437,7 +437,7 @@ pub async fn start_sluice_kube(
         https_addr: "127.0.0.1:0".parse().unwrap(),
         access_log: "off".into(),
         // The fake pods listen on loopback, which a cluster's pods never do.
-        upstream_allow_cidrs: "127.0.0.0/8".into(),
+        upstream_allow_cidrs: "127.0.0.0/8".parse().unwrap(),
         ..Config::default()
     };
     let options = sluice::discovery::kube::KubeOptions {
