@@ -4,22 +4,18 @@
 //! as it asked. (Certificates: `tls.rs`; strict upstream framing:
 //! `upstream_http1.rs`; forwarded headers by default: `proxy.rs`.)
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::apiserver::FakeApiServer;
+use crate::support::*;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use sluice::discovery::kube::KubeOptions;
 use sluice::server::Server;
-use support::apiserver::FakeApiServer;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;

@@ -1,12 +1,8 @@
 //! Real peers through sluice: a tonic gRPC client and server over h2c, and a
 //! WebSocket client and server (tokio-tungstenite).
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
+use crate::support::*;
 use futures_util::{SinkExt, StreamExt};
-use support::*;
 use tokio_tungstenite::tungstenite::Message;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;

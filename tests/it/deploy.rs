@@ -1,8 +1,6 @@
 //! Every manifest in deploy/ parses into its Kubernetes type, and the pieces
 //! refer to each other correctly.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::DaemonSet;

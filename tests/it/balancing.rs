@@ -2,19 +2,15 @@
 //! slow start, hash affinity, retries and their budget, with fake pods whose
 //! latency and health change during the test.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 use std::time::Duration;
 
+use crate::support::*;
 use http::Request;
 use http_body_util::Full;
 use sluice::server::Server;
-use support::*;
 
 /// Sends `n` GETs from `concurrency` clients; returns the statuses seen (or
 /// "error" for a failed exchange).

@@ -2,19 +2,15 @@
 //! framings a hyper server never sends (close-delimited, chunked with trailers,
 //! interim 1xx), malformed answers, and connections closed under a request.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use sluice::server::Server;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 

@@ -1,18 +1,14 @@
 //! SIGTERM on the real binary: /healthz fails first, the listener keeps accepting
 //! during the grace period, in-flight requests finish, and the process exits 0.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use support::*;
 
 struct Child {
     process: std::process::Child,

@@ -1,18 +1,14 @@
 //! The manifests change many times while a client loop keeps sending requests:
 //! no request may fail, and new routes must be served within a second.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::*;
 use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_swap_under_load_loses_nothing() {

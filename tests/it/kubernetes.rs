@@ -1,20 +1,16 @@
 //! Kubernetes discovery end to end: the real kube client talks to an in-test
 //! apiserver; objects created there become routes to fake pods on 127.0.0.x.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use crate::support::apiserver::FakeApiServer;
+use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use sluice::discovery::kube::KubeOptions;
 use sluice::discovery::status::StatusOptions;
 use sluice::server::Server;
-use support::apiserver::FakeApiServer;
-use support::*;
 
 const SOON: Duration = Duration::from_secs(1);
 const SYNC: Duration = Duration::from_secs(5);

@@ -3,16 +3,12 @@
 //! The page's script fills the DOM from `/api/*` and `/metrics`; the DOM
 //! Chromium dumps after it ran is what is checked, and a screenshot is kept.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::*;
 use http::StatusCode;
-use support::*;
 
 #[tokio::test]
 async fn the_dashboard_shows_ingresses_endpoints_and_warnings_in_chromium() {

@@ -3,8 +3,6 @@
 //! source file, so no module cycle can form; and no source file outside tests
 //! grows past `MAX_LINES`, so no module becomes the place everything goes.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 

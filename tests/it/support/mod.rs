@@ -1,11 +1,9 @@
 //! Test support: a fake upstream that echoes what it received, a manifests
 //! directory builder, an in-process sluice and a small HTTP client.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod apiserver;
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
@@ -385,15 +383,12 @@ where
     None
 }
 
-pub fn infallible<T>(t: T) -> Result<T, Infallible> {
-    Ok(t)
-}
-
 /// One fake upstream `a` behind a catch-all Ingress `app` with `annotations`,
 /// served by an in-process sluice with extra `config`.
 pub struct OneApp {
     pub upstream: Upstream,
-    pub manifests: Manifests,
+    /// Held so the directory lives as long as the app.
+    pub _manifests: Manifests,
     pub sluice: Server,
 }
 
@@ -406,7 +401,7 @@ pub async fn one_app(config: &str, annotations: &[(&str, &str)]) -> OneApp {
     let sluice = start_sluice(manifests.path(), config).await;
     OneApp {
         upstream,
-        manifests,
+        _manifests: manifests,
         sluice,
     }
 }
@@ -519,4 +514,29 @@ pub async fn start_websocket_echo() -> SocketAddr {
         }
     });
     addr
+}
+
+/// Runs the test `name` (its path in this binary, `metrics::...`) alone in a
+/// fresh process of this test binary, for assertions about the process-wide
+/// metrics that other tests' instances would disturb. Returns true in that
+/// process, where the test's body then runs; false in the calling one, once
+/// the child has passed.
+pub fn alone_in_process(name: &str) -> bool {
+    const ALONE: &str = "SLUICE_TEST_ALONE";
+    if std::env::var(ALONE).is_ok_and(|running| running == name) {
+        return true;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let output = std::process::Command::new(exe)
+        .args([name, "--exact", "--test-threads=1", "--nocapture"])
+        .env(ALONE, name)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{name} in its own process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    false
 }

@@ -1,18 +1,20 @@
 //! /metrics on the admin listener. Its own test binary: the recorder is
 //! process-wide, and other tests' tables would change the gauges under us.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
-use support::*;
 
 #[tokio::test]
 async fn a_scrape_after_traffic_counts_requests_connections_endpoints_and_warnings() {
+    // The table gauges and connection counts are process-wide.
+    if !alone_in_process(
+        "metrics::a_scrape_after_traffic_counts_requests_connections_endpoints_and_warnings",
+    ) {
+        return;
+    }
     let a = start_upstream("a").await;
     let m = Manifests::new();
     m.write("svc.yaml", &service_yaml("a", &[a.addr]));

@@ -1,16 +1,12 @@
 //! Canary releases and per-Ingress rate limits, end to end.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
-mod support;
-
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::support::*;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use sluice::server::Server;
-use support::*;
 
 fn request(sluice: &Server, host: &str, headers: &[(&str, &str)]) -> Request<Full<bytes::Bytes>> {
     let mut builder = Request::get(format!("http://{}/", sluice.http_addr)).header("host", host);

@@ -53,6 +53,8 @@ struct State {
 /// A write sluice made: method, path and body.
 #[derive(Clone, Debug)]
 pub struct Write {
+    /// Shown when an assertion about writes fails.
+    #[allow(dead_code)]
     pub method: Method,
     pub path: String,
     pub body: Value,

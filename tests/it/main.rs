@@ -1,0 +1,26 @@
+//! The integration tests, in one binary so that a change links it once: each
+//! module drives sluice from the outside (HTTP, TLS, the admin API, a fake
+//! apiserver, a manifests directory) with the real peers users have.
+//!
+//! The metrics recorder is process-wide: a test that asserts exact values of
+//! process-wide series runs alone in a fresh process of this binary
+//! (`support::alone_in_process`).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod balancing;
+mod dashboard;
+mod deploy;
+mod drain;
+mod hot_swap;
+mod kubernetes;
+mod layering;
+mod metrics;
+mod policies;
+mod protocols;
+mod proxy;
+mod tenancy;
+mod tls;
+mod upstream_http1;
