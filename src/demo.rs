@@ -1,4 +1,4 @@
-//! `sluice demo`: a few upstream "pods" on fixed loopback ports that the manifests
+//! Layer 8, beside `server`. `sluice demo`: a few upstream "pods" on fixed loopback ports that the manifests
 //! in `config/demo/` point at, with different latencies and one that fails now and
 //! then, so routing and (later) balancing can be watched with nothing installed.
 

@@ -1,4 +1,4 @@
-//! Process lifecycle flags read by `/healthz`, `/readyz` and the data plane.
+//! Layer 0, a leaf. Process lifecycle flags read by `/healthz`, `/readyz` and the data plane.
 //!
 //! `/healthz` is what the edge nginx tier checks: it answers 200 only once a first
 //! routing table is loaded and while not draining. It never looks at applications.

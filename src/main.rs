@@ -1,4 +1,4 @@
-//! The `sluice` command: serve a manifests directory, or `sluice demo`.
+//! Layer 9, the top. The `sluice` command: serve a manifests directory, or `sluice demo`.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;

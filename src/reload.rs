@@ -1,4 +1,4 @@
-//! Config file reloads: the file (a ConfigMap volume in a cluster) is checked for
+//! Layer 7, wiring. Config file reloads: the file (a ConfigMap volume in a cluster) is checked for
 //! changes; a valid new version takes effect without a restart, an invalid one is
 //! logged and the last good one stays.
 //!

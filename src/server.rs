@@ -1,4 +1,4 @@
-//! Wiring: binds the listeners, loads the first table, runs discovery, and drains.
+//! Layer 8, wiring: binds the listeners, loads the first table, runs discovery, and drains.
 //!
 //! `start` returns once sluice is serving; `Server::shutdown` begins the same drain
 //! that SIGTERM does: `/healthz` fails at once, accepting continues for the

@@ -1,4 +1,4 @@
-//! Human-readable durations and sizes, shared by the config file and annotations.
+//! Layer 0, a leaf. Human-readable durations and sizes, shared by the config file and annotations.
 //!
 //! Both follow ingress-nginx so values migrate unchanged: a bare number of seconds
 //! (`"60"`) or a number with a unit (`"100ms"`, `"1s"`, `"2m"`, `"1h"`); sizes are

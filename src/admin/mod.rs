@@ -1,4 +1,4 @@
-//! The admin listener: `/healthz` for the edge tier, `/readyz` for Kubernetes,
+//! Layer 7, wiring. The admin listener: `/healthz` for the edge tier, `/readyz` for Kubernetes,
 //! `/metrics` for Prometheus (all open), and the JSON API under `/api/` and the
 //! dashboard at `/`, which answer only clients on loopback unless an
 //! `admin-token` is configured and presented as a bearer token (the port is

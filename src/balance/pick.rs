@@ -206,13 +206,15 @@ fn by_hash(ring: &[(u64, u32)], key: u64, usable: &impl Fn(usize) -> bool) -> Op
         .find(|&i| usable(i))
 }
 
-/// Feeds the outcome of a request on `candidates[choice.index]` back: its
-/// latency estimate, its backend's typical latency and its breaker. Returns the
-/// breaker's transition, if any, for the caller to report.
+/// Feeds the outcome of a request on `endpoint` back: its latency estimate,
+/// its backend's typical latency and its breaker. `candidates` (the backend's
+/// endpoints) are only looked at when the breaker would trip, to respect the
+/// ejection limit. Returns the breaker's transition, if any, for the caller to
+/// report.
 #[allow(clippy::too_many_arguments)] // each is one input of the decision
-pub fn record<C: Candidate>(
-    candidates: &[C],
+pub fn record<'a, C: Candidate + 'a, S: AsRef<[C]>>(
     endpoint: &C,
+    candidates: impl FnOnce() -> S,
     backend: &BackendStats,
     policy: &BalancePolicy,
     probe: bool,
@@ -239,14 +241,126 @@ pub fn record<C: Candidate>(
         probe,
     };
     let may_eject = || {
-        let n = candidates.len();
+        let candidates = candidates();
+        let candidates = candidates.as_ref();
         let ejected = candidates
             .iter()
             .filter(|e| e.stats().breaker.state() != BreakerState::Closed)
             .count();
-        (ejected + 1) * 100 <= usize::from(policy.max_ejection_percent) * n
+        (ejected + 1) * 100 <= usize::from(policy.max_ejection_percent) * candidates.len()
     };
     stats
         .breaker
         .record(finished, &policy.breaker, may_eject, random.unit())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The clock and the randomness are the test's: these run the same on any
+    /// machine, at any speed.
+    struct Pod {
+        addr: SocketAddr,
+        stats: EndpointStats,
+    }
+
+    impl Candidate for Pod {
+        fn addr(&self) -> SocketAddr {
+            self.addr
+        }
+
+        fn stats(&self) -> &EndpointStats {
+            &self.stats
+        }
+    }
+
+    fn pods(since: &[Instant]) -> Vec<Pod> {
+        since
+            .iter()
+            .enumerate()
+            .map(|(i, &since)| Pod {
+                addr: SocketAddr::from(([10, 0, 0, i as u8 + 1], 80)),
+                stats: EndpointStats::new(since),
+            })
+            .collect()
+    }
+
+    fn shares(
+        pods: &[Pod],
+        policy: &BalancePolicy,
+        now: Instant,
+        random: &mut fastrand::Rng,
+    ) -> Vec<usize> {
+        let backend = BackendStats::new(0, now);
+        let ring = Ring::default();
+        let mut counts = vec![0; pods.len()];
+        for _ in 0..1_000 {
+            let choice = pick(pods, &ring, &backend, policy, None, &[], now, random).unwrap();
+            counts[choice.index] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn a_new_endpoint_ramps_up_over_slow_start() {
+        let start = Instant::now();
+        let policy = BalancePolicy {
+            slow_start: Duration::from_secs(10),
+            ..BalancePolicy::default()
+        };
+        let later = start + Duration::from_secs(3600);
+        // One pod known for an hour, one that just appeared.
+        let pods = pods(&[start, later]);
+        let mut random = fastrand::Rng::with_seed(7);
+        let at_once = shares(&pods, &policy, later, &mut random);
+        assert_eq!(
+            at_once[1], 0,
+            "a brand-new pod loses every comparison: {at_once:?}"
+        );
+        let ramped = shares(&pods, &policy, later + Duration::from_secs(10), &mut random);
+        assert!(
+            (400..=600).contains(&ramped[1]),
+            "after slow start, an even share: {ramped:?}"
+        );
+    }
+
+    #[test]
+    fn the_same_seed_makes_the_same_choices() {
+        let now = Instant::now();
+        let pods = pods(&[now; 5]);
+        let policy = BalancePolicy::default();
+        let run = |seed| shares(&pods, &policy, now, &mut fastrand::Rng::with_seed(seed));
+        assert_eq!(run(11), run(11));
+    }
+
+    #[test]
+    fn round_robin_skips_excluded_endpoints() {
+        let now = Instant::now();
+        let pods = pods(&[now; 3]);
+        let policy = BalancePolicy {
+            algorithm: Algorithm::RoundRobin,
+            ..BalancePolicy::default()
+        };
+        let backend = BackendStats::new(0, now);
+        let mut random = fastrand::Rng::with_seed(1);
+        let exclude = [pods[1].addr];
+        let picked: Vec<usize> = (0..4)
+            .map(|_| {
+                pick(
+                    &pods,
+                    &Ring::default(),
+                    &backend,
+                    &policy,
+                    None,
+                    &exclude,
+                    now,
+                    &mut random,
+                )
+                .unwrap()
+                .index
+            })
+            .collect();
+        assert_eq!(picked, [0, 2, 2, 0]);
+    }
 }

@@ -1,4 +1,5 @@
-//! Discovery: where Kubernetes objects come from and how they become a routing table.
+//! Layer 6, a source of tables. Discovery: where Kubernetes objects come from
+//! and how they become a routing table.
 //!
 //! Sources (the manifests directory now, the Kubernetes watchers later) fill a
 //! `Snapshot`; `translate` turns it into a `RoutingTable` plus warnings, as a pure

@@ -138,7 +138,7 @@ impl Retained {
                     .or_insert_with(|| {
                         Arc::new(EndpointState {
                             addr,
-                            pool: Pool::new(addr, protocol, self.pool_config.clone()),
+                            pool: Arc::new(Pool::new(addr, protocol, self.pool_config.clone())),
                             stats: EndpointStats::new(Instant::now()),
                         })
                     })

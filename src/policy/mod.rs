@@ -1,5 +1,6 @@
-//! Per-route policies applied around the upstream call: retries (and later
-//! canary and rate limits).
+//! Layer 2, pure decisions about a request: canary choice, rate limits,
+//! retries, and which pod addresses are refused. They reuse balancing's keys
+//! (`balance::policy::hash64`), so they sit just above it.
 
 pub mod canary;
 pub mod ratelimit;

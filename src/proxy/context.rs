@@ -85,7 +85,7 @@ impl RequestContext {
     /// response body has been sent. `unrouted`: the metrics of requests no
     /// route took.
     pub fn finish(
-        mut self,
+        &mut self,
         response: &mut http::Response<ResponseBody>,
         unrouted: impl FnOnce() -> Arc<RequestMetrics>,
         access_log: &AccessLog,

@@ -199,7 +199,8 @@ fn send<'a>(
             Conn::H1 { conn, reused } => {
                 connections::upstream_connection_used(reused);
                 let Ok(first) =
-                    tokio::time::timeout(read_timeout, conn.send(request, state.clone())).await
+                    tokio::time::timeout(read_timeout, conn.send(request, state.pool.clone()))
+                        .await
                 else {
                     return Err(timed_out());
                 };
@@ -222,8 +223,11 @@ fn send<'a>(
                             }
                             Err(error) => return Err((error, Some(unsent))),
                         };
-                        match tokio::time::timeout(read_timeout, fresh.send(unsent, state.clone()))
-                            .await
+                        match tokio::time::timeout(
+                            read_timeout,
+                            fresh.send(unsent, state.pool.clone()),
+                        )
+                        .await
                         {
                             Ok(result) => result.map(|response| response.map(FromUpstream::H1)),
                             Err(_) => Err(timed_out()),

@@ -1,4 +1,5 @@
-//! The data plane: listeners, the request handler, the upstream pool, bodies, errors.
+//! Layer 6, the data plane: listeners, TLS, the request pipeline (`pipeline`,
+//! with its context, filters and upstream phase), the client-side bodies.
 //!
 //! The functions a request's future is made of (`Proxy::handle` down to
 //! `h1::Connection::send`) return `async move` blocks instead of being `async fn`:

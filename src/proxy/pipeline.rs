@@ -88,7 +88,7 @@ impl Proxy {
         async move {
             let version = request.version();
             let mut ctx = self.accept(&request, conn);
-            let response = match self.proxy(request, conn, &mut ctx).await {
+            let mut response = match self.proxy(request, conn, &mut ctx).await {
                 Ok(response) => response,
                 Err(error) => {
                     let status = error.status();
@@ -101,7 +101,8 @@ impl Proxy {
                     error.to_response()
                 }
             };
-            self.respond(response, version, conn, ctx)
+            self.respond(&mut response, version, conn, &mut ctx);
+            response
         }
     }
 
@@ -245,13 +246,15 @@ impl Proxy {
 
     /// Phases response and log: what every answer gets on its way out, then
     /// the metrics and the log line, written once from the context.
+    /// In place: the response and the context are large, and moving them in
+    /// and out cost more than the work here.
     fn respond(
         &self,
-        mut response: Response<ResponseBody>,
+        response: &mut Response<ResponseBody>,
         version: Version,
         conn: &ConnInfo,
-        ctx: RequestContext,
-    ) -> Response<ResponseBody> {
+        ctx: &mut RequestContext,
+    ) {
         response
             .headers_mut()
             .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
@@ -263,7 +266,7 @@ impl Proxy {
             }
         }
         ctx.finish(
-            &mut response,
+            response,
             || self.table.load().unrouted.clone(),
             &self.access_log,
         );
@@ -278,7 +281,6 @@ impl Proxy {
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
         }
-        response
     }
 
     /// The request as the chosen backend gets it, in that backend's protocol (a

@@ -16,7 +16,6 @@ use std::sync::Arc;
 
 use crate::balance::pick::Candidate;
 use crate::balance::EndpointStats;
-use crate::upstream::h1::PoolOwner;
 use crate::upstream::pool::Pool;
 use crate::upstream::Protocol;
 
@@ -26,14 +25,9 @@ pub type EndpointKey = (Arc<str>, SocketAddr, Protocol);
 #[derive(Debug)]
 pub struct EndpointState {
     pub addr: SocketAddr,
-    pub pool: Pool,
+    /// Shared with the answers whose connections go back to it.
+    pub pool: Arc<Pool>,
     pub stats: EndpointStats,
-}
-
-impl PoolOwner for EndpointState {
-    fn pool(&self) -> &Pool {
-        &self.pool
-    }
 }
 
 /// A ready pod address, with the state that outlives table swaps.

@@ -1,4 +1,6 @@
-//! The immutable routing table and its lookup: `(host, path) -> Route`.
+//! Layer 4, the model: the immutable routing table and its lookup,
+//! `(host, path) -> Route`; routes with their ordered filters (`filters`),
+//! backends, endpoints (`endpoint`) and certificates (`certs`).
 //!
 //! Built by `discovery::translate`, published whole through an `ArcSwap`, and read
 //! once per request. Host and path matching follow Ingress v1 (see `matching`).
@@ -261,10 +263,11 @@ impl Backend {
         now: Instant,
         random: &mut impl Random,
     ) {
-        let set = self.endpoint_set();
+        // The endpoint list only when the breaker asks for it: a guard from
+        // `endpoint_set` costs an `ArcSwap` load.
         let Some(transition) = pick::record(
-            &set.endpoints,
             &pick.endpoint,
+            || EndpointsOf(self.endpoint_set()),
             &self.state.stats,
             policy,
             pick.probe,
@@ -307,6 +310,15 @@ impl Backend {
     /// Seconds on this backend's clock (the retry budget's time).
     pub fn second(&self) -> u64 {
         self.state.stats.second(Instant::now())
+    }
+}
+
+/// A backend's current endpoints, as a slice for `balance::pick::record`.
+struct EndpointsOf(arc_swap::Guard<Arc<EndpointSet>>);
+
+impl AsRef<[Endpoint]> for EndpointsOf {
+    fn as_ref(&self) -> &[Endpoint] {
+        &self.0.endpoints
     }
 }
 

@@ -1,4 +1,4 @@
-//! Metrics: the names (one place for all of them) and the Prometheus recorder
+//! Layer 0, a leaf. Metrics: the names (one place for all of them) and the Prometheus recorder
 //! that `/metrics` renders. Everything sluice counts goes through the `metrics`
 //! facade, so recording is a handle update, not a registry lookup per event.
 

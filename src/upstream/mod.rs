@@ -1,12 +1,11 @@
-//! Layer 2, under the model: how sluice talks to pods. Protocols, the
+//! Layer 3, under the model: how sluice talks to pods. Protocols, the
 //! per-endpoint connection pools, the HTTP/1.1 client (`h1`: encode / decode /
 //! connection / body), the bodies the upstream side carries, and `ProxyError`,
 //! the one error type of a proxied exchange (most of its variants are born here;
 //! `proxy` maps them to responses).
 //!
 //! Nothing here knows about routes or tables: a pool is given an address and a
-//! protocol, and an answer's connection goes back to whatever owns the pool
-//! (`h1::PoolOwner`).
+//! protocol, and an answer's connection goes back to the pool it came from.
 
 pub mod body;
 pub mod error;

@@ -61,7 +61,7 @@ impl H1Body {
         self.decoder = Decoder::Done;
         if let Some(conn) = self.conn.take() {
             if self.reusable && conn.read.is_empty() {
-                self.pool.pool().checkin(conn);
+                self.pool.checkin(conn);
             }
         }
     }

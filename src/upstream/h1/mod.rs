@@ -29,12 +29,7 @@ pub use connection::{Connection, Sent};
 
 use super::pool::Pool;
 
-/// What holds an endpoint's pool: the endpoint's state, which outlives table
-/// swaps and lives in the layer above.
-pub trait PoolOwner: Send + Sync + std::fmt::Debug {
-    fn pool(&self) -> &Pool;
-}
-
 /// Where an answer's connection goes back to when its body ends: the pool of
-/// the endpoint it came from.
-pub type PoolHandle = Arc<dyn PoolOwner>;
+/// the endpoint it came from (shared with the endpoint's state, which outlives
+/// table swaps).
+pub type PoolHandle = Arc<Pool>;
