@@ -55,7 +55,7 @@ pub fn view(backend: &Backend) -> Vec<EndpointView> {
                 breaker: stats.breaker.state(),
                 recent_requests: stats.breaker.recent_requests(nanos),
                 share: 0.0,
-                idle_connections: e.state.pool.idle_count(),
+                idle_connections: e.state.idle_connections(),
             }
         })
         .collect();

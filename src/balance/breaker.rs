@@ -5,7 +5,9 @@
 //! It trips when the route's rule (a Traefik expression over the rolling window)
 //! holds, or at once after 5 consecutive connect failures. Admission is an atomic
 //! load on the hot path; the window is behind a per-endpoint mutex touched once
-//! per finished request.
+//! per finished request, and allocated on the first one: most endpoints of a big
+//! cluster see little or no traffic through a given instance, and a window is
+//! about 1.8 KB.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Mutex, PoisonError};
@@ -64,7 +66,8 @@ pub struct Breaker {
     trips: AtomicU32,
     closed_at_ns: AtomicU64,
     connect_failures: AtomicU32,
-    window: Mutex<Window>,
+    /// `None` until the first finished request.
+    window: Mutex<Option<Box<Window>>>,
 }
 
 impl Default for Breaker {
@@ -75,7 +78,7 @@ impl Default for Breaker {
             trips: AtomicU32::new(0),
             closed_at_ns: AtomicU64::new(0),
             connect_failures: AtomicU32::new(0),
-            window: Mutex::new(Window::new(WINDOW)),
+            window: Mutex::new(None),
         }
     }
 }
@@ -137,10 +140,7 @@ impl Breaker {
         };
         if probe {
             if success && outcome != Outcome::ConnectFailure {
-                self.window
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .clear();
+                self.clear_window();
                 self.closed_at_ns.store(now_ns, Ordering::Release);
                 self.state.store(CLOSED, Ordering::Release);
                 return Some(Transition::Closed);
@@ -150,6 +150,7 @@ impl Breaker {
         }
         let tripped = {
             let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+            let window = window.get_or_insert_with(|| Box::new(Window::new(WINDOW)));
             let second = now_ns / 1_000_000_000;
             window.record(second, outcome, latency);
             connect_failures >= CONSECUTIVE_CONNECT_FAILURES
@@ -175,17 +176,27 @@ impl Breaker {
             self.trips.store(0, Ordering::Release);
         }
         let ejection = self.open(now_ns, jitter);
-        self.window
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.clear_window();
         Some(Transition::Tripped { ejection })
     }
 
     /// Requests this endpoint finished within the rolling window.
     pub fn recent_requests(&self, now_ns: u64) -> f64 {
         let window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        f64::from(window.requests(now_ns / 1_000_000_000))
+        window
+            .as_ref()
+            .map_or(0.0, |w| f64::from(w.requests(now_ns / 1_000_000_000)))
+    }
+
+    fn clear_window(&self) {
+        if let Some(window) = self
+            .window
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+        {
+            window.clear();
+        }
     }
 
     fn open(&self, now_ns: u64, jitter: f64) -> Duration {

@@ -14,9 +14,11 @@ pub mod ewma;
 pub mod expr;
 pub mod pick;
 pub mod policy;
+#[cfg(test)]
+mod simulation;
 pub mod window;
 
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -27,8 +29,11 @@ pub struct EndpointStats {
     /// Since when this address has been known: the slow-start ramp, and the
     /// origin of the nanosecond clock the atomics below use.
     pub since: Instant,
-    pub latency: ewma::PeakEwma,
+    pub latency: ewma::Ewma,
     in_flight: AtomicU32,
+    /// When the balancer last chose it, on its backend's clock (`pick` breaks
+    /// ties in favour of the one chosen longer ago).
+    last_pick: AtomicU64,
     pub breaker: breaker::Breaker,
 }
 
@@ -42,8 +47,9 @@ impl EndpointStats {
     pub fn new(since: Instant) -> EndpointStats {
         EndpointStats {
             since,
-            latency: ewma::PeakEwma::default(),
+            latency: ewma::Ewma::default(),
             in_flight: AtomicU32::new(0),
+            last_pick: AtomicU64::new(0),
             breaker: breaker::Breaker::default(),
         }
     }
@@ -54,6 +60,14 @@ impl EndpointStats {
 
     pub fn in_flight(&self) -> u32 {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    pub fn last_pick(&self) -> u64 {
+        self.last_pick.load(Ordering::Relaxed)
+    }
+
+    fn mark_picked(&self, backend_ns: u64) {
+        self.last_pick.store(backend_ns, Ordering::Relaxed);
     }
 
     /// A request starts on this endpoint (paired with `end_request`).
@@ -72,7 +86,7 @@ impl EndpointStats {
 #[derive(Debug)]
 pub struct BackendStats {
     pub cursor: AtomicUsize,
-    typical: ewma::PeakEwma,
+    typical: ewma::Ewma,
     clock: Instant,
 }
 
@@ -85,7 +99,7 @@ impl BackendStats {
     pub fn new(start: usize, clock: Instant) -> BackendStats {
         BackendStats {
             cursor: AtomicUsize::new(start),
-            typical: ewma::PeakEwma::default(),
+            typical: ewma::Ewma::default(),
             clock,
         }
     }
@@ -112,7 +126,8 @@ impl BackendStats {
         now.saturating_duration_since(self.clock).as_secs()
     }
 
-    fn nanos(&self, now: Instant) -> u64 {
+    /// Nanoseconds on this backend's clock.
+    pub fn nanos(&self, now: Instant) -> u64 {
         now.saturating_duration_since(self.clock).as_nanos() as u64
     }
 }

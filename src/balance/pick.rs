@@ -1,7 +1,13 @@
 //! Choosing an endpoint for a request, and learning from how it went.
 //!
-//! * `ewma`: power of two choices over latency x (in-flight + 1), divided by the
-//!   slow-start ramp, so new endpoints ease in.
+//! * `ewma`: power of two random choices over latency x (in-flight + 1), divided
+//!   by the slow-start ramp, so new endpoints ease in. Two latency estimates
+//!   count as different only when they differ by more than their noise (`prefer`):
+//!   twice the samples' combined mean deviation, and at least a fifth of the
+//!   smaller. Within it, load decides, and between equals the endpoint chosen
+//!   longer ago wins. So identical pods share evenly (a round-robin among
+//!   equals, which also keeps a short burst of sequential requests from missing
+//!   any pod), while a pod that is really slower, or busier, loses.
 //! * `least_request`: the same over in-flight requests only.
 //! * `round_robin`.
 //! * With a hash key (`upstream-hash-by`): the ring's endpoint for that key.
@@ -9,6 +15,16 @@
 //! Every algorithm skips endpoints whose breaker is open (and those this request
 //! already tried). When nothing is left, all endpoints are used anyway (Envoy's
 //! panic mode): a partial failure never becomes a total one by our hand.
+//!
+//! How the anchors handle this, and why this choice: linkerd2-proxy compares
+//! peak-EWMA costs exactly (its default RTT for new endpoints is our typical
+//! latency); Envoy's least-request weighs in-flight counts with an active-request
+//! bias; Finagle's aperture narrows the set each client talks to. Exact cost
+//! comparison is what made identical pods' shares follow their noise (one pod 25
+//! of 2,000, another 338; `ewma` explains the estimator side). Comparing against
+//! measured noise keeps latency awareness where it is real, and the
+//! least-recently-chosen tie-break gives even shares without state beyond one
+//! timestamp per endpoint.
 //!
 //! No lock is shared between requests: random choices come from the caller's
 //! generator (thread-local on the data plane), estimates and counters are
@@ -96,7 +112,11 @@ pub fn pick<C: Candidate>(
         !exclude.contains(&e.addr()) && e.stats().breaker.available(e.stats().nanos(now))
     };
     let typical = backend.typical_latency(now, DEFAULT_LATENCY);
-    let cost = |i: usize| cost(endpoints[i].stats(), policy, now, typical);
+    let stamp = backend.nanos(now);
+    let prefer = |a: usize, b: usize| {
+        let view = |i: usize| View::of(endpoints[i].stats(), policy, now, typical);
+        prefer(&view(a), &view(b))
+    };
 
     // Two rounds: an endpoint found available may lose its HalfOpen probe slot to
     // a concurrent request before we claim it.
@@ -105,12 +125,13 @@ pub fn pick<C: Candidate>(
             (Some(key), _) => by_hash(ring.points(endpoints), key, &usable),
             (None, Algorithm::RoundRobin) => round_robin(endpoints.len(), &backend.cursor, &usable),
             (None, Algorithm::Ewma | Algorithm::LeastRequest) => {
-                power_of_two(endpoints.len(), &usable, &cost, random)
+                power_of_two(endpoints.len(), &usable, &prefer, random)
             }
         };
         let Some(i) = chosen else { break };
         let stats = endpoints[i].stats();
         if let Some(probe) = stats.breaker.admit(stats.nanos(now)) {
+            stats.mark_picked(stamp);
             return Some(Choice {
                 index: i,
                 probe,
@@ -124,8 +145,9 @@ pub fn pick<C: Candidate>(
     metrics::counter!(crate::telemetry::BALANCER_PANICS).increment(1);
     let untried = |i: usize| !exclude.contains(&endpoints[i].addr());
     let any = |_: usize| true;
-    let i = power_of_two(endpoints.len(), &untried, &cost, random)
-        .or_else(|| power_of_two(endpoints.len(), &any, &cost, random))?;
+    let i = power_of_two(endpoints.len(), &untried, &prefer, random)
+        .or_else(|| power_of_two(endpoints.len(), &any, &prefer, random))?;
+    endpoints[i].stats().mark_picked(stamp);
     Some(Choice {
         index: i,
         probe: false,
@@ -133,30 +155,78 @@ pub fn pick<C: Candidate>(
     })
 }
 
-fn cost(stats: &EndpointStats, policy: &BalancePolicy, now: Instant, typical: f64) -> f64 {
-    let load = f64::from(stats.in_flight()) + 1.0;
-    let ramp = if policy.slow_start.is_zero() {
-        1.0
-    } else {
-        (now.saturating_duration_since(stats.since).as_secs_f64() / policy.slow_start.as_secs_f64())
-            .clamp(MIN_RAMP, 1.0)
-    };
-    let latency = match policy.algorithm {
-        Algorithm::LeastRequest | Algorithm::RoundRobin => 1.0,
-        Algorithm::Ewma => stats
-            .latency
-            .estimate(stats.nanos(now), policy.decay, typical)
-            .max(1.0),
-    };
-    latency * load / ramp
+/// Differences between two latency estimates smaller than this many mean
+/// deviations (of the two, added) are noise.
+const NOISE_DEVIATIONS: f64 = 2.0;
+/// ...and never smaller than this share of the lower estimate.
+const NOISE_FLOOR: f64 = 0.2;
+
+/// One candidate as the comparison sees it.
+#[derive(Debug, Clone, Copy)]
+struct View {
+    /// Latency estimate, ns (1 when latency is not compared).
+    latency: f64,
+    deviation: f64,
+    /// (in-flight + 1) / slow-start ramp.
+    load: f64,
+    /// When last chosen (0 when ties go to the first, as least-request does).
+    last_pick: u64,
 }
 
-/// Two distinct random candidates, the cheaper wins. When either is unusable,
-/// falls back to choosing among the usable ones.
+impl View {
+    fn of(stats: &EndpointStats, policy: &BalancePolicy, now: Instant, typical: f64) -> View {
+        let ramp = if policy.slow_start.is_zero() {
+            1.0
+        } else {
+            (now.saturating_duration_since(stats.since).as_secs_f64()
+                / policy.slow_start.as_secs_f64())
+            .clamp(MIN_RAMP, 1.0)
+        };
+        let load = (f64::from(stats.in_flight()) + 1.0) / ramp;
+        match policy.algorithm {
+            Algorithm::LeastRequest | Algorithm::RoundRobin => View {
+                latency: 1.0,
+                deviation: 0.0,
+                load,
+                last_pick: 0,
+            },
+            Algorithm::Ewma => View {
+                latency: stats
+                    .latency
+                    .estimate(stats.nanos(now), policy.decay, typical)
+                    .max(1.0),
+                deviation: stats.latency.deviation(),
+                load,
+                last_pick: stats.last_pick(),
+            },
+        }
+    }
+}
+
+/// Whether `a` should take the request rather than `b`: latency x load, with
+/// latencies within their noise counted as equal; between equal costs, the one
+/// chosen longer ago.
+fn prefer(a: &View, b: &View) -> bool {
+    let noise = (NOISE_DEVIATIONS * (a.deviation + b.deviation))
+        .max(NOISE_FLOOR * a.latency.min(b.latency));
+    let (la, lb) = if (a.latency - b.latency).abs() <= noise {
+        (1.0, 1.0)
+    } else {
+        (a.latency, b.latency)
+    };
+    let (ca, cb) = (la * a.load, lb * b.load);
+    if ca != cb {
+        return ca < cb;
+    }
+    a.last_pick <= b.last_pick
+}
+
+/// Two distinct random candidates, the preferred one wins. When either is
+/// unusable, falls back to choosing among the usable ones.
 fn power_of_two(
     n: usize,
     usable: &impl Fn(usize) -> bool,
-    cost: &impl Fn(usize) -> f64,
+    prefer: &impl Fn(usize, usize) -> bool,
     random: &mut impl Random,
 ) -> Option<usize> {
     if n == 1 {
@@ -168,7 +238,7 @@ fn power_of_two(
         b += 1;
     }
     match (usable(a), usable(b)) {
-        (true, true) => Some(if cost(a) <= cost(b) { a } else { b }),
+        (true, true) => Some(if prefer(a, b) { a } else { b }),
         (true, false) => Some(a),
         (false, true) => Some(b),
         (false, false) => {
@@ -180,7 +250,7 @@ fn power_of_two(
                 m => {
                     let a = candidates[random.below(m)];
                     let b = candidates[random.below(m)];
-                    Some(if cost(a) <= cost(b) { a } else { b })
+                    Some(if prefer(a, b) { a } else { b })
                 }
             }
         }
@@ -225,13 +295,15 @@ pub fn record<'a, C: Candidate + 'a, S: AsRef<[C]>>(
 ) -> Option<Transition> {
     let stats = endpoint.stats();
     let nanos = stats.nanos(now);
+    // A new endpoint's first sample is blended with what its peers answer in.
+    let prior = || backend.typical_latency(now, DEFAULT_LATENCY);
     match outcome {
         Outcome::Response(_) => {
-            stats.latency.observe(latency, nanos, policy.decay);
+            stats.latency.observe(latency, nanos, policy.decay, prior);
             backend.observe_latency(now, latency);
         }
         // A timeout or broken connection counts as slow as it was.
-        Outcome::NetworkError => stats.latency.observe(latency, nanos, policy.decay),
+        Outcome::NetworkError => stats.latency.observe(latency, nanos, policy.decay, prior),
         Outcome::ConnectFailure => {}
     }
     let finished = Finished {

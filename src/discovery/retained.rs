@@ -34,7 +34,7 @@ use crate::routing::certs::TlsCerts;
 use crate::routing::endpoint::EndpointKey;
 use crate::routing::{BackendRef, BackendState, EndpointState, IngressRef, Protocol};
 use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
-use crate::upstream::pool::{Pool, PoolConfig};
+use crate::upstream::pool::PoolConfig;
 
 /// Shared entries by key; see the module doc for when they go.
 #[derive(Debug)]
@@ -105,7 +105,7 @@ type MetricsKey = (String, String, String, bool, MetricsOptions);
 
 #[derive(Debug, Default)]
 pub struct Retained {
-    pool_config: PoolConfig,
+    pool_config: Arc<PoolConfig>,
     endpoints: Keyed<EndpointKey, EndpointState>,
     backends: Keyed<(BackendRef, Protocol), BackendState>,
     limiters: Keyed<IngressRef, Limiter>,
@@ -117,7 +117,7 @@ pub struct Retained {
 impl Retained {
     pub fn new(pool_config: PoolConfig) -> Retained {
         Retained {
-            pool_config,
+            pool_config: Arc::new(pool_config),
             ..Retained::default()
         }
     }
@@ -136,11 +136,12 @@ impl Retained {
                 entries
                     .entry((namespace.clone(), addr, protocol))
                     .or_insert_with(|| {
-                        Arc::new(EndpointState {
+                        Arc::new(EndpointState::new(
                             addr,
-                            pool: Arc::new(Pool::new(addr, protocol, self.pool_config.clone())),
-                            stats: EndpointStats::new(Instant::now()),
-                        })
+                            protocol,
+                            self.pool_config.clone(),
+                            EndpointStats::new(Instant::now()),
+                        ))
                     })
                     .clone()
             })

@@ -184,7 +184,7 @@ fn send<'a>(
         let state = &endpoint.state;
         let read_timeout = policy.read_timeout;
         let (conn, connected) = match state
-            .pool
+            .pool()
             .checkout(policy.connect_timeout, policy.send_timeout)
             .await
         {
@@ -199,7 +199,7 @@ fn send<'a>(
             Conn::H1 { conn, reused } => {
                 connections::upstream_connection_used(reused);
                 let Ok(first) =
-                    tokio::time::timeout(read_timeout, conn.send(request, state.pool.clone()))
+                    tokio::time::timeout(read_timeout, conn.send(request, state.pool().clone()))
                         .await
                 else {
                     return Err(timed_out());
@@ -211,7 +211,7 @@ fn send<'a>(
                         // Boxed: a cold path that would otherwise enlarge every request's future.
                         let fresh = match Box::pin(
                             state
-                                .pool
+                                .pool()
                                 .connect_fresh(policy.connect_timeout, policy.send_timeout),
                         )
                         .await
@@ -225,7 +225,7 @@ fn send<'a>(
                         };
                         match tokio::time::timeout(
                             read_timeout,
-                            fresh.send(unsent, state.pool.clone()),
+                            fresh.send(unsent, state.pool().clone()),
                         )
                         .await
                         {

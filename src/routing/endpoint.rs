@@ -12,11 +12,11 @@
 //! owner's traffic goes through.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use crate::balance::pick::Candidate;
 use crate::balance::EndpointStats;
-use crate::upstream::pool::Pool;
+use crate::upstream::pool::{Pool, PoolConfig};
 use crate::upstream::Protocol;
 
 /// Which state an endpoint of a backend gets: namespace, address, protocol.
@@ -25,9 +25,46 @@ pub type EndpointKey = (Arc<str>, SocketAddr, Protocol);
 #[derive(Debug)]
 pub struct EndpointState {
     pub addr: SocketAddr,
-    /// Shared with the answers whose connections go back to it.
-    pub pool: Arc<Pool>,
+    protocol: Protocol,
+    pool_config: Arc<PoolConfig>,
+    /// Made on the first request: most endpoints of a big cluster get none
+    /// through a given instance. Shared with the answers whose connections go
+    /// back to it.
+    pool: OnceLock<Arc<Pool>>,
     pub stats: EndpointStats,
+}
+
+impl EndpointState {
+    pub fn new(
+        addr: SocketAddr,
+        protocol: Protocol,
+        pool_config: Arc<PoolConfig>,
+        stats: EndpointStats,
+    ) -> EndpointState {
+        EndpointState {
+            addr,
+            protocol,
+            pool_config,
+            pool: OnceLock::new(),
+            stats,
+        }
+    }
+
+    /// The endpoint's connection pool, made on first use.
+    pub fn pool(&self) -> &Arc<Pool> {
+        self.pool.get_or_init(|| {
+            Arc::new(Pool::new(
+                self.addr,
+                self.protocol,
+                PoolConfig::clone(&self.pool_config),
+            ))
+        })
+    }
+
+    /// Idle connections kept, without making a pool to count them.
+    pub fn idle_connections(&self) -> usize {
+        self.pool.get().map_or(0, |pool| pool.idle_count())
+    }
 }
 
 /// A ready pod address, with the state that outlives table swaps.
