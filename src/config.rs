@@ -163,7 +163,7 @@ pub struct Config {
     /// `ewma`, `round_robin` or `least_request`.
     #[serde(with = "units::parsed")]
     pub load_balance: Algorithm,
-    /// How fast latency estimates forget (peak-EWMA decay window).
+    /// How fast latency estimates forget (the EWMA decay window).
     #[serde(with = "units::duration")]
     pub ewma_decay: Duration,
     /// New endpoints ramp up to a full share over this time.

@@ -19,7 +19,7 @@ use crate::telemetry::{
 #[derive(Debug, Clone, PartialEq)]
 pub struct EndpointView {
     pub address: String,
-    /// The peak-EWMA latency estimate the balancer compares.
+    /// The latency estimate the balancer compares (`balance::ewma`).
     pub ewma_seconds: f64,
     pub in_flight: u32,
     pub breaker: BreakerState,
@@ -74,7 +74,7 @@ pub fn render(table: &RoutingTable, out: &mut String) {
     const FAMILIES: [(&str, &str); 4] = [
         (
             ENDPOINT_LATENCY_EWMA,
-            "The balancer's peak-EWMA latency estimate of each endpoint.",
+            "The balancer's latency estimate of each endpoint.",
         ),
         (ENDPOINT_IN_FLIGHT, "Requests in flight on each endpoint."),
         (

@@ -114,6 +114,33 @@ async fn faster_pods_get_more_traffic_and_shares_even_out() {
     );
 }
 
+/// Ten identical pods whose answers take 1 to 3 ms at random, as the same
+/// program on ten nodes does: 100 sequential requests reach every one, and over
+/// 2,000 requests, one at a time and eight at once, each gets its fair share
+/// within a quarter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_noisy_pods_share_evenly() {
+    let app = App::start(&[1; 10], &[], "slow-start: 0s").await;
+    for pod in &app.pods {
+        pod.set_jitter(2);
+    }
+    let statuses = load(app.sluice.http_addr, 100, 1).await;
+    assert_eq!(statuses.get("200"), Some(&100), "{statuses:?}");
+    let first = app.counts();
+    assert!(first.iter().all(|&c| c > 0), "100 sequential: {first:?}");
+    for concurrency in [1, 8] {
+        let before = app.counts();
+        let statuses = load(app.sluice.http_addr, 2_000, concurrency).await;
+        assert_eq!(statuses.get("200"), Some(&2_000), "{statuses:?}");
+        let counts = delta(&app.counts(), &before);
+        eprintln!("ten identical pods, {concurrency} in flight: {counts:?}");
+        assert!(
+            counts.iter().all(|&c| (150..=250).contains(&c)),
+            "{concurrency} in flight: {counts:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_pod_is_avoided_without_errors_and_returns() {
     let app = App::start(&[1, 1, 1], &[], "slow-start: 0s").await;

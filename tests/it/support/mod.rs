@@ -38,6 +38,8 @@ pub struct Upstream {
     pub arrived: Arc<Notify>,
     /// Added to every answer, in ms.
     pub delay_ms: Arc<AtomicU64>,
+    /// Up to this many ms more, at random, per answer.
+    pub jitter_ms: Arc<AtomicU64>,
     /// When not 0, every answer has this status.
     pub status: Arc<AtomicU16>,
     /// The accept loop and every connection, to stop them all.
@@ -68,6 +70,10 @@ impl Upstream {
         self.delay_ms.store(ms, Ordering::SeqCst);
     }
 
+    pub fn set_jitter(&self, ms: u64) {
+        self.jitter_ms.store(ms, Ordering::SeqCst);
+    }
+
     pub fn set_status(&self, status: u16) {
         self.status.store(status, Ordering::SeqCst);
     }
@@ -90,6 +96,7 @@ async fn start_upstream_at(name: &str, addr: &str) -> Upstream {
         requests: Arc::default(),
         arrived: Arc::default(),
         delay_ms: Arc::default(),
+        jitter_ms: Arc::default(),
         status: Arc::default(),
         tasks: Arc::default(),
     };
@@ -135,7 +142,13 @@ async fn echo(
     state.arrived.notify_waiters();
     let number =
         |name: &str| -> Option<u64> { request.headers().get(name)?.to_str().ok()?.parse().ok() };
-    let delay = number("x-fake-delay-ms").unwrap_or(state.delay_ms.load(Ordering::SeqCst));
+    let jitter = state.jitter_ms.load(Ordering::SeqCst);
+    let delay = number("x-fake-delay-ms").unwrap_or(state.delay_ms.load(Ordering::SeqCst))
+        + if jitter > 0 {
+            fastrand::u64(..=jitter)
+        } else {
+            0
+        };
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
     }
