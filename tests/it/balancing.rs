@@ -180,7 +180,10 @@ async fn failing_pod_is_ejected_and_panic_mode_keeps_serving() {
     let statuses = load(app.sluice.http_addr, 300, 4).await;
     let during = delta(&app.counts(), &before);
     assert!(during[0] <= 3, "the failing pod is ejected: {during:?}");
-    assert_eq!(statuses.get("200"), Some(&300), "{statuses:?}");
+    // Every answer is a 200 but those of the failing pod's probes (one per
+    // ejection time, 1 s, which a slow machine may reach within this load).
+    let ok = statuses.get("200").copied().unwrap_or(0);
+    assert_eq!(ok + during[0], 300, "{statuses:?} {during:?}");
 
     // Every pod fails: all are ejected, yet traffic still reaches them (panic
     // mode) and clients get the pods' answers, not a blanket 503 from us.
@@ -194,24 +197,28 @@ async fn failing_pod_is_ejected_and_panic_mode_keeps_serving() {
     assert_eq!(delta(&app.counts(), &before).iter().sum::<usize>(), 200);
 }
 
+/// The ramp is time, so this test reads the wall clock; it measures right
+/// after the newcomer's first request, at eight in flight, where the newcomer's
+/// ramp is still low on a machine several times slower than this one (the exact
+/// ramp is `balance::pick`'s deterministic test).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_pod_is_not_flooded() {
-    let app = App::start(&[2, 2], &[], "slow-start: 3s").await;
+    let app = App::start(&[2, 2], &[], "slow-start: 4s").await;
     load(app.sluice.http_addr, 200, 4).await;
     // Let the two original pods finish their own slow start.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
     let newcomer = start_upstream_with_delay("new", 2).await;
     let addrs = [app.pods[0].addr, app.pods[1].addr, newcomer.addr];
     app.manifests
         .write("svc.yaml", &service_yaml("app", &addrs));
-    let arrived = eventually(Duration::from_secs(3), || async {
-        load(app.sluice.http_addr, 20, 2).await;
+    let arrived = eventually(Duration::from_secs(4), || async {
+        load(app.sluice.http_addr, 24, 8).await;
         newcomer.requests() > 0
     })
     .await;
     assert!(arrived.is_some(), "the new pod gets some traffic");
     let before = (app.counts(), newcomer.requests());
-    load(app.sluice.http_addr, 900, 6).await;
+    load(app.sluice.http_addr, 600, 8).await;
     let old: usize = delta(&app.counts(), &before.0).iter().sum();
     let new = newcomer.requests() - before.1;
     let share = new as f64 / (old + new) as f64;
