@@ -82,7 +82,7 @@ fn snapshot() -> Snapshot {
             }),
             status: None,
         }));
-        snapshot.endpoint_slices.push(Arc::new(slice(i, 0)));
+        snapshot.endpoint_slices.push(Arc::new(slice(i, 0).into()));
         snapshot.ingresses.push(fixtures::ingress(
             &format!("ing-{i}"),
             &ns,
@@ -151,7 +151,7 @@ fn bench(c: &mut Criterion) {
     group.bench_function("endpoint_change", |b| {
         b.iter(|| {
             generation = (generation + 1) % 4;
-            store.endpoint_slices[changed] = Arc::new(slice(changed, generation));
+            store.endpoint_slices[changed] = Arc::new(slice(changed, generation).into());
             let current = store.clone();
             publisher.update_endpoints(&current, &service);
         })

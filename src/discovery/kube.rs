@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::status::StatusOptions;
 use super::translate::slice_service;
+use super::PodSlice;
 use super::{DiscoveryError, Publisher, Snapshot};
 
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
@@ -73,7 +74,7 @@ enum Change {
     Ingress(usize, Event<Ingress>),
     Class(usize, Event<IngressClass>),
     Service(usize, Event<Service>),
-    Slice(usize, Event<EndpointSlice>),
+    Slice(usize, Event<PodSlice>),
     Secret(usize, Event<Secret>),
     Namespace(Event<Namespace>),
 }
@@ -107,7 +108,7 @@ pub async fn watch(
             Change::Service(slot, e)
         }));
         streams.push(watch_kind(api(&client, *ns), config.clone(), move |e| {
-            Change::Slice(slot, e)
+            Change::Slice(slot, reduce(e))
         }));
         let tls_only = config.clone().fields("type=kubernetes.io/tls");
         streams.push(watch_kind(api(&client, *ns), tls_only, move |e| {
@@ -316,7 +317,7 @@ struct Store {
     ingresses: Vec<Objects<Ingress>>,
     classes: Vec<Objects<IngressClass>>,
     services: Vec<Objects<Service>>,
-    slices: Vec<Objects<EndpointSlice>>,
+    slices: Vec<Objects<PodSlice>>,
     secrets: Vec<Objects<Secret>>,
     /// With `--watch-namespace-selector`: the namespaces that match it.
     namespaces: Option<Objects<Namespace>>,
@@ -384,6 +385,17 @@ impl Store {
             secrets: collect(&self.secrets, &allowed),
             sources: HashMap::new(),
         }
+    }
+}
+
+/// An EndpointSlice event, reduced to what routing reads before it is stored.
+fn reduce(event: Event<EndpointSlice>) -> Event<PodSlice> {
+    match event {
+        Event::Apply(slice) => Event::Apply(slice.into()),
+        Event::Delete(slice) => Event::Delete(slice.into()),
+        Event::Init => Event::Init,
+        Event::InitApply(slice) => Event::InitApply(slice.into()),
+        Event::InitDone => Event::InitDone,
     }
 }
 

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-use super::{DiscoveryError, ObjectRef, Publisher, Snapshot, Warning};
+use super::{DiscoveryError, ObjectRef, PodSlice, Publisher, Snapshot, Warning};
 
 /// Largest manifests file read (a `kubectl get -o yaml` of 10,000 Ingresses is
 /// about 20 MiB); a larger one is skipped with a warning.
@@ -70,7 +70,7 @@ enum Object {
     Ingress(Arc<Ingress>),
     IngressClass(Arc<IngressClass>),
     Service(Arc<Service>),
-    EndpointSlice(Arc<EndpointSlice>),
+    EndpointSlice(Arc<PodSlice>),
     Secret(Arc<Secret>),
 }
 
@@ -361,7 +361,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         "IngressClass" => Object::IngressClass(Arc::new(decode(value)?)),
         "Service" => Object::Service(Arc::new(decode(value)?)),
         "Secret" => Object::Secret(Arc::new(decode(value)?)),
-        _ => Object::EndpointSlice(Arc::new(decode(value)?)),
+        _ => Object::EndpointSlice(Arc::new(PodSlice::from(decode::<EndpointSlice>(value)?))),
     };
     let meta = match &object {
         Object::Ingress(o) => &o.metadata,

@@ -10,6 +10,7 @@ pub mod events;
 pub mod kube;
 pub mod manifests;
 pub mod retained;
+pub mod slice;
 pub mod status;
 pub mod translate;
 
@@ -19,7 +20,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use k8s_openapi::api::core::v1::{Secret, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -27,6 +27,7 @@ use tokio::time::Instant;
 
 pub use crate::routing::parse_backend_ref;
 pub use retained::{LastGood, Retained};
+pub use slice::PodSlice;
 pub use translate::{translate, ClassSelection, TranslateOptions, Translation};
 
 use crate::lifecycle::Lifecycle;
@@ -103,7 +104,8 @@ pub struct Snapshot {
     pub ingresses: Vec<Arc<Ingress>>,
     pub ingress_classes: Vec<Arc<IngressClass>>,
     pub services: Vec<Arc<Service>>,
-    pub endpoint_slices: Vec<Arc<EndpointSlice>>,
+    /// EndpointSlices, reduced to what routing reads (`slice`).
+    pub endpoint_slices: Vec<Arc<PodSlice>>,
     /// TLS Secrets (type `kubernetes.io/tls`), for the TLS listener.
     pub secrets: Vec<Arc<Secret>>,
     /// The manifests file each object came from, so warnings can name it.

@@ -3,15 +3,14 @@
 //! path for pod churn, which recomputes only the changed Services' endpoints.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{Secret, Service, ServicePort};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use crate::discovery::retained::Retained;
-use crate::discovery::Snapshot;
+use crate::discovery::{PodSlice, Snapshot};
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::routing::certs::{load_certified_key, Certificate};
 use crate::routing::{BackendRef, Endpoint, Protocol, RoutingTable};
@@ -85,7 +84,7 @@ pub(super) struct SnapshotIndex<'a> {
     pub(super) deny: &'a UpstreamDeny,
     pub(super) secrets: HashMap<(&'a str, &'a str), &'a Secret>,
     pub(super) services: HashMap<(&'a str, &'a str), &'a Service>,
-    pub(super) slices: HashMap<(&'a str, &'a str), Vec<&'a EndpointSlice>>,
+    pub(super) slices: HashMap<(&'a str, &'a str), Vec<&'a PodSlice>>,
 }
 
 impl<'a> SnapshotIndex<'a> {
@@ -123,7 +122,7 @@ impl<'a> SnapshotIndex<'a> {
             .collect();
         let mut slices: HashMap<_, Vec<_>> = HashMap::new();
         for slice in &snapshot.endpoint_slices {
-            if let Some(key) = slice_service(slice).filter(|k| keep(k)) {
+            if let Some(key) = slice.service().filter(|k| keep(k)) {
                 slices.entry(key).or_default().push(&**slice);
             }
         }
@@ -215,38 +214,20 @@ impl<'a> SnapshotIndex<'a> {
         let mut addrs = Vec::new();
         let mut refused = Vec::new();
         for slice in self.slices.get(&key).into_iter().flatten() {
-            if slice.address_type == "FQDN" {
+            if slice.fqdn {
                 continue;
             }
             let port = slice
                 .ports
                 .iter()
-                .flatten()
-                .find(|p| {
-                    p.name.as_deref().unwrap_or_default() == port_name
-                        && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
-                })
+                .find(|p| p.name == port_name && p.tcp)
                 .and_then(|p| p.port)
                 .and_then(|p| u16::try_from(p).ok());
             let Some(port) = port else { continue };
-            for endpoint in slice.endpoints.iter().flatten() {
-                // Unset means ready (EndpointSlice API: "should be interpreted as true").
-                let ready = endpoint
-                    .conditions
-                    .as_ref()
-                    .and_then(|c| c.ready)
-                    .unwrap_or(true);
-                if !ready {
-                    continue;
-                }
-                for address in &endpoint.addresses {
-                    let Ok(ip) = address.parse::<IpAddr>() else {
-                        continue;
-                    };
-                    match self.deny.refuses(ip) {
-                        None => addrs.push(SocketAddr::new(ip, port)),
-                        Some(why) => refused.push(format!("{ip} ({why})")),
-                    }
+            for pod in slice.pods.iter().filter(|pod| pod.ready) {
+                match self.deny.refuses(pod.ip) {
+                    None => addrs.push(SocketAddr::new(pod.ip, port)),
+                    Some(why) => refused.push(format!("{} ({why})", pod.ip)),
                 }
             }
         }
@@ -260,9 +241,8 @@ impl<'a> SnapshotIndex<'a> {
 }
 
 /// `(namespace, service)` an EndpointSlice belongs to.
-pub fn slice_service(slice: &EndpointSlice) -> Option<(&str, &str)> {
-    let service = slice.metadata.labels.as_ref()?.get(SERVICE_NAME_LABEL)?;
-    Some((namespace_of(&slice.metadata), service.as_str()))
+pub fn slice_service(slice: &PodSlice) -> Option<(&str, &str)> {
+    slice.service()
 }
 
 pub(super) fn port_matches(port: &ServicePort, wanted: &str) -> bool {
