@@ -141,6 +141,40 @@ async fn identical_noisy_pods_share_evenly() {
     }
 }
 
+/// One pod 10x slower than nine noisy peers gets under 5% of the traffic and no
+/// fast pod drops below half its share; once it is fast again, its share comes
+/// back within a few decay windows (1 s here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_pod_among_noisy_peers_is_avoided_and_returns() {
+    let mut delays = [1; 10];
+    delays[0] = 20;
+    let app = App::start(&delays, &[], "slow-start: 0s\newma-decay: 1s").await;
+    for pod in &app.pods[1..] {
+        pod.set_jitter(2);
+    }
+    load(app.sluice.http_addr, 400, 8).await; // learn
+    let before = app.counts();
+    load(app.sluice.http_addr, 2_000, 8).await;
+    let counts = delta(&app.counts(), &before);
+    eprintln!("one pod 10x slower: {counts:?}");
+    assert!(share(&counts, 0) < 0.05, "{counts:?}");
+    assert!(counts[1..].iter().all(|&c| c >= 100), "{counts:?}");
+
+    app.pods[0].set_delay(1);
+    app.pods[0].set_jitter(2);
+    let back = eventually(Duration::from_secs(20), || async {
+        let before = app.counts();
+        load(app.sluice.http_addr, 400, 8).await;
+        share(&delta(&app.counts(), &before), 0) >= 0.075
+    })
+    .await;
+    eprintln!("recovered after {back:?}");
+    assert!(
+        back.is_some(),
+        "the recovered pod does not get its share back"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refusing_pod_is_avoided_without_errors_and_returns() {
     let app = App::start(&[1, 1, 1], &[], "slow-start: 0s").await;
