@@ -330,31 +330,15 @@ pub fn record<'a, C: Candidate + 'a, S: AsRef<[C]>>(
 mod tests {
     use super::*;
 
-    /// The clock and the randomness are the test's: these run the same on any
-    /// machine, at any speed.
-    struct Pod {
-        addr: SocketAddr,
-        stats: EndpointStats,
-    }
+    use crate::balance::simulation::{pod, Pod};
 
-    impl Candidate for Pod {
-        fn addr(&self) -> SocketAddr {
-            self.addr
-        }
-
-        fn stats(&self) -> &EndpointStats {
-            &self.stats
-        }
-    }
-
+    // The clock and the randomness are the test's: these run the same on any
+    // machine, at any speed.
     fn pods(since: &[Instant]) -> Vec<Pod> {
         since
             .iter()
             .enumerate()
-            .map(|(i, &since)| Pod {
-                addr: SocketAddr::from(([10, 0, 0, i as u8 + 1], 80)),
-                stats: EndpointStats::new(since),
-            })
+            .map(|(i, &since)| pod(i, since, Duration::ZERO))
             .collect()
     }
 

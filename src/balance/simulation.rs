@@ -15,11 +15,21 @@ use super::policy::BalancePolicy;
 use super::window::Outcome;
 use super::{BackendStats, EndpointStats};
 
-struct Pod {
-    addr: SocketAddr,
-    stats: EndpointStats,
+/// A simulated pod; also the candidate `pick`'s own tests use.
+pub(super) struct Pod {
+    pub(super) addr: SocketAddr,
+    pub(super) stats: EndpointStats,
     /// Mean latency; each answer takes 0.5x to 1.5x of it.
     mean: Duration,
+}
+
+/// Pod `i` (at 10.0.0.i+1), known since `since`.
+pub(super) fn pod(i: usize, since: Instant, mean: Duration) -> Pod {
+    Pod {
+        addr: SocketAddr::from(([10, 0, 0, i as u8 + 1], 80)),
+        stats: EndpointStats::new(since),
+        mean,
+    }
 }
 
 impl Candidate for Pod {
@@ -48,11 +58,7 @@ impl Sim {
             pods: means_ms
                 .iter()
                 .enumerate()
-                .map(|(i, &ms)| Pod {
-                    addr: SocketAddr::from(([10, 0, 0, i as u8 + 1], 80)),
-                    stats: EndpointStats::new(start),
-                    mean: Duration::from_millis(ms),
-                })
+                .map(|(i, &ms)| pod(i, start, Duration::from_millis(ms)))
                 .collect(),
             backend: BackendStats::new(0, start),
             ring: Ring::default(),

@@ -29,7 +29,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::status::StatusOptions;
-use super::translate::slice_service;
 use super::PodSlice;
 use super::{DiscoveryError, Publisher, Snapshot};
 
@@ -336,7 +335,7 @@ impl Store {
                 None => false,
             },
             Change::Slice(slot, e) => self.slices[slot].apply(e, |slice| {
-                if let Some((ns, service)) = slice_service(slice) {
+                if let Some((ns, service)) = slice.service() {
                     dirty.services.insert((ns.to_owned(), service.to_owned()));
                 }
             }),

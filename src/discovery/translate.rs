@@ -42,7 +42,7 @@ mod ownership;
 mod parse;
 
 pub use class::{ClassSelection, DEFAULT_CONTROLLER_CLASS, DEFAULT_INGRESS_CLASS};
-pub use index::{slice_service, update_endpoints, SERVICE_NAME_LABEL};
+pub use index::{update_endpoints, SERVICE_NAME_LABEL};
 
 use class::select_ours;
 use index::{endpoints_for, PodAddrs, SnapshotIndex};

@@ -71,37 +71,34 @@ pub(super) fn send_with_retries<'a>(
             tracing::debug!(endpoint = %pick.endpoint.addr(), attempt = attempts, "forwarding");
             let attempt_started = Instant::now();
             let result = send(attempt, route, &pick.endpoint, metrics).await;
-            let latency = attempt_started.elapsed();
+            let finished = Instant::now();
+            let latency = finished.saturating_duration_since(attempt_started);
             metrics.record_upstream_response(latency);
+            // What the attempt tells the balancer about the endpoint, if anything.
+            let outcome = match &result {
+                Ok(answer) => Some(Outcome::Response(answer.status().as_u16())),
+                Err((error, unsent)) => error.outcome(unsent.is_some()),
+            };
+            if let Some(outcome) = outcome {
+                backend.record(
+                    &policy.balance,
+                    &pick,
+                    outcome,
+                    latency,
+                    finished,
+                    &mut ThreadRandom,
+                );
+            }
             // What failed, why (for the retry rule), and the request if it never left.
             let (failure, reason, unsent) = match result {
                 Ok(answer) => {
                     let status = answer.status();
-                    let outcome = Outcome::Response(status.as_u16());
-                    backend.record(
-                        &policy.balance,
-                        &pick,
-                        outcome,
-                        latency,
-                        Instant::now(),
-                        &mut ThreadRandom,
-                    );
                     if !policy.retry.next_upstream.on_status(status) {
                         return Ok((answer, pick, attempts));
                     }
                     (Ok(answer), Failure::Status(status), None)
                 }
                 Err((error, unsent)) => {
-                    if let Some(outcome) = error.outcome(unsent.is_some()) {
-                        backend.record(
-                            &policy.balance,
-                            &pick,
-                            outcome,
-                            latency,
-                            Instant::now(),
-                            &mut ThreadRandom,
-                        );
-                    }
                     let Some(reason) = error.failure(unsent.is_some()) else {
                         return Err(error);
                     };

@@ -208,10 +208,7 @@ async fn config_file_reloads_and_an_invalid_one_keeps_the_last_good() {
     // Invalid (an unknown key): the last good config stays. The signal that the
     // file was read and refused is the reload counter.
     let invalid_reloads = || async {
-        let request = Request::get(format!("http://{}/metrics", sluice.admin_addr))
-            .body(Full::default())
-            .unwrap();
-        let text = send(&http, request).await.unwrap().text();
+        let text = admin_text(&sluice, "/metrics").await;
         text.lines()
             .find(|l| l.starts_with("sluice_config_file_reloads_total{result=\"invalid\"}"))
             .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
@@ -238,14 +235,7 @@ async fn a_reload_keeps_restart_only_keys_and_says_so() {
     );
     let config_file = m.path().join("config.conf");
     let sluice = start_sluice_with_config_file(m.path(), &config_file).await;
-    let http = client();
-    let config = || {
-        let request = Request::get(format!("http://{}/api/config", sluice.admin_addr))
-            .body(Full::default())
-            .unwrap();
-        let http = http.clone();
-        async move { send(&http, request).await.unwrap().json() }
-    };
+    let config = || admin_json(&sluice, "/api/config");
     let started = config().await;
     assert_eq!(started["running"]["keep-alive"], "75000ms");
     assert_eq!(started["restart_needed"], serde_json::json!([]));

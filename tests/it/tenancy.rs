@@ -27,13 +27,6 @@ fn in_ns(namespace: &str, yaml: &str) -> String {
     yaml.replace("namespace: default", &format!("namespace: {namespace}"))
 }
 
-async fn admin_text(sluice: &Server, path: &str) -> String {
-    let request = Request::get(format!("http://{}{path}", sluice.admin_addr))
-        .body(Full::default())
-        .unwrap();
-    send(&client(), request).await.unwrap().text()
-}
-
 /// Waits until `/api/warnings` mentions `reason` `count` times.
 async fn warned(sluice: &Server, reason: &str, count: usize) -> String {
     let seen = eventually(SIGNAL, || async move {

@@ -240,11 +240,6 @@ impl<'a> SnapshotIndex<'a> {
     }
 }
 
-/// `(namespace, service)` an EndpointSlice belongs to.
-pub fn slice_service(slice: &PodSlice) -> Option<(&str, &str)> {
-    slice.service()
-}
-
 pub(super) fn port_matches(port: &ServicePort, wanted: &str) -> bool {
     match wanted.parse::<i32>() {
         Ok(number) => port.port == number,

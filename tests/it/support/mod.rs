@@ -553,3 +553,16 @@ pub fn alone_in_process(name: &str) -> bool {
     );
     false
 }
+
+/// The admin API's answer at `path`, as text.
+pub async fn admin_text(sluice: &Server, path: &str) -> String {
+    let request = Request::get(format!("http://{}{path}", sluice.admin_addr))
+        .body(Full::default())
+        .unwrap();
+    send(&client(), request).await.unwrap().text()
+}
+
+/// The admin API's answer at `path`, as JSON.
+pub async fn admin_json(sluice: &Server, path: &str) -> Value {
+    serde_json::from_str(&admin_text(sluice, path).await).unwrap()
+}
