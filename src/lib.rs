@@ -16,7 +16,8 @@
 //! 3  upstream                      protocols, pools, the HTTP/1 client, ProxyError
 //! 2  policy                        canary, rate limits, retries, refused addresses
 //! 1  balance                       pure decisions: estimates, breaker, pick
-//! 0  units, telemetry, lifecycle   leaves
+//! 0  units, telemetry, lifecycle,  leaves; compat: ingress-nginx's keys and
+//!    compat                        snippets, as data
 //! ```
 //!
 //! # Data flow
@@ -48,6 +49,7 @@
 
 pub mod admin;
 pub mod balance;
+pub mod compat;
 pub mod config;
 pub mod demo;
 pub mod discovery;

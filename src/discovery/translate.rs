@@ -152,7 +152,7 @@ pub fn translate(
                 false,
             ),
             backend,
-            filters: Filters::new(false, policy.body_limit, None, None),
+            filters: Filters::new(None, false, policy.body_limit, None, None),
             fallback: None,
             policy,
         })
@@ -280,6 +280,7 @@ impl<'a> Builder<'a> {
 
     fn add(&mut self, mut parsed: ParsedIngress) {
         self.warnings.append(&mut parsed.faults);
+        self.warnings.append(&mut parsed.notices);
         let tls_hosts = self.add_tls(&parsed);
         let limiter = parsed
             .limit
@@ -299,7 +300,13 @@ impl<'a> Builder<'a> {
                 metrics,
                 ingress: parsed.ingress.clone(),
                 backend,
-                filters: Filters::new(https_redirect, policy.body_limit, limiter.clone(), None),
+                filters: Filters::new(
+                    parsed.deny.clone(),
+                    https_redirect,
+                    policy.body_limit,
+                    limiter.clone(),
+                    None,
+                ),
                 fallback: fallback.clone(),
                 policy,
             })
@@ -381,6 +388,16 @@ impl<'a> Builder<'a> {
     /// host and path, which decide per request by the canary's rules.
     fn add_canary(&mut self, mut parsed: ParsedIngress) {
         self.warnings.append(&mut parsed.faults);
+        // A canary's other annotations are the main Ingress's business, as in
+        // ingress-nginx: its access annotations deny nothing (the main
+        // Ingress's filters run first), so say so instead of "fails closed".
+        for notice in &mut parsed.notices {
+            if notice.reason == "fail-closed" {
+                notice.reason = "canary-annotation-ignored";
+                notice.message = "on a canary Ingress, access annotations have no effect (the main Ingress's apply, as in ingress-nginx); ignored".into();
+            }
+        }
+        self.warnings.append(&mut parsed.notices);
         let Some(rule) = parsed.canary.take() else {
             return;
         };

@@ -16,6 +16,17 @@ pub const DEFAULT_BUDGET_RATIO: f64 = 0.2;
 pub const DEFAULT_BUDGET_MIN_PER_SECOND: u32 = 3;
 const BUDGET_SECONDS: usize = 10;
 
+/// ingress-nginx's `proxy-next-upstream` values that sluice accepts and never
+/// acts on: answers it never retries, and `non_idempotent`.
+pub const NOT_ACTED_ON: &[&str] = &[
+    "invalid_header",
+    "http_500",
+    "http_403",
+    "http_404",
+    "http_429",
+    "non_idempotent",
+];
+
 /// `proxy-next-upstream`: which failures move a request to another endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NextUpstream {
@@ -83,8 +94,9 @@ impl NextUpstream {
                 "http_502" => next.http_502 = true,
                 "http_503" => next.http_503 = true,
                 "http_504" => next.http_504 = true,
-                // Accepted for migrated Ingresses; sluice never retries these.
-                "invalid_header" | "http_500" | "http_403" | "http_404" | "http_429" | "non_idempotent" => {}
+                // Accepted for migrated Ingresses (with a warning); sluice never
+                // retries these.
+                token if NOT_ACTED_ON.contains(&token) => {}
                 other => {
                     return Err(format!(
                         "unknown proxy-next-upstream value {other:?}: expected error, timeout, http_502, http_503, http_504 or off"

@@ -30,6 +30,7 @@ pub(super) fn run(
 ) -> Result<Option<Response<ResponseBody>>, ProxyError> {
     for filter in route.filters.iter() {
         match filter {
+            RequestFilter::Deny(body) => return Ok(Some(denied(body))),
             RequestFilter::HttpsRedirect => {
                 if !conn.tls {
                     return Ok(Some(https_redirect(host, request.uri())));
@@ -57,6 +58,19 @@ pub(super) fn run(
         }
     }
     Ok(None)
+}
+
+/// Fail closed: a 403 whose body names what sluice cannot honour.
+fn denied(body: &std::sync::Arc<str>) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(bytes::Bytes::copy_from_slice(
+        body.as_bytes(),
+    )));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// A 308 to the same host and path over HTTPS (the method and body are kept).

@@ -8,6 +8,7 @@
 //!
 //! | filter        | ingress-nginx annotation                          | Gateway API (HTTPRoute)                  |
 //! |---------------|---------------------------------------------------|------------------------------------------|
+//! | `Deny`        | an access annotation sluice cannot honour (fails closed) | none                          |
 //! | `HttpsRedirect` | `ssl-redirect`, `force-ssl-redirect`            | `RequestRedirect` (`scheme: https`, 308) |
 //! | `BodyLimit`   | `proxy-body-size`                                 | none (an implementation extension)       |
 //! | `RateLimit`   | `limit-rps`, `limit-rpm`, `limit-burst-multiplier` | none (an implementation extension)      |
@@ -31,6 +32,9 @@ use crate::policy::ratelimit::Limiter;
 /// One step of a route's request filters.
 #[derive(Debug, Clone)]
 pub enum RequestFilter {
+    /// Fail closed: 403 with this body, which names the annotation sluice
+    /// cannot honour (an access control it does not implement).
+    Deny(Arc<str>),
     /// A plain-HTTP request gets a 308 to the same URL over HTTPS.
     HttpsRedirect,
     /// A request that declares a body longer than this gets a 413 before it
@@ -48,17 +52,22 @@ pub enum RequestFilter {
 pub struct Filters(Vec<RequestFilter>);
 
 impl Filters {
-    /// Builds the filters in their fixed order: redirect, then the body's size,
-    /// then the rate limit, then the canary's choice. A request redirected or
+    /// Builds the filters in their fixed order: a fail-closed denial first
+    /// (nothing else may answer in its place), then the redirect, the body's
+    /// size, the rate limit, and the canary's choice. A request redirected or
     /// refused costs no rate-limit token, and a canary sees only requests that
     /// will be sent.
     pub fn new(
+        deny: Option<Arc<str>>,
         https_redirect: bool,
         body_limit: Option<u64>,
         limiter: Option<Arc<Limiter>>,
         canary: Option<Arc<Canary>>,
     ) -> Filters {
         let mut filters = Vec::new();
+        if let Some(body) = deny {
+            filters.push(RequestFilter::Deny(body));
+        }
         if https_redirect {
             filters.push(RequestFilter::HttpsRedirect);
         }

@@ -12,6 +12,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("units", 0),
     ("telemetry", 0),
     ("lifecycle", 0),
+    // What sluice makes of ingress-nginx's keys and snippets, as data.
+    ("compat", 0),
     // Pure decisions: balancing, then the request policies that reuse its keys
     // (canary and rate-limit keys hash as `upstream-hash-by` does).
     ("balance", 1),

@@ -18,6 +18,7 @@ mod hot_swap;
 mod kubernetes;
 mod layering;
 mod metrics;
+mod migration;
 mod policies;
 mod protocols;
 mod proxy;

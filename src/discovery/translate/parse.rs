@@ -2,6 +2,7 @@
 //! table involved, so a fault here is the Ingress's own.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
@@ -46,6 +47,11 @@ pub(super) struct ParsedIngress {
     pub(super) allow_namespaces: BTreeSet<String>,
     /// Problems of the Ingress itself (not of the Services it names).
     pub(super) faults: Vec<Warning>,
+    /// Annotations sluice does not do as ingress-nginx does: warnings, not
+    /// faults (the Ingress is served, or fails closed).
+    pub(super) notices: Vec<Warning>,
+    /// The annotation that makes every rule of this Ingress answer 403.
+    pub(super) deny: Option<Arc<str>>,
 }
 
 impl ParsedIngress {
@@ -131,6 +137,8 @@ pub(super) fn parse_ingress(
         limit: None,
         allow_namespaces: BTreeSet::new(),
         faults: Vec::new(),
+        notices: Vec::new(),
+        deny: None,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -151,6 +159,20 @@ pub(super) fn parse_ingress(
             return parsed;
         }
     };
+    parsed.notices = annotations
+        .notices
+        .iter()
+        .map(|n| {
+            fault(
+                format!("metadata.annotations[{:?}]", n.key),
+                n.reason,
+                n.message.clone(),
+            )
+        })
+        .collect();
+    parsed.deny = annotations.fail_closed.as_deref().map(|key| {
+        format!("403 Forbidden: this Ingress uses {key}, which sluice does not support and which grants or restricts access; denied\n").into()
+    });
     parsed.policy = annotations.policy(defaults);
     parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(true);
     parsed.canary = annotations.canary.clone();

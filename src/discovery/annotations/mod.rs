@@ -2,7 +2,13 @@
 //!
 //! Every key is read under `sluice.io/` and, with the same meaning and value syntax,
 //! under `nginx.ingress.kubernetes.io/`, so Ingresses migrate unchanged. When both
-//! prefixes set a key, `sluice.io/` wins.
+//! prefixes set a key, `sluice.io/` wins. Every other annotation under either
+//! prefix is judged by the registry of ingress-nginx keys (`review`): a warning
+//! for what sluice does not do, and a 403 for the Ingress when that is access.
+
+mod review;
+
+pub use review::{review, sluice_reads, Notice};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -13,6 +19,7 @@ use std::sync::Arc;
 
 use crate::balance::expr::BreakerRule;
 use crate::balance::policy::{Algorithm, BalancePolicy, HashBy};
+use crate::compat::snippet::MAX_SNIPPET_LEN;
 use crate::config::ProxyDefaults;
 use crate::policy::canary::{CanaryRule, Cidr, HeaderMatch};
 use crate::policy::ratelimit::{LimitKey, LimitSpec};
@@ -50,6 +57,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "enable-access-log",
     "allow-namespaces",
 ];
+
+/// nginx snippets, interpreted by `snippets`.
+pub const SNIPPET_KEYS: &[&str] = &["configuration-snippet", "server-snippet"];
 
 /// Keys read together by their own parsers: canary (`parse_canary`) and rate
 /// limits (`parse_limit`, where the prefix decides the meaning).
@@ -109,6 +119,10 @@ pub struct IngressAnnotations {
     /// `sluice.io/allow-namespaces`: other namespaces that may route this
     /// Ingress's hosts under `host-ownership: namespace` (`*` for all).
     pub allow_namespaces: Vec<String>,
+    /// Warnings about annotations sluice does not do as ingress-nginx does.
+    pub notices: Vec<Notice>,
+    /// The annotation that makes this Ingress answer 403 (`review`).
+    pub fail_closed: Option<String>,
 }
 
 impl IngressAnnotations {
@@ -118,14 +132,20 @@ impl IngressAnnotations {
             return Ok(parsed);
         };
         for (key, value) in annotations {
-            let ours = key.starts_with(SLUICE_PREFIX) || key.starts_with(NGINX_PREFIX);
-            if ours && value.len() > MAX_VALUE_LEN {
-                return Err(invalid_at(
-                    key,
-                    format!("value longer than {MAX_VALUE_LEN} bytes"),
-                ));
+            let name = key
+                .strip_prefix(SLUICE_PREFIX)
+                .or_else(|| key.strip_prefix(NGINX_PREFIX));
+            let Some(name) = name else { continue };
+            let limit = if name.ends_with("-snippet") {
+                MAX_SNIPPET_LEN
+            } else {
+                MAX_VALUE_LEN
+            };
+            if value.len() > limit {
+                return Err(invalid_at(key, format!("value longer than {limit} bytes")));
             }
         }
+        (parsed.notices, parsed.fail_closed) = review(annotations);
         parsed.canary = parse_canary(annotations)?;
         let (limit, cluster) = parse_limit(annotations)?;
         parsed.limit = limit;

@@ -1,0 +1,183 @@
+//! Which of an Ingress's annotations sluice does not do as ingress-nginx does,
+//! judged by the registry (`compat::registry`): a warning for each one, and
+//! the annotation that makes the Ingress fail closed, if any.
+
+use std::collections::BTreeMap;
+
+use super::{GROUPED_KEYS, KNOWN_KEYS, NGINX_PREFIX, SLUICE_PREFIX, SNIPPET_KEYS};
+use crate::compat::registry::{self, Status};
+use crate::compat::snippet;
+use crate::policy::retry;
+
+/// One warning about one annotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// The full annotation name, with the prefix the user wrote.
+    pub key: String,
+    /// `unsupported-annotation`, `unknown-annotation`, `fail-closed`, ...
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Keys that only the `sluice.io/` prefix gives their meaning (ingress-nginx's
+/// `limit-*` keep their per-client meaning, see `parse_limit`).
+const SLUICE_ONLY: &[&str] = &["limit-burst", "limit-key", "limit-scope"];
+
+/// Whether sluice reads this key (without prefix) under this prefix.
+pub fn sluice_reads(prefix: &str, name: &str) -> bool {
+    let read =
+        KNOWN_KEYS.contains(&name) || GROUPED_KEYS.contains(&name) || SNIPPET_KEYS.contains(&name);
+    read && (prefix == SLUICE_PREFIX || !SLUICE_ONLY.contains(&name))
+}
+
+/// The notices for these annotations, and the annotation (with a reason)
+/// that makes the Ingress fail closed.
+pub fn review(annotations: &BTreeMap<String, String>) -> (Vec<Notice>, Option<String>) {
+    let mut notices = Vec::new();
+    let mut fail_closed = None;
+    for (key, value) in annotations {
+        let Some((prefix, name)) = [SLUICE_PREFIX, NGINX_PREFIX]
+            .into_iter()
+            .find_map(|p| key.strip_prefix(p).map(|name| (p, name)))
+        else {
+            continue;
+        };
+        let notice = |reason, message: String| Notice {
+            key: key.clone(),
+            reason,
+            message,
+        };
+        if sluice_reads(prefix, name) {
+            if name == "proxy-next-upstream" {
+                let ignored: Vec<&str> = value
+                    .split([' ', ','])
+                    .filter(|t| retry::NOT_ACTED_ON.contains(t))
+                    .collect();
+                if !ignored.is_empty() {
+                    let message = format!(
+                        "{key}: {} accepted but never retried by sluice; the other values apply",
+                        ignored.join(", ")
+                    );
+                    notices.push(notice("annotation-differs", message));
+                }
+            }
+            continue;
+        }
+        match registry::annotation(name).map(|k| k.status) {
+            Some(Status::Supported | Status::Differs(_) | Status::NoEffect(_)) => {}
+            Some(Status::Unsupported(note)) => {
+                let access = name
+                    .ends_with("-snippet")
+                    .then(|| snippet::mentions_access(value))
+                    .flatten();
+                if let Some(directive) = access {
+                    let message = format!(
+                        "{key} is not supported and holds the access directive {directive:?}; this Ingress answers 403 until it is removed"
+                    );
+                    fail_closed.get_or_insert(format!("{key} ({directive})"));
+                    notices.push(notice("fail-closed", message));
+                } else {
+                    let message = format!(
+                        "{key} is not supported ({note}); ignored, the rest of the Ingress is served"
+                    );
+                    notices.push(notice("unsupported-annotation", message));
+                }
+            }
+            Some(Status::FailsClosed(note)) => {
+                let message = format!(
+                    "{key} grants or restricts access and is not supported ({note}); this Ingress answers 403 until it is removed"
+                );
+                fail_closed.get_or_insert_with(|| key.clone());
+                notices.push(notice("fail-closed", message));
+            }
+            None => {
+                let message = format!(
+                    "{key} is neither an ingress-nginx annotation nor a sluice one; ignored"
+                );
+                notices.push(notice("unknown-annotation", message));
+            }
+        }
+    }
+    (notices, fail_closed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn review_of(pairs: &[(&str, &str)]) -> (Vec<Notice>, Option<String>) {
+        let map = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        review(&map)
+    }
+
+    #[test]
+    fn plain_ingresses_and_supported_keys_say_nothing() {
+        assert_eq!(review_of(&[]), (vec![], None));
+        let (notices, closed) = review_of(&[
+            ("nginx.ingress.kubernetes.io/proxy-body-size", "8m"),
+            ("nginx.ingress.kubernetes.io/proxy-buffering", "on"),
+            ("sluice.io/circuit-breaker", "NetworkErrorRatio() > 0.5"),
+            ("kubernetes.io/ingress.class", "nginx"),
+        ]);
+        assert_eq!((notices, closed), (vec![], None));
+    }
+
+    #[test]
+    fn unsupported_unknown_and_access_keys() {
+        let (notices, closed) = review_of(&[
+            ("nginx.ingress.kubernetes.io/affinity", "cookie"),
+            (
+                "nginx.ingress.kubernetes.io/whitelist-source-rnage",
+                "10.0.0.0/8",
+            ),
+            ("nginx.ingress.kubernetes.io/auth-url", "http://auth/verify"),
+            ("nginx.ingress.kubernetes.io/limit-burst", "5"),
+            (
+                "nginx.ingress.kubernetes.io/proxy-next-upstream",
+                "error http_500",
+            ),
+        ]);
+        let reasons: Vec<(&str, &str)> = notices
+            .iter()
+            .map(|n| (n.key.trim_start_matches(NGINX_PREFIX), n.reason))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                ("affinity", "unsupported-annotation"),
+                ("auth-url", "fail-closed"),
+                ("limit-burst", "unknown-annotation"),
+                ("proxy-next-upstream", "annotation-differs"),
+                ("whitelist-source-rnage", "unknown-annotation"),
+            ]
+        );
+        assert_eq!(
+            closed.as_deref(),
+            Some("nginx.ingress.kubernetes.io/auth-url")
+        );
+        let (_, closed) = review_of(&[(
+            "nginx.ingress.kubernetes.io/stream-snippet",
+            "deny 10.0.0.1;",
+        )]);
+        assert!(closed.unwrap().contains("deny"));
+    }
+
+    /// The registry and the parsers agree: a key the registry calls supported
+    /// is read, and a key read under the ingress-nginx prefix is in the
+    /// registry as supported.
+    #[test]
+    fn registry_matches_the_parsers() {
+        for key in registry::ANNOTATIONS {
+            let supported = matches!(key.status, Status::Supported | Status::Differs(_));
+            assert_eq!(
+                supported,
+                sluice_reads(NGINX_PREFIX, key.name),
+                "{}",
+                key.name
+            );
+        }
+    }
+}

@@ -1,0 +1,120 @@
+//! Migrating from ingress-nginx never quietly changes what an Ingress means:
+//! an annotation sluice does not do warns and the rest is served; one that
+//! grants or restricts access makes the Ingress answer 403 naming it; the
+//! ingress-nginx ConfigMap loads as is; `sluice migrate` reports it all.
+
+use crate::support::*;
+use http::StatusCode;
+use serde_json::Value;
+use sluice::server::Server;
+
+const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+/// The warnings `/api/warnings` lists with this reason.
+async fn warnings_with(sluice: &Server, reason: &str) -> Vec<Value> {
+    let all = admin_json(sluice, "/api/warnings").await;
+    all["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["reason"] == reason)
+        .cloned()
+        .collect()
+}
+
+#[tokio::test]
+async fn a_plain_ingress_serves_without_warnings() {
+    let app = one_app("", &[]).await;
+    let reply = send(&client(), get(app.sluice.http_addr, "any.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let all = admin_json(&app.sluice, "/api/warnings").await;
+    assert_eq!(all["warnings"], serde_json::json!([]), "{all}");
+}
+
+#[tokio::test]
+async fn an_unsupported_annotation_warns_and_the_rest_is_served() {
+    let affinity = format!("{NGINX}affinity");
+    let typo = format!("{NGINX}proxy-body-sise");
+    let buffering = format!("{NGINX}proxy-buffering");
+    let app = one_app(
+        "",
+        &[(&affinity, "cookie"), (&typo, "8m"), (&buffering, "on")],
+    )
+    .await;
+    let reply = send(&client(), get(app.sluice.http_addr, "any.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let unsupported = warnings_with(&app.sluice, "unsupported-annotation").await;
+    assert_eq!(unsupported.len(), 1, "{unsupported:?}");
+    let message = unsupported[0]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&affinity) && message.contains("rest of the Ingress is served"),
+        "{message}"
+    );
+    assert_eq!(unsupported[0]["object"], "Ingress default/app");
+    let unknown = warnings_with(&app.sluice, "unknown-annotation").await;
+    assert_eq!(unknown.len(), 1, "{unknown:?}");
+    assert!(unknown[0]["message"].as_str().unwrap().contains(&typo));
+    // A buffer size means nothing to a streaming proxy: accepted without a word.
+    let all = admin_text(&app.sluice, "/api/warnings").await;
+    assert!(!all.contains("proxy-buffering"), "{all}");
+    let metrics = admin_text(&app.sluice, "/metrics").await;
+    assert!(
+        metrics.contains("sluice_config_warnings{reason=\"unsupported-annotation\"}"),
+        "{metrics}"
+    );
+}
+
+/// Each kind of access annotation, on its own host: 403 naming it, and the
+/// pod never sees a request. A plain host beside them is served.
+#[tokio::test]
+async fn each_kind_of_access_annotation_fails_closed() {
+    let cases: &[(&str, &str)] = &[
+        ("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth"),
+        ("auth-type", "basic"),
+        ("whitelist-source-range", "10.0.0.0/8"),
+        ("allowlist-source-range", "127.0.0.1/32"),
+        ("denylist-source-range", "192.0.2.0/24"),
+        ("auth-tls-secret", "default/ca"),
+        ("satisfy", "any"),
+        ("enable-modsecurity", "true"),
+        ("enable-global-auth", "false"),
+        ("stream-snippet", "deny 10.0.0.0/8;"),
+    ];
+    let upstream = start_upstream("a").await;
+    let manifests = Manifests::new();
+    let mut yaml = service_yaml("a", &[upstream.addr])
+        + &ingress_yaml("plain", Some("plain.example"), &[], &[("/", "Prefix", "a")]);
+    let keys: Vec<String> = cases.iter().map(|(k, _)| format!("{NGINX}{k}")).collect();
+    for (i, ((_, value), key)) in cases.iter().zip(&keys).enumerate() {
+        let host = format!("h{i}.example");
+        yaml += &ingress_yaml(
+            &format!("app{i}"),
+            Some(&host),
+            &[(key, value)],
+            &[("/", "Prefix", "a")],
+        );
+    }
+    manifests.write("apps.yaml", &yaml);
+    let sluice = start_sluice(manifests.path(), "").await;
+    let http = client();
+    for (i, key) in keys.iter().enumerate() {
+        let reply = send(&http, get(sluice.http_addr, &format!("h{i}.example"), "/"))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{key}");
+        let body = reply.text();
+        assert!(body.contains(key.as_str()), "{key}: {body}");
+        assert!(!body.contains("upstream"), "{body}");
+    }
+    assert_eq!(upstream.requests(), 0, "no request reached the pod");
+    let reply = send(&http, get(sluice.http_addr, "plain.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let closed = warnings_with(&sluice, "fail-closed").await;
+    assert_eq!(closed.len(), cases.len(), "{closed:?}");
+}
