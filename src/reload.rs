@@ -44,6 +44,7 @@ pub fn translate_options(
         cluster_instances: config.limit_cluster_instances,
         class: class.clone(),
         metrics: config.metrics_options(),
+        ingress_nginx_keys: config.ingress_nginx_keys.clone(),
     }
 }
 
@@ -52,6 +53,9 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         let mut value = format!("max-age={}", config.hsts_max_age.as_secs());
         if config.hsts_include_subdomains {
             value += "; includeSubDomains";
+        }
+        if config.hsts_preload {
+            value += "; preload";
         }
         value
     });

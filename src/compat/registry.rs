@@ -385,7 +385,7 @@ pub const CONFIGMAP: &[Key] = &[
     key("ssl-session-timeout", NoEffect("rustls keeps its own session cache and tickets")),
     key("stream-access-log-path", NoEffect("sluice proxies HTTP only")),
     key("stream-snippet", Unsupported("TCP stream configuration; sluice proxies HTTP (an access directive in it fails closed)")),
-    key("strict-validate-path-type", Supported),
+    key("strict-validate-path-type", Differs("paths of type Exact and Prefix are always matched literally, as with true")),
     key("syslog-host", Unsupported("logs go to stdout or a file")),
     key("syslog-port", Unsupported("logs go to stdout or a file")),
     key("upstream-keepalive-connections", Supported),

@@ -25,7 +25,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use super::annotations::IngressAnnotations;
 use super::retained::{LastGood, Retained};
 use super::{ObjectRef, Snapshot, Warning};
-use crate::config::{HostOwnership, ProxyDefaults};
+use crate::config::{ForeignKey, HostOwnership, ProxyDefaults};
 use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::routing::certs::{Certificate, TlsCerts};
@@ -66,6 +66,9 @@ pub struct TranslateOptions {
     pub upstream_deny: UpstreamDeny,
     /// Who may route a host that another namespace routes.
     pub host_ownership: HostOwnership,
+    /// The config file's ingress-nginx keys without a sluice counterpart:
+    /// warnings, and a 403 on every route for one that fails closed.
+    pub ingress_nginx_keys: Vec<ForeignKey>,
 }
 
 /// What `translate` produced.
@@ -90,6 +93,7 @@ pub fn translate(
 ) -> Translation {
     let last_valid = &last.ingresses;
     let mut builder = Builder::new(snapshot, retained, options, last);
+    builder.deny_all = config_key_warnings(&options.ingress_nginx_keys, &mut builder.warnings);
     builder.cluster_instances = options.cluster_instances.max(1);
     builder.metrics_options = options.metrics;
     let (ours, ignored) = select_ours(snapshot, &options.class);
@@ -152,7 +156,13 @@ pub fn translate(
                 false,
             ),
             backend,
-            filters: Filters::new(None, false, policy.body_limit, None, None),
+            filters: Filters::new(
+                builder.deny_all.clone(),
+                false,
+                policy.body_limit,
+                None,
+                None,
+            ),
             fallback: None,
             policy,
         })
@@ -190,6 +200,35 @@ pub fn translate(
         ours: our_refs,
         ignored,
     }
+}
+
+/// Warnings for the config file's ingress-nginx keys that sluice does not
+/// honour; the 403 body every route answers with when one fails closed.
+fn config_key_warnings(keys: &[ForeignKey], warnings: &mut Vec<Warning>) -> Option<Arc<str>> {
+    let mut deny = None;
+    for key in keys {
+        let (reason, message) = if key.fails_closed {
+            deny.get_or_insert_with(|| {
+                format!("403 Forbidden: the config sets {}, which sluice does not support and which grants or restricts access; denied\n", key.key)
+            });
+            ("fail-closed", format!("{} grants or restricts access and is not supported ({}); every route answers 403 until it is removed", key.key, key.note))
+        } else if key.status == "unsupported" {
+            (
+                "unsupported-config-key",
+                format!("{} is not supported ({}); ignored", key.key, key.note),
+            )
+        } else {
+            continue;
+        };
+        warnings.push(Warning {
+            file: None,
+            object: None,
+            field: Some(format!("config {}", key.key)),
+            reason,
+            message,
+        });
+    }
+    deny.map(Into::into)
 }
 
 /// Runs one object's part of a build; if it panics (a bug only that object's
@@ -252,6 +291,8 @@ struct Builder<'a> {
     backends: HashMap<(BackendRef, Protocol), Arc<Backend>>,
     hosts: BTreeMap<HostKey, HostRoutes>,
     warnings: Vec<Warning>,
+    /// Set when a config key fails closed: every route answers 403.
+    deny_all: Option<Arc<str>>,
 }
 
 impl<'a> Builder<'a> {
@@ -275,6 +316,7 @@ impl<'a> Builder<'a> {
             backends: HashMap::new(),
             hosts: BTreeMap::new(),
             warnings: Vec::new(),
+            deny_all: None,
         }
     }
 
@@ -292,6 +334,9 @@ impl<'a> Builder<'a> {
             .clone()
             .map(|b| self.backend(b, parsed.protocol, Some((object, Field::Annotations))));
         let ingress = &parsed.ingress;
+        // A config key that fails closed closes every route; else the
+        // Ingress's own access annotation may.
+        let deny = self.deny_all.clone().or_else(|| parsed.deny.clone());
         let route_to = |backend: Arc<Backend>, metrics: Arc<RequestMetrics>, host: &HostKey| {
             let https_redirect = parsed.force_ssl_redirect
                 || (parsed.ssl_redirect && tls_hosts.contains(&host.to_string()));
@@ -301,7 +346,7 @@ impl<'a> Builder<'a> {
                 ingress: parsed.ingress.clone(),
                 backend,
                 filters: Filters::new(
-                    parsed.deny.clone(),
+                    deny.clone(),
                     https_redirect,
                     policy.body_limit,
                     limiter.clone(),

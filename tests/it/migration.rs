@@ -118,3 +118,85 @@ async fn each_kind_of_access_annotation_fails_closed() {
     let closed = warnings_with(&sluice, "fail-closed").await;
     assert_eq!(closed.len(), cases.len(), "{closed:?}");
 }
+
+fn configmap_example() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ingress-nginx-configmap.yaml")
+}
+
+/// An ingress-nginx ConfigMap, manifest and all, is sluice's config file:
+/// its values apply, unsupported keys warn, and the site is served.
+#[tokio::test]
+async fn an_ingress_nginx_configmap_loads_as_is() {
+    let upstream = start_upstream("a").await;
+    let manifests = Manifests::new();
+    manifests.write(
+        "app.yaml",
+        &(service_yaml("a", &[upstream.addr])
+            + &ingress_yaml("app", None, &[], &[("/", "Prefix", "a")])),
+    );
+    let sluice = start_sluice_with_config_file(manifests.path(), &configmap_example()).await;
+    let reply = send(&client(), get(sluice.http_addr, "any.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let config = admin_json(&sluice, "/api/config").await;
+    let running = &config["running"];
+    assert_eq!(running["proxy-read-timeout"], "600000ms", "{running}");
+    assert_eq!(running["proxy-body-size"], 50 << 20, "{running}");
+    assert_eq!(running["use-forwarded-headers"], true);
+    assert_eq!(running["limit-rejected-status"], 429);
+    assert_eq!(running["proxy-next-upstream-tries"], 3);
+    let foreign = running["ingress-nginx-keys"].as_array().unwrap();
+    let status_of = |key: &str| {
+        foreign
+            .iter()
+            .find(|k| k["key"] == key)
+            .map(|k| k["status"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(status_of("use-gzip").as_deref(), Some("unsupported"));
+    assert_eq!(status_of("worker-processes").as_deref(), Some("no effect"));
+    assert_eq!(status_of("proxy-read-timeout"), None, "a sluice key");
+    let unsupported = warnings_with(&sluice, "unsupported-config-key").await;
+    let keys: Vec<&str> = unsupported
+        .iter()
+        .map(|w| w["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "config compute-full-forwarded-for",
+            "config use-gzip",
+            "config gzip-level"
+        ]
+    );
+}
+
+/// A ConfigMap key that restricts access and that sluice does not honour
+/// closes every route, naming the key.
+#[tokio::test]
+async fn a_configmap_access_key_fails_closed_everywhere() {
+    let app = one_app("", &[]).await;
+    let file = app._manifests.path().join("../sluice-config.yaml");
+    std::fs::write(
+        &file,
+        "whitelist-source-range: \"10.0.0.0/8\"\nproxy-read-timeout: \"30\"\n",
+    )
+    .unwrap();
+    let sluice = start_sluice_with_config_file(app._manifests.path(), &file).await;
+    let reply = send(&client(), get(sluice.http_addr, "any.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert!(
+        reply.text().contains("whitelist-source-range"),
+        "{}",
+        reply.text()
+    );
+    assert_eq!(app.upstream.requests(), 0);
+    assert_eq!(warnings_with(&sluice, "fail-closed").await.len(), 1);
+    // A key neither ingress-nginx nor sluice knows is still an error naming it.
+    let err = sluice::config::Config::from_yaml("proxy-read-timout: \"30\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("proxy-read-timout"), "{err}");
+}

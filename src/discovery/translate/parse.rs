@@ -174,13 +174,15 @@ pub(super) fn parse_ingress(
         format!("403 Forbidden: this Ingress uses {key}, which sluice does not support and which grants or restricts access; denied\n").into()
     });
     parsed.policy = annotations.policy(defaults);
-    parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(true);
+    parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(defaults.ssl_redirect);
     parsed.canary = annotations.canary.clone();
     parsed.limit = annotations
         .limit
         .clone()
         .map(|spec| (spec, annotations.limit_cluster));
-    parsed.force_ssl_redirect = annotations.force_ssl_redirect.unwrap_or(false);
+    parsed.force_ssl_redirect = annotations
+        .force_ssl_redirect
+        .unwrap_or(defaults.force_ssl_redirect);
     parsed.allow_namespaces = annotations.allow_namespaces.iter().cloned().collect();
     parsed.protocol = annotations.backend_protocol.unwrap_or_default();
     parsed.fallback = annotations

@@ -13,6 +13,10 @@
 //! configure what is made once at start, and a reload that changes one says so
 //! in the log and in `/api/config` (`ConfigState`).
 
+mod configmap;
+
+pub use configmap::ForeignKey;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -94,6 +98,14 @@ pub struct Config {
     #[serde(with = "units::duration")]
     pub hsts_max_age: Duration,
     pub hsts_include_subdomains: bool,
+    /// Add `preload` to `Strict-Transport-Security`.
+    pub hsts_preload: bool,
+    /// The default of the `ssl-redirect` annotation: plain HTTP to a TLS host
+    /// gets a 308 to HTTPS.
+    pub ssl_redirect: bool,
+    /// The default of the `force-ssl-redirect` annotation: every plain HTTP
+    /// request gets a 308 to HTTPS.
+    pub force_ssl_redirect: bool,
 
     #[serde(with = "units::duration")]
     pub proxy_connect_timeout: Duration,
@@ -211,6 +223,10 @@ pub struct Config {
     /// Pod address ranges allowed even so (exceptions to both), comma-separated.
     #[serde(with = "units::parsed")]
     pub upstream_allow_cidrs: CidrList,
+    /// The file's ingress-nginx ConfigMap keys that have no sluice key, with
+    /// their status (`configmap`). Never read from the file itself.
+    #[serde(skip_deserializing)]
+    pub ingress_nginx_keys: Vec<ForeignKey>,
 }
 
 /// Keys a reload cannot apply, because what they configure is made once at
@@ -280,6 +296,8 @@ pub struct ProxyDefaults {
     pub proxy_read_timeout: Duration,
     pub proxy_send_timeout: Duration,
     pub proxy_body_size: u64,
+    pub ssl_redirect: bool,
+    pub force_ssl_redirect: bool,
     /// Shared by every route that does not override it.
     pub balance: Arc<BalancePolicy>,
     pub retry: RetryPolicy,
@@ -297,6 +315,9 @@ impl Default for Config {
             hsts: false,
             hsts_max_age: DEFAULT_HSTS_MAX_AGE,
             hsts_include_subdomains: true,
+            hsts_preload: false,
+            ssl_redirect: true,
+            force_ssl_redirect: false,
             proxy_connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             proxy_read_timeout: DEFAULT_READ_TIMEOUT,
             proxy_send_timeout: DEFAULT_SEND_TIMEOUT,
@@ -340,6 +361,7 @@ impl Default for Config {
             host_ownership: HostOwnership::Shared,
             upstream_deny_cidrs: CidrList::default(),
             upstream_allow_cidrs: CidrList::default(),
+            ingress_nginx_keys: Vec::new(),
         }
     }
 }
@@ -386,8 +408,10 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        let de = serde_yaml::Deserializer::from_str(text);
-        let config: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+        let value: serde_yaml::Value =
+            serde_yaml::from_str(text).map_err(|e| parse_err(e.to_string()))?;
+        let (value, foreign) = configmap::normalize(value, &Config::default().keys());
+        let mut config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             parse_err(if path == "." {
@@ -396,6 +420,7 @@ impl Config {
                 format!("{path}: {inner}")
             })
         })?;
+        config.ingress_nginx_keys = foreign;
         config.validate()?;
         Ok(config)
     }
@@ -487,13 +512,20 @@ impl Config {
         }
         // Both halves are valid configs, so the merge is too; the fallback
         // (keep running as is) only guards against a bug here.
-        serde_json::from_value(serde_json::Value::Object(merged)).unwrap_or_else(|_| self.clone())
+        let mut reloaded: Config = serde_json::from_value(serde_json::Value::Object(merged))
+            .unwrap_or_else(|_| self.clone());
+        reloaded.ingress_nginx_keys = next.ingress_nginx_keys.clone();
+        reloaded
     }
 
-    /// The config as the file's keys and values.
+    /// The config as the file's keys and values (without the ingress-nginx
+    /// keys found in it, which are not keys of their own).
     fn keys(&self) -> serde_json::Map<String, serde_json::Value> {
         match serde_json::to_value(self) {
-            Ok(serde_json::Value::Object(map)) => map,
+            Ok(serde_json::Value::Object(mut map)) => {
+                map.remove("ingress-nginx-keys");
+                map
+            }
             _ => serde_json::Map::new(),
         }
     }
@@ -524,6 +556,8 @@ impl Config {
             proxy_read_timeout: self.proxy_read_timeout,
             proxy_send_timeout: self.proxy_send_timeout,
             proxy_body_size: self.proxy_body_size,
+            ssl_redirect: self.ssl_redirect,
+            force_ssl_redirect: self.force_ssl_redirect,
             balance: Arc::new(balance),
             retry: RetryPolicy {
                 next_upstream: self.proxy_next_upstream,
@@ -577,7 +611,7 @@ mod tests {
 
     #[test]
     fn production_example_parses() {
-        let text = include_str!("../config/production.yaml");
+        let text = include_str!("../../config/production.yaml");
         let c = Config::from_yaml(text).unwrap();
         assert_eq!(c.proxy_connect_timeout, Duration::from_secs(1));
         assert_eq!(c.proxy_read_timeout, Duration::from_secs(3));
@@ -644,15 +678,47 @@ mod tests {
         assert_eq!(reloaded.load_balance, Algorithm::RoundRobin);
         // Everything else round-trips unchanged.
         assert_eq!(next.reloaded(&next), next);
-        let file = Config::from_yaml(include_str!("../config/production.yaml")).unwrap();
+        let file = Config::from_yaml(include_str!("../../config/production.yaml")).unwrap();
         assert_eq!(file.reloaded(&file), file);
+    }
+
+    /// A ConfigMap's quoted values load where a number or boolean is wanted,
+    /// ingress-nginx's own keys are sorted out, and a key nobody knows is an
+    /// error naming it.
+    #[test]
+    fn ingress_nginx_configmap_values_load() {
+        let c = Config::from_yaml(
+            "hsts: \"false\"\nkeep-alive-requests: \"500\"\nretry-budget-ratio: \"0.5\"\nproxy-read-timeout: \"30\"\nlimit-req-status-code: \"503\"\nworker-processes: \"4\"\ndisable-access-log: \"true\"\nadmin-token: \"123\"\n",
+        )
+        .unwrap();
+        assert!(!c.hsts);
+        assert_eq!(c.keep_alive_requests, 500);
+        assert_eq!(c.retry_budget_ratio, 0.5);
+        assert_eq!(c.proxy_read_timeout, Duration::from_secs(30));
+        assert_eq!(c.limit_rejected_status, 503);
+        assert_eq!(c.access_log, "off");
+        assert_eq!(c.admin_token.as_deref(), Some("123"));
+        assert_eq!(c.ingress_nginx_keys.len(), 1);
+        assert_eq!(c.ingress_nginx_keys[0].status, "no effect");
+        let err = Config::from_yaml("hsts: \"maybe\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hsts"), "{err}");
+        let err = Config::from_yaml("gzip-levle: \"5\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gzip-levle"), "{err}");
+        let example = include_str!("../../config/ingress-nginx-configmap.yaml");
+        let c = Config::from_yaml(example).unwrap();
+        assert_eq!(c.proxy_body_size, 50 << 20);
+        assert_eq!(c.reloaded(&c), c);
     }
 
     #[test]
     fn fuzzed_config_files_never_panic() {
         crate::fuzz::texts(
             &[
-                include_str!("../config/production.yaml"),
+                include_str!("../../config/production.yaml"),
                 "proxy-read-timeout: 3s\nload-balance: ewma\ncircuit-breaker: NetworkErrorRatio() > 0.5\n",
                 "default-backend: ns/svc:80\nkeep-alive: 75\nproxy-body-size: 8m\n",
             ],
