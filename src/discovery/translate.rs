@@ -32,8 +32,8 @@ use crate::routing::certs::{Certificate, TlsCerts};
 use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
 
 use crate::routing::{
-    Backend, BackendRef, Canary, Filters, HostKey, HostRoutes, IngressRef, Protocol, Route,
-    RoutingTable, TableStats,
+    Backend, BackendRef, Canary, FilterSpec, Filters, HostKey, HostRoutes, IngressRef, Protocol,
+    Route, RoutingTable, TableStats,
 };
 
 mod class;
@@ -156,13 +156,11 @@ pub fn translate(
                 false,
             ),
             backend,
-            filters: Filters::new(
-                builder.deny_all.clone(),
-                false,
-                policy.body_limit,
-                None,
-                None,
-            ),
+            filters: Filters::new(FilterSpec {
+                deny: builder.deny_all.clone(),
+                body_limit: policy.body_limit,
+                ..FilterSpec::default()
+            }),
             fallback: None,
             policy,
         })
@@ -345,13 +343,13 @@ impl<'a> Builder<'a> {
                 metrics,
                 ingress: parsed.ingress.clone(),
                 backend,
-                filters: Filters::new(
-                    deny.clone(),
+                filters: Filters::new(FilterSpec {
+                    deny: deny.clone(),
                     https_redirect,
-                    policy.body_limit,
-                    limiter.clone(),
-                    None,
-                ),
+                    edits: parsed.edits.clone(),
+                    body_limit: policy.body_limit,
+                    limiter: limiter.clone(),
+                }),
                 fallback: fallback.clone(),
                 policy,
             })

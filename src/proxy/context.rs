@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use super::body::{Completion, PendingLog, ResponseBody};
 use super::client_addr::ClientAddr;
+use super::edits::Applied;
 use super::headers::content_length;
 use crate::routing::{Backend, Canary, Route};
 use crate::telemetry::access_log::{self, AccessLog, Entry};
@@ -45,6 +46,10 @@ pub struct RequestContext {
     /// canary's).
     pub backend: Option<Arc<Backend>>,
     pub upstream: Option<UpstreamAnswer>,
+    /// Header changes the route's edits made for this request (`edits`): to
+    /// the upstream request, and to the answer (with `always`).
+    pub request_edits: Vec<Applied>,
+    pub response_edits: Vec<(Applied, bool)>,
 }
 
 impl RequestContext {
@@ -68,6 +73,8 @@ impl RequestContext {
             canary: None,
             backend: None,
             upstream: None,
+            request_edits: Vec::new(),
+            response_edits: Vec::new(),
         }
     }
 

@@ -22,7 +22,7 @@ use crate::upstream::error::ProxyError;
 /// the canary if one took it: `ctx.canary`).
 pub(super) fn run(
     route: &Route,
-    request: &Request<Incoming>,
+    request: &mut Request<Incoming>,
     host: &str,
     conn: &ConnInfo,
     ctx: &mut RequestContext,
@@ -31,6 +31,11 @@ pub(super) fn run(
     for filter in route.filters.iter() {
         match filter {
             RequestFilter::Deny(body) => return Ok(Some(denied(body))),
+            RequestFilter::Edits(edits) => {
+                if let Some(answer) = super::edits::run(edits, request, host, conn, ctx) {
+                    return Ok(Some(answer));
+                }
+            }
             RequestFilter::HttpsRedirect => {
                 if !conn.tls {
                     return Ok(Some(https_redirect(host, request.uri())));

@@ -14,6 +14,7 @@ pub mod body;
 pub mod client_addr;
 pub mod conn;
 mod context;
+mod edits;
 mod filters;
 mod forward;
 mod headers;

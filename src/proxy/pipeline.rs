@@ -175,7 +175,8 @@ impl Proxy {
             ctx.route = Some(route.clone());
 
             // Request filters.
-            if let Some(response) = filters::run(&route, &request, host, conn, ctx, &self.settings)?
+            if let Some(response) =
+                filters::run(&route, &mut request, host, conn, ctx, &self.settings)?
             {
                 return Ok(response);
             }
@@ -206,15 +207,8 @@ impl Proxy {
             let upgrade = client_upgrade.is_some();
             let body_limit = route.policy.body_limit;
             let request = request.map(|body| RequestBody::new(body, body_limit, metrics.clone()));
-            let upstream_request = Self::upstream_request(
-                request,
-                backend.protocol,
-                conn,
-                &ctx.client,
-                &host_value,
-                &ctx.request_id,
-                upgrade,
-            )?;
+            let upstream_request =
+                Self::upstream_request(request, backend.protocol, conn, ctx, &host_value, upgrade)?;
             let (mut response, pick, attempts) =
                 send_with_retries(upstream_request, &route, &backend, hash, &metrics).await?;
             ctx.upstream = Some(UpstreamAnswer {
@@ -255,6 +249,10 @@ impl Proxy {
         conn: &ConnInfo,
         ctx: &mut RequestContext,
     ) {
+        if !ctx.response_edits.is_empty() {
+            let status = response.status();
+            super::edits::apply_to_response(&ctx.response_edits, status, response.headers_mut());
+        }
         response
             .headers_mut()
             .insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
@@ -289,9 +287,8 @@ impl Proxy {
         request: Request<RequestBody>,
         protocol: Protocol,
         conn: &ConnInfo,
-        client: &ClientAddr,
+        ctx: &RequestContext,
         host: &HeaderValue,
-        request_id: &HeaderValue,
         upgrade: bool,
     ) -> Result<Request<RequestBody>, ProxyError> {
         let (mut parts, body) = request.into_parts();
@@ -302,8 +299,8 @@ impl Proxy {
         if upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        set_forwarded_headers(headers, conn, client, host);
-        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+        set_forwarded_headers(headers, conn, &ctx.client, host);
+        headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
 
         let mut uri_parts = uri::Parts::default();
         uri_parts.path_and_query = parts.uri.path_and_query().cloned();
@@ -329,6 +326,14 @@ impl Proxy {
                 }
                 parts.headers.remove(header::HOST);
             }
+        }
+        // A snippet's `proxy_set_header` wins over sluice's own, as in nginx
+        // (`Host` too, over HTTP/1; HTTP/2 carries the routed `:authority`).
+        for edit in &ctx.request_edits {
+            if protocol == Protocol::H2c && edit.names(&header::HOST) {
+                continue;
+            }
+            edit.apply(&mut parts.headers);
         }
         parts.uri = Uri::from_parts(uri_parts)
             .map_err(|_| ProxyError::BadRequest("invalid request target"))?;

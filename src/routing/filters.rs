@@ -9,6 +9,7 @@
 //! | filter        | ingress-nginx annotation                          | Gateway API (HTTPRoute)                  |
 //! |---------------|---------------------------------------------------|------------------------------------------|
 //! | `Deny`        | an access annotation sluice cannot honour (fails closed) | none                          |
+//! | `Edits`       | snippets: `more_set_headers`, `proxy_set_header`, `return`, `rewrite`, `if` | `RequestHeaderModifier`, `ResponseHeaderModifier`, `URLRewrite`, `RequestRedirect` |
 //! | `HttpsRedirect` | `ssl-redirect`, `force-ssl-redirect`            | `RequestRedirect` (`scheme: https`, 308) |
 //! | `BodyLimit`   | `proxy-body-size`                                 | none (an implementation extension)       |
 //! | `RateLimit`   | `limit-rps`, `limit-rpm`, `limit-burst-multiplier` | none (an implementation extension)      |
@@ -26,6 +27,7 @@
 
 use std::sync::Arc;
 
+use super::edits::Edits;
 use super::Canary;
 use crate::policy::ratelimit::Limiter;
 
@@ -37,6 +39,8 @@ pub enum RequestFilter {
     Deny(Arc<str>),
     /// A plain-HTTP request gets a 308 to the same URL over HTTPS.
     HttpsRedirect,
+    /// Header changes, fixed answers and rewrites (`edits`), from snippets.
+    Edits(Arc<Edits>),
     /// A request that declares a body longer than this gets a 413 before it
     /// goes anywhere (the body itself is also cut at the limit as it streams).
     BodyLimit(u64),
@@ -47,38 +51,43 @@ pub enum RequestFilter {
     Canary(Arc<Canary>),
 }
 
+/// What a route's filters are made of; `Filters::new` puts them in order.
+#[derive(Debug, Default)]
+pub struct FilterSpec {
+    pub deny: Option<Arc<str>>,
+    pub https_redirect: bool,
+    pub edits: Option<Arc<Edits>>,
+    pub body_limit: Option<u64>,
+    pub limiter: Option<Arc<Limiter>>,
+}
+
 /// A route's request filters, in the order they run.
 #[derive(Debug, Clone, Default)]
 pub struct Filters(Vec<RequestFilter>);
 
 impl Filters {
     /// Builds the filters in their fixed order: a fail-closed denial first
-    /// (nothing else may answer in its place), then the redirect, the body's
-    /// size, the rate limit, and the canary's choice. A request redirected or
-    /// refused costs no rate-limit token, and a canary sees only requests that
-    /// will be sent.
-    pub fn new(
-        deny: Option<Arc<str>>,
-        https_redirect: bool,
-        body_limit: Option<u64>,
-        limiter: Option<Arc<Limiter>>,
-        canary: Option<Arc<Canary>>,
-    ) -> Filters {
+    /// (nothing else may answer in its place), then the HTTPS redirect, the
+    /// edits (a snippet's `return`, rewrites and headers, which nginx runs
+    /// in its rewrite phase), the body's size, the rate limit, and the
+    /// canary's choice. A request redirected or refused costs no rate-limit
+    /// token, and a canary sees only requests that will be sent.
+    pub fn new(spec: FilterSpec) -> Filters {
         let mut filters = Vec::new();
-        if let Some(body) = deny {
+        if let Some(body) = spec.deny {
             filters.push(RequestFilter::Deny(body));
         }
-        if https_redirect {
+        if spec.https_redirect {
             filters.push(RequestFilter::HttpsRedirect);
         }
-        if let Some(limit) = body_limit {
+        if let Some(edits) = spec.edits {
+            filters.push(RequestFilter::Edits(edits));
+        }
+        if let Some(limit) = spec.body_limit {
             filters.push(RequestFilter::BodyLimit(limit));
         }
-        if let Some(limiter) = limiter {
+        if let Some(limiter) = spec.limiter {
             filters.push(RequestFilter::RateLimit(limiter));
-        }
-        if let Some(canary) = canary {
-            filters.push(RequestFilter::Canary(canary));
         }
         Filters(filters)
     }

@@ -6,6 +6,7 @@
 //! once per request. Host and path matching follow Ingress v1 (see `matching`).
 
 pub mod certs;
+pub mod edits;
 pub mod endpoint;
 pub mod filters;
 mod matching;
@@ -35,7 +36,7 @@ use certs::TlsCerts;
 pub use crate::upstream::Protocol;
 
 pub use endpoint::{Endpoint, EndpointKey, EndpointState, InFlight, Pick};
-pub use filters::{Filters, RequestFilter};
+pub use filters::{FilterSpec, Filters, RequestFilter};
 pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind};
 
 /// Per-route settings: global defaults overridden by the Ingress's annotations.

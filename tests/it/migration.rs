@@ -3,6 +3,8 @@
 //! grants or restricts access makes the Ingress answer 403 naming it; the
 //! ingress-nginx ConfigMap loads as is; `sluice migrate` reports it all.
 
+use std::time::Duration;
+
 use crate::support::*;
 use http::StatusCode;
 use serde_json::Value;
@@ -199,4 +201,146 @@ async fn a_configmap_access_key_fails_closed_everywhere() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("proxy-read-timout"), "{err}");
+}
+
+/// An Ingress whose `configuration-snippet` is `snippet` (a YAML block).
+fn snippet_app_yaml(snippet: &str) -> String {
+    let indented: String = snippet.lines().map(|l| format!("      {l}\n")).collect();
+    format!(
+        "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata:\n  name: app\n  namespace: default\n  annotations:\n    nginx.ingress.kubernetes.io/configuration-snippet: |\n{indented}spec:\n  rules:\n  - http:\n      paths:\n      - {{path: /, pathType: Prefix, backend: {{service: {{name: a, port: {{number: 80}}}}}}}}\n"
+    )
+}
+
+/// The directives people put in snippets take effect, through the door.
+#[tokio::test]
+async fn snippet_directives_take_effect() {
+    let upstream = start_upstream("a").await;
+    let manifests = Manifests::new();
+    let snippet = r#"more_set_headers "X-Frame-Options: DENY";
+add_header X-Cache-Policy "no-store";
+add_header X-Only-On-Success "yes";
+proxy_hide_header Content-Type;
+proxy_set_header X-Forwarded-Proto https;
+more_set_input_headers "X-Seen-Host: $host";
+if ($http_x_debug = "1") { return 403 "no debugging here"; }
+if ($host ~* ^old\.example$) { return 301 https://new.example$request_uri; }
+rewrite ^/old/(.*)$ /new/$1 break;
+rewrite ^/moved$ https://elsewhere.example/ permanent;
+allow 127.0.0.0/8;
+deny all;"#;
+    manifests.write(
+        "app.yaml",
+        &(service_yaml("a", &[upstream.addr]) + &snippet_app_yaml(snippet)),
+    );
+    let sluice = start_sluice(manifests.path(), "").await;
+    let http = client();
+    let all = admin_json(&sluice, "/api/warnings").await;
+    assert_eq!(all["warnings"], serde_json::json!([]), "{all}");
+
+    let reply = send(
+        &http,
+        get(sluice.http_addr, "shop.example", "/old/cart?x=1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["x-frame-options"], "DENY");
+    assert_eq!(reply.headers["x-cache-policy"], "no-store");
+    assert!(
+        !reply.headers.contains_key("content-type"),
+        "proxy_hide_header"
+    );
+    let seen = reply.json();
+    assert_eq!(
+        seen["uri"], "/new/cart?x=1",
+        "rewrite ... break keeps the query"
+    );
+    assert_eq!(seen["headers"]["x-forwarded-proto"][0], "https");
+    assert_eq!(seen["headers"]["x-seen-host"][0], "shop.example");
+
+    let mut debug = get(sluice.http_addr, "shop.example", "/");
+    debug.headers_mut().insert("x-debug", "1".parse().unwrap());
+    let reply = send(&http, debug).await.unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    assert_eq!(reply.text(), "no debugging here");
+    assert_eq!(
+        reply.headers["x-frame-options"], "DENY",
+        "more_set_headers: every answer"
+    );
+    assert!(
+        !reply.headers.contains_key("x-only-on-success"),
+        "add_header: 2xx and 3xx only"
+    );
+
+    let reply = send(&http, get(sluice.http_addr, "old.example", "/a?b=c"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(reply.headers["location"], "https://new.example/a?b=c");
+    let reply = send(&http, get(sluice.http_addr, "shop.example", "/moved"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(reply.headers["location"], "https://elsewhere.example/");
+    assert_eq!(
+        upstream.requests(),
+        1,
+        "only the rewritten request reached the pod"
+    );
+}
+
+/// Unknown directives warn and the rest applies; an access directive sluice
+/// cannot interpret closes the Ingress; a plain deny-all denies.
+#[tokio::test]
+async fn snippet_access_directives_fail_closed_and_unknown_ones_warn() {
+    let upstream = start_upstream("a").await;
+    let manifests = Manifests::new();
+    manifests.write(
+        "app.yaml",
+        &(service_yaml("a", &[upstream.addr])
+            + &snippet_app_yaml("proxy_buffering off;\nmore_set_headers \"X-A: b\";")),
+    );
+    let sluice = start_sluice(manifests.path(), "").await;
+    let http = client();
+    let reply = send(&http, get(sluice.http_addr, "shop.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.headers["x-a"], "b");
+    let warned = warnings_with(&sluice, "unsupported-snippet").await;
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("proxy_buffering"));
+
+    for (snippet, status) in [
+        (
+            "auth_request /oauth2/auth;\nmore_set_headers \"X-A: b\";",
+            StatusCode::FORBIDDEN,
+        ),
+        ("deny all;", StatusCode::FORBIDDEN),
+        ("allow 10.0.0.0/8;\ndeny all;", StatusCode::FORBIDDEN),
+        ("allow 127.0.0.1;\ndeny all;", StatusCode::OK),
+    ] {
+        manifests.write(
+            "app.yaml",
+            &(service_yaml("a", &[upstream.addr]) + &snippet_app_yaml(snippet)),
+        );
+        let http = http.clone();
+        let addr = sluice.http_addr;
+        let reached = until_status(
+            &http,
+            || get(addr, "shop.example", "/"),
+            status,
+            Duration::from_secs(10),
+        )
+        .await;
+        assert!(reached.is_some(), "{snippet}: never {status}");
+    }
+    let closed = warnings_with(&sluice, "fail-closed").await;
+    assert!(
+        closed.is_empty(),
+        "the last snippet is fully interpreted: {closed:?}"
+    );
 }

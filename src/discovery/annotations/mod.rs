@@ -7,6 +7,7 @@
 //! for what sluice does not do, and a 403 for the Ingress when that is access.
 
 mod review;
+mod snippets;
 
 pub use review::{review, sluice_reads, Notice};
 
@@ -24,6 +25,7 @@ use crate::config::ProxyDefaults;
 use crate::policy::canary::{CanaryRule, Cidr, HeaderMatch};
 use crate::policy::ratelimit::{LimitKey, LimitSpec};
 use crate::policy::retry::{NextUpstream, RetryPolicy};
+use crate::routing::edits::Edits;
 use crate::routing::{Protocol, RoutePolicy};
 use crate::units::{parse_duration, parse_size};
 use http::header::HeaderName;
@@ -121,8 +123,10 @@ pub struct IngressAnnotations {
     pub allow_namespaces: Vec<String>,
     /// Warnings about annotations sluice does not do as ingress-nginx does.
     pub notices: Vec<Notice>,
-    /// The annotation that makes this Ingress answer 403 (`review`).
+    /// The annotation that makes this Ingress answer 403 (`review`, `snippets`).
     pub fail_closed: Option<String>,
+    /// The snippets, interpreted (`snippets`).
+    pub edits: Option<Arc<Edits>>,
 }
 
 impl IngressAnnotations {
@@ -146,6 +150,10 @@ impl IngressAnnotations {
             }
         }
         (parsed.notices, parsed.fail_closed) = review(annotations);
+        let snippets = snippets::compile(annotations);
+        parsed.notices.extend(snippets.notices);
+        parsed.fail_closed = parsed.fail_closed.or(snippets.fail_closed);
+        parsed.edits = snippets.edits;
         parsed.canary = parse_canary(annotations)?;
         let (limit, cluster) = parse_limit(annotations)?;
         parsed.limit = limit;

@@ -12,6 +12,7 @@ use crate::discovery::annotations::IngressAnnotations;
 use crate::discovery::{ObjectRef, Warning};
 use crate::policy::canary::CanaryRule;
 use crate::policy::ratelimit::LimitSpec;
+use crate::routing::edits::Edits;
 use crate::routing::{BackendRef, HostKey, IngressRef, PathKind, Protocol, RoutePolicy};
 
 pub(super) fn ingress_object(ingress: &Ingress) -> ObjectRef {
@@ -52,6 +53,8 @@ pub(super) struct ParsedIngress {
     pub(super) notices: Vec<Warning>,
     /// The annotation that makes every rule of this Ingress answer 403.
     pub(super) deny: Option<Arc<str>>,
+    /// Its snippets, compiled.
+    pub(super) edits: Option<Arc<Edits>>,
 }
 
 impl ParsedIngress {
@@ -139,6 +142,7 @@ pub(super) fn parse_ingress(
         faults: Vec::new(),
         notices: Vec::new(),
         deny: None,
+        edits: None,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -173,6 +177,7 @@ pub(super) fn parse_ingress(
     parsed.deny = annotations.fail_closed.as_deref().map(|key| {
         format!("403 Forbidden: this Ingress uses {key}, which sluice does not support and which grants or restricts access; denied\n").into()
     });
+    parsed.edits = annotations.edits.clone();
     parsed.policy = annotations.policy(defaults);
     parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(defaults.ssl_redirect);
     parsed.canary = annotations.canary.clone();
