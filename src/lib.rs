@@ -7,7 +7,8 @@
 //!
 //! ```text
 //! 9  main                          the command line
-//! 8  server, demo                  wiring: listeners, discovery, drain
+//! 8  server, demo, migrate         wiring: listeners, discovery, drain; the
+//!                                  `sluice migrate` report
 //! 7  admin, reload                 the admin API and dashboard; config reloads
 //! 6  discovery | proxy             sources -> translate -> table | the request pipeline
 //! 5  config                        the config file, typed, read by both of the above
@@ -56,6 +57,7 @@ pub mod discovery;
 #[cfg(test)]
 mod fuzz;
 pub mod lifecycle;
+pub mod migrate;
 pub mod policy;
 pub mod proxy;
 pub mod reload;

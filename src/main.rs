@@ -12,6 +12,7 @@ use sluice::discovery::kube::{KubeOptions, DEFAULT_DEBOUNCE};
 use sluice::discovery::status::{StatusOptions, RETRY_PERIOD};
 use sluice::discovery::translate::{DEFAULT_CONTROLLER_CLASS, DEFAULT_INGRESS_CLASS};
 use sluice::discovery::ClassSelection;
+use sluice::reload::ConfigSource;
 use sluice::server::{Options, Server, Source};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing_subscriber::EnvFilter;
@@ -34,7 +35,38 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Start demo upstreams on loopback and serve config/demo/ in front of them.
-    Demo(RunArgs),
+    Demo(Box<RunArgs>),
+    /// Report what sluice will do with ingress-nginx's Ingresses and ConfigMap:
+    /// each annotation's and key's status, and per Ingress whether it is served
+    /// unchanged, with differences, not at all, or fails closed. Exits with 2
+    /// when any Ingress would fail closed or not be served.
+    Migrate(MigrateArgs),
+}
+
+#[derive(Debug, Args)]
+struct MigrateArgs {
+    /// Read the Ingresses (and Services, IngressClasses, Secrets) from this
+    /// directory, e.g. `kubectl get ingress,ingressclass,service,endpointslice -A -o yaml`.
+    #[arg(long, value_name = "DIR", required_unless_present = "table")]
+    manifests: Option<PathBuf>,
+    /// The ingress-nginx ConfigMap (manifest or its data), as sluice's config file.
+    #[arg(long, value_name = "FILE")]
+    configmap: Option<PathBuf>,
+    /// The Ingresses to judge: those of this IngressClass (and legacy annotation).
+    #[arg(long, value_name = "NAME", default_value = "nginx")]
+    ingress_class: String,
+    /// ... and those whose IngressClass names this controller.
+    #[arg(long, value_name = "NAME", default_value = "k8s.io/ingress-nginx")]
+    controller_class: String,
+    /// Also judge Ingresses that name no class.
+    #[arg(long)]
+    watch_ingress_without_class: bool,
+    /// `text` or `json`.
+    #[arg(long, value_name = "FORMAT", default_value = "text")]
+    output: String,
+    /// Print every ingress-nginx key's status as Markdown tables instead.
+    #[arg(long)]
+    table: bool,
 }
 
 #[derive(Debug, Args)]
@@ -44,9 +76,14 @@ struct RunArgs {
     /// while running.
     #[arg(long, value_name = "DIR")]
     manifests: Option<PathBuf>,
-    /// Config file (YAML); see config/production.yaml.
-    #[arg(long, value_name = "FILE")]
+    /// Config file (YAML); see config/production.yaml. An ingress-nginx
+    /// ConfigMap (manifest or data) is read as is.
+    #[arg(long, value_name = "FILE", conflicts_with = "configmap")]
     config: Option<PathBuf>,
+    /// Read the config from this ConfigMap's data and apply its edits as they
+    /// happen (cluster mode; ingress-nginx's flag of the same name).
+    #[arg(long, value_name = "NS/NAME", conflicts_with = "manifests")]
+    configmap: Option<String>,
     /// Plaintext HTTP/1.1 + h2c listener [default: 0.0.0.0:80, or the config file's].
     #[arg(long, value_name = "ADDR")]
     http_addr: Option<SocketAddr>,
@@ -114,7 +151,8 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     let (args, demo) = match cli.command {
-        Some(Command::Demo(args)) => (args, true),
+        Some(Command::Demo(args)) => (*args, true),
+        Some(Command::Migrate(args)) => std::process::exit(migrate(&args)?),
         None => (cli.run, false),
     };
     // One worker thread: a current-thread runtime, which skips the work-stealing
@@ -138,19 +176,6 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
         None if demo => demo_config()?,
         None => Config::default(),
     };
-    if let Some(addr) = args.http_addr {
-        config.http_addr = addr;
-    }
-    if let Some(addr) = args.admin_addr {
-        config.admin_addr = addr;
-    }
-    if let Some(addr) = args.https_addr {
-        config.https_addr = addr;
-    }
-    if let Some(secret) = args.default_ssl_certificate {
-        config.default_ssl_certificate = Some(secret);
-        config.validate()?;
-    }
     let manifests = args
         .manifests
         .or_else(|| demo.then(|| PathBuf::from(DEMO_MANIFESTS)));
@@ -192,9 +217,42 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
         controller_class: args.controller_class,
         watch_without_class: args.watch_ingress_without_class,
     };
+    let config_source = match (&args.config, &args.configmap, &source) {
+        (Some(path), _, _) => Some(ConfigSource::File(path.clone())),
+        (None, Some(reference), Source::Kubernetes(kube_options)) => {
+            let Some((namespace, name)) = sluice::config::parse_secret_ref(reference) else {
+                bail!("--configmap {reference:?}: expected NAMESPACE/NAME");
+            };
+            let client = sluice::discovery::kube::connect(kube_options).await?;
+            config = sluice::reload::read_configmap(client.clone(), &namespace, &name)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            Some(ConfigSource::ConfigMap {
+                client,
+                namespace,
+                name,
+                read: Box::new(config.clone()),
+            })
+        }
+        _ => None,
+    };
+    // Command-line addresses win over the config's.
+    if let Some(addr) = args.http_addr {
+        config.http_addr = addr;
+    }
+    if let Some(addr) = args.admin_addr {
+        config.admin_addr = addr;
+    }
+    if let Some(addr) = args.https_addr {
+        config.https_addr = addr;
+    }
+    if let Some(secret) = args.default_ssl_certificate.clone() {
+        config.default_ssl_certificate = Some(secret);
+        config.validate()?;
+    }
     let server = Server::start(Options {
         config,
-        config_path: args.config,
+        config_source,
         source,
         class,
     })
@@ -220,6 +278,49 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
 }
 
 /// Values of a repeatable, comma-separated flag.
+/// `sluice migrate`: the report, and its exit status.
+fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
+    if args.table {
+        print!("{}", sluice::migrate::table());
+        return Ok(0);
+    }
+    let Some(dir) = &args.manifests else {
+        bail!("--manifests DIR is required");
+    };
+    let (config, configmap) = match &args.configmap {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            (
+                Config::from_yaml(&text).with_context(|| path.display().to_string())?,
+                Some(text),
+            )
+        }
+        None => (Config::default(), None),
+    };
+    let mut manifests = sluice::discovery::manifests::ManifestsDir::new(dir);
+    manifests.scan()?;
+    let (snapshot, source_warnings) = manifests.snapshot();
+    let class = ClassSelection {
+        ingress_class: args.ingress_class.clone(),
+        controller_class: args.controller_class.clone(),
+        watch_without_class: args.watch_ingress_without_class,
+    };
+    let report = sluice::migrate::report(
+        &snapshot,
+        &source_warnings,
+        &config,
+        configmap.as_deref(),
+        &class,
+    );
+    match args.output.as_str() {
+        "json" => println!("{}", serde_json::to_string_pretty(&report)?),
+        "text" => print!("{}", sluice::migrate::render(&report)),
+        other => bail!("--output {other:?}: expected text or json"),
+    }
+    Ok(if report.closes_anything() { 2 } else { 0 })
+}
+
 fn split_list(values: &[String]) -> Vec<String> {
     values
         .iter()

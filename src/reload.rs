@@ -1,5 +1,5 @@
-//! Layer 7, wiring. Config file reloads: the file (a ConfigMap volume in a cluster) is checked for
-//! changes; a valid new version takes effect without a restart, an invalid one is
+//! Layer 7, wiring. Config reloads: the file (a ConfigMap volume in a cluster) is checked for
+//! changes, or the ConfigMap named by `--configmap` is watched through the API; a valid new version takes effect without a restart, an invalid one is
 //! logged and the last good one stays.
 //!
 //! Route defaults (timeouts, body size, default backend) rebuild the table; proxy
@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{parse_secret_ref, Config, ConfigState};
@@ -76,8 +77,66 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
     }
 }
 
+/// Where the config comes from, to reload it when it changes.
+#[derive(Clone)]
+pub enum ConfigSource {
+    /// A file (a ConfigMap volume in a cluster), polled.
+    File(PathBuf),
+    /// A ConfigMap (`--configmap NAMESPACE/NAME`), watched through the API:
+    /// its `data` is read as the config file.
+    ConfigMap {
+        client: kube::Client,
+        namespace: String,
+        name: String,
+        /// The config as read at start (`read_configmap`), before any
+        /// command-line override.
+        read: Box<Config>,
+    },
+}
+
+impl std::fmt::Debug for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl std::fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigSource::File(path) => write!(f, "{}", path.display()),
+            ConfigSource::ConfigMap {
+                namespace, name, ..
+            } => write!(f, "ConfigMap {namespace}/{name}"),
+        }
+    }
+}
+
+/// A ConfigMap's `data` as config-file text.
+pub fn configmap_text(configmap: &ConfigMap) -> String {
+    match &configmap.data {
+        Some(data) if !data.is_empty() => serde_yaml::to_string(data).unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// Reads the config from a ConfigMap once (at start, so that restart-only
+/// keys apply too).
+pub async fn read_configmap(
+    client: kube::Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Config, String> {
+    let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, namespace);
+    let configmap = api
+        .get(name)
+        .await
+        .map_err(|e| format!("reading ConfigMap {namespace}/{name}: {e}"))?;
+    Config::from_yaml(&configmap_text(&configmap))
+        .map_err(|e| format!("ConfigMap {namespace}/{name}: {e}"))
+}
+
 pub struct ConfigWatch {
-    pub path: PathBuf,
+    pub source: ConfigSource,
     /// The file as it was at start, if it could be read then.
     pub started: Option<Config>,
     /// The file as last read successfully.
@@ -93,29 +152,81 @@ pub struct ConfigWatch {
 }
 
 impl ConfigWatch {
-    pub async fn run(mut self, stop: CancellationToken) {
-        let mut stamp = Stamp::of_path(&self.path);
+    pub async fn run(self, stop: CancellationToken) {
+        match self.source.clone() {
+            ConfigSource::File(path) => self.poll_file(path, stop).await,
+            ConfigSource::ConfigMap {
+                client,
+                namespace,
+                name,
+                ..
+            } => self.watch_configmap(client, namespace, name, stop).await,
+        }
+    }
+
+    /// Applies every new version of the ConfigMap; a deleted one leaves the
+    /// last good config running, and so does an invalid one.
+    async fn watch_configmap(
+        mut self,
+        client: kube::Client,
+        namespace: String,
+        name: String,
+        stop: CancellationToken,
+    ) {
+        use futures_util::StreamExt;
+        use kube::runtime::WatchStreamExt;
+        let api: kube::Api<ConfigMap> = kube::Api::namespaced(client, &namespace);
+        let config =
+            kube::runtime::watcher::Config::default().fields(&format!("metadata.name={name}"));
+        let mut changes = kube::runtime::watcher(api, config)
+            .applied_objects()
+            .boxed();
+        loop {
+            let next = tokio::select! {
+                () = stop.cancelled() => return,
+                next = changes.next() => next,
+            };
+            match next {
+                None => return,
+                // The watcher retries by itself, with backoff.
+                Some(Err(error)) => tracing::warn!(%error, "watching the config ConfigMap"),
+                Some(Ok(configmap)) if configmap.metadata.name.as_deref() == Some(&name) => {
+                    self.load(Config::from_yaml(&configmap_text(&configmap)))
+                        .await
+                }
+                Some(Ok(_)) => {}
+            }
+        }
+    }
+
+    async fn poll_file(mut self, path: PathBuf, stop: CancellationToken) {
+        let mut stamp = Stamp::of_path(&path);
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(self.interval) => {}
             }
-            let now = Stamp::of_path(&self.path);
+            let now = Stamp::of_path(&path);
             if now == stamp {
                 continue;
             }
             stamp = now;
-            match Config::from_file(&self.path) {
-                Ok(config) => {
-                    metrics::counter!(crate::telemetry::CONFIG_RELOADS, "result" => "success")
-                        .increment(1);
-                    self.apply(config).await
-                }
-                Err(error) => {
-                    metrics::counter!(crate::telemetry::CONFIG_RELOADS, "result" => "invalid")
-                        .increment(1);
-                    tracing::warn!(%error, "config file not reloaded; keeping the last good one")
-                }
+            self.load(Config::from_file(&path)).await;
+        }
+    }
+
+    /// A new version read: applied if valid, else the last good one stays.
+    async fn load(&mut self, read: Result<Config, crate::config::ConfigError>) {
+        match read {
+            Ok(config) => {
+                metrics::counter!(crate::telemetry::CONFIG_RELOADS, "result" => "success")
+                    .increment(1);
+                self.apply(config).await
+            }
+            Err(error) => {
+                metrics::counter!(crate::telemetry::CONFIG_RELOADS, "result" => "invalid")
+                    .increment(1);
+                tracing::warn!(source = %self.source, %error, "config not reloaded; keeping the last good one")
             }
         }
     }
@@ -149,7 +260,7 @@ impl ConfigWatch {
             file: Some(file.clone()),
             restart_needed,
         }));
-        tracing::info!(path = %self.path.display(), "config file reloaded");
+        tracing::info!(source = %self.source, "config reloaded");
         self.file = file;
     }
 }

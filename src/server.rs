@@ -26,7 +26,7 @@ use crate::discovery::{events, status};
 use crate::discovery::{ClassSelection, DiscoveryError, Publisher};
 use crate::lifecycle::Lifecycle;
 use crate::proxy::{listener, tls, Proxy};
-use crate::reload::{self, ConfigWatch};
+use crate::reload::{self, ConfigSource, ConfigWatch};
 use crate::routing::RoutingTable;
 use crate::telemetry::access_log::{self, AccessLog};
 use ::kube::runtime::events::Reporter;
@@ -57,7 +57,7 @@ pub enum StartError {
 pub struct Options {
     pub config: Config,
     /// Where `config` came from; it is reloaded when it changes.
-    pub config_path: Option<PathBuf>,
+    pub config_source: Option<ConfigSource>,
     pub source: Source,
     pub class: ClassSelection,
 }
@@ -114,10 +114,11 @@ impl Server {
 
         // The file as it was at start (before command-line overrides), to tell
         // what a reload changed.
-        let file = options
-            .config_path
-            .as_deref()
-            .and_then(|path| Config::from_file(path).ok());
+        let file = match &options.config_source {
+            Some(ConfigSource::File(path)) => Config::from_file(path).ok(),
+            Some(ConfigSource::ConfigMap { read, .. }) => Some((**read).clone()),
+            None => None,
+        };
         let config_state = Arc::new(ArcSwap::from_pointee(ConfigState::new(
             config.clone(),
             file.clone(),
@@ -149,9 +150,9 @@ impl Server {
             lifecycle: lifecycle.clone(),
             tunnels: TaskTracker::new(),
         });
-        if let Some(path) = &options.config_path {
+        if let Some(source) = &options.config_source {
             let watch = ConfigWatch {
-                path: path.clone(),
+                source: source.clone(),
                 started: file.clone(),
                 file: file.unwrap_or_else(|| config.clone()),
                 state: config_state.clone(),

@@ -255,7 +255,10 @@ fn describe() {
         WATCH_ERRORS,
         "Kubernetes watch failures (each is retried with backoff)."
     );
-    describe_counter!(CONFIG_RELOADS, "Config file reloads, by result.");
+    describe_counter!(
+        CONFIG_RELOADS,
+        "Config reloads (the file, or the --configmap ConfigMap), by result."
+    );
     describe_counter!(
         BALANCER_PANICS,
         "Requests sent while every endpoint of the backend was ejected."

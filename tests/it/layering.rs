@@ -33,6 +33,8 @@ const LAYERS: &[(&str, u8)] = &[
     ("reload", 7),
     ("server", 8),
     ("demo", 8),
+    // The `sluice migrate` report: translation with the options the server uses.
+    ("migrate", 8),
     ("main", 9),
 ];
 

@@ -344,3 +344,191 @@ async fn snippet_access_directives_fail_closed_and_unknown_ones_warn() {
         "the last snippet is fully interpreted: {closed:?}"
     );
 }
+
+async fn status(sluice: &Server) -> Value {
+    admin_json(sluice, "/api/config").await["running"]["limit-rejected-status"].clone()
+}
+
+fn configmap_yaml(data: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: ingress-nginx-controller, namespace: ingress-nginx}}\ndata:\n{data}")
+}
+
+/// `--configmap NAMESPACE/NAME`: the ConfigMap is read at start and every
+/// edit applies, as ingress-nginx's flag of the same name; an invalid edit
+/// keeps the last good config.
+#[tokio::test]
+async fn a_watched_configmap_applies_its_edits() {
+    use sluice::discovery::kube::KubeOptions;
+    use sluice::reload::{read_configmap, ConfigSource};
+    use sluice::server::{Options, Source};
+
+    let api = crate::support::apiserver::FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    api.apply_yaml(&configmap_yaml(
+        "  limit-req-status-code: \"503\"\n  proxy-read-timeout: \"30\"\n",
+    ));
+    let options = KubeOptions {
+        kubeconfig: Some(api.kubeconfig(dir.path())),
+        debounce: sluice::discovery::kube::DEFAULT_DEBOUNCE,
+        ..KubeOptions::default()
+    };
+    let client = sluice::discovery::kube::connect(&options).await.unwrap();
+    let read = read_configmap(client.clone(), "ingress-nginx", "ingress-nginx-controller")
+        .await
+        .unwrap();
+    assert_eq!(read.limit_rejected_status, 503);
+    let config = sluice::config::Config {
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        admin_addr: "127.0.0.1:0".parse().unwrap(),
+        https_addr: "127.0.0.1:0".parse().unwrap(),
+        access_log: "off".into(),
+        ..read.clone()
+    };
+    let sluice = sluice::server::Server::start(Options {
+        config,
+        config_source: Some(ConfigSource::ConfigMap {
+            client,
+            namespace: "ingress-nginx".into(),
+            name: "ingress-nginx-controller".into(),
+            read: Box::new(read),
+        }),
+        source: Source::Kubernetes(Box::new(options)),
+        class: Default::default(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(status(&sluice).await, 503);
+
+    api.apply_yaml(&configmap_yaml(
+        "  limit-req-status-code: \"429\"\n  use-gzip: \"true\"\n",
+    ));
+    let applied = eventually(Duration::from_secs(10), || async {
+        status(&sluice).await == 429
+    })
+    .await;
+    assert!(applied.is_some(), "the edit did not apply");
+    let config = admin_json(&sluice, "/api/config").await;
+    assert_eq!(
+        config["running"]["proxy-read-timeout"], "60000ms",
+        "back to the default"
+    );
+    assert!(
+        config["restart_needed"].as_array().unwrap().is_empty(),
+        "{config}"
+    );
+
+    let invalid = || async {
+        let metrics = admin_text(&sluice, "/metrics").await;
+        metrics
+            .lines()
+            .find(|l| l.starts_with("sluice_config_file_reloads_total{result=\"invalid\"}"))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let before = invalid().await;
+    api.apply_yaml(&configmap_yaml("  limit-req-status-code: \"200\"\n"));
+    let refused = eventually(Duration::from_secs(10), || async {
+        invalid().await > before
+    })
+    .await;
+    assert!(refused.is_some(), "the invalid edit was not seen");
+    assert_eq!(status(&sluice).await, 429, "the last good config stays");
+}
+
+/// Runs `sluice migrate` with `args`; (exit code, stdout).
+fn migrate(args: &[&str]) -> (i32, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .arg("migrate")
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.code().is_some(), "{stderr}");
+    (
+        out.status.code().unwrap(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+/// `sluice migrate` on a directory: each Ingress's verdict, each key's status,
+/// and an exit status that says whether anything would stop being served.
+#[test]
+fn sluice_migrate_reports_a_directory() {
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/migrate");
+    let configmap = configmap_example();
+    let (code, text) = migrate(&[
+        "--manifests",
+        data.to_str().unwrap(),
+        "--configmap",
+        configmap.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 2, "{text}");
+    for line in [
+        "Ingress default/admin: fails closed (403)",
+        "Ingress argocd/argocd: not served",
+        "Ingress default/blog: served with differences",
+        "Ingress default/shop: served unchanged",
+        "Summary: 4 Ingresses: 1 served unchanged, 1 served with differences, 1 not served, 1 fails closed (403)",
+    ] {
+        assert!(text.contains(line), "{line:?} missing:\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.contains("use-gzip") && l.contains("unsupported")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("proxy-buffering") && l.contains("no effect")),
+        "{text}"
+    );
+
+    let (_, json) = migrate(&["--manifests", data.to_str().unwrap(), "--output", "json"]);
+    let report: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(
+        report["summary"],
+        serde_json::json!({"unchanged": 1, "differences": 1, "not-served": 1, "fails-closed": 1})
+    );
+    let admin = report["ingresses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "admin")
+        .unwrap();
+    assert_eq!(admin["verdict"], "fails-closed");
+    assert_eq!(
+        admin["annotations"][0]["key"],
+        "nginx.ingress.kubernetes.io/auth-url"
+    );
+
+    // Only the plain Ingress: nothing would stop being served.
+    let plain = tempfile::tempdir().unwrap();
+    let shop = std::fs::read_to_string(data.join("apps.yaml")).unwrap();
+    let shop = shop.split("---").next().unwrap();
+    std::fs::write(plain.path().join("shop.yaml"), shop).unwrap();
+    let (code, text) = migrate(&["--manifests", plain.path().to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(
+        text.contains("Summary: 1 Ingresses: 1 served unchanged"),
+        "{text}"
+    );
+}
+
+/// The migration guide's table is the registry's: regenerate it with
+/// `sluice migrate --table` when an entry changes.
+#[test]
+fn the_migration_guide_carries_the_registry() {
+    let guide = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/migrating-from-ingress-nginx.md"),
+    )
+    .unwrap();
+    let begin = "<!-- registry:begin (sluice migrate --table) -->\n";
+    let end = "<!-- registry:end -->";
+    let start = guide.find(begin).expect("begin marker") + begin.len();
+    let stop = guide.find(end).expect("end marker");
+    assert!(
+        guide[start..stop] == sluice::migrate::table(),
+        "docs/migrating-from-ingress-nginx.md is stale: paste `sluice migrate --table` between the markers"
+    );
+}

@@ -310,7 +310,7 @@ pub async fn start_sluice(manifests: &Path, config: &str) -> Server {
     config.https_addr = "127.0.0.1:0".parse().unwrap();
     Server::start(Options {
         config,
-        config_path: None,
+        config_source: None,
         source: Source::Manifests(manifests.to_owned()),
         class: Default::default(),
     })
@@ -455,7 +455,7 @@ pub async fn start_sluice_kube(
     };
     Server::start(Options {
         config,
-        config_path: None,
+        config_source: None,
         source: Source::Kubernetes(Box::new(options)),
         class: Default::default(),
     })
@@ -479,7 +479,7 @@ pub async fn start_sluice_with_config_file(manifests: &Path, config_file: &Path)
     };
     Server::start(Options {
         config,
-        config_path: Some(config_file.to_owned()),
+        config_source: Some(sluice::reload::ConfigSource::File(config_file.to_owned())),
         source: Source::Manifests(manifests.to_owned()),
         class: Default::default(),
     })
