@@ -37,8 +37,8 @@ use crate::units;
 pub const DEFAULT_HTTP_ADDR: &str = "0.0.0.0:80";
 pub const DEFAULT_ADMIN_ADDR: &str = "0.0.0.0:10254";
 pub const DEFAULT_HTTPS_ADDR: &str = "0.0.0.0:443";
-/// ingress-nginx's `hsts-max-age`: about six months.
-pub const DEFAULT_HSTS_MAX_AGE: Duration = Duration::from_secs(15_724_800);
+/// ingress-nginx's `hsts-max-age`: a year.
+pub const DEFAULT_HSTS_MAX_AGE: Duration = Duration::from_secs(31_536_000);
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_SEND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -312,7 +312,8 @@ impl Default for Config {
             https_addr: parse_addr(DEFAULT_HTTPS_ADDR),
             admin_addr: parse_addr(DEFAULT_ADMIN_ADDR),
             default_ssl_certificate: None,
-            hsts: false,
+            // As ingress-nginx: HTTPS answers carry Strict-Transport-Security.
+            hsts: true,
             hsts_max_age: DEFAULT_HSTS_MAX_AGE,
             hsts_include_subdomains: true,
             hsts_preload: false,
@@ -355,7 +356,8 @@ impl Default for Config {
             access_log: "stdout".into(),
             access_log_format: "json".into(),
             limit_cluster_instances: 1,
-            limit_rejected_status: 429,
+            // ingress-nginx's `limit-req-status-code`.
+            limit_rejected_status: 503,
             request_metrics: true,
             request_metrics_status: StatusLabel::Code,
             host_ownership: HostOwnership::Shared,

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use http::{Method, StatusCode};
 
-pub const DEFAULT_TRIES: u32 = 2;
+/// ingress-nginx's `proxy-next-upstream-tries`.
+pub const DEFAULT_TRIES: u32 = 3;
 pub const DEFAULT_BUDGET_RATIO: f64 = 0.2;
 pub const DEFAULT_BUDGET_MIN_PER_SECOND: u32 = 3;
 const BUDGET_SECONDS: usize = 10;
@@ -41,16 +42,26 @@ pub struct NextUpstream {
     pub http_504: bool,
 }
 
+impl NextUpstream {
+    /// No condition: only what never reached an upstream is sent again.
+    pub const NONE: NextUpstream = NextUpstream {
+        off: false,
+        error: false,
+        timeout: false,
+        http_502: false,
+        http_503: false,
+        http_504: false,
+    };
+}
+
 impl Default for NextUpstream {
-    /// Only what never reached an upstream.
+    /// ingress-nginx's `error timeout` (for idempotent requests; what never
+    /// reached an upstream is always sent again).
     fn default() -> Self {
         NextUpstream {
-            off: false,
-            error: false,
-            timeout: false,
-            http_502: false,
-            http_503: false,
-            http_504: false,
+            error: true,
+            timeout: true,
+            ..NextUpstream::NONE
         }
     }
 }
@@ -85,7 +96,7 @@ impl std::fmt::Display for NextUpstream {
 
 impl NextUpstream {
     pub fn parse(value: &str) -> Result<NextUpstream, String> {
-        let mut next = NextUpstream::default();
+        let mut next = NextUpstream::NONE;
         for token in value.split([' ', ',']).filter(|t| !t.is_empty()) {
             match token {
                 "off" => next.off = true,
@@ -262,16 +273,30 @@ impl RetryBudget {
 mod tests {
     use super::*;
 
+    /// ingress-nginx's `error timeout`, 3 tries: an idempotent request goes
+    /// again after an error or a timeout; any request that never reached an
+    /// upstream does; nothing goes a fourth time.
     #[test]
-    fn default_retries_only_what_never_reached_an_upstream() {
+    fn default_retries_as_ingress_nginx() {
         let p = RetryPolicy::default();
         let t = Duration::ZERO;
         assert!(p.allows(Failure::NotSent, &Method::POST, true, 1, 3, t));
+        assert!(p.allows(Failure::Error, &Method::GET, true, 2, 3, t));
+        assert!(p.allows(Failure::Timeout, &Method::GET, true, 1, 3, t));
         assert!(
-            !p.allows(Failure::NotSent, &Method::GET, true, 2, 3, t),
-            "at most once more"
+            !p.allows(Failure::NotSent, &Method::GET, true, 3, 3, t),
+            "three tries in all"
         );
-        assert!(!p.allows(Failure::Error, &Method::GET, true, 1, 3, t));
+        assert!(
+            !p.allows(Failure::Error, &Method::POST, true, 1, 3, t),
+            "not idempotent"
+        );
+        let none = RetryPolicy {
+            next_upstream: NextUpstream::parse("").unwrap(),
+            ..RetryPolicy::default()
+        };
+        assert!(!none.allows(Failure::Error, &Method::GET, true, 1, 3, t));
+        assert!(none.allows(Failure::NotSent, &Method::GET, true, 1, 3, t));
         assert!(!p.allows(
             Failure::Status(StatusCode::BAD_GATEWAY),
             &Method::GET,

@@ -295,7 +295,7 @@ async fn an_ingress_limited_to_50_rps_passes_about_50_rps() {
     let reply = send(&client(), get(sluice.http_addr, "limited.test", "/"))
         .await
         .unwrap();
-    if reply.status == StatusCode::TOO_MANY_REQUESTS {
+    if reply.status == StatusCode::SERVICE_UNAVAILABLE {
         let retry: u64 = reply.headers["retry-after"]
             .to_str()
             .unwrap()
@@ -361,7 +361,7 @@ async fn per_client_keys_and_ingress_nginx_semantics() {
     )
     .await
     .unwrap();
-    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(refused.headers.contains_key("retry-after"));
     assert_eq!(
         status("keyed.test", "bob").await,
@@ -374,7 +374,7 @@ async fn per_client_keys_and_ingress_nginx_semantics() {
     assert_eq!(status("nginx.test", "").await, StatusCode::OK);
     assert_eq!(
         status("nginx.test", "").await,
-        StatusCode::TOO_MANY_REQUESTS
+        StatusCode::SERVICE_UNAVAILABLE
     );
     // Whitelisted clients are never limited.
     for _ in 0..10 {
