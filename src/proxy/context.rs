@@ -50,6 +50,8 @@ pub struct RequestContext {
     /// the upstream request, and to the answer (with `always`).
     pub request_edits: Vec<Applied>,
     pub response_edits: Vec<(Applied, bool)>,
+    /// `proxy_method`: the method the pod sees instead of the client's.
+    pub upstream_method: Option<Method>,
 }
 
 impl RequestContext {
@@ -75,6 +77,7 @@ impl RequestContext {
             upstream: None,
             request_edits: Vec::new(),
             response_edits: Vec::new(),
+            upstream_method: None,
         }
     }
 

@@ -86,6 +86,8 @@ struct RequestVars<'a> {
     client: IpAddr,
     request_id: &'a HeaderValue,
     captures: Vec<Option<String>>,
+    /// The values of the variables the snippets `set`, by slot.
+    user: Vec<String>,
 }
 
 impl Vars for RequestVars<'_> {
@@ -135,6 +137,11 @@ impl Vars for RequestVars<'_> {
                     out.push_str(group);
                 }
             }
+            Var::User(slot) => {
+                if let Some(value) = self.user.get(*slot) {
+                    out.push_str(value);
+                }
+            }
         }
     }
 }
@@ -167,6 +174,7 @@ pub(super) fn run(
         client: ctx.client.ip,
         request_id: &ctx.request_id,
         captures: Vec::new(),
+        user: vec![String::new(); edits.variables],
     };
     let mut headers = Vec::new();
     let flow = rewrite_phase(&edits.steps, &mut vars, &mut headers);
@@ -212,6 +220,10 @@ pub(super) fn run(
     }
     ctx.request_edits = request_edits;
     ctx.response_edits = response_edits;
+    ctx.upstream_method = edits.steps.iter().find_map(|s| match s {
+        Step::Method(method) => Some(method.clone()),
+        _ => None,
+    });
     answer
 }
 
@@ -222,7 +234,13 @@ fn rewrite_phase<'s>(
 ) -> Flow {
     for step in steps {
         match step {
-            Step::RequestHeader(_) | Step::ResponseHeader { .. } => {}
+            Step::RequestHeader(_) | Step::ResponseHeader { .. } | Step::Method(_) => {}
+            Step::Set { slot, value } => {
+                let value = value.expand(vars);
+                if let Some(user) = vars.user.get_mut(*slot) {
+                    *user = value;
+                }
+            }
             Step::Return { status, text } => {
                 let text = text.as_ref().map(|t| t.expand(vars));
                 return Flow::Answer(*status, text);

@@ -329,6 +329,9 @@ impl Proxy {
         }
         // A snippet's `proxy_set_header` wins over sluice's own, as in nginx
         // (`Host` too, over HTTP/1; HTTP/2 carries the routed `:authority`).
+        if let Some(method) = &ctx.upstream_method {
+            parts.method = method.clone();
+        }
         for edit in &ctx.request_edits {
             if protocol == Protocol::H2c && edit.names(&header::HOST) {
                 continue;

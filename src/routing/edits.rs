@@ -44,10 +44,17 @@ pub enum Var {
     Arg(String),
     /// `$1` .. `$9`: a group of the last regular expression matched.
     Capture(usize),
+    /// A variable the snippet itself `set`s, by its slot.
+    User(usize),
 }
 
 impl Var {
-    fn parse(name: &str) -> Result<Var, String> {
+    /// A built-in variable, by its nginx name; `users` are the names the
+    /// snippet `set` before this point, each a slot.
+    pub fn parse(name: &str, users: &[String]) -> Result<Var, String> {
+        if let Some(slot) = users.iter().position(|u| u == name) {
+            return Ok(Var::User(slot));
+        }
         if let Ok(n) = name.parse::<usize>() {
             return if (1..=9).contains(&n) {
                 Ok(Var::Capture(n))
@@ -104,6 +111,11 @@ pub struct Template(Vec<Part>);
 
 impl Template {
     pub fn parse(text: &str) -> Result<Template, String> {
+        Template::parse_with(text, &[])
+    }
+
+    /// `parse`, with the variables the snippet `set` so far.
+    pub fn parse_with(text: &str, users: &[String]) -> Result<Template, String> {
         let mut parts = Vec::new();
         let mut literal = String::new();
         let mut rest = text;
@@ -135,7 +147,7 @@ impl Template {
             if !literal.is_empty() {
                 parts.push(Part::Text(std::mem::take(&mut literal)));
             }
-            parts.push(Part::Var(Var::parse(name)?));
+            parts.push(Part::Var(Var::parse(name, users)?));
             rest = after;
         }
         literal.push_str(rest);
@@ -227,6 +239,13 @@ pub enum Step {
         test: Test,
         then: Vec<Step>,
     },
+    /// `set $name value`: the variable's slot takes the value.
+    Set {
+        slot: usize,
+        value: Template,
+    },
+    /// `proxy_method`: the method the pod sees.
+    Method(http::Method),
 }
 
 /// The statuses `add_header` without `always` applies to.
@@ -249,6 +268,8 @@ pub struct AccessRule {
 pub struct Edits {
     /// Run in order on each request.
     pub steps: Vec<Step>,
+    /// How many variables the snippets `set` (their slots).
+    pub variables: usize,
     /// `allow` / `deny`, checked against the real client address after the
     /// steps (nginx's access phase follows its rewrite phase): the first
     /// rule that matches decides; none matching lets the request through.

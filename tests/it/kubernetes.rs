@@ -266,6 +266,22 @@ async fn the_leader_writes_status_and_records_warning_events() {
         &[("nginx.ingress.kubernetes.io/proxy-body-size", "lots")],
         &[("/", "Prefix", "web")],
     ));
+    // Served, with a warning; and failing closed.
+    api.apply_yaml(&ingress_yaml(
+        "sticky",
+        Some("sticky.test"),
+        &[("nginx.ingress.kubernetes.io/affinity", "cookie")],
+        &[("/", "Prefix", "web")],
+    ));
+    api.apply_yaml(&ingress_yaml(
+        "guarded",
+        Some("guarded.test"),
+        &[(
+            "nginx.ingress.kubernetes.io/auth-url",
+            "http://auth.test/verify",
+        )],
+        &[("/", "Prefix", "web")],
+    ));
     let kubeconfig = api.kubeconfig(dir.path());
     let replica = |identity: &str| KubeOptions {
         identity: identity.into(),
@@ -333,6 +349,19 @@ async fn the_leader_writes_status_and_records_warning_events() {
         .as_str()
         .unwrap()
         .contains("proxy-body-size"));
+    for (name, reason, key) in [
+        ("sticky", "UnsupportedAnnotation", "affinity"),
+        ("guarded", "FailClosed", "auth-url"),
+    ] {
+        let events: Vec<_> = api
+            .writes()
+            .into_iter()
+            .filter(|w| w.path.contains("/events") && w.body["regarding"]["name"] == name)
+            .collect();
+        assert_eq!(events.len(), 1, "{name}: {events:?}");
+        assert_eq!(events[0].body["reason"], reason);
+        assert!(events[0].body["note"].as_str().unwrap().contains(key));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

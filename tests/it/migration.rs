@@ -221,7 +221,9 @@ add_header X-Cache-Policy "no-store";
 add_header X-Only-On-Success "yes";
 proxy_hide_header Content-Type;
 proxy_set_header X-Forwarded-Proto https;
-more_set_input_headers "X-Seen-Host: $host";
+set $team "shop-$host";
+more_set_input_headers "X-Seen-Host: $host" "X-Team: $team";
+proxy_method PURGE;
 if ($http_x_debug = "1") { return 403 "no debugging here"; }
 if ($host ~* ^old\.example$) { return 301 https://new.example$request_uri; }
 rewrite ^/old/(.*)$ /new/$1 break;
@@ -257,6 +259,11 @@ deny all;"#;
     );
     assert_eq!(seen["headers"]["x-forwarded-proto"][0], "https");
     assert_eq!(seen["headers"]["x-seen-host"][0], "shop.example");
+    assert_eq!(
+        seen["headers"]["x-team"][0], "shop-shop.example",
+        "set $team"
+    );
+    assert_eq!(seen["method"], "PURGE", "proxy_method");
 
     let mut debug = get(sluice.http_addr, "shop.example", "/");
     debug.headers_mut().insert("x-debug", "1".parse().unwrap());

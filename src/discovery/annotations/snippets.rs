@@ -4,8 +4,11 @@
 //!
 //! Interpreted: `more_set_headers`, `more_clear_headers`, `add_header`,
 //! `proxy_hide_header` (response); `proxy_set_header`, `more_set_input_headers`,
-//! `more_clear_input_headers` (request); `return`; `rewrite` with its flags;
-//! `if` on a variable (`=`, `!=`, `~`, `~*`, `!~`, `!~*`); `allow` / `deny`.
+//! `more_clear_input_headers`, `proxy_method` (request); `return`; `rewrite`
+//! with its flags; `if` on a variable (`=`, `!=`, `~`, `~*`, `!~`, `!~*`);
+//! `set $variable`; `allow` / `deny`. That is Traefik's ingress-nginx subset
+//! (`add_header`, `more_set_headers`, `more_set_input_headers`,
+//! `proxy_set_header`, `proxy_method`, `set`, `if`, `return`) and more.
 //! Anything else is a warning naming the directive. A snippet that holds an
 //! access directive (`snippet::ACCESS_DIRECTIVES`, `return 401/403`) and that
 //! sluice cannot interpret whole makes the Ingress fail closed.
@@ -41,6 +44,8 @@ const ORDER: &[&str] = &["server-snippet", "configuration-snippet"];
 pub fn compile(annotations: &BTreeMap<String, String>) -> Compiled {
     let mut compiled = Compiled::default();
     let mut edits = Edits::default();
+    // The variables the snippets `set`, in order (server-snippet's first).
+    let mut users: Vec<String> = Vec::new();
     for name in ORDER {
         // `sluice.io/` wins over `nginx.ingress.kubernetes.io/`, as for every key.
         let Some((key, text)) = [SLUICE_PREFIX, NGINX_PREFIX]
@@ -62,7 +67,7 @@ pub fn compile(annotations: &BTreeMap<String, String>) -> Compiled {
                         }
                         continue;
                     }
-                    match step(directive) {
+                    match step(directive, &mut users) {
                         Ok(steps) => edits.steps.extend(steps),
                         Err(why) => failed.push((directive.name.clone(), why)),
                     }
@@ -100,6 +105,7 @@ pub fn compile(annotations: &BTreeMap<String, String>) -> Compiled {
             });
         }
     }
+    edits.variables = users.len();
     if !edits.steps.is_empty() || !edits.access.is_empty() {
         compiled.edits = Some(Arc::new(edits));
     }
@@ -121,13 +127,13 @@ fn find_access(directive: &Directive, found: &mut Option<String>) {
 }
 
 /// The steps of one directive (one per header for the multi-header ones).
-fn step(d: &Directive) -> Result<Vec<Step>, String> {
+fn step(d: &Directive, users: &mut Vec<String>) -> Result<Vec<Step>, String> {
     if d.block.is_some() && d.name != "if" {
         return Err("blocks are not interpreted".into());
     }
     let args = d.args.as_slice();
     match d.name.as_str() {
-        "more_set_headers" => Ok(response(headers_to_set(args)?, true)),
+        "more_set_headers" => Ok(response(headers_to_set(args, users)?, true)),
         "more_clear_headers" => Ok(response(headers_to_clear(args)?, true)),
         "add_header" => {
             let (name, value, always) = match args {
@@ -135,7 +141,7 @@ fn step(d: &Directive) -> Result<Vec<Step>, String> {
                 [name, value, always] if always == "always" => (name, value, true),
                 _ => return Err("expected: add_header NAME VALUE [always]".into()),
             };
-            let edit = HeaderEdit::Add(header_name(name)?, Template::parse(value)?);
+            let edit = HeaderEdit::Add(header_name(name)?, Template::parse_with(value, users)?);
             Ok(vec![Step::ResponseHeader { edit, always }])
         }
         "proxy_hide_header" => match args {
@@ -145,19 +151,24 @@ fn step(d: &Directive) -> Result<Vec<Step>, String> {
         "proxy_set_header" => match args {
             [name, value] => Ok(vec![Step::RequestHeader(HeaderEdit::Set(
                 header_name(name)?,
-                Template::parse(value)?,
+                Template::parse_with(value, users)?,
             ))]),
             _ => Err("expected: proxy_set_header NAME VALUE".into()),
         },
-        "more_set_input_headers" => Ok(request(headers_to_set(args)?)),
+        "more_set_input_headers" => Ok(request(headers_to_set(args, users)?)),
         "more_clear_input_headers" => Ok(request(headers_to_clear(args)?)),
-        "return" => Ok(vec![return_step(args)?]),
-        "rewrite" => Ok(vec![rewrite_step(args)?]),
+        "return" => Ok(vec![return_step(args, users)?]),
+        "rewrite" => Ok(vec![rewrite_step(args, users)?]),
         "if" => {
-            let (subject, test) = condition(&d.condition)?;
+            let (subject, test) = condition(&d.condition, users)?;
             let mut then = Vec::new();
             for inner in d.block.iter().flatten() {
-                then.extend(step(inner).map_err(|why| format!("{} inside if: {why}", inner.name))?);
+                if inner.name == "proxy_method" {
+                    return Err("proxy_method is not allowed inside if".into());
+                }
+                then.extend(
+                    step(inner, users).map_err(|why| format!("{} inside if: {why}", inner.name))?,
+                );
             }
             Ok(vec![Step::If {
                 subject,
@@ -165,6 +176,36 @@ fn step(d: &Directive) -> Result<Vec<Step>, String> {
                 then,
             }])
         }
+        "set" => match args {
+            [name, value] => {
+                let name = name
+                    .strip_prefix('$')
+                    .ok_or_else(|| format!("set {name:?}: expected a $variable"))?;
+                if crate::routing::edits::Var::parse(name, &[]).is_ok() {
+                    return Err(format!("${name} is nginx's own variable; it cannot be set"));
+                }
+                // The value is read before the name is declared: `set $a "$a x"`
+                // uses the old value, as nginx.
+                let value = Template::parse_with(value, users)?;
+                let slot = match users.iter().position(|u| u == name) {
+                    Some(slot) => slot,
+                    None => {
+                        users.push(name.to_owned());
+                        users.len() - 1
+                    }
+                };
+                Ok(vec![Step::Set { slot, value }])
+            }
+            _ => Err("expected: set $NAME VALUE".into()),
+        },
+        "proxy_method" => match args {
+            [method] => {
+                let method = http::Method::from_bytes(method.as_bytes())
+                    .map_err(|_| format!("{method:?} is not a method"))?;
+                Ok(vec![Step::Method(method)])
+            }
+            _ => Err("expected: proxy_method METHOD".into()),
+        },
         other => Err(format!("directive {other:?} is not interpreted by sluice")),
     }
 }
@@ -182,7 +223,7 @@ fn response(edits: Vec<HeaderEdit>, always: bool) -> Vec<Step> {
 
 /// `'Name: value'` arguments (headers-more's syntax); options such as `-s`
 /// and `-t` restrict by status or type, which sluice does not interpret.
-fn headers_to_set(args: &[String]) -> Result<Vec<HeaderEdit>, String> {
+fn headers_to_set(args: &[String], users: &[String]) -> Result<Vec<HeaderEdit>, String> {
     if args.iter().any(|a| a.starts_with('-')) {
         return Err("options -s, -t and -r are not interpreted".into());
     }
@@ -194,7 +235,7 @@ fn headers_to_set(args: &[String]) -> Result<Vec<HeaderEdit>, String> {
             let (name, value) = arg.split_once(':').unwrap_or((arg, ""));
             Ok(HeaderEdit::Set(
                 header_name(name.trim())?,
-                Template::parse(value.trim())?,
+                Template::parse_with(value.trim(), users)?,
             ))
         })
         .collect()
@@ -236,7 +277,7 @@ fn header_name(name: &str) -> Result<HeaderName, String> {
     Ok(header)
 }
 
-fn return_step(args: &[String]) -> Result<Step, String> {
+fn return_step(args: &[String], users: &[String]) -> Result<Step, String> {
     let status = |code: &str| -> Result<StatusCode, String> {
         match code.parse::<u16>() {
             Ok(444) => Err("return 444 (close without answering) is not interpreted".into()),
@@ -251,11 +292,11 @@ fn return_step(args: &[String]) -> Result<Step, String> {
         }),
         [url] if is_url(url) => Ok(Step::Return {
             status: StatusCode::FOUND,
-            text: Some(Template::parse(url)?),
+            text: Some(Template::parse_with(url, users)?),
         }),
         [code, text] => Ok(Step::Return {
             status: status(code)?,
-            text: Some(Template::parse(text)?),
+            text: Some(Template::parse_with(text, users)?),
         }),
         _ => Err("expected: return CODE [TEXT|URL] or return URL".into()),
     }
@@ -267,7 +308,7 @@ fn is_url(text: &str) -> bool {
         .any(|p| text.starts_with(p))
 }
 
-fn rewrite_step(args: &[String]) -> Result<Step, String> {
+fn rewrite_step(args: &[String], users: &[String]) -> Result<Step, String> {
     let (pattern, replacement, flag) = match args {
         [p, r] => (p, r, None),
         [p, r, f] => (p, r, Some(f.as_str())),
@@ -283,25 +324,25 @@ fn rewrite_step(args: &[String]) -> Result<Step, String> {
     };
     Ok(Step::Rewrite {
         pattern: tenant_regex(pattern)?,
-        replacement: Template::parse(replacement)?,
+        replacement: Template::parse_with(replacement, users)?,
         flag,
     })
 }
 
-fn condition(words: &[String]) -> Result<(Template, Test), String> {
+fn condition(words: &[String], users: &[String]) -> Result<(Template, Test), String> {
     let variable = |word: &str| {
         if !word.starts_with('$') {
             return Err(format!("{word:?}: a condition tests a $variable"));
         }
-        Template::parse(word)
+        Template::parse_with(word, users)
     };
     match words {
         [subject] => Ok((variable(subject)?, Test::NonEmpty)),
         [subject, op, value] => {
             let subject = variable(subject)?;
             let test = match op.as_str() {
-                "=" => Test::Equals(Template::parse(value)?, false),
-                "!=" => Test::Equals(Template::parse(value)?, true),
+                "=" => Test::Equals(Template::parse_with(value, users)?, false),
+                "!=" => Test::Equals(Template::parse_with(value, users)?, true),
                 "~" | "!~" => Test::Matches(tenant_regex(value)?, op.starts_with('!')),
                 "~*" | "!~*" => {
                     Test::Matches(tenant_regex(&format!("(?i){value}"))?, op.starts_with('!'))
