@@ -11,6 +11,9 @@ use regex::Regex;
 
 use crate::policy::canary::Cidr;
 
+/// The longest expansion of a template, in bytes (see `Template::expand`).
+pub const MAX_EXPANDED: usize = 16 << 10;
+
 /// One variable of a template, as nginx names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Var {
@@ -157,12 +160,23 @@ impl Template {
         Ok(Template(parts))
     }
 
+    /// The text for this request, cut at `MAX_EXPANDED` bytes: a snippet
+    /// naming a client's header a thousand times must not make a thousand
+    /// copies of it.
     pub fn expand(&self, vars: &impl Vars) -> String {
         let mut out = String::new();
         for part in &self.0 {
             match part {
                 Part::Text(text) => out.push_str(text),
                 Part::Var(var) => vars.append(var, &mut out),
+            }
+            if out.len() > MAX_EXPANDED {
+                let mut end = MAX_EXPANDED;
+                while !out.is_char_boundary(end) {
+                    end -= 1;
+                }
+                out.truncate(end);
+                break;
             }
         }
         out
@@ -301,5 +315,8 @@ mod tests {
         assert_eq!(Template::parse("^/a$").unwrap().expand(&Fixed), "^/a$");
         assert!(Template::parse("$nope").unwrap_err().contains("$nope"));
         assert!(Template::parse("${host").is_err());
+        // Bounded, whatever the variables hold.
+        let many = Template::parse(&"$http_a_long_header_name".repeat(2_000)).unwrap();
+        assert_eq!(many.expand(&Fixed).len(), MAX_EXPANDED);
     }
 }
