@@ -7,7 +7,8 @@
 #   MODE=h2c-pod benches/load/instructions.sh target/release/sluice
 #
 # MODE: h1, h2c (pod over HTTP/1.1) or h2c-pod; REQUESTS (default 10000; compare
-# binaries at the same count, since connection set-up is counted too).
+# binaries at the same count, since connection set-up is counted too); CONFIG: one
+# extra config-file line, e.g. CONFIG='proxy-next-upstream: ""'.
 # The profile is kept in target/load/instructions/callgrind.out.* for
 # callgrind_annotate.
 set -euo pipefail
@@ -28,7 +29,7 @@ start_upstream
 # would be counted).
 SLUICE_WRAPPER=(valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.out"
     --collect-atstart=no --toggle-collect='*task*core*Core*poll')
-start_sluice_binary "$BINARY" "$OUT" 19130
+start_sluice_binary "$BINARY" "$OUT" 19130 ${CONFIG:+"$CONFIG"}
 # Slower to start under valgrind than wait_started allows.
 for _ in $(seq 100); do curl -sf -o /dev/null http://127.0.0.1:19130/ && break; sleep 0.3; done
 

@@ -123,6 +123,11 @@ impl NextUpstream {
         !self.off && (self.error || self.timeout || self.http_502 || self.http_503 || self.http_504)
     }
 
+    /// Whether some answer's status sends the request elsewhere.
+    pub fn on_any_status(&self) -> bool {
+        !self.off && (self.http_502 || self.http_503 || self.http_504)
+    }
+
     pub fn on_status(&self, status: StatusCode) -> bool {
         !self.off
             && match status.as_u16() {

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::balance::window::Outcome;
 use crate::balance::ThreadRandom;
 use crate::policy::retry::Failure;
-use crate::routing::{Backend, Endpoint, Pick, Route};
+use crate::routing::{Backend, Endpoint, Pick, Protocol, Route};
 use crate::telemetry;
 use crate::telemetry::connections;
 use crate::telemetry::requests::RequestMetrics;
@@ -34,15 +34,16 @@ pub(super) fn send_with_retries<'a>(
     async move {
         let policy = &route.policy;
         let method = request.method().clone();
-        // Without a body, a request can be sent again even after it went out once;
-        // keep what that takes only when the route's rule may ask for it (requests
-        // that never went out come back whole).
-        let replay = policy
-            .retry
-            .next_upstream
-            .resends_sent()
-            .then(|| Replay::of(&request))
-            .flatten();
+        // Without a body, a request can be sent again even after it went out once.
+        // An HTTP/1 attempt hands a bodiless request back whatever happens
+        // (`Leftover`), for free; a copy is kept only where that cannot be: an
+        // HTTP/2 backend, or a rule that retries on a status (the answer came,
+        // the request is gone).
+        let next_upstream = &policy.retry.next_upstream;
+        let replay = (next_upstream.resends_sent()
+            && (backend.protocol == Protocol::H2c || next_upstream.on_any_status()))
+        .then(|| Replay::of(&request))
+        .flatten();
         let mut request = Some(request);
         // Endpoints already tried: only filled once a retry happens.
         let mut tried: Vec<SocketAddr> = Vec::new();
@@ -77,7 +78,7 @@ pub(super) fn send_with_retries<'a>(
             // What the attempt tells the balancer about the endpoint, if anything.
             let outcome = match &result {
                 Ok(answer) => Some(Outcome::Response(answer.status().as_u16())),
-                Err((error, unsent)) => error.outcome(unsent.is_some()),
+                Err((error, leftover)) => error.outcome(leftover.unsent()),
             };
             if let Some(outcome) = outcome {
                 backend.record(
@@ -89,8 +90,8 @@ pub(super) fn send_with_retries<'a>(
                     &mut ThreadRandom,
                 );
             }
-            // What failed, why (for the retry rule), and the request if it never left.
-            let (failure, reason, unsent) = match result {
+            // What failed, why (for the retry rule), and the request if it came back.
+            let (failure, reason, leftover) = match result {
                 Ok(answer) => {
                     let status = answer.status();
                     if !policy.retry.next_upstream.on_status(status) {
@@ -98,14 +99,14 @@ pub(super) fn send_with_retries<'a>(
                     }
                     (Ok(answer), Failure::Status(status), None)
                 }
-                Err((error, unsent)) => {
-                    let Some(reason) = error.failure(unsent.is_some()) else {
+                Err((error, leftover)) => {
+                    let Some(reason) = error.failure(leftover.unsent()) else {
                         return Err(error);
                     };
-                    (Err(error), reason, unsent)
+                    (Err(error), reason, leftover.request())
                 }
             };
-            let replayable = unsent.is_some() || replay.is_some();
+            let replayable = leftover.is_some() || replay.is_some();
             let endpoints = backend.endpoint_set().endpoints.len();
             let allowed = policy.retry.allows(
                 reason,
@@ -119,7 +120,7 @@ pub(super) fn send_with_retries<'a>(
                 metrics::counter!(telemetry::RETRIES).increment(1);
                 tracing::debug!(?reason, endpoint = %pick.endpoint.addr(), "retrying on another endpoint");
                 tried.push(pick.endpoint.addr());
-                request = unsent;
+                request = leftover;
                 continue;
             }
             if allowed {
@@ -162,9 +163,31 @@ impl Replay {
     }
 }
 
-/// One attempt: the response, or the error and, when the request never went
-/// out, the request itself so it can go elsewhere.
-type Attempt = Result<Response<FromUpstream>, (ProxyError, Option<Request<RequestBody>>)>;
+/// What is left of the request after a failed attempt.
+enum Leftover {
+    /// Nothing: its body went out, or went with the exchange.
+    Lost,
+    /// The upstream cannot have seen it: it may go anywhere, whatever its method.
+    Unsent(Request<RequestBody>),
+    /// It went out, but has no body: it can go again if the retry rule allows.
+    Sent(Request<RequestBody>),
+}
+
+impl Leftover {
+    fn unsent(&self) -> bool {
+        matches!(self, Leftover::Unsent(_))
+    }
+
+    fn request(self) -> Option<Request<RequestBody>> {
+        match self {
+            Leftover::Lost => None,
+            Leftover::Unsent(request) | Leftover::Sent(request) => Some(request),
+        }
+    }
+}
+
+/// One attempt: the response, or the error and what is left of the request.
+type Attempt = Result<Response<FromUpstream>, (ProxyError, Leftover)>;
 
 /// Sends to the endpoint. A reused keep-alive connection that the upstream closed
 /// just before our request went out is the classic pooling race: the request was
@@ -186,23 +209,34 @@ fn send<'a>(
             .await
         {
             Ok(checkout) => checkout,
-            Err(error) => return Err((error, Some(request))),
+            Err(error) => return Err((error, Leftover::Unsent(request))),
         };
         if let Some(took) = connected {
             metrics.record_upstream_connect(took);
         }
-        let timed_out = || (ProxyError::ReadTimeout, None);
         match conn {
             Conn::H1 { conn, reused } => {
                 connections::upstream_connection_used(reused);
-                let Ok(first) =
-                    tokio::time::timeout(read_timeout, conn.send(request, state.pool().clone()))
-                        .await
-                else {
-                    return Err(timed_out());
+                // The head stays here, lent to the connection: after a failure
+                // the request is whole again, uncopied (its body if it came
+                // back, or an empty one if it never had one).
+                let (head, body) = request.into_parts();
+                let bodiless = body.is_end_stream();
+                let leftover = |head, body: Option<RequestBody>| match body {
+                    Some(body) => Leftover::Unsent(Request::from_parts(head, body)),
+                    None if bodiless => {
+                        Leftover::Sent(Request::from_parts(head, RequestBody::empty()))
+                    }
+                    None => Leftover::Lost,
                 };
-                let first = first.map(|response| response.map(FromUpstream::H1));
+                let first = tokio::time::timeout(
+                    read_timeout,
+                    conn.send(&head, body, state.pool().clone()),
+                )
+                .await
+                .unwrap_or(Err((ProxyError::ReadTimeout, None)));
                 match first {
+                    Ok(response) => Ok(response.map(FromUpstream::H1)),
                     Err((error, Some(unsent))) if reused => {
                         tracing::debug!(%error, endpoint = %state.addr, "pooled connection closed; retrying on a new one");
                         // Boxed: a cold path that would otherwise enlarge every request's future.
@@ -218,29 +252,30 @@ fn send<'a>(
                                 connections::upstream_connection_used(false);
                                 fresh
                             }
-                            Err(error) => return Err((error, Some(unsent))),
+                            Err(error) => return Err((error, leftover(head, Some(unsent)))),
                         };
-                        match tokio::time::timeout(
+                        let second = tokio::time::timeout(
                             read_timeout,
-                            fresh.send(unsent, state.pool().clone()),
+                            fresh.send(&head, unsent, state.pool().clone()),
                         )
                         .await
-                        {
-                            Ok(result) => result.map(|response| response.map(FromUpstream::H1)),
-                            Err(_) => Err(timed_out()),
+                        .unwrap_or(Err((ProxyError::ReadTimeout, None)));
+                        match second {
+                            Ok(response) => Ok(response.map(FromUpstream::H1)),
+                            Err((error, body)) => Err((error, leftover(head, body))),
                         }
                     }
-                    other => other,
+                    Err((error, body)) => Err((error, leftover(head, body))),
                 }
             }
             Conn::H2(mut sender) => {
                 if let Err(error) = sender.ready().await {
-                    return Err((ProxyError::Upstream(error), Some(request)));
+                    return Err((ProxyError::Upstream(error), Leftover::Unsent(request)));
                 }
                 match tokio::time::timeout(read_timeout, sender.send_request(request)).await {
                     Ok(Ok(response)) => Ok(response.map(FromUpstream::H2)),
-                    Ok(Err(error)) => Err((ProxyError::from_upstream(error), None)),
-                    Err(_) => Err(timed_out()),
+                    Ok(Err(error)) => Err((ProxyError::from_upstream(error), Leftover::Lost)),
+                    Err(_) => Err((ProxyError::ReadTimeout, Leftover::Lost)),
                 }
             }
         }

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::support::*;
-use http::Request;
+use http::{Request, StatusCode};
 use http_body_util::Full;
 use sluice::server::Server;
 
@@ -354,8 +354,37 @@ async fn retries_stay_within_the_budget_when_everything_fails() {
     );
 }
 
+/// ingress-nginx's default, `error timeout` with 3 tries: a GET whose
+/// connection breaks after it went out is sent to the other pods; a POST,
+/// which a pod may have acted on, is not.
 #[tokio::test]
-async fn only_unsent_requests_are_retried_by_default() {
+async fn by_default_an_idempotent_request_is_retried_after_an_error() {
+    let app = App::start(
+        &[0, 0, 0],
+        &[("sluice.io/circuit-breaker", "RequestThreshold() < 0")],
+        "",
+    )
+    .await;
+    let http = client();
+    let dropped = |method: &str| {
+        Request::builder()
+            .method(method)
+            .uri(format!("http://{}/", app.sluice.http_addr))
+            .header("host", "app.test")
+            .header("x-fake-drop", "1")
+            .body(Full::default())
+            .unwrap()
+    };
+    let reply = send(&http, dropped("GET")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(app.counts(), [1, 1, 1], "three tries, one per pod");
+    let reply = send(&http, dropped("POST")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(app.counts().iter().sum::<usize>(), 4, "the POST went once");
+}
+
+#[tokio::test]
+async fn a_503_is_not_retried_by_default() {
     // One pod answers 503: by default that is the answer (no retry), even for GET.
     let app = App::start(&[0, 0], &[("sluice.io/load-balance", "round_robin")], "").await;
     app.pods[0].set_status(503);

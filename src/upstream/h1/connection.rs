@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use http::header;
-use http::{Method, Request, Response, StatusCode};
+use http::request::Parts;
+use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use tokio::io::AsyncRead;
 use tokio::net::TcpStream;
@@ -60,8 +61,9 @@ impl Drop for Open {
 }
 
 /// One attempt's result: the answer, or the error and, when the upstream cannot
-/// have seen the request, the request itself so it can be sent elsewhere.
-pub type Sent = Result<Response<H1Body>, (ProxyError, Option<Request<RequestBody>>)>;
+/// have seen the request, its body, so that the request (whose head the caller
+/// kept) can be sent elsewhere.
+pub type Sent = Result<Response<H1Body>, (ProxyError, Option<RequestBody>)>;
 
 impl Connection {
     pub fn new(stream: TcpStream, send_timeout: Duration) -> Connection {
@@ -86,18 +88,21 @@ impl Connection {
         matches!(self.stream.try_read_buf(&mut self.read), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
     }
 
-    /// Sends `request` and reads the head of its answer.
+    /// Sends the request (`head`, `body`) and reads the head of its answer. The
+    /// head is borrowed, not taken: whatever happens, the caller still has it,
+    /// so a bodiless request can go again without having been copied.
     #[allow(clippy::manual_async_fn)] // a smaller future: see `proxy`
-    pub fn send(
+    pub fn send<'h>(
         mut self,
-        request: Request<RequestBody>,
+        head: &'h Parts,
+        body: RequestBody,
         pool: PoolHandle,
-    ) -> impl Future<Output = Sent> {
+    ) -> impl Future<Output = Sent> + 'h {
         async move {
             let reused = self.requests > 0;
             self.requests += 1;
-            let framing = request_framing(&request);
-            encode_head(&mut self.write, &request, framing);
+            let framing = request_framing(head, &body);
+            encode_head(&mut self.write, head, &body, framing);
             // Requests that arrived together go out together: a pod woken for each
             // one separately costs more than the wait (on loopback, each wake-up is
             // paid by the waker; measured in benches/README.md).
@@ -110,11 +115,11 @@ impl Connection {
             .await
             {
                 Ok(()) => {}
-                Err((error, 0)) => return Err((error, Some(request))),
+                Err((error, 0)) => return Err((error, Some(body))),
                 Err((error, _)) => return Err((error, None)),
             }
-            let head_request = request.method() == Method::HEAD;
-            let (parts, body) = request.into_parts();
+            let head_request = head.method == Method::HEAD;
+            let request_head = head;
             let (head, body_left) = match framing {
                 Framing::Empty => (read_head(&mut self.stream, &mut self.read).await, false),
                 _ => {
@@ -140,10 +145,11 @@ impl Connection {
                 // as the request went out. A bodiless idempotent request cannot have
                 // been acted on, so it may go again (Go's http.Transport does the same).
                 Err(error @ HeadError::Closed)
-                    if reused && framing == Framing::Empty && is_idempotent(&parts.method) =>
+                    if reused
+                        && framing == Framing::Empty
+                        && is_idempotent(&request_head.method) =>
                 {
-                    let request = Request::from_parts(parts, RequestBody::empty());
-                    return Err((error.into(), Some(request)));
+                    return Err((error.into(), Some(RequestBody::empty())));
                 }
                 Err(error) => return Err((error.into(), None)),
             };

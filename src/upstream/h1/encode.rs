@@ -2,7 +2,8 @@
 //! Pure: the request in, bytes out.
 
 use http::header;
-use http::{Method, Request};
+use http::request::Parts;
+use http::Method;
 use http_body::Body;
 
 use crate::upstream::body::RequestBody;
@@ -16,12 +17,12 @@ pub(super) enum Framing {
     Chunked,
 }
 
-pub(super) fn request_framing(request: &Request<RequestBody>) -> Framing {
-    if request.headers().contains_key(header::CONTENT_LENGTH) {
+pub(super) fn request_framing(head: &Parts, body: &RequestBody) -> Framing {
+    if head.headers.contains_key(header::CONTENT_LENGTH) {
         Framing::Length
-    } else if request.body().is_end_stream() {
+    } else if body.is_end_stream() {
         Framing::Empty
-    } else if request.body().size_hint().exact().is_some() {
+    } else if body.size_hint().exact().is_some() {
         Framing::Length
     } else {
         Framing::Chunked
@@ -37,33 +38,28 @@ pub(super) fn is_idempotent(method: &Method) -> bool {
 
 /// `METHOD target HTTP/1.1`, the headers and the framing header. Header values
 /// cannot hold CR or LF (`HeaderValue` refuses them), so nothing can be injected.
-pub(super) fn encode_head(out: &mut Vec<u8>, request: &Request<RequestBody>, framing: Framing) {
+pub(super) fn encode_head(out: &mut Vec<u8>, head: &Parts, body: &RequestBody, framing: Framing) {
     out.clear();
-    out.extend_from_slice(request.method().as_str().as_bytes());
+    out.extend_from_slice(head.method.as_str().as_bytes());
     out.push(b' ');
-    let target = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in request.headers() {
+    for (name, value) in &head.headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     match framing {
-        Framing::Length if !request.headers().contains_key(header::CONTENT_LENGTH) => {
-            let length = request.body().size_hint().exact().unwrap_or(0);
+        Framing::Length if !head.headers.contains_key(header::CONTENT_LENGTH) => {
+            let length = body.size_hint().exact().unwrap_or(0);
             out.extend_from_slice(b"content-length: ");
             out.extend_from_slice(length.to_string().as_bytes());
             out.extend_from_slice(b"\r\n");
         }
         // A body-carrying method with an empty body still says so, as hyper does.
-        Framing::Empty
-            if matches!(
-                *request.method(),
-                Method::POST | Method::PUT | Method::PATCH
-            ) =>
-        {
+        Framing::Empty if matches!(head.method, Method::POST | Method::PUT | Method::PATCH) => {
             out.extend_from_slice(b"content-length: 0\r\n");
         }
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
