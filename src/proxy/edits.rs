@@ -21,6 +21,13 @@ use crate::routing::edits::{
     add_header_applies, Edits, HeaderEdit, RewriteFlag, Step, Test, Var, Vars,
 };
 
+/// Headers a wildcard removal leaves alone: they frame the message.
+const FRAMING: [HeaderName; 3] = [
+    header::CONTENT_LENGTH,
+    header::TRANSFER_ENCODING,
+    header::CONNECTION,
+];
+
 /// A header change with its value expanded for this request.
 #[derive(Debug, Clone)]
 pub enum Applied {
@@ -51,9 +58,11 @@ impl Applied {
                 headers.remove(name);
             }
             Applied::RemovePrefix(prefix) => {
+                // `Content-*` must not take the framing with it.
                 let names: Vec<HeaderName> = headers
                     .keys()
                     .filter(|name| name.as_str().starts_with(prefix.as_str()))
+                    .filter(|name| !FRAMING.contains(name))
                     .cloned()
                     .collect();
                 for name in names {
