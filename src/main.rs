@@ -46,12 +46,17 @@ enum Command {
 #[derive(Debug, Args)]
 struct MigrateArgs {
     /// Read the Ingresses (and Services, IngressClasses, Secrets) from this
-    /// directory, e.g. `kubectl get ingress,ingressclass,service,endpointslice -A -o yaml`.
-    #[arg(long, value_name = "DIR", required_unless_present = "table")]
+    /// directory, e.g. `kubectl get ingress,ingressclass,service -A -o yaml`;
+    /// without it, they are listed from the cluster.
+    #[arg(long, value_name = "DIR")]
     manifests: Option<PathBuf>,
-    /// The ingress-nginx ConfigMap (manifest or its data), as sluice's config file.
+    /// Kubeconfig file for the cluster [default: $KUBECONFIG, else in-cluster].
     #[arg(long, value_name = "FILE")]
-    configmap: Option<PathBuf>,
+    kubeconfig: Option<PathBuf>,
+    /// The ingress-nginx ConfigMap, as sluice's config file: a file (the
+    /// manifest or its data), or `NAMESPACE/NAME` read from the cluster.
+    #[arg(long, value_name = "FILE|NS/NAME")]
+    configmap: Option<String>,
     /// The Ingresses to judge: those of this IngressClass (and legacy annotation).
     #[arg(long, value_name = "NAME", default_value = "nginx")]
     ingress_class: String,
@@ -149,10 +154,18 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
         .init();
+    // Before anything speaks TLS: the Kubernetes client may connect (to read
+    // `--configmap`, or for `sluice migrate`) before the server starts.
+    sluice::proxy::tls::install_provider();
     let cli = Cli::parse();
     let (args, demo) = match cli.command {
         Some(Command::Demo(args)) => (*args, true),
-        Some(Command::Migrate(args)) => std::process::exit(migrate(&args)?),
+        Some(Command::Migrate(args)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            std::process::exit(runtime.block_on(migrate(&args))?)
+        }
         None => (cli.run, false),
     };
     // One worker thread: a current-thread runtime, which skips the work-stealing
@@ -279,28 +292,66 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
 
 /// Values of a repeatable, comma-separated flag.
 /// `sluice migrate`: the report, and its exit status.
-fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
+async fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
     if args.table {
         print!("{}", sluice::migrate::table());
         return Ok(0);
     }
-    let Some(dir) = &args.manifests else {
-        bail!("--manifests DIR is required");
+    let configmap_file = args
+        .configmap
+        .as_deref()
+        .is_some_and(|c| std::path::Path::new(c).is_file());
+    let needs_cluster = args.manifests.is_none() || (args.configmap.is_some() && !configmap_file);
+    let cluster = if needs_cluster {
+        let options = KubeOptions {
+            kubeconfig: args.kubeconfig.clone(),
+            ..KubeOptions::default()
+        };
+        Some(sluice::discovery::kube::connect(&options).await?)
+    } else {
+        None
     };
-    let (config, configmap) = match &args.configmap {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read {}", path.display()))?;
-            (
-                Config::from_yaml(&text).with_context(|| path.display().to_string())?,
-                Some(text),
-            )
+    let configmap = match &args.configmap {
+        Some(path) if configmap_file => {
+            Some(std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))?)
         }
-        None => (Config::default(), None),
+        Some(reference) => {
+            let Some((namespace, name)) = sluice::config::parse_secret_ref(reference) else {
+                bail!("--configmap {reference:?}: neither a file nor NAMESPACE/NAME");
+            };
+            let Some(client) = cluster.clone() else {
+                bail!("no cluster");
+            };
+            let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                kube::Api::namespaced(client, &namespace);
+            let read = api
+                .get(&name)
+                .await
+                .with_context(|| format!("reading ConfigMap {reference}"))?;
+            Some(sluice::reload::configmap_text(&read))
+        }
+        None => None,
     };
-    let mut manifests = sluice::discovery::manifests::ManifestsDir::new(dir);
-    manifests.scan()?;
-    let (snapshot, source_warnings) = manifests.snapshot();
+    let config = match &configmap {
+        Some(text) => Config::from_yaml(text).context("the ConfigMap")?,
+        None => Config::default(),
+    };
+    let (snapshot, source_warnings) = match &args.manifests {
+        Some(dir) => {
+            let mut manifests = sluice::discovery::manifests::ManifestsDir::new(dir);
+            manifests.scan()?;
+            manifests.snapshot()
+        }
+        None => {
+            let Some(client) = cluster else {
+                bail!("no cluster");
+            };
+            let snapshot = sluice::migrate::cluster_snapshot(client)
+                .await
+                .context("listing the cluster's objects")?;
+            (snapshot, Vec::new())
+        }
+    };
     let class = ClassSelection {
         ingress_class: args.ingress_class.clone(),
         controller_class: args.controller_class.clone(),

@@ -141,10 +141,11 @@ pub fn report(
             .iter()
             .filter(|w| w.object.as_ref() == Some(object))
             .collect();
-        let verdict = if closed_by_config || warnings.iter().any(|w| w.reason == "fail-closed") {
-            Verdict::FailsClosed
-        } else if warnings.iter().any(|w| NOT_SERVED.contains(&w.reason)) {
+        // A skipped Ingress is not served at all (404), whatever else it asks.
+        let verdict = if warnings.iter().any(|w| NOT_SERVED.contains(&w.reason)) {
             Verdict::NotServed
+        } else if closed_by_config || warnings.iter().any(|w| w.reason == "fail-closed") {
+            Verdict::FailsClosed
         } else if warnings.iter().all(|w| STATE.contains(&w.reason)) {
             Verdict::Unchanged
         } else {
@@ -209,6 +210,30 @@ fn with_class(snapshot: &Snapshot, class: &ClassSelection) -> Snapshot {
             .push(std::sync::Arc::new(ingress_class));
     }
     snapshot
+}
+
+/// The objects a report needs, listed once from a cluster: Ingresses,
+/// IngressClasses, Services and TLS Secrets (pods are state, not meaning).
+pub async fn cluster_snapshot(client: kube::Client) -> Result<Snapshot, kube::Error> {
+    use k8s_openapi::api::core::v1::{Secret, Service};
+    use kube::api::{Api, ListParams};
+    let all = ListParams::default();
+    let ingresses = Api::<Ingress>::all(client.clone()).list(&all).await?;
+    let classes = Api::<IngressClass>::all(client.clone()).list(&all).await?;
+    let services = Api::<Service>::all(client.clone()).list(&all).await?;
+    let tls = ListParams::default().fields("type=kubernetes.io/tls");
+    let secrets = Api::<Secret>::all(client).list(&tls).await?;
+    Ok(Snapshot {
+        ingresses: arcs(ingresses.items),
+        ingress_classes: arcs(classes.items),
+        services: arcs(services.items),
+        secrets: arcs(secrets.items),
+        ..Snapshot::default()
+    })
+}
+
+fn arcs<T>(items: Vec<T>) -> Vec<std::sync::Arc<T>> {
+    items.into_iter().map(std::sync::Arc::new).collect()
 }
 
 /// A warning without the object it is listed under.
