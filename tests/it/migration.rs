@@ -561,7 +561,7 @@ async fn sluice_migrate_reads_a_cluster() {
     api.apply_yaml(&configmap_yaml(
         "  use-gzip: \"true\"\n  whitelist-source-range: \"10.0.0.0/8\"\n",
     ));
-    let args = vec![
+    let args = [
         "--kubeconfig".to_owned(),
         kubeconfig.display().to_string(),
         "--configmap".to_owned(),
