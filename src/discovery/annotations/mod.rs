@@ -612,7 +612,12 @@ mod tests {
     /// value or an error naming the key: never a panic.
     #[test]
     fn fuzzed_annotations_never_panic() {
-        let keys: Vec<&str> = KNOWN_KEYS.iter().chain(GROUPED_KEYS).copied().collect();
+        let keys: Vec<&str> = KNOWN_KEYS
+            .iter()
+            .chain(GROUPED_KEYS)
+            .chain(SNIPPET_KEYS)
+            .copied()
+            .collect();
         let mut round = 0usize;
         crate::fuzz::texts(
             &[
@@ -630,6 +635,8 @@ mod tests {
                 "header:x-user",
                 "cookie:user",
                 "2.5",
+                "more_set_headers \"X-A: $host\"; if ($http_x ~* ^(a|b)$) { return 301 https://$host$request_uri; }",
+                "rewrite ^/old/(.*)$ /new/$1?x=${arg_y} break; set $v \"$1-$cookie_c\"; allow 10.0.0.0/8; deny all;",
             ],
             crate::fuzz::iterations(20_000),
             |value| {

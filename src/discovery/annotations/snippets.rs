@@ -55,6 +55,8 @@ pub fn compile(annotations: &BTreeMap<String, String>) -> Compiled {
             continue;
         };
         let mut failed = Vec::new();
+        // The access directive that closes the Ingress because of this snippet.
+        let mut closes = None;
         match snippet::parse(text) {
             Ok(directives) => {
                 let mut access = None;
@@ -72,31 +74,24 @@ pub fn compile(annotations: &BTreeMap<String, String>) -> Compiled {
                         Err(why) => failed.push((directive.name.clone(), why)),
                     }
                 }
-                if let (Some(access), false) = (access, failed.is_empty()) {
-                    compiled
-                        .fail_closed
-                        .get_or_insert(format!("{key} ({access})"));
+                if !failed.is_empty() {
+                    closes = access;
                 }
             }
             Err(why) => {
-                if let Some(access) = snippet::mentions_access(text) {
-                    compiled
-                        .fail_closed
-                        .get_or_insert(format!("{key} ({access})"));
-                }
+                closes = snippet::mentions_access(text).map(str::to_owned);
                 failed.push(("(snippet)".into(), format!("cannot be read: {why}")));
             }
         }
+        if let Some(access) = &closes {
+            compiled
+                .fail_closed
+                .get_or_insert(format!("{key} ({access})"));
+        }
         for (directive, why) in failed {
-            let message = if compiled.fail_closed.is_some() {
-                format!("{key}: {directive}: {why}; the snippet holds an access directive, so this Ingress answers 403 until it is fixed")
-            } else {
-                format!("{key}: {directive}: {why}; ignored, the rest is applied")
-            };
-            let reason = if compiled.fail_closed.is_some() {
-                "fail-closed"
-            } else {
-                "unsupported-snippet"
+            let (reason, message) = match &closes {
+                Some(access) => ("fail-closed", format!("{key}: {directive}: {why}; the snippet holds the access directive {access:?}, so this Ingress answers 403 until it is fixed")),
+                None => ("unsupported-snippet", format!("{key}: {directive}: {why}; ignored, the rest is applied")),
             };
             compiled.notices.push(Notice {
                 key: key.clone(),
