@@ -1,7 +1,8 @@
 //! Runs a route's request filters (`routing::filters`) in order. A filter
-//! either lets the request go on, answers it here (a redirect, a 413, a 429),
-//! or, for a canary, chooses where it goes. Each filter's work is a few lines
-//! here; a filter that grows gets a module of its own beside this one.
+//! either lets the request go on, answers it here (a redirect, a 413, a
+//! rate-limit refusal, a 403, a snippet's `return`), or, for a canary, chooses
+//! where it goes. Each filter's work is a few lines here; a filter that grows
+//! gets a module of its own beside this one (`edits`).
 
 use std::time::Duration;
 

@@ -1,7 +1,7 @@
 //! Route policy compiled into ordered filters: what a request goes through
 //! between being routed and being sent. `translate` compiles them per route;
 //! the pipeline (`proxy::pipeline`) runs them in order, and the first that
-//! answers (a redirect, a 413, a 429) ends the request there.
+//! answers (a redirect, a 413, a rate-limit refusal, a 403) ends the request there.
 //!
 //! Ingress annotations and Gateway API's HTTPRoute filters compile to the same
 //! filters, one to one where the two agree:
