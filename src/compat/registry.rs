@@ -73,8 +73,8 @@ const AFFINITY: &str =
     "cookie affinity comes with issue #20 (upstream-hash-by $cookie_NAME is supported)";
 
 /// Every annotation, by name without the `nginx.ingress.kubernetes.io/` prefix:
-/// the 130 that ingress-nginx v1.15 documents, and its undocumented alias
-/// `allowlist-source-range`.
+/// the 130 that ingress-nginx v1.15 documents, its undocumented alias
+/// `allowlist-source-range`, and the legacy `secure-backends`.
 pub const ANNOTATIONS: &[Key] = &[
     key("affinity", Unsupported(AFFINITY)),
     key("affinity-canary-behavior", Unsupported(AFFINITY)),
@@ -106,7 +106,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("auth-tls-verify-depth", FailsClosed(AUTH)),
     key("auth-type", FailsClosed(AUTH)),
     key("auth-url", FailsClosed(AUTH)),
-    key("backend-protocol", Differs("HTTP, GRPC (and sluice's H2C); HTTPS, GRPCS and AUTO_HTTP skip the Ingress with a warning until TLS to pods (issue #19)")),
+    key("backend-protocol", Differs("HTTP, HTTPS (HTTP/1.1 over TLS, as nginx), GRPC, GRPCS (HTTP/2 over TLS), and sluice's H2C; AUTO_HTTP and FCGI skip the Ingress with a warning")),
     key("canary", Supported),
     key("canary-by-cookie", Supported),
     key("canary-by-header", Supported),
@@ -173,14 +173,15 @@ pub const ANNOTATIONS: &[Key] = &[
     key("proxy-request-buffering", NoEffect(STREAMS)),
     key("proxy-send-timeout", Supported),
     key("proxy-ssl-ciphers", Unsupported(TLS_TO_PODS)),
-    key("proxy-ssl-name", Unsupported(TLS_TO_PODS)),
+    key("proxy-ssl-name", Differs("without it, the name verified is the Service's cluster DNS name (SERVICE.NAMESPACE.svc); ingress-nginx's default names no certificate")),
     key("proxy-ssl-protocols", Unsupported(TLS_TO_PODS)),
-    key("proxy-ssl-secret", Unsupported(TLS_TO_PODS)),
-    key("proxy-ssl-server-name", Unsupported(TLS_TO_PODS)),
-    key("proxy-ssl-verify", Unsupported(TLS_TO_PODS)),
+    key("proxy-ssl-secret", Differs("a Secret of the Ingress's own namespace only (ingress-nginx's default without allow-cross-namespace-resources); in a cluster, a kubernetes.io/tls Secret (ca.crt, tls.crt, tls.key), as cert-manager writes them")),
+    key("proxy-ssl-server-name", Supported),
+    key("proxy-ssl-verify", Supported),
     key("proxy-ssl-verify-depth", Unsupported(TLS_TO_PODS)),
     key("rewrite-target", Unsupported(ROUTING)),
     key("satisfy", FailsClosed(ACCESS)),
+    key("secure-backends", Differs("removed from ingress-nginx; read as backend-protocol: HTTPS, which wins when both are set")),
     key("server-alias", Unsupported(ROUTING)),
     key("server-snippet", Differs(SNIPPET)),
     key("service-upstream", Unsupported(TLS_TO_PODS)),

@@ -134,11 +134,11 @@ impl Retained {
             .iter()
             .map(|&addr| {
                 entries
-                    .entry((namespace.clone(), addr, protocol))
+                    .entry((namespace.clone(), addr, protocol.clone()))
                     .or_insert_with(|| {
                         Arc::new(EndpointState::new(
                             addr,
-                            protocol,
+                            protocol.clone(),
                             self.pool_config.clone(),
                             EndpointStats::new(Instant::now()),
                         ))

@@ -30,6 +30,7 @@ use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::routing::certs::{Certificate, TlsCerts};
 use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
+use crate::upstream::tls::{TlsSpec, UpstreamTls};
 
 use crate::routing::{
     Backend, BackendRef, Canary, FilterSpec, Filters, HostKey, HostRoutes, IngressRef, Protocol,
@@ -40,6 +41,7 @@ mod class;
 mod index;
 mod ownership;
 mod parse;
+mod wire;
 
 pub use class::{ClassSelection, DEFAULT_CONTROLLER_CLASS, DEFAULT_INGRESS_CLASS};
 pub use index::{update_endpoints, SERVICE_NAME_LABEL};
@@ -49,7 +51,7 @@ use index::{endpoints_for, PodAddrs, SnapshotIndex};
 use ownership::HostOwner;
 #[cfg(test)]
 use parse::PANIC_FOR_TESTS;
-use parse::{ingress_object, parse_ingress, Field, ParsedIngress};
+use parse::{ingress_object, parse_ingress, Field, ParsedIngress, Wire};
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TranslateOptions {
@@ -143,7 +145,7 @@ pub fn translate(
     }
     let default_route = options.default_backend.as_ref().map(|backend_ref| {
         let policy = IngressAnnotations::default().policy(&options.defaults);
-        let backend = builder.backend(backend_ref.clone(), Protocol::Http1, None);
+        let backend = builder.backend(backend_ref.clone(), &Wire::Plain(Protocol::Http1), None);
         Arc::new(Route {
             ingress: IngressRef {
                 namespace: backend_ref.namespace.clone(),
@@ -291,6 +293,8 @@ struct Builder<'a> {
     warnings: Vec<Warning>,
     /// Set when a config key fails closed: every route answers 403.
     deny_all: Option<Arc<str>>,
+    /// TLS settings for pods, made once per identity in a build.
+    upstream_tls: HashMap<TlsSpec, Arc<UpstreamTls>>,
 }
 
 impl<'a> Builder<'a> {
@@ -315,6 +319,7 @@ impl<'a> Builder<'a> {
             hosts: BTreeMap::new(),
             warnings: Vec::new(),
             deny_all: None,
+            upstream_tls: HashMap::new(),
         }
     }
 
@@ -330,7 +335,7 @@ impl<'a> Builder<'a> {
         let fallback = parsed
             .fallback
             .clone()
-            .map(|b| self.backend(b, parsed.protocol, Some((object, Field::Annotations))));
+            .map(|b| self.backend(b, &parsed.wire, Some((object, Field::Annotations))));
         let ingress = &parsed.ingress;
         // A config key that fails closed closes every route; else the
         // Ingress's own access annotation may.
@@ -361,7 +366,7 @@ impl<'a> Builder<'a> {
             }
             let backend = self.backend(
                 target.backend.clone(),
-                parsed.protocol,
+                &parsed.wire,
                 Some((object, target.field)),
             );
             let metrics = self.request_metrics(
@@ -387,7 +392,7 @@ impl<'a> Builder<'a> {
         if let Some((target, hosts)) = &parsed.default {
             let backend = self.backend(
                 target.backend.clone(),
-                parsed.protocol,
+                &parsed.wire,
                 Some((object, target.field)),
             );
             let metrics = self.request_metrics(
@@ -448,7 +453,7 @@ impl<'a> Builder<'a> {
         for path in &parsed.paths {
             let target = &path.target;
             let site = Some((&parsed.object, target.field));
-            let backend = self.backend(target.backend.clone(), parsed.protocol, site);
+            let backend = self.backend(target.backend.clone(), &parsed.wire, site);
             let ingress = &parsed.ingress;
             let canary = Arc::new(Canary {
                 metrics: self.request_metrics(
@@ -599,9 +604,32 @@ impl<'a> Builder<'a> {
     fn backend(
         &mut self,
         backend_ref: BackendRef,
-        protocol: Protocol,
+        wire: &Wire,
         site: Option<(&ObjectRef, Field)>,
     ) -> Arc<Backend> {
+        let protocol = match wire {
+            Wire::Plain(protocol) => protocol.clone(),
+            Wire::Tls(tls) => match self.upstream_tls(tls, &backend_ref) {
+                Ok(protocol) => protocol,
+                Err(message) => {
+                    // Closed: no pod is spoken to without the TLS asked for.
+                    let message =
+                        format!("backend {backend_ref}: TLS to the pods: {message}; answering 503");
+                    self.warn(site, "invalid-upstream-tls", message);
+                    let budget = (
+                        self.defaults.retry_budget_ratio,
+                        self.defaults.retry_budget_min_per_second,
+                    );
+                    let state = self.retained.backend(&backend_ref, Protocol::Http1, budget);
+                    return Arc::new(Backend::new(
+                        backend_ref,
+                        Protocol::Http1,
+                        Vec::new(),
+                        state,
+                    ));
+                }
+            },
+        };
         let key = (backend_ref, protocol);
         if let Some(backend) = self.backends.get(&key) {
             return backend.clone();
@@ -628,12 +656,13 @@ impl<'a> Builder<'a> {
             }
         };
         let namespace: Arc<str> = key.0.namespace.as_str().into();
-        let endpoints = endpoints_for(&namespace, addrs, protocol, self.retained);
+        let protocol = key.1.clone();
+        let endpoints = endpoints_for(&namespace, addrs, protocol.clone(), self.retained);
         let budget = (
             self.defaults.retry_budget_ratio,
             self.defaults.retry_budget_min_per_second,
         );
-        let state = self.retained.backend(&key.0, protocol, budget);
+        let state = self.retained.backend(&key.0, protocol.clone(), budget);
         let backend = Arc::new(Backend::new(key.0.clone(), protocol, endpoints, state));
         self.backends.insert(key, backend.clone());
         backend

@@ -41,7 +41,7 @@ pub(super) fn send_with_retries<'a>(
         // the request is gone).
         let next_upstream = &policy.retry.next_upstream;
         let replay = (next_upstream.resends_sent()
-            && (backend.protocol == Protocol::H2c || next_upstream.on_any_status()))
+            && (backend.protocol != Protocol::Http1 || next_upstream.on_any_status()))
         .then(|| Replay::of(&request))
         .flatten();
         let mut request = Some(request);
@@ -268,12 +268,25 @@ fn send<'a>(
                     Err((error, body)) => Err((error, leftover(head, body))),
                 }
             }
+            Conn::Tls1(mut sender) => {
+                if let Err(error) = sender.ready().await {
+                    return Err((ProxyError::Upstream(error), Leftover::Unsent(request)));
+                }
+                let answer = tokio::time::timeout(read_timeout, sender.send_request(request)).await;
+                // Reused for the next request once this answer has been read.
+                state.pool().checkin_sender(sender);
+                match answer {
+                    Ok(Ok(response)) => Ok(response.map(FromUpstream::Hyper)),
+                    Ok(Err(error)) => Err((ProxyError::from_upstream(error), Leftover::Lost)),
+                    Err(_) => Err((ProxyError::ReadTimeout, Leftover::Lost)),
+                }
+            }
             Conn::H2(mut sender) => {
                 if let Err(error) = sender.ready().await {
                     return Err((ProxyError::Upstream(error), Leftover::Unsent(request)));
                 }
                 match tokio::time::timeout(read_timeout, sender.send_request(request)).await {
-                    Ok(Ok(response)) => Ok(response.map(FromUpstream::H2)),
+                    Ok(Ok(response)) => Ok(response.map(FromUpstream::Hyper)),
                     Ok(Err(error)) => Err((ProxyError::from_upstream(error), Leftover::Lost)),
                     Err(_) => Err((ProxyError::ReadTimeout, Leftover::Lost)),
                 }

@@ -207,8 +207,14 @@ impl Proxy {
             let upgrade = client_upgrade.is_some();
             let body_limit = route.policy.body_limit;
             let request = request.map(|body| RequestBody::new(body, body_limit, metrics.clone()));
-            let upstream_request =
-                Self::upstream_request(request, backend.protocol, conn, ctx, &host_value, upgrade)?;
+            let upstream_request = Self::upstream_request(
+                request,
+                &backend.protocol,
+                conn,
+                ctx,
+                &host_value,
+                upgrade,
+            )?;
             let (mut response, pick, attempts) =
                 send_with_retries(upstream_request, &route, &backend, hash, &metrics).await?;
             ctx.upstream = Some(UpstreamAnswer {
@@ -222,7 +228,7 @@ impl Proxy {
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let upstream = match response.body_mut() {
                     FromUpstream::H1(body) => body.take_upgraded(),
-                    FromUpstream::H2(_) => None,
+                    FromUpstream::Hyper(_) => None,
                 };
                 if let (Some(client_upgrade), Some(upstream)) = (client_upgrade, upstream) {
                     let idle = self.settings.load().tunnel_idle_timeout;
@@ -285,7 +291,7 @@ impl Proxy {
     /// canary or fallback may speak another one than the route's main backend).
     fn upstream_request(
         request: Request<RequestBody>,
-        protocol: Protocol,
+        protocol: &Protocol,
         conn: &ConnInfo,
         ctx: &RequestContext,
         host: &HeaderValue,
@@ -304,28 +310,30 @@ impl Proxy {
 
         let mut uri_parts = uri::Parts::default();
         uri_parts.path_and_query = parts.uri.path_and_query().cloned();
-        match protocol {
-            Protocol::Http1 => {
-                parts.version = Version::HTTP_11;
-                // The host the request was routed by, always: an absolute-form
-                // URI or an HTTP/2 `:authority` may differ from the client's
-                // `Host`, and the pod must not see another host than sluice chose.
-                if parts.headers.get(header::HOST) != Some(host) {
-                    parts.headers.insert(header::HOST, host.clone());
-                }
+        let h2 = protocol.is_h2();
+        if !h2 {
+            parts.version = Version::HTTP_11;
+            // The host the request was routed by, always: an absolute-form
+            // URI or an HTTP/2 `:authority` may differ from the client's
+            // `Host`, and the pod must not see another host than sluice chose.
+            if parts.headers.get(header::HOST) != Some(host) {
+                parts.headers.insert(header::HOST, host.clone());
             }
-            Protocol::H2c => {
-                parts.version = Version::HTTP_2;
-                uri_parts.scheme = Some(Scheme::HTTP);
-                uri_parts.authority = Some(
-                    Authority::try_from(host.as_bytes())
-                        .map_err(|_| ProxyError::BadRequest("invalid host"))?,
-                );
-                if uri_parts.path_and_query.is_none() {
-                    uri_parts.path_and_query = Some(uri::PathAndQuery::from_static("/"));
-                }
-                parts.headers.remove(header::HOST);
+        } else {
+            parts.version = Version::HTTP_2;
+            uri_parts.scheme = Some(if matches!(protocol, Protocol::Tls(_)) {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            });
+            uri_parts.authority = Some(
+                Authority::try_from(host.as_bytes())
+                    .map_err(|_| ProxyError::BadRequest("invalid host"))?,
+            );
+            if uri_parts.path_and_query.is_none() {
+                uri_parts.path_and_query = Some(uri::PathAndQuery::from_static("/"));
             }
+            parts.headers.remove(header::HOST);
         }
         // A snippet's `proxy_set_header` wins over sluice's own, as in nginx
         // (`Host` too, over HTTP/1; HTTP/2 carries the routed `:authority`).
@@ -333,7 +341,7 @@ impl Proxy {
             parts.method = method.clone();
         }
         for edit in &ctx.request_edits {
-            if protocol == Protocol::H2c && edit.names(&header::HOST) {
+            if h2 && edit.names(&header::HOST) {
                 continue;
             }
             edit.apply(&mut parts.headers);

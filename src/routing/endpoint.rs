@@ -55,7 +55,7 @@ impl EndpointState {
         self.pool.get_or_init(|| {
             Arc::new(Pool::new(
                 self.addr,
-                self.protocol,
+                self.protocol.clone(),
                 PoolConfig::clone(&self.pool_config),
             ))
         })

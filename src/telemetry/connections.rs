@@ -83,3 +83,17 @@ pub fn upstream_connection_used(reused: bool) {
         handles.new.increment(1);
     }
 }
+
+/// A short label for why a TLS handshake with a pod failed: `certificate`
+/// (not trusted, wrong name, expired, refused ours), `protocol` (no common
+/// version, suite or ALPN), or `io` (the connection broke).
+pub fn tls_failure_reason(error: &std::io::Error) -> &'static str {
+    let text = error.to_string();
+    if text.contains("certificate") || text.contains("Certificate") {
+        "certificate"
+    } else if error.kind() == std::io::ErrorKind::InvalidData {
+        "protocol"
+    } else {
+        "io"
+    }
+}

@@ -60,6 +60,8 @@ pub const CANARY_REQUESTS: &str = "sluice_canary_requests_total";
 // TLS.
 pub const TLS_HANDSHAKES: &str = "sluice_tls_handshakes_total";
 pub const TLS_CERT_EXPIRY: &str = "sluice_tls_certificate_expiry_timestamp_seconds";
+/// Failed TLS handshakes with pods, by reason.
+pub const UPSTREAM_TLS_FAILURES: &str = "sluice_upstream_tls_handshake_failures_total";
 
 /// Every family sluice exports, for checks of dashboards and alerts.
 pub const FAMILIES: &[&str] = &[
@@ -98,6 +100,7 @@ pub const FAMILIES: &[&str] = &[
     CANARY_REQUESTS,
     TLS_HANDSHAKES,
     TLS_CERT_EXPIRY,
+    UPSTREAM_TLS_FAILURES,
 ];
 
 /// Seconds, 5 ms to 10 s.
@@ -283,6 +286,10 @@ fn describe() {
     describe_counter!(
         TLS_HANDSHAKES,
         "TLS handshakes by result and protocol version."
+    );
+    describe_counter!(
+        UPSTREAM_TLS_FAILURES,
+        "Failed TLS handshakes with pods, by reason (certificate, protocol, io)."
     );
     describe_gauge!(
         TLS_CERT_EXPIRY,

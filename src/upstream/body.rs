@@ -100,7 +100,8 @@ impl Body for RequestBody {
 #[derive(Debug)]
 pub enum FromUpstream {
     H1(H1Body),
-    H2(Incoming),
+    /// hyper's client body: HTTP/2 (h2c, `GRPCS`), or HTTP/1.1 over TLS.
+    Hyper(Incoming),
 }
 
 impl Body for FromUpstream {
@@ -114,21 +115,23 @@ impl Body for FromUpstream {
         // Both are Unpin.
         match self.get_mut() {
             FromUpstream::H1(body) => Pin::new(body).poll_frame(cx),
-            FromUpstream::H2(body) => Pin::new(body).poll_frame(cx).map_err(ProxyError::Upstream),
+            FromUpstream::Hyper(body) => {
+                Pin::new(body).poll_frame(cx).map_err(ProxyError::Upstream)
+            }
         }
     }
 
     fn is_end_stream(&self) -> bool {
         match self {
             FromUpstream::H1(body) => body.is_end_stream(),
-            FromUpstream::H2(body) => body.is_end_stream(),
+            FromUpstream::Hyper(body) => body.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             FromUpstream::H1(body) => body.size_hint(),
-            FromUpstream::H2(body) => body.size_hint(),
+            FromUpstream::Hyper(body) => body.size_hint(),
         }
     }
 }

@@ -29,6 +29,10 @@ pub enum ProxyError {
     ConnectTimeout,
     #[error("HTTP handshake with the upstream failed")]
     Handshake(#[source] hyper::Error),
+    /// The TLS handshake with the pod failed (its own failure class: counted
+    /// by reason, a connect failure for the breaker, retried like one).
+    #[error("TLS handshake with the upstream failed: {0}")]
+    TlsHandshake(String),
     #[error("the upstream did not send data in time")]
     ReadTimeout,
     #[error("the upstream did not accept data in time")]
@@ -50,6 +54,7 @@ impl ProxyError {
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::Connect(_)
             | ProxyError::Handshake(_)
+            | ProxyError::TlsHandshake(_)
             | ProxyError::Upstream(_)
             | ProxyError::UpstreamConnection(_)
             | ProxyError::UpstreamResponse(_) => StatusCode::BAD_GATEWAY,
@@ -64,7 +69,10 @@ impl ProxyError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::Handshake(_)
+            ProxyError::Connect(_)
+                | ProxyError::ConnectTimeout
+                | ProxyError::Handshake(_)
+                | ProxyError::TlsHandshake(_)
         )
     }
 
@@ -72,9 +80,10 @@ impl ProxyError {
     /// says nothing about it (the client's fault, a pooled connection's race).
     pub fn outcome(&self, unsent: bool) -> Option<Outcome> {
         match self {
-            ProxyError::Connect(_) | ProxyError::ConnectTimeout | ProxyError::Handshake(_) => {
-                Some(Outcome::ConnectFailure)
-            }
+            ProxyError::Connect(_)
+            | ProxyError::ConnectTimeout
+            | ProxyError::Handshake(_)
+            | ProxyError::TlsHandshake(_) => Some(Outcome::ConnectFailure),
             _ if unsent => None,
             ProxyError::ReadTimeout
             | ProxyError::SendTimeout

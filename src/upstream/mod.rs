@@ -11,14 +11,29 @@ pub mod body;
 pub mod error;
 pub mod h1;
 pub mod pool;
+pub mod tls;
 
 pub use error::ProxyError;
 
 /// How sluice speaks to the pods of a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum Protocol {
     #[default]
     Http1,
     /// HTTP/2 with prior knowledge: plaintext gRPC and other h2c servers.
     H2c,
+    /// TLS (`HTTPS`: HTTP/1.1, as nginx; `GRPCS`: HTTP/2), with its settings,
+    /// whose identity is part of every pool's key.
+    Tls(std::sync::Arc<tls::UpstreamTls>),
+}
+
+impl Protocol {
+    /// Whether requests go out as HTTP/2 (with `:scheme` and `:authority`).
+    pub fn is_h2(&self) -> bool {
+        match self {
+            Protocol::Http1 => false,
+            Protocol::H2c => true,
+            Protocol::Tls(tls) => tls.spec.h2,
+        }
+    }
 }

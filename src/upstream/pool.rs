@@ -4,6 +4,9 @@
 //! `upstream-keepalive-connections`, each closed after `upstream-keepalive-timeout`
 //! idle or `upstream-keepalive-requests` uses, as nginx's `keepalive` does.
 //! h2c: one multiplexed connection per endpoint, re-established when it closes.
+//! TLS (`upstream::tls`): HTTP/1.1 connections (hyper's client) kept the same
+//! way, each reused once its previous answer is read; `GRPCS`: one multiplexed
+//! HTTP/2 connection, as h2c. rustls resumes sessions across connections.
 //!
 //! An HTTP/1.1 connection goes back to the pool when its response body has been
 //! read to the end (`h1::H1Body`); a connection whose response was abandoned
@@ -18,7 +21,7 @@ use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::client::conn::http2;
+use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -59,6 +62,8 @@ pub struct Pool {
     config: PoolConfig,
     idle: Mutex<Vec<IdleConn>>,
     shared: Mutex<Option<http2::SendRequest<RequestBody>>>,
+    /// HTTP/1.1 over TLS: senders, busy or idle (`is_ready` tells).
+    senders: Mutex<Vec<http1::SendRequest<RequestBody>>>,
 }
 
 #[derive(Debug)]
@@ -70,8 +75,14 @@ struct IdleConn {
 /// A connection ready to carry one request.
 #[derive(Debug)]
 pub enum Conn {
-    H1 { conn: Connection, reused: bool },
+    H1 {
+        conn: Connection,
+        reused: bool,
+    },
     H2(http2::SendRequest<RequestBody>),
+    /// HTTP/1.1 over TLS: hyper's client. The sender goes back with
+    /// `Pool::checkin_sender` once the answer's head has come.
+    Tls1(http1::SendRequest<RequestBody>),
 }
 
 impl Pool {
@@ -82,6 +93,7 @@ impl Pool {
             config,
             idle: Mutex::default(),
             shared: Mutex::default(),
+            senders: Mutex::default(),
         }
     }
 
@@ -99,7 +111,7 @@ impl Pool {
         connect_timeout: Duration,
         send_timeout: Duration,
     ) -> Result<(Conn, Option<Duration>), ProxyError> {
-        match self.protocol {
+        match &self.protocol {
             Protocol::Http1 => {
                 if let Some(mut conn) = self.take_idle() {
                     conn.set_send_timeout(send_timeout);
@@ -120,11 +132,96 @@ impl Pool {
                     return Ok((Conn::H2(sender), None));
                 }
                 let started = Instant::now();
-                let sender = Box::pin(self.connect_h2(connect_timeout, send_timeout)).await?;
+                let sender = Box::pin(self.connect_h2(connect_timeout, send_timeout, None)).await?;
                 *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
                 Ok((Conn::H2(sender), Some(started.elapsed())))
             }
+            Protocol::Tls(tls) if tls.spec.h2 => {
+                if let Some(sender) = self.shared_h2() {
+                    return Ok((Conn::H2(sender), None));
+                }
+                let started = Instant::now();
+                let sender =
+                    Box::pin(self.connect_h2(connect_timeout, send_timeout, Some(tls))).await?;
+                *self.shared.lock().unwrap_or_else(PoisonError::into_inner) = Some(sender.clone());
+                Ok((Conn::H2(sender), Some(started.elapsed())))
+            }
+            Protocol::Tls(tls) => {
+                if let Some(sender) = self.ready_sender() {
+                    return Ok((Conn::Tls1(sender), None));
+                }
+                let started = Instant::now();
+                let sender =
+                    Box::pin(self.connect_tls1(connect_timeout, send_timeout, tls)).await?;
+                Ok((Conn::Tls1(sender), Some(started.elapsed())))
+            }
         }
+    }
+
+    /// An idle HTTP/1.1-over-TLS sender; closed ones are dropped on the way.
+    fn ready_sender(&self) -> Option<http1::SendRequest<RequestBody>> {
+        let mut senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        senders.retain(|s| !s.is_closed());
+        let ready = senders.iter().rposition(http1::SendRequest::is_ready)?;
+        Some(senders.swap_remove(ready))
+    }
+
+    /// Keeps an HTTP/1.1-over-TLS sender whose answer is coming: it is ready
+    /// for the next request once that answer has been read.
+    pub fn checkin_sender(&self, sender: http1::SendRequest<RequestBody>) {
+        let mut senders = self.senders.lock().unwrap_or_else(PoisonError::into_inner);
+        if senders.len() < self.config.upstream_keepalive_connections && !sender.is_closed() {
+            senders.push(sender);
+        }
+    }
+
+    /// TCP, then the TLS handshake (its failure is its own class).
+    async fn connect_tls(
+        &self,
+        connect_timeout: Duration,
+        send_timeout: Duration,
+        tls: &super::tls::UpstreamTls,
+    ) -> Result<tokio_rustls::client::TlsStream<UpstreamIo>, ProxyError> {
+        let deadline = Instant::now() + connect_timeout;
+        let stream = self.connect_tcp(connect_timeout).await?;
+        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let handshake = connector.connect(
+            tls.server_name.clone(),
+            UpstreamIo::new(stream, send_timeout),
+        );
+        match tokio::time::timeout_at(deadline, handshake).await {
+            Err(_) => Err(ProxyError::ConnectTimeout),
+            Ok(Err(error)) => {
+                let reason = crate::telemetry::connections::tls_failure_reason(&error);
+                metrics::counter!(crate::telemetry::UPSTREAM_TLS_FAILURES, "reason" => reason)
+                    .increment(1);
+                Err(ProxyError::TlsHandshake(error.to_string()))
+            }
+            Ok(Ok(stream)) => Ok(stream),
+        }
+    }
+
+    async fn connect_tls1(
+        &self,
+        connect_timeout: Duration,
+        send_timeout: Duration,
+        tls: &super::tls::UpstreamTls,
+    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+        let stream = self.connect_tls(connect_timeout, send_timeout, tls).await?;
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(ProxyError::Handshake)?;
+        let addr = self.addr;
+        tokio::spawn(async move {
+            Upstream::Http1.opened();
+            if let Err(error) = connection.await {
+                tracing::debug!(%addr, %error, "upstream TLS connection ended with an error");
+            }
+            Upstream::Http1.closed();
+        });
+        tracing::debug!(%addr, "new upstream TLS connection");
+        Ok(sender)
     }
 
     /// A new HTTP/1.1 connection, bypassing the idle list (also used to retry a
@@ -196,28 +293,49 @@ impl Pool {
         &self,
         connect_timeout: Duration,
         send_timeout: Duration,
+        tls: Option<&super::tls::UpstreamTls>,
     ) -> Result<http2::SendRequest<RequestBody>, ProxyError> {
         let deadline = Instant::now() + connect_timeout;
-        let stream = self.connect_tcp(connect_timeout).await?;
-        let io = TokioIo::new(UpstreamIo::new(stream, send_timeout));
-        let handshake = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(io);
-        let (sender, connection) = tokio::time::timeout_at(deadline, handshake)
-            .await
-            .map_err(|_| ProxyError::ConnectTimeout)?
-            .map_err(ProxyError::Handshake)?;
         let addr = self.addr;
-        tokio::spawn(async move {
-            Upstream::H2c.opened();
-            if let Err(error) = connection.await {
-                tracing::debug!(%addr, %error, "upstream h2 connection ended with an error");
+        match tls {
+            None => {
+                let stream = self.connect_tcp(connect_timeout).await?;
+                let io = TokioIo::new(UpstreamIo::new(stream, send_timeout));
+                h2_handshake(addr, io, deadline).await
             }
-            Upstream::H2c.closed();
-        });
-        tracing::debug!(%addr, "new upstream h2c connection");
-        Ok(sender)
+            Some(tls) => {
+                let stream = self.connect_tls(connect_timeout, send_timeout, tls).await?;
+                h2_handshake(addr, TokioIo::new(stream), deadline).await
+            }
+        }
     }
+}
+
+/// The HTTP/2 handshake over `io`, and the connection's task.
+async fn h2_handshake<T>(
+    addr: SocketAddr,
+    io: T,
+    deadline: Instant,
+) -> Result<http2::SendRequest<RequestBody>, ProxyError>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let handshake = http2::Builder::new(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .handshake(io);
+    let (sender, connection) = tokio::time::timeout_at(deadline, handshake)
+        .await
+        .map_err(|_| ProxyError::ConnectTimeout)?
+        .map_err(ProxyError::Handshake)?;
+    tokio::spawn(async move {
+        Upstream::H2c.opened();
+        if let Err(error) = connection.await {
+            tracing::debug!(%addr, %error, "upstream h2 connection ended with an error");
+        }
+        Upstream::H2c.closed();
+    });
+    tracing::debug!(%addr, "new upstream h2 connection");
+    Ok(sender)
 }
 
 /// An h2c upstream socket, failing writes that stall longer than the send timeout

@@ -25,3 +25,4 @@ mod proxy;
 mod tenancy;
 mod tls;
 mod upstream_http1;
+mod upstream_tls;

@@ -476,10 +476,11 @@ fn sluice_migrate_reports_a_directory() {
     assert_eq!(code, 2, "{text}");
     for line in [
         "Ingress default/admin: fails closed (403)",
-        "Ingress argocd/argocd: not served",
+        "Ingress argocd/argocd: served unchanged",
+        "Ingress default/php: not served",
         "Ingress default/blog: served with differences",
         "Ingress default/shop: served unchanged",
-        "Summary: 4 Ingresses: 1 served unchanged, 1 served with differences, 1 not served, 1 fails closed (403)",
+        "Summary: 5 Ingresses: 2 served unchanged, 1 served with differences, 1 not served, 1 fails closed (403)",
     ] {
         assert!(text.contains(line), "{line:?} missing:\n{text}");
     }
@@ -498,7 +499,7 @@ fn sluice_migrate_reports_a_directory() {
     let report: Value = serde_json::from_str(&json).unwrap();
     assert_eq!(
         report["summary"],
-        serde_json::json!({"unchanged": 1, "differences": 1, "not-served": 1, "fails-closed": 1})
+        serde_json::json!({"unchanged": 2, "differences": 1, "not-served": 1, "fails-closed": 1})
     );
     let admin = report["ingresses"]
         .as_array()
@@ -575,7 +576,7 @@ async fn sluice_migrate_reads_a_cluster() {
     .unwrap();
     assert_eq!(code, 2, "{text}");
     // The ConfigMap's allow-list closes every route.
-    assert!(text.contains("Summary: 4 Ingresses: 0 served unchanged, 0 served with differences, 1 not served, 3 fails closed (403)"), "{text}");
+    assert!(text.contains("Summary: 5 Ingresses: 0 served unchanged, 0 served with differences, 1 not served, 4 fails closed (403)"), "{text}");
     assert!(
         text.lines()
             .any(|l| l.contains("whitelist-source-range") && l.contains("fails closed")),

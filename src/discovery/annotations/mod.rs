@@ -58,6 +58,11 @@ pub const KNOWN_KEYS: &[&str] = &[
     "force-ssl-redirect",
     "enable-access-log",
     "allow-namespaces",
+    "secure-backends",
+    "proxy-ssl-verify",
+    "proxy-ssl-secret",
+    "proxy-ssl-name",
+    "proxy-ssl-server-name",
 ];
 
 /// nginx snippets, interpreted by `snippets`.
@@ -127,6 +132,24 @@ pub struct IngressAnnotations {
     pub fail_closed: Option<String>,
     /// The snippets, interpreted (`snippets`).
     pub edits: Option<Arc<Edits>>,
+    /// `backend-protocol: HTTPS|GRPCS` (or `secure-backends`) and `proxy-ssl-*`.
+    pub upstream_tls: Option<UpstreamTlsAnnotations>,
+}
+
+/// TLS to the pods, as the annotations ask it (the Secret is read later,
+/// with the rest of the snapshot).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamTlsAnnotations {
+    /// `GRPCS`: HTTP/2.
+    pub h2: bool,
+    /// `proxy-ssl-verify: on` (off by default, as ingress-nginx).
+    pub verify: bool,
+    /// `proxy-ssl-secret`: `namespace/name`, `ca.crt` and `tls.crt`/`tls.key`.
+    pub secret: Option<(String, String)>,
+    /// `proxy-ssl-name`.
+    pub name: Option<String>,
+    /// `proxy-ssl-server-name: on` (off by default).
+    pub sni: bool,
 }
 
 impl IngressAnnotations {
@@ -158,6 +181,7 @@ impl IngressAnnotations {
         let (limit, cluster) = parse_limit(annotations)?;
         parsed.limit = limit;
         parsed.limit_cluster = cluster;
+        let mut tls = TlsReading::default();
         for &key in KNOWN_KEYS {
             let Some((full_key, value)) = lookup(annotations, key) else {
                 continue;
@@ -176,8 +200,24 @@ impl IngressAnnotations {
                 "proxy-body-size" => {
                     parsed.body_size = Some(parse_size(value).map_err(|e| invalid(e.to_string()))?)
                 }
-                "backend-protocol" => {
-                    parsed.backend_protocol = Some(parse_protocol(value).map_err(invalid)?)
+                "backend-protocol" => match parse_protocol(value).map_err(invalid)? {
+                    Wire::Plain(protocol) => parsed.backend_protocol = Some(protocol),
+                    Wire::Tls { h2 } => tls.h2 = Some(h2),
+                },
+                "secure-backends" => tls.secure_backends |= parse_bool(value).map_err(invalid)?,
+                "proxy-ssl-verify" => tls.spec.verify = parse_on_off(value).map_err(invalid)?,
+                "proxy-ssl-server-name" => tls.spec.sni = parse_on_off(value).map_err(invalid)?,
+                "proxy-ssl-name" => {
+                    let name = value.trim();
+                    if rustls::pki_types::ServerName::try_from(name).is_err() {
+                        return Err(invalid(format!("{name:?} is not a server name")));
+                    }
+                    tls.spec.name = Some(name.to_owned());
+                }
+                "proxy-ssl-secret" => {
+                    let secret = crate::config::parse_secret_ref(value.trim())
+                        .ok_or_else(|| invalid(format!("{value:?}: expected namespace/name")))?;
+                    tls.spec.secret = Some(secret);
                 }
                 "default-backend" => {
                     parsed.default_backend = Some(parse_service_port(value).map_err(invalid)?)
@@ -214,6 +254,18 @@ impl IngressAnnotations {
                 _ => {}
             }
         }
+        // `backend-protocol` wins over the legacy `secure-backends`, as in
+        // ingress-nginx; the `proxy-ssl-*` keys mean something only with TLS.
+        let h2 = match (
+            tls.h2,
+            parsed.backend_protocol.is_some(),
+            tls.secure_backends,
+        ) {
+            (Some(h2), _, _) => Some(h2),
+            (None, false, true) => Some(false),
+            _ => None,
+        };
+        parsed.upstream_tls = h2.map(|h2| UpstreamTlsAnnotations { h2, ..tls.spec });
         Ok(parsed)
     }
 
@@ -498,16 +550,40 @@ fn parse_namespaces(value: &str) -> Result<Vec<String>, String> {
         .collect()
 }
 
-fn parse_protocol(value: &str) -> Result<Protocol, String> {
+/// What `backend-protocol` asks for on the wire.
+enum Wire {
+    Plain(Protocol),
+    Tls { h2: bool },
+}
+
+/// The TLS annotations while they are read.
+#[derive(Default)]
+struct TlsReading {
+    /// Set by `backend-protocol: HTTPS` (false) or `GRPCS` (true).
+    h2: Option<bool>,
+    secure_backends: bool,
+    spec: UpstreamTlsAnnotations,
+}
+
+fn parse_protocol(value: &str) -> Result<Wire, String> {
     match value.trim().to_ascii_uppercase().as_str() {
-        "HTTP" => Ok(Protocol::Http1),
-        "GRPC" | "H2C" => Ok(Protocol::H2c),
-        "HTTPS" | "GRPCS" => Err(format!(
-            "{value:?} (TLS to the backend) is not supported yet"
-        )),
+        "HTTP" => Ok(Wire::Plain(Protocol::Http1)),
+        "GRPC" | "H2C" => Ok(Wire::Plain(Protocol::H2c)),
+        "HTTPS" => Ok(Wire::Tls { h2: false }),
+        "GRPCS" => Ok(Wire::Tls { h2: true }),
+        "AUTO_HTTP" | "FCGI" => Err(format!("{value:?} is not supported yet")),
         _ => Err(format!(
-            "unknown protocol {value:?}: expected HTTP, GRPC or H2C"
+            "unknown protocol {value:?}: expected HTTP, HTTPS, GRPC, GRPCS or H2C"
         )),
+    }
+}
+
+/// nginx's `on` / `off` (and `true` / `false`).
+fn parse_on_off(value: &str) -> Result<bool, String> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        _ => Err(format!("{value:?} is not on or off")),
     }
 }
 
@@ -595,7 +671,12 @@ mod tests {
             ("nginx.ingress.kubernetes.io/proxy-read-timeout", "0"),
             ("sluice.io/proxy-body-size", "lots"),
             ("sluice.io/backend-protocol", "SPDY"),
-            ("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS"),
+            ("nginx.ingress.kubernetes.io/backend-protocol", "AUTO_HTTP"),
+            ("nginx.ingress.kubernetes.io/proxy-ssl-verify", "sometimes"),
+            (
+                "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+                "no-namespace",
+            ),
             (
                 "nginx.ingress.kubernetes.io/default-backend",
                 "Not_A_Service",

@@ -55,12 +55,12 @@ pub fn update_endpoints(
                 tracing::warn!(backend = %backend.name, refused = ?refused, "pod addresses refused");
             }
             let namespace: Arc<str> = namespace.as_str().into();
-            let fresh = endpoints_for(&namespace, addrs, backend.protocol, retained);
+            let fresh = endpoints_for(&namespace, addrs, backend.protocol.clone(), retained);
             let old = backend.swap_endpoints(fresh);
             replaced.extend(
                 old.endpoints
                     .iter()
-                    .map(|e| (namespace.clone(), e.addr(), backend.protocol)),
+                    .map(|e| (namespace.clone(), e.addr(), backend.protocol.clone())),
             );
             touched += 1;
         }
@@ -145,6 +145,32 @@ impl<'a> SnapshotIndex<'a> {
     }
 
     /// The certificate in a `kubernetes.io/tls` Secret.
+    /// One key of a Secret (`data`, or `stringData` in a manifests
+    /// directory); an error when the Secret is not there.
+    pub(super) fn secret_field(
+        &self,
+        namespace: &str,
+        name: &str,
+        key: &str,
+    ) -> Result<Option<Vec<u8>>, String> {
+        let secret = self
+            .secrets
+            .get(&(namespace, name))
+            .ok_or_else(|| format!("Secret {namespace}/{name} not found"))?;
+        Ok(secret
+            .data
+            .as_ref()
+            .and_then(|d| d.get(key))
+            .map(|b| b.0.clone())
+            .or_else(|| {
+                secret
+                    .string_data
+                    .as_ref()?
+                    .get(key)
+                    .map(|s| s.as_bytes().to_vec())
+            }))
+    }
+
     pub(super) fn certificate(&self, namespace: &str, name: &str) -> Result<Certificate, String> {
         let secret = self
             .secrets

@@ -8,7 +8,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::index::namespace_of;
 use crate::config::ProxyDefaults;
-use crate::discovery::annotations::IngressAnnotations;
+use crate::discovery::annotations::{IngressAnnotations, UpstreamTlsAnnotations};
 use crate::discovery::{ObjectRef, Warning};
 use crate::policy::canary::CanaryRule;
 use crate::policy::ratelimit::LimitSpec;
@@ -28,7 +28,8 @@ pub(super) struct ParsedIngress {
     pub(super) object: ObjectRef,
     pub(super) ingress: IngressRef,
     pub(super) policy: RoutePolicy,
-    pub(super) protocol: Protocol,
+    /// How its pods are spoken to.
+    pub(super) wire: Wire,
     /// `default-backend` annotation: serves when a rule's Service has no endpoints.
     pub(super) fallback: Option<BackendRef>,
     pub(super) paths: Vec<ParsedPath>,
@@ -73,6 +74,14 @@ pub(super) struct ParsedPath {
     pub(super) kind: PathKind,
     pub(super) path: String,
     pub(super) target: BackendTarget,
+}
+
+/// How an Ingress's pods are spoken to: a plain protocol, or TLS, whose
+/// settings become a `Protocol::Tls` once its Secret is read (`translate`).
+#[derive(Debug, Clone)]
+pub(super) enum Wire {
+    Plain(Protocol),
+    Tls(UpstreamTlsAnnotations),
 }
 
 /// A backend reference and the field it came from, for warnings.
@@ -129,7 +138,7 @@ pub(super) fn parse_ingress(
             name: object.name.clone(),
         },
         policy: IngressAnnotations::default().policy(defaults),
-        protocol: Protocol::default(),
+        wire: Wire::Plain(Protocol::default()),
         fallback: None,
         paths: Vec::new(),
         default: None,
@@ -189,7 +198,24 @@ pub(super) fn parse_ingress(
         .force_ssl_redirect
         .unwrap_or(defaults.force_ssl_redirect);
     parsed.allow_namespaces = annotations.allow_namespaces.iter().cloned().collect();
-    parsed.protocol = annotations.backend_protocol.unwrap_or_default();
+    parsed.wire = match annotations.upstream_tls.clone() {
+        // A Secret of another namespace would lend this tenant someone
+        // else's client certificate: refused, as ingress-nginx refuses
+        // cross-namespace resources by default.
+        Some(tls) if tls.secret.as_ref().is_some_and(|(ns, _)| ns != namespace) => {
+            let message =
+                "proxy-ssl-secret names a Secret of another namespace; refused, Ingress skipped"
+                    .to_owned();
+            parsed.faults.push(fault(
+                "metadata.annotations".into(),
+                "invalid-annotation",
+                message,
+            ));
+            return parsed;
+        }
+        Some(tls) => Wire::Tls(tls),
+        None => Wire::Plain(annotations.backend_protocol.clone().unwrap_or_default()),
+    };
     parsed.fallback = annotations
         .default_backend
         .as_ref()

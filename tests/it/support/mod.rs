@@ -2,6 +2,7 @@
 //! directory builder, an in-process sluice and a small HTTP client.
 
 pub mod apiserver;
+pub mod pki;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -44,6 +45,8 @@ pub struct Upstream {
     pub status: Arc<AtomicU16>,
     /// The accept loop and every connection, to stop them all.
     tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    /// A pod that speaks TLS (`start_tls_upstream`).
+    tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 impl Upstream {
@@ -87,7 +90,23 @@ pub async fn start_upstream(name: &str) -> Upstream {
     start_upstream_at(name, "127.0.0.1:0").await
 }
 
+/// A fake pod that speaks TLS with this server config (HTTP/1.1 and h2 by ALPN).
+pub async fn start_tls_upstream(name: &str, config: rustls::ServerConfig) -> Upstream {
+    let mut config = config;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    start_upstream_on_listener(name, "127.0.0.1:0", Some(acceptor)).await
+}
+
 async fn start_upstream_at(name: &str, addr: &str) -> Upstream {
+    start_upstream_on_listener(name, addr, None).await
+}
+
+async fn start_upstream_on_listener(
+    name: &str,
+    addr: &str,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Upstream {
     let listener = TcpListener::bind(addr).await.unwrap();
     let upstream = Upstream {
         name: name.to_owned(),
@@ -99,6 +118,7 @@ async fn start_upstream_at(name: &str, addr: &str) -> Upstream {
         jitter_ms: Arc::default(),
         status: Arc::default(),
         tasks: Arc::default(),
+        tls,
     };
     serve_upstream(listener, upstream.clone());
     upstream
@@ -122,11 +142,24 @@ fn serve_upstream(listener: TcpListener, state: Upstream) {
             state.connections.fetch_add(1, Ordering::SeqCst);
             let conn_state = state.clone();
             let builder = builder.clone();
+            let tls = state.tls.clone();
             let conn = tokio::spawn(async move {
                 let service = service_fn(move |req| echo(req, conn_state.clone()));
-                let _ = builder
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                match tls {
+                    None => {
+                        let _ = builder
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    }
+                    Some(acceptor) => {
+                        // A failed handshake (a client certificate missing) just ends.
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                }
             });
             state.tasks.lock().unwrap().push(conn);
         }

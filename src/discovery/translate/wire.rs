@@ -1,0 +1,46 @@
+//! How a backend's pods are spoken to: TLS settings made from the
+//! annotations and the Secret they name, once per identity in a build.
+
+use std::sync::Arc;
+
+use super::Builder;
+use crate::discovery::annotations::UpstreamTlsAnnotations;
+use crate::routing::{BackendRef, Protocol};
+use crate::upstream::tls::{TlsSpec, UpstreamTls};
+
+impl Builder<'_> {
+    /// The `Protocol::Tls` for a backend: its Secret read, its settings made
+    /// once per build and identity.
+    pub(super) fn upstream_tls(
+        &mut self,
+        tls: &UpstreamTlsAnnotations,
+        backend_ref: &BackendRef,
+    ) -> Result<Protocol, String> {
+        let mut spec = TlsSpec {
+            verify: tls.verify,
+            sni: tls.sni,
+            h2: tls.h2,
+            // ingress-nginx verifies against `proxy_ssl_name`, whose default
+            // (the upstream's internal name) no certificate carries; the
+            // Service's cluster DNS name is one a pod's certificate does.
+            name: tls.name.clone().unwrap_or_else(|| {
+                format!("{}.{}.svc", backend_ref.service, backend_ref.namespace)
+            }),
+            ..TlsSpec::default()
+        };
+        if let Some((namespace, name)) = &tls.secret {
+            let field = |key| self.index.secret_field(namespace, name, key);
+            spec.ca = field("ca.crt")?;
+            spec.client = match (field("tls.crt")?, field("tls.key")?) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                _ => None,
+            };
+        }
+        if let Some(made) = self.upstream_tls.get(&spec) {
+            return Ok(Protocol::Tls(made.clone()));
+        }
+        let made = Arc::new(UpstreamTls::new(spec.clone())?);
+        self.upstream_tls.insert(spec, made.clone());
+        Ok(Protocol::Tls(made))
+    }
+}

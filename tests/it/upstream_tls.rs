@@ -1,0 +1,245 @@
+//! TLS from sluice to pods, with real TLS on both sides: `backend-protocol:
+//! HTTPS` to a pod with a certificate nobody trusts (no verification, as
+//! ingress-nginx), verification against a CA from a Secret (and a wrong CA
+//! failing with 502), a client certificate the pod requires, and `GRPCS`
+//! (HTTP/2 over TLS).
+
+use std::sync::Arc;
+
+use crate::support::pki::Pki;
+use crate::support::*;
+use http::StatusCode;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+/// A pod's TLS: its certificate for `web.default.svc`, and the CA whose
+/// client certificates it requires, if any.
+fn pod_tls(pki: &Pki, client_ca: Option<&Pki>) -> rustls::ServerConfig {
+    let (cert, key, _) = pki.leaf(&["web.default.svc"]);
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap();
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.ca_der.clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    builder.with_single_cert(chain, key).unwrap()
+}
+
+/// A `kubernetes.io/tls` Secret with `ca.crt` (and a client certificate).
+fn proxy_ssl_secret(name: &str, ca: &str, client: Option<(&str, &str)>) -> String {
+    let indent = |pem: &str| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let mut yaml = format!(
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  ca.crt: |\n{}",
+        indent(ca)
+    );
+    if let Some((cert, key)) = client {
+        yaml += &format!(
+            "  tls.crt: |\n{}  tls.key: |\n{}",
+            indent(cert),
+            indent(key)
+        );
+    }
+    yaml
+}
+
+/// Service `web` on `pod`, and one Ingress per (host, annotations).
+async fn serve(
+    pod: &Upstream,
+    extra: &str,
+    ingresses: &[(&str, Vec<(String, String)>)],
+) -> (Manifests, sluice::server::Server) {
+    let manifests = Manifests::new();
+    let mut yaml = service_yaml("web", &[pod.addr]) + extra;
+    for (i, (host, annotations)) in ingresses.iter().enumerate() {
+        let annotations: Vec<(&str, &str)> = annotations
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        yaml += &ingress_yaml(
+            &format!("app{i}"),
+            Some(host),
+            &annotations,
+            &[("/", "Prefix", "web")],
+        );
+    }
+    manifests.write("apps.yaml", &yaml);
+    let sluice = start_sluice(manifests.path(), "").await;
+    (manifests, sluice)
+}
+
+fn key(name: &str, value: &str) -> (String, String) {
+    (format!("{NGINX}{name}"), value.to_owned())
+}
+
+#[tokio::test]
+async fn an_https_pod_is_reached_without_verification_by_default() {
+    let pki = Pki::new();
+    let pod = start_tls_upstream("tls-pod", pod_tls(&pki, None)).await;
+    let (_m, sluice) = serve(
+        &pod,
+        "",
+        &[
+            ("https.example", vec![key("backend-protocol", "HTTPS")]),
+            ("legacy.example", vec![key("secure-backends", "true")]),
+            ("plain.example", vec![]),
+        ],
+    )
+    .await;
+    let http = client();
+    for host in ["https.example", "legacy.example"] {
+        let reply = send(&http, get(sluice.http_addr, host, "/a?b=c"))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::OK, "{host}: {}", reply.text());
+        let seen = reply.json();
+        assert_eq!(seen["upstream"], "tls-pod");
+        assert_eq!(
+            seen["version"], "HTTP/1.1",
+            "HTTPS speaks HTTP/1.1, as nginx"
+        );
+        assert_eq!(seen["uri"], "/a?b=c");
+        assert_eq!(seen["headers"]["host"][0], host);
+    }
+    // Plain HTTP to a TLS pod is refused by the pod: TLS was really spoken above.
+    let reply = send(&http, get(sluice.http_addr, "plain.example", "/"))
+        .await
+        .unwrap();
+    assert_ne!(reply.status, StatusCode::OK);
+    // The pooled TLS connection is reused.
+    let before = pod.connections.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..5 {
+        let reply = send(&http, get(sluice.http_addr, "https.example", "/"))
+            .await
+            .unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let after = pod.connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        after - before <= 1,
+        "{before} -> {after} connections for 5 requests"
+    );
+}
+
+#[tokio::test]
+async fn verification_against_a_ca_from_a_secret_and_a_wrong_ca_fails_with_502() {
+    let pki = Pki::new();
+    let other = Pki::new();
+    let pod = start_tls_upstream("tls-pod", pod_tls(&pki, None)).await;
+    let secrets = proxy_ssl_secret("pod-ca", &pki.ca_pem, None)
+        + &proxy_ssl_secret("wrong-ca", &other.ca_pem, None);
+    let verify = |secret: &str| {
+        vec![
+            key("backend-protocol", "HTTPS"),
+            key("proxy-ssl-verify", "on"),
+            key("proxy-ssl-secret", &format!("default/{secret}")),
+        ]
+    };
+    let (_m, sluice) = serve(
+        &pod,
+        &secrets,
+        &[
+            ("good.example", verify("pod-ca")),
+            ("bad.example", verify("wrong-ca")),
+        ],
+    )
+    .await;
+    let http = client();
+    let reply = send(&http, get(sluice.http_addr, "good.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let reply = send(&http, get(sluice.http_addr, "bad.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+    let metrics = admin_text(&sluice, "/metrics").await;
+    assert!(
+        metrics.contains("sluice_upstream_tls_handshake_failures_total{reason=\"certificate\"}"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_certificate_the_pod_requires_comes_from_the_secret() {
+    let pki = Pki::new();
+    let clients = Pki::new();
+    let pod = start_tls_upstream("mtls-pod", pod_tls(&pki, Some(&clients))).await;
+    let (cert, key_pem, _) = clients.leaf(&["sluice"]);
+    let secrets = proxy_ssl_secret("client", &pki.ca_pem, Some((&cert, &key_pem)));
+    let (_m, sluice) = serve(
+        &pod,
+        &secrets,
+        &[
+            (
+                "with.example",
+                vec![
+                    key("backend-protocol", "HTTPS"),
+                    key("proxy-ssl-secret", "default/client"),
+                ],
+            ),
+            ("without.example", vec![key("backend-protocol", "HTTPS")]),
+        ],
+    )
+    .await;
+    let http = client();
+    let reply = send(&http, get(sluice.http_addr, "with.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let reply = send(&http, get(sluice.http_addr, "without.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+}
+
+/// `GRPCS`: HTTP/2 over TLS to the pod; a Secret of another namespace is refused.
+#[tokio::test]
+async fn grpcs_speaks_http2_over_tls() {
+    let pki = Pki::new();
+    let pod = start_tls_upstream("h2-pod", pod_tls(&pki, None)).await;
+    let (_m, sluice) = serve(
+        &pod,
+        "",
+        &[
+            // Every host: an h2c client's `:authority` is the address it dialled.
+            ("", vec![key("backend-protocol", "GRPCS")]),
+            (
+                "stolen.example",
+                vec![
+                    key("backend-protocol", "HTTPS"),
+                    key("proxy-ssl-secret", "kube-system/admin-client"),
+                ],
+            ),
+        ],
+    )
+    .await;
+    let reply = send(&h2c_client(), get(sluice.http_addr, "", "/shop.Cart/Get"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["version"], "HTTP/2.0");
+    let warnings = admin_text(&sluice, "/api/warnings").await;
+    assert!(warnings.contains("another namespace"), "{warnings}");
+}
