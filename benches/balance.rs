@@ -32,6 +32,7 @@ fn backend(n: usize, registry: &Retained) -> Arc<Backend> {
         namespace: "bench".into(),
         service: "app".into(),
         port: "80".into(),
+        via_service_ip: false,
     };
     Arc::new(Backend::new(
         name,

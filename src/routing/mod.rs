@@ -73,6 +73,8 @@ pub struct BackendRef {
     pub service: String,
     /// The port number or name as the Ingress wrote it.
     pub port: String,
+    /// `service-upstream`: to the Service's ClusterIP and port, not its pods.
+    pub via_service_ip: bool,
 }
 
 /// Parses `namespace/service:port` (port by number or name).
@@ -86,12 +88,17 @@ pub fn parse_backend_ref(s: &str) -> Option<BackendRef> {
         namespace: namespace.to_owned(),
         service: service.to_owned(),
         port: port.to_owned(),
+        via_service_ip: false,
     })
 }
 
 impl fmt::Display for BackendRef {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
+        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)?;
+        if self.via_service_ip {
+            f.write_str(" (service IP)")?;
+        }
+        Ok(())
     }
 }
 

@@ -14,6 +14,7 @@ fn route(name: &str) -> Arc<Route> {
                 namespace: "default".into(),
                 service: name.into(),
                 port: "80".into(),
+                via_service_ip: false,
             },
             Protocol::Http1,
             Vec::new(),

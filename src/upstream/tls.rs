@@ -36,6 +36,9 @@ pub struct TlsSpec {
 /// A backend's client TLS, made once per identity.
 pub struct UpstreamTls {
     pub spec: TlsSpec,
+    /// The spec's hash, computed once: pools are looked up by it for every
+    /// endpoint of every rebuild, and a spec holds whole PEM files.
+    identity: u64,
     pub config: Arc<ClientConfig>,
     pub server_name: ServerName<'static>,
 }
@@ -53,7 +56,7 @@ impl std::fmt::Debug for UpstreamTls {
 
 impl PartialEq for UpstreamTls {
     fn eq(&self, other: &Self) -> bool {
-        self.spec == other.spec
+        self.identity == other.identity && self.spec == other.spec
     }
 }
 
@@ -61,7 +64,7 @@ impl Eq for UpstreamTls {}
 
 impl Hash for UpstreamTls {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.spec.hash(state);
+        self.identity.hash(state);
     }
 }
 
@@ -104,7 +107,10 @@ impl UpstreamTls {
         };
         let server_name = ServerName::try_from(spec.name.clone())
             .map_err(|_| format!("{:?} is not a server name", spec.name))?;
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        spec.hash(&mut hasher);
         Ok(UpstreamTls {
+            identity: hasher.finish(),
             spec,
             config: Arc::new(config),
             server_name,

@@ -243,3 +243,42 @@ async fn grpcs_speaks_http2_over_tls() {
     let warnings = admin_text(&sluice, "/api/warnings").await;
     assert!(warnings.contains("another namespace"), "{warnings}");
 }
+
+/// `service-upstream: "true"`: to the Service's ClusterIP and port, not to
+/// the pods its EndpointSlices list; without it, to the pods.
+#[tokio::test]
+async fn service_upstream_goes_to_the_cluster_ip() {
+    let cluster_ip_side = start_upstream("behind-cluster-ip").await;
+    let pod = start_upstream("pod").await;
+    let manifests = Manifests::new();
+    // The Service's port is the port the "ClusterIP" (loopback here) listens
+    // on; its EndpointSlice names another pod.
+    let service = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  clusterIP: 127.0.0.1\n  ports: [{{name: http, port: {}, targetPort: 8080}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-0\n  namespace: default\n  labels: {{kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints:\n- addresses: [\"127.0.0.1\"]\n",
+        cluster_ip_side.addr.port(),
+        pod.addr.port()
+    );
+    let port = cluster_ip_side.addr.port().to_string();
+    let ingress = |name: &str, host: &str, annotations: &[(&str, &str)]| {
+        ingress_yaml(name, Some(host), annotations, &[("/", "Prefix", "web")])
+            .replace("port: {number: 80}", &format!("port: {{number: {port}}}"))
+    };
+    let key = format!("{NGINX}service-upstream");
+    manifests.write(
+        "apps.yaml",
+        &(service
+            + &ingress("via", "via.example", &[(&key, "true")])
+            + &ingress("pods", "pods.example", &[])),
+    );
+    let sluice = start_sluice(manifests.path(), "").await;
+    let http = client();
+    let reply = send(&http, get(sluice.http_addr, "via.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.upstream(), "behind-cluster-ip");
+    let reply = send(&http, get(sluice.http_addr, "pods.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.upstream(), "pod");
+}

@@ -63,6 +63,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "proxy-ssl-secret",
     "proxy-ssl-name",
     "proxy-ssl-server-name",
+    "service-upstream",
+    "proxy-http-version",
 ];
 
 /// nginx snippets, interpreted by `snippets`.
@@ -134,6 +136,8 @@ pub struct IngressAnnotations {
     pub edits: Option<Arc<Edits>>,
     /// `backend-protocol: HTTPS|GRPCS` (or `secure-backends`) and `proxy-ssl-*`.
     pub upstream_tls: Option<UpstreamTlsAnnotations>,
+    /// `service-upstream: "true"`: to the Service's ClusterIP, not its pods.
+    pub service_upstream: bool,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -205,6 +209,17 @@ impl IngressAnnotations {
                     Wire::Tls { h2 } => tls.h2 = Some(h2),
                 },
                 "secure-backends" => tls.secure_backends |= parse_bool(value).map_err(invalid)?,
+                "service-upstream" => parsed.service_upstream = parse_bool(value).map_err(invalid)?,
+                // sluice speaks HTTP/1.1 to pods; 1.0 would only lose keep-alive.
+                "proxy-http-version" => match value.trim() {
+                    "1.1" => {}
+                    "1.0" => parsed.notices.push(Notice {
+                        key: full_key.to_owned(),
+                        reason: "annotation-differs",
+                        message: format!("{full_key}: 1.0 is accepted, but sluice speaks HTTP/1.1 to pods (with keep-alive)"),
+                    }),
+                    other => return Err(invalid(format!("{other:?}: expected 1.0 or 1.1"))),
+                },
                 "proxy-ssl-verify" => tls.spec.verify = parse_on_off(value).map_err(invalid)?,
                 "proxy-ssl-server-name" => tls.spec.sni = parse_on_off(value).map_err(invalid)?,
                 "proxy-ssl-name" => {

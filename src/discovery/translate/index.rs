@@ -234,6 +234,9 @@ impl<'a> SnapshotIndex<'a> {
                 "service-port-not-found",
                 format!("service has no port {:?}", backend.port),
             ))?;
+        if backend.via_service_ip {
+            return self.service_ip(spec, service_port);
+        }
         // EndpointSlice ports carry the Service port's name ("" when unnamed) and the
         // resolved target port number.
         let port_name = service_port.name.as_deref().unwrap_or_default();
@@ -263,6 +266,41 @@ impl<'a> SnapshotIndex<'a> {
         refused.sort_unstable();
         refused.dedup();
         Ok(PodAddrs { addrs, refused })
+    }
+}
+
+impl SnapshotIndex<'_> {
+    /// `service-upstream`: the Service's ClusterIP and port, one address (the
+    /// cluster's proxy balances behind it), refused like a pod's if it must be.
+    fn service_ip(
+        &self,
+        spec: &k8s_openapi::api::core::v1::ServiceSpec,
+        port: &ServicePort,
+    ) -> Result<PodAddrs, (&'static str, String)> {
+        let ip = spec
+            .cluster_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+            .ok_or((
+                "invalid-service",
+                "service-upstream: the Service has no ClusterIP (headless?)".to_owned(),
+            ))?;
+        let port = u16::try_from(port.port).map_err(|_| {
+            (
+                "invalid-service",
+                format!("port {} is out of range", port.port),
+            )
+        })?;
+        Ok(match self.deny.refuses(ip) {
+            None => PodAddrs {
+                addrs: vec![SocketAddr::new(ip, port)],
+                refused: Vec::new(),
+            },
+            Some(why) => PodAddrs {
+                addrs: Vec::new(),
+                refused: vec![format!("{ip} ({why})")],
+            },
+        })
     }
 }
 

@@ -223,6 +223,7 @@ pub(super) fn parse_ingress(
             namespace: namespace.to_owned(),
             service: service.clone(),
             port: port.clone(),
+            via_service_ip: false,
         });
     let Some(spec) = &ingress.spec else {
         parsed.faults.push(fault(
@@ -275,12 +276,15 @@ pub(super) fn parse_ingress(
             }
             let field = Field::PathBackend { rule: ri, path: pi };
             match backend_ref(&path.backend, namespace) {
-                Ok(backend) => parsed.paths.push(ParsedPath {
-                    host: host.clone(),
-                    kind,
-                    path: value.to_owned(),
-                    target: BackendTarget { backend, field },
-                }),
+                Ok(mut backend) => {
+                    backend.via_service_ip = annotations.service_upstream;
+                    parsed.paths.push(ParsedPath {
+                        host: host.clone(),
+                        kind,
+                        path: value.to_owned(),
+                        target: BackendTarget { backend, field },
+                    })
+                }
                 Err(message) => {
                     parsed
                         .faults
@@ -292,7 +296,8 @@ pub(super) fn parse_ingress(
     if let Some(default_backend) = &spec.default_backend {
         let field = Field::DefaultBackend;
         match backend_ref(default_backend, namespace) {
-            Ok(backend) => {
+            Ok(mut backend) => {
+                backend.via_service_ip = annotations.service_upstream;
                 // It serves the Ingress's own hosts; without rules, every host.
                 if hosts.is_empty() {
                     hosts.insert(HostKey::Any);
@@ -328,5 +333,6 @@ pub(super) fn backend_ref(backend: &IngressBackend, namespace: &str) -> Result<B
         namespace: namespace.to_owned(),
         service: service.name.clone(),
         port,
+        via_service_ip: false,
     })
 }
