@@ -110,6 +110,9 @@ struct RunArgs {
     /// Also serve Ingresses that name no class at all.
     #[arg(long)]
     watch_ingress_without_class: bool,
+    /// Honour `ssl-passthrough` annotations (as ingress-nginx's flag).
+    #[arg(long)]
+    enable_ssl_passthrough: bool,
     /// Kubeconfig file [default: $KUBECONFIG, else the in-cluster service account].
     #[arg(long, value_name = "FILE")]
     kubeconfig: Option<PathBuf>,
@@ -249,7 +252,10 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
         }
         _ => None,
     };
-    // Command-line addresses win over the config's.
+    // Command-line addresses (and flags) win over the config's.
+    if args.enable_ssl_passthrough {
+        config.enable_ssl_passthrough = true;
+    }
     if let Some(addr) = args.http_addr {
         config.http_addr = addr;
     }

@@ -46,6 +46,7 @@ pub fn translate_options(
         class: class.clone(),
         metrics: config.metrics_options(),
         ingress_nginx_keys: config.ingress_nginx_keys.clone(),
+        ssl_passthrough: config.enable_ssl_passthrough,
     }
 }
 

@@ -195,7 +195,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("session-cookie-samesite", Unsupported(AFFINITY)),
     key("session-cookie-secure", Unsupported(AFFINITY)),
     key("ssl-ciphers", Unsupported("sluice's TLS (rustls) offers a fixed set of modern cipher suites")),
-    key("ssl-passthrough", Unsupported(TLS_TO_PODS)),
+    key("ssl-passthrough", Differs("with --enable-ssl-passthrough (or enable-ssl-passthrough: true), as ingress-nginx; exact hosts only, the first Ingress to claim a host")),
     key("ssl-prefer-server-ciphers", NoEffect("rustls offers only strong suites; the order does not weaken anything")),
     key("ssl-redirect", Supported),
     key("stream-snippet", Unsupported("TCP stream configuration; sluice proxies HTTP (an access directive in it fails closed)")),

@@ -106,6 +106,9 @@ pub struct Config {
     /// The default of the `force-ssl-redirect` annotation: every plain HTTP
     /// request gets a 308 to HTTPS.
     pub force_ssl_redirect: bool,
+    /// Honour `ssl-passthrough` annotations (ingress-nginx's
+    /// `--enable-ssl-passthrough`; also a command-line flag here).
+    pub enable_ssl_passthrough: bool,
 
     #[serde(with = "units::duration")]
     pub proxy_connect_timeout: Duration,
@@ -319,6 +322,7 @@ impl Default for Config {
             hsts_preload: false,
             ssl_redirect: true,
             force_ssl_redirect: false,
+            enable_ssl_passthrough: false,
             proxy_connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             proxy_read_timeout: DEFAULT_READ_TIMEOUT,
             proxy_send_timeout: DEFAULT_SEND_TIMEOUT,

@@ -33,8 +33,8 @@ use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
 use crate::upstream::tls::{TlsSpec, UpstreamTls};
 
 use crate::routing::{
-    Backend, BackendRef, Canary, FilterSpec, Filters, HostKey, HostRoutes, IngressRef, Protocol,
-    Route, RoutingTable, TableStats,
+    Backend, BackendRef, Canary, FilterSpec, Filters, HostKey, HostRoutes, IngressRef, Passthrough,
+    Protocol, Route, RoutingTable, TableStats,
 };
 
 mod class;
@@ -71,6 +71,8 @@ pub struct TranslateOptions {
     /// The config file's ingress-nginx keys without a sluice counterpart:
     /// warnings, and a 403 on every route for one that fails closed.
     pub ingress_nginx_keys: Vec<ForeignKey>,
+    /// Honour `ssl-passthrough` (`--enable-ssl-passthrough`).
+    pub ssl_passthrough: bool,
 }
 
 /// What `translate` produced.
@@ -295,6 +297,9 @@ struct Builder<'a> {
     deny_all: Option<Arc<str>>,
     /// TLS settings for pods, made once per identity in a build.
     upstream_tls: HashMap<TlsSpec, Arc<UpstreamTls>>,
+    /// Honour `ssl-passthrough`; the hosts claimed so far.
+    ssl_passthrough: bool,
+    passthrough: HashMap<String, Passthrough>,
 }
 
 impl<'a> Builder<'a> {
@@ -320,6 +325,8 @@ impl<'a> Builder<'a> {
             warnings: Vec::new(),
             deny_all: None,
             upstream_tls: HashMap::new(),
+            ssl_passthrough: options.ssl_passthrough,
+            passthrough: HashMap::new(),
         }
     }
 
@@ -375,6 +382,9 @@ impl<'a> Builder<'a> {
                 &backend.name.service,
                 false,
             );
+            if parsed.ssl_passthrough {
+                self.add_passthrough(&path.host, &backend, &parsed.policy, object, target.field);
+            }
             let route = route_to(backend, metrics, &path.host);
             let routes = self.hosts.entry(path.host.clone()).or_default();
             if let Err(owner) = routes.insert(path.kind, &path.path, route) {
@@ -680,6 +690,7 @@ impl<'a> Builder<'a> {
             .retained
             .request_metrics(("", "", "", false), self.metrics_options);
         table.tls = self.certs;
+        table.passthrough = self.passthrough;
         (table, self.warnings)
     }
 }

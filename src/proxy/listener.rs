@@ -10,6 +10,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 
+use super::passthrough;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
@@ -165,6 +166,19 @@ pub async fn serve(
                     serve_connection(stream, builder, proxy, info, close, idle).await
                 }
                 Some(acceptor) => {
+                    // SSL passthrough: only when some host asks for it, the
+                    // ClientHello's name is peeked (never read).
+                    if !proxy.table.load().passthrough.is_empty() {
+                        let name = passthrough::peek_server_name(&stream, HANDSHAKE_TIMEOUT).await;
+                        let table = proxy.table.load();
+                        if let Some(to) = name.and_then(|name| table.passthrough.get(&name)) {
+                            let to = to.clone();
+                            drop(table);
+                            info.count_as(Downstream::Tls);
+                            passthrough::splice(stream, to).await;
+                            return;
+                        }
+                    }
                     let Some(stream) = handshake(acceptor, stream, peer).await else {
                         return;
                     };

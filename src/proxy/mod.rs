@@ -19,6 +19,7 @@ mod filters;
 mod forward;
 mod headers;
 pub mod listener;
+pub mod passthrough;
 pub mod pipeline;
 pub mod proxy_protocol;
 pub mod tls;

@@ -353,9 +353,20 @@ pub struct RoutingTable {
     backends: HashMap<(String, String), Vec<Arc<Backend>>>,
     /// Certificates by host, for the TLS listener.
     pub tls: TlsCerts,
+    /// SSL passthrough hosts (lowercased): their connections go, TLS and
+    /// all, to a pod of this backend.
+    pub passthrough: HashMap<String, Passthrough>,
     /// Counts requests no route takes (no Host, no match), under empty labels.
     pub unrouted: Arc<RequestMetrics>,
     pub stats: TableStats,
+}
+
+/// An SSL passthrough host's backend, and how its pods are picked and reached.
+#[derive(Debug, Clone)]
+pub struct Passthrough {
+    pub backend: Arc<Backend>,
+    pub balance: Arc<BalancePolicy>,
+    pub connect_timeout: Duration,
 }
 
 /// Where to insert rules while building a table.

@@ -17,7 +17,11 @@ const NGINX: &str = "nginx.ingress.kubernetes.io/";
 /// A pod's TLS: its certificate for `web.default.svc`, and the CA whose
 /// client certificates it requires, if any.
 fn pod_tls(pki: &Pki, client_ca: Option<&Pki>) -> rustls::ServerConfig {
-    let (cert, key, _) = pki.leaf(&["web.default.svc"]);
+    pod_tls_for(pki, &["web.default.svc"], client_ca)
+}
+
+fn pod_tls_for(pki: &Pki, names: &[&str], client_ca: Option<&Pki>) -> rustls::ServerConfig {
+    let (cert, key, _) = pki.leaf(names);
     let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
@@ -281,4 +285,70 @@ async fn service_upstream_goes_to_the_cluster_ip() {
         .await
         .unwrap();
     assert_eq!(reply.upstream(), "pod");
+}
+
+/// `ssl-passthrough` with `enable-ssl-passthrough`: a client verifying the
+/// pod's own certificate reaches the pod through sluice, TLS untouched; other
+/// names are terminated by sluice as usual.
+#[tokio::test]
+async fn ssl_passthrough_splices_to_the_pod() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let pki = Pki::new();
+    let pod = start_tls_upstream(
+        "passthrough-pod",
+        pod_tls_for(&pki, &["pass.example"], None),
+    )
+    .await;
+    let manifests = Manifests::new();
+    let passthrough = format!("{NGINX}ssl-passthrough");
+    manifests.write(
+        "apps.yaml",
+        &(service_yaml("web", &[pod.addr])
+            + &ingress_yaml(
+                "pass",
+                Some("pass.example"),
+                &[(&passthrough, "true")],
+                &[("/", "Prefix", "web")],
+            )
+            + &ingress_yaml(
+                "plain",
+                Some("terminated.example"),
+                &[],
+                &[("/", "Prefix", "web")],
+            )),
+    );
+    let sluice = start_sluice(manifests.path(), "enable-ssl-passthrough: true").await;
+    let connect = |name: &'static str| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(pki.ca_der.clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let addr = sluice.https_addr;
+        async move {
+            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let server = rustls::pki_types::ServerName::try_from(name).unwrap();
+            tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(server, tcp)
+                .await
+        }
+    };
+    let mut tls = connect("pass.example")
+        .await
+        .expect("the pod's own certificate, through sluice");
+    tls.write_all(b"GET /through HTTP/1.1\r\nhost: pass.example\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tls.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("passthrough-pod") && answer.contains("/through"),
+        "{answer}"
+    );
+    // Another name: sluice terminates (its own certificate, which this client does not trust).
+    assert!(connect("terminated.example").await.is_err());
 }

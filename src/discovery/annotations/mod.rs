@@ -65,6 +65,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "proxy-ssl-server-name",
     "service-upstream",
     "proxy-http-version",
+    "ssl-passthrough",
 ];
 
 /// nginx snippets, interpreted by `snippets`.
@@ -138,6 +139,8 @@ pub struct IngressAnnotations {
     pub upstream_tls: Option<UpstreamTlsAnnotations>,
     /// `service-upstream: "true"`: to the Service's ClusterIP, not its pods.
     pub service_upstream: bool,
+    /// `ssl-passthrough: "true"`: TLS connections for its hosts go to the pods.
+    pub ssl_passthrough: bool,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -210,6 +213,7 @@ impl IngressAnnotations {
                 },
                 "secure-backends" => tls.secure_backends |= parse_bool(value).map_err(invalid)?,
                 "service-upstream" => parsed.service_upstream = parse_bool(value).map_err(invalid)?,
+                "ssl-passthrough" => parsed.ssl_passthrough = parse_bool(value).map_err(invalid)?,
                 // sluice speaks HTTP/1.1 to pods; 1.0 would only lose keep-alive.
                 "proxy-http-version" => match value.trim() {
                     "1.1" => {}

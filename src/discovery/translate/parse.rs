@@ -56,6 +56,8 @@ pub(super) struct ParsedIngress {
     pub(super) deny: Option<Arc<str>>,
     /// Its snippets, compiled.
     pub(super) edits: Option<Arc<Edits>>,
+    /// `ssl-passthrough`.
+    pub(super) ssl_passthrough: bool,
 }
 
 impl ParsedIngress {
@@ -152,6 +154,7 @@ pub(super) fn parse_ingress(
         notices: Vec::new(),
         deny: None,
         edits: None,
+        ssl_passthrough: false,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -187,6 +190,7 @@ pub(super) fn parse_ingress(
         format!("403 Forbidden: this Ingress uses {key}, which sluice does not support and which grants or restricts access; denied\n").into()
     });
     parsed.edits = annotations.edits.clone();
+    parsed.ssl_passthrough = annotations.ssl_passthrough;
     parsed.policy = annotations.policy(defaults);
     parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(defaults.ssl_redirect);
     parsed.canary = annotations.canary.clone();

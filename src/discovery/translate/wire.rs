@@ -1,11 +1,14 @@
 //! How a backend's pods are spoken to: TLS settings made from the
-//! annotations and the Secret they name, once per identity in a build.
+//! annotations and the Secret they name, once per identity in a build; and
+//! SSL passthrough hosts, whose connections go to the pods TLS and all.
 
 use std::sync::Arc;
 
+use super::parse::Field;
 use super::Builder;
 use crate::discovery::annotations::UpstreamTlsAnnotations;
-use crate::routing::{BackendRef, Protocol};
+use crate::discovery::ObjectRef;
+use crate::routing::{Backend, BackendRef, HostKey, Passthrough, Protocol, RoutePolicy};
 use crate::upstream::tls::{TlsSpec, UpstreamTls};
 
 impl Builder<'_> {
@@ -42,5 +45,42 @@ impl Builder<'_> {
         let made = Arc::new(UpstreamTls::new(spec.clone())?);
         self.upstream_tls.insert(spec, made.clone());
         Ok(Protocol::Tls(made))
+    }
+}
+
+impl Builder<'_> {
+    /// `ssl-passthrough` for one rule's host: the first Ingress to claim an
+    /// exact host gets its connections (the host's owner: `add` checked it).
+    pub(super) fn add_passthrough(
+        &mut self,
+        host: &HostKey,
+        backend: &Arc<Backend>,
+        policy: &RoutePolicy,
+        object: &ObjectRef,
+        field: Field,
+    ) {
+        if !self.ssl_passthrough {
+            let message = "ssl-passthrough needs --enable-ssl-passthrough (as in ingress-nginx); TLS is terminated as usual".to_owned();
+            self.warn(Some((object, field)), "passthrough-disabled", message);
+            return;
+        }
+        let HostKey::Exact(name) = host else {
+            let message = format!(
+                "ssl-passthrough needs an exact host, not {host}; TLS is terminated as usual"
+            );
+            self.warn(Some((object, field)), "passthrough-refused", message);
+            return;
+        };
+        if self.passthrough.contains_key(name) {
+            return;
+        }
+        self.passthrough.insert(
+            name.clone(),
+            Passthrough {
+                backend: backend.clone(),
+                balance: policy.balance.clone(),
+                connect_timeout: policy.connect_timeout,
+            },
+        );
     }
 }
