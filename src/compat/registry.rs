@@ -106,7 +106,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("auth-tls-verify-depth", FailsClosed(AUTH)),
     key("auth-type", FailsClosed(AUTH)),
     key("auth-url", FailsClosed(AUTH)),
-    key("backend-protocol", Differs("HTTP, HTTPS (HTTP/1.1 over TLS, as nginx), GRPC, GRPCS (HTTP/2 over TLS), and sluice's H2C; AUTO_HTTP and FCGI skip the Ingress with a warning")),
+    key("backend-protocol", Differs("HTTP, HTTPS (HTTP/2 when the pod offers it by ALPN, else HTTP/1.1, which is all nginx speaks), GRPC, GRPCS (HTTP/2 over TLS), and sluice's H2C; AUTO_HTTP and FCGI skip the Ingress with a warning")),
     key("canary", Supported),
     key("canary-by-cookie", Supported),
     key("canary-by-header", Supported),

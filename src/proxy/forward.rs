@@ -282,6 +282,14 @@ fn send<'a>(
                 }
             }
             Conn::H2(mut sender) => {
+                // An `HTTPS` backend whose pod chose HTTP/2: the request was
+                // made for HTTP/1.1.
+                let mut request = request;
+                if request.version() != http::Version::HTTP_2 {
+                    if let Err(error) = into_h2(&mut request) {
+                        return Err((error, Leftover::Unsent(request)));
+                    }
+                }
                 if let Err(error) = sender.ready().await {
                     return Err((ProxyError::Upstream(error), Leftover::Unsent(request)));
                 }
@@ -293,4 +301,29 @@ fn send<'a>(
             }
         }
     }
+}
+
+/// An HTTP/1.1-form request into HTTP/2 form, in place: `https`, and the
+/// `Host` as `:authority`.
+fn into_h2(request: &mut Request<RequestBody>) -> Result<(), ProxyError> {
+    let authority = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .ok_or(ProxyError::BadRequest("invalid host"))?;
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(http::uri::Scheme::HTTPS);
+    uri.authority = Some(authority);
+    uri.path_and_query = Some(
+        request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+    );
+    *request.uri_mut() =
+        Uri::from_parts(uri).map_err(|_| ProxyError::BadRequest("invalid request target"))?;
+    *request.version_mut() = http::Version::HTTP_2;
+    request.headers_mut().remove(http::header::HOST);
+    Ok(())
 }

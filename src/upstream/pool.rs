@@ -4,9 +4,10 @@
 //! `upstream-keepalive-connections`, each closed after `upstream-keepalive-timeout`
 //! idle or `upstream-keepalive-requests` uses, as nginx's `keepalive` does.
 //! h2c: one multiplexed connection per endpoint, re-established when it closes.
-//! TLS (`upstream::tls`): HTTP/1.1 connections (hyper's client) kept the same
-//! way, each reused once its previous answer is read; `GRPCS`: one multiplexed
-//! HTTP/2 connection, as h2c. rustls resumes sessions across connections.
+//! TLS (`upstream::tls`): when the pod chooses HTTP/2 by ALPN (always for
+//! `GRPCS`), one multiplexed connection, as h2c; else HTTP/1.1 connections
+//! (hyper's client), each reused once its previous answer is read. rustls
+//! resumes sessions across connections.
 //!
 //! An HTTP/1.1 connection goes back to the pool when its response body has been
 //! read to the end (`h1::H1Body`); a connection whose response was abandoned
@@ -147,13 +148,19 @@ impl Pool {
                 Ok((Conn::H2(sender), Some(started.elapsed())))
             }
             Protocol::Tls(tls) => {
+                if let Some(sender) = self.shared_h2() {
+                    return Ok((Conn::H2(sender), None));
+                }
                 if let Some(sender) = self.ready_sender() {
                     return Ok((Conn::Tls1(sender), None));
                 }
                 let started = Instant::now();
-                let sender =
-                    Box::pin(self.connect_tls1(connect_timeout, send_timeout, tls)).await?;
-                Ok((Conn::Tls1(sender), Some(started.elapsed())))
+                let conn = Box::pin(self.connect_https(connect_timeout, send_timeout, tls)).await?;
+                if let Conn::H2(sender) = &conn {
+                    *self.shared.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some(sender.clone());
+                }
+                Ok((conn, Some(started.elapsed())))
             }
         }
     }
@@ -201,13 +208,20 @@ impl Pool {
         }
     }
 
-    async fn connect_tls1(
+    /// `HTTPS`: HTTP/2 when the pod offers it (one multiplexed connection,
+    /// kept), else HTTP/1.1.
+    async fn connect_https(
         &self,
         connect_timeout: Duration,
         send_timeout: Duration,
         tls: &super::tls::UpstreamTls,
-    ) -> Result<http1::SendRequest<RequestBody>, ProxyError> {
+    ) -> Result<Conn, ProxyError> {
+        let deadline = Instant::now() + connect_timeout;
         let stream = self.connect_tls(connect_timeout, send_timeout, tls).await?;
+        if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+            let sender = h2_handshake(self.addr, TokioIo::new(stream), deadline).await?;
+            return Ok(Conn::H2(sender));
+        }
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -221,7 +235,7 @@ impl Pool {
             Upstream::Http1.closed();
         });
         tracing::debug!(%addr, "new upstream TLS connection");
-        Ok(sender)
+        Ok(Conn::Tls1(sender))
     }
 
     /// A new HTTP/1.1 connection, bypassing the idle list (also used to retry a

@@ -29,7 +29,7 @@ pub struct TlsSpec {
     pub name: String,
     /// `proxy-ssl-server-name: on`: send `name` as SNI.
     pub sni: bool,
-    /// `GRPCS`: HTTP/2 only; else HTTP/1.1, as nginx speaks to HTTPS upstreams.
+    /// `GRPCS`: HTTP/2 only; else HTTP/2 or HTTP/1.1, by ALPN.
     pub h2: bool,
 }
 
@@ -100,10 +100,11 @@ impl UpstreamTls {
             None => builder.with_no_client_auth(),
         };
         config.enable_sni = spec.sni;
+        // `GRPCS`: HTTP/2 only. `HTTPS`: HTTP/2 or HTTP/1.1, as the pod chooses.
         config.alpn_protocols = if spec.h2 {
             vec![b"h2".to_vec()]
         } else {
-            vec![b"http/1.1".to_vec()]
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         };
         let server_name = ServerName::try_from(spec.name.clone())
             .map_err(|_| format!("{:?} is not a server name", spec.name))?;

@@ -100,7 +100,10 @@ fn key(name: &str, value: &str) -> (String, String) {
 #[tokio::test]
 async fn an_https_pod_is_reached_without_verification_by_default() {
     let pki = Pki::new();
-    let pod = start_tls_upstream("tls-pod", pod_tls(&pki, None)).await;
+    // A pod that speaks only HTTP/1.1 (another, below, offers HTTP/2 too).
+    let mut h1_only = pod_tls(&pki, None);
+    h1_only.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let pod = start_tls_upstream("tls-pod", h1_only).await;
     let (_m, sluice) = serve(
         &pod,
         "",
@@ -119,10 +122,7 @@ async fn an_https_pod_is_reached_without_verification_by_default() {
         assert_eq!(reply.status, StatusCode::OK, "{host}: {}", reply.text());
         let seen = reply.json();
         assert_eq!(seen["upstream"], "tls-pod");
-        assert_eq!(
-            seen["version"], "HTTP/1.1",
-            "HTTPS speaks HTTP/1.1, as nginx"
-        );
+        assert_eq!(seen["version"], "HTTP/1.1", "the pod offers only HTTP/1.1");
         assert_eq!(seen["uri"], "/a?b=c");
         assert_eq!(seen["headers"]["host"][0], host);
     }
@@ -351,4 +351,25 @@ async fn ssl_passthrough_splices_to_the_pod() {
     );
     // Another name: sluice terminates (its own certificate, which this client does not trust).
     assert!(connect("terminated.example").await.is_err());
+}
+
+/// `HTTPS` to a pod that offers HTTP/2 by ALPN: HTTP/2, with the routed host
+/// as `:authority`.
+#[tokio::test]
+async fn https_uses_http2_when_the_pod_offers_it() {
+    let pki = Pki::new();
+    let pod = start_tls_upstream("h2-tls-pod", pod_tls(&pki, None)).await;
+    let (_m, sluice) = serve(
+        &pod,
+        "",
+        &[("https.example", vec![key("backend-protocol", "HTTPS")])],
+    )
+    .await;
+    let reply = send(&client(), get(sluice.http_addr, "https.example", "/x?y=1"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let seen = reply.json();
+    assert_eq!(seen["version"], "HTTP/2.0");
+    assert_eq!(seen["uri"], "https://https.example/x?y=1");
 }

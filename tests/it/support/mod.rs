@@ -90,10 +90,13 @@ pub async fn start_upstream(name: &str) -> Upstream {
     start_upstream_at(name, "127.0.0.1:0").await
 }
 
-/// A fake pod that speaks TLS with this server config (HTTP/1.1 and h2 by ALPN).
+/// A fake pod that speaks TLS with this server config (HTTP/1.1 and h2 by
+/// ALPN, unless the config names its protocols).
 pub async fn start_tls_upstream(name: &str, config: rustls::ServerConfig) -> Upstream {
     let mut config = config;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    if config.alpn_protocols.is_empty() {
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    }
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     start_upstream_on_listener(name, "127.0.0.1:0", Some(acceptor)).await
 }
