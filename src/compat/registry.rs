@@ -61,7 +61,7 @@ const fn key(name: &'static str, status: Status) -> Key {
 // Shared notes.
 const STREAMS: &str = "sluice streams bodies to and from pods; nginx's buffers have no counterpart";
 const NGINX_INTERNAL: &str = "an nginx internal; sluice has no counterpart to tune";
-const TLS_TO_PODS: &str = "TLS to pods comes with the upstream TLS work (issue #19)";
+const GLOBAL_FORM: &str = "the annotation is supported; this global form is not yet";
 const ROUTING: &str = "comes with the routing and rewriting work (issue #20)";
 const ACCESS: &str = "access control comes with issue #21; until then, fails closed";
 const AUTH: &str = "authentication comes with issue #21; until then, fails closed";
@@ -172,13 +172,13 @@ pub const ANNOTATIONS: &[Key] = &[
     key("proxy-redirect-to", Unsupported(ROUTING)),
     key("proxy-request-buffering", NoEffect(STREAMS)),
     key("proxy-send-timeout", Supported),
-    key("proxy-ssl-ciphers", Unsupported(TLS_TO_PODS)),
+    key("proxy-ssl-ciphers", Differs("rustls offers a fixed set of modern suites: DEFAULT is accepted, any other list warns and is ignored")),
     key("proxy-ssl-name", Differs("without it, the name verified is the Service's cluster DNS name (SERVICE.NAMESPACE.svc); ingress-nginx's default names no certificate")),
-    key("proxy-ssl-protocols", Unsupported(TLS_TO_PODS)),
+    key("proxy-ssl-protocols", Differs("TLSv1.2 and TLSv1.3 as listed; older versions, which rustls does not speak, warn")),
     key("proxy-ssl-secret", Differs("a Secret of the Ingress's own namespace only (ingress-nginx's default without allow-cross-namespace-resources); in a cluster, a kubernetes.io/tls Secret (ca.crt, tls.crt, tls.key), as cert-manager writes them")),
     key("proxy-ssl-server-name", Supported),
     key("proxy-ssl-verify", Supported),
-    key("proxy-ssl-verify-depth", Unsupported(TLS_TO_PODS)),
+    key("proxy-ssl-verify-depth", Differs("rustls verifies whole chains: the default 1 is accepted, any other depth warns and is ignored")),
     key("rewrite-target", Unsupported(ROUTING)),
     key("satisfy", FailsClosed(ACCESS)),
     key("secure-backends", Differs("removed from ingress-nginx; read as backend-protocol: HTTPS, which wins when both are set")),
@@ -357,7 +357,7 @@ pub const CONFIGMAP: &[Key] = &[
     key("proxy-request-buffering", NoEffect(STREAMS)),
     key("proxy-send-timeout", Supported),
     key("proxy-set-headers", Unsupported(ROUTING)),
-    key("proxy-ssl-location-only", Unsupported(TLS_TO_PODS)),
+    key("proxy-ssl-location-only", Unsupported(GLOBAL_FORM)),
     key("proxy-stream-next-upstream", NoEffect("sluice proxies HTTP only")),
     key("proxy-stream-next-upstream-timeout", NoEffect("sluice proxies HTTP only")),
     key("proxy-stream-next-upstream-tries", NoEffect("sluice proxies HTTP only")),
@@ -370,7 +370,7 @@ pub const CONFIGMAP: &[Key] = &[
     key("server-name-hash-max-size", NoEffect(NGINX_INTERNAL)),
     key("server-snippet", Unsupported("server-level nginx configuration for every host (an access directive in it fails closed)")),
     key("server-tokens", NoEffect("sluice adds no Server header of its own")),
-    key("service-upstream", Unsupported(TLS_TO_PODS)),
+    key("service-upstream", Unsupported(GLOBAL_FORM)),
     key("skip-access-log-urls", Unsupported("use the enable-access-log annotation")),
     key("ssl-buffer-size", NoEffect(NGINX_INTERNAL)),
     key("ssl-ciphers", Unsupported("sluice's TLS (rustls) offers a fixed set of modern cipher suites")),

@@ -31,6 +31,10 @@ pub struct TlsSpec {
     pub sni: bool,
     /// `GRPCS`: HTTP/2 only; else HTTP/2 or HTTP/1.1, by ALPN.
     pub h2: bool,
+    /// `proxy-ssl-protocols`: TLS 1.2 and 1.3 may be turned off (both on by
+    /// default, as ingress-nginx); older versions rustls does not speak.
+    pub no_tls12: bool,
+    pub no_tls13: bool,
 }
 
 /// A backend's client TLS, made once per identity.
@@ -71,8 +75,15 @@ impl Hash for UpstreamTls {
 impl UpstreamTls {
     pub fn new(spec: TlsSpec) -> Result<UpstreamTls, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut versions = Vec::new();
+        if !spec.no_tls13 {
+            versions.push(&rustls::version::TLS13);
+        }
+        if !spec.no_tls12 {
+            versions.push(&rustls::version::TLS12);
+        }
         let builder = ClientConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
+            .with_protocol_versions(&versions)
             .map_err(|e| e.to_string())?;
         let builder = if spec.verify {
             let mut roots = RootCertStore::empty();

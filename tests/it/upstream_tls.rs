@@ -373,3 +373,52 @@ async fn https_uses_http2_when_the_pod_offers_it() {
     assert_eq!(seen["version"], "HTTP/2.0");
     assert_eq!(seen["uri"], "https://https.example/x?y=1");
 }
+
+/// `proxy-ssl-protocols: TLSv1.3` against a pod that speaks only TLS 1.2:
+/// the handshake fails (502), so the setting is really applied; the older
+/// versions in the list warn.
+#[tokio::test]
+async fn proxy_ssl_protocols_apply_what_rustls_speaks() {
+    let pki = Pki::new();
+    let (cert, key_pem, _) = pki.leaf(&["web.default.svc"]);
+    let chain = CertificateDer::pem_slice_iter(cert.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let tls12_only = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS12])
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            chain,
+            PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+    let pod = start_tls_upstream("tls12-pod", tls12_only).await;
+    let (_m, sluice) = serve(
+        &pod,
+        "",
+        &[
+            (
+                "new.example",
+                vec![
+                    key("backend-protocol", "HTTPS"),
+                    key("proxy-ssl-protocols", "TLSv1.1 TLSv1.3"),
+                ],
+            ),
+            ("both.example", vec![key("backend-protocol", "HTTPS")]),
+        ],
+    )
+    .await;
+    let http = client();
+    let reply = send(&http, get(sluice.http_addr, "new.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    let reply = send(&http, get(sluice.http_addr, "both.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    let warnings = admin_text(&sluice, "/api/warnings").await;
+    assert!(warnings.contains("TLSv1.1 not spoken"), "{warnings}");
+}

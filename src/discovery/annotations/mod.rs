@@ -66,6 +66,9 @@ pub const KNOWN_KEYS: &[&str] = &[
     "service-upstream",
     "proxy-http-version",
     "ssl-passthrough",
+    "proxy-ssl-protocols",
+    "proxy-ssl-ciphers",
+    "proxy-ssl-verify-depth",
 ];
 
 /// nginx snippets, interpreted by `snippets`.
@@ -157,6 +160,9 @@ pub struct UpstreamTlsAnnotations {
     pub name: Option<String>,
     /// `proxy-ssl-server-name: on` (off by default).
     pub sni: bool,
+    /// `proxy-ssl-protocols` without `TLSv1.2` / `TLSv1.3`.
+    pub no_tls12: bool,
+    pub no_tls13: bool,
 }
 
 impl IngressAnnotations {
@@ -213,6 +219,35 @@ impl IngressAnnotations {
                 },
                 "secure-backends" => tls.secure_backends |= parse_bool(value).map_err(invalid)?,
                 "service-upstream" => parsed.service_upstream = parse_bool(value).map_err(invalid)?,
+                "proxy-ssl-protocols" => {
+                    // What rustls can speak applies; older versions warn.
+                    let words: Vec<&str> = value.split_whitespace().collect();
+                    tls.spec.no_tls12 = !words.contains(&"TLSv1.2");
+                    tls.spec.no_tls13 = !words.contains(&"TLSv1.3");
+                    if tls.spec.no_tls12 && tls.spec.no_tls13 {
+                        return Err(invalid(format!("{value:?}: sluice speaks TLSv1.2 and TLSv1.3 only")));
+                    }
+                    let older: Vec<&str> = words
+                        .iter()
+                        .filter(|w| !["TLSv1.2", "TLSv1.3"].contains(w))
+                        .copied()
+                        .collect();
+                    if !older.is_empty() {
+                        parsed.notices.push(Notice {
+                            key: full_key.to_owned(),
+                            reason: "annotation-differs",
+                            message: format!("{full_key}: {} not spoken by sluice (rustls); the rest applies", older.join(", ")),
+                        });
+                    }
+                }
+                // The defaults say nothing; anything else is beyond rustls.
+                "proxy-ssl-ciphers" | "proxy-ssl-verify-depth"
+                    if matches!(value.trim(), "DEFAULT" | "1") => {}
+                "proxy-ssl-ciphers" | "proxy-ssl-verify-depth" => parsed.notices.push(Notice {
+                    key: full_key.to_owned(),
+                    reason: "annotation-differs",
+                    message: format!("{full_key}: rustls offers a fixed set of modern cipher suites and verifies whole chains; {value:?} is ignored"),
+                }),
                 "ssl-passthrough" => parsed.ssl_passthrough = parse_bool(value).map_err(invalid)?,
                 // sluice speaks HTTP/1.1 to pods; 1.0 would only lose keep-alive.
                 "proxy-http-version" => match value.trim() {

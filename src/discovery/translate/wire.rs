@@ -23,6 +23,8 @@ impl Builder<'_> {
             verify: tls.verify,
             sni: tls.sni,
             h2: tls.h2,
+            no_tls12: tls.no_tls12,
+            no_tls13: tls.no_tls13,
             // ingress-nginx verifies against `proxy_ssl_name`, whose default
             // (the upstream's internal name) no certificate carries; the
             // Service's cluster DNS name is one a pod's certificate does.
