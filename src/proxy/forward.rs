@@ -163,6 +163,26 @@ impl Replay {
     }
 }
 
+/// HTTP/1.1 over TLS (hyper's client): the sender goes back to the pool as
+/// soon as the answer's head is in, to be reused once the answer is read.
+async fn send_tls1(
+    mut sender: hyper::client::conn::http1::SendRequest<RequestBody>,
+    request: Request<RequestBody>,
+    read_timeout: std::time::Duration,
+    endpoint: &Endpoint,
+) -> Attempt {
+    if let Err(error) = sender.ready().await {
+        return Err((ProxyError::Upstream(error), Leftover::Unsent(request)));
+    }
+    let answer = tokio::time::timeout(read_timeout, sender.send_request(request)).await;
+    endpoint.state.pool().checkin_sender(sender);
+    match answer {
+        Ok(Ok(response)) => Ok(response.map(FromUpstream::Hyper)),
+        Ok(Err(error)) => Err((ProxyError::from_upstream(error), Leftover::Lost)),
+        Err(_) => Err((ProxyError::ReadTimeout, Leftover::Lost)),
+    }
+}
+
 /// What is left of the request after a failed attempt.
 enum Leftover {
     /// Nothing: its body went out, or went with the exchange.
@@ -268,18 +288,9 @@ fn send<'a>(
                     Err((error, body)) => Err((error, leftover(head, body))),
                 }
             }
-            Conn::Tls1(mut sender) => {
-                if let Err(error) = sender.ready().await {
-                    return Err((ProxyError::Upstream(error), Leftover::Unsent(request)));
-                }
-                let answer = tokio::time::timeout(read_timeout, sender.send_request(request)).await;
-                // Reused for the next request once this answer has been read.
-                state.pool().checkin_sender(sender);
-                match answer {
-                    Ok(Ok(response)) => Ok(response.map(FromUpstream::Hyper)),
-                    Ok(Err(error)) => Err((ProxyError::from_upstream(error), Leftover::Lost)),
-                    Err(_) => Err((ProxyError::ReadTimeout, Leftover::Lost)),
-                }
+            // Boxed: its futures would otherwise enlarge every request's state.
+            Conn::Tls1(sender) => {
+                Box::pin(send_tls1(sender, request, read_timeout, endpoint)).await
             }
             Conn::H2(mut sender) => {
                 // An `HTTPS` backend whose pod chose HTTP/2: the request was
