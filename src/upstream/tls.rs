@@ -13,6 +13,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
@@ -90,7 +91,7 @@ impl UpstreamTls {
             let Some(ca) = &spec.ca else {
                 return Err("proxy-ssl-verify is on but proxy-ssl-secret holds no ca.crt".into());
             };
-            for cert in rustls_pemfile_certs(ca)? {
+            for cert in pem_certificates(ca)? {
                 roots.add(cert).map_err(|e| format!("ca.crt: {e}"))?;
             }
             builder.with_root_certificates(roots)
@@ -101,7 +102,7 @@ impl UpstreamTls {
         };
         let mut config = match &spec.client {
             Some((cert, key)) => {
-                let chain = rustls_pemfile_certs(cert)?;
+                let chain = pem_certificates(cert)?;
                 let key =
                     PrivateKeyDer::from_pem_slice(key).map_err(|e| format!("tls.key: {e}"))?;
                 builder
@@ -130,8 +131,8 @@ impl UpstreamTls {
     }
 }
 
-fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    use rustls::pki_types::pem::PemObject;
+/// Every certificate in a PEM text; at least one.
+fn pem_certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("certificate PEM: {e}"))?;
@@ -140,8 +141,6 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, Stri
     }
     Ok(certs)
 }
-
-use rustls::pki_types::pem::PemObject as _;
 
 /// `proxy-ssl-verify: off`, ingress-nginx's default: any certificate is
 /// accepted, but the handshake's signatures are still checked, so the
