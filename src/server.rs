@@ -111,6 +111,10 @@ impl Server {
             publisher.clone(),
             stop_background.clone(),
         ));
+        tokio::spawn(crate::discovery::resolve::run(
+            publisher.clone(),
+            stop_background.clone(),
+        ));
 
         // The file as it was at start (before command-line overrides), to tell
         // what a reload changed.

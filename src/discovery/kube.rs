@@ -383,6 +383,7 @@ impl Store {
             endpoint_slices: collect(&self.slices, &allowed),
             secrets: collect(&self.secrets, &allowed),
             sources: HashMap::new(),
+            resolved: Default::default(),
         }
     }
 }

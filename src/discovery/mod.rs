@@ -9,6 +9,7 @@ pub mod annotations;
 pub mod events;
 pub mod kube;
 pub mod manifests;
+pub mod resolve;
 pub mod retained;
 pub mod slice;
 pub mod status;
@@ -110,6 +111,9 @@ pub struct Snapshot {
     pub secrets: Vec<Arc<Secret>>,
     /// The manifests file each object came from, so warnings can name it.
     pub sources: HashMap<ObjectRef, Arc<str>>,
+    /// ExternalName targets and their addresses, resolved in the background
+    /// (`resolve`); the publisher adds them to every snapshot.
+    pub resolved: Arc<std::collections::BTreeMap<String, Vec<std::net::IpAddr>>>,
 }
 
 /// `Kind namespace/name`.
@@ -184,6 +188,8 @@ struct PublisherState {
     ours: Vec<ObjectRef>,
     /// Every warning reason seen, so a reason that went away reports 0.
     warning_reasons: BTreeSet<&'static str>,
+    /// ExternalName targets' addresses (`resolve`), added to every snapshot.
+    resolved: Arc<std::collections::BTreeMap<String, Vec<std::net::IpAddr>>>,
 }
 
 fn record_swap(
@@ -261,8 +267,43 @@ impl Publisher {
         // Held to the end: publishes from several tasks (sources, config reloads)
         // must not swap their tables in out of order.
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut snapshot = snapshot.clone();
+        snapshot.resolved = state.resolved.clone();
         state.last = Some((snapshot.clone(), source_warnings.to_vec()));
-        self.build_and_swap(&mut state, snapshot, source_warnings)
+        self.build_and_swap(&mut state, &snapshot, source_warnings)
+    }
+
+    /// New addresses for ExternalName targets: rebuild from the last snapshot.
+    pub fn set_resolved(
+        &self,
+        resolved: Arc<std::collections::BTreeMap<String, Vec<std::net::IpAddr>>>,
+    ) {
+        let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if state.resolved == resolved {
+            return;
+        }
+        state.resolved = resolved.clone();
+        if let Some((mut snapshot, source_warnings)) = state.last.take() {
+            snapshot.resolved = resolved;
+            self.build_and_swap(&mut state, &snapshot, &source_warnings);
+            state.last = Some((snapshot, source_warnings));
+        }
+    }
+
+    /// The ExternalName targets of the last snapshot (`resolve` looks them up).
+    pub fn external_names(&self) -> BTreeSet<String> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some((snapshot, _)) = &state.last else {
+            return BTreeSet::new();
+        };
+        snapshot
+            .services
+            .iter()
+            .filter_map(|s| s.spec.as_ref())
+            .filter(|spec| spec.type_.as_deref() == Some("ExternalName"))
+            .filter_map(|spec| spec.external_name.as_deref())
+            .map(translate::external_name_key)
+            .collect()
     }
 
     /// New translate options (a reloaded config file): rebuild from the last snapshot.
@@ -374,6 +415,16 @@ impl Publisher {
     pub fn update_endpoints(&self, snapshot: &Snapshot, services: &BTreeSet<(String, String)>) {
         let started = Instant::now();
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // The source's snapshot knows nothing of resolved names: add them.
+        let with_resolved;
+        let snapshot = if state.resolved.is_empty() {
+            snapshot
+        } else {
+            let mut copy = snapshot.clone();
+            copy.resolved = state.resolved.clone();
+            with_resolved = copy;
+            &with_resolved
+        };
         if let Some((last, _)) = &mut state.last {
             // Keep the rebuild source current, or a config reload would bring back
             // the endpoints of before.

@@ -44,7 +44,7 @@ mod parse;
 mod wire;
 
 pub use class::{ClassSelection, DEFAULT_CONTROLLER_CLASS, DEFAULT_INGRESS_CLASS};
-pub use index::{update_endpoints, SERVICE_NAME_LABEL};
+pub use index::{external_name_key, update_endpoints, SERVICE_NAME_LABEL};
 
 use class::select_ours;
 use index::{endpoints_for, PodAddrs, SnapshotIndex};

@@ -422,3 +422,33 @@ async fn proxy_ssl_protocols_apply_what_rustls_speaks() {
     let warnings = admin_text(&sluice, "/api/warnings").await;
     assert!(warnings.contains("TLSv1.1 not spoken"), "{warnings}");
 }
+
+/// `type: ExternalName`: the name is resolved in the background (here
+/// `localhost`, from the hosts file) and requests go to its addresses at the
+/// Ingress's port.
+#[tokio::test]
+async fn an_external_name_service_is_resolved_and_served() {
+    let pod = start_upstream("external").await;
+    let manifests = Manifests::new();
+    let port = pod.addr.port();
+    let yaml = "---\napiVersion: v1\nkind: Service\nmetadata: {name: outside, namespace: default}\nspec:\n  type: ExternalName\n  externalName: localhost\n".to_owned()
+        + &ingress_yaml("ext", Some("ext.example"), &[], &[("/", "Prefix", "outside")])
+        .replace("port: {number: 80}", &format!("port: {{number: {port}}}"));
+    manifests.write("apps.yaml", &yaml);
+    let sluice = start_sluice(manifests.path(), "").await;
+    let http = client();
+    let addr = sluice.http_addr;
+    let served = until_status(
+        &http,
+        || get(addr, "ext.example", "/"),
+        StatusCode::OK,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        served.is_some(),
+        "the ExternalName was not resolved and served"
+    );
+    let reply = send(&http, get(addr, "ext.example", "/")).await.unwrap();
+    assert_eq!(reply.upstream(), "external");
+}

@@ -85,6 +85,8 @@ pub(super) struct SnapshotIndex<'a> {
     pub(super) secrets: HashMap<(&'a str, &'a str), &'a Secret>,
     pub(super) services: HashMap<(&'a str, &'a str), &'a Service>,
     pub(super) slices: HashMap<(&'a str, &'a str), Vec<&'a PodSlice>>,
+    /// ExternalName targets, resolved in the background (`discovery::resolve`).
+    pub(super) resolved: &'a std::collections::BTreeMap<String, Vec<std::net::IpAddr>>,
 }
 
 impl<'a> SnapshotIndex<'a> {
@@ -141,6 +143,7 @@ impl<'a> SnapshotIndex<'a> {
             secrets,
             services,
             slices,
+            resolved: &snapshot.resolved,
         }
     }
 
@@ -220,10 +223,7 @@ impl<'a> SnapshotIndex<'a> {
             .as_ref()
             .ok_or(("invalid-service", "service has no spec".to_owned()))?;
         if spec.type_.as_deref() == Some("ExternalName") {
-            return Err((
-                "unsupported-backend",
-                "ExternalName services are not supported".into(),
-            ));
+            return self.external_name(spec, backend);
         }
         let service_port = spec
             .ports
@@ -270,6 +270,54 @@ impl<'a> SnapshotIndex<'a> {
 }
 
 impl SnapshotIndex<'_> {
+    /// An ExternalName Service: the addresses its name resolved to (in the
+    /// background, never on the request path), at the port the Ingress names
+    /// (the Service's, when it lists it), refused like pods' when they must be.
+    fn external_name(
+        &self,
+        spec: &k8s_openapi::api::core::v1::ServiceSpec,
+        backend: &BackendRef,
+    ) -> Result<PodAddrs, (&'static str, String)> {
+        let name = spec
+            .external_name
+            .as_deref()
+            .map(external_name_key)
+            .ok_or((
+                "invalid-service",
+                "ExternalName Service without externalName".to_owned(),
+            ))?;
+        let port = spec
+            .ports
+            .iter()
+            .flatten()
+            .find(|p| port_matches(p, &backend.port))
+            .map(|p| p.port)
+            .or_else(|| backend.port.parse().ok())
+            .and_then(|p: i32| u16::try_from(p).ok())
+            .ok_or((
+                "service-port-not-found",
+                format!(
+                    "port {:?} is not a number the ExternalName can use",
+                    backend.port
+                ),
+            ))?;
+        let Some(ips) = self.resolved.get(&name) else {
+            return Err((
+                "external-name-unresolved",
+                format!("{name} is not resolved (yet)"),
+            ));
+        };
+        let mut addrs = Vec::new();
+        let mut refused = Vec::new();
+        for ip in ips {
+            match self.deny.refuses(*ip) {
+                None => addrs.push(SocketAddr::new(*ip, port)),
+                Some(why) => refused.push(format!("{ip} ({why})")),
+            }
+        }
+        Ok(PodAddrs { addrs, refused })
+    }
+
     /// `service-upstream`: the Service's ClusterIP and port, one address (the
     /// cluster's proxy balances behind it), refused like a pod's if it must be.
     fn service_ip(
@@ -313,4 +361,9 @@ pub(super) fn port_matches(port: &ServicePort, wanted: &str) -> bool {
 
 pub(super) fn namespace_of(meta: &ObjectMeta) -> &str {
     meta.namespace.as_deref().unwrap_or("default")
+}
+
+/// An ExternalName as resolved names are keyed: lowercase, no trailing dot.
+pub fn external_name_key(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
 }
