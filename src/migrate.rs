@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use crate::compat::registry::{self, Key};
 use crate::config::Config;
-use crate::discovery::annotations::{sluice_reads, NGINX_PREFIX, SLUICE_PREFIX};
+use crate::discovery::annotations::{sluice_reads, split_key};
 use crate::discovery::{translate, ClassSelection, LastGood, Retained, Snapshot, Warning};
 use crate::reload::translate_options;
 
@@ -247,10 +247,7 @@ fn short(warning: &Warning) -> String {
 fn annotation_reports(annotations: &BTreeMap<String, String>) -> Vec<KeyReport> {
     let mut reports = Vec::new();
     for key in annotations.keys() {
-        let Some((prefix, name)) = [SLUICE_PREFIX, NGINX_PREFIX]
-            .into_iter()
-            .find_map(|p| key.strip_prefix(p).map(|name| (p, name)))
-        else {
+        let Some((prefix, name)) = split_key(key) else {
             continue;
         };
         let known = registry::annotation(name);
@@ -276,17 +273,12 @@ fn annotation_reports(annotations: &BTreeMap<String, String>) -> Vec<KeyReport> 
 
 /// Each key of a config file (a ConfigMap manifest or its `data`).
 fn configmap_reports(text: &str) -> Vec<KeyReport> {
-    let Ok(serde_yaml::Value::Mapping(mut map)) = serde_yaml::from_str::<serde_yaml::Value>(text)
+    let Ok(serde_yaml::Value::Mapping(map)) = serde_yaml::from_str::<serde_yaml::Value>(text)
     else {
         return Vec::new();
     };
-    if map.get("kind").and_then(|k| k.as_str()) == Some("ConfigMap") {
-        map = match map.remove("data") {
-            Some(serde_yaml::Value::Mapping(data)) => data,
-            _ => serde_yaml::Mapping::new(),
-        };
-    }
-    map.keys()
+    crate::config::data_of(map)
+        .keys()
         .filter_map(|k| k.as_str())
         .map(|key| {
             let (status, note) = match registry::configmap_key(key) {

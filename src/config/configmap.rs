@@ -37,15 +37,10 @@ pub fn normalize(
     value: Value,
     types: &serde_json::Map<String, serde_json::Value>,
 ) -> (Value, Vec<ForeignKey>) {
-    let Value::Mapping(mut map) = value else {
+    let Value::Mapping(map) = value else {
         return (value, Vec::new());
     };
-    if map.get("kind").and_then(Value::as_str) == Some("ConfigMap") {
-        map = match map.remove("data") {
-            Some(Value::Mapping(data)) => data,
-            _ => Mapping::new(),
-        };
-    }
+    let map = data_of(map);
     let mut out = Mapping::new();
     let mut foreign = Vec::new();
     for (key, value) in map {
@@ -86,6 +81,17 @@ pub fn normalize(
         });
     }
     (Value::Mapping(out), foreign)
+}
+
+/// A config file's keys: a ConfigMap manifest's `data`, or the file itself.
+pub fn data_of(mut map: Mapping) -> Mapping {
+    if map.get("kind").and_then(Value::as_str) != Some("ConfigMap") {
+        return map;
+    }
+    match map.remove("data") {
+        Some(Value::Mapping(data)) => data,
+        _ => Mapping::new(),
+    }
 }
 
 /// `"true"` where a boolean is wanted, `"60"` where a number is.

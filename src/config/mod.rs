@@ -15,7 +15,7 @@
 
 mod configmap;
 
-pub use configmap::ForeignKey;
+pub use configmap::{data_of, ForeignKey};
 
 use std::net::SocketAddr;
 use std::path::Path;

@@ -267,10 +267,13 @@ impl Publisher {
         // Held to the end: publishes from several tasks (sources, config reloads)
         // must not swap their tables in out of order.
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        // One copy, kept as the rebuild source; the source's snapshot knows
+        // nothing of resolved ExternalNames, so they are added here.
         let mut snapshot = snapshot.clone();
         snapshot.resolved = state.resolved.clone();
-        state.last = Some((snapshot.clone(), source_warnings.to_vec()));
-        self.build_and_swap(&mut state, &snapshot, source_warnings)
+        let warnings = self.build_and_swap(&mut state, &snapshot, source_warnings);
+        state.last = Some((snapshot, source_warnings.to_vec()));
+        warnings
     }
 
     /// New addresses for ExternalName targets: rebuild from the last snapshot.

@@ -71,6 +71,13 @@ pub const KNOWN_KEYS: &[&str] = &[
     "proxy-ssl-verify-depth",
 ];
 
+/// The prefix and bare name of an annotation under one of our prefixes.
+pub fn split_key(key: &str) -> Option<(&'static str, &str)> {
+    [SLUICE_PREFIX, NGINX_PREFIX]
+        .into_iter()
+        .find_map(|prefix| key.strip_prefix(prefix).map(|name| (prefix, name)))
+}
+
 /// nginx snippets, interpreted by `snippets`.
 pub const SNIPPET_KEYS: &[&str] = &["configuration-snippet", "server-snippet"];
 
@@ -172,10 +179,9 @@ impl IngressAnnotations {
             return Ok(parsed);
         };
         for (key, value) in annotations {
-            let name = key
-                .strip_prefix(SLUICE_PREFIX)
-                .or_else(|| key.strip_prefix(NGINX_PREFIX));
-            let Some(name) = name else { continue };
+            let Some((_, name)) = split_key(key) else {
+                continue;
+            };
             let limit = if name.ends_with("-snippet") {
                 MAX_SNIPPET_LEN
             } else {

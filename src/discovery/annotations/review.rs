@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{GROUPED_KEYS, KNOWN_KEYS, NGINX_PREFIX, SLUICE_PREFIX, SNIPPET_KEYS};
+use super::{split_key, GROUPED_KEYS, KNOWN_KEYS, SLUICE_PREFIX, SNIPPET_KEYS};
 use crate::compat::registry::{self, Status};
 use crate::compat::snippet;
 use crate::policy::retry;
@@ -36,10 +36,7 @@ pub fn review(annotations: &BTreeMap<String, String>) -> (Vec<Notice>, Option<St
     let mut notices = Vec::new();
     let mut fail_closed = None;
     for (key, value) in annotations {
-        let Some((prefix, name)) = [SLUICE_PREFIX, NGINX_PREFIX]
-            .into_iter()
-            .find_map(|p| key.strip_prefix(p).map(|name| (p, name)))
-        else {
+        let Some((prefix, name)) = split_key(key) else {
             continue;
         };
         let notice = |reason, message: String| Notice {
@@ -104,6 +101,7 @@ pub fn review(annotations: &BTreeMap<String, String>) -> (Vec<Notice>, Option<St
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::annotations::NGINX_PREFIX;
 
     fn review_of(pairs: &[(&str, &str)]) -> (Vec<Notice>, Option<String>) {
         let map = pairs

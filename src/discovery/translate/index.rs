@@ -160,18 +160,7 @@ impl<'a> SnapshotIndex<'a> {
             .secrets
             .get(&(namespace, name))
             .ok_or_else(|| format!("Secret {namespace}/{name} not found"))?;
-        Ok(secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .or_else(|| {
-                secret
-                    .string_data
-                    .as_ref()?
-                    .get(key)
-                    .map(|s| s.as_bytes().to_vec())
-            }))
+        Ok(secret_key(secret, key))
     }
 
     pub(super) fn certificate(&self, namespace: &str, name: &str) -> Result<Certificate, String> {
@@ -185,23 +174,8 @@ impl<'a> SnapshotIndex<'a> {
                 secret.type_.as_deref().unwrap_or("")
             ));
         }
-        // `data` in a cluster; `stringData` too in a manifests directory.
-        let field = |key: &str| -> Option<Vec<u8>> {
-            secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get(key))
-                .map(|b| b.0.clone())
-                .or_else(|| {
-                    secret
-                        .string_data
-                        .as_ref()?
-                        .get(key)
-                        .map(|s| s.as_bytes().to_vec())
-                })
-        };
-        let cert = field("tls.crt").ok_or("no tls.crt")?;
-        let key = field("tls.key").ok_or("no tls.key")?;
+        let cert = secret_key(secret, "tls.crt").ok_or("no tls.crt")?;
+        let key = secret_key(secret, "tls.key").ok_or("no tls.key")?;
         let mut certificate = load_certified_key(&cert, &key)?;
         certificate.source = format!("{namespace}/{name}");
         Ok(certificate)
@@ -366,4 +340,21 @@ pub(super) fn namespace_of(meta: &ObjectMeta) -> &str {
 /// An ExternalName as resolved names are keyed: lowercase, no trailing dot.
 pub fn external_name_key(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// One key of a Secret: `data` in a cluster; `stringData` too in a manifests
+/// directory.
+fn secret_key(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get(key))
+        .map(|b| b.0.clone())
+        .or_else(|| {
+            secret
+                .string_data
+                .as_ref()?
+                .get(key)
+                .map(|s| s.as_bytes().to_vec())
+        })
 }
