@@ -325,6 +325,18 @@ impl IngressAnnotations {
             (None, false, true) => Some(false),
             _ => None,
         };
+        if h2.is_none() {
+            // Never silently: TLS settings for pods that are spoken to in plain text.
+            for key in annotations.keys() {
+                if split_key(key).is_some_and(|(_, name)| name.starts_with("proxy-ssl-")) {
+                    parsed.notices.push(Notice {
+                        key: key.clone(),
+                        reason: "annotation-differs",
+                        message: format!("{key} has no effect without backend-protocol HTTPS or GRPCS (as in ingress-nginx); ignored"),
+                    });
+                }
+            }
+        }
         parsed.upstream_tls = h2.map(|h2| UpstreamTlsAnnotations { h2, ..tls.spec });
         Ok(parsed)
     }
@@ -716,6 +728,21 @@ mod tests {
 
         let err = parse(&[("sluice.io/circuit-breaker", "NetworkErrorRatio() >")]).unwrap_err();
         assert!(err.message.contains("column 22"), "{err}");
+    }
+
+    /// TLS settings without TLS warn; with it, they say nothing.
+    #[test]
+    fn tls_settings_without_tls_warn() {
+        let plain = parse(&[("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on")]).unwrap();
+        assert_eq!(plain.notices.len(), 1, "{:?}", plain.notices);
+        assert!(plain.notices[0].message.contains("no effect"));
+        let tls = parse(&[
+            ("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on"),
+            ("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS"),
+        ])
+        .unwrap();
+        assert!(tls.notices.is_empty(), "{:?}", tls.notices);
+        assert!(tls.upstream_tls.unwrap().verify);
     }
 
     #[test]
