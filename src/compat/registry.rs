@@ -175,7 +175,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("proxy-ssl-ciphers", Differs("rustls offers a fixed set of modern suites: DEFAULT is accepted, any other list warns and is ignored")),
     key("proxy-ssl-name", Differs("without it, the name verified is the Service's cluster DNS name (SERVICE.NAMESPACE.svc); ingress-nginx's default names no certificate")),
     key("proxy-ssl-protocols", Differs("TLSv1.2 and TLSv1.3 as listed; older versions, which rustls does not speak, warn")),
-    key("proxy-ssl-secret", Differs("a Secret of the Ingress's own namespace only (ingress-nginx's default without allow-cross-namespace-resources); in a cluster, a kubernetes.io/tls Secret (ca.crt, tls.crt, tls.key), as cert-manager writes them")),
+    key("proxy-ssl-secret", Differs("a Secret of the Ingress's own namespace only (ingress-nginx's default without allow-cross-namespace-resources); of type kubernetes.io/tls (as cert-manager writes them) or Opaque, with ca.crt and optionally tls.crt and tls.key")),
     key("proxy-ssl-server-name", Supported),
     key("proxy-ssl-verify", Supported),
     key("proxy-ssl-verify-depth", Differs("rustls verifies whole chains: the default 1 is accepted, any other depth warns and is ignored")),

@@ -34,6 +34,8 @@ use super::{DiscoveryError, Publisher, Snapshot};
 
 pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// The Secret types watched, one watcher each (a field selector has no "or").
+const SECRET_TYPES: [&str; 2] = ["kubernetes.io/tls", "Opaque"];
 
 #[derive(Debug, Clone, Default)]
 pub struct KubeOptions {
@@ -109,14 +111,20 @@ pub async fn watch(
         streams.push(watch_kind(api(&client, *ns), config.clone(), move |e| {
             Change::Slice(slot, reduce(e))
         }));
-        let tls_only = config.clone().fields("type=kubernetes.io/tls");
-        streams.push(watch_kind(api(&client, *ns), tls_only, move |e| {
-            Change::Secret(slot, e)
-        }));
+        // Only the two types sluice reads: certificates (`kubernetes.io/tls`) and
+        // `Opaque` (a CA alone for `proxy-ssl-secret`). Never the service-account
+        // tokens, registry credentials or Helm releases that fill most clusters.
+        for (i, kind) in SECRET_TYPES.iter().enumerate() {
+            let typed = config.clone().fields(&format!("type={kind}"));
+            let secrets = slot * SECRET_TYPES.len() + i;
+            streams.push(watch_kind(api(&client, *ns), typed, move |e| {
+                Change::Secret(secrets, e)
+            }));
+            store.secrets.push(Objects::default());
+        }
         store.ingresses.push(Objects::default());
         store.services.push(Objects::default());
         store.slices.push(Objects::default());
-        store.secrets.push(Objects::default());
     }
     streams.push(watch_kind(Api::all(client.clone()), config.clone(), |e| {
         Change::Class(0, e)

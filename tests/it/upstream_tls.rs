@@ -49,13 +49,17 @@ fn pod_tls_for(pki: &Pki, names: &[&str], client_ca: Option<&Pki>) -> rustls::Se
 
 /// A `kubernetes.io/tls` Secret with `ca.crt` (and a client certificate).
 fn proxy_ssl_secret(name: &str, ca: &str, client: Option<(&str, &str)>) -> String {
+    typed_secret(name, "kubernetes.io/tls", ca, client)
+}
+
+fn typed_secret(name: &str, kind: &str, ca: &str, client: Option<(&str, &str)>) -> String {
     let indent = |pem: &str| {
         pem.lines()
             .map(|l| format!("    {l}\n"))
             .collect::<String>()
     };
     let mut yaml = format!(
-        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: kubernetes.io/tls\nstringData:\n  ca.crt: |\n{}",
+        "---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: {kind}\nstringData:\n  ca.crt: |\n{}",
         indent(ca)
     );
     if let Some((cert, key)) = client {
@@ -451,4 +455,55 @@ async fn an_external_name_service_is_resolved_and_served() {
     );
     let reply = send(&http, get(addr, "ext.example", "/")).await.unwrap();
     assert_eq!(reply.upstream(), "external");
+}
+
+/// In a cluster, a CA alone is usually an `Opaque` Secret: it is watched too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_opaque_ca_secret_verifies_pods_in_a_cluster() {
+    use crate::support::apiserver::FakeApiServer;
+    let pki = Pki::new();
+    let pod = start_tls_upstream("tls-pod", pod_tls(&pki, None)).await;
+    let api = FakeApiServer::start().await;
+    api.apply_yaml(INGRESS_CLASS);
+    api.apply_yaml(&service_yaml("web", &[pod.addr]));
+    api.apply_yaml(&typed_secret("pod-ca", "Opaque", &pki.ca_pem, None));
+    // Neither read nor needed: a Secret of another type is never listed.
+    api.apply_yaml(&typed_secret(
+        "token",
+        "kubernetes.io/service-account-token",
+        "x",
+        None,
+    ));
+    let annotations = [
+        (format!("{NGINX}backend-protocol"), "HTTPS"),
+        (format!("{NGINX}proxy-ssl-verify"), "on"),
+        (format!("{NGINX}proxy-ssl-secret"), "default/pod-ca"),
+    ];
+    let annotations: Vec<(&str, &str)> =
+        annotations.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    api.apply_yaml(&ingress_yaml(
+        "web",
+        Some("web.test"),
+        &annotations,
+        &[("/", "Prefix", "web")],
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), Default::default()).await;
+    let http = client();
+    let served = until_status(
+        &http,
+        || get(sluice.http_addr, "web.test", "/"),
+        StatusCode::OK,
+        std::time::Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        served.is_some(),
+        "{}",
+        admin_text(&sluice, "/api/warnings").await
+    );
+    let mut selectors = api.list_selectors("secrets");
+    selectors.sort();
+    selectors.dedup();
+    assert_eq!(selectors, ["type=Opaque", "type=kubernetes.io/tls"]);
 }

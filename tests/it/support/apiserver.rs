@@ -48,6 +48,8 @@ struct State {
     /// Resources whose list answers 500.
     failing: Vec<String>,
     lists: Vec<String>,
+    /// The field selector of every list, by resource.
+    list_selectors: Vec<(String, String)>,
 }
 
 /// A write sluice made: method, path and body.
@@ -148,6 +150,13 @@ impl FakeApiServer {
             .iter()
             .filter(|r| *r == resource)
             .count()
+    }
+
+    /// The field selectors of the lists of `resource`.
+    pub fn list_selectors(&self, resource: &str) -> Vec<String> {
+        let state = self.state.lock().unwrap();
+        let of = state.list_selectors.iter().filter(|(r, _)| r == resource);
+        of.map(|(_, s)| s.clone()).collect()
     }
 
     /// A kubeconfig pointing at this server, written into `dir`.
@@ -335,6 +344,8 @@ impl FakeApiServer {
     ) -> Response<Body> {
         let mut state = self.state.lock().unwrap();
         state.lists.push(resource.to_owned());
+        let selector = query.get("fieldSelector").cloned().unwrap_or_default();
+        state.list_selectors.push((resource.to_owned(), selector));
         if state.failing.iter().any(|r| r == resource) {
             return status(StatusCode::INTERNAL_SERVER_ERROR, "list failing as asked");
         }
