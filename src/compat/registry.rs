@@ -204,7 +204,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("upstream-hash-by", Supported),
     key("upstream-hash-by-subset", Unsupported("hashing onto a subset of pods is not implemented; upstream-hash-by is")),
     key("upstream-hash-by-subset-size", Unsupported("hashing onto a subset of pods is not implemented; upstream-hash-by is")),
-    key("upstream-vhost", Unsupported(ROUTING)),
+    key("upstream-vhost", Supported),
     key("use-regex", Unsupported(ROUTING)),
     key("whitelist-source-range", FailsClosed(ACCESS)),
     key("x-forwarded-prefix", Unsupported(ROUTING)),

@@ -164,18 +164,22 @@ impl Replay {
 }
 
 /// HTTP/1.1 over TLS (hyper's client): the sender goes back to the pool as
-/// soon as the answer's head is in, to be reused once the answer is read.
+/// soon as the answer's head is in, to be reused once the answer is read
+/// (unless the connection is an upgrade's own).
 async fn send_tls1(
     mut sender: hyper::client::conn::http1::SendRequest<RequestBody>,
     request: Request<RequestBody>,
     read_timeout: std::time::Duration,
     endpoint: &Endpoint,
+    keep: bool,
 ) -> Attempt {
     if let Err(error) = sender.ready().await {
         return Err((ProxyError::Upstream(error), Leftover::Unsent(request)));
     }
     let answer = tokio::time::timeout(read_timeout, sender.send_request(request)).await;
-    endpoint.state.pool().checkin_sender(sender);
+    if keep {
+        endpoint.state.pool().checkin_sender(sender);
+    }
     match answer {
         Ok(Ok(response)) => Ok(response.map(FromUpstream::Hyper)),
         Ok(Err(error)) => Err((ProxyError::from_upstream(error), Leftover::Lost)),
@@ -223,11 +227,16 @@ fn send<'a>(
         let policy = &route.policy;
         let state = &endpoint.state;
         let read_timeout = policy.read_timeout;
-        let (conn, connected) = match state
-            .pool()
-            .checkout(policy.connect_timeout, policy.send_timeout)
-            .await
-        {
+        let pool = state.pool();
+        let upgrade = request.headers().contains_key(http::header::UPGRADE);
+        let checkout = if upgrade {
+            // Boxed: the cold path.
+            Box::pin(pool.checkout_upgrade(policy.connect_timeout, policy.send_timeout)).await
+        } else {
+            pool.checkout(policy.connect_timeout, policy.send_timeout)
+                .await
+        };
+        let (conn, connected) = match checkout {
             Ok(checkout) => checkout,
             Err(error) => return Err((error, Leftover::Unsent(request))),
         };
@@ -290,7 +299,7 @@ fn send<'a>(
             }
             // Boxed: its futures would otherwise enlarge every request's state.
             Conn::Tls1(sender) => {
-                Box::pin(send_tls1(sender, request, read_timeout, endpoint)).await
+                Box::pin(send_tls1(sender, request, read_timeout, endpoint, !upgrade)).await
             }
             Conn::H2(mut sender) => {
                 // An `HTTPS` backend whose pod chose HTTP/2: the request was

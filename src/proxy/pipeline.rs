@@ -34,12 +34,14 @@ use super::body::{ResponseBody, UpstreamBody};
 use super::client_addr::{real_client, ClientAddr};
 use super::conn::ConnInfo;
 use super::context::{RequestContext, UpstreamAnswer};
+use super::edits::Applied;
 use super::filters;
 use super::forward::send_with_retries;
 use super::headers::{
     is_upgrade_request, new_request_id, request_host, set_forwarded_headers, strip_hop_by_hop,
     X_REQUEST_ID,
 };
+use super::tunnel::UpstreamSide;
 use crate::lifecycle::Lifecycle;
 use crate::policy::canary::Cidr;
 use crate::routing::{Protocol, RoutingTable};
@@ -227,8 +229,12 @@ impl Proxy {
             // The pod's answer, on its way back.
             if response.status() == StatusCode::SWITCHING_PROTOCOLS {
                 let upstream = match response.body_mut() {
-                    FromUpstream::H1(body) => body.take_upgraded(),
-                    FromUpstream::Hyper(_) => None,
+                    FromUpstream::H1(body) => body
+                        .take_upgraded()
+                        .map(|(stream, early)| UpstreamSide::Plain(stream, early)),
+                    FromUpstream::Hyper(_) => {
+                        Some(UpstreamSide::Hyper(hyper::upgrade::on(&mut response)))
+                    }
                 };
                 if let (Some(client_upgrade), Some(upstream)) = (client_upgrade, upstream) {
                     let idle = self.settings.load().tunnel_idle_timeout;
@@ -335,13 +341,19 @@ impl Proxy {
             }
             parts.headers.remove(header::HOST);
         }
-        // A snippet's `proxy_set_header` wins over sluice's own, as in nginx
-        // (`Host` too, over HTTP/1; HTTP/2 carries the routed `:authority`).
+        // A snippet's `proxy_set_header` (or `upstream-vhost`) wins over
+        // sluice's own, as in nginx; over HTTP/2 a `Host` it sets is the
+        // `:authority`, when it is one.
         if let Some(method) = &ctx.upstream_method {
             parts.method = method.clone();
         }
         for edit in &ctx.request_edits {
             if h2 && edit.names(&header::HOST) {
+                if let Applied::Set(_, value) = edit {
+                    if let Ok(authority) = Authority::try_from(value.as_bytes()) {
+                        uri_parts.authority = Some(authority);
+                    }
+                }
                 continue;
             }
             edit.apply(&mut parts.headers);

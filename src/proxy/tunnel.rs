@@ -9,14 +9,22 @@ use std::time::Duration;
 use bytes::BytesMut;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::activity::{quiet_for, Counted};
 
-/// Copies between an upgraded client and upstream; first, what the upstream
-/// sent right after its `101`.
-pub async fn run(client: OnUpgrade, (upstream, early): (TcpStream, BytesMut), idle: Duration) {
+/// The pod's side of a tunnel.
+pub enum UpstreamSide {
+    /// sluice's own HTTP/1.1 connection, and what the pod sent right after
+    /// its `101`.
+    Plain(TcpStream, BytesMut),
+    /// hyper's (HTTP/1.1 over TLS), which keeps any early bytes itself.
+    Hyper(OnUpgrade),
+}
+
+/// Copies between an upgraded client and upstream.
+pub async fn run(client: OnUpgrade, upstream: UpstreamSide, idle: Duration) {
     let client = match client.await {
         Ok(client) => client,
         Err(error) => {
@@ -25,12 +33,28 @@ pub async fn run(client: OnUpgrade, (upstream, early): (TcpStream, BytesMut), id
         }
     };
     let mut client = TokioIo::new(client);
-    if !early.is_empty() {
-        if let Err(error) = client.write_all(&early).await {
-            tracing::debug!(%error, "tunnel closed with an error");
-            return;
+    match upstream {
+        UpstreamSide::Plain(upstream, early) => {
+            if !early.is_empty() {
+                if let Err(error) = client.write_all(&early).await {
+                    tracing::debug!(%error, "tunnel closed with an error");
+                    return;
+                }
+            }
+            copy(client, upstream, idle).await;
         }
+        UpstreamSide::Hyper(upstream) => match upstream.await {
+            Ok(upstream) => copy(client, TokioIo::new(upstream), idle).await,
+            Err(error) => tracing::debug!(%error, "upstream upgrade failed"),
+        },
     }
+}
+
+async fn copy(
+    client: impl AsyncRead + AsyncWrite + Unpin,
+    upstream: impl AsyncRead + AsyncWrite + Unpin,
+    idle: Duration,
+) {
     let reads = Arc::new(AtomicU64::new(0));
     let mut client = Counted {
         io: client,

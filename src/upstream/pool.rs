@@ -18,7 +18,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -182,16 +182,37 @@ impl Pool {
         }
     }
 
+    /// `checkout` for a request that asks to upgrade (a WebSocket). To a
+    /// TLS pod, that is a connection of its own, HTTP/1.1 whatever the pod
+    /// prefers (HTTP/2 carries no upgrade), never pooled, since the upgrade
+    /// takes it over.
+    pub async fn checkout_upgrade(
+        &self,
+        connect_timeout: Duration,
+        send_timeout: Duration,
+    ) -> Result<(Conn, Option<Duration>), ProxyError> {
+        let Protocol::Tls(tls) = &self.protocol else {
+            return self.checkout(connect_timeout, send_timeout).await;
+        };
+        let started = Instant::now();
+        let stream = self
+            .connect_tls(connect_timeout, send_timeout, &tls.config_h1, tls)
+            .await?;
+        let conn = self.spawn_http1(stream).await?;
+        Ok((conn, Some(started.elapsed())))
+    }
+
     /// TCP, then the TLS handshake (its failure is its own class).
     async fn connect_tls(
         &self,
         connect_timeout: Duration,
         send_timeout: Duration,
+        config: &Arc<rustls::ClientConfig>,
         tls: &super::tls::UpstreamTls,
     ) -> Result<tokio_rustls::client::TlsStream<UpstreamIo>, ProxyError> {
         let deadline = Instant::now() + connect_timeout;
         let stream = self.connect_tcp(connect_timeout).await?;
-        let connector = tokio_rustls::TlsConnector::from(tls.config.clone());
+        let connector = tokio_rustls::TlsConnector::from(config.clone());
         let handshake = connector.connect(
             tls.server_name.clone(),
             UpstreamIo::new(stream, send_timeout),
@@ -217,11 +238,22 @@ impl Pool {
         tls: &super::tls::UpstreamTls,
     ) -> Result<Conn, ProxyError> {
         let deadline = Instant::now() + connect_timeout;
-        let stream = self.connect_tls(connect_timeout, send_timeout, tls).await?;
+        let stream = self
+            .connect_tls(connect_timeout, send_timeout, &tls.config, tls)
+            .await?;
         if stream.get_ref().1.alpn_protocol() == Some(b"h2") {
             let sender = h2_handshake(self.addr, TokioIo::new(stream), deadline).await?;
             return Ok(Conn::H2(sender));
         }
+        self.spawn_http1(stream).await
+    }
+
+    /// hyper's HTTP/1.1 client on a TLS stream, its connection driven by a
+    /// task of its own (which hands the stream over on an upgrade).
+    async fn spawn_http1(
+        &self,
+        stream: tokio_rustls::client::TlsStream<UpstreamIo>,
+    ) -> Result<Conn, ProxyError> {
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -229,7 +261,7 @@ impl Pool {
         let addr = self.addr;
         tokio::spawn(async move {
             Upstream::Http1.opened();
-            if let Err(error) = connection.await {
+            if let Err(error) = connection.with_upgrades().await {
                 tracing::debug!(%addr, %error, "upstream TLS connection ended with an error");
             }
             Upstream::Http1.closed();
@@ -318,7 +350,9 @@ impl Pool {
                 h2_handshake(addr, io, deadline).await
             }
             Some(tls) => {
-                let stream = self.connect_tls(connect_timeout, send_timeout, tls).await?;
+                let stream = self
+                    .connect_tls(connect_timeout, send_timeout, &tls.config, tls)
+                    .await?;
                 h2_handshake(addr, TokioIo::new(stream), deadline).await
             }
         }

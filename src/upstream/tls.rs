@@ -45,6 +45,9 @@ pub struct UpstreamTls {
     /// endpoint of every rebuild, and a spec holds whole PEM files.
     identity: u64,
     pub config: Arc<ClientConfig>,
+    /// The same, offering HTTP/1.1 only: for upgrades (WebSockets), which
+    /// HTTP/2 cannot carry, as nginx speaks to pods.
+    pub config_h1: Arc<ClientConfig>,
     pub server_name: ServerName<'static>,
 }
 
@@ -118,6 +121,8 @@ impl UpstreamTls {
         } else {
             vec![b"h2".to_vec(), b"http/1.1".to_vec()]
         };
+        let mut config_h1 = config.clone();
+        config_h1.alpn_protocols = vec![b"http/1.1".to_vec()];
         let server_name = ServerName::try_from(spec.name.clone())
             .map_err(|_| format!("{:?} is not a server name", spec.name))?;
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
@@ -126,6 +131,7 @@ impl UpstreamTls {
             identity: hasher.finish(),
             spec,
             config: Arc::new(config),
+            config_h1: Arc::new(config_h1),
             server_name,
         })
     }

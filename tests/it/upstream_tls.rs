@@ -437,6 +437,14 @@ async fn an_external_name_service_is_resolved_and_served() {
     let port = pod.addr.port();
     let yaml = "---\napiVersion: v1\nkind: Service\nmetadata: {name: outside, namespace: default}\nspec:\n  type: ExternalName\n  externalName: localhost\n".to_owned()
         + &ingress_yaml("ext", Some("ext.example"), &[], &[("/", "Prefix", "outside")])
+        .replace("port: {number: 80}", &format!("port: {{number: {port}}}"))
+        // The external service sees its own name, not the client's.
+        + &ingress_yaml(
+            "vhost",
+            Some("vhost.example"),
+            &[(&format!("{NGINX}upstream-vhost"), "api.outside.example")],
+            &[("/", "Prefix", "outside")],
+        )
         .replace("port: {number: 80}", &format!("port: {{number: {port}}}"));
     manifests.write("apps.yaml", &yaml);
     let sluice = start_sluice(manifests.path(), "").await;
@@ -455,6 +463,14 @@ async fn an_external_name_service_is_resolved_and_served() {
     );
     let reply = send(&http, get(addr, "ext.example", "/")).await.unwrap();
     assert_eq!(reply.upstream(), "external");
+    assert_eq!(reply.json()["headers"]["host"][0], "ext.example");
+    let reply = send(&http, get(addr, "vhost.example", "/")).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["headers"]["host"][0], "api.outside.example");
+    assert_eq!(
+        reply.json()["headers"]["x-forwarded-host"][0],
+        "vhost.example"
+    );
 }
 
 /// In a cluster, a CA alone is usually an `Opaque` Secret: it is watched too.
@@ -506,4 +522,103 @@ async fn an_opaque_ca_secret_verifies_pods_in_a_cluster() {
     selectors.sort();
     selectors.dedup();
     assert_eq!(selectors, ["type=Opaque", "type=kubernetes.io/tls"]);
+}
+
+/// A real gRPC server (tonic's health service) speaking TLS, behind
+/// `GRPCS` with verification: unary calls, errors in trailers, and a stream.
+#[tokio::test]
+async fn a_tonic_pod_over_tls_is_served_behind_grpcs() {
+    use tonic::transport::{Identity, Server as GrpcServer, ServerTlsConfig};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    // tonic builds its TLS on the process's provider, as sluice's `main` does.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let pki = Pki::new();
+    let (cert, key_pem, _) = pki.leaf(&["grpc.default.svc"]);
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_service_status("shop.Cart", tonic_health::ServingStatus::Serving)
+        .await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pod_addr = listener.local_addr().unwrap();
+    let server = GrpcServer::builder()
+        .tls_config(ServerTlsConfig::new().identity(Identity::from_pem(cert, key_pem)))
+        .unwrap()
+        .add_service(health)
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener));
+    tokio::spawn(server);
+
+    let manifests = Manifests::new();
+    let annotations = [
+        (format!("{NGINX}backend-protocol"), "GRPCS"),
+        (format!("{NGINX}proxy-ssl-verify"), "on"),
+        (format!("{NGINX}proxy-ssl-secret"), "default/grpc-ca"),
+    ];
+    let annotations: Vec<(&str, &str)> =
+        annotations.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    manifests.write(
+        "grpc.yaml",
+        &(service_yaml("grpc", &[pod_addr])
+            + &typed_secret("grpc-ca", "Opaque", &pki.ca_pem, None)
+            + &ingress_yaml("grpc", None, &annotations, &[("/", "Prefix", "grpc")])),
+    );
+    let sluice = start_sluice(manifests.path(), "").await;
+    let channel = tonic::transport::Endpoint::try_from(format!("http://{}", sluice.http_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = HealthClient::new(channel);
+    let check = |service: &str| HealthCheckRequest {
+        service: service.into(),
+    };
+    let reply = client.check(check("shop.Cart")).await;
+    let warnings = admin_text(&sluice, "/api/warnings").await;
+    assert_eq!(
+        reply.expect(&warnings).get_ref().status(),
+        ServingStatus::Serving
+    );
+    let status = client.check(check("no.Such")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    let mut stream = client.watch(check("shop.Cart")).await.unwrap().into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.status(), ServingStatus::Serving);
+    reporter
+        .set_service_status("shop.Cart", tonic_health::ServingStatus::NotServing)
+        .await;
+    let next = stream.message().await.unwrap().unwrap();
+    assert_eq!(next.status(), ServingStatus::NotServing);
+}
+
+/// A WebSocket to a TLS pod that would rather speak HTTP/2: the upgrade
+/// goes over HTTP/1.1 on a connection of its own, and is tunnelled.
+#[tokio::test]
+async fn websockets_reach_tls_pods() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let pki = Pki::new();
+    let ws_addr = start_websocket_echo_tls(pod_tls_for(&pki, &["ws.default.svc"], None)).await;
+    let manifests = Manifests::new();
+    let annotations = [(format!("{NGINX}backend-protocol"), "HTTPS")];
+    let annotations: Vec<(&str, &str)> =
+        annotations.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    manifests.write(
+        "ws.yaml",
+        &(service_yaml("ws", &[ws_addr])
+            + &ingress_yaml("ws", None, &annotations, &[("/ws", "Prefix", "ws")])),
+    );
+    let sluice = start_sluice(manifests.path(), "").await;
+    let (mut ws, response) =
+        tokio_tungstenite::connect_async(format!("ws://{}/ws/chat", sluice.http_addr))
+            .await
+            .unwrap();
+    assert_eq!(response.status(), 101);
+    for i in 0..3 {
+        ws.send(Message::text(format!("hello {i}"))).await.unwrap();
+        let echoed = ws.next().await.unwrap().unwrap();
+        assert_eq!(echoed, Message::text(format!("hello {i}")));
+    }
+    ws.close(None).await.unwrap();
 }

@@ -25,7 +25,7 @@ use crate::config::ProxyDefaults;
 use crate::policy::canary::{CanaryRule, Cidr, HeaderMatch};
 use crate::policy::ratelimit::{LimitKey, LimitSpec};
 use crate::policy::retry::{NextUpstream, RetryPolicy};
-use crate::routing::edits::Edits;
+use crate::routing::edits::{Edits, HeaderEdit, Step, Template};
 use crate::routing::{Protocol, RoutePolicy};
 use crate::units::{parse_duration, parse_size};
 use http::header::HeaderName;
@@ -69,6 +69,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "proxy-ssl-protocols",
     "proxy-ssl-ciphers",
     "proxy-ssl-verify-depth",
+    "upstream-vhost",
 ];
 
 /// The prefix and bare name of an annotation under one of our prefixes.
@@ -201,6 +202,7 @@ impl IngressAnnotations {
         parsed.limit = limit;
         parsed.limit_cluster = cluster;
         let mut tls = TlsReading::default();
+        let mut vhost = None;
         for &key in KNOWN_KEYS {
             let Some((full_key, value)) = lookup(annotations, key) else {
                 continue;
@@ -255,6 +257,7 @@ impl IngressAnnotations {
                     message: format!("{full_key}: rustls offers a fixed set of modern cipher suites and verifies whole chains; {value:?} is ignored"),
                 }),
                 "ssl-passthrough" => parsed.ssl_passthrough = parse_bool(value).map_err(invalid)?,
+                "upstream-vhost" => vhost = Some(parse_vhost(value).map_err(invalid)?),
                 // sluice speaks HTTP/1.1 to pods; 1.0 would only lose keep-alive.
                 "proxy-http-version" => match value.trim() {
                     "1.1" => {}
@@ -338,6 +341,16 @@ impl IngressAnnotations {
             }
         }
         parsed.upstream_tls = h2.map(|h2| UpstreamTlsAnnotations { h2, ..tls.spec });
+        if let Some(vhost) = vhost {
+            // ingress-nginx writes `proxy_set_header Host` before the
+            // configuration snippet, whose own `proxy_set_header Host` wins.
+            let mut edits = parsed.edits.as_deref().cloned().unwrap_or_default();
+            edits.steps.insert(
+                0,
+                Step::RequestHeader(HeaderEdit::Set(http::header::HOST, vhost)),
+            );
+            parsed.edits = Some(Arc::new(edits));
+        }
         Ok(parsed)
     }
 
@@ -651,6 +664,18 @@ fn parse_protocol(value: &str) -> Result<Wire, String> {
 }
 
 /// nginx's `on` / `off` (and `true` / `false`).
+/// `upstream-vhost`: the `Host` the pods see, with nginx's `$variables`
+/// (`$host`, `$http_x_...`). A fixed one must be a host name, with a port or not.
+fn parse_vhost(value: &str) -> Result<Template, String> {
+    let value = value.trim();
+    let template = Template::parse(value)?;
+    if value.is_empty() || (!value.contains('$') && http::uri::Authority::try_from(value).is_err())
+    {
+        return Err(format!("{value:?} is not a host name"));
+    }
+    Ok(template)
+}
+
 fn parse_on_off(value: &str) -> Result<bool, String> {
     match value.trim().to_ascii_lowercase().as_str() {
         "on" | "true" => Ok(true),

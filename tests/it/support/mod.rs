@@ -547,16 +547,40 @@ pub async fn status_of(http: &HttpClient, request: Request<Full<Bytes>>) -> Stat
 
 /// A WebSocket server (tokio-tungstenite) on loopback that echoes each message.
 pub async fn start_websocket_echo() -> SocketAddr {
+    start_websocket_echo_on(None).await
+}
+
+/// The same, speaking TLS with this configuration (offering `h2` and
+/// `http/1.1`, as Go's and Node's servers do).
+pub async fn start_websocket_echo_tls(mut config: rustls::ServerConfig) -> SocketAddr {
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    start_websocket_echo_on(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config)))).await
+}
+
+async fn start_websocket_echo_on(tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
     use futures_util::{SinkExt, StreamExt};
+    async fn echo<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(stream: S) {
+        let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+            return;
+        };
+        while let Some(Ok(message)) = ws.next().await {
+            if message.is_close() || ws.send(message).await.is_err() {
+                break;
+            }
+        }
+    }
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
-                while let Some(Ok(message)) = ws.next().await {
-                    if message.is_close() || ws.send(message).await.is_err() {
-                        break;
+                match tls {
+                    None => echo(stream).await,
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            echo(stream).await;
+                        }
                     }
                 }
             });
