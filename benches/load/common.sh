@@ -4,6 +4,7 @@
 PROXY_CPU=0   # the proxy under test runs alone here
 LOAD_CPU=1    # the upstream and the load generator share this one
 UPSTREAM_PORT=19000
+UPSTREAM_TLS_PORT=19003   # the same upstream over TLS (run.sh's tlspod section)
 BIN=${BIN:-target/release}  # another build: a directory with sluice and examples/
 
 # Installs missing Debian packages: install_missing command=package...
@@ -98,6 +99,36 @@ spec:
   - http:
       paths:
       - {path: /h2c, pathType: Prefix, backend: {service: {name: app, port: {number: 80}}}}
+---
+# The upstream over TLS (HTTPS to the pod), when run.sh starts it.
+apiVersion: v1
+kind: Service
+metadata: {name: app-tls, namespace: bench}
+spec:
+  ports: [{name: https, port: 443}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: app-tls-1
+  namespace: bench
+  labels: {kubernetes.io/service-name: app-tls}
+addressType: IPv4
+ports: [{name: https, port: $UPSTREAM_TLS_PORT}]
+endpoints:
+- addresses: ["127.0.0.1"]
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: app-tls
+  namespace: bench
+  annotations: {nginx.ingress.kubernetes.io/backend-protocol: HTTPS}
+spec:
+  rules:
+  - http:
+      paths:
+      - {path: /tls-pod, pathType: Prefix, backend: {service: {name: app-tls, port: {number: 443}}}}
 YAML
 }
 
@@ -114,6 +145,13 @@ start_upstream() {
     taskset -c "$LOAD_CPU" "$BIN/examples/load-upstream" "127.0.0.1:$UPSTREAM_PORT" &
     PIDS+=($!)
     wait_started $! "http://127.0.0.1:$UPSTREAM_PORT/"
+}
+
+# The same over TLS at UPSTREAM_TLS_PORT, with this certificate and key.
+start_tls_upstream() { # cert key
+    taskset -c "$LOAD_CPU" "$BIN/examples/load-upstream" "127.0.0.1:$UPSTREAM_TLS_PORT" "$1" "$2" &
+    PIDS+=($!)
+    wait_started $! "https://127.0.0.1:$UPSTREAM_TLS_PORT/"
 }
 
 # Runs sluice under this command (e.g. valgrind) when set.

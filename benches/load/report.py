@@ -93,6 +93,23 @@ for title, metric, digits in [("max req/s", "rps", 0), ("  proxy CPU µs/req", "
     )
 
 print()
+row("HTTPS to the pod (h1 in, TLS 1.3 out)", ["direct", "nginx", "sluice", "sluice/nginx"])
+for title, metric, digits in [
+    ("max req/s", "rps", 0),
+    ("  answers not 2xx, socket errors", "errors", 0),
+    ("  proxy CPU µs/req", "cpu_us_per_req", 2),
+]:
+    row(
+        title,
+        [
+            cell("direct-tls", "max", metric, digits) if metric != "cpu_us_per_req" else "-",
+            cell("nginx-tlspod", "max", metric, digits),
+            cell("sluice-tlspod", "max", metric, digits),
+            ratio(median("sluice-tlspod", "max", metric), median("nginx-tlspod", "max", metric)),
+        ],
+    )
+
+print()
 row("request metrics", ["on", "off", "on/off"])
 for title, test, metric, digits in [
     ("max req/s", "max", "rps", 0),

@@ -14,7 +14,7 @@ DURATION=${DURATION:-5}    # seconds per measurement
 REPEATS=${REPEATS:-3}      # medians of this many
 RATE=${RATE:-5000}         # the fixed rate, requests per second
 CONNECTIONS=${CONNECTIONS:-50}
-SECTIONS=${SECTIONS:-"max fixed tls h2c storm scale"}   # any subset, to iterate
+SECTIONS=${SECTIONS:-"max fixed tls tlspod h2c storm scale"}   # any subset, to iterate
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 source benches/load/common.sh
 install_missing nginx=nginx wrk=wrk h2load=nghttp2-client openssl=openssl python3=python3 curl=curl
@@ -40,8 +40,12 @@ record() { # target test metric value
     printf '%s\t%s\t%s\t%s\n' "$@" >>"$RESULTS"
 }
 
-# --- the upstream -----------------------------------------------------------
+# --- the upstream, plain and over TLS ---------------------------------------
 start_upstream
+mkdir -p "$OUT/upstream"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=app-tls.bench.svc -keyout "$OUT/upstream/key.pem" -out "$OUT/upstream/cert.pem" 2>/dev/null
+start_tls_upstream "$OUT/upstream/cert.pem" "$OUT/upstream/key.pem"
 
 # --- nginx: one worker, upstream keepalive, access log off -------------------
 mkdir -p "$OUT/nginx/logs"
@@ -56,6 +60,7 @@ events { worker_connections 4096; }
 http {
     access_log off;
     upstream app { server 127.0.0.1:$UPSTREAM_PORT; keepalive 320; }
+    upstream app_tls { server 127.0.0.1:$UPSTREAM_TLS_PORT; keepalive 320; }
     server {
         listen 127.0.0.1:$NGINX_PORT;
         listen 127.0.0.1:$NGINX_TLS_PORT ssl http2;
@@ -63,6 +68,15 @@ http {
         ssl_certificate_key $PWD/$OUT/nginx/key.pem;
         location / {
             proxy_pass http://app;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
+        }
+        # HTTPS to the pod, as ingress-nginx's backend-protocol HTTPS.
+        location /tls-pod {
+            proxy_pass https://app_tls;
+            proxy_ssl_session_reuse on;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host \$host;
@@ -160,6 +174,13 @@ if want tls; then
 echo "== HTTPS (TLS 1.3, keep-alive)"
 max_rps nginx-tls "https://127.0.0.1:$NGINX_TLS_PORT/" $NGINX_PIDS
 max_rps sluice-tls "https://127.0.0.1:19011/" "$sluice_PID"
+
+fi
+if want tlspod; then
+echo "== HTTPS to the pod (plain HTTP/1.1 from the client, TLS 1.3 to the pod, both keep-alive)"
+max_rps direct-tls "https://127.0.0.1:$UPSTREAM_TLS_PORT/"
+max_rps nginx-tlspod "http://127.0.0.1:$NGINX_PORT/tls-pod" $NGINX_PIDS
+max_rps sluice-tlspod "http://127.0.0.1:19010/tls-pod" "$sluice_PID"
 
 fi
 if want h2c; then
