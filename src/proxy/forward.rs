@@ -228,7 +228,8 @@ fn send<'a>(
         let state = &endpoint.state;
         let read_timeout = policy.read_timeout;
         let pool = state.pool();
-        let upgrade = request.headers().contains_key(http::header::UPGRADE);
+        // Only TLS pods treat an upgrade apart (checked first: it is cheaper).
+        let upgrade = pool.is_tls() && request.headers().contains_key(http::header::UPGRADE);
         let checkout = if upgrade {
             // Boxed: the cold path.
             Box::pin(pool.checkout_upgrade(policy.connect_timeout, policy.send_timeout)).await

@@ -31,8 +31,10 @@ pub enum ProxyError {
     Handshake(#[source] hyper::Error),
     /// The TLS handshake with the pod failed (its own failure class: counted
     /// by reason, a connect failure for the breaker, retried like one).
+    /// (An `io::Error`, not its text: a larger variant would enlarge every
+    /// request's future.)
     #[error("TLS handshake with the upstream failed: {0}")]
-    TlsHandshake(String),
+    TlsHandshake(#[source] io::Error),
     #[error("the upstream did not send data in time")]
     ReadTimeout,
     #[error("the upstream did not accept data in time")]

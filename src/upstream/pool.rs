@@ -98,6 +98,10 @@ impl Pool {
         }
     }
 
+    pub fn is_tls(&self) -> bool {
+        matches!(self.protocol, Protocol::Tls(_))
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle
             .lock()
@@ -223,7 +227,7 @@ impl Pool {
                 let reason = crate::telemetry::connections::tls_failure_reason(&error);
                 metrics::counter!(crate::telemetry::UPSTREAM_TLS_FAILURES, "reason" => reason)
                     .increment(1);
-                Err(ProxyError::TlsHandshake(error.to_string()))
+                Err(ProxyError::TlsHandshake(error))
             }
             Ok(Ok(stream)) => Ok(stream),
         }
