@@ -80,13 +80,23 @@ impl Ring {
             let mut ring = Vec::with_capacity(candidates.len() * RING_POINTS as usize);
             for (i, candidate) in candidates.iter().enumerate() {
                 for point in 0..RING_POINTS {
-                    ring.push((hash64(&(candidate.addr(), point)), i as u32));
+                    ring.push((ring_point(candidate.addr(), point), i as u32));
                 }
             }
             ring.sort_unstable();
             ring
         })
     }
+}
+
+fn ring_point(addr: SocketAddr, point: u64) -> u64 {
+    hash64(&(addr, point))
+}
+
+/// A key the ring maps to this endpoint (its first point): what a
+/// persistent affinity cookie holds.
+pub fn endpoint_key(addr: SocketAddr) -> u64 {
+    ring_point(addr, 0)
 }
 
 /// Chooses among `candidates` (none excluded by `exclude`, none ejected unless

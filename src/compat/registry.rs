@@ -80,7 +80,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("affinity-canary-behavior", Unsupported(AFFINITY)),
     key("affinity-mode", Unsupported(AFFINITY)),
     key("allowlist-source-range", FailsClosed(ACCESS)),
-    key("app-root", Unsupported(ROUTING)),
+    key("app-root", Supported),
     key("auth-always-set-cookie", FailsClosed(AUTH)),
     key("auth-cache-duration", FailsClosed(AUTH)),
     key("auth-cache-key", FailsClosed(AUTH)),
@@ -179,7 +179,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("proxy-ssl-server-name", Supported),
     key("proxy-ssl-verify", Supported),
     key("proxy-ssl-verify-depth", Differs("rustls verifies whole chains: the default 1 is accepted, any other depth warns and is ignored")),
-    key("rewrite-target", Unsupported(ROUTING)),
+    key("rewrite-target", Supported),
     key("satisfy", FailsClosed(ACCESS)),
     key("secure-backends", Differs("removed from ingress-nginx; read as backend-protocol: HTTPS, which wins when both are set")),
     key("server-alias", Unsupported(ROUTING)),
@@ -205,9 +205,9 @@ pub const ANNOTATIONS: &[Key] = &[
     key("upstream-hash-by-subset", Unsupported("hashing onto a subset of pods is not implemented; upstream-hash-by is")),
     key("upstream-hash-by-subset-size", Unsupported("hashing onto a subset of pods is not implemented; upstream-hash-by is")),
     key("upstream-vhost", Supported),
-    key("use-regex", Unsupported(ROUTING)),
+    key("use-regex", Supported),
     key("whitelist-source-range", FailsClosed(ACCESS)),
-    key("x-forwarded-prefix", Unsupported(ROUTING)),
+    key("x-forwarded-prefix", Supported),
 ];
 
 /// Every ingress-nginx ConfigMap key (v1.15), as a key of sluice's config file.

@@ -17,7 +17,7 @@
 //! EndpointSlices and Secrets by name, and the endpoint-only update); this file
 //! runs the build and inserts routes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::Ingress;
@@ -29,6 +29,7 @@ use crate::config::{ForeignKey, HostOwnership, ProxyDefaults};
 use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::routing::certs::{Certificate, TlsCerts};
+use crate::routing::edits::Edits;
 use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
 use crate::upstream::tls::{TlsSpec, UpstreamTls};
 
@@ -37,6 +38,7 @@ use crate::routing::{
     Protocol, Route, RoutingTable, TableStats,
 };
 
+mod certificates;
 mod class;
 mod index;
 mod ownership;
@@ -347,7 +349,10 @@ impl<'a> Builder<'a> {
         // A config key that fails closed closes every route; else the
         // Ingress's own access annotation may.
         let deny = self.deny_all.clone().or_else(|| parsed.deny.clone());
-        let route_to = |backend: Arc<Backend>, metrics: Arc<RequestMetrics>, host: &HostKey| {
+        let route_to = |backend: Arc<Backend>,
+                        metrics: Arc<RequestMetrics>,
+                        host: &HostKey,
+                        edits: &Option<Arc<Edits>>| {
             let https_redirect = parsed.force_ssl_redirect
                 || (parsed.ssl_redirect && tls_hosts.contains(&host.to_string()));
             let policy = parsed.policy.clone();
@@ -358,7 +363,7 @@ impl<'a> Builder<'a> {
                 filters: Filters::new(FilterSpec {
                     deny: deny.clone(),
                     https_redirect,
-                    edits: parsed.edits.clone(),
+                    edits: edits.clone(),
                     body_limit: policy.body_limit,
                     limiter: limiter.clone(),
                 }),
@@ -385,18 +390,32 @@ impl<'a> Builder<'a> {
             if parsed.ssl_passthrough {
                 self.add_passthrough(&path.host, &backend, &parsed.policy, object, target.field);
             }
-            let route = route_to(backend, metrics, &path.host);
+            let root_redirect = parsed.app_root.as_ref().map(|root| {
+                route_to(
+                    backend.clone(),
+                    metrics.clone(),
+                    &path.host,
+                    &Some(root.clone()),
+                )
+            });
+            let route = route_to(backend, metrics, &path.host, &path.edits);
             let routes = self.hosts.entry(path.host.clone()).or_default();
-            if let Err(owner) = routes.insert(path.kind, &path.path, route) {
-                let message = format!(
+            if let Some(redirect) = root_redirect {
+                routes.set_root_redirect(redirect);
+            }
+            match routes.insert(path.kind, &path.path, route) {
+                Ok(()) => routes.note(path.location.clone()),
+                Err(owner) => {
+                    let message = format!(
                     "host {} path {:?} ({:?}) is already served by the older Ingress {}; path skipped",
                     path.host, path.path, path.kind, owner.ingress
                 );
-                let field = match target.field {
-                    Field::PathBackend { rule, path } => Field::Path { rule, path },
-                    other => other,
-                };
-                self.warn(Some((object, field)), "conflict", message);
+                    let field = match target.field {
+                        Field::PathBackend { rule, path } => Field::Path { rule, path },
+                        other => other,
+                    };
+                    self.warn(Some((object, field)), "conflict", message);
+                }
             }
         }
         if let Some((target, hosts)) = &parsed.default {
@@ -415,7 +434,7 @@ impl<'a> Builder<'a> {
                 if !self.check_owner(host, object, target.field) {
                     continue;
                 }
-                let route = route_to(backend.clone(), metrics.clone(), host);
+                let route = route_to(backend.clone(), metrics.clone(), host, &parsed.edits);
                 if let Err(owner) = self
                     .hosts
                     .entry(host.clone())
@@ -511,81 +530,6 @@ impl<'a> Builder<'a> {
         }
     }
 
-    /// Loads the certificates of an Ingress's `spec.tls`; returns its TLS hosts
-    /// (they get HTTPS redirects whether or not their Secret is usable).
-    fn add_tls(&mut self, parsed: &ParsedIngress) -> BTreeSet<String> {
-        let mut tls_hosts = BTreeSet::new();
-        let routed = parsed.routed_hosts();
-        let namespace = &parsed.object.namespace;
-        for (i, (hosts, secret)) in parsed.tls.iter().enumerate() {
-            tls_hosts.extend(hosts.iter().cloned());
-            // Without a Secret, the default certificate serves these hosts.
-            let Some(secret) = secret else { continue };
-            // A certificate only for a host this Ingress routes, and only from
-            // the namespace that routed the host first: no tenant can serve its
-            // certificate (and so terminate TLS) for another tenant's host.
-            let mut ours = Vec::new();
-            for host in hosts {
-                let refusal = self.certificate_refusal(host, &routed, namespace);
-                match refusal {
-                    Some(message) => self.warn(
-                        Some((&parsed.object, Field::Tls(i))),
-                        "tls-host-refused",
-                        message,
-                    ),
-                    None => ours.push(host),
-                }
-            }
-            if ours.is_empty() {
-                continue;
-            }
-            let loaded = self.certificate(namespace, secret);
-            for host in ours {
-                let certificate = match &loaded {
-                    Ok(certificate) => certificate.clone(),
-                    Err(message) => {
-                        let kept = self.previous_certs.for_host(host).cloned();
-                        let suffix = if kept.is_some() {
-                            "; the host keeps its last good certificate"
-                        } else {
-                            ""
-                        };
-                        let message = format!(
-                            "host {host}: Secret {}/{secret}: {message}{suffix}",
-                            parsed.object.namespace
-                        );
-                        self.warn(
-                            Some((&parsed.object, Field::Tls(i))),
-                            "invalid-certificate",
-                            message,
-                        );
-                        match kept {
-                            Some(kept) => kept,
-                            None => continue,
-                        }
-                    }
-                };
-                if !self.certs.insert(host, certificate) {
-                    let message = format!(
-                        "host {host} already has a certificate from an older Ingress; ignored"
-                    );
-                    self.warn(Some((&parsed.object, Field::Tls(i))), "conflict", message);
-                }
-            }
-        }
-        tls_hosts
-    }
-
-    fn certificate(&mut self, namespace: &str, name: &str) -> Result<Certificate, String> {
-        let key = (namespace.to_owned(), name.to_owned());
-        if let Some(loaded) = self.loaded.get(&key) {
-            return loaded.clone();
-        }
-        let loaded = self.index.certificate(namespace, name);
-        self.loaded.insert(key, loaded.clone());
-        loaded
-    }
-
     fn warn(&mut self, site: Option<(&ObjectRef, Field)>, reason: &'static str, message: String) {
         self.warnings.push(Warning {
             file: None,
@@ -678,7 +622,23 @@ impl<'a> Builder<'a> {
         backend
     }
 
-    fn finish(self, default_route: Option<Arc<Route>>) -> (RoutingTable, Vec<Warning>) {
+    fn finish(mut self, default_route: Option<Arc<Route>>) -> (RoutingTable, Vec<Warning>) {
+        // Hosts in ingress-nginx's regex mode get their patterns compiled.
+        for (host, routes) in &mut self.hosts {
+            for (route, why) in routes.finish() {
+                self.warnings.push(Warning {
+                    file: None,
+                    object: Some(ObjectRef {
+                        kind: "Ingress",
+                        namespace: route.ingress.namespace.clone(),
+                        name: route.ingress.name.clone(),
+                    }),
+                    field: None,
+                    reason: "invalid-path",
+                    message: format!("host {host} is matched by regular expressions (an Ingress of it has use-regex or rewrite-target): {why}; path not served"),
+                });
+            }
+        }
         let stats = TableStats {
             hosts: 0,
             routes: self.hosts.values().map(HostRoutes::route_count).sum(),

@@ -8,6 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::regex_paths::{Location, RegexPaths};
 use super::Route;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -24,6 +25,14 @@ pub struct HostRoutes {
     prefixes: Vec<(Box<str>, Arc<Route>)>,
     /// The Ingress `defaultBackend` for this host: requests that match no path.
     default: Option<Arc<Route>>,
+    /// The paths as written, noted while the table is built (`finish`).
+    locations: Vec<Location>,
+    /// ingress-nginx's regex mode, when an Ingress of the host asks for it:
+    /// then only these patterns decide.
+    regex: Option<RegexPaths>,
+    /// `app-root`: a request for `/` gets this route (a 302 to the app's
+    /// root) before any path is matched, as nginx's server-level `if`.
+    root_redirect: Option<Arc<Route>>,
 }
 
 impl HostRoutes {
@@ -88,7 +97,64 @@ impl HostRoutes {
         self.exact.len() + self.prefixes.len() + self.default.is_some() as usize
     }
 
+    /// Notes a path as its Ingress wrote it, once `insert` took it.
+    pub fn note(&mut self, location: Location) {
+        self.locations.push(location);
+    }
+
+    /// Ends the build: a host that an Ingress put in regex mode gets its
+    /// patterns compiled, with the routes as they are now (a canary joined).
+    /// Returns the paths left out, each with its route and the reason.
+    pub fn finish(&mut self) -> Vec<(Arc<Route>, String)> {
+        let locations = std::mem::take(&mut self.locations);
+        if !locations.iter().any(|l| l.regex) {
+            return Vec::new();
+        }
+        let routed: Vec<(Location, Arc<Route>)> = locations
+            .into_iter()
+            .filter_map(|l| {
+                let route = self.route_at(l.kind, &l.path)?.clone();
+                Some((l, route))
+            })
+            .collect();
+        let (regex, invalid) = RegexPaths::build(&routed);
+        self.regex = regex;
+        invalid
+    }
+
+    /// The patterns of a host in regex mode, in the order they are tried.
+    pub fn regex_patterns(&self) -> Option<&[String]> {
+        self.regex.as_ref().map(RegexPaths::patterns)
+    }
+
+    fn route_at(&self, kind: PathKind, path: &str) -> Option<&Arc<Route>> {
+        match kind {
+            PathKind::Exact => self.exact.get(path),
+            PathKind::Prefix => {
+                let path = normalize_prefix(path);
+                self.prefixes
+                    .iter()
+                    .find(|(p, _)| &**p == path)
+                    .map(|(_, r)| r)
+            }
+        }
+    }
+
+    /// Sets the host's `app-root` redirect, unless one is set (the oldest
+    /// Ingress's wins).
+    pub fn set_root_redirect(&mut self, route: Arc<Route>) {
+        self.root_redirect.get_or_insert(route);
+    }
+
     pub fn route(&self, path: &str) -> Option<&Arc<Route>> {
+        if let Some(redirect) = &self.root_redirect {
+            if path == "/" {
+                return Some(redirect);
+            }
+        }
+        if let Some(regex) = &self.regex {
+            return regex.route(path).or(self.default.as_ref());
+        }
         // A matching Exact rule is exactly as long as the request path, so it can never
         // lose to a Prefix: checking it first implements both tie-break rules.
         if let Some(route) = self.exact.get(path) {

@@ -11,6 +11,7 @@ pub mod endpoint;
 pub mod filters;
 mod matching;
 pub mod normalize;
+pub mod regex_paths;
 
 use std::collections::HashMap;
 use std::fmt;

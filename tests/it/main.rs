@@ -22,6 +22,7 @@ mod migration;
 mod policies;
 mod protocols;
 mod proxy;
+mod rewriting;
 mod tenancy;
 mod tls;
 mod upstream_http1;

@@ -7,7 +7,10 @@
 //! for what sluice does not do, and a 403 for the Ingress when that is access.
 
 mod review;
+mod rewrite;
 mod snippets;
+
+pub use rewrite::Rewrite;
 
 pub use review::{review, sluice_reads, Notice};
 
@@ -70,6 +73,10 @@ pub const KNOWN_KEYS: &[&str] = &[
     "proxy-ssl-ciphers",
     "proxy-ssl-verify-depth",
     "upstream-vhost",
+    "use-regex",
+    "rewrite-target",
+    "x-forwarded-prefix",
+    "app-root",
 ];
 
 /// The prefix and bare name of an annotation under one of our prefixes.
@@ -152,6 +159,11 @@ pub struct IngressAnnotations {
     pub service_upstream: bool,
     /// `ssl-passthrough: "true"`: TLS connections for its hosts go to the pods.
     pub ssl_passthrough: bool,
+    /// `use-regex`, `rewrite-target`, `x-forwarded-prefix`.
+    pub rewrite: Rewrite,
+    /// `app-root`: a request for `/` on the Ingress's hosts is answered with
+    /// these edits (a 302 to the app's root).
+    pub app_root: Option<Arc<Edits>>,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -258,6 +270,15 @@ impl IngressAnnotations {
                 }),
                 "ssl-passthrough" => parsed.ssl_passthrough = parse_bool(value).map_err(invalid)?,
                 "upstream-vhost" => vhost = Some(parse_vhost(value).map_err(invalid)?),
+                "use-regex" => parsed.rewrite.use_regex = parse_bool(value).map_err(invalid)?,
+                "rewrite-target" => {
+                    let template = Template::parse(value).map_err(invalid)?;
+                    parsed.rewrite.target = Some((value.to_owned(), template));
+                }
+                "app-root" => parsed.app_root = Some(parse_app_root(value).map_err(invalid)?),
+                "x-forwarded-prefix" => {
+                    parsed.rewrite.x_forwarded_prefix = Some(Template::parse(value).map_err(invalid)?)
+                }
                 // sluice speaks HTTP/1.1 to pods; 1.0 would only lose keep-alive.
                 "proxy-http-version" => match value.trim() {
                     "1.1" => {}
@@ -674,6 +695,27 @@ fn parse_vhost(value: &str) -> Result<Template, String> {
         return Err(format!("{value:?} is not a host name"));
     }
     Ok(template)
+}
+
+/// `app-root`: a path (as ingress-nginx, no URL), answered as nginx's
+/// `return 302 $scheme://$http_host/ROOT`.
+fn parse_app_root(value: &str) -> Result<Arc<Edits>, String> {
+    let root = value.trim();
+    if !root.starts_with('/')
+        || root.starts_with("//")
+        || http::uri::PathAndQuery::try_from(root).is_err()
+    {
+        return Err(format!("{root:?}: app-root is a path such as /app"));
+    }
+    let text = Template::parse(&format!("$scheme://$http_host{root}"))?;
+    let step = Step::Return {
+        status: http::StatusCode::FOUND,
+        text: Some(text),
+    };
+    Ok(Arc::new(Edits {
+        steps: vec![step],
+        ..Edits::default()
+    }))
 }
 
 fn parse_on_off(value: &str) -> Result<bool, String> {

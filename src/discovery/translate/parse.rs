@@ -13,6 +13,7 @@ use crate::discovery::{ObjectRef, Warning};
 use crate::policy::canary::CanaryRule;
 use crate::policy::ratelimit::LimitSpec;
 use crate::routing::edits::Edits;
+use crate::routing::regex_paths::Location;
 use crate::routing::{BackendRef, HostKey, IngressRef, PathKind, Protocol, RoutePolicy};
 
 pub(super) fn ingress_object(ingress: &Ingress) -> ObjectRef {
@@ -58,6 +59,8 @@ pub(super) struct ParsedIngress {
     pub(super) edits: Option<Arc<Edits>>,
     /// `ssl-passthrough`.
     pub(super) ssl_passthrough: bool,
+    /// `app-root`: the answer to `/` on its hosts.
+    pub(super) app_root: Option<Arc<Edits>>,
 }
 
 impl ParsedIngress {
@@ -76,6 +79,10 @@ pub(super) struct ParsedPath {
     pub(super) kind: PathKind,
     pub(super) path: String,
     pub(super) target: BackendTarget,
+    /// How ingress-nginx's regex mode sees it (`routing::regex_paths`).
+    pub(super) location: Location,
+    /// The Ingress's edits, and this path's `rewrite-target`.
+    pub(super) edits: Option<Arc<Edits>>,
 }
 
 /// How an Ingress's pods are spoken to: a plain protocol, or TLS, whose
@@ -155,6 +162,7 @@ pub(super) fn parse_ingress(
         deny: None,
         edits: None,
         ssl_passthrough: false,
+        app_root: None,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -191,6 +199,7 @@ pub(super) fn parse_ingress(
     });
     parsed.edits = annotations.edits.clone();
     parsed.ssl_passthrough = annotations.ssl_passthrough;
+    parsed.app_root = annotations.app_root.clone();
     parsed.policy = annotations.policy(defaults);
     parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(defaults.ssl_redirect);
     parsed.canary = annotations.canary.clone();
@@ -278,6 +287,20 @@ pub(super) fn parse_ingress(
                 parsed.faults.push(fault(field(), "invalid-path", message));
                 continue;
             }
+            let edits = match annotations.rewrite.edits_for(value, &annotations.edits) {
+                Ok(edits) => edits,
+                Err(message) => {
+                    let message = format!("{message}; path skipped");
+                    parsed.faults.push(fault(field(), "invalid-path", message));
+                    continue;
+                }
+            };
+            let location = Location {
+                kind,
+                path: value.to_owned(),
+                prefix_type: path.path_type == "Prefix",
+                regex: annotations.rewrite.regex_for(value),
+            };
             let field = Field::PathBackend { rule: ri, path: pi };
             match backend_ref(&path.backend, namespace) {
                 Ok(mut backend) => {
@@ -287,6 +310,8 @@ pub(super) fn parse_ingress(
                         kind,
                         path: value.to_owned(),
                         target: BackendTarget { backend, field },
+                        location,
+                        edits,
                     })
                 }
                 Err(message) => {

@@ -1,0 +1,208 @@
+//! ingress-nginx's regex paths and rewrites, through the door: `use-regex`,
+//! `rewrite-target` with capture groups, `x-forwarded-prefix`, and the quirks
+//! of its regex mode (host-wide, case-insensitive, anchored at the start
+//! only, longest path first).
+
+use crate::support::*;
+use http::StatusCode;
+
+const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+/// Serves `yaml` (Services and Ingresses) and returns sluice.
+async fn serve(yaml: &str) -> (Manifests, sluice::server::Server) {
+    let manifests = Manifests::new();
+    manifests.write("apps.yaml", yaml);
+    let sluice = start_sluice(manifests.path(), "").await;
+    (manifests, sluice)
+}
+
+/// (which pod answered, the URI it saw) for a GET of `path` on `host`.
+async fn seen(sluice: &sluice::server::Server, host: &str, path: &str) -> (String, String) {
+    let reply = send(&client(), get(sluice.http_addr, host, path))
+        .await
+        .unwrap();
+    if reply.status != StatusCode::OK {
+        return (reply.status.to_string(), String::new());
+    }
+    let json = reply.json();
+    (
+        reply.upstream(),
+        json["uri"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+/// The example of ingress-nginx's rewrite documentation, word for word.
+#[tokio::test]
+async fn rewrite_target_passes_capture_groups_as_ingress_nginx_documents() {
+    let pod = start_upstream("http-svc").await;
+    let regex = format!("{NGINX}use-regex");
+    let target = format!("{NGINX}rewrite-target");
+    let prefix = format!("{NGINX}x-forwarded-prefix");
+    let yaml = service_yaml("http-svc", &[pod.addr])
+        + &ingress_yaml(
+            "rewrite",
+            Some("rewrite.bar.com"),
+            &[(&regex, "true"), (&target, "/$2"), (&prefix, "/something")],
+            &[(
+                "'/something(/|$)(.*)'",
+                "ImplementationSpecific",
+                "http-svc",
+            )],
+        );
+    let (_m, sluice) = serve(&yaml).await;
+    for (asked, rewritten) in [
+        ("/something", "/"),
+        ("/something/", "/"),
+        ("/something/new", "/new"),
+        // Case-insensitive, and the query follows the rewrite.
+        ("/SomeThing/new/deeper?page=2", "/new/deeper?page=2"),
+    ] {
+        let (pod, uri) = seen(&sluice, "rewrite.bar.com", asked).await;
+        assert_eq!(
+            (pod.as_str(), uri.as_str()),
+            ("http-svc", rewritten),
+            "{asked}"
+        );
+    }
+    let reply = send(
+        &client(),
+        get(sluice.http_addr, "rewrite.bar.com", "/something/x"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reply.json()["headers"]["x-forwarded-prefix"][0],
+        "/something"
+    );
+    // Anchored at the start: the path elsewhere in the URI is no match.
+    let (status, _) = seen(&sluice, "rewrite.bar.com", "/other/something").await;
+    assert_eq!(status, "404 Not Found");
+}
+
+/// Once one Ingress of a host uses regex, every path of the host is a
+/// case-insensitive regex anchored at the start, whichever Ingress wrote
+/// it; other hosts keep the Ingress semantics.
+#[tokio::test]
+async fn regex_mode_covers_the_whole_host_and_only_it() {
+    let plain = start_upstream("plain").await;
+    let numbers = start_upstream("numbers").await;
+    let regex = format!("{NGINX}use-regex");
+    let yaml = service_yaml("plain", &[plain.addr])
+        + &service_yaml("numbers", &[numbers.addr])
+        + &ingress_yaml(
+            "plain",
+            Some("shop.example"),
+            &[],
+            &[("/foo", "Prefix", "plain")],
+        )
+        + &ingress_yaml(
+            "numbers",
+            Some("shop.example"),
+            &[(&regex, "true")],
+            &[("'/bar/[0-9]+$'", "ImplementationSpecific", "numbers")],
+        )
+        + &ingress_yaml(
+            "other",
+            Some("other.example"),
+            &[],
+            &[("/foo", "Prefix", "plain")],
+        );
+    let (_m, sluice) = serve(&yaml).await;
+    let pod = |host: &'static str, path: &'static str| {
+        let sluice = &sluice;
+        async move { seen(sluice, host, path).await.0 }
+    };
+    assert_eq!(pod("shop.example", "/bar/12").await, "numbers");
+    assert_eq!(pod("shop.example", "/bar/12x").await, "404 Not Found");
+    // The plain Ingress's Prefix path, now `~* "^/foo"`: nginx's quirks.
+    assert_eq!(pod("shop.example", "/foo/x").await, "plain");
+    assert_eq!(pod("shop.example", "/FOO").await, "plain");
+    assert_eq!(pod("shop.example", "/foobar").await, "plain");
+    // Another host is untouched: Prefix is element-wise and case-sensitive.
+    assert_eq!(pod("other.example", "/foo/x").await, "plain");
+    assert_eq!(pod("other.example", "/foobar").await, "404 Not Found");
+    assert_eq!(pod("other.example", "/FOO").await, "404 Not Found");
+}
+
+/// First match in ingress-nginx's order, longest path first: its documented
+/// warning, where a regex beats the exact text it was not meant to take.
+#[tokio::test]
+async fn the_longest_path_is_tried_first_even_when_a_shorter_one_is_exact() {
+    let literal = start_upstream("literal").await;
+    let pattern = start_upstream("pattern").await;
+    let regex = format!("{NGINX}use-regex");
+    let yaml = service_yaml("literal", &[literal.addr])
+        + &service_yaml("pattern", &[pattern.addr])
+        + &ingress_yaml(
+            "test-ingress-3",
+            Some("test.com"),
+            &[(&regex, "true")],
+            &[
+                ("/foo/bar/bar", "Prefix", "literal"),
+                ("/foo/bar/b-r", "Prefix", "literal"),
+                (
+                    "'/foo/bar/[A-Z0-9]{3}'",
+                    "ImplementationSpecific",
+                    "pattern",
+                ),
+            ],
+        );
+    let (_m, sluice) = serve(&yaml).await;
+    assert_eq!(seen(&sluice, "test.com", "/foo/bar/bar").await.0, "pattern");
+    // The pattern does not take what it does not match.
+    assert_eq!(seen(&sluice, "test.com", "/foo/bar/b-r").await.0, "literal");
+}
+
+/// A path that is no regular expression is skipped with a warning; the
+/// Ingress's other paths are served.
+#[tokio::test]
+async fn a_path_that_is_no_regex_is_skipped_with_a_warning() {
+    let pod = start_upstream("web").await;
+    let regex = format!("{NGINX}use-regex");
+    let yaml = service_yaml("web", &[pod.addr])
+        + &ingress_yaml(
+            "broken",
+            Some("broken.example"),
+            &[(&regex, "true")],
+            &[
+                ("'/a(b'", "ImplementationSpecific", "web"),
+                ("/ok", "Prefix", "web"),
+            ],
+        );
+    let (_m, sluice) = serve(&yaml).await;
+    assert_eq!(seen(&sluice, "broken.example", "/ok").await.0, "web");
+    let warnings = admin_text(&sluice, "/api/warnings").await;
+    assert!(
+        warnings.contains("is not a regular expression"),
+        "{warnings}"
+    );
+}
+
+/// `app-root`: `/` is redirected to the app's root (302, with the client's
+/// scheme and Host); every other path is served.
+#[tokio::test]
+async fn app_root_redirects_only_the_root() {
+    let pod = start_upstream("app").await;
+    let root = format!("{NGINX}app-root");
+    let yaml = service_yaml("app", &[pod.addr])
+        + &ingress_yaml(
+            "approot",
+            Some("approot.bar.com"),
+            &[(&root, "/app1")],
+            &[("/", "Prefix", "app")],
+        );
+    let (_m, sluice) = serve(&yaml).await;
+    let reply = send(
+        &client(),
+        get(sluice.http_addr, "approot.bar.com:8080", "/"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert_eq!(
+        reply.headers["location"],
+        "http://approot.bar.com:8080/app1"
+    );
+    let (pod, uri) = seen(&sluice, "approot.bar.com", "/app1/page?x=1").await;
+    assert_eq!((pod.as_str(), uri.as_str()), ("app", "/app1/page?x=1"));
+}
