@@ -69,16 +69,13 @@ const MODSECURITY: &str = "sluice has no web application firewall; fails closed 
 const CORS: &str = "CORS comes with issue #21; browsers refuse cross-origin calls meanwhile";
 const SNIPPET: &str = "interpreted, never run: header directives, return, rewrite and if; any other directive warns, and an access directive sluice cannot interpret fails closed";
 const TRACING: &str = "sluice exports no traces yet";
-const AFFINITY: &str =
-    "cookie affinity comes with issue #20 (upstream-hash-by $cookie_NAME is supported)";
-
 /// Every annotation, by name without the `nginx.ingress.kubernetes.io/` prefix:
 /// the 130 that ingress-nginx v1.15 documents, its undocumented alias
 /// `allowlist-source-range`, and the legacy `secure-backends`.
 pub const ANNOTATIONS: &[Key] = &[
-    key("affinity", Unsupported(AFFINITY)),
-    key("affinity-canary-behavior", Unsupported(AFFINITY)),
-    key("affinity-mode", Unsupported(AFFINITY)),
+    key("affinity", Supported),
+    key("affinity-canary-behavior", Differs("accepted; the canary's choice does not read the affinity cookie (ingress-nginx's legacy behaviour): a user may move between canary and main")),
+    key("affinity-mode", Supported),
     key("allowlist-source-range", FailsClosed(ACCESS)),
     key("app-root", Supported),
     key("auth-always-set-cookie", FailsClosed(AUTH)),
@@ -185,15 +182,15 @@ pub const ANNOTATIONS: &[Key] = &[
     key("server-alias", Unsupported(ROUTING)),
     key("server-snippet", Differs(SNIPPET)),
     key("service-upstream", Supported),
-    key("session-cookie-change-on-failure", Unsupported(AFFINITY)),
-    key("session-cookie-conditional-samesite-none", Unsupported(AFFINITY)),
-    key("session-cookie-domain", Unsupported(AFFINITY)),
-    key("session-cookie-expires", Unsupported(AFFINITY)),
-    key("session-cookie-max-age", Unsupported(AFFINITY)),
-    key("session-cookie-name", Unsupported(AFFINITY)),
-    key("session-cookie-path", Unsupported(AFFINITY)),
-    key("session-cookie-samesite", Unsupported(AFFINITY)),
-    key("session-cookie-secure", Unsupported(AFFINITY)),
+    key("session-cookie-change-on-failure", Supported),
+    key("session-cookie-conditional-samesite-none", Supported),
+    key("session-cookie-domain", Supported),
+    key("session-cookie-expires", Supported),
+    key("session-cookie-max-age", Supported),
+    key("session-cookie-name", Supported),
+    key("session-cookie-path", Differs("default: the Ingress rule's path as written (ingress-nginx uses the nginx location, which for a Prefix path /shop may be /shop/)")),
+    key("session-cookie-samesite", Supported),
+    key("session-cookie-secure", Supported),
     key("ssl-ciphers", Unsupported("sluice's TLS (rustls) offers a fixed set of modern cipher suites")),
     key("ssl-passthrough", Differs("with --enable-ssl-passthrough (or enable-ssl-passthrough: true), as ingress-nginx; exact hosts only, the first Ingress to claim a host")),
     key("ssl-prefer-server-ciphers", NoEffect("rustls offers only strong suites; the order does not weaken anything")),

@@ -352,10 +352,12 @@ impl<'a> Builder<'a> {
         let route_to = |backend: Arc<Backend>,
                         metrics: Arc<RequestMetrics>,
                         host: &HostKey,
+                        rule_path: &str,
                         edits: &Option<Arc<Edits>>| {
             let https_redirect = parsed.force_ssl_redirect
                 || (parsed.ssl_redirect && tls_hosts.contains(&host.to_string()));
-            let policy = parsed.policy.clone();
+            let mut policy = parsed.policy.clone();
+            policy.affinity = policy.affinity.map(|a| a.for_rule(rule_path));
             Arc::new(Route {
                 metrics,
                 ingress: parsed.ingress.clone(),
@@ -391,14 +393,16 @@ impl<'a> Builder<'a> {
                 self.add_passthrough(&path.host, &backend, &parsed.policy, object, target.field);
             }
             let root_redirect = parsed.app_root.as_ref().map(|root| {
+                let root = Some(root.clone());
                 route_to(
                     backend.clone(),
                     metrics.clone(),
                     &path.host,
-                    &Some(root.clone()),
+                    &path.path,
+                    &root,
                 )
             });
-            let route = route_to(backend, metrics, &path.host, &path.edits);
+            let route = route_to(backend, metrics, &path.host, &path.path, &path.edits);
             let routes = self.hosts.entry(path.host.clone()).or_default();
             if let Some(redirect) = root_redirect {
                 routes.set_root_redirect(redirect);
@@ -434,7 +438,7 @@ impl<'a> Builder<'a> {
                 if !self.check_owner(host, object, target.field) {
                     continue;
                 }
-                let route = route_to(backend.clone(), metrics.clone(), host, &parsed.edits);
+                let route = route_to(backend.clone(), metrics.clone(), host, "/", &parsed.edits);
                 if let Err(owner) = self
                     .hosts
                     .entry(host.clone())

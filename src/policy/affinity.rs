@@ -77,14 +77,13 @@ pub struct Sticky {
 }
 
 /// What the answer needs to say about the cookie.
-pub struct Answered<'a> {
+pub struct Answered {
     pub endpoint: SocketAddr,
     /// The request was tried on more than one endpoint.
     pub retried: bool,
     pub https: bool,
-    pub user_agent: Option<&'a str>,
-    /// The Ingress rule's path (the cookie's default `Path`).
-    pub rule_path: &'a str,
+    /// The client accepts `SameSite=None` (`same_site_none_compatible`).
+    pub samesite_none_ok: bool,
     pub now: SystemTime,
 }
 
@@ -94,6 +93,18 @@ pub fn backend_tag(backend: &(impl std::hash::Hash + ?Sized)) -> u64 {
 }
 
 impl Affinity {
+    /// This affinity for one Ingress rule: the cookie's `Path` is the rule's
+    /// path unless `session-cookie-path` says otherwise.
+    pub fn for_rule(self: std::sync::Arc<Self>, rule_path: &str) -> std::sync::Arc<Affinity> {
+        if self.path.is_some() {
+            return self;
+        }
+        std::sync::Arc::new(Affinity {
+            path: Some(rule_path.to_owned()),
+            ..(*self).clone()
+        })
+    }
+
     /// The request's key: its cookie's if the cookie is for this backend,
     /// else `fresh` (a random one).
     pub fn sticky(&self, headers: &HeaderMap, backend: u64, fresh: u64) -> Sticky {
@@ -138,7 +149,7 @@ impl Affinity {
             return None;
         };
         let mut cookie = format!("{}={key:016x}|{backend:016x}", self.name);
-        let path = self.path.as_deref().unwrap_or(answered.rule_path);
+        let path = self.path.as_deref().unwrap_or("/");
         cookie += &format!("; Path={path}");
         if let Some(domain) = &self.domain {
             cookie += &format!("; Domain={domain}");
@@ -156,8 +167,7 @@ impl Affinity {
         cookie += "; HttpOnly";
         match self.samesite {
             Some(SameSite::None)
-                if self.conditional_samesite_none
-                    && !same_site_none_compatible(answered.user_agent) => {}
+                if self.conditional_samesite_none && !answered.samesite_none_ok => {}
             Some(SameSite::None) => cookie += "; SameSite=None",
             Some(SameSite::Lax) => cookie += "; SameSite=Lax",
             Some(SameSite::Strict) => cookie += "; SameSite=Strict",
@@ -169,7 +179,7 @@ impl Affinity {
 
 /// Browsers that reject `SameSite=None` cookies outright (ingress-nginx's
 /// `util/same_site.lua`, after Chromium's list of incompatible clients).
-fn same_site_none_compatible(user_agent: Option<&str>) -> bool {
+pub fn same_site_none_compatible(user_agent: Option<&str>) -> bool {
     let Some(ua) = user_agent else { return true };
     let old_chrome = ["Chrome/4", "Chrome/5", "Chrome/6"]
         .iter()
@@ -192,13 +202,12 @@ mod tests {
         headers
     }
 
-    fn answered(endpoint: &str, retried: bool) -> Answered<'static> {
+    fn answered(endpoint: &str, retried: bool) -> Answered {
         Answered {
             endpoint: endpoint.parse().unwrap(),
             retried,
             https: false,
-            user_agent: None,
-            rule_path: "/shop",
+            samesite_none_ok: true,
             now: SystemTime::UNIX_EPOCH,
         }
     }
@@ -235,6 +244,7 @@ mod tests {
     #[test]
     fn the_cookie_is_set_for_new_users_and_as_the_mode_says() {
         let balanced = Affinity {
+            path: Some("/shop".into()),
             samesite: Some(SameSite::Lax),
             max_age: Some(60),
             expires: Some(3600),
@@ -307,14 +317,17 @@ mod tests {
             key: 1,
             from_cookie: false,
         };
+        let iphone12 = "Mozilla/5.0 (iPhone; CPU iPhone OS 12_0 like Mac OS X)";
+        assert!(!same_site_none_compatible(Some(iphone12)));
         let mut old = answered("10.0.0.1:80", false);
-        old.user_agent = Some("Mozilla/5.0 (iPhone; CPU iPhone OS 12_0 like Mac OS X)");
+        old.samesite_none_ok = false;
         let cookie = affinity.set_cookie(new, 1, &old).unwrap();
         assert!(!cookie.to_str().unwrap().contains("SameSite"), "{cookie:?}");
         assert!(cookie.to_str().unwrap().contains("; Secure"));
-        let mut modern = answered("10.0.0.1:80", false);
-        modern.user_agent = Some("Mozilla/5.0 Chrome/120.0");
-        let cookie = affinity.set_cookie(new, 1, &modern).unwrap();
+        assert!(same_site_none_compatible(Some("Mozilla/5.0 Chrome/120.0")));
+        let cookie = affinity
+            .set_cookie(new, 1, &answered("10.0.0.1:80", false))
+            .unwrap();
         assert!(cookie.to_str().unwrap().ends_with("; SameSite=None"));
     }
 }

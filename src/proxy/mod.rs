@@ -10,6 +10,7 @@
 //! (`benches/README.md`).
 
 pub mod activity;
+mod affinity;
 pub mod body;
 pub mod client_addr;
 pub mod conn;

@@ -30,6 +30,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
+use super::affinity::StickyRequest;
 use super::body::{ResponseBody, UpstreamBody};
 use super::client_addr::{real_client, ClientAddr};
 use super::conn::ConnInfo;
@@ -195,12 +196,20 @@ impl Proxy {
             let client_upgrade = (request.headers().contains_key(header::UPGRADE)
                 && is_upgrade_request(&request, &self.settings.load().allowed_upgrades))
             .then(|| hyper::upgrade::on(&mut request));
-            let hash = route
+            let sticky = route
                 .policy
-                .balance
-                .hash_by
+                .affinity
                 .as_ref()
-                .and_then(|by| by.key(request.headers(), ctx.client.ip));
+                .map(|affinity| StickyRequest::of(affinity, &request, &backend));
+            let hash = match &sticky {
+                Some(sticky) => Some(sticky.key()),
+                None => route
+                    .policy
+                    .balance
+                    .hash_by
+                    .as_ref()
+                    .and_then(|by| by.key(request.headers(), ctx.client.ip)),
+            };
             let metrics = ctx
                 .metrics()
                 .cloned()
@@ -219,6 +228,15 @@ impl Proxy {
             )?;
             let (mut response, pick, attempts) =
                 send_with_retries(upstream_request, &route, &backend, hash, &metrics).await?;
+            if let (Some(sticky), Some(affinity)) = (sticky, &route.policy.affinity) {
+                sticky.answer(
+                    affinity,
+                    &mut response,
+                    pick.endpoint.addr(),
+                    attempts,
+                    conn.tls,
+                );
+            }
             ctx.upstream = Some(UpstreamAnswer {
                 endpoint: pick.endpoint.addr(),
                 status: response.status().as_u16(),

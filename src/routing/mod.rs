@@ -13,6 +13,7 @@ mod matching;
 pub mod normalize;
 pub mod regex_paths;
 
+use crate::policy::affinity::Affinity;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -52,6 +53,8 @@ pub struct RoutePolicy {
     pub retry: RetryPolicy,
     /// `enable-access-log`.
     pub access_log: bool,
+    /// `affinity: cookie`: the cookie that keeps a user on one pod.
+    pub affinity: Option<Arc<Affinity>>,
 }
 
 /// `namespace/name` of the Ingress a route came from, for logs and metrics.

@@ -31,6 +31,7 @@ fn route(name: &str) -> Arc<Route> {
             balance: Default::default(),
             retry: Default::default(),
             access_log: true,
+            affinity: None,
         },
     })
 }

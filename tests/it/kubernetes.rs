@@ -270,7 +270,7 @@ async fn the_leader_writes_status_and_records_warning_events() {
     api.apply_yaml(&ingress_yaml(
         "sticky",
         Some("sticky.test"),
-        &[("nginx.ingress.kubernetes.io/affinity", "cookie")],
+        &[("nginx.ingress.kubernetes.io/enable-opentelemetry", "true")],
         &[("/", "Prefix", "web")],
     ));
     api.apply_yaml(&ingress_yaml(
@@ -350,7 +350,7 @@ async fn the_leader_writes_status_and_records_warning_events() {
         .unwrap()
         .contains("proxy-body-size"));
     for (name, reason, key) in [
-        ("sticky", "UnsupportedAnnotation", "affinity"),
+        ("sticky", "UnsupportedAnnotation", "enable-opentelemetry"),
         ("guarded", "FailClosed", "auth-url"),
     ] {
         let events: Vec<_> = api

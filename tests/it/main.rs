@@ -10,6 +10,7 @@
 
 mod support;
 
+mod affinity;
 mod balancing;
 mod dashboard;
 mod deploy;

@@ -37,14 +37,10 @@ async fn a_plain_ingress_serves_without_warnings() {
 
 #[tokio::test]
 async fn an_unsupported_annotation_warns_and_the_rest_is_served() {
-    let affinity = format!("{NGINX}affinity");
+    let tracing = format!("{NGINX}enable-opentelemetry");
     let typo = format!("{NGINX}proxy-body-sise");
     let buffering = format!("{NGINX}proxy-buffering");
-    let app = one_app(
-        "",
-        &[(&affinity, "cookie"), (&typo, "8m"), (&buffering, "on")],
-    )
-    .await;
+    let app = one_app("", &[(&tracing, "true"), (&typo, "8m"), (&buffering, "on")]).await;
     let reply = send(&client(), get(app.sluice.http_addr, "any.example", "/"))
         .await
         .unwrap();
@@ -53,7 +49,7 @@ async fn an_unsupported_annotation_warns_and_the_rest_is_served() {
     assert_eq!(unsupported.len(), 1, "{unsupported:?}");
     let message = unsupported[0]["message"].as_str().unwrap();
     assert!(
-        message.contains(&affinity) && message.contains("rest of the Ingress is served"),
+        message.contains(&tracing) && message.contains("rest of the Ingress is served"),
         "{message}"
     );
     assert_eq!(unsupported[0]["object"], "Ingress default/app");

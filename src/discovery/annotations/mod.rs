@@ -6,6 +6,8 @@
 //! prefix is judged by the registry of ingress-nginx keys (`review`): a warning
 //! for what sluice does not do, and a 403 for the Ingress when that is access.
 
+mod affinity;
+mod limits;
 mod review;
 mod rewrite;
 mod snippets;
@@ -25,6 +27,7 @@ use crate::balance::expr::BreakerRule;
 use crate::balance::policy::{Algorithm, BalancePolicy, HashBy};
 use crate::compat::snippet::MAX_SNIPPET_LEN;
 use crate::config::ProxyDefaults;
+use crate::policy::affinity::Affinity;
 use crate::policy::canary::{CanaryRule, Cidr, HeaderMatch};
 use crate::policy::ratelimit::{LimitKey, LimitSpec};
 use crate::policy::retry::{NextUpstream, RetryPolicy};
@@ -164,6 +167,8 @@ pub struct IngressAnnotations {
     /// `app-root`: a request for `/` on the Ingress's hosts is answered with
     /// these edits (a 302 to the app's root).
     pub app_root: Option<Arc<Edits>>,
+    /// `affinity: cookie` and the `session-cookie-*` keys.
+    pub affinity: Option<Affinity>,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -210,7 +215,8 @@ impl IngressAnnotations {
         parsed.fail_closed = parsed.fail_closed.or(snippets.fail_closed);
         parsed.edits = snippets.edits;
         parsed.canary = parse_canary(annotations)?;
-        let (limit, cluster) = parse_limit(annotations)?;
+        parsed.affinity = affinity::parse_affinity(annotations, &mut parsed.notices)?;
+        let (limit, cluster) = limits::parse_limit(annotations)?;
         parsed.limit = limit;
         parsed.limit_cluster = cluster;
         let mut tls = TlsReading::default();
@@ -387,6 +393,7 @@ impl IngressAnnotations {
             balance: self.balance(&defaults.balance),
             // Set per host by `translate`, which knows the Ingress's TLS hosts.
             access_log: self.access_log.unwrap_or(true),
+            affinity: self.affinity.clone().map(Arc::new),
             retry: RetryPolicy {
                 next_upstream: self.next_upstream.unwrap_or(defaults.retry.next_upstream),
                 tries: self.tries.unwrap_or(defaults.retry.tries),
@@ -493,104 +500,6 @@ fn parse_canary(
         rule.sticky = Some(HashBy::parse_key(sticky).map_err(|e| invalid_at(key, e))?);
     }
     Ok(Some(rule))
-}
-
-/// `sluice.io/limit-*` limit the Ingress as a whole (or per `limit-key`);
-/// ingress-nginx's `limit-*` keep their per-client-address meaning.
-fn parse_limit(
-    annotations: &BTreeMap<String, String>,
-) -> Result<(Option<LimitSpec>, bool), AnnotationError> {
-    let get = |prefix: &str, name: &str| {
-        let key = format!("{prefix}{name}");
-        annotations.get(&key).map(|v| (key, v.trim().to_owned()))
-    };
-    let rate = |prefix: &str| -> Result<Option<f64>, AnnotationError> {
-        let number = |name: &str| -> Result<Option<f64>, AnnotationError> {
-            get(prefix, name)
-                .map(|(key, v)| match v.parse::<f64>() {
-                    Ok(n) if n > 0.0 => Ok(n),
-                    _ => Err(invalid_at(&key, format!("{v:?} is not a positive number"))),
-                })
-                .transpose()
-        };
-        let rps = number("limit-rps")?;
-        let rpm = number("limit-rpm")?.map(|m| m / 60.0);
-        // Both: the stricter.
-        Ok(match (rps, rpm) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
-    };
-    let exempt = |prefix: &str| -> Result<Vec<Cidr>, AnnotationError> {
-        match get(prefix, "limit-whitelist") {
-            Some((key, list)) => list
-                .split(',')
-                .filter(|r| !r.trim().is_empty())
-                .map(Cidr::parse)
-                .collect::<Result<_, _>>()
-                .map_err(|e| invalid_at(&key, e)),
-            None => Ok(Vec::new()),
-        }
-    };
-    if let Some(per_second) = rate(SLUICE_PREFIX)? {
-        let burst = match get(SLUICE_PREFIX, "limit-burst") {
-            Some((key, v)) => v
-                .parse::<u32>()
-                .map_err(|_| invalid_at(&key, format!("{v:?} is not a whole number")))?,
-            // One second's worth.
-            None => per_second.ceil() as u32,
-        };
-        let key = match get(SLUICE_PREFIX, "limit-key") {
-            None => LimitKey::Ingress,
-            Some((_, v)) if v == "ingress" => LimitKey::Ingress,
-            Some((_, v)) if v == "client-ip" => LimitKey::ClientIp,
-            Some((key, v)) => match v.strip_prefix("header:").map(HeaderName::try_from) {
-                Some(Ok(name)) => LimitKey::Header(name),
-                _ => {
-                    return Err(invalid_at(
-                        &key,
-                        format!("{v:?}: expected client-ip or header:NAME"),
-                    ))
-                }
-            },
-        };
-        let cluster = match get(SLUICE_PREFIX, "limit-scope") {
-            None => false,
-            Some((_, v)) if v == "instance" => false,
-            Some((_, v)) if v == "cluster" => true,
-            Some((key, v)) => {
-                return Err(invalid_at(
-                    &key,
-                    format!("{v:?}: expected instance or cluster"),
-                ))
-            }
-        };
-        let mut whitelist = exempt(SLUICE_PREFIX)?;
-        whitelist.extend(exempt(NGINX_PREFIX)?);
-        let spec = LimitSpec {
-            per_second,
-            burst,
-            key,
-            exempt: whitelist,
-        };
-        return Ok((Some(spec), cluster));
-    }
-    if let Some(per_second) = rate(NGINX_PREFIX)? {
-        let multiplier = match get(NGINX_PREFIX, "limit-burst-multiplier") {
-            Some((key, v)) => v
-                .parse::<u32>()
-                .map_err(|_| invalid_at(&key, format!("{v:?} is not a whole number")))?,
-            None => 5,
-        };
-        let spec = LimitSpec {
-            per_second,
-            burst: (per_second * f64::from(multiplier)).ceil() as u32,
-            key: LimitKey::ClientIp,
-            exempt: exempt(NGINX_PREFIX)?,
-        };
-        return Ok((Some(spec), false));
-    }
-    Ok((None, false))
 }
 
 fn lookup<'a>(annotations: &'a BTreeMap<String, String>, key: &str) -> Option<(&'a str, &'a str)> {

@@ -25,8 +25,10 @@ const SLUICE_ONLY: &[&str] = &["limit-burst", "limit-key", "limit-scope"];
 
 /// Whether sluice reads this key (without prefix) under this prefix.
 pub fn sluice_reads(prefix: &str, name: &str) -> bool {
-    let read =
-        KNOWN_KEYS.contains(&name) || GROUPED_KEYS.contains(&name) || SNIPPET_KEYS.contains(&name);
+    let read = KNOWN_KEYS.contains(&name)
+        || GROUPED_KEYS.contains(&name)
+        || SNIPPET_KEYS.contains(&name)
+        || super::affinity::AFFINITY_KEYS.contains(&name);
     read && (prefix == SLUICE_PREFIX || !SLUICE_ONLY.contains(&name))
 }
 
@@ -126,7 +128,7 @@ mod tests {
     #[test]
     fn unsupported_unknown_and_access_keys() {
         let (notices, closed) = review_of(&[
-            ("nginx.ingress.kubernetes.io/affinity", "cookie"),
+            ("nginx.ingress.kubernetes.io/custom-http-errors", "404"),
             (
                 "nginx.ingress.kubernetes.io/whitelist-source-rnage",
                 "10.0.0.0/8",
@@ -145,8 +147,8 @@ mod tests {
         assert_eq!(
             reasons,
             [
-                ("affinity", "unsupported-annotation"),
                 ("auth-url", "fail-closed"),
+                ("custom-http-errors", "unsupported-annotation"),
                 ("limit-burst", "unknown-annotation"),
                 ("proxy-next-upstream", "annotation-differs"),
                 ("whitelist-source-rnage", "unknown-annotation"),

@@ -1,0 +1,104 @@
+//! Rate limits: `sluice.io/limit-*` (the Ingress as a whole, or per
+//! `limit-key`) and ingress-nginx's `limit-*` (per client address).
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+/// `sluice.io/limit-*` limit the Ingress as a whole (or per `limit-key`);
+/// ingress-nginx's `limit-*` keep their per-client-address meaning.
+pub(super) fn parse_limit(
+    annotations: &BTreeMap<String, String>,
+) -> Result<(Option<LimitSpec>, bool), AnnotationError> {
+    let get = |prefix: &str, name: &str| {
+        let key = format!("{prefix}{name}");
+        annotations.get(&key).map(|v| (key, v.trim().to_owned()))
+    };
+    let rate = |prefix: &str| -> Result<Option<f64>, AnnotationError> {
+        let number = |name: &str| -> Result<Option<f64>, AnnotationError> {
+            get(prefix, name)
+                .map(|(key, v)| match v.parse::<f64>() {
+                    Ok(n) if n > 0.0 => Ok(n),
+                    _ => Err(invalid_at(&key, format!("{v:?} is not a positive number"))),
+                })
+                .transpose()
+        };
+        let rps = number("limit-rps")?;
+        let rpm = number("limit-rpm")?.map(|m| m / 60.0);
+        // Both: the stricter.
+        Ok(match (rps, rpm) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
+    };
+    let exempt = |prefix: &str| -> Result<Vec<Cidr>, AnnotationError> {
+        match get(prefix, "limit-whitelist") {
+            Some((key, list)) => list
+                .split(',')
+                .filter(|r| !r.trim().is_empty())
+                .map(Cidr::parse)
+                .collect::<Result<_, _>>()
+                .map_err(|e| invalid_at(&key, e)),
+            None => Ok(Vec::new()),
+        }
+    };
+    if let Some(per_second) = rate(SLUICE_PREFIX)? {
+        let burst = match get(SLUICE_PREFIX, "limit-burst") {
+            Some((key, v)) => v
+                .parse::<u32>()
+                .map_err(|_| invalid_at(&key, format!("{v:?} is not a whole number")))?,
+            // One second's worth.
+            None => per_second.ceil() as u32,
+        };
+        let key = match get(SLUICE_PREFIX, "limit-key") {
+            None => LimitKey::Ingress,
+            Some((_, v)) if v == "ingress" => LimitKey::Ingress,
+            Some((_, v)) if v == "client-ip" => LimitKey::ClientIp,
+            Some((key, v)) => match v.strip_prefix("header:").map(HeaderName::try_from) {
+                Some(Ok(name)) => LimitKey::Header(name),
+                _ => {
+                    return Err(invalid_at(
+                        &key,
+                        format!("{v:?}: expected client-ip or header:NAME"),
+                    ))
+                }
+            },
+        };
+        let cluster = match get(SLUICE_PREFIX, "limit-scope") {
+            None => false,
+            Some((_, v)) if v == "instance" => false,
+            Some((_, v)) if v == "cluster" => true,
+            Some((key, v)) => {
+                return Err(invalid_at(
+                    &key,
+                    format!("{v:?}: expected instance or cluster"),
+                ))
+            }
+        };
+        let mut whitelist = exempt(SLUICE_PREFIX)?;
+        whitelist.extend(exempt(NGINX_PREFIX)?);
+        let spec = LimitSpec {
+            per_second,
+            burst,
+            key,
+            exempt: whitelist,
+        };
+        return Ok((Some(spec), cluster));
+    }
+    if let Some(per_second) = rate(NGINX_PREFIX)? {
+        let multiplier = match get(NGINX_PREFIX, "limit-burst-multiplier") {
+            Some((key, v)) => v
+                .parse::<u32>()
+                .map_err(|_| invalid_at(&key, format!("{v:?} is not a whole number")))?,
+            None => 5,
+        };
+        let spec = LimitSpec {
+            per_second,
+            burst: (per_second * f64::from(multiplier)).ceil() as u32,
+            key: LimitKey::ClientIp,
+            exempt: exempt(NGINX_PREFIX)?,
+        };
+        return Ok((Some(spec), false));
+    }
+    Ok((None, false))
+}
