@@ -29,7 +29,7 @@ use crate::config::{ForeignKey, HostOwnership, ProxyDefaults};
 use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::routing::certs::{Certificate, TlsCerts};
-use crate::routing::edits::Edits;
+use crate::routing::edits::{Edits, Step, Template, Var};
 use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
 use crate::upstream::tls::{TlsSpec, UpstreamTls};
 
@@ -302,6 +302,8 @@ struct Builder<'a> {
     /// Honour `ssl-passthrough`; the hosts claimed so far.
     ssl_passthrough: bool,
     passthrough: HashMap<String, Passthrough>,
+    /// `from-to-www-redirect`: the other name of a host, and its redirect.
+    www: Vec<(HostKey, Arc<Route>)>,
 }
 
 impl<'a> Builder<'a> {
@@ -329,6 +331,7 @@ impl<'a> Builder<'a> {
             upstream_tls: HashMap::new(),
             ssl_passthrough: options.ssl_passthrough,
             passthrough: HashMap::new(),
+            www: Vec::new(),
         }
     }
 
@@ -402,6 +405,17 @@ impl<'a> Builder<'a> {
                     &root,
                 )
             });
+            if let (true, false, HostKey::Exact(name)) =
+                (parsed.from_to_www, path.alias, &path.host)
+            {
+                let other = match name.strip_prefix("www.") {
+                    Some(bare) => bare.to_owned(),
+                    None => format!("www.{name}"),
+                };
+                let edits = Some(www_redirect(name));
+                let redirect = route_to(backend.clone(), metrics.clone(), &path.host, "/", &edits);
+                self.www.push((HostKey::Exact(other), redirect));
+            }
             let route = route_to(backend, metrics, &path.host, &path.path, &path.edits);
             let routes = self.hosts.entry(path.host.clone()).or_default();
             if let Some(redirect) = root_redirect {
@@ -627,6 +641,15 @@ impl<'a> Builder<'a> {
     }
 
     fn finish(mut self, default_route: Option<Arc<Route>>) -> (RoutingTable, Vec<Warning>) {
+        // `from-to-www-redirect`: the other name answers with a redirect,
+        // unless an Ingress routes it.
+        for (other, redirect) in std::mem::take(&mut self.www) {
+            if let std::collections::btree_map::Entry::Vacant(entry) = self.hosts.entry(other) {
+                let mut routes = HostRoutes::default();
+                let _ = routes.set_default(redirect);
+                entry.insert(routes);
+            }
+        }
         // Hosts in ingress-nginx's regex mode get their patterns compiled.
         for (host, routes) in &mut self.hosts {
             for (route, why) in routes.finish() {
@@ -657,6 +680,21 @@ impl<'a> Builder<'a> {
         table.passthrough = self.passthrough;
         (table, self.warnings)
     }
+}
+
+/// ingress-nginx's redirect server for `from-to-www-redirect`: 308 to the
+/// host, with the request's URI less one trailing `/`.
+fn www_redirect(host: &str) -> Arc<Edits> {
+    let target = Template::text_then(&format!("://{host}"), Var::RequestUriTrimmed);
+    let scheme = Template::text_then("", Var::Scheme);
+    let step = Step::Return {
+        status: http::StatusCode::PERMANENT_REDIRECT,
+        text: Some(scheme.then(target)),
+    };
+    Arc::new(Edits {
+        steps: vec![step],
+        ..Edits::default()
+    })
 }
 
 #[cfg(test)]

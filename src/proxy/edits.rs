@@ -111,6 +111,13 @@ impl Vars for RequestVars<'_> {
                     .path_and_query()
                     .map_or("/", PathAndQuery::as_str),
             ),
+            Var::RequestUriTrimmed => {
+                let uri = self
+                    .original
+                    .path_and_query()
+                    .map_or("/", PathAndQuery::as_str);
+                out.push_str(uri.strip_suffix('/').unwrap_or(uri));
+            }
             Var::Uri => out.push_str(self.uri.path()),
             Var::Args => out.push_str(self.uri.query().unwrap_or("")),
             Var::IsArgs => out.push_str(if self.uri.query().is_some() { "?" } else { "" }),

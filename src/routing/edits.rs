@@ -25,6 +25,9 @@ pub enum Var {
     Https,
     /// `$request_uri`: the path and query as the client sent them.
     RequestUri,
+    /// `$request_uri` without one trailing `/` (ingress-nginx's
+    /// `from-to-www-redirect` target); no nginx name.
+    RequestUriTrimmed,
     /// `$uri`, `$document_uri`: the path, after rewrites.
     Uri,
     /// `$args`, `$query_string`: the query, without `?`.
@@ -113,6 +116,18 @@ enum Part {
 pub struct Template(Vec<Part>);
 
 impl Template {
+    /// A text, then a variable.
+    pub fn text_then(text: &str, var: Var) -> Template {
+        let text = (!text.is_empty()).then(|| Part::Text(text.to_owned()));
+        Template(text.into_iter().chain([Part::Var(var)]).collect())
+    }
+
+    /// This template, then another.
+    pub fn then(mut self, next: Template) -> Template {
+        self.0.extend(next.0);
+        self
+    }
+
     pub fn parse(text: &str) -> Result<Template, String> {
         Template::parse_with(text, &[])
     }

@@ -206,3 +206,96 @@ async fn app_root_redirects_only_the_root() {
     let (pod, uri) = seen(&sluice, "approot.bar.com", "/app1/page?x=1").await;
     assert_eq!((pod.as_str(), uri.as_str()), ("app", "/app1/page?x=1"));
 }
+
+/// `permanent-redirect` and `temporal-redirect` (which wins), with their
+/// codes and nginx's variables; a code out of range is the default.
+#[tokio::test]
+async fn redirects_answer_with_their_codes_and_variables() {
+    let pod = start_upstream("web").await;
+    let annotations = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (format!("{NGINX}{k}"), v.to_string()))
+            .collect()
+    };
+    let moved = annotations(&[
+        ("permanent-redirect", "https://new.example$request_uri"),
+        ("permanent-redirect-code", "308"),
+    ]);
+    let both = annotations(&[
+        ("permanent-redirect", "https://permanent.example"),
+        ("temporal-redirect", "https://temporal.example/"),
+        ("temporal-redirect-code", "999"),
+    ]);
+    let borrow = |a: &[(String, String)]| -> Vec<(String, String)> { a.to_vec() };
+    let mut yaml = service_yaml("web", &[pod.addr]);
+    for (host, pairs) in [
+        ("moved.example", borrow(&moved)),
+        ("both.example", borrow(&both)),
+    ] {
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        yaml += &ingress_yaml(
+            host.split('.').next().unwrap(),
+            Some(host),
+            &pairs,
+            &[("/", "Prefix", "web")],
+        );
+    }
+    let (_m, sluice) = serve(&yaml).await;
+    let reply = send(
+        &client(),
+        get(sluice.http_addr, "moved.example", "/a/b?c=1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(reply.headers["location"], "https://new.example/a/b?c=1");
+    let reply = send(&client(), get(sluice.http_addr, "both.example", "/x"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert_eq!(reply.headers["location"], "https://temporal.example/");
+    assert_eq!(pod.requests(), 0, "a redirect never reaches the pod");
+}
+
+/// `from-to-www-redirect` answers the other name with a 308 (the URI less
+/// its trailing slash, as ingress-nginx); `server-alias` serves more names.
+#[tokio::test]
+async fn www_redirects_and_aliases_add_host_names() {
+    let pod = start_upstream("web").await;
+    let www = format!("{NGINX}from-to-www-redirect");
+    let alias = format!("{NGINX}server-alias");
+    let yaml = service_yaml("web", &[pod.addr])
+        + &ingress_yaml(
+            "site",
+            Some("example.com"),
+            &[(&www, "true"), (&alias, "example.net, example.org")],
+            &[("/", "Prefix", "web")],
+        );
+    let (_m, sluice) = serve(&yaml).await;
+    let reply = send(
+        &client(),
+        get(sluice.http_addr, "www.example.com", "/docs/?page=2"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(reply.headers["location"], "http://example.com/docs/?page=2");
+    let reply = send(
+        &client(),
+        get(sluice.http_addr, "www.example.com", "/docs/"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.headers["location"], "http://example.com/docs");
+    for host in ["example.com", "example.net", "EXAMPLE.org"] {
+        assert_eq!(seen(&sluice, host, "/x").await.0, "web", "{host}");
+    }
+    assert_eq!(
+        seen(&sluice, "www.example.net", "/x").await.0,
+        "404 Not Found"
+    );
+}

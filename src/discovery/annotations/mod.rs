@@ -8,6 +8,7 @@
 
 mod affinity;
 mod limits;
+mod redirect;
 mod review;
 mod rewrite;
 mod snippets;
@@ -95,6 +96,12 @@ pub const SNIPPET_KEYS: &[&str] = &["configuration-snippet", "server-snippet"];
 /// Keys read together by their own parsers: canary (`parse_canary`) and rate
 /// limits (`parse_limit`, where the prefix decides the meaning).
 pub const GROUPED_KEYS: &[&str] = &[
+    "temporal-redirect",
+    "temporal-redirect-code",
+    "permanent-redirect",
+    "permanent-redirect-code",
+    "from-to-www-redirect",
+    "server-alias",
     "canary",
     "canary-by-header",
     "canary-by-header-value",
@@ -169,6 +176,10 @@ pub struct IngressAnnotations {
     pub app_root: Option<Arc<Edits>>,
     /// `affinity: cookie` and the `session-cookie-*` keys.
     pub affinity: Option<Affinity>,
+    /// `from-to-www-redirect`.
+    pub from_to_www: bool,
+    /// `server-alias`: more host names for its rules.
+    pub aliases: Vec<String>,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -368,6 +379,14 @@ impl IngressAnnotations {
             }
         }
         parsed.upstream_tls = h2.map(|h2| UpstreamTlsAnnotations { h2, ..tls.spec });
+        // `return CODE URL;`, after the configuration snippet's directives.
+        if let Some(step) = redirect::parse_redirect(annotations)? {
+            let mut edits = parsed.edits.as_deref().cloned().unwrap_or_default();
+            edits.steps.push(step);
+            parsed.edits = Some(Arc::new(edits));
+        }
+        parsed.from_to_www = redirect::parse_from_to_www(annotations)?;
+        parsed.aliases = redirect::parse_aliases(annotations)?;
         if let Some(vhost) = vhost {
             // ingress-nginx writes `proxy_set_header Host` before the
             // configuration snippet, whose own `proxy_set_header Host` wins.

@@ -61,6 +61,8 @@ pub(super) struct ParsedIngress {
     pub(super) ssl_passthrough: bool,
     /// `app-root`: the answer to `/` on its hosts.
     pub(super) app_root: Option<Arc<Edits>>,
+    /// `from-to-www-redirect`.
+    pub(super) from_to_www: bool,
 }
 
 impl ParsedIngress {
@@ -74,6 +76,7 @@ impl ParsedIngress {
     }
 }
 
+#[derive(Clone)]
 pub(super) struct ParsedPath {
     pub(super) host: HostKey,
     pub(super) kind: PathKind,
@@ -83,6 +86,8 @@ pub(super) struct ParsedPath {
     pub(super) location: Location,
     /// The Ingress's edits, and this path's `rewrite-target`.
     pub(super) edits: Option<Arc<Edits>>,
+    /// Copied for a `server-alias` (no `from-to-www-redirect` of its own).
+    pub(super) alias: bool,
 }
 
 /// How an Ingress's pods are spoken to: a plain protocol, or TLS, whose
@@ -94,6 +99,7 @@ pub(super) enum Wire {
 }
 
 /// A backend reference and the field it came from, for warnings.
+#[derive(Clone)]
 pub(super) struct BackendTarget {
     pub(super) backend: BackendRef,
     pub(super) field: Field,
@@ -163,6 +169,7 @@ pub(super) fn parse_ingress(
         edits: None,
         ssl_passthrough: false,
         app_root: None,
+        from_to_www: false,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -200,6 +207,7 @@ pub(super) fn parse_ingress(
     parsed.edits = annotations.edits.clone();
     parsed.ssl_passthrough = annotations.ssl_passthrough;
     parsed.app_root = annotations.app_root.clone();
+    parsed.from_to_www = annotations.from_to_www;
     parsed.policy = annotations.policy(defaults);
     parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(defaults.ssl_redirect);
     parsed.canary = annotations.canary.clone();
@@ -312,6 +320,7 @@ pub(super) fn parse_ingress(
                         target: BackendTarget { backend, field },
                         location,
                         edits,
+                        alias: false,
                     })
                 }
                 Err(message) => {
@@ -320,6 +329,32 @@ pub(super) fn parse_ingress(
                         .push(fault(field.to_string(), "invalid-backend", message))
                 }
             }
+        }
+    }
+    // `server-alias`: the first rule's host answers to these names too
+    // (ingress-nginx gives each alias to the first server that takes it).
+    if let Some(first) = parsed.paths.first().map(|p| p.host.clone()) {
+        for alias in &annotations.aliases {
+            let Some(alias) = HostKey::parse(Some(alias)).filter(|h| *h != first) else {
+                let message = format!("server-alias {alias:?} is not a host name; ignored");
+                parsed.notices.push(fault(
+                    "metadata.annotations".into(),
+                    "invalid-alias",
+                    message,
+                ));
+                continue;
+            };
+            let copies: Vec<ParsedPath> = parsed
+                .paths
+                .iter()
+                .filter(|p| p.host == first)
+                .map(|p| ParsedPath {
+                    host: alias.clone(),
+                    alias: true,
+                    ..p.clone()
+                })
+                .collect();
+            parsed.paths.extend(copies);
         }
     }
     if let Some(default_backend) = &spec.default_backend {
