@@ -202,6 +202,9 @@ pub struct Config {
     pub retry_budget_ratio: f64,
     /// ...plus this many per second.
     pub retry_budget_min_per_second: u32,
+    /// Statuses the default backend answers instead, on every route without
+    /// its own `custom-http-errors` (comma-separated, as ingress-nginx).
+    pub custom_http_errors: String,
     /// Lets non-loopback clients use the admin API with `Authorization: Bearer ...`.
     pub admin_token: Option<String>,
     /// `stdout`, `off`, or a file path (reopened on SIGUSR1).
@@ -306,6 +309,7 @@ pub struct ProxyDefaults {
     pub retry: RetryPolicy,
     pub retry_budget_ratio: f64,
     pub retry_budget_min_per_second: u32,
+    pub custom_http_errors: Vec<u16>,
 }
 
 impl Default for Config {
@@ -356,6 +360,7 @@ impl Default for Config {
             proxy_next_upstream_timeout: Duration::ZERO,
             retry_budget_ratio: retry::DEFAULT_BUDGET_RATIO,
             retry_budget_min_per_second: retry::DEFAULT_BUDGET_MIN_PER_SECOND,
+            custom_http_errors: String::new(),
             admin_token: None,
             access_log: "stdout".into(),
             access_log_format: "json".into(),
@@ -376,6 +381,23 @@ impl Default for ProxyDefaults {
     fn default() -> Self {
         Config::default().proxy_defaults()
     }
+}
+
+/// `custom-http-errors`: comma-separated statuses (400 to 599), at most 64.
+pub fn parse_status_list(value: &str) -> Result<Vec<u16>, String> {
+    let mut codes = Vec::new();
+    for code in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
+        match code.parse::<u16>() {
+            Ok(code) if (400..=599).contains(&code) => codes.push(code),
+            _ => return Err(format!("{code:?} is not an error status (400 to 599)")),
+        }
+    }
+    if codes.len() > 64 {
+        return Err("more than 64 statuses".into());
+    }
+    codes.sort_unstable();
+    codes.dedup();
+    Ok(codes)
 }
 
 /// `namespace/name` of a Secret.
@@ -440,6 +462,9 @@ impl Config {
         };
         if self.proxy_connect_timeout.is_zero() {
             return invalid("proxy-connect-timeout", "must be greater than zero");
+        }
+        if let Err(message) = parse_status_list(&self.custom_http_errors) {
+            return invalid("custom-http-errors", &message);
         }
         if self.proxy_read_timeout.is_zero() {
             return invalid("proxy-read-timeout", "must be greater than zero");
@@ -573,6 +598,8 @@ impl Config {
             },
             retry_budget_ratio: self.retry_budget_ratio,
             retry_budget_min_per_second: self.retry_budget_min_per_second,
+            // Checked by `validate`.
+            custom_http_errors: parse_status_list(&self.custom_http_errors).unwrap_or_default(),
         }
     }
 

@@ -29,7 +29,7 @@ use crate::config::{ForeignKey, HostOwnership, ProxyDefaults};
 use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::routing::certs::{Certificate, TlsCerts};
-use crate::routing::edits::{Edits, Step, Template, Var};
+use crate::routing::edits::Edits;
 use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
 use crate::upstream::tls::{TlsSpec, UpstreamTls};
 
@@ -40,6 +40,7 @@ use crate::routing::{
 
 mod certificates;
 mod class;
+mod hosts;
 mod index;
 mod ownership;
 mod parse;
@@ -137,16 +138,6 @@ pub fn translate(
             mains.push(parsed);
         }
     }
-    builder.claim_hosts(&mains);
-    for parsed in mains {
-        let object = parsed.object.clone();
-        add_isolated(&mut builder, &object, |b| b.add(parsed));
-    }
-    // Canaries attach to the routes of the Ingresses they shadow, so those come first.
-    for parsed in canaries {
-        let object = parsed.object.clone();
-        add_isolated(&mut builder, &object, |b| b.add_canary(parsed));
-    }
     let default_route = options.default_backend.as_ref().map(|backend_ref| {
         let policy = IngressAnnotations::default().policy(&options.defaults);
         let backend = builder.backend(backend_ref.clone(), &Wire::Plain(Protocol::Http1), None);
@@ -171,6 +162,17 @@ pub fn translate(
             policy,
         })
     });
+    builder.default_route = default_route.clone();
+    builder.claim_hosts(&mains);
+    for parsed in mains {
+        let object = parsed.object.clone();
+        add_isolated(&mut builder, &object, |b| b.add(parsed));
+    }
+    // Canaries attach to the routes of the Ingresses they shadow, so those come first.
+    for parsed in canaries {
+        let object = parsed.object.clone();
+        add_isolated(&mut builder, &object, |b| b.add_canary(parsed));
+    }
     if let Some((namespace, name)) = &options.default_certificate {
         match builder.certificate(namespace, name) {
             Ok(certificate) => builder.certs.default = Some(certificate),
@@ -304,6 +306,9 @@ struct Builder<'a> {
     passthrough: HashMap<String, Passthrough>,
     /// `from-to-www-redirect`: the other name of a host, and its redirect.
     www: Vec<(HostKey, Arc<Route>)>,
+    /// The global default backend's route (`custom-http-errors` without a
+    /// `default-backend` annotation).
+    default_route: Option<Arc<Route>>,
 }
 
 impl<'a> Builder<'a> {
@@ -332,6 +337,7 @@ impl<'a> Builder<'a> {
             ssl_passthrough: options.ssl_passthrough,
             passthrough: HashMap::new(),
             www: Vec::new(),
+            default_route: None,
         }
     }
 
@@ -349,6 +355,7 @@ impl<'a> Builder<'a> {
             .clone()
             .map(|b| self.backend(b, &parsed.wire, Some((object, Field::Annotations))));
         let ingress = &parsed.ingress;
+        let error_pages = self.error_pages(&parsed, &fallback);
         // A config key that fails closed closes every route; else the
         // Ingress's own access annotation may.
         let deny = self.deny_all.clone().or_else(|| parsed.deny.clone());
@@ -361,6 +368,7 @@ impl<'a> Builder<'a> {
                 || (parsed.ssl_redirect && tls_hosts.contains(&host.to_string()));
             let mut policy = parsed.policy.clone();
             policy.affinity = policy.affinity.map(|a| a.for_rule(rule_path));
+            policy.error_pages = error_pages.clone();
             Arc::new(Route {
                 metrics,
                 ingress: parsed.ingress.clone(),
@@ -412,7 +420,7 @@ impl<'a> Builder<'a> {
                     Some(bare) => bare.to_owned(),
                     None => format!("www.{name}"),
                 };
-                let edits = Some(www_redirect(name));
+                let edits = Some(hosts::www_redirect(name));
                 let redirect = route_to(backend.clone(), metrics.clone(), &path.host, "/", &edits);
                 self.www.push((HostKey::Exact(other), redirect));
             }
@@ -641,31 +649,7 @@ impl<'a> Builder<'a> {
     }
 
     fn finish(mut self, default_route: Option<Arc<Route>>) -> (RoutingTable, Vec<Warning>) {
-        // `from-to-www-redirect`: the other name answers with a redirect,
-        // unless an Ingress routes it.
-        for (other, redirect) in std::mem::take(&mut self.www) {
-            if let std::collections::btree_map::Entry::Vacant(entry) = self.hosts.entry(other) {
-                let mut routes = HostRoutes::default();
-                let _ = routes.set_default(redirect);
-                entry.insert(routes);
-            }
-        }
-        // Hosts in ingress-nginx's regex mode get their patterns compiled.
-        for (host, routes) in &mut self.hosts {
-            for (route, why) in routes.finish() {
-                self.warnings.push(Warning {
-                    file: None,
-                    object: Some(ObjectRef {
-                        kind: "Ingress",
-                        namespace: route.ingress.namespace.clone(),
-                        name: route.ingress.name.clone(),
-                    }),
-                    field: None,
-                    reason: "invalid-path",
-                    message: format!("host {host} is matched by regular expressions (an Ingress of it has use-regex or rewrite-target): {why}; path not served"),
-                });
-            }
-        }
+        self.finish_hosts();
         let stats = TableStats {
             hosts: 0,
             routes: self.hosts.values().map(HostRoutes::route_count).sum(),
@@ -680,21 +664,6 @@ impl<'a> Builder<'a> {
         table.passthrough = self.passthrough;
         (table, self.warnings)
     }
-}
-
-/// ingress-nginx's redirect server for `from-to-www-redirect`: 308 to the
-/// host, with the request's URI less one trailing `/`.
-fn www_redirect(host: &str) -> Arc<Edits> {
-    let target = Template::text_then(&format!("://{host}"), Var::RequestUriTrimmed);
-    let scheme = Template::text_then("", Var::Scheme);
-    let step = Step::Return {
-        status: http::StatusCode::PERMANENT_REDIRECT,
-        text: Some(scheme.then(target)),
-    };
-    Arc::new(Edits {
-        steps: vec![step],
-        ..Edits::default()
-    })
 }
 
 #[cfg(test)]

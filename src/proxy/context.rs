@@ -52,6 +52,9 @@ pub struct RequestContext {
     pub response_edits: Vec<(Applied, bool)>,
     /// `proxy_method`: the method the pod sees instead of the client's.
     pub upstream_method: Option<Method>,
+    /// The client's headers, kept when the route has `custom-http-errors`:
+    /// the default backend gets them with the error.
+    pub error_headers: Option<Box<http::HeaderMap>>,
 }
 
 impl RequestContext {
@@ -78,6 +81,7 @@ impl RequestContext {
             request_edits: Vec::new(),
             response_edits: Vec::new(),
             upstream_method: None,
+            error_headers: None,
         }
     }
 

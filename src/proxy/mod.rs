@@ -16,6 +16,7 @@ pub mod client_addr;
 pub mod conn;
 mod context;
 mod edits;
+mod error_pages;
 mod filters;
 mod forward;
 mod headers;

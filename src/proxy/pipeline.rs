@@ -104,6 +104,18 @@ impl Proxy {
                     error.to_response()
                 }
             };
+            if let Some(headers) = ctx.error_headers.take() {
+                let pages = ctx
+                    .route
+                    .as_ref()
+                    .and_then(|r| r.policy.error_pages.clone());
+                let status = response.status().as_u16();
+                if let Some(pages) = pages.filter(|p| p.codes.contains(&status)) {
+                    // Boxed: the cold path.
+                    let answer = super::error_pages::answer(&pages, status, *headers, &ctx);
+                    response = Box::pin(answer).await;
+                }
+            }
             self.respond(&mut response, version, conn, &mut ctx);
             response
         }
@@ -176,6 +188,9 @@ impl Proxy {
                 .ok_or(ProxyError::BadRequest("path climbs above /"))?;
             let route = table.route(host, &path).ok_or(ProxyError::NoRoute)?.clone();
             ctx.route = Some(route.clone());
+            if route.policy.error_pages.is_some() {
+                ctx.error_headers = Some(Box::new(request.headers().clone()));
+            }
 
             // Request filters.
             if let Some(response) =

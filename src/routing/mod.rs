@@ -55,6 +55,24 @@ pub struct RoutePolicy {
     pub access_log: bool,
     /// `affinity: cookie`: the cookie that keeps a user on one pod.
     pub affinity: Option<Arc<Affinity>>,
+    /// `custom-http-errors`: these answers are replaced by the default
+    /// backend's.
+    pub error_pages: Option<Arc<ErrorPages>>,
+}
+
+/// `custom-http-errors`: which statuses, and the route (of the Ingress's
+/// `default-backend`, or the global one) that answers them instead.
+#[derive(Debug)]
+pub struct ErrorPages {
+    pub codes: Vec<u16>,
+    pub route: Arc<Route>,
+}
+
+/// The same statuses to the same backend (routes are rebuilt with every table).
+impl PartialEq for ErrorPages {
+    fn eq(&self, other: &Self) -> bool {
+        self.codes == other.codes && self.route.backend.name == other.route.backend.name
+    }
 }
 
 /// `namespace/name` of the Ingress a route came from, for logs and metrics.

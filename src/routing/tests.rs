@@ -32,6 +32,7 @@ fn route(name: &str) -> Arc<Route> {
             retry: Default::default(),
             access_log: true,
             affinity: None,
+            error_pages: None,
         },
     })
 }

@@ -15,6 +15,7 @@ mod balancing;
 mod dashboard;
 mod deploy;
 mod drain;
+mod error_pages;
 mod hot_swap;
 mod kubernetes;
 mod layering;

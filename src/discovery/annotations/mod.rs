@@ -81,6 +81,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "rewrite-target",
     "x-forwarded-prefix",
     "app-root",
+    "custom-http-errors",
 ];
 
 /// The prefix and bare name of an annotation under one of our prefixes.
@@ -180,6 +181,8 @@ pub struct IngressAnnotations {
     pub from_to_www: bool,
     /// `server-alias`: more host names for its rules.
     pub aliases: Vec<String>,
+    /// `custom-http-errors`: statuses the default backend answers instead.
+    pub custom_errors: Option<Vec<u16>>,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -291,6 +294,9 @@ impl IngressAnnotations {
                 "rewrite-target" => {
                     let template = Template::parse(value).map_err(invalid)?;
                     parsed.rewrite.target = Some((value.to_owned(), template));
+                }
+                "custom-http-errors" => {
+                    parsed.custom_errors = Some(crate::config::parse_status_list(value).map_err(invalid)?)
                 }
                 "app-root" => parsed.app_root = Some(parse_app_root(value).map_err(invalid)?),
                 "x-forwarded-prefix" => {
@@ -413,6 +419,8 @@ impl IngressAnnotations {
             // Set per host by `translate`, which knows the Ingress's TLS hosts.
             access_log: self.access_log.unwrap_or(true),
             affinity: self.affinity.clone().map(Arc::new),
+            // Set per route by `translate`, which builds the default backend's route.
+            error_pages: None,
             retry: RetryPolicy {
                 next_upstream: self.next_upstream.unwrap_or(defaults.retry.next_upstream),
                 tries: self.tries.unwrap_or(defaults.retry.tries),

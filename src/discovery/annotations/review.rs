@@ -128,7 +128,7 @@ mod tests {
     #[test]
     fn unsupported_unknown_and_access_keys() {
         let (notices, closed) = review_of(&[
-            ("nginx.ingress.kubernetes.io/custom-http-errors", "404"),
+            ("nginx.ingress.kubernetes.io/enable-opentelemetry", "true"),
             (
                 "nginx.ingress.kubernetes.io/whitelist-source-rnage",
                 "10.0.0.0/8",
@@ -148,7 +148,7 @@ mod tests {
             reasons,
             [
                 ("auth-url", "fail-closed"),
-                ("custom-http-errors", "unsupported-annotation"),
+                ("enable-opentelemetry", "unsupported-annotation"),
                 ("limit-burst", "unknown-annotation"),
                 ("proxy-next-upstream", "annotation-differs"),
                 ("whitelist-source-rnage", "unknown-annotation"),

@@ -63,6 +63,8 @@ pub(super) struct ParsedIngress {
     pub(super) app_root: Option<Arc<Edits>>,
     /// `from-to-www-redirect`.
     pub(super) from_to_www: bool,
+    /// `custom-http-errors`.
+    pub(super) custom_errors: Option<Vec<u16>>,
 }
 
 impl ParsedIngress {
@@ -170,6 +172,7 @@ pub(super) fn parse_ingress(
         ssl_passthrough: false,
         app_root: None,
         from_to_www: false,
+        custom_errors: None,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -208,6 +211,7 @@ pub(super) fn parse_ingress(
     parsed.ssl_passthrough = annotations.ssl_passthrough;
     parsed.app_root = annotations.app_root.clone();
     parsed.from_to_www = annotations.from_to_www;
+    parsed.custom_errors = annotations.custom_errors.clone();
     parsed.policy = annotations.policy(defaults);
     parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(defaults.ssl_redirect);
     parsed.canary = annotations.canary.clone();
