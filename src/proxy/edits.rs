@@ -35,6 +35,8 @@ pub enum Applied {
     Add(HeaderName, HeaderValue),
     Remove(HeaderName),
     RemovePrefix(String),
+    /// `proxy_redirect FROM TO`, expanded.
+    RedirectPrefix(String, String),
 }
 
 impl Applied {
@@ -43,6 +45,7 @@ impl Applied {
         match self {
             Applied::Set(n, _) | Applied::Add(n, _) | Applied::Remove(n) => n == name,
             Applied::RemovePrefix(prefix) => name.as_str().starts_with(prefix.as_str()),
+            Applied::RedirectPrefix(..) => name == header::LOCATION || name == "refresh",
         }
     }
 
@@ -57,6 +60,10 @@ impl Applied {
             Applied::Remove(name) => {
                 headers.remove(name);
             }
+            Applied::RedirectPrefix(from, to) => {
+                redirect_prefix(headers, header::LOCATION, "", from, to);
+                redirect_prefix(headers, header::REFRESH, "url=", from, to);
+            }
             Applied::RemovePrefix(prefix) => {
                 // `Content-*` must not take the framing with it.
                 let names: Vec<HeaderName> = headers
@@ -70,6 +77,28 @@ impl Applied {
                 }
             }
         }
+    }
+}
+
+/// `proxy_redirect`: the URL in `name` (after `marker`, for `Refresh`'s
+/// `5; url=...`) that starts with `from` starts with `to` instead.
+fn redirect_prefix(headers: &mut HeaderMap, name: HeaderName, marker: &str, from: &str, to: &str) {
+    let Some(value) = headers.get(&name).and_then(|v| v.to_str().ok()) else {
+        return;
+    };
+    let at = match marker {
+        "" => 0,
+        marker => match value.to_ascii_lowercase().find(marker) {
+            Some(at) => at + marker.len(),
+            None => return,
+        },
+    };
+    let Some(rest) = value[at..].strip_prefix(from) else {
+        return;
+    };
+    let rewritten = format!("{}{to}{rest}", &value[..at]);
+    if let Ok(value) = HeaderValue::try_from(rewritten) {
+        headers.insert(name, value);
     }
 }
 
@@ -357,6 +386,9 @@ fn expand(edit: &HeaderEdit, vars: &RequestVars<'_>) -> Option<Applied> {
             .map(|v| Applied::Add(name.clone(), v)),
         HeaderEdit::Remove(name) => Some(Applied::Remove(name.clone())),
         HeaderEdit::RemovePrefix(prefix) => Some(Applied::RemovePrefix(prefix.clone())),
+        HeaderEdit::RedirectPrefix(from, to) => {
+            Some(Applied::RedirectPrefix(from.clone(), to.expand(vars)))
+        }
     }
 }
 

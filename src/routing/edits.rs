@@ -217,6 +217,9 @@ pub enum HeaderEdit {
     Remove(HeaderName),
     /// Remove every header whose name starts with this (`X-Debug-*`).
     RemovePrefix(String),
+    /// nginx's `proxy_redirect FROM TO`: a `Location` (or the URL of a
+    /// `Refresh`) that starts with `FROM` starts with `TO` instead.
+    RedirectPrefix(String, Template),
 }
 
 /// What a condition tests.

@@ -299,3 +299,99 @@ async fn www_redirects_and_aliases_add_host_names() {
         "404 Not Found"
     );
 }
+
+/// `sluice.io/request-headers` and `sluice.io/response-headers`: set, add
+/// and remove, with nginx's variables; the ingress-nginx prefix is not ours.
+#[tokio::test]
+async fn sluice_header_rules_set_add_and_remove() {
+    let pod = start_upstream("web").await;
+    let request_rules = "set X-Env: production\\nadd X-Via: $host\\nremove X-Debug";
+    let response_rules = "set Cache-Control: no-store\\nremove Content-Type";
+    let yaml = service_yaml("web", &[pod.addr])
+        + &ingress_yaml(
+            "rules",
+            Some("rules.example"),
+            &[
+                ("sluice.io/request-headers", request_rules),
+                ("sluice.io/response-headers", response_rules),
+                (
+                    "nginx.ingress.kubernetes.io/request-headers",
+                    "set X-Ignored: 1",
+                ),
+            ],
+            &[("/", "Prefix", "web")],
+        );
+    let (_m, sluice) = serve(&yaml).await;
+    let mut request = get(sluice.http_addr, "rules.example", "/");
+    request
+        .headers_mut()
+        .insert("x-debug", "1".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("x-via", "client".parse().unwrap());
+    let reply = send(&client(), request).await.unwrap();
+    let seen = reply.json()["headers"].clone();
+    assert_eq!(seen["x-env"][0], "production");
+    assert_eq!(
+        seen["x-via"],
+        serde_json::json!(["client", "rules.example"])
+    );
+    assert!(seen["x-debug"].is_null(), "{seen}");
+    assert!(seen["x-ignored"].is_null(), "{seen}");
+    assert_eq!(reply.headers["cache-control"], "no-store");
+    assert!(reply.headers.get("content-type").is_none());
+    let warnings = admin_text(&sluice, "/api/warnings").await;
+    assert!(warnings.contains("unknown-annotation"), "{warnings}");
+}
+
+/// `proxy-redirect-from` / `-to`: the pod's `Location` and `Refresh` are
+/// rewritten, as nginx's `proxy_redirect`.
+#[tokio::test]
+async fn proxy_redirect_rewrites_the_pods_location() {
+    let pod = start_upstream("web").await;
+    let from = format!("{NGINX}proxy-redirect-from");
+    let to = format!("{NGINX}proxy-redirect-to");
+    let yaml = service_yaml("web", &[pod.addr])
+        + &ingress_yaml(
+            "app",
+            Some("app.example"),
+            &[
+                (&from, "http://internal:8080/"),
+                (&to, "https://$host/app/"),
+            ],
+            &[("/", "Prefix", "web")],
+        );
+    let (_m, sluice) = serve(&yaml).await;
+    let mut request = get(sluice.http_addr, "app.example", "/login");
+    request
+        .headers_mut()
+        .insert("x-fake-status", "302".parse().unwrap());
+    let location = "http://internal:8080/home?x=1";
+    request
+        .headers_mut()
+        .insert("x-fake-location", location.parse().unwrap());
+    let refresh = "5; url=http://internal:8080/later";
+    request
+        .headers_mut()
+        .insert("x-fake-refresh", refresh.parse().unwrap());
+    let reply = send(&client(), request).await.unwrap();
+    assert_eq!(reply.status, StatusCode::FOUND);
+    assert_eq!(
+        reply.headers["location"],
+        "https://app.example/app/home?x=1"
+    );
+    assert_eq!(
+        reply.headers["refresh"],
+        "5; url=https://app.example/app/later"
+    );
+    // Another prefix is left alone.
+    let mut request = get(sluice.http_addr, "app.example", "/login");
+    request
+        .headers_mut()
+        .insert("x-fake-status", "302".parse().unwrap());
+    request
+        .headers_mut()
+        .insert("x-fake-location", "https://elsewhere/".parse().unwrap());
+    let reply = send(&client(), request).await.unwrap();
+    assert_eq!(reply.headers["location"], "https://elsewhere/");
+}

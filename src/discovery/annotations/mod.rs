@@ -7,6 +7,7 @@
 //! for what sluice does not do, and a 403 for the Ingress when that is access.
 
 mod affinity;
+mod headers;
 mod limits;
 mod redirect;
 mod review;
@@ -103,6 +104,8 @@ pub const GROUPED_KEYS: &[&str] = &[
     "permanent-redirect-code",
     "from-to-www-redirect",
     "server-alias",
+    "proxy-redirect-from",
+    "proxy-redirect-to",
     "canary",
     "canary-by-header",
     "canary-by-header-value",
@@ -385,10 +388,14 @@ impl IngressAnnotations {
             }
         }
         parsed.upstream_tls = h2.map(|h2| UpstreamTlsAnnotations { h2, ..tls.spec });
-        // `return CODE URL;`, after the configuration snippet's directives.
-        if let Some(step) = redirect::parse_redirect(annotations)? {
+        // sluice's header rules, then `return CODE URL;`, after the
+        // configuration snippet's directives.
+        let mut steps = headers::parse_header_rules(annotations)?;
+        steps.extend(redirect::parse_proxy_redirect(annotations)?);
+        steps.extend(redirect::parse_redirect(annotations)?);
+        if !steps.is_empty() {
             let mut edits = parsed.edits.as_deref().cloned().unwrap_or_default();
-            edits.steps.push(step);
+            edits.steps.extend(steps);
             parsed.edits = Some(Arc::new(edits));
         }
         parsed.from_to_www = redirect::parse_from_to_www(annotations)?;

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use http::StatusCode;
 
 use super::{invalid_at, lookup, parse_bool, AnnotationError};
-use crate::routing::edits::{Step, Template};
+use crate::routing::edits::{HeaderEdit, Step, Template};
 
 /// Most aliases one Ingress may add.
 const MAX_ALIASES: usize = 32;
@@ -43,6 +43,28 @@ pub fn parse_redirect(
     Ok(Some(Step::Return {
         status,
         text: Some(text),
+    }))
+}
+
+/// `proxy-redirect-from` / `proxy-redirect-to`: nginx's `proxy_redirect
+/// FROM TO` on the pods' `Location` and `Refresh` headers. `off` (the
+/// default) and `default` change nothing: sluice's upstream has no name of
+/// its own to replace.
+pub fn parse_proxy_redirect(
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<Step>, AnnotationError> {
+    let Some((_, from)) = lookup(annotations, "proxy-redirect-from") else {
+        return Ok(None);
+    };
+    let from = from.trim();
+    let to = lookup(annotations, "proxy-redirect-to").map_or(("", "off"), |(k, v)| (k, v.trim()));
+    if matches!(from, "off" | "default" | "") || to.1 == "off" {
+        return Ok(None);
+    }
+    let template = Template::parse(to.1).map_err(|e| invalid_at(to.0, e))?;
+    Ok(Some(Step::ResponseHeader {
+        edit: HeaderEdit::RedirectPrefix(from.to_owned(), template),
+        always: true,
     }))
 }
 

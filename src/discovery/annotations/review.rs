@@ -21,14 +21,21 @@ pub struct Notice {
 
 /// Keys that only the `sluice.io/` prefix gives their meaning (ingress-nginx's
 /// `limit-*` keep their per-client meaning, see `parse_limit`).
-const SLUICE_ONLY: &[&str] = &["limit-burst", "limit-key", "limit-scope"];
+const SLUICE_ONLY: &[&str] = &[
+    "limit-burst",
+    "limit-key",
+    "limit-scope",
+    "request-headers",
+    "response-headers",
+];
 
 /// Whether sluice reads this key (without prefix) under this prefix.
 pub fn sluice_reads(prefix: &str, name: &str) -> bool {
     let read = KNOWN_KEYS.contains(&name)
         || GROUPED_KEYS.contains(&name)
         || SNIPPET_KEYS.contains(&name)
-        || super::affinity::AFFINITY_KEYS.contains(&name);
+        || super::affinity::AFFINITY_KEYS.contains(&name)
+        || super::headers::HEADER_KEYS.contains(&name);
     read && (prefix == SLUICE_PREFIX || !SLUICE_ONLY.contains(&name))
 }
 

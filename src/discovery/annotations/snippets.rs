@@ -263,7 +263,7 @@ const FRAMING: &[&str] = &[
     "proxy-connection",
 ];
 
-fn header_name(name: &str) -> Result<HeaderName, String> {
+pub(super) fn header_name(name: &str) -> Result<HeaderName, String> {
     let header =
         HeaderName::try_from(name.trim()).map_err(|_| format!("{name:?} is not a header name"))?;
     if FRAMING.contains(&header.as_str()) {

@@ -230,6 +230,15 @@ async fn echo(
     }
     let mut response = Response::new(Full::new(Bytes::from(echo.to_string())));
     *response.status_mut() = StatusCode::from_u16(status).unwrap();
+    // Response headers the test asks for: `x-fake-location`, `x-fake-refresh`.
+    for (asked, name) in [
+        ("x-fake-location", "location"),
+        ("x-fake-refresh", "refresh"),
+    ] {
+        if let Some(value) = headers.get(asked).and_then(|v| v.first()) {
+            response.headers_mut().insert(name, value.parse().unwrap());
+        }
+    }
     response
         .headers_mut()
         .insert("content-type", "application/json".parse().unwrap());

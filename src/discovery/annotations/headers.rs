@@ -1,0 +1,73 @@
+//! sluice's own header rules, `sluice.io/request-headers` and
+//! `sluice.io/response-headers`: one change a line, as Gateway API's
+//! `RequestHeaderModifier` and `ResponseHeaderModifier` have them:
+//!
+//! ```text
+//! set X-Env: production
+//! add Vary: Accept-Encoding
+//! remove X-Debug
+//! ```
+//!
+//! Values may use nginx's `$variables`. They compile to the same edits as
+//! the snippets (after them), and response changes apply to every answer.
+
+use std::collections::BTreeMap;
+
+use super::snippets::header_name;
+use super::{invalid_at, AnnotationError, SLUICE_PREFIX};
+use crate::routing::edits::{HeaderEdit, Step, Template};
+
+/// The keys, under `sluice.io/` only.
+pub const HEADER_KEYS: &[&str] = &["request-headers", "response-headers"];
+
+/// Most changes one annotation may make.
+const MAX_LINES: usize = 64;
+
+/// The steps of both annotations, request changes first.
+pub fn parse_header_rules(
+    annotations: &BTreeMap<String, String>,
+) -> Result<Vec<Step>, AnnotationError> {
+    let mut steps = Vec::new();
+    for name in HEADER_KEYS {
+        let key = format!("{SLUICE_PREFIX}{name}");
+        let Some(text) = annotations.get(&key) else {
+            continue;
+        };
+        let lines: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect();
+        if lines.len() > MAX_LINES {
+            return Err(invalid_at(&key, format!("more than {MAX_LINES} changes")));
+        }
+        for line in lines {
+            let edit =
+                parse_line(line).map_err(|why| invalid_at(&key, format!("{line:?}: {why}")))?;
+            steps.push(match *name {
+                "request-headers" => Step::RequestHeader(edit),
+                _ => Step::ResponseHeader { edit, always: true },
+            });
+        }
+    }
+    Ok(steps)
+}
+
+fn parse_line(line: &str) -> Result<HeaderEdit, String> {
+    let (verb, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
+    let rest = rest.trim();
+    match verb {
+        "remove" => Ok(HeaderEdit::Remove(header_name(rest)?)),
+        "set" | "add" => {
+            let (name, value) = rest.split_once(':').ok_or("expected NAME: VALUE")?;
+            let name = header_name(name)?;
+            let value = Template::parse(value.trim())?;
+            Ok(if verb == "set" {
+                HeaderEdit::Set(name, value)
+            } else {
+                HeaderEdit::Add(name, value)
+            })
+        }
+        other => Err(format!("{other:?}: expected set, add or remove")),
+    }
+}
