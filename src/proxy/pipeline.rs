@@ -223,7 +223,7 @@ impl Proxy {
                     .balance
                     .hash_by
                     .as_ref()
-                    .and_then(|by| by.key(request.headers(), ctx.client.ip)),
+                    .and_then(|by| by.key_of_request(&request, ctx.client.ip)),
             };
             let metrics = ctx
                 .metrics()

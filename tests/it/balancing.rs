@@ -396,3 +396,45 @@ async fn a_503_is_not_retried_by_default() {
         "no request was sent twice"
     );
 }
+
+/// `upstream-hash-by` with nginx variables, as ingress-nginx's Lua balancer
+/// reads them: `$request_uri` keeps each URI on one pod (a cache-friendly
+/// spread), whoever asks.
+#[tokio::test]
+async fn hash_by_request_uri_keeps_each_uri_on_one_pod() {
+    let app = App::start(
+        &[0, 0, 0],
+        &[(
+            "nginx.ingress.kubernetes.io/upstream-hash-by",
+            "$request_uri",
+        )],
+        "",
+    )
+    .await;
+    let http = client();
+    let owner = |uri: String, user: &'static str| {
+        let http = http.clone();
+        let addr = app.sluice.http_addr;
+        async move {
+            let request = Request::get(format!("http://{addr}{uri}"))
+                .header("host", "app.test")
+                .header("x-user", user)
+                .body(Full::default())
+                .unwrap();
+            send(&http, request).await.unwrap().upstream()
+        }
+    };
+    let mut first = BTreeMap::new();
+    for i in 0..60 {
+        first.insert(i, owner(format!("/item/{i}?v=1"), "alice").await);
+    }
+    let used: std::collections::BTreeSet<&String> = first.values().collect();
+    assert_eq!(used.len(), 3, "URIs spread over every pod");
+    for i in 0..60 {
+        assert_eq!(
+            owner(format!("/item/{i}?v=1"), "bob").await,
+            first[&i],
+            "/item/{i} moved"
+        );
+    }
+}
