@@ -37,6 +37,11 @@ pub enum Applied {
     RemovePrefix(String),
     /// `proxy_redirect FROM TO`, expanded.
     RedirectPrefix(String, String),
+    CookieAttribute {
+        path: bool,
+        from: String,
+        to: String,
+    },
 }
 
 impl Applied {
@@ -46,6 +51,7 @@ impl Applied {
             Applied::Set(n, _) | Applied::Add(n, _) | Applied::Remove(n) => n == name,
             Applied::RemovePrefix(prefix) => name.as_str().starts_with(prefix.as_str()),
             Applied::RedirectPrefix(..) => name == header::LOCATION || name == "refresh",
+            Applied::CookieAttribute { .. } => name == header::SET_COOKIE,
         }
     }
 
@@ -64,6 +70,17 @@ impl Applied {
                 redirect_prefix(headers, header::LOCATION, "", from, to);
                 redirect_prefix(headers, header::REFRESH, "url=", from, to);
             }
+            Applied::CookieAttribute { path, from, to } => {
+                let rewritten: Vec<HeaderValue> = headers
+                    .get_all(header::SET_COOKIE)
+                    .iter()
+                    .map(|v| cookie_attribute(v, *path, from, to))
+                    .collect();
+                headers.remove(header::SET_COOKIE);
+                for value in rewritten {
+                    headers.append(header::SET_COOKIE, value);
+                }
+            }
             Applied::RemovePrefix(prefix) => {
                 // `Content-*` must not take the framing with it.
                 let names: Vec<HeaderName> = headers
@@ -78,6 +95,45 @@ impl Applied {
             }
         }
     }
+}
+
+/// One `Set-Cookie` with its `Domain` (case-insensitive, a leading dot
+/// ignored, as nginx) or `Path` (a prefix) rewritten; else as it was.
+fn cookie_attribute(value: &HeaderValue, path: bool, from: &str, to: &str) -> HeaderValue {
+    let Ok(text) = value.to_str() else {
+        return value.clone();
+    };
+    let wanted = if path { "path" } else { "domain" };
+    let mut changed = false;
+    let parts: Vec<String> = text
+        .split(';')
+        .map(|part| {
+            let Some((name, attr)) = part.split_once('=') else {
+                return part.to_owned();
+            };
+            if changed || !name.trim().eq_ignore_ascii_case(wanted) {
+                return part.to_owned();
+            }
+            let replaced = if path {
+                attr.strip_prefix(from).map(|rest| format!("{to}{rest}"))
+            } else {
+                let bare = attr.trim_start_matches('.');
+                bare.eq_ignore_ascii_case(from.trim_start_matches('.'))
+                    .then(|| to.to_owned())
+            };
+            match replaced {
+                Some(attr) => {
+                    changed = true;
+                    format!("{name}={attr}")
+                }
+                None => part.to_owned(),
+            }
+        })
+        .collect();
+    if !changed {
+        return value.clone();
+    }
+    HeaderValue::try_from(parts.join(";")).unwrap_or_else(|_| value.clone())
 }
 
 /// `proxy_redirect`: the URL in `name` (after `marker`, for `Refresh`'s
@@ -389,6 +445,11 @@ fn expand(edit: &HeaderEdit, vars: &RequestVars<'_>) -> Option<Applied> {
         HeaderEdit::RedirectPrefix(from, to) => {
             Some(Applied::RedirectPrefix(from.clone(), to.expand(vars)))
         }
+        HeaderEdit::CookieAttribute { path, from, to } => Some(Applied::CookieAttribute {
+            path: *path,
+            from: from.clone(),
+            to: to.clone(),
+        }),
     }
 }
 

@@ -220,6 +220,14 @@ pub enum HeaderEdit {
     /// nginx's `proxy_redirect FROM TO`: a `Location` (or the URL of a
     /// `Refresh`) that starts with `FROM` starts with `TO` instead.
     RedirectPrefix(String, Template),
+    /// nginx's `proxy_cookie_domain` (`path: false`) and `proxy_cookie_path`
+    /// (`path: true`): the attribute of every `Set-Cookie` that matches
+    /// `FROM` is `TO` instead.
+    CookieAttribute {
+        path: bool,
+        from: String,
+        to: String,
+    },
 }
 
 /// What a condition tests.

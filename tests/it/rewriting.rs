@@ -395,3 +395,47 @@ async fn proxy_redirect_rewrites_the_pods_location() {
     let reply = send(&client(), request).await.unwrap();
     assert_eq!(reply.headers["location"], "https://elsewhere/");
 }
+
+/// `proxy-cookie-domain` and `proxy-cookie-path`: the pod's `Set-Cookie`
+/// attributes rewritten, as nginx's `proxy_cookie_domain` / `_path`.
+#[tokio::test]
+async fn proxy_cookie_domain_and_path_rewrite_the_pods_cookies() {
+    let pod = start_upstream("web").await;
+    let domain = format!("{NGINX}proxy-cookie-domain");
+    let path = format!("{NGINX}proxy-cookie-path");
+    let yaml = service_yaml("web", &[pod.addr])
+        + &ingress_yaml(
+            "app",
+            Some("app.example"),
+            &[
+                (&domain, "internal.local app.example"),
+                (&path, "/internal/ /"),
+            ],
+            &[("/", "Prefix", "web")],
+        );
+    let (_m, sluice) = serve(&yaml).await;
+    let cookie = |set: &'static str| {
+        let mut request = get(sluice.http_addr, "app.example", "/");
+        request
+            .headers_mut()
+            .insert("x-fake-set-cookie", set.parse().unwrap());
+        request
+    };
+    let reply = send(
+        &client(),
+        cookie("sid=1; Domain=.Internal.local; Path=/internal/app; HttpOnly"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        reply.headers["set-cookie"],
+        "sid=1; Domain=app.example; Path=/app; HttpOnly"
+    );
+    let reply = send(&client(), cookie("other=2; Domain=elsewhere; Path=/x"))
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.headers["set-cookie"],
+        "other=2; Domain=elsewhere; Path=/x"
+    );
+}

@@ -106,6 +106,8 @@ pub const GROUPED_KEYS: &[&str] = &[
     "server-alias",
     "proxy-redirect-from",
     "proxy-redirect-to",
+    "proxy-cookie-domain",
+    "proxy-cookie-path",
     "canary",
     "canary-by-header",
     "canary-by-header-value",
@@ -392,6 +394,7 @@ impl IngressAnnotations {
         // configuration snippet's directives.
         let mut steps = headers::parse_header_rules(annotations)?;
         steps.extend(redirect::parse_proxy_redirect(annotations)?);
+        steps.extend(redirect::parse_proxy_cookie(annotations)?);
         steps.extend(redirect::parse_redirect(annotations)?);
         if !steps.is_empty() {
             let mut edits = parsed.edits.as_deref().cloned().unwrap_or_default();

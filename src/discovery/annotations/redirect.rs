@@ -68,6 +68,47 @@ pub fn parse_proxy_redirect(
     }))
 }
 
+/// `proxy-cookie-domain` / `proxy-cookie-path`: `FROM TO` (`off`, the
+/// default, changes nothing), as nginx's `proxy_cookie_domain` / `_path`.
+pub fn parse_proxy_cookie(
+    annotations: &BTreeMap<String, String>,
+) -> Result<Vec<Step>, AnnotationError> {
+    let mut steps = Vec::new();
+    for (name, path) in [("proxy-cookie-domain", false), ("proxy-cookie-path", true)] {
+        let Some((key, value)) = lookup(annotations, name) else {
+            continue;
+        };
+        let value = value.trim();
+        if value == "off" {
+            continue;
+        }
+        let Some((from, to)) = value.split_once(char::is_whitespace) else {
+            return Err(invalid_at(
+                key,
+                format!("{value:?}: expected FROM TO, or off"),
+            ));
+        };
+        let (from, to) = (from.trim(), to.trim());
+        let token = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b';' && b != b',')
+        };
+        if !token(from) || !token(to) {
+            return Err(invalid_at(key, format!("{value:?}: expected FROM TO")));
+        }
+        steps.push(Step::ResponseHeader {
+            edit: HeaderEdit::CookieAttribute {
+                path,
+                from: from.to_owned(),
+                to: to.to_owned(),
+            },
+            always: true,
+        });
+    }
+    Ok(steps)
+}
+
 /// `from-to-www-redirect: "true"`.
 pub fn parse_from_to_www(annotations: &BTreeMap<String, String>) -> Result<bool, AnnotationError> {
     match lookup(annotations, "from-to-www-redirect") {
