@@ -150,7 +150,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("opentelemetry-trust-incoming-span", Unsupported(TRACING)),
     key("permanent-redirect", Supported),
     key("permanent-redirect-code", Supported),
-    key("preserve-trailing-slash", Unsupported(ROUTING)),
+    key("preserve-trailing-slash", Supported),
     key("proxy-body-size", Supported),
     key("proxy-buffer-size", NoEffect(STREAMS)),
     key("proxy-buffering", NoEffect(STREAMS)),

@@ -376,6 +376,7 @@ impl<'a> Builder<'a> {
                 filters: Filters::new(FilterSpec {
                     deny: deny.clone(),
                     https_redirect,
+                    preserve_trailing_slash: parsed.preserve_trailing_slash,
                     edits: edits.clone(),
                     body_limit: policy.body_limit,
                     limiter: limiter.clone(),

@@ -37,9 +37,12 @@ pub(super) fn run(
                     return Ok(Some(answer));
                 }
             }
-            RequestFilter::HttpsRedirect => {
+            RequestFilter::HttpsRedirect {
+                preserve_trailing_slash,
+            } => {
                 if !conn.tls {
-                    return Ok(Some(https_redirect(host, request.uri())));
+                    let uri = request.uri();
+                    return Ok(Some(https_redirect(host, uri, *preserve_trailing_slash)));
                 }
             }
             RequestFilter::BodyLimit(limit) => {
@@ -80,10 +83,16 @@ fn denied(body: &std::sync::Arc<str>) -> Response<ResponseBody> {
 }
 
 /// A 308 to the same host and path over HTTPS (the method and body are kept).
-fn https_redirect(host: &str, uri: &Uri) -> Response<ResponseBody> {
+fn https_redirect(host: &str, uri: &Uri, preserve_trailing_slash: bool) -> Response<ResponseBody> {
     // To the standard port: the plain port number means nothing on HTTPS.
     let host = crate::routing::strip_port(host);
     let target = uri.path_and_query().map_or("/", |p| p.as_str());
+    // As ingress-nginx: the request URI's last `/` goes (`/` itself too),
+    // unless `preserve-trailing-slash`.
+    let target = match preserve_trailing_slash {
+        true => target,
+        false => target.strip_suffix('/').unwrap_or(target),
+    };
     let location = format!("https://{host}{target}");
     let mut response = Response::new(ResponseBody::from(bytes::Bytes::from(format!(
         "308 Permanent Redirect: {location}\n"

@@ -38,7 +38,9 @@ pub enum RequestFilter {
     /// cannot honour (an access control it does not implement).
     Deny(Arc<str>),
     /// A plain-HTTP request gets a 308 to the same URL over HTTPS.
-    HttpsRedirect,
+    /// `preserve_trailing_slash: false` (ingress-nginx's default): one
+    /// trailing `/` of the request URI is dropped, as its Lua redirect does.
+    HttpsRedirect { preserve_trailing_slash: bool },
     /// Header changes, fixed answers and rewrites (`edits`), from snippets.
     Edits(Arc<Edits>),
     /// A request that declares a body longer than this gets a 413 before it
@@ -56,6 +58,8 @@ pub enum RequestFilter {
 pub struct FilterSpec {
     pub deny: Option<Arc<str>>,
     pub https_redirect: bool,
+    /// `preserve-trailing-slash`.
+    pub preserve_trailing_slash: bool,
     pub edits: Option<Arc<Edits>>,
     pub body_limit: Option<u64>,
     pub limiter: Option<Arc<Limiter>>,
@@ -78,7 +82,9 @@ impl Filters {
             filters.push(RequestFilter::Deny(body));
         }
         if spec.https_redirect {
-            filters.push(RequestFilter::HttpsRedirect);
+            filters.push(RequestFilter::HttpsRedirect {
+                preserve_trailing_slash: spec.preserve_trailing_slash,
+            });
         }
         if let Some(edits) = spec.edits {
             filters.push(RequestFilter::Edits(edits));
@@ -111,7 +117,7 @@ impl Filters {
     pub fn https_redirect(&self) -> bool {
         self.0
             .iter()
-            .any(|f| matches!(f, RequestFilter::HttpsRedirect))
+            .any(|f| matches!(f, RequestFilter::HttpsRedirect { .. }))
     }
 
     pub fn limiter(&self) -> Option<&Arc<Limiter>> {

@@ -421,6 +421,21 @@ async fn plain_http_is_redirected_for_tls_hosts() {
             &[("nginx.ingress.kubernetes.io/force-ssl-redirect", "true")],
         ),
     );
+    s.manifests.write(
+        "e.yaml",
+        &tls_ingress(
+            "e",
+            "e.test",
+            None,
+            &[
+                ("nginx.ingress.kubernetes.io/force-ssl-redirect", "true"),
+                (
+                    "nginx.ingress.kubernetes.io/preserve-trailing-slash",
+                    "true",
+                ),
+            ],
+        ),
+    );
     s.manifests
         .write("d.yaml", &tls_ingress("d", "d.test", None, &[]));
     let http = client();
@@ -446,6 +461,13 @@ async fn plain_http_is_redirected_for_tls_hosts() {
     let forced = send(&http, get(addr, "c.test", "/x")).await.unwrap();
     assert_eq!(forced.status, StatusCode::PERMANENT_REDIRECT);
     assert_eq!(forced.headers["location"], "https://c.test/x");
+    // As ingress-nginx: the URI's last `/` goes, unless preserve-trailing-slash.
+    let forced = send(&http, get(addr, "c.test", "/docs/")).await.unwrap();
+    assert_eq!(forced.headers["location"], "https://c.test/docs");
+    let forced = send(&http, get(addr, "c.test", "/")).await.unwrap();
+    assert_eq!(forced.headers["location"], "https://c.test");
+    let kept = send(&http, get(addr, "e.test", "/docs/")).await.unwrap();
+    assert_eq!(kept.headers["location"], "https://e.test/docs/");
     assert_eq!(
         status_of(&http, get(addr, "d.test", "/")).await,
         StatusCode::OK,

@@ -83,6 +83,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "x-forwarded-prefix",
     "app-root",
     "custom-http-errors",
+    "preserve-trailing-slash",
 ];
 
 /// The prefix and bare name of an annotation under one of our prefixes.
@@ -188,6 +189,8 @@ pub struct IngressAnnotations {
     pub aliases: Vec<String>,
     /// `custom-http-errors`: statuses the default backend answers instead.
     pub custom_errors: Option<Vec<u16>>,
+    /// `preserve-trailing-slash`: the HTTPS redirect keeps the URI's last `/`.
+    pub preserve_trailing_slash: bool,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -302,6 +305,9 @@ impl IngressAnnotations {
                 }
                 "custom-http-errors" => {
                     parsed.custom_errors = Some(crate::config::parse_status_list(value).map_err(invalid)?)
+                }
+                "preserve-trailing-slash" => {
+                    parsed.preserve_trailing_slash = parse_bool(value).map_err(invalid)?
                 }
                 "app-root" => parsed.app_root = Some(parse_app_root(value).map_err(invalid)?),
                 "x-forwarded-prefix" => {

@@ -65,6 +65,8 @@ pub(super) struct ParsedIngress {
     pub(super) from_to_www: bool,
     /// `custom-http-errors`.
     pub(super) custom_errors: Option<Vec<u16>>,
+    /// `preserve-trailing-slash` (for the HTTPS redirect).
+    pub(super) preserve_trailing_slash: bool,
 }
 
 impl ParsedIngress {
@@ -173,6 +175,7 @@ pub(super) fn parse_ingress(
         app_root: None,
         from_to_www: false,
         custom_errors: None,
+        preserve_trailing_slash: false,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -212,6 +215,7 @@ pub(super) fn parse_ingress(
     parsed.app_root = annotations.app_root.clone();
     parsed.from_to_www = annotations.from_to_www;
     parsed.custom_errors = annotations.custom_errors.clone();
+    parsed.preserve_trailing_slash = annotations.preserve_trailing_slash;
     parsed.policy = annotations.policy(defaults);
     parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(defaults.ssl_redirect);
     parsed.canary = annotations.canary.clone();
