@@ -271,7 +271,7 @@ pub const CONFIGMAP: &[Key] = &[
     key("gzip-level", Unsupported("response compression is not implemented")),
     key("gzip-min-length", Unsupported("response compression is not implemented")),
     key("gzip-types", Unsupported("response compression is not implemented")),
-    key("hide-headers", Unsupported(ROUTING)),
+    key("hide-headers", Supported),
     key("hsts", Supported),
     key("hsts-include-subdomains", Supported),
     key("hsts-max-age", Supported),

@@ -205,6 +205,8 @@ pub struct Config {
     /// Statuses the default backend answers instead, on every route without
     /// its own `custom-http-errors` (comma-separated, as ingress-nginx).
     pub custom_http_errors: String,
+    /// Response headers of the pods that clients never see (comma-separated).
+    pub hide_headers: String,
     /// Lets non-loopback clients use the admin API with `Authorization: Bearer ...`.
     pub admin_token: Option<String>,
     /// `stdout`, `off`, or a file path (reopened on SIGUSR1).
@@ -310,6 +312,7 @@ pub struct ProxyDefaults {
     pub retry_budget_ratio: f64,
     pub retry_budget_min_per_second: u32,
     pub custom_http_errors: Vec<u16>,
+    pub hide_headers: Vec<http::HeaderName>,
 }
 
 impl Default for Config {
@@ -361,6 +364,7 @@ impl Default for Config {
             retry_budget_ratio: retry::DEFAULT_BUDGET_RATIO,
             retry_budget_min_per_second: retry::DEFAULT_BUDGET_MIN_PER_SECOND,
             custom_http_errors: String::new(),
+            hide_headers: String::new(),
             admin_token: None,
             access_log: "stdout".into(),
             access_log_format: "json".into(),
@@ -398,6 +402,16 @@ pub fn parse_status_list(value: &str) -> Result<Vec<u16>, String> {
     codes.sort_unstable();
     codes.dedup();
     Ok(codes)
+}
+
+/// `hide-headers`: comma-separated header names.
+fn parse_header_list(value: &str) -> Result<Vec<http::HeaderName>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| http::HeaderName::try_from(n).map_err(|_| format!("{n:?} is not a header name")))
+        .collect()
 }
 
 /// `namespace/name` of a Secret.
@@ -465,6 +479,9 @@ impl Config {
         }
         if let Err(message) = parse_status_list(&self.custom_http_errors) {
             return invalid("custom-http-errors", &message);
+        }
+        if let Err(message) = parse_header_list(&self.hide_headers) {
+            return invalid("hide-headers", &message);
         }
         if self.proxy_read_timeout.is_zero() {
             return invalid("proxy-read-timeout", "must be greater than zero");
@@ -600,6 +617,7 @@ impl Config {
             retry_budget_min_per_second: self.retry_budget_min_per_second,
             // Checked by `validate`.
             custom_http_errors: parse_status_list(&self.custom_http_errors).unwrap_or_default(),
+            hide_headers: parse_header_list(&self.hide_headers).unwrap_or_default(),
         }
     }
 

@@ -439,3 +439,31 @@ async fn proxy_cookie_domain_and_path_rewrite_the_pods_cookies() {
         "other=2; Domain=elsewhere; Path=/x"
     );
 }
+
+/// The ConfigMap's `hide-headers`: the pods' headers that clients never see,
+/// on every route.
+#[tokio::test]
+async fn hide_headers_keep_the_pods_headers_from_clients() {
+    let pod = start_upstream("web").await;
+    let yaml = service_yaml("web", &[pod.addr])
+        + &ingress_yaml("app", Some("app.example"), &[], &[("/", "Prefix", "web")]);
+    let manifests = Manifests::new();
+    manifests.write("apps.yaml", &yaml);
+    let sluice = start_sluice(
+        manifests.path(),
+        "hide-headers: \"Set-Cookie, X-Powered-By\"\n",
+    )
+    .await;
+    let mut request = get(sluice.http_addr, "app.example", "/");
+    request
+        .headers_mut()
+        .insert("x-fake-set-cookie", "sid=1".parse().unwrap());
+    let reply = send(&client(), request).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply.headers.get("set-cookie").is_none(),
+        "{:?}",
+        reply.headers
+    );
+    assert_eq!(reply.headers["content-type"], "application/json");
+}

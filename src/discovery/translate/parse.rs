@@ -184,7 +184,7 @@ pub(super) fn parse_ingress(
         reason,
         message,
     };
-    let annotations = match IngressAnnotations::parse(ingress.metadata.annotations.as_ref()) {
+    let mut annotations = match IngressAnnotations::parse(ingress.metadata.annotations.as_ref()) {
         Ok(a) => a,
         Err(error) => {
             let message = format!("{error}; Ingress skipped");
@@ -196,6 +196,23 @@ pub(super) fn parse_ingress(
             return parsed;
         }
     };
+    // The ConfigMap's `hide-headers`, before the Ingress's own edits (nginx's
+    // http-level `proxy_hide_header`).
+    if !defaults.hide_headers.is_empty() {
+        let mut edits = crate::routing::edits::Edits::default();
+        for name in &defaults.hide_headers {
+            let edit = crate::routing::edits::HeaderEdit::Remove(name.clone());
+            edits
+                .steps
+                .push(crate::routing::edits::Step::ResponseHeader { edit, always: true });
+        }
+        if let Some(own) = &annotations.edits {
+            edits.steps.extend(own.steps.iter().cloned());
+            edits.access = own.access.clone();
+            edits.variables = own.variables;
+        }
+        annotations.edits = Some(Arc::new(edits));
+    }
     parsed.notices = annotations
         .notices
         .iter()
