@@ -36,6 +36,43 @@ pin_project! {
         in_flight: Option<InFlight>,
         // Recorded when the body is done (or dropped).
         completion: Option<Completion>,
+        // `limit-rate`: frames are held back to keep to the rate.
+        throttle: Option<Box<Throttle>>,
+    }
+}
+
+/// `limit-rate` / `limit-rate-after`, as nginx's `limit_rate` for one
+/// response: after `after` bytes, at most `rate` bytes a second.
+pub struct Throttle {
+    rate: u64,
+    after: u64,
+    sent: u64,
+    /// When the body passed `after` bytes.
+    since: Option<Instant>,
+    /// A frame waiting for its time.
+    held: Option<Frame<Bytes>>,
+    sleep: Pin<Box<Sleep>>,
+}
+
+impl Throttle {
+    pub fn new(rate: u64, after: u64) -> Box<Throttle> {
+        Box::new(Throttle {
+            rate: rate.max(1),
+            after,
+            sent: 0,
+            since: None,
+            held: None,
+            sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+        })
+    }
+
+    /// Counts `len` more bytes; the time they may go, if later than now.
+    fn account(&mut self, len: u64, now: Instant) -> Option<Instant> {
+        self.sent += len;
+        let limited = self.sent.checked_sub(self.after).filter(|&n| n > 0)?;
+        let since = *self.since.get_or_insert(now);
+        let due = since + Duration::from_secs_f64(limited as f64 / self.rate as f64);
+        (due > now).then_some(due)
     }
 }
 
@@ -77,7 +114,14 @@ impl UpstreamBody {
             armed: false,
             in_flight: Some(in_flight),
             completion: None,
+            throttle: None,
         }
+    }
+
+    /// Holds frames back to keep to `limit-rate`.
+    pub fn throttled(mut self, throttle: Box<Throttle>) -> UpstreamBody {
+        self.throttle = Some(throttle);
+        self
     }
 }
 
@@ -90,6 +134,12 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         let mut this = self.project();
+        if let Some(throttle) = this.throttle.as_mut() {
+            if throttle.held.is_some() {
+                ready!(throttle.sleep.as_mut().poll(cx));
+                return Poll::Ready(throttle.held.take().map(Ok));
+            }
+        }
         match Pin::new(&mut *this.inner).poll_frame(cx) {
             Poll::Ready(frame) => {
                 match &frame {
@@ -105,6 +155,16 @@ impl Body for UpstreamBody {
                     Some(Err(_)) => {}
                 }
                 *this.armed = false;
+                if let (Some(throttle), Some(Ok(f))) = (this.throttle.as_mut(), &frame) {
+                    let len = f.data_ref().map_or(0, |d| d.len() as u64);
+                    if let Some(due) = throttle.account(len, Instant::now()) {
+                        throttle.sleep.as_mut().reset(due);
+                        if throttle.sleep.as_mut().poll(cx).is_pending() {
+                            throttle.held = frame.and_then(Result::ok);
+                            return Poll::Pending;
+                        }
+                    }
+                }
                 Poll::Ready(frame)
             }
             Poll::Pending => {
@@ -123,7 +183,8 @@ impl Body for UpstreamBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        // A frame held back by the throttle is still to come.
+        self.inner.is_end_stream() && self.throttle.as_ref().is_none_or(|t| t.held.is_none())
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -197,5 +258,25 @@ impl Body for ResponseBody {
                 SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_throttle_holds_bytes_past_the_first_ones_to_the_rate() {
+        let t0 = Instant::now();
+        let mut throttle = Throttle::new(1000, 500);
+        // The first 500 bytes go at once.
+        assert_eq!(throttle.account(400, t0), None);
+        assert_eq!(throttle.account(100, t0), None);
+        // Then 1000 bytes a second: 250 more may go a quarter second later.
+        assert_eq!(
+            throttle.account(250, t0),
+            Some(t0 + Duration::from_millis(250))
+        );
+        assert_eq!(throttle.account(250, t0 + Duration::from_secs(1)), None);
     }
 }

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 
 use super::affinity::StickyRequest;
-use super::body::{ResponseBody, UpstreamBody};
+use super::body::{ResponseBody, Throttle, UpstreamBody};
 use super::client_addr::{real_client, ClientAddr};
 use super::conn::ConnInfo;
 use super::context::{RequestContext, UpstreamAnswer};
@@ -278,7 +278,10 @@ impl Proxy {
                 strip_hop_by_hop(response.headers_mut(), false);
             }
             let (parts, body) = response.into_parts();
-            let body = UpstreamBody::new(body, route.policy.read_timeout, pick.in_flight);
+            let mut body = UpstreamBody::new(body, route.policy.read_timeout, pick.in_flight);
+            if let Some((rate, after)) = route.policy.limit_rate {
+                body = body.throttled(Throttle::new(rate, after));
+            }
             Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
         }
     }

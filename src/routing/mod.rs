@@ -58,6 +58,9 @@ pub struct RoutePolicy {
     /// `custom-http-errors`: these answers are replaced by the default
     /// backend's.
     pub error_pages: Option<Arc<ErrorPages>>,
+    /// `limit-rate` / `limit-rate-after`: (bytes a second, bytes first sent
+    /// at full speed) for each response.
+    pub limit_rate: Option<(u64, u64)>,
 }
 
 /// `custom-http-errors`: which statuses, and the route (of the Ingress's

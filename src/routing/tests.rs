@@ -33,6 +33,7 @@ fn route(name: &str) -> Arc<Route> {
             access_log: true,
             affinity: None,
             error_pages: None,
+            limit_rate: None,
         },
     })
 }

@@ -467,3 +467,33 @@ async fn hide_headers_keep_the_pods_headers_from_clients() {
     );
     assert_eq!(reply.headers["content-type"], "application/json");
 }
+
+/// `limit-rate` / `limit-rate-after` (kilobytes): a response's first bytes
+/// go at full speed, the rest at the rate. A lower bound only: a slow machine
+/// can only take longer.
+#[tokio::test]
+async fn limit_rate_paces_a_response_after_its_first_bytes() {
+    let pod = start_upstream("web").await;
+    let rate = format!("{NGINX}limit-rate");
+    let after = format!("{NGINX}limit-rate-after");
+    let yaml = service_yaml("web", &[pod.addr])
+        + &ingress_yaml(
+            "slow",
+            Some("slow.example"),
+            &[(&rate, "256"), (&after, "64")],
+            &[("/", "Prefix", "web")],
+        );
+    let (_m, sluice) = serve(&yaml).await;
+    let mut request = get(sluice.http_addr, "slow.example", "/");
+    request.headers_mut().insert(
+        "x-fake-body-bytes",
+        (192 * 1024).to_string().parse().unwrap(),
+    );
+    let started = std::time::Instant::now();
+    let reply = send(&client(), request).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.body.len() > 192 * 1024, "the whole body arrives");
+    // 128 KiB past the first 64, at 256 KiB a second: half a second at least.
+    assert!(took >= std::time::Duration::from_millis(450), "{took:?}");
+}

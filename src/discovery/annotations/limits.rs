@@ -102,3 +102,24 @@ pub(super) fn parse_limit(
     }
     Ok((None, false))
 }
+
+/// `limit-rate` (kilobytes a second, as ingress-nginx writes `limit_rate
+/// Nk`; 0: none) and `limit-rate-after` (kilobytes sent at full speed).
+pub(super) fn parse_limit_rate(
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<(u64, u64)>, AnnotationError> {
+    let kilobytes = |name: &str| -> Result<u64, AnnotationError> {
+        match lookup(annotations, name) {
+            None => Ok(0),
+            Some((key, value)) => value
+                .trim()
+                .parse::<u64>()
+                .ok()
+                .and_then(|k| k.checked_mul(1024))
+                .ok_or_else(|| invalid_at(key, format!("{value:?} is not a number of kilobytes"))),
+        }
+    };
+    let rate = kilobytes("limit-rate")?;
+    let after = kilobytes("limit-rate-after")?;
+    Ok((rate > 0).then_some((rate, after)))
+}

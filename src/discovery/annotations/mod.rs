@@ -125,6 +125,8 @@ pub const GROUPED_KEYS: &[&str] = &[
     "limit-key",
     "limit-scope",
     "limit-burst-multiplier",
+    "limit-rate",
+    "limit-rate-after",
     "limit-whitelist",
 ];
 
@@ -191,6 +193,8 @@ pub struct IngressAnnotations {
     pub custom_errors: Option<Vec<u16>>,
     /// `preserve-trailing-slash`: the HTTPS redirect keeps the URI's last `/`.
     pub preserve_trailing_slash: bool,
+    /// `limit-rate` / `limit-rate-after`, in bytes.
+    pub limit_rate: Option<(u64, u64)>,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -408,6 +412,7 @@ impl IngressAnnotations {
             parsed.edits = Some(Arc::new(edits));
         }
         parsed.from_to_www = redirect::parse_from_to_www(annotations)?;
+        parsed.limit_rate = limits::parse_limit_rate(annotations)?;
         parsed.aliases = redirect::parse_aliases(annotations)?;
         if let Some(vhost) = vhost {
             // ingress-nginx writes `proxy_set_header Host` before the
@@ -437,6 +442,7 @@ impl IngressAnnotations {
             affinity: self.affinity.clone().map(Arc::new),
             // Set per route by `translate`, which builds the default backend's route.
             error_pages: None,
+            limit_rate: self.limit_rate,
             retry: RetryPolicy {
                 next_upstream: self.next_upstream.unwrap_or(defaults.retry.next_upstream),
                 tries: self.tries.unwrap_or(defaults.retry.tries),
