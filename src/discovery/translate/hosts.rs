@@ -44,7 +44,7 @@ impl Builder<'_> {
                 Some(route) => route.clone(),
                 None => {
                     if parsed.custom_errors.is_some() {
-                        let message = "custom-http-errors has no default backend to answer (neither the default-backend annotation nor --default-backend-service); the statuses pass through".to_owned();
+                        let message = "custom-http-errors has no default backend to answer (neither the default-backend annotation nor the default-backend config key); the statuses pass through".to_owned();
                         self.warn(
                             Some((&parsed.object, Field::Annotations)),
                             "annotation-differs",
