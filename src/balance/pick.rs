@@ -132,7 +132,10 @@ pub fn pick<C: Candidate>(
     // a concurrent request before we claim it.
     for _ in 0..2 {
         let chosen = match (hash, policy.algorithm) {
-            (Some(key), _) => by_hash(ring.points(endpoints), key, &usable),
+            (Some(key), _) => match policy.hash_subset {
+                Some(size) => by_hash_subset(ring.points(endpoints), key, size, &usable, random),
+                None => by_hash(ring.points(endpoints), key, &usable),
+            },
             (None, Algorithm::RoundRobin) => round_robin(endpoints.len(), &backend.cursor, &usable),
             (None, Algorithm::Ewma | Algorithm::LeastRequest) => {
                 power_of_two(endpoints.len(), &usable, &prefer, random)
@@ -284,6 +287,34 @@ fn by_hash(ring: &[(u64, u32)], key: u64, usable: &impl Fn(usize) -> bool) -> Op
     (0..ring.len())
         .map(|k| ring[(start + k) % ring.len()].1 as usize)
         .find(|&i| usable(i))
+}
+
+/// ingress-nginx's `chashsubset`: the key's subset is the first `size`
+/// distinct endpoints on the ring from its point; one of them that is
+/// usable, at random, takes the request (else the next usable one).
+fn by_hash_subset(
+    ring: &[(u64, u32)],
+    key: u64,
+    size: usize,
+    usable: &impl Fn(usize) -> bool,
+    random: &mut impl Random,
+) -> Option<usize> {
+    let start = ring.partition_point(|(point, _)| *point < key);
+    let mut subset: Vec<usize> = Vec::with_capacity(size);
+    for k in 0..ring.len() {
+        let i = ring[(start + k) % ring.len()].1 as usize;
+        if !subset.contains(&i) {
+            subset.push(i);
+            if subset.len() == size {
+                break;
+            }
+        }
+    }
+    subset.retain(|&i| usable(i));
+    if subset.is_empty() {
+        return by_hash(ring, key, usable);
+    }
+    Some(subset[random.below(subset.len())])
 }
 
 /// Feeds the outcome of a request on `endpoint` back: its latency estimate,

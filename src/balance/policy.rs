@@ -287,6 +287,9 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 pub struct BalancePolicy {
     pub algorithm: Algorithm,
     pub hash_by: Option<HashBy>,
+    /// `upstream-hash-by-subset`: a key picks this many pods, and one of
+    /// them at random takes the request.
+    pub hash_subset: Option<usize>,
     pub breaker: Arc<BreakerRule>,
     /// How fast latency estimates forget.
     pub decay: Duration,
@@ -301,6 +304,7 @@ impl Default for BalancePolicy {
         BalancePolicy {
             algorithm: Algorithm::default(),
             hash_by: None,
+            hash_subset: None,
             breaker: Arc::new(default_breaker()),
             decay: DEFAULT_DECAY,
             slow_start: DEFAULT_SLOW_START,

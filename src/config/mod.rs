@@ -594,6 +594,7 @@ impl Config {
         let balance = BalancePolicy {
             algorithm: self.load_balance,
             hash_by: None,
+            hash_subset: None,
             breaker: Arc::new(self.circuit_breaker.clone()),
             decay: self.ewma_decay,
             slow_start: self.slow_start,

@@ -438,3 +438,48 @@ async fn hash_by_request_uri_keeps_each_uri_on_one_pod() {
         );
     }
 }
+
+/// `upstream-hash-by-subset`: a key is served by its own subset of pods
+/// (`-size` of them), one at random each time, as ingress-nginx's
+/// `chashsubset`.
+#[tokio::test]
+async fn hash_subset_spreads_a_key_over_its_own_few_pods() {
+    let app = App::start(
+        &[0, 0, 0, 0],
+        &[
+            (
+                "nginx.ingress.kubernetes.io/upstream-hash-by",
+                "$request_uri",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/upstream-hash-by-subset",
+                "true",
+            ),
+            (
+                "nginx.ingress.kubernetes.io/upstream-hash-by-subset-size",
+                "2",
+            ),
+        ],
+        "",
+    )
+    .await;
+    let http = client();
+    let mut all = std::collections::BTreeSet::new();
+    for i in 0..8 {
+        let mut pods = std::collections::BTreeSet::new();
+        for _ in 0..40 {
+            let request = Request::get(format!("http://{}/item/{i}", app.sluice.http_addr))
+                .header("host", "app.test")
+                .body(Full::default())
+                .unwrap();
+            pods.insert(send(&http, request).await.unwrap().upstream());
+        }
+        assert_eq!(
+            pods.len(),
+            2,
+            "/item/{i} is served by its two pods: {pods:?}"
+        );
+        all.extend(pods);
+    }
+    assert!(all.len() >= 3, "keys use different subsets: {all:?}");
+}

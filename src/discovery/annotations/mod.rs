@@ -7,6 +7,7 @@
 //! for what sluice does not do, and a 403 for the Ingress when that is access.
 
 mod affinity;
+mod canary;
 mod headers;
 mod limits;
 mod redirect;
@@ -58,6 +59,8 @@ pub const KNOWN_KEYS: &[&str] = &[
     "default-backend",
     "load-balance",
     "upstream-hash-by",
+    "upstream-hash-by-subset",
+    "upstream-hash-by-subset-size",
     "circuit-breaker",
     "proxy-next-upstream",
     "proxy-next-upstream-tries",
@@ -151,6 +154,8 @@ pub struct IngressAnnotations {
     pub default_backend: Option<(String, String)>,
     pub algorithm: Option<Algorithm>,
     pub hash_by: Option<HashBy>,
+    /// `upstream-hash-by-subset` (and `-size`).
+    pub hash_subset: Option<usize>,
     pub breaker: Option<BreakerRule>,
     pub next_upstream: Option<NextUpstream>,
     pub tries: Option<u32>,
@@ -240,13 +245,14 @@ impl IngressAnnotations {
         parsed.notices.extend(snippets.notices);
         parsed.fail_closed = parsed.fail_closed.or(snippets.fail_closed);
         parsed.edits = snippets.edits;
-        parsed.canary = parse_canary(annotations)?;
+        parsed.canary = canary::parse_canary(annotations)?;
         parsed.affinity = affinity::parse_affinity(annotations, &mut parsed.notices)?;
         let (limit, cluster) = limits::parse_limit(annotations)?;
         parsed.limit = limit;
         parsed.limit_cluster = cluster;
         let mut tls = TlsReading::default();
         let mut vhost = None;
+        let (mut subset, mut subset_size) = (false, None);
         for &key in KNOWN_KEYS {
             let Some((full_key, value)) = lookup(annotations, key) else {
                 continue;
@@ -348,6 +354,16 @@ impl IngressAnnotations {
                     parsed.algorithm = Some(Algorithm::parse(value).map_err(invalid)?)
                 }
                 "upstream-hash-by" => parsed.hash_by = Some(HashBy::parse(value).map_err(invalid)?),
+                "upstream-hash-by-subset" => subset = parse_bool(value).map_err(invalid)?,
+                "upstream-hash-by-subset-size" => {
+                    let size = value
+                        .trim()
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|s| (1..=64).contains(s))
+                        .ok_or_else(|| invalid(format!("{value:?}: expected 1 to 64")))?;
+                    subset_size = Some(size);
+                }
                 "circuit-breaker" => {
                     parsed.breaker =
                         Some(BreakerRule::parse(value).map_err(|e| invalid(e.to_string()))?)
@@ -400,6 +416,8 @@ impl IngressAnnotations {
             }
         }
         parsed.upstream_tls = h2.map(|h2| UpstreamTlsAnnotations { h2, ..tls.spec });
+        // ingress-nginx's default subset size is 3.
+        parsed.hash_subset = subset.then(|| subset_size.unwrap_or(3));
         // sluice's header rules, then `return CODE URL;`, after the
         // configuration snippet's directives.
         let mut steps = headers::parse_header_rules(annotations)?;
@@ -457,12 +475,17 @@ impl IngressAnnotations {
 
     /// The global balance policy, shared, unless this Ingress changes it.
     fn balance(&self, defaults: &Arc<BalancePolicy>) -> Arc<BalancePolicy> {
-        if self.algorithm.is_none() && self.hash_by.is_none() && self.breaker.is_none() {
+        if self.algorithm.is_none()
+            && self.hash_by.is_none()
+            && self.breaker.is_none()
+            && self.hash_subset.is_none()
+        {
             return defaults.clone();
         }
         Arc::new(BalancePolicy {
             algorithm: self.algorithm.unwrap_or(defaults.algorithm),
             hash_by: self.hash_by.clone().or_else(|| defaults.hash_by.clone()),
+            hash_subset: self.hash_subset,
             breaker: self
                 .breaker
                 .clone()
@@ -492,63 +515,6 @@ fn invalid_at(key: &str, message: impl Into<String>) -> AnnotationError {
         key: key.to_owned(),
         message: message.into(),
     }
-}
-
-fn parse_canary(
-    annotations: &BTreeMap<String, String>,
-) -> Result<Option<CanaryRule>, AnnotationError> {
-    match lookup(annotations, "canary") {
-        Some((key, value)) if !parse_bool(value).map_err(|e| invalid_at(key, e))? => {
-            return Ok(None)
-        }
-        None => return Ok(None),
-        Some(_) => {}
-    }
-    let mut rule = CanaryRule {
-        weight_total: 100,
-        ..CanaryRule::default()
-    };
-    if let Some((key, name)) = lookup(annotations, "canary-by-header") {
-        let name = HeaderName::try_from(name.trim())
-            .map_err(|_| invalid_at(key, format!("{name:?} is not a header name")))?;
-        let matching = if let Some((_, value)) = lookup(annotations, "canary-by-header-value") {
-            HeaderMatch::Value(value.to_owned())
-        } else if let Some((key, pattern)) = lookup(annotations, "canary-by-header-pattern") {
-            HeaderMatch::Pattern(tenant_regex(pattern).map_err(|e| invalid_at(key, e))?)
-        } else {
-            HeaderMatch::AlwaysNever
-        };
-        rule.header = Some((name, matching));
-    }
-    rule.cookie = lookup(annotations, "canary-by-cookie").map(|(_, v)| v.trim().to_owned());
-    let number = |name: &str| -> Result<Option<u32>, AnnotationError> {
-        lookup(annotations, name)
-            .map(|(key, v)| {
-                v.trim()
-                    .parse::<u32>()
-                    .map_err(|_| invalid_at(key, format!("{v:?} is not a whole number")))
-            })
-            .transpose()
-    };
-    rule.weight = number("canary-weight")?;
-    if let Some(total) = number("canary-weight-total")? {
-        rule.weight_total = total.max(1);
-    }
-    if let Some((key, ranges)) = lookup(annotations, "canary-by-source-cidr") {
-        rule.sources = ranges
-            .split(',')
-            .filter(|r| !r.trim().is_empty())
-            .map(Cidr::parse)
-            .collect::<Result<_, _>>()
-            .map_err(|e| invalid_at(key, e))?;
-    }
-    if let Some((key, pattern)) = lookup(annotations, "canary-by-user-agent") {
-        rule.user_agent = Some(tenant_regex(pattern).map_err(|e| invalid_at(key, e))?);
-    }
-    if let Some((key, sticky)) = lookup(annotations, "canary-sticky-by") {
-        rule.sticky = Some(HashBy::parse_key(sticky).map_err(|e| invalid_at(key, e))?);
-    }
-    Ok(Some(rule))
 }
 
 fn lookup<'a>(annotations: &'a BTreeMap<String, String>, key: &str) -> Option<(&'a str, &'a str)> {
