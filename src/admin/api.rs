@@ -58,6 +58,7 @@ fn route_json(host: &str, path: Option<(String, &str)>, route: &Route) -> Value 
         "circuit_breaker": route.policy.balance.breaker.source,
         "rate_limit": route.filters.limiter().map(|l| json!({"per_second": l.spec().per_second, "burst": l.spec().burst, "key": format!("{:?}", l.spec().key)})),
         "https_redirect": route.filters.https_redirect(),
+        "limit_rate": route.policy.limit_rate.map(|(rate, after)| json!({"bytes_per_second": rate, "after_bytes": after})),
     })
 }
 

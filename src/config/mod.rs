@@ -207,6 +207,11 @@ pub struct Config {
     pub custom_http_errors: String,
     /// Response headers of the pods that clients never see (comma-separated).
     pub hide_headers: String,
+    /// Bytes a second for each response, on routes without their own
+    /// `limit-rate` annotation (0: no limit), as ingress-nginx's ConfigMap.
+    pub limit_rate: u64,
+    /// Bytes of each response sent at full speed before `limit-rate`.
+    pub limit_rate_after: u64,
     /// Lets non-loopback clients use the admin API with `Authorization: Bearer ...`.
     pub admin_token: Option<String>,
     /// `stdout`, `off`, or a file path (reopened on SIGUSR1).
@@ -313,6 +318,7 @@ pub struct ProxyDefaults {
     pub retry_budget_min_per_second: u32,
     pub custom_http_errors: Vec<u16>,
     pub hide_headers: Vec<http::HeaderName>,
+    pub limit_rate: Option<(u64, u64)>,
 }
 
 impl Default for Config {
@@ -365,6 +371,8 @@ impl Default for Config {
             retry_budget_min_per_second: retry::DEFAULT_BUDGET_MIN_PER_SECOND,
             custom_http_errors: String::new(),
             hide_headers: String::new(),
+            limit_rate: 0,
+            limit_rate_after: 0,
             admin_token: None,
             access_log: "stdout".into(),
             access_log_format: "json".into(),
@@ -619,6 +627,7 @@ impl Config {
             // Checked by `validate`.
             custom_http_errors: parse_status_list(&self.custom_http_errors).unwrap_or_default(),
             hide_headers: parse_header_list(&self.hide_headers).unwrap_or_default(),
+            limit_rate: (self.limit_rate > 0).then_some((self.limit_rate, self.limit_rate_after)),
         }
     }
 

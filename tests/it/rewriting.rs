@@ -497,3 +497,62 @@ async fn limit_rate_paces_a_response_after_its_first_bytes() {
     // 128 KiB past the first 64, at 256 KiB a second: half a second at least.
     assert!(took >= std::time::Duration::from_millis(450), "{took:?}");
 }
+
+/// The ConfigMap's `limit-rate` (bytes a second) applies to every route;
+/// an Ingress's `limit-rate: "0"` turns it off for its own.
+#[tokio::test]
+async fn the_global_limit_rate_and_an_ingress_that_opts_out() {
+    let pod = start_upstream("web").await;
+    let rate = format!("{NGINX}limit-rate");
+    let yaml = service_yaml("web", &[pod.addr])
+        + &ingress_yaml(
+            "paced",
+            Some("paced.example"),
+            &[],
+            &[("/", "Prefix", "web")],
+        )
+        + &ingress_yaml(
+            "free",
+            Some("free.example"),
+            &[(&rate, "0")],
+            &[("/", "Prefix", "web")],
+        );
+    let manifests = Manifests::new();
+    manifests.write("apps.yaml", &yaml);
+    let sluice = start_sluice(
+        manifests.path(),
+        "limit-rate: 262144\nlimit-rate-after: 65536\n",
+    )
+    .await;
+    let fetch = |host: &'static str| {
+        let mut request = get(sluice.http_addr, host, "/");
+        request.headers_mut().insert(
+            "x-fake-body-bytes",
+            (192 * 1024).to_string().parse().unwrap(),
+        );
+        request
+    };
+    let started = std::time::Instant::now();
+    let reply = send(&client(), fetch("paced.example")).await.unwrap();
+    assert!(reply.body.len() > 192 * 1024);
+    let took = started.elapsed();
+    assert!(took >= std::time::Duration::from_millis(450), "{took:?}");
+    // Opted out: served whole, and the admin API says it is not paced.
+    let reply = send(&client(), fetch("free.example")).await.unwrap();
+    assert!(reply.body.len() > 192 * 1024);
+    let routes: serde_json::Value =
+        serde_json::from_str(&admin_text(&sluice, "/api/routes").await).unwrap();
+    let limit_of = |host: &str| {
+        let routes = routes["routes"].as_array().expect("a list of routes");
+        let route = routes
+            .iter()
+            .find(|r| r["host"] == host)
+            .expect("the host's route");
+        route["limit_rate"].clone()
+    };
+    assert_eq!(
+        limit_of("paced.example"),
+        serde_json::json!({"bytes_per_second": 262144, "after_bytes": 65536})
+    );
+    assert!(limit_of("free.example").is_null());
+}

@@ -104,7 +104,8 @@ pub(super) fn parse_limit(
 }
 
 /// `limit-rate` (kilobytes a second, as ingress-nginx writes `limit_rate
-/// Nk`; 0: none) and `limit-rate-after` (kilobytes sent at full speed).
+/// Nk`; 0: none, whatever the ConfigMap says) and `limit-rate-after`
+/// (kilobytes sent at full speed).
 pub(super) fn parse_limit_rate(
     annotations: &BTreeMap<String, String>,
 ) -> Result<Option<(u64, u64)>, AnnotationError> {
@@ -119,7 +120,12 @@ pub(super) fn parse_limit_rate(
                 .ok_or_else(|| invalid_at(key, format!("{value:?} is not a number of kilobytes"))),
         }
     };
-    let rate = kilobytes("limit-rate")?;
-    let after = kilobytes("limit-rate-after")?;
-    Ok((rate > 0).then_some((rate, after)))
+    if lookup(annotations, "limit-rate").is_none() {
+        return Ok(None);
+    }
+    // A rate of 0 is kept: it turns the ConfigMap's limit off for this Ingress.
+    Ok(Some((
+        kilobytes("limit-rate")?,
+        kilobytes("limit-rate-after")?,
+    )))
 }

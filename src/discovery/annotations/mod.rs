@@ -460,7 +460,11 @@ impl IngressAnnotations {
             affinity: self.affinity.clone().map(Arc::new),
             // Set per route by `translate`, which builds the default backend's route.
             error_pages: None,
-            limit_rate: self.limit_rate,
+            limit_rate: match self.limit_rate {
+                Some((0, _)) => None,
+                Some(own) => Some(own),
+                None => defaults.limit_rate,
+            },
             retry: RetryPolicy {
                 next_upstream: self.next_upstream.unwrap_or(defaults.retry.next_upstream),
                 tries: self.tries.unwrap_or(defaults.retry.tries),
