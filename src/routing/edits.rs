@@ -7,6 +7,8 @@
 
 use http::header::HeaderName;
 use http::StatusCode;
+use std::sync::Arc;
+
 use regex::Regex;
 
 use crate::policy::canary::Cidr;
@@ -314,6 +316,34 @@ pub struct Edits {
     /// steps (nginx's access phase follows its rewrite phase): the first
     /// rule that matches decides; none matching lets the request through.
     pub access: Vec<AccessRule>,
+}
+
+impl Edits {
+    /// One step alone (a redirect's `return`).
+    pub fn of(step: Step) -> Arc<Edits> {
+        Arc::new(Edits {
+            steps: vec![step],
+            ..Edits::default()
+        })
+    }
+
+    /// `base` with `before` run ahead of its steps and `after` behind them:
+    /// how an annotation places its directives around the snippets', as
+    /// ingress-nginx's template writes them. `base` itself, shared, when
+    /// there is nothing to add.
+    pub fn around(
+        base: &Option<Arc<Edits>>,
+        before: Vec<Step>,
+        after: Vec<Step>,
+    ) -> Option<Arc<Edits>> {
+        if before.is_empty() && after.is_empty() {
+            return base.clone();
+        }
+        let mut edits = base.as_deref().cloned().unwrap_or_default();
+        edits.steps.splice(0..0, before);
+        edits.steps.extend(after);
+        Some(Arc::new(edits))
+    }
 }
 
 #[cfg(test)]

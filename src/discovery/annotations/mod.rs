@@ -424,24 +424,16 @@ impl IngressAnnotations {
         steps.extend(redirect::parse_proxy_redirect(annotations)?);
         steps.extend(redirect::parse_proxy_cookie(annotations)?);
         steps.extend(redirect::parse_redirect(annotations)?);
-        if !steps.is_empty() {
-            let mut edits = parsed.edits.as_deref().cloned().unwrap_or_default();
-            edits.steps.extend(steps);
-            parsed.edits = Some(Arc::new(edits));
-        }
+        // ingress-nginx writes `proxy_set_header Host` before the
+        // configuration snippet, whose own `proxy_set_header Host` wins.
+        let before: Vec<Step> = vhost
+            .map(|vhost| Step::RequestHeader(HeaderEdit::Set(http::header::HOST, vhost)))
+            .into_iter()
+            .collect();
+        parsed.edits = Edits::around(&parsed.edits, before, steps);
         parsed.from_to_www = redirect::parse_from_to_www(annotations)?;
         parsed.limit_rate = limits::parse_limit_rate(annotations)?;
         parsed.aliases = redirect::parse_aliases(annotations)?;
-        if let Some(vhost) = vhost {
-            // ingress-nginx writes `proxy_set_header Host` before the
-            // configuration snippet, whose own `proxy_set_header Host` wins.
-            let mut edits = parsed.edits.as_deref().cloned().unwrap_or_default();
-            edits.steps.insert(
-                0,
-                Step::RequestHeader(HeaderEdit::Set(http::header::HOST, vhost)),
-            );
-            parsed.edits = Some(Arc::new(edits));
-        }
         Ok(parsed)
     }
 
@@ -640,10 +632,7 @@ fn parse_app_root(value: &str) -> Result<Arc<Edits>, String> {
         status: http::StatusCode::FOUND,
         text: Some(text),
     };
-    Ok(Arc::new(Edits {
-        steps: vec![step],
-        ..Edits::default()
-    }))
+    Ok(Edits::of(step))
 }
 
 fn parse_on_off(value: &str) -> Result<bool, String> {

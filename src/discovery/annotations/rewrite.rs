@@ -50,16 +50,15 @@ impl Rewrite {
         let Some((_, target)) = self.target.as_ref().filter(|_| self.rewrites(path)) else {
             return Ok(snippets.clone());
         };
-        let mut edits = snippets.as_deref().cloned().unwrap_or_default();
-        edits.steps.push(Step::Rewrite {
+        let mut after = vec![Step::Rewrite {
             pattern: tenant_regex(&format!("(?i){path}"))?,
             replacement: target.clone(),
             flag: RewriteFlag::Break,
-        });
+        }];
         if let Some(prefix) = &self.x_forwarded_prefix {
             let edit = HeaderEdit::Set(X_FORWARDED_PREFIX.clone(), prefix.clone());
-            edits.steps.push(Step::RequestHeader(edit));
+            after.push(Step::RequestHeader(edit));
         }
-        Ok(Some(Arc::new(edits)))
+        Ok(Edits::around(snippets, Vec::new(), after))
     }
 }

@@ -98,8 +98,5 @@ pub(super) fn www_redirect(host: &str) -> Arc<Edits> {
         status: http::StatusCode::PERMANENT_REDIRECT,
         text: Some(scheme.then(target)),
     };
-    Arc::new(Edits {
-        steps: vec![step],
-        ..Edits::default()
-    })
+    Edits::of(step)
 }

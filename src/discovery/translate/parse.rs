@@ -12,7 +12,7 @@ use crate::discovery::annotations::{IngressAnnotations, UpstreamTlsAnnotations};
 use crate::discovery::{ObjectRef, Warning};
 use crate::policy::canary::CanaryRule;
 use crate::policy::ratelimit::LimitSpec;
-use crate::routing::edits::Edits;
+use crate::routing::edits::{Edits, HeaderEdit, Step};
 use crate::routing::regex_paths::Location;
 use crate::routing::{BackendRef, HostKey, IngressRef, PathKind, Protocol, RoutePolicy};
 
@@ -198,21 +198,13 @@ pub(super) fn parse_ingress(
     };
     // The ConfigMap's `hide-headers`, before the Ingress's own edits (nginx's
     // http-level `proxy_hide_header`).
-    if !defaults.hide_headers.is_empty() {
-        let mut edits = crate::routing::edits::Edits::default();
-        for name in &defaults.hide_headers {
-            let edit = crate::routing::edits::HeaderEdit::Remove(name.clone());
-            edits
-                .steps
-                .push(crate::routing::edits::Step::ResponseHeader { edit, always: true });
-        }
-        if let Some(own) = &annotations.edits {
-            edits.steps.extend(own.steps.iter().cloned());
-            edits.access = own.access.clone();
-            edits.variables = own.variables;
-        }
-        annotations.edits = Some(Arc::new(edits));
-    }
+    let hidden: Vec<Step> = (defaults.hide_headers.iter())
+        .map(|name| Step::ResponseHeader {
+            edit: HeaderEdit::Remove(name.clone()),
+            always: true,
+        })
+        .collect();
+    annotations.edits = Edits::around(&annotations.edits, hidden, Vec::new());
     parsed.notices = annotations
         .notices
         .iter()
