@@ -26,22 +26,14 @@ pub const AFFINITY_KEYS: &[&str] = &[
 /// The longest a cookie attribute from an annotation may be.
 const MAX_ATTRIBUTE: usize = 256;
 
-/// The Ingress's affinity, if `affinity: cookie`; settings without it are
-/// a notice each (they do nothing, as in ingress-nginx).
+/// The Ingress's affinity, if `affinity: cookie`.
 pub fn parse_affinity(
     annotations: &BTreeMap<String, String>,
     notices: &mut Vec<Notice>,
 ) -> Result<Option<Affinity>, AnnotationError> {
+    // Settings without `affinity` are reviewed with the other keys that
+    // need another (`review::NEEDS`).
     let Some((key, kind)) = lookup(annotations, "affinity") else {
-        for name in &AFFINITY_KEYS[1..] {
-            if let Some((key, _)) = lookup(annotations, name) {
-                notices.push(Notice {
-                    key: key.to_owned(),
-                    reason: "annotation-differs",
-                    message: format!("{key} has no effect without affinity: cookie (as in ingress-nginx); ignored"),
-                });
-            }
-        }
         return Ok(None);
     };
     if kind.trim() != "cookie" {

@@ -29,6 +29,29 @@ const SLUICE_ONLY: &[&str] = &[
     "response-headers",
 ];
 
+/// Keys that do nothing without another, as in ingress-nginx: one set alone
+/// is a notice, never silence.
+const NEEDS: &[(&str, &str)] = &[
+    ("x-forwarded-prefix", "rewrite-target"),
+    ("permanent-redirect-code", "permanent-redirect"),
+    ("temporal-redirect-code", "temporal-redirect"),
+    ("proxy-redirect-to", "proxy-redirect-from"),
+    ("upstream-hash-by-subset", "upstream-hash-by"),
+    ("upstream-hash-by-subset-size", "upstream-hash-by-subset"),
+    ("limit-rate-after", "limit-rate"),
+    ("affinity-mode", "affinity"),
+    ("affinity-canary-behavior", "affinity"),
+    ("session-cookie-name", "affinity"),
+    ("session-cookie-path", "affinity"),
+    ("session-cookie-domain", "affinity"),
+    ("session-cookie-max-age", "affinity"),
+    ("session-cookie-expires", "affinity"),
+    ("session-cookie-samesite", "affinity"),
+    ("session-cookie-secure", "affinity"),
+    ("session-cookie-conditional-samesite-none", "affinity"),
+    ("session-cookie-change-on-failure", "affinity"),
+];
+
 /// Whether sluice reads this key (without prefix) under this prefix.
 pub fn sluice_reads(prefix: &str, name: &str) -> bool {
     let read = KNOWN_KEYS.contains(&name)
@@ -54,6 +77,17 @@ pub fn review(annotations: &BTreeMap<String, String>) -> (Vec<Notice>, Option<St
             message,
         };
         if sluice_reads(prefix, name) {
+            let needed = NEEDS.iter().find(|(key, _)| *key == name).map(|(_, n)| *n);
+            let present = |n: &str| {
+                [SLUICE_PREFIX, super::NGINX_PREFIX]
+                    .iter()
+                    .any(|p| annotations.contains_key(&format!("{p}{n}")))
+            };
+            if let Some(needed) = needed.filter(|n| !present(n)) {
+                let message =
+                    format!("{key} has no effect without {needed} (as in ingress-nginx); ignored");
+                notices.push(notice("annotation-differs", message));
+            }
             if name == "proxy-next-upstream" {
                 let ignored: Vec<&str> = value
                     .split([' ', ','])
@@ -186,5 +220,26 @@ mod tests {
                 key.name
             );
         }
+    }
+
+    #[test]
+    fn a_key_that_needs_another_warns_alone() {
+        let (notices, closed) = review_of(&[
+            ("nginx.ingress.kubernetes.io/x-forwarded-prefix", "/app"),
+            ("nginx.ingress.kubernetes.io/session-cookie-name", "route"),
+            ("nginx.ingress.kubernetes.io/limit-rate", "100"),
+            ("sluice.io/limit-rate-after", "10"),
+        ]);
+        let keys: Vec<&str> = notices
+            .iter()
+            .map(|n| n.key.trim_start_matches(NGINX_PREFIX))
+            .collect();
+        assert_eq!(
+            keys,
+            ["session-cookie-name", "x-forwarded-prefix"],
+            "{notices:?}"
+        );
+        assert!(notices.iter().all(|n| n.reason == "annotation-differs"));
+        assert_eq!(closed, None);
     }
 }
