@@ -75,6 +75,14 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         hsts: hsts.and_then(|v| http::HeaderValue::try_from(v).ok()),
         limit_status: http::StatusCode::from_u16(config.limit_rejected_status)
             .unwrap_or(http::StatusCode::TOO_MANY_REQUESTS),
+        client_body_timeout: config.client_body_timeout,
+        spool: crate::upstream::buffered::Spool {
+            dir: config
+                .client_body_temp_path
+                .clone()
+                .unwrap_or_else(std::env::temp_dir),
+            limit: config.client_body_temp_limit,
+        },
     }
 }
 

@@ -59,6 +59,7 @@ fn route_json(host: &str, path: Option<(String, &str)>, route: &Route) -> Value 
         "rate_limit": route.filters.limiter().map(|l| json!({"per_second": l.spec().per_second, "burst": l.spec().burst, "key": format!("{:?}", l.spec().key)})),
         "https_redirect": route.filters.https_redirect(),
         "limit_rate": route.policy.limit_rate.map(|(rate, after)| json!({"bytes_per_second": rate, "after_bytes": after})),
+        "request_buffering": route.policy.request_buffering.map(|memory| json!({"memory_bytes": memory})),
     })
 }
 

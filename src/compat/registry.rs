@@ -59,7 +59,7 @@ const fn key(name: &'static str, status: Status) -> Key {
 }
 
 // Shared notes.
-const STREAMS: &str = "sluice streams bodies to and from pods; nginx's buffers have no counterpart";
+const STREAMS: &str = "sluice streams responses to clients as they come (nginx's proxy-buffering: off), with backpressure; nginx's response buffers have no counterpart";
 const NGINX_INTERNAL: &str = "an nginx internal; sluice has no counterpart to tune";
 const GLOBAL_FORM: &str = "the annotation is supported; this global form is not yet";
 const ROUTING: &str = "comes with the routing and rewriting work (issue #20)";
@@ -111,7 +111,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("canary-by-header-value", Supported),
     key("canary-weight", Supported),
     key("canary-weight-total", Supported),
-    key("client-body-buffer-size", NoEffect(STREAMS)),
+    key("client-body-buffer-size", Supported),
     key("configuration-snippet", Differs(SNIPPET)),
     key("connection-proxy-header", Unsupported(ROUTING)),
     key("cors-allow-credentials", Unsupported(CORS)),
@@ -167,7 +167,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("proxy-read-timeout", Supported),
     key("proxy-redirect-from", Supported),
     key("proxy-redirect-to", Supported),
-    key("proxy-request-buffering", NoEffect(STREAMS)),
+    key("proxy-request-buffering", Supported),
     key("proxy-send-timeout", Supported),
     key("proxy-ssl-ciphers", Differs("rustls offers a fixed set of modern suites: DEFAULT is accepted, any other list warns and is ignored")),
     key("proxy-ssl-name", Differs("without it, the name verified is the Service's cluster DNS name (SERVICE.NAMESPACE.svc); ingress-nginx's default names no certificate")),
@@ -225,8 +225,8 @@ pub const CONFIGMAP: &[Key] = &[
     key("brotli-level", Unsupported("response compression is not implemented")),
     key("brotli-min-length", Unsupported("response compression is not implemented")),
     key("brotli-types", Unsupported("response compression is not implemented")),
-    key("client-body-buffer-size", NoEffect(STREAMS)),
-    key("client-body-timeout", Unsupported("a client's body is bounded by proxy-send-timeout toward the pod")),
+    key("client-body-buffer-size", Supported),
+    key("client-body-timeout", Differs("applies while a body is buffered (proxy-request-buffering: on); a streamed body is bounded by proxy-send-timeout toward the pod")),
     key("client-header-buffer-size", NoEffect(NGINX_INTERNAL)),
     key("client-header-timeout", Supported),
     key("compute-full-forwarded-for", Unsupported("sluice appends to X-Forwarded-For only from trusted peers (use-forwarded-headers)")),
@@ -351,7 +351,7 @@ pub const CONFIGMAP: &[Key] = &[
     key("proxy-read-timeout", Supported),
     key("proxy-real-ip-cidr", Differs("empty by default: nobody's forwarded headers are believed until the edge is listed (ingress-nginx: 0.0.0.0/0)")),
     key("proxy-redirect-from", Supported),
-    key("proxy-request-buffering", NoEffect(STREAMS)),
+    key("proxy-request-buffering", Supported),
     key("proxy-send-timeout", Supported),
     key("proxy-set-headers", Unsupported(ROUTING)),
     key("proxy-ssl-location-only", Unsupported(GLOBAL_FORM)),

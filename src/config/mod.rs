@@ -121,6 +121,22 @@ pub struct Config {
     /// Request body limit in bytes; 0 means unlimited.
     #[serde(with = "units::size")]
     pub proxy_body_size: u64,
+    /// `on` (as ingress-nginx): a request body is read whole before the
+    /// request goes to a pod (except to HTTP/2 backends, whose streams must
+    /// flow); `off`: it streams. The `proxy-request-buffering` annotation's default.
+    pub proxy_request_buffering: OnOff,
+    /// Bytes of a buffered body kept in memory; the rest is spooled to a file.
+    #[serde(with = "units::size")]
+    pub client_body_buffer_size: u64,
+    /// The longest wait for a client's next body bytes while buffering (408).
+    #[serde(with = "units::duration")]
+    pub client_body_timeout: Duration,
+    /// Where buffered bodies beyond memory are spooled (anonymous files);
+    /// none: the system's temporary directory.
+    pub client_body_temp_path: Option<std::path::PathBuf>,
+    /// Bytes spooled at once by all requests; beyond, a body streams.
+    #[serde(with = "units::size")]
+    pub client_body_temp_limit: u64,
 
     /// Idle upstream connections kept per endpoint.
     pub upstream_keepalive_connections: usize,
@@ -319,6 +335,17 @@ pub struct ProxyDefaults {
     pub custom_http_errors: Vec<u16>,
     pub hide_headers: Vec<http::HeaderName>,
     pub limit_rate: Option<(u64, u64)>,
+    /// `proxy-request-buffering: on`.
+    pub request_buffering: bool,
+    pub client_body_buffer_size: u64,
+}
+
+/// An nginx switch: `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnOff {
+    On,
+    Off,
 }
 
 impl Default for Config {
@@ -340,6 +367,12 @@ impl Default for Config {
             proxy_read_timeout: DEFAULT_READ_TIMEOUT,
             proxy_send_timeout: DEFAULT_SEND_TIMEOUT,
             proxy_body_size: DEFAULT_BODY_SIZE,
+            proxy_request_buffering: OnOff::On,
+            // ingress-nginx's `client-body-buffer-size`.
+            client_body_buffer_size: 8 << 10,
+            client_body_timeout: Duration::from_secs(60),
+            client_body_temp_path: None,
+            client_body_temp_limit: 1 << 30,
             upstream_keepalive_connections: DEFAULT_UPSTREAM_KEEPALIVE_CONNECTIONS,
             upstream_keepalive_timeout: DEFAULT_UPSTREAM_KEEPALIVE_TIMEOUT,
             upstream_keepalive_requests: DEFAULT_UPSTREAM_KEEPALIVE_REQUESTS,
@@ -628,6 +661,8 @@ impl Config {
             custom_http_errors: parse_status_list(&self.custom_http_errors).unwrap_or_default(),
             hide_headers: parse_header_list(&self.hide_headers).unwrap_or_default(),
             limit_rate: (self.limit_rate > 0).then_some((self.limit_rate, self.limit_rate_after)),
+            request_buffering: self.proxy_request_buffering == OnOff::On,
+            client_body_buffer_size: self.client_body_buffer_size,
         }
     }
 
@@ -655,6 +690,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_ingress_nginx_configmap_turns_request_buffering_off() {
+        let c = Config::from_yaml(
+            "proxy-request-buffering: \"off\"\nclient-body-buffer-size: \"16k\"\nclient-body-timeout: \"5\"\n",
+        )
+        .unwrap();
+        assert!(!c.proxy_defaults().request_buffering);
+        assert_eq!(c.client_body_buffer_size, 16 << 10);
+        assert_eq!(c.client_body_timeout, Duration::from_secs(5));
+        assert!(Config::from_yaml("proxy-request-buffering: maybe\n").is_err());
+    }
+
+    #[test]
     fn defaults_match_ingress_nginx() {
         let c = Config::from_yaml("").unwrap();
         assert_eq!(c.proxy_body_size, 1 << 20);
@@ -667,6 +714,10 @@ mod tests {
         assert_eq!(c.host_ownership, HostOwnership::Shared);
         assert_eq!(c.max_worker_connections, 16_384);
         assert_eq!(c.client_header_timeout, Duration::from_secs(60));
+        // Request bodies are read whole first, 8k of them in memory.
+        let defaults = c.proxy_defaults();
+        assert!(defaults.request_buffering);
+        assert_eq!(defaults.client_body_buffer_size, 8 << 10);
         assert_eq!(c.allowed_upgrades, "websocket");
     }
 

@@ -34,14 +34,17 @@ pub(super) fn send_with_retries<'a>(
     async move {
         let policy = &route.policy;
         let method = request.method().clone();
-        // Without a body, a request can be sent again even after it went out once.
-        // An HTTP/1 attempt hands a bodiless request back whatever happens
-        // (`Leftover`), for free; a copy is kept only where that cannot be: an
-        // HTTP/2 backend, or a rule that retries on a status (the answer came,
-        // the request is gone).
+        // Without a body, or with one read whole (`proxy-request-buffering`),
+        // a request can be sent again even after it went out once. An HTTP/1
+        // attempt hands a bodiless request back whatever happens (`Leftover`),
+        // for free; a copy is kept only where that cannot be: a buffered body,
+        // an HTTP/2 backend, or a rule that retries on a status (the answer
+        // came, the request is gone).
         let next_upstream = &policy.retry.next_upstream;
         let replay = (next_upstream.resends_sent()
-            && (backend.protocol != Protocol::Http1 || next_upstream.on_any_status()))
+            && (backend.protocol != Protocol::Http1
+                || next_upstream.on_any_status()
+                || request.body().is_buffered()))
         .then(|| Replay::of(&request))
         .flatten();
         let mut request = Some(request);
@@ -135,17 +138,20 @@ pub(super) fn send_with_retries<'a>(
     }
 }
 
-/// Enough of a bodiless request to send it again.
+/// Enough of a request whose body is all here (none, or buffered) to send
+/// it again.
 struct Replay {
     method: Method,
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    body: RequestBody,
 }
 
 impl Replay {
     fn of(request: &Request<RequestBody>) -> Option<Replay> {
-        request.body().is_end_stream().then(|| Replay {
+        Some(Replay {
+            body: request.body().replay()?,
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),
@@ -154,7 +160,7 @@ impl Replay {
     }
 
     fn build(&self) -> Request<RequestBody> {
-        let mut request = Request::new(RequestBody::empty());
+        let mut request = Request::new(self.body.replay().unwrap_or_else(RequestBody::empty));
         *request.method_mut() = self.method.clone();
         *request.uri_mut() = self.uri.clone();
         *request.version_mut() = self.version;

@@ -26,6 +26,7 @@ use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
 use http::uri::{self, Authority, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use hyper::body::Incoming;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
@@ -49,6 +50,7 @@ use crate::routing::{Protocol, RoutingTable};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::connections::Downstream;
 use crate::upstream::body::{FromUpstream, RequestBody};
+use crate::upstream::buffered::{Buffering, Spool};
 use crate::upstream::error::ProxyError;
 
 /// Settings of the data plane that are not per route.
@@ -66,6 +68,10 @@ pub struct ProxySettings {
     pub allowed_upgrades: Vec<String>,
     /// A tunnel quiet both ways this long is closed.
     pub tunnel_idle_timeout: std::time::Duration,
+    /// `client-body-timeout`, while a request body is buffered.
+    pub client_body_timeout: std::time::Duration,
+    /// Where buffered request bodies beyond memory go.
+    pub spool: Spool,
 }
 
 /// Shared by every connection of the plaintext listener.
@@ -232,7 +238,16 @@ impl Proxy {
             let started = Instant::now();
             let upgrade = client_upgrade.is_some();
             let body_limit = route.policy.body_limit;
-            let request = request.map(|body| RequestBody::new(body, body_limit, metrics.clone()));
+            let mut request =
+                request.map(|body| RequestBody::new(body, body_limit, metrics.clone()));
+            // `proxy-request-buffering`: HTTP/2 backends (gRPC) stream, as
+            // nginx's `grpc_pass` does; so do upgrades, which have no body.
+            if let Some(memory) = route.policy.request_buffering {
+                if !backend.protocol.is_h2() && !upgrade && !request.body().is_end_stream() {
+                    // Boxed: the cold path (most requests have no body).
+                    Box::pin(self.buffer(request.body_mut(), memory)).await?;
+                }
+            }
             let upstream_request = Self::upstream_request(
                 request,
                 &backend.protocol,
@@ -284,6 +299,19 @@ impl Proxy {
             }
             Ok(Response::from_parts(parts, ResponseBody::upstream(body)))
         }
+    }
+
+    /// Reads a request body whole before it goes upstream.
+    async fn buffer(&self, body: &mut RequestBody, memory: u64) -> Result<(), ProxyError> {
+        let settings = self.settings.load();
+        let buffering = Buffering {
+            memory,
+            timeout: settings.client_body_timeout,
+        };
+        let outcome = body.buffer(&settings.spool, buffering).await?;
+        metrics::counter!(crate::telemetry::REQUEST_BODIES_BUFFERED, "outcome" => outcome.label())
+            .increment(1);
+        Ok(())
     }
 
     /// Phases response and log: what every answer gets on its way out, then

@@ -61,6 +61,9 @@ pub struct RoutePolicy {
     /// `limit-rate` / `limit-rate-after`: (bytes a second, bytes first sent
     /// at full speed) for each response.
     pub limit_rate: Option<(u64, u64)>,
+    /// `proxy-request-buffering: on`: bytes of a body kept in memory
+    /// (`client-body-buffer-size`) while it is read whole.
+    pub request_buffering: Option<u64>,
 }
 
 /// `custom-http-errors`: which statuses, and the route (of the Ingress's

@@ -34,6 +34,7 @@ fn route(name: &str) -> Arc<Route> {
             affinity: None,
             error_pages: None,
             limit_rate: None,
+            request_buffering: None,
         },
     })
 }

@@ -17,6 +17,9 @@ pub const UPSTREAM_RESPONSE_DURATION: &str = "sluice_upstream_response_duration_
 pub const UPSTREAM_CONNECT_DURATION: &str = "sluice_upstream_connect_duration_seconds";
 pub const REQUEST_SIZE: &str = "sluice_request_size_bytes";
 pub const RESPONSE_SIZE: &str = "sluice_response_size_bytes";
+/// Request bodies read whole before going upstream, by where they went
+/// (`memory`, `file`, or `streamed` when the spool could not take them).
+pub const REQUEST_BODIES_BUFFERED: &str = "sluice_request_bodies_buffered_total";
 
 // Connections.
 pub const DOWNSTREAM_CONNECTIONS: &str = "sluice_downstream_connections";
@@ -71,6 +74,7 @@ pub const FAMILIES: &[&str] = &[
     UPSTREAM_CONNECT_DURATION,
     REQUEST_SIZE,
     RESPONSE_SIZE,
+    REQUEST_BODIES_BUFFERED,
     DOWNSTREAM_CONNECTIONS,
     DOWNSTREAM_CONNECTIONS_REFUSED,
     UPSTREAM_CONNECTIONS_OPEN,

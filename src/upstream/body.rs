@@ -1,7 +1,9 @@
-//! The bodies the upstream side carries. Neither buffers: frames pass through
-//! as they come, so backpressure reaches the sender.
+//! The bodies the upstream side carries. Frames pass through as they come,
+//! so backpressure reaches the sender, except a request body that its route
+//! buffers (`proxy-request-buffering`).
 //!
-//! * `RequestBody`: client -> upstream, enforcing `proxy-body-size`.
+//! * `RequestBody`: client -> upstream, enforcing `proxy-body-size`; read
+//!   whole first where the route buffers requests (`buffered`).
 //! * `FromUpstream`: the upstream's answer as its protocol delivers it.
 
 use std::pin::Pin;
@@ -12,13 +14,16 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use super::buffered::{Buffering, Outcome, Reader, Spool};
 use super::error::ProxyError;
 use super::h1::H1Body;
 use crate::telemetry::requests::RequestMetrics;
 
 pub struct RequestBody {
-    /// `None` for an empty body (a bodiless request sent again).
-    inner: Option<Incoming>,
+    /// What was read before the request went out (`buffered`): sent first.
+    buffered: Option<Reader>,
+    /// The client's body (the rest of it, after `buffered`), as it comes.
+    live: Option<Incoming>,
     limit: Option<u64>,
     seen: u64,
     /// Where the request size goes when the body is done (the original body only,
@@ -29,7 +34,8 @@ pub struct RequestBody {
 impl RequestBody {
     pub fn new(inner: Incoming, limit: Option<u64>, metrics: Arc<RequestMetrics>) -> RequestBody {
         RequestBody {
-            inner: Some(inner),
+            buffered: None,
+            live: Some(inner),
             limit,
             seen: 0,
             metrics: Some(metrics),
@@ -38,11 +44,48 @@ impl RequestBody {
 
     pub fn empty() -> RequestBody {
         RequestBody {
-            inner: None,
+            buffered: None,
+            live: None,
             limit: None,
             seen: 0,
             metrics: None,
         }
+    }
+
+    /// Reads the client's body before the request goes out
+    /// (`proxy-request-buffering: on`), into memory and `spool`.
+    pub async fn buffer(
+        &mut self,
+        spool: &Spool,
+        settings: Buffering,
+    ) -> Result<Outcome, ProxyError> {
+        let Some(live) = self.live.as_mut() else {
+            return Ok(Outcome::Memory);
+        };
+        let (buffered, outcome) = spool
+            .read(live, settings, self.limit, &mut self.seen)
+            .await?;
+        if outcome != Outcome::Streamed {
+            self.live = None;
+        }
+        self.buffered = Some(Reader::new(Arc::new(buffered)));
+        Ok(outcome)
+    }
+
+    /// The same body once more, for another attempt: only when all of it
+    /// is here (none, or buffered whole).
+    pub fn replay(&self) -> Option<RequestBody> {
+        if self.live.as_ref().is_some_and(|live| !live.is_end_stream()) {
+            return None;
+        }
+        let mut body = RequestBody::empty();
+        body.buffered = self.buffered.as_ref().map(Reader::again);
+        Some(body)
+    }
+
+    /// Whether a body was read whole before the request went out.
+    pub fn is_buffered(&self) -> bool {
+        self.buffered.is_some() && self.live.is_none()
     }
 }
 
@@ -64,7 +107,18 @@ impl Body for RequestBody {
     ) -> Poll<Option<Result<Frame<Bytes>, ProxyError>>> {
         // Every field is Unpin (hyper's `Incoming` is), so no projection is needed.
         let this = self.get_mut();
-        let Some(inner) = this.inner.as_mut() else {
+        if let Some(buffered) = this.buffered.as_mut() {
+            if !buffered.is_end_stream() {
+                let frame = ready!(buffered.poll_frame(cx)).map(|frame| {
+                    frame.map_err(|error| {
+                        tracing::warn!(%error, "reading a spooled request body failed");
+                        ProxyError::ClientBody
+                    })
+                });
+                return Poll::Ready(frame);
+            }
+        }
+        let Some(inner) = this.live.as_mut() else {
             return Poll::Ready(None);
         };
         let frame = match ready!(Pin::new(inner).poll_frame(cx)) {
@@ -85,13 +139,24 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(Body::is_end_stream)
+        self.buffered.as_ref().is_none_or(Reader::is_end_stream)
+            && self.live.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner
-            .as_ref()
-            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+        let buffered = self.buffered.as_ref().map_or(0, Reader::remaining);
+        match &self.live {
+            None => SizeHint::with_exact(buffered),
+            Some(live) => {
+                let live = live.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(live.lower() + buffered);
+                if let Some(upper) = live.upper() {
+                    hint.set_upper(upper + buffered);
+                }
+                hint
+            }
+        }
     }
 }
 

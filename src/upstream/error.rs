@@ -23,6 +23,9 @@ pub enum ProxyError {
     BodyTooLarge,
     #[error("reading the request body from the client failed")]
     ClientBody,
+    /// The client stopped sending its body for `client-body-timeout`.
+    #[error("the client did not send its request body in time")]
+    ClientBodyTimeout,
     #[error("connecting to the upstream failed")]
     Connect(#[source] io::Error),
     #[error("connecting to the upstream timed out")]
@@ -54,6 +57,7 @@ impl ProxyError {
             ProxyError::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadRequest(_) | ProxyError::ClientBody => StatusCode::BAD_REQUEST,
             ProxyError::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::ClientBodyTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::Connect(_)
             | ProxyError::Handshake(_)
             | ProxyError::TlsHandshake(_)
@@ -162,6 +166,7 @@ mod tests {
             (ProxyError::NoEndpoint, 503, false),
             (ProxyError::BadRequest("x"), 400, false),
             (ProxyError::BodyTooLarge, 413, false),
+            (ProxyError::ClientBodyTimeout, 408, false),
             (
                 ProxyError::Connect(io::ErrorKind::ConnectionRefused.into()),
                 502,

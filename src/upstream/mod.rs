@@ -8,6 +8,7 @@
 //! protocol, and an answer's connection goes back to the pool it came from.
 
 pub mod body;
+pub mod buffered;
 pub mod error;
 pub mod h1;
 pub mod pool;

@@ -132,16 +132,17 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 }
 
 async fn sluice_for(pod: &Pod) -> (Manifests, Server) {
+    sluice_with(pod, &[]).await
+}
+
+async fn sluice_with(pod: &Pod, annotations: &[(&str, &str)]) -> (Manifests, Server) {
     let m = Manifests::new();
+    let mut all = vec![("sluice.io/proxy-read-timeout", "2s")];
+    all.extend_from_slice(annotations);
     m.write(
         "app.yaml",
         &(service_yaml("pod", &[pod.addr])
-            + &ingress_yaml(
-                "app",
-                None,
-                &[("sluice.io/proxy-read-timeout", "2s")],
-                &[("/", "Prefix", "pod")],
-            )),
+            + &ingress_yaml("app", None, &all, &[("/", "Prefix", "pod")])),
     );
     let sluice = start_sluice(m.path(), "").await;
     (m, sluice)
@@ -301,35 +302,177 @@ async fn a_post_dropped_on_a_reused_connection_is_not_sent_twice() {
     assert_eq!(requests[1].1, b"payment");
 }
 
+/// A chunked upload: buffered (the default), it reaches the pod with its
+/// length, as nginx sends it; with `proxy-request-buffering: off` it
+/// streams, chunked.
 #[tokio::test]
-async fn a_chunked_upload_streams_to_the_pod_chunked() {
-    let pod =
-        scripted_pod(|_, _, _| Script::Reply(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n"))
-            .await;
-    let (_m, sluice) = sluice_for(&pod).await;
-    let mut client = TcpStream::connect(sluice.http_addr).await.unwrap();
-    client
-        .write_all(
-            b"POST /upload HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n\
-              5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
-        )
+async fn a_chunked_upload_is_buffered_or_streams_chunked() {
+    for (buffering, framing) in [
+        ("on", "content-length: 11"),
+        ("off", "transfer-encoding: chunked"),
+    ] {
+        let pod = scripted_pod(|_, _, _| {
+            Script::Reply(b"HTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n")
+        })
+        .await;
+        let (_m, sluice) =
+            sluice_with(&pod, &[("sluice.io/proxy-request-buffering", buffering)]).await;
+        let mut client = TcpStream::connect(sluice.http_addr).await.unwrap();
+        client
+            .write_all(
+                b"POST /upload HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        while find(&answer, b"\r\n\r\n").is_none() {
+            let mut chunk = [0u8; 1024];
+            let n = client.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "sluice closed: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&chunk[..n]);
+        }
+        assert!(
+            answer.starts_with(b"HTTP/1.1 201"),
+            "{}",
+            String::from_utf8_lossy(&answer)
+        );
+        let requests = pod.requests.lock().unwrap();
+        let (head, body) = &requests[0];
+        assert!(head.contains(framing), "{buffering}: {head}");
+        assert_eq!(
+            head.matches("content-length").count() + head.matches("transfer-encoding").count(),
+            1,
+            "{head}"
+        );
+        assert_eq!(body, b"hello world");
+    }
+}
+
+/// A pod that reads each request whole, then closes without answering, and
+/// an echo pod, behind one round-robin Ingress with `annotations`. PUTs of
+/// `body_len` bytes go until the dropping pod has had one; every answer is
+/// returned, with what the dropping pod received.
+async fn put_past_a_dropping_pod(
+    annotations: &[(&str, &str)],
+    body_len: usize,
+) -> (Vec<Reply>, Vec<(String, Vec<u8>)>, String) {
+    let dropping = scripted_pod(|_, _, _| Script::Drop).await;
+    let echo = start_upstream("echo").await;
+    let m = Manifests::new();
+    let mut all = vec![("nginx.ingress.kubernetes.io/load-balance", "round_robin")];
+    all.extend_from_slice(annotations);
+    m.write(
+        "app.yaml",
+        &(service_yaml("pods", &[dropping.addr, echo.addr])
+            + &ingress_yaml("app", None, &all, &[("/", "Prefix", "pods")])),
+    );
+    let sluice = start_sluice(m.path(), "proxy-body-size: 2m\n").await;
+    let http = client();
+    let body: Vec<u8> = (0..body_len).map(|i| (i % 251) as u8).collect();
+    let mut replies = Vec::new();
+    // Round robin: the dropping pod's turn comes within two requests.
+    for _ in 0..4 {
+        let request = Request::put(format!("http://{}/upload", sluice.http_addr))
+            .header("host", "a")
+            .body(Full::new(Bytes::from(body.clone())))
+            .unwrap();
+        replies.push(send(&http, request).await.unwrap());
+        if !dropping.requests.lock().unwrap().is_empty() {
+            break;
+        }
+    }
+    let received = dropping.requests.lock().unwrap().clone();
+    let metrics = admin_text(&sluice, "/metrics").await;
+    (replies, received, metrics)
+}
+
+/// ingress-nginx's default, `proxy-request-buffering: on`: the body is read
+/// whole first (past `client-body-buffer-size`, into a file), so when a pod
+/// drops the connection after taking it, the same body goes to another pod.
+#[tokio::test]
+async fn a_buffered_body_goes_again_to_another_pod_after_a_failure() {
+    let (replies, dropped, metrics) = put_past_a_dropping_pod(&[], 300_000).await;
+    assert_eq!(dropped.len(), 1, "the dropping pod had its turn");
+    assert_eq!(dropped[0].1.len(), 300_000, "it got the whole body");
+    for reply in &replies {
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.upstream(), "echo");
+        assert_eq!(reply.json()["body_bytes"], 300_000);
+    }
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_request_bodies_buffered_total{outcome=\"file\"}")),
+        "{metrics}"
+    );
+}
+
+/// `proxy-request-buffering: off`: the body streams, so once it went out
+/// it cannot go again: the failure is the client's 502.
+#[tokio::test]
+async fn a_streamed_body_is_not_sent_twice() {
+    let off = [("nginx.ingress.kubernetes.io/proxy-request-buffering", "off")];
+    let (replies, dropped, _) = put_past_a_dropping_pod(&off, 50_000).await;
+    assert_eq!(dropped.len(), 1);
+    assert_eq!(replies.last().unwrap().status, StatusCode::BAD_GATEWAY);
+}
+
+/// Buffered, a body over `proxy-body-size` is a 413 before any pod sees
+/// the request; one that stalls is a 408 after `client-body-timeout`.
+#[tokio::test]
+async fn a_buffered_body_too_large_or_too_slow_never_reaches_the_pod() {
+    let app = one_app(
+        "client-body-timeout: 1s\n",
+        &[("nginx.ingress.kubernetes.io/proxy-body-size", "1k")],
+    )
+    .await;
+    let request = Request::post(format!("http://{}/", app.sluice.http_addr))
+        .header("host", "a")
+        .body(Full::new(Bytes::from(vec![b'x'; 4096])))
+        .unwrap();
+    let reply = send(&client(), request).await.unwrap();
+    assert_eq!(reply.status, StatusCode::PAYLOAD_TOO_LARGE);
+
+    let mut stalled = TcpStream::connect(app.sluice.http_addr).await.unwrap();
+    stalled
+        .write_all(b"POST / HTTP/1.1\r\nhost: a\r\ncontent-length: 10\r\n\r\nabc")
         .await
         .unwrap();
     let mut answer = Vec::new();
+    // The answer comes once the timeout passes: read until the head is in.
     while find(&answer, b"\r\n\r\n").is_none() {
         let mut chunk = [0u8; 1024];
-        let n = client.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "sluice closed: {}", String::from_utf8_lossy(&answer));
+        let n = stalled.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&answer));
         answer.extend_from_slice(&chunk[..n]);
     }
     assert!(
-        answer.starts_with(b"HTTP/1.1 201"),
+        answer.starts_with(b"HTTP/1.1 408"),
         "{}",
         String::from_utf8_lossy(&answer)
     );
-    let requests = pod.requests.lock().unwrap();
-    let (head, body) = &requests[0];
-    assert!(head.contains("transfer-encoding: chunked"), "{head}");
-    assert!(!head.contains("content-length"), "{head}");
-    assert_eq!(body, b"hello world");
+    assert_eq!(app.upstream.requests(), 0, "no pod saw either request");
+}
+
+/// With no room left in the spool (`client-body-temp-limit`), a body past
+/// memory is not refused: what was read goes first and the rest streams.
+#[tokio::test]
+async fn a_body_the_spool_cannot_take_streams_whole() {
+    let app = one_app("client-body-temp-limit: 0\n", &[]).await;
+    let body: Vec<u8> = (0..200_000).map(|i| (i % 7) as u8).collect();
+    let request = Request::post(format!("http://{}/", app.sluice.http_addr))
+        .header("host", "a")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    let reply = send(&client(), request).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["body_bytes"], 200_000);
+    let metrics = admin_text(&app.sluice, "/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sluice_request_bodies_buffered_total{outcome=\"streamed\"}")),
+        "{metrics}"
+    );
 }

@@ -1,5 +1,6 @@
-//! Rate limits: `sluice.io/limit-*` (the Ingress as a whole, or per
-//! `limit-key`) and ingress-nginx's `limit-*` (per client address).
+//! Limits: `sluice.io/limit-*` (the Ingress as a whole, or per
+//! `limit-key`) and ingress-nginx's `limit-*` (per client address); the
+//! response pace (`limit-rate`); request buffering.
 
 use std::collections::BTreeMap;
 
@@ -128,4 +129,38 @@ pub(super) fn parse_limit_rate(
         kilobytes("limit-rate")?,
         kilobytes("limit-rate-after")?,
     )))
+}
+
+/// `proxy-request-buffering` (`on` / `off`) and `client-body-buffer-size`;
+/// `None` keeps the ConfigMap's.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RequestBuffering {
+    pub on: Option<bool>,
+    pub memory: Option<u64>,
+}
+
+impl RequestBuffering {
+    /// The route's: bytes kept in memory when buffering, else `None`.
+    pub fn policy(&self, defaults: &ProxyDefaults) -> Option<u64> {
+        self.on
+            .unwrap_or(defaults.request_buffering)
+            .then(|| self.memory.unwrap_or(defaults.client_body_buffer_size))
+    }
+}
+
+pub(super) fn parse_request_buffering(
+    annotations: &BTreeMap<String, String>,
+) -> Result<RequestBuffering, AnnotationError> {
+    let mut buffering = RequestBuffering::default();
+    if let Some((key, value)) = lookup(annotations, "proxy-request-buffering") {
+        buffering.on = Some(match value.trim() {
+            "on" => true,
+            "off" => false,
+            other => return Err(invalid_at(key, format!("{other:?}: expected on or off"))),
+        });
+    }
+    if let Some((key, value)) = lookup(annotations, "client-body-buffer-size") {
+        buffering.memory = Some(parse_size(value).map_err(|e| invalid_at(key, e.to_string()))?);
+    }
+    Ok(buffering)
 }

@@ -131,6 +131,8 @@ pub const GROUPED_KEYS: &[&str] = &[
     "limit-rate",
     "limit-rate-after",
     "limit-whitelist",
+    "proxy-request-buffering",
+    "client-body-buffer-size",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -200,6 +202,8 @@ pub struct IngressAnnotations {
     pub preserve_trailing_slash: bool,
     /// `limit-rate` / `limit-rate-after`, in bytes.
     pub limit_rate: Option<(u64, u64)>,
+    /// `proxy-request-buffering` and `client-body-buffer-size`.
+    pub request_buffering: limits::RequestBuffering,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -433,6 +437,7 @@ impl IngressAnnotations {
         parsed.edits = Edits::around(&parsed.edits, before, steps);
         parsed.from_to_www = redirect::parse_from_to_www(annotations)?;
         parsed.limit_rate = limits::parse_limit_rate(annotations)?;
+        parsed.request_buffering = limits::parse_request_buffering(annotations)?;
         parsed.aliases = redirect::parse_aliases(annotations)?;
         Ok(parsed)
     }
@@ -457,6 +462,7 @@ impl IngressAnnotations {
                 Some(own) => Some(own),
                 None => defaults.limit_rate,
             },
+            request_buffering: self.request_buffering.policy(defaults),
             retry: RetryPolicy {
                 next_upstream: self.next_upstream.unwrap_or(defaults.retry.next_upstream),
                 tries: self.tries.unwrap_or(defaults.retry.tries),
