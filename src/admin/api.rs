@@ -60,6 +60,7 @@ fn route_json(host: &str, path: Option<(String, &str)>, route: &Route) -> Value 
         "https_redirect": route.filters.https_redirect(),
         "limit_rate": route.policy.limit_rate.map(|(rate, after)| json!({"bytes_per_second": rate, "after_bytes": after})),
         "request_buffering": route.policy.request_buffering.map(|memory| json!({"memory_bytes": memory})),
+        "mirror": route.policy.mirror.as_ref().map(|m| json!({"backend": m.backend.name.to_string(), "endpoints": m.backend.endpoint_set().endpoints.len(), "body": m.body.is_some()})),
     })
 }
 

@@ -293,12 +293,18 @@ impl Publisher {
         }
     }
 
-    /// The ExternalName targets of the last snapshot (`resolve` looks them up).
+    /// The ExternalName targets and mirror targets of the last snapshot
+    /// (`resolve` looks them up).
     pub fn external_names(&self) -> BTreeSet<String> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let Some((snapshot, _)) = &state.last else {
             return BTreeSet::new();
         };
+        let mirrors = snapshot
+            .ingresses
+            .iter()
+            .filter_map(|i| i.metadata.annotations.as_ref())
+            .filter_map(annotations::mirror_name);
         snapshot
             .services
             .iter()
@@ -306,6 +312,7 @@ impl Publisher {
             .filter(|spec| spec.type_.as_deref() == Some("ExternalName"))
             .filter_map(|spec| spec.external_name.as_deref())
             .map(translate::external_name_key)
+            .chain(mirrors)
             .collect()
     }
 

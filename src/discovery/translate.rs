@@ -42,6 +42,7 @@ mod certificates;
 mod class;
 mod hosts;
 mod index;
+mod mirror;
 mod ownership;
 mod parse;
 mod wire;
@@ -356,6 +357,10 @@ impl<'a> Builder<'a> {
             .map(|b| self.backend(b, &parsed.wire, Some((object, Field::Annotations))));
         let ingress = &parsed.ingress;
         let error_pages = self.error_pages(&parsed, &fallback);
+        let mirror = parsed
+            .mirror
+            .as_ref()
+            .and_then(|spec| self.mirror(spec, &parsed.ingress, &parsed.policy, object));
         // A config key that fails closed closes every route; else the
         // Ingress's own access annotation may.
         let deny = self.deny_all.clone().or_else(|| parsed.deny.clone());
@@ -369,6 +374,7 @@ impl<'a> Builder<'a> {
             let mut policy = parsed.policy.clone();
             policy.affinity = policy.affinity.map(|a| a.for_rule(rule_path));
             policy.error_pages = error_pages.clone();
+            policy.mirror = mirror.clone();
             Arc::new(Route {
                 metrics,
                 ingress: parsed.ingress.clone(),

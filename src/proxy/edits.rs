@@ -18,7 +18,7 @@ use super::body::ResponseBody;
 use super::conn::ConnInfo;
 use super::context::RequestContext;
 use crate::routing::edits::{
-    add_header_applies, Edits, HeaderEdit, RewriteFlag, Step, Test, Var, Vars,
+    add_header_applies, Edits, HeaderEdit, RewriteFlag, Step, Template, Test, Var, Vars,
 };
 
 /// Headers a wildcard removal leaves alone: they frame the message.
@@ -245,6 +245,29 @@ impl Vars for RequestVars<'_> {
             }
         }
     }
+}
+
+/// `template` with the request's variables, as the client sent it.
+pub(super) fn render(
+    template: &Template,
+    request: &Request<Incoming>,
+    host: &str,
+    conn: &ConnInfo,
+    ctx: &RequestContext,
+) -> String {
+    let vars = RequestVars {
+        uri: request.uri().clone(),
+        request,
+        original: &ctx.uri,
+        host,
+        tls: conn.tls,
+        port: conn.local.port(),
+        client: ctx.client.ip,
+        request_id: &ctx.request_id,
+        captures: Vec::new(),
+        user: Vec::new(),
+    };
+    template.expand(&vars)
 }
 
 /// What the rewrite phase decided.

@@ -138,6 +138,47 @@ pub(super) fn send_with_retries<'a>(
     }
 }
 
+/// One attempt on one endpoint of `backend`, never retried, its outcome
+/// fed to the balancer (a mirror's copy).
+pub(super) async fn send_once(
+    request: Request<RequestBody>,
+    route: &Route,
+    backend: &Backend,
+    metrics: &RequestMetrics,
+) -> Result<(Response<FromUpstream>, Pick), ProxyError> {
+    let policy = &route.policy;
+    let pick = backend
+        .pick(
+            &policy.balance,
+            None,
+            &[],
+            Instant::now(),
+            &mut ThreadRandom,
+        )
+        .ok_or(ProxyError::NoEndpoint)?;
+    let started = Instant::now();
+    let result = send(request, route, &pick.endpoint, metrics).await;
+    let finished = Instant::now();
+    let outcome = match &result {
+        Ok(answer) => Some(Outcome::Response(answer.status().as_u16())),
+        Err((error, leftover)) => error.outcome(leftover.unsent()),
+    };
+    if let Some(outcome) = outcome {
+        let latency = finished.saturating_duration_since(started);
+        backend.record(
+            &policy.balance,
+            &pick,
+            outcome,
+            latency,
+            finished,
+            &mut ThreadRandom,
+        );
+    }
+    result
+        .map(|answer| (answer, pick))
+        .map_err(|(error, _)| error)
+}
+
 /// Enough of a request whose body is all here (none, or buffered) to send
 /// it again.
 struct Replay {

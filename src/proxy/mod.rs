@@ -21,6 +21,7 @@ mod filters;
 mod forward;
 mod headers;
 pub mod listener;
+mod mirror;
 pub mod passthrough;
 pub mod pipeline;
 pub mod proxy_protocol;

@@ -205,6 +205,13 @@ impl Proxy {
                 return Ok(response);
             }
 
+            // `mirror-target`: the copy's path, with the client's variables.
+            let mirror_path = route
+                .policy
+                .mirror
+                .as_ref()
+                .map(|mirror| super::edits::render(&mirror.path, &request, host, conn, ctx));
+
             // Choose the backend.
             let backend = match &ctx.canary {
                 Some(canary) => canary.backend.clone(),
@@ -242,11 +249,18 @@ impl Proxy {
                 request.map(|body| RequestBody::new(body, body_limit, metrics.clone()));
             // `proxy-request-buffering`: HTTP/2 backends (gRPC) stream, as
             // nginx's `grpc_pass` does; so do upgrades, which have no body.
-            if let Some(memory) = route.policy.request_buffering {
-                if !backend.protocol.is_h2() && !upgrade && !request.body().is_end_stream() {
+            // A mirror that copies the body reads it whole, as nginx's does.
+            let buffering = (route.policy.request_buffering)
+                .filter(|_| !backend.protocol.is_h2())
+                .or_else(|| route.policy.mirror.as_ref().and_then(|m| m.body));
+            if let Some(memory) = buffering {
+                if !upgrade && !request.body().is_end_stream() {
                     // Boxed: the cold path (most requests have no body).
                     Box::pin(self.buffer(request.body_mut(), memory)).await?;
                 }
+            }
+            if let (Some(mirror), Some(path)) = (&route.policy.mirror, mirror_path) {
+                super::mirror::send_copy(mirror, &route, &request, path);
             }
             let upstream_request = Self::upstream_request(
                 request,

@@ -64,6 +64,37 @@ pub struct RoutePolicy {
     /// `proxy-request-buffering: on`: bytes of a body kept in memory
     /// (`client-body-buffer-size`) while it is read whole.
     pub request_buffering: Option<u64>,
+    /// `mirror-target`: a copy of each request goes there too.
+    pub mirror: Option<Arc<Mirror>>,
+}
+
+/// `mirror-target`: where copies of a route's requests go, fire and forget.
+#[derive(Debug)]
+pub struct Mirror {
+    /// The target's addresses, as a backend of its own (its own pools,
+    /// balancing and breakers).
+    pub backend: Arc<Backend>,
+    /// The path and query each copy asks for.
+    pub path: edits::Template,
+    /// The copies' `Host`.
+    pub host: http::HeaderValue,
+    /// `mirror-request-body`: the copy carries the body, which is then read
+    /// whole before the request goes on (as nginx's mirror does), with this
+    /// much in memory.
+    pub body: Option<u64>,
+    /// Its connections' metrics (labelled with the mirror's backend).
+    pub metrics: Arc<RequestMetrics>,
+}
+
+/// The same target the same way (routes are rebuilt with every table).
+impl PartialEq for Mirror {
+    fn eq(&self, other: &Self) -> bool {
+        self.backend.name == other.backend.name
+            && self.backend.protocol == other.backend.protocol
+            && self.path == other.path
+            && self.host == other.host
+            && self.body == other.body
+    }
 }
 
 /// `custom-http-errors`: which statuses, and the route (of the Ingress's

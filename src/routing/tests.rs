@@ -35,6 +35,7 @@ fn route(name: &str) -> Arc<Route> {
             error_pages: None,
             limit_rate: None,
             request_buffering: None,
+            mirror: None,
         },
     })
 }

@@ -20,6 +20,9 @@ pub const RESPONSE_SIZE: &str = "sluice_response_size_bytes";
 /// Request bodies read whole before going upstream, by where they went
 /// (`memory`, `file`, or `streamed` when the spool could not take them).
 pub const REQUEST_BODIES_BUFFERED: &str = "sluice_request_bodies_buffered_total";
+/// `mirror-target` copies, by `result`: `answered`, `failed`, or `dropped`
+/// (too many in flight).
+pub const MIRROR_REQUESTS: &str = "sluice_mirror_requests_total";
 
 // Connections.
 pub const DOWNSTREAM_CONNECTIONS: &str = "sluice_downstream_connections";
@@ -75,6 +78,7 @@ pub const FAMILIES: &[&str] = &[
     REQUEST_SIZE,
     RESPONSE_SIZE,
     REQUEST_BODIES_BUFFERED,
+    MIRROR_REQUESTS,
     DOWNSTREAM_CONNECTIONS,
     DOWNSTREAM_CONNECTIONS_REFUSED,
     UPSTREAM_CONNECTIONS_OPEN,

@@ -21,6 +21,7 @@ mod kubernetes;
 mod layering;
 mod metrics;
 mod migration;
+mod mirroring;
 mod policies;
 mod protocols;
 mod proxy;

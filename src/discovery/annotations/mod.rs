@@ -10,11 +10,13 @@ mod affinity;
 mod canary;
 mod headers;
 mod limits;
+mod mirror;
 mod redirect;
 mod review;
 mod rewrite;
 mod snippets;
 
+pub use mirror::{mirror_name, MirrorSpec};
 pub use rewrite::Rewrite;
 
 pub use review::{review, sluice_reads, Notice};
@@ -133,6 +135,9 @@ pub const GROUPED_KEYS: &[&str] = &[
     "limit-whitelist",
     "proxy-request-buffering",
     "client-body-buffer-size",
+    "mirror-target",
+    "mirror-host",
+    "mirror-request-body",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -204,6 +209,8 @@ pub struct IngressAnnotations {
     pub limit_rate: Option<(u64, u64)>,
     /// `proxy-request-buffering` and `client-body-buffer-size`.
     pub request_buffering: limits::RequestBuffering,
+    /// `mirror-target` and its keys.
+    pub mirror: Option<MirrorSpec>,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -438,6 +445,7 @@ impl IngressAnnotations {
         parsed.from_to_www = redirect::parse_from_to_www(annotations)?;
         parsed.limit_rate = limits::parse_limit_rate(annotations)?;
         parsed.request_buffering = limits::parse_request_buffering(annotations)?;
+        parsed.mirror = mirror::parse_mirror(annotations)?;
         parsed.aliases = redirect::parse_aliases(annotations)?;
         Ok(parsed)
     }
@@ -463,6 +471,8 @@ impl IngressAnnotations {
                 None => defaults.limit_rate,
             },
             request_buffering: self.request_buffering.policy(defaults),
+            // Set by `translate`, which builds the target's backend.
+            mirror: None,
             retry: RetryPolicy {
                 next_upstream: self.next_upstream.unwrap_or(defaults.retry.next_upstream),
                 tries: self.tries.unwrap_or(defaults.retry.tries),

@@ -39,6 +39,8 @@ const NEEDS: &[(&str, &str)] = &[
     ("upstream-hash-by-subset", "upstream-hash-by"),
     ("upstream-hash-by-subset-size", "upstream-hash-by-subset"),
     ("limit-rate-after", "limit-rate"),
+    ("mirror-host", "mirror-target"),
+    ("mirror-request-body", "mirror-target"),
     ("affinity-mode", "affinity"),
     ("affinity-canary-behavior", "affinity"),
     ("session-cookie-name", "affinity"),

@@ -275,11 +275,26 @@ impl SnapshotIndex<'_> {
                     backend.port
                 ),
             ))?;
-        let Some(ips) = self.resolved.get(&name) else {
-            return Err((
+        self.host_addrs(&name, port)
+    }
+
+    /// The addresses of a name resolved in the background (or of an address
+    /// literal), refused like pods' when they must be.
+    pub(super) fn host_addrs(
+        &self,
+        name: &str,
+        port: u16,
+    ) -> Result<PodAddrs, (&'static str, String)> {
+        let literal;
+        let ips = match name.parse::<std::net::IpAddr>() {
+            Ok(ip) => {
+                literal = [ip];
+                &literal[..]
+            }
+            Err(_) => self.resolved.get(name).ok_or((
                 "external-name-unresolved",
                 format!("{name} is not resolved (yet)"),
-            ));
+            ))?,
         };
         let mut addrs = Vec::new();
         let mut refused = Vec::new();

@@ -8,7 +8,7 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
 use super::index::namespace_of;
 use crate::config::ProxyDefaults;
-use crate::discovery::annotations::{IngressAnnotations, UpstreamTlsAnnotations};
+use crate::discovery::annotations::{IngressAnnotations, MirrorSpec, UpstreamTlsAnnotations};
 use crate::discovery::{ObjectRef, Warning};
 use crate::policy::canary::CanaryRule;
 use crate::policy::ratelimit::LimitSpec;
@@ -67,6 +67,8 @@ pub(super) struct ParsedIngress {
     pub(super) custom_errors: Option<Vec<u16>>,
     /// `preserve-trailing-slash` (for the HTTPS redirect).
     pub(super) preserve_trailing_slash: bool,
+    /// `mirror-target`, and the Ingress's UID (its internal mirror path).
+    pub(super) mirror: Option<(MirrorSpec, String)>,
 }
 
 impl ParsedIngress {
@@ -176,6 +178,7 @@ pub(super) fn parse_ingress(
         from_to_www: false,
         custom_errors: None,
         preserve_trailing_slash: false,
+        mirror: None,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -225,6 +228,10 @@ pub(super) fn parse_ingress(
     parsed.from_to_www = annotations.from_to_www;
     parsed.custom_errors = annotations.custom_errors.clone();
     parsed.preserve_trailing_slash = annotations.preserve_trailing_slash;
+    parsed.mirror = annotations.mirror.clone().map(|spec| {
+        let uid = ingress.metadata.uid.clone().unwrap_or_default();
+        (spec, uid)
+    });
     parsed.policy = annotations.policy(defaults);
     parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(defaults.ssl_redirect);
     parsed.canary = annotations.canary.clone();

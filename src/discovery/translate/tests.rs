@@ -774,6 +774,55 @@ fn pod_addresses_on_the_node_are_refused_in_a_cluster() {
     assert!(warnings.is_empty());
 }
 
+/// A tenant's mirror reaches no more than its Services could: the admin
+/// port or the metadata service of the node are refused in a cluster.
+#[test]
+fn a_mirror_on_the_node_is_refused_in_a_cluster() {
+    let mirrored = |target: &str| {
+        service("web", &["10.0.0.1"], &[])
+            + &simple(
+                "a",
+                "a.example",
+                "web",
+                &format!(
+                    "  annotations: {{nginx.ingress.kubernetes.io/mirror-target: \"{target}\"}}\n"
+                ),
+            )
+    };
+    let mut options = all_classes();
+    options.upstream_deny.special = true;
+    let registry = Retained::new(PoolConfig::default());
+    for target in [
+        "http://127.0.0.1:10254$request_uri",
+        "http://169.254.169.254/",
+    ] {
+        let (snapshot, _) = snapshot_from_str(&mirrored(target));
+        let t = translate(&snapshot, &options, &registry, &LastGood::default());
+        let route = t.table.route("a.example", "/").unwrap();
+        let mirror = route.policy.mirror.as_ref().unwrap();
+        assert!(mirror.backend.endpoints().is_empty(), "{target}");
+        assert_eq!(t.warnings[0].reason, "endpoint-refused", "{:?}", t.warnings);
+        assert_eq!(
+            addrs(&route.backend),
+            ["10.0.0.1:8080"],
+            "the route itself serves"
+        );
+    }
+    // A name is only what the background resolver found for it.
+    let (table, warnings) = build(&mirrored("https://shadow.example:8443$request_uri"));
+    let mirror = table
+        .route("a.example", "/")
+        .unwrap()
+        .policy
+        .mirror
+        .clone()
+        .unwrap();
+    assert!(mirror.backend.endpoints().is_empty());
+    assert_eq!(warnings[0].reason, "external-name-unresolved");
+    assert_eq!(mirror.backend.name.service, "mirror shadow.example");
+    assert!(matches!(mirror.backend.protocol, Protocol::Tls(_)));
+}
+
 #[test]
 fn the_same_pod_behind_two_namespaces_has_two_states() {
     let yaml = service("web", &["10.0.0.1"], &[])

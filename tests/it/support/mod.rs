@@ -43,6 +43,8 @@ pub struct Upstream {
     pub jitter_ms: Arc<AtomicU64>,
     /// When not 0, every answer has this status.
     pub status: Arc<AtomicU16>,
+    /// What each request was, as its answer describes it, in order.
+    pub seen: Arc<std::sync::Mutex<Vec<Value>>>,
     /// The accept loop and every connection, to stop them all.
     tasks: Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
     /// A pod that speaks TLS (`start_tls_upstream`).
@@ -120,6 +122,7 @@ async fn start_upstream_on_listener(
         delay_ms: Arc::default(),
         jitter_ms: Arc::default(),
         status: Arc::default(),
+        seen: Arc::default(),
         tasks: Arc::default(),
         tls,
     };
@@ -225,6 +228,8 @@ async fn echo(
         "headers": headers,
         "body_bytes": body.len(),
     });
+    state.seen.lock().unwrap().push(echo.clone());
+    state.arrived.notify_waiters();
     if let Some(n) = filler {
         echo["filler"] = Value::String("x".repeat(n as usize));
     }
