@@ -75,6 +75,8 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         hsts: hsts.and_then(|v| http::HeaderValue::try_from(v).ok()),
         limit_status: http::StatusCode::from_u16(config.limit_rejected_status)
             .unwrap_or(http::StatusCode::TOO_MANY_REQUESTS),
+        limit_conn_status: http::StatusCode::from_u16(config.limit_conn_status_code)
+            .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
         client_body_timeout: config.client_body_timeout,
         spool: crate::upstream::buffered::Spool {
             dir: config

@@ -238,6 +238,8 @@ pub struct Config {
     pub limit_cluster_instances: u32,
     /// The status of a request over a rate limit.
     pub limit_rejected_status: u16,
+    /// The status of a request over `limit-connections`.
+    pub limit_conn_status_code: u16,
     /// Count requests per route (`sluice_requests_total` and its histograms).
     pub request_metrics: bool,
     /// The `status` label: `code` (200) or `class` (2xx, fewer series).
@@ -412,6 +414,7 @@ impl Default for Config {
             limit_cluster_instances: 1,
             // ingress-nginx's `limit-req-status-code`.
             limit_rejected_status: 503,
+            limit_conn_status_code: 503,
             request_metrics: true,
             request_metrics_status: StatusLabel::Code,
             host_ownership: HostOwnership::Shared,
@@ -559,6 +562,9 @@ impl Config {
         }
         if !(400..600).contains(&self.limit_rejected_status) {
             return invalid("limit-rejected-status", "must be a 4xx or 5xx status");
+        }
+        if !(400..600).contains(&self.limit_conn_status_code) {
+            return invalid("limit-conn-status-code", "must be a 4xx or 5xx status");
         }
         if self.ewma_decay.is_zero() {
             return invalid("ewma-decay", "must be greater than zero");

@@ -28,6 +28,8 @@ use tokio::time::Instant;
 
 use super::ObjectRef;
 use crate::balance::EndpointStats;
+use crate::policy::canary::Cidr;
+use crate::policy::connlimit::ConnLimiter;
 use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::retry::RetryBudget;
 use crate::routing::certs::TlsCerts;
@@ -109,6 +111,7 @@ pub struct Retained {
     endpoints: Keyed<EndpointKey, EndpointState>,
     backends: Keyed<(BackendRef, Protocol), BackendState>,
     limiters: Keyed<IngressRef, Limiter>,
+    conn_limiters: Keyed<IngressRef, ConnLimiter>,
     metrics: Keyed<MetricsKey, RequestMetrics>,
     canary_requests: Keyed<IngressRef, metrics::Counter>,
     last_good: Mutex<LastGood>,
@@ -164,6 +167,21 @@ impl Retained {
     }
 
     /// An Ingress's rate limiter, with its state while the limit is unchanged.
+    /// An Ingress's `limit-connections` counts, kept across swaps while its
+    /// settings stay.
+    pub fn conn_limiter(
+        &self,
+        ingress: &IngressRef,
+        max: u32,
+        exempt: &[Cidr],
+    ) -> Arc<ConnLimiter> {
+        self.conn_limiters.get(
+            ingress.clone(),
+            |limiter| limiter.is(max, exempt),
+            || ConnLimiter::new(max, exempt.to_vec(), &ingress.namespace, &ingress.name),
+        )
+    }
+
     pub fn limiter(&self, ingress: &IngressRef, spec: LimitSpec) -> Arc<Limiter> {
         self.limiters.get(
             ingress.clone(),
@@ -231,6 +249,7 @@ impl Retained {
     pub fn collect(&self) -> usize {
         self.backends.collect();
         self.limiters.collect();
+        self.conn_limiters.collect();
         self.metrics.collect();
         self.canary_requests.collect();
         self.endpoints.collect()

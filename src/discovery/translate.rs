@@ -350,6 +350,8 @@ impl<'a> Builder<'a> {
             .limit
             .as_ref()
             .map(|(spec, cluster)| self.limiter(&parsed.ingress, spec, *cluster));
+        let conn_limiter = (parsed.limit_connections.as_ref())
+            .map(|(max, exempt)| self.retained.conn_limiter(&parsed.ingress, *max, exempt));
         let object = &parsed.object;
         let fallback = parsed
             .fallback
@@ -386,6 +388,7 @@ impl<'a> Builder<'a> {
                     edits: edits.clone(),
                     body_limit: policy.body_limit,
                     limiter: limiter.clone(),
+                    conn_limiter: conn_limiter.clone(),
                 }),
                 fallback: fallback.clone(),
                 policy,

@@ -4,6 +4,7 @@
 
 pub mod affinity;
 pub mod canary;
+pub mod connlimit;
 pub mod ratelimit;
 pub mod retry;
 pub mod upstream_deny;

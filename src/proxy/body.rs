@@ -17,6 +17,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
+use crate::policy::connlimit::ConnSlot;
 use crate::routing::InFlight;
 use crate::telemetry::access_log::{AccessLog, Entry};
 use crate::telemetry::requests::RequestMetrics;
@@ -82,6 +83,8 @@ pub struct Completion {
     pub metrics: Option<Arc<RequestMetrics>>,
     pub log: Option<PendingLog>,
     pub bytes: u64,
+    /// `limit-connections`: the request counts until its answer is sent.
+    pub slot: Option<ConnSlot>,
 }
 
 /// An access log line waiting for the response body to end.

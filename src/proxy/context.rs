@@ -15,6 +15,7 @@ use super::body::{Completion, PendingLog, ResponseBody};
 use super::client_addr::ClientAddr;
 use super::edits::Applied;
 use super::headers::content_length;
+use crate::policy::connlimit::ConnSlot;
 use crate::routing::{Backend, Canary, Route};
 use crate::telemetry::access_log::{self, AccessLog, Entry};
 use crate::telemetry::requests::RequestMetrics;
@@ -55,6 +56,8 @@ pub struct RequestContext {
     /// The client's headers, kept when the route has `custom-http-errors`:
     /// the default backend gets them with the error.
     pub error_headers: Option<Box<http::HeaderMap>>,
+    /// `limit-connections`: held until the answer has been sent.
+    pub conn_slot: Option<ConnSlot>,
 }
 
 impl RequestContext {
@@ -82,6 +85,7 @@ impl RequestContext {
             response_edits: Vec::new(),
             upstream_method: None,
             error_headers: None,
+            conn_slot: None,
         }
     }
 
@@ -121,6 +125,7 @@ impl RequestContext {
             metrics: Some(metrics),
             log,
             bytes: 0,
+            slot: self.conn_slot.take(),
         });
     }
 

@@ -50,6 +50,13 @@ pub(super) fn run(
                     return Err(ProxyError::BodyTooLarge);
                 }
             }
+            RequestFilter::ConnLimit(limiter) => match limiter.acquire(ctx.client.ip) {
+                Ok(slot) => ctx.conn_slot = slot,
+                Err(_) => {
+                    let status = settings.load().limit_conn_status;
+                    return Ok(Some(connections_limited(status)));
+                }
+            },
             RequestFilter::RateLimit(limiter) => {
                 if let Err(retry_after) = limiter.check(request.headers(), ctx.client.ip) {
                     let status = settings.load().limit_status;
@@ -101,6 +108,18 @@ fn https_redirect(host: &str, uri: &Uri, preserve_trailing_slash: bool) -> Respo
     if let Ok(value) = HeaderValue::try_from(location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
+    response
+}
+
+/// Over `limit-connections`: no upstream call, a short answer.
+fn connections_limited(status: StatusCode) -> Response<ResponseBody> {
+    let body = format!(
+        "{} {}: too many requests in progress from this address\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(ResponseBody::from(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
     response
 }
 

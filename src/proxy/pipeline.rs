@@ -64,6 +64,8 @@ pub struct ProxySettings {
     pub hsts: Option<HeaderValue>,
     /// What a request over a rate limit gets (429 unless configured).
     pub limit_status: StatusCode,
+    /// What a request over `limit-connections` gets (`limit-conn-status-code`).
+    pub limit_conn_status: StatusCode,
     /// `Upgrade` protocols tunnelled (lowercase), `websocket` by default.
     pub allowed_upgrades: Vec<String>,
     /// A tunnel quiet both ways this long is closed.

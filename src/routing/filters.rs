@@ -13,6 +13,7 @@
 //! | `HttpsRedirect` | `ssl-redirect`, `force-ssl-redirect`            | `RequestRedirect` (`scheme: https`, 308) |
 //! | `BodyLimit`   | `proxy-body-size`                                 | none (an implementation extension)       |
 //! | `RateLimit`   | `limit-rps`, `limit-rpm`, `limit-burst-multiplier` | none (an implementation extension)      |
+//! | `ConnLimit`   | `limit-connections`                               | none (an implementation extension)       |
 //! | `Canary`      | `canary`, `canary-weight`, `canary-by-*`          | weighted `backendRefs`                   |
 //!
 //! The filters the coming features add take their place here, with the same
@@ -29,6 +30,7 @@ use std::sync::Arc;
 
 use super::edits::Edits;
 use super::Canary;
+use crate::policy::connlimit::ConnLimiter;
 use crate::policy::ratelimit::Limiter;
 
 /// One step of a route's request filters.
@@ -48,6 +50,9 @@ pub enum RequestFilter {
     BodyLimit(u64),
     /// Over the Ingress's rate limit: the configured status and `Retry-After`.
     RateLimit(Arc<Limiter>),
+    /// Over the requests one client address may have in progress at once:
+    /// the configured status (`limit-conn-status-code`).
+    ConnLimit(Arc<ConnLimiter>),
     /// The canary Ingress takes the request when its rules say so and it has
     /// ready pods: a choice of backend, not an answer.
     Canary(Arc<Canary>),
@@ -63,6 +68,7 @@ pub struct FilterSpec {
     pub edits: Option<Arc<Edits>>,
     pub body_limit: Option<u64>,
     pub limiter: Option<Arc<Limiter>>,
+    pub conn_limiter: Option<Arc<ConnLimiter>>,
 }
 
 /// A route's request filters, in the order they run.
@@ -91,6 +97,9 @@ impl Filters {
         }
         if let Some(limit) = spec.body_limit {
             filters.push(RequestFilter::BodyLimit(limit));
+        }
+        if let Some(limiter) = spec.conn_limiter {
+            filters.push(RequestFilter::ConnLimit(limiter));
         }
         if let Some(limiter) = spec.limiter {
             filters.push(RequestFilter::RateLimit(limiter));

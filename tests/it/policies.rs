@@ -533,3 +533,46 @@ async fn the_admin_api_shows_routes_canaries_endpoints_and_warnings() {
     assert_eq!(config["running"]["load-balance"], "ewma");
     assert_eq!(config["running"]["proxy-body-size"], 1 << 20);
 }
+
+/// `limit-connections: 1`: while one answer is still being sent to a client
+/// address, its next request is refused (`limit-conn-status-code`, here
+/// 429); once that answer is gone, it is served again. Other routes and
+/// Ingresses are not limited.
+#[tokio::test]
+async fn limit_connections_counts_requests_until_their_answer_is_sent() {
+    let app = one_app(
+        "limit-conn-status-code: 429\n",
+        &[("nginx.ingress.kubernetes.io/limit-connections", "1")],
+    )
+    .await;
+    let addr = app.sluice.http_addr;
+    // A large answer the client does not read: the request stays in progress.
+    let held = client()
+        .request(
+            Request::get(format!("http://{addr}/big"))
+                .header("host", "a")
+                .header("x-fake-body-bytes", "20000000")
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(held.status(), StatusCode::OK);
+    let refused = send(&client(), get(addr, "a", "/small")).await.unwrap();
+    assert_eq!(
+        refused.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        refused.text()
+    );
+    assert_eq!(app.upstream.requests(), 1, "the refused one reached no pod");
+    drop(held);
+    let served = until_status(
+        &client(),
+        || get(addr, "a", "/small"),
+        StatusCode::OK,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(served.is_some(), "the slot came back with the answer");
+}

@@ -164,3 +164,30 @@ pub(super) fn parse_request_buffering(
     }
     Ok(buffering)
 }
+
+/// `limit-connections`: requests in progress at once per client address,
+/// with the `limit-whitelist` ranges exempt (as ingress-nginx, which keys
+/// every limit of the Ingress by the same whitelisted address).
+pub(super) fn parse_limit_connections(
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<(u32, Vec<Cidr>)>, AnnotationError> {
+    let Some((key, value)) = lookup(annotations, "limit-connections") else {
+        return Ok(None);
+    };
+    let max = value
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or_else(|| invalid_at(key, format!("{value:?} is not a positive whole number")))?;
+    let exempt = match lookup(annotations, "limit-whitelist") {
+        Some((key, list)) => list
+            .split(',')
+            .filter(|r| !r.trim().is_empty())
+            .map(Cidr::parse)
+            .collect::<Result<_, _>>()
+            .map_err(|e| invalid_at(key, e))?,
+        None => Vec::new(),
+    };
+    Ok(Some((max, exempt)))
+}

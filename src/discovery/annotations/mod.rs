@@ -138,6 +138,7 @@ pub const GROUPED_KEYS: &[&str] = &[
     "mirror-target",
     "mirror-host",
     "mirror-request-body",
+    "limit-connections",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -211,6 +212,8 @@ pub struct IngressAnnotations {
     pub request_buffering: limits::RequestBuffering,
     /// `mirror-target` and its keys.
     pub mirror: Option<MirrorSpec>,
+    /// `limit-connections`, and the addresses it exempts.
+    pub limit_connections: Option<(u32, Vec<Cidr>)>,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -446,6 +449,7 @@ impl IngressAnnotations {
         parsed.limit_rate = limits::parse_limit_rate(annotations)?;
         parsed.request_buffering = limits::parse_request_buffering(annotations)?;
         parsed.mirror = mirror::parse_mirror(annotations)?;
+        parsed.limit_connections = limits::parse_limit_connections(annotations)?;
         parsed.aliases = redirect::parse_aliases(annotations)?;
         Ok(parsed)
     }

@@ -10,7 +10,7 @@ use super::index::namespace_of;
 use crate::config::ProxyDefaults;
 use crate::discovery::annotations::{IngressAnnotations, MirrorSpec, UpstreamTlsAnnotations};
 use crate::discovery::{ObjectRef, Warning};
-use crate::policy::canary::CanaryRule;
+use crate::policy::canary::{CanaryRule, Cidr};
 use crate::policy::ratelimit::LimitSpec;
 use crate::routing::edits::{Edits, HeaderEdit, Step};
 use crate::routing::regex_paths::Location;
@@ -69,6 +69,8 @@ pub(super) struct ParsedIngress {
     pub(super) preserve_trailing_slash: bool,
     /// `mirror-target`, and the Ingress's UID (its internal mirror path).
     pub(super) mirror: Option<(MirrorSpec, String)>,
+    /// `limit-connections`, and the addresses it exempts.
+    pub(super) limit_connections: Option<(u32, Vec<Cidr>)>,
 }
 
 impl ParsedIngress {
@@ -179,6 +181,7 @@ pub(super) fn parse_ingress(
         custom_errors: None,
         preserve_trailing_slash: false,
         mirror: None,
+        limit_connections: None,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -228,6 +231,7 @@ pub(super) fn parse_ingress(
     parsed.from_to_www = annotations.from_to_www;
     parsed.custom_errors = annotations.custom_errors.clone();
     parsed.preserve_trailing_slash = annotations.preserve_trailing_slash;
+    parsed.limit_connections = annotations.limit_connections.clone();
     parsed.mirror = annotations.mirror.clone().map(|spec| {
         let uid = ingress.metadata.uid.clone().unwrap_or_default();
         (spec, uid)
