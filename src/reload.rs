@@ -77,6 +77,7 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
             .unwrap_or(http::StatusCode::TOO_MANY_REQUESTS),
         limit_conn_status: http::StatusCode::from_u16(config.limit_conn_status_code)
             .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
+        allow_backend_server_header: config.allow_backend_server_header,
         client_body_timeout: config.client_body_timeout,
         spool: crate::upstream::buffered::Spool {
             dir: config

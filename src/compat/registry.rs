@@ -74,7 +74,7 @@ const TRACING: &str = "sluice exports no traces yet";
 /// `allowlist-source-range`, and the legacy `secure-backends`.
 pub const ANNOTATIONS: &[Key] = &[
     key("affinity", Supported),
-    key("affinity-canary-behavior", Differs("accepted; the canary's choice does not read the affinity cookie (ingress-nginx's legacy behaviour): a user may move between canary and main")),
+    key("affinity-canary-behavior", Supported),
     key("affinity-mode", Supported),
     key("allowlist-source-range", FailsClosed(ACCESS)),
     key("app-root", Supported),
@@ -113,7 +113,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("canary-weight-total", Supported),
     key("client-body-buffer-size", Supported),
     key("configuration-snippet", Differs(SNIPPET)),
-    key("connection-proxy-header", Unsupported(ROUTING)),
+    key("connection-proxy-header", NoEffect("sluice manages its connections to pods itself (HTTP/1.1 keep-alive pools, upgrades); Connection is a hop-by-hop header it never forwards")),
     key("cors-allow-credentials", Unsupported(CORS)),
     key("cors-allow-headers", Unsupported(CORS)),
     key("cors-allow-methods", Unsupported(CORS)),
@@ -213,7 +213,7 @@ pub const CONFIGMAP: &[Key] = &[
     key("access-log-params", NoEffect("nginx access_log parameters (buffering, gzip); sluice writes its own log (access-log)")),
     key("access-log-path", Unsupported("use access-log (stdout, off or a file path)")),
     key("add-headers", Unsupported(ROUTING)),
-    key("allow-backend-server-header", Unsupported(ROUTING)),
+    key("allow-backend-server-header", Supported),
     key("allow-cross-namespace-resources", NoEffect("sluice reads Secrets and Services only from the Ingress's own namespace")),
     key("allow-snippet-annotations", Differs("sluice never runs a snippet as configuration; it interprets a safe subset whatever this says")),
     key("annotation-value-word-blocklist", NoEffect("annotation values are parsed, never pasted into configuration, so no word needs blocking")),

@@ -223,6 +223,9 @@ pub struct Config {
     pub custom_http_errors: String,
     /// Response headers of the pods that clients never see (comma-separated).
     pub hide_headers: String,
+    /// Pass the pods' `Server` header to clients (as ingress-nginx, hidden
+    /// by default).
+    pub allow_backend_server_header: bool,
     /// Bytes a second for each response, on routes without their own
     /// `limit-rate` annotation (0: no limit), as ingress-nginx's ConfigMap.
     pub limit_rate: u64,
@@ -406,6 +409,7 @@ impl Default for Config {
             retry_budget_min_per_second: retry::DEFAULT_BUDGET_MIN_PER_SECOND,
             custom_http_errors: String::new(),
             hide_headers: String::new(),
+            allow_backend_server_header: false,
             limit_rate: 0,
             limit_rate_after: 0,
             admin_token: None,

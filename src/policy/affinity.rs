@@ -49,6 +49,10 @@ pub struct Affinity {
     /// After a failure, the user stays where the retry succeeded.
     pub change_on_failure: bool,
     pub persistent: bool,
+    /// `affinity-canary-behavior: sticky` (ingress-nginx's default): a user
+    /// whose cookie names the main or the canary backend stays there,
+    /// whatever the canary's rules say; `legacy`: the rules decide.
+    pub canary_sticky: bool,
 }
 
 impl Default for Affinity {
@@ -64,6 +68,7 @@ impl Default for Affinity {
             secure: None,
             change_on_failure: false,
             persistent: false,
+            canary_sticky: true,
         }
     }
 }
@@ -103,6 +108,13 @@ impl Affinity {
             path: Some(rule_path.to_owned()),
             ..(*self).clone()
         })
+    }
+
+    /// The backend the request's cookie names (its tag), if it has one.
+    pub fn cookie_backend(&self, headers: &HeaderMap) -> Option<u64> {
+        let value = cookie(headers, &self.name)?;
+        let (_, tag) = value.split_once('|')?;
+        u64::from_str_radix(tag, 16).ok()
     }
 
     /// The request's key: its cookie's if the cookie is for this backend,

@@ -16,7 +16,8 @@ use super::conn::ConnInfo;
 use super::context::RequestContext;
 use super::headers::content_length;
 use super::pipeline::ProxySettings;
-use crate::routing::{RequestFilter, Route};
+use crate::policy::affinity::backend_tag;
+use crate::routing::{Canary, RequestFilter, Route};
 use crate::upstream::error::ProxyError;
 
 /// The answer when a filter gives one here; `None` sends the request on (to
@@ -64,8 +65,10 @@ pub(super) fn run(
                 }
             }
             RequestFilter::Canary(canary) => {
+                let pinned = sticky_side(route, canary, request.headers());
                 let takes = !canary.backend.endpoint_set().endpoints.is_empty()
-                    && canary.rule.decide(request.headers(), ctx.client.ip);
+                    && pinned
+                        .unwrap_or_else(|| canary.rule.decide(request.headers(), ctx.client.ip));
                 if takes {
                     canary.requests.increment(1);
                     ctx.canary = Some(canary.clone());
@@ -74,6 +77,20 @@ pub(super) fn run(
         }
     }
     Ok(None)
+}
+
+/// `affinity-canary-behavior: sticky`: whether the affinity cookie pins the
+/// user to the canary (`Some(true)`) or to the main backend (`Some(false)`).
+fn sticky_side(route: &Route, canary: &Canary, headers: &http::HeaderMap) -> Option<bool> {
+    let affinity = route.policy.affinity.as_ref().filter(|a| a.canary_sticky)?;
+    let tag = affinity.cookie_backend(headers)?;
+    if tag == backend_tag(&canary.backend.name) {
+        Some(true)
+    } else if tag == backend_tag(&route.backend.name) {
+        Some(false)
+    } else {
+        None
+    }
 }
 
 /// Fail closed: a 403 whose body names what sluice cannot honour.

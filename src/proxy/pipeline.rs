@@ -66,6 +66,8 @@ pub struct ProxySettings {
     pub limit_status: StatusCode,
     /// What a request over `limit-connections` gets (`limit-conn-status-code`).
     pub limit_conn_status: StatusCode,
+    /// `allow-backend-server-header`: else the pods' `Server` is removed.
+    pub allow_backend_server_header: bool,
     /// `Upgrade` protocols tunnelled (lowercase), `websocket` by default.
     pub allowed_upgrades: Vec<String>,
     /// A tunnel quiet both ways this long is closed.
@@ -307,6 +309,13 @@ impl Proxy {
                 }
             } else {
                 strip_hop_by_hop(response.headers_mut(), false);
+            }
+            // As ingress-nginx (nginx's `proxy_hide_header Server` default);
+            // settings are read only when there is one.
+            if response.headers().contains_key(header::SERVER)
+                && !self.settings.load().allow_backend_server_header
+            {
+                response.headers_mut().remove(header::SERVER);
             }
             let (parts, body) = response.into_parts();
             let mut body = UpstreamBody::new(body, route.policy.read_timeout, pick.in_flight);

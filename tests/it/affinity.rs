@@ -244,3 +244,104 @@ async fn curl_with_a_cookie_jar_stays_on_its_pod() {
         "{jar}"
     );
 }
+
+/// `affinity-canary-behavior: sticky` (ingress-nginx's default): a user
+/// whose cookie names the canary stays on it when the canary's weight drops
+/// to 0, and one whose cookie names the main backend stays there at weight
+/// 100; `legacy` lets the canary's rules decide.
+#[tokio::test]
+async fn affinity_keeps_a_user_on_the_canary_or_the_main_backend() {
+    let (stable, canary) = (
+        start_upstream("stable").await,
+        start_upstream("canary").await,
+    );
+    let m = Manifests::new();
+    m.write(
+        "svc.yaml",
+        &(service_yaml("stable", &[stable.addr]) + &service_yaml("canary", &[canary.addr])),
+    );
+    let main = |behavior: &str| {
+        ingress_yaml(
+            "app",
+            Some("shop.example"),
+            &[
+                ("nginx.ingress.kubernetes.io/affinity", "cookie"),
+                (
+                    "nginx.ingress.kubernetes.io/affinity-canary-behavior",
+                    behavior,
+                ),
+            ],
+            &[("/", "Prefix", "stable")],
+        )
+    };
+    let weight = |w: &str| {
+        ingress_yaml(
+            "app-canary",
+            Some("shop.example"),
+            &[
+                ("nginx.ingress.kubernetes.io/canary", "true"),
+                ("nginx.ingress.kubernetes.io/canary-weight", w),
+            ],
+            &[("/", "Prefix", "canary")],
+        )
+    };
+    m.write("main.yaml", &main("sticky"));
+    m.write("canary.yaml", &weight("100"));
+    let sluice = start_sluice(m.path(), "").await;
+    let http = client();
+    let request = |cookie: Option<&str>| {
+        let mut request = get(sluice.http_addr, "shop.example", "/");
+        if let Some(cookie) = cookie {
+            request
+                .headers_mut()
+                .insert("cookie", cookie.parse().unwrap());
+        }
+        request
+    };
+    let landing = |cookie: Option<String>| {
+        let reply = send(&http, request(cookie.as_deref()));
+        async move {
+            let reply = reply.await.unwrap();
+            let set = reply
+                .headers
+                .get("set-cookie")
+                .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned());
+            (reply.upstream(), set)
+        }
+    };
+    let (side, on_canary) = landing(None).await;
+    assert_eq!(side, "canary");
+    let on_canary = on_canary.expect("a new user gets a cookie");
+
+    // Weight 0: new users go to the main backend, the canary's user stays.
+    m.write("canary.yaml", &weight("0"));
+    let swapped = eventually(std::time::Duration::from_secs(10), || async {
+        landing(None).await.0 == "stable"
+    })
+    .await;
+    assert!(swapped.is_some());
+    let (_, on_stable) = landing(None).await;
+    let on_stable = on_stable.expect("a new user gets a cookie");
+    for _ in 0..5 {
+        assert_eq!(landing(Some(on_canary.clone())).await.0, "canary");
+    }
+
+    // Weight 100: the main backend's user stays there.
+    m.write("canary.yaml", &weight("100"));
+    let swapped = eventually(std::time::Duration::from_secs(10), || async {
+        landing(None).await.0 == "canary"
+    })
+    .await;
+    assert!(swapped.is_some());
+    for _ in 0..5 {
+        assert_eq!(landing(Some(on_stable.clone())).await.0, "stable");
+    }
+
+    // `legacy`: the weight decides, whatever the cookie says.
+    m.write("main.yaml", &main("legacy"));
+    let moved = eventually(std::time::Duration::from_secs(10), || async {
+        landing(Some(on_stable.clone())).await.0 == "canary"
+    })
+    .await;
+    assert!(moved.is_some(), "legacy ignores the cookie");
+}

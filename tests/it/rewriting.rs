@@ -468,6 +468,30 @@ async fn hide_headers_keep_the_pods_headers_from_clients() {
     assert_eq!(reply.headers["content-type"], "application/json");
 }
 
+/// As ingress-nginx, a pod's `Server` header is hidden unless the
+/// ConfigMap's `allow-backend-server-header` is true.
+#[tokio::test]
+async fn the_pods_server_header_is_hidden_unless_allowed() {
+    for (config, shown) in [
+        ("", false),
+        ("allow-backend-server-header: \"true\"\n", true),
+    ] {
+        let app = one_app(config, &[]).await;
+        let mut request = get(app.sluice.http_addr, "a", "/");
+        request
+            .headers_mut()
+            .insert("x-fake-server", "pod/1.0".parse().unwrap());
+        let reply = send(&client(), request).await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(
+            reply.headers.contains_key("server"),
+            shown,
+            "{config:?}: {:?}",
+            reply.headers
+        );
+    }
+}
+
 /// `limit-rate` / `limit-rate-after` (kilobytes): a response's first bytes
 /// go at full speed, the rest at the rate. A lower bound only: a slow machine
 /// can only take longer.

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{invalid_at, lookup, parse_bool, AnnotationError, Notice};
+use super::{invalid_at, lookup, parse_bool, AnnotationError};
 use crate::policy::affinity::{Affinity, SameSite};
 
 /// The keys read here (`GROUPED_KEYS`).
@@ -29,7 +29,6 @@ const MAX_ATTRIBUTE: usize = 256;
 /// The Ingress's affinity, if `affinity: cookie`.
 pub fn parse_affinity(
     annotations: &BTreeMap<String, String>,
-    notices: &mut Vec<Notice>,
 ) -> Result<Option<Affinity>, AnnotationError> {
     // Settings without `affinity` are reviewed with the other keys that
     // need another (`review::NEEDS`).
@@ -114,20 +113,16 @@ pub fn parse_affinity(
         };
     }
     if let Some((key, behavior)) = lookup(annotations, "affinity-canary-behavior") {
-        match behavior.trim() {
-            "legacy" => {}
-            "sticky" => notices.push(Notice {
-                key: key.to_owned(),
-                reason: "annotation-differs",
-                message: format!("{key}: sticky is not done: the canary's choice does not read the affinity cookie (ingress-nginx's legacy behaviour)"),
-            }),
+        affinity.canary_sticky = match behavior.trim() {
+            "legacy" => false,
+            "sticky" => true,
             other => {
                 return Err(invalid_at(
                     key,
                     format!("{other:?}: expected sticky or legacy"),
                 ))
             }
-        }
+        };
     }
     Ok(Some(affinity))
 }

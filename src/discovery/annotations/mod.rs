@@ -260,7 +260,7 @@ impl IngressAnnotations {
         parsed.fail_closed = parsed.fail_closed.or(snippets.fail_closed);
         parsed.edits = snippets.edits;
         parsed.canary = canary::parse_canary(annotations)?;
-        parsed.affinity = affinity::parse_affinity(annotations, &mut parsed.notices)?;
+        parsed.affinity = affinity::parse_affinity(annotations)?;
         let (limit, cluster) = limits::parse_limit(annotations)?;
         parsed.limit = limit;
         parsed.limit_cluster = cluster;

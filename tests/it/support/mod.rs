@@ -235,11 +235,13 @@ async fn echo(
     }
     let mut response = Response::new(Full::new(Bytes::from(echo.to_string())));
     *response.status_mut() = StatusCode::from_u16(status).unwrap();
-    // Response headers the test asks for: `x-fake-location`, `-refresh`, `-set-cookie`.
+    // Response headers the test asks for: `x-fake-location`, `-refresh`,
+    // `-set-cookie`, `-server`.
     for (asked, name) in [
         ("x-fake-location", "location"),
         ("x-fake-refresh", "refresh"),
         ("x-fake-set-cookie", "set-cookie"),
+        ("x-fake-server", "server"),
     ] {
         if let Some(value) = headers.get(asked).and_then(|v| v.first()) {
             response.headers_mut().insert(name, value.parse().unwrap());
