@@ -62,7 +62,6 @@ const fn key(name: &'static str, status: Status) -> Key {
 const STREAMS: &str = "sluice streams responses to clients as they come (nginx's proxy-buffering: off), with backpressure; nginx's response buffers have no counterpart";
 const NGINX_INTERNAL: &str = "an nginx internal; sluice has no counterpart to tune";
 const GLOBAL_FORM: &str = "the annotation is supported; this global form is not yet";
-const ROUTING: &str = "comes with the routing and rewriting work (issue #20)";
 const ACCESS: &str = "access control comes with issue #21; until then, fails closed";
 const AUTH: &str = "authentication comes with issue #21; until then, fails closed";
 const MODSECURITY: &str = "sluice has no web application firewall; fails closed so nothing opens";
@@ -120,7 +119,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("cors-allow-origin", Unsupported(CORS)),
     key("cors-expose-headers", Unsupported(CORS)),
     key("cors-max-age", Unsupported(CORS)),
-    key("custom-headers", Unsupported(ROUTING)),
+    key("custom-headers", Supported),
     key("custom-http-errors", Supported),
     key("default-backend", Supported),
     key("denylist-source-range", FailsClosed(ACCESS)),
@@ -212,7 +211,7 @@ pub const ANNOTATIONS: &[Key] = &[
 pub const CONFIGMAP: &[Key] = &[
     key("access-log-params", NoEffect("nginx access_log parameters (buffering, gzip); sluice writes its own log (access-log)")),
     key("access-log-path", Unsupported("use access-log (stdout, off or a file path)")),
-    key("add-headers", Unsupported(ROUTING)),
+    key("add-headers", Supported),
     key("allow-backend-server-header", Supported),
     key("allow-cross-namespace-resources", NoEffect("sluice reads Secrets and Services only from the Ingress's own namespace")),
     key("allow-snippet-annotations", Differs("sluice never runs a snippet as configuration; it interprets a safe subset whatever this says")),
@@ -256,7 +255,7 @@ pub const CONFIGMAP: &[Key] = &[
     key("forwarded-for-proxy-protocol-header", Unsupported("the client address header is X-Forwarded-For")),
     key("generate-request-id", Differs("sluice always keeps or sets X-Request-ID")),
     key("geoip2-autoreload-in-minutes", Unsupported("GeoIP is not implemented")),
-    key("global-allowed-response-headers", Unsupported(ROUTING)),
+    key("global-allowed-response-headers", Supported),
     key("global-auth-cache-duration", FailsClosed(AUTH)),
     key("global-auth-cache-key", FailsClosed(AUTH)),
     key("global-auth-method", FailsClosed(AUTH)),
@@ -333,7 +332,7 @@ pub const CONFIGMAP: &[Key] = &[
     key("otel-service-name", Unsupported(TRACING)),
     key("otlp-collector-host", Unsupported(TRACING)),
     key("otlp-collector-port", Unsupported(TRACING)),
-    key("proxy-add-original-uri-header", Unsupported(ROUTING)),
+    key("proxy-add-original-uri-header", Supported),
     key("proxy-body-size", Supported),
     key("proxy-buffer-size", NoEffect(STREAMS)),
     key("proxy-buffering", NoEffect(STREAMS)),
@@ -353,7 +352,7 @@ pub const CONFIGMAP: &[Key] = &[
     key("proxy-redirect-from", Supported),
     key("proxy-request-buffering", Supported),
     key("proxy-send-timeout", Supported),
-    key("proxy-set-headers", Unsupported(ROUTING)),
+    key("proxy-set-headers", Supported),
     key("proxy-ssl-location-only", Unsupported(GLOBAL_FORM)),
     key("proxy-stream-next-upstream", NoEffect("sluice proxies HTTP only")),
     key("proxy-stream-next-upstream-timeout", NoEffect("sluice proxies HTTP only")),

@@ -14,8 +14,11 @@
 //! in the log and in `/api/config` (`ConfigState`).
 
 mod configmap;
+mod route_defaults;
 
 pub use configmap::{data_of, ForeignKey};
+use route_defaults::parse_header_list;
+pub use route_defaults::{parse_secret_ref, parse_status_list, ProxyDefaults};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -24,12 +27,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use std::sync::Arc;
-
 use crate::balance::expr::BreakerRule;
-use crate::balance::policy::{self as balance_policy, Algorithm, BalancePolicy};
+use crate::balance::policy::{self as balance_policy, Algorithm};
 use crate::policy::canary::CidrList;
-use crate::policy::retry::{self, NextUpstream, RetryPolicy};
+use crate::policy::retry::{self, NextUpstream};
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::telemetry::requests::{MetricsOptions, StatusLabel};
 use crate::units;
@@ -226,6 +227,17 @@ pub struct Config {
     /// Pass the pods' `Server` header to clients (as ingress-nginx, hidden
     /// by default).
     pub allow_backend_server_header: bool,
+    /// `namespace/name` of a ConfigMap of response headers set on every
+    /// route's answers.
+    pub add_headers: Option<String>,
+    /// `namespace/name` of a ConfigMap of request headers set on every
+    /// route's upstream requests (values may use nginx's `$variables`).
+    pub proxy_set_headers: Option<String>,
+    /// Send `X-Original-URI` (the request URI as the client sent it) to the pods.
+    pub proxy_add_original_uri_header: bool,
+    /// The response headers an Ingress's `custom-headers` may set
+    /// (comma-separated; none by default, as ingress-nginx).
+    pub global_allowed_response_headers: String,
     /// Bytes a second for each response, on routes without their own
     /// `limit-rate` annotation (0: no limit), as ingress-nginx's ConfigMap.
     pub limit_rate: u64,
@@ -323,28 +335,6 @@ pub enum HostOwnership {
     Namespace,
 }
 
-/// Per-route settings that annotations can override.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ProxyDefaults {
-    pub proxy_connect_timeout: Duration,
-    pub proxy_read_timeout: Duration,
-    pub proxy_send_timeout: Duration,
-    pub proxy_body_size: u64,
-    pub ssl_redirect: bool,
-    pub force_ssl_redirect: bool,
-    /// Shared by every route that does not override it.
-    pub balance: Arc<BalancePolicy>,
-    pub retry: RetryPolicy,
-    pub retry_budget_ratio: f64,
-    pub retry_budget_min_per_second: u32,
-    pub custom_http_errors: Vec<u16>,
-    pub hide_headers: Vec<http::HeaderName>,
-    pub limit_rate: Option<(u64, u64)>,
-    /// `proxy-request-buffering: on`.
-    pub request_buffering: bool,
-    pub client_body_buffer_size: u64,
-}
-
 /// An nginx switch: `on` or `off`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -410,6 +400,10 @@ impl Default for Config {
             custom_http_errors: String::new(),
             hide_headers: String::new(),
             allow_backend_server_header: false,
+            add_headers: None,
+            proxy_set_headers: None,
+            global_allowed_response_headers: String::new(),
+            proxy_add_original_uri_header: false,
             limit_rate: 0,
             limit_rate_after: 0,
             admin_token: None,
@@ -427,46 +421,6 @@ impl Default for Config {
             ingress_nginx_keys: Vec::new(),
         }
     }
-}
-
-impl Default for ProxyDefaults {
-    fn default() -> Self {
-        Config::default().proxy_defaults()
-    }
-}
-
-/// `custom-http-errors`: comma-separated statuses (400 to 599), at most 64.
-pub fn parse_status_list(value: &str) -> Result<Vec<u16>, String> {
-    let mut codes = Vec::new();
-    for code in value.split(',').map(str::trim).filter(|c| !c.is_empty()) {
-        match code.parse::<u16>() {
-            Ok(code) if (400..=599).contains(&code) => codes.push(code),
-            _ => return Err(format!("{code:?} is not an error status (400 to 599)")),
-        }
-    }
-    if codes.len() > 64 {
-        return Err("more than 64 statuses".into());
-    }
-    codes.sort_unstable();
-    codes.dedup();
-    Ok(codes)
-}
-
-/// `hide-headers`: comma-separated header names.
-fn parse_header_list(value: &str) -> Result<Vec<http::HeaderName>, String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(|n| http::HeaderName::try_from(n).map_err(|_| format!("{n:?} is not a header name")))
-        .collect()
-}
-
-/// `namespace/name` of a Secret.
-pub fn parse_secret_ref(s: &str) -> Option<(String, String)> {
-    let (namespace, name) = s.split_once('/')?;
-    (!namespace.is_empty() && !name.is_empty() && !name.contains('/'))
-        .then(|| (namespace.to_owned(), name.to_owned()))
 }
 
 fn parse_addr(s: &str) -> SocketAddr {
@@ -527,6 +481,17 @@ impl Config {
         }
         if let Err(message) = parse_status_list(&self.custom_http_errors) {
             return invalid("custom-http-errors", &message);
+        }
+        for (key, value) in [
+            ("add-headers", &self.add_headers),
+            ("proxy-set-headers", &self.proxy_set_headers),
+        ] {
+            if value
+                .as_deref()
+                .is_some_and(|v| parse_secret_ref(v).is_none())
+            {
+                return invalid(key, "expected namespace/name of a ConfigMap");
+            }
         }
         if let Err(message) = parse_header_list(&self.hide_headers) {
             return invalid("hide-headers", &message);
@@ -638,41 +603,6 @@ impl Config {
         MetricsOptions {
             enabled: self.request_metrics,
             status: self.request_metrics_status,
-        }
-    }
-
-    pub fn proxy_defaults(&self) -> ProxyDefaults {
-        let balance = BalancePolicy {
-            algorithm: self.load_balance,
-            hash_by: None,
-            hash_subset: None,
-            breaker: Arc::new(self.circuit_breaker.clone()),
-            decay: self.ewma_decay,
-            slow_start: self.slow_start,
-            max_ejection_percent: self.max_ejection_percent,
-        };
-        ProxyDefaults {
-            proxy_connect_timeout: self.proxy_connect_timeout,
-            proxy_read_timeout: self.proxy_read_timeout,
-            proxy_send_timeout: self.proxy_send_timeout,
-            proxy_body_size: self.proxy_body_size,
-            ssl_redirect: self.ssl_redirect,
-            force_ssl_redirect: self.force_ssl_redirect,
-            balance: Arc::new(balance),
-            retry: RetryPolicy {
-                next_upstream: self.proxy_next_upstream,
-                tries: self.proxy_next_upstream_tries,
-                timeout: (!self.proxy_next_upstream_timeout.is_zero())
-                    .then_some(self.proxy_next_upstream_timeout),
-            },
-            retry_budget_ratio: self.retry_budget_ratio,
-            retry_budget_min_per_second: self.retry_budget_min_per_second,
-            // Checked by `validate`.
-            custom_http_errors: parse_status_list(&self.custom_http_errors).unwrap_or_default(),
-            hide_headers: parse_header_list(&self.hide_headers).unwrap_or_default(),
-            limit_rate: (self.limit_rate > 0).then_some((self.limit_rate, self.limit_rate_after)),
-            request_buffering: self.proxy_request_buffering == OnOff::On,
-            client_body_buffer_size: self.client_body_buffer_size,
         }
     }
 

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use futures_util::stream::{select_all, BoxStream};
 use futures_util::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -36,6 +36,9 @@ pub const DEFAULT_DEBOUNCE: Duration = Duration::from_millis(100);
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// The Secret types watched, one watcher each (a field selector has no "or").
 const SECRET_TYPES: [&str; 2] = ["kubernetes.io/tls", "Opaque"];
+/// A ConfigMap whose data is larger is stored without it: header lists
+/// are small, and every ConfigMap of the cluster is watched.
+const MAX_CONFIG_MAP_DATA: usize = 64 << 10;
 
 #[derive(Debug, Clone, Default)]
 pub struct KubeOptions {
@@ -77,6 +80,7 @@ enum Change {
     Service(usize, Event<Service>),
     Slice(usize, Event<PodSlice>),
     Secret(usize, Event<Secret>),
+    ConfigMap(usize, Event<ConfigMap>),
     Namespace(Event<Namespace>),
 }
 
@@ -122,9 +126,13 @@ pub async fn watch(
             }));
             store.secrets.push(Objects::default());
         }
+        streams.push(watch_kind(api(&client, *ns), config.clone(), move |e| {
+            Change::ConfigMap(slot, e)
+        }));
         store.ingresses.push(Objects::default());
         store.services.push(Objects::default());
         store.slices.push(Objects::default());
+        store.config_maps.push(Objects::default());
     }
     streams.push(watch_kind(Api::all(client.clone()), config.clone(), |e| {
         Change::Class(0, e)
@@ -150,7 +158,8 @@ pub async fn watch(
             () = stop.cancelled() => return,
             item = events.next() => match item {
                 Some(Ok(change)) => {
-                    store.apply(change, &mut dirty);
+                    let global = publisher.config_map_refs();
+                    store.apply(change, &mut dirty, &global);
                     if dirty.any() && deadline.is_none() {
                         deadline = Some(Instant::now() + options.debounce);
                     }
@@ -326,14 +335,35 @@ struct Store {
     services: Vec<Objects<Service>>,
     slices: Vec<Objects<PodSlice>>,
     secrets: Vec<Objects<Secret>>,
+    config_maps: Vec<Objects<ConfigMap>>,
     /// With `--watch-namespace-selector`: the namespaces that match it.
     namespaces: Option<Objects<Namespace>>,
 }
 
 impl Store {
-    fn apply(&mut self, change: Change, dirty: &mut Dirty) {
+    /// `global`: the ConfigMaps the config names (`add-headers`,
+    /// `proxy-set-headers`).
+    fn apply(&mut self, change: Change, dirty: &mut Dirty, global: &BTreeSet<(String, String)>) {
         let mut full = false;
         let first_sync = match change {
+            // Only a ConfigMap something names rebuilds the table: the
+            // cluster's others (leader elections, CA bundles) change often.
+            Change::ConfigMap(slot, e) => {
+                let ingresses = &self.ingresses;
+                self.config_maps[slot].apply(e, |map| {
+                    let (Some(ns), Some(name)) = (&map.metadata.namespace, &map.metadata.name)
+                    else {
+                        return;
+                    };
+                    let named = global.contains(&(ns.clone(), name.clone()))
+                        || ingresses.iter().flat_map(|o| o.items.values()).any(|i| {
+                            i.metadata.namespace.as_deref() == Some(ns.as_str())
+                                && super::annotations::custom_headers_of(i)
+                                    .is_some_and(|(n, m)| &n == ns && &m == name)
+                        });
+                    full |= named;
+                })
+            }
             Change::Ingress(slot, e) => self.ingresses[slot].apply(e, |_| full = true),
             Change::Class(slot, e) => self.classes[slot].apply(e, |_| full = true),
             Change::Service(slot, e) => self.services[slot].apply(e, |_| full = true),
@@ -358,6 +388,7 @@ impl Store {
             && self.services.iter().all(|o| o.synced)
             && self.slices.iter().all(|o| o.synced)
             && self.secrets.iter().all(|o| o.synced)
+            && self.config_maps.iter().all(|o| o.synced)
             && self.namespaces.as_ref().is_none_or(|o| o.synced)
     }
 
@@ -390,6 +421,7 @@ impl Store {
             services: collect(&self.services, &allowed),
             endpoint_slices: collect(&self.slices, &allowed),
             secrets: collect(&self.secrets, &allowed),
+            config_maps: collect(&self.config_maps, &allowed),
             sources: HashMap::new(),
             resolved: Default::default(),
         }
@@ -461,6 +493,19 @@ impl Trim for Secret {
     }
 }
 
+impl Trim for ConfigMap {
+    fn trim(&mut self) {
+        trim_meta(&mut self.metadata);
+        self.binary_data = None;
+        let size: usize = (self.data.iter().flatten())
+            .map(|(k, v)| k.len() + v.len())
+            .sum();
+        if size > MAX_CONFIG_MAP_DATA {
+            self.data = None;
+        }
+    }
+}
+
 impl Trim for Namespace {
     fn trim(&mut self) {
         trim_meta(&mut self.metadata);
@@ -525,5 +570,56 @@ mod tests {
         objects.apply(Event::Delete(trimmed(service("a", 81))), |_| changes += 1);
         objects.apply(Event::Delete(trimmed(service("b", 1))), |_| changes += 1);
         assert_eq!(changes, 3, "deleting an unknown object changes nothing");
+    }
+}
+
+#[cfg(test)]
+mod config_map_tests {
+    use super::*;
+
+    fn config_map(name: &str, value: &str) -> ConfigMap {
+        ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                namespace: Some("default".into()),
+                ..ObjectMeta::default()
+            },
+            data: Some([("X-Frame-Options".to_owned(), value.to_owned())].into()),
+            ..ConfigMap::default()
+        }
+    }
+
+    /// Only a ConfigMap that the config or an Ingress names rebuilds the
+    /// table; a large one is kept without its data.
+    #[test]
+    fn only_named_config_maps_rebuild() {
+        let mut store = Store {
+            config_maps: vec![Objects::default()],
+            ingresses: vec![Objects::default()],
+            ..Store::default()
+        };
+        let ingress: Ingress = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "app", "namespace": "default",
+                "annotations": {"nginx.ingress.kubernetes.io/custom-headers": "named"}},
+        }))
+        .unwrap();
+        let mut dirty = Dirty::default();
+        let global = BTreeSet::from([("default".to_owned(), "global".to_owned())]);
+        store.apply(Change::Ingress(0, Event::InitDone), &mut dirty, &global);
+        store.apply(
+            Change::Ingress(0, Event::Apply(ingress)),
+            &mut dirty,
+            &global,
+        );
+        store.apply(Change::ConfigMap(0, Event::InitDone), &mut dirty, &global);
+        for (name, rebuilds) in [("leader", false), ("named", true), ("global", true)] {
+            let mut dirty = Dirty::default();
+            let event = Event::Apply(config_map(name, "DENY"));
+            store.apply(Change::ConfigMap(0, event), &mut dirty, &global);
+            assert_eq!(dirty.full, rebuilds, "{name}");
+        }
+        let mut large = config_map("large", &"x".repeat(MAX_CONFIG_MAP_DATA + 1));
+        large.trim();
+        assert!(large.data.is_none());
     }
 }

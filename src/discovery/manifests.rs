@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -72,6 +72,8 @@ enum Object {
     Service(Arc<Service>),
     EndpointSlice(Arc<PodSlice>),
     Secret(Arc<Secret>),
+    /// Headers for `custom-headers`, `add-headers`, `proxy-set-headers`.
+    ConfigMap(Arc<ConfigMap>),
 }
 
 impl ManifestsDir {
@@ -134,6 +136,7 @@ impl ManifestsDir {
                     Object::Service(o) => snapshot.services.push(o.clone()),
                     Object::EndpointSlice(o) => snapshot.endpoint_slices.push(o.clone()),
                     Object::Secret(o) => snapshot.secrets.push(o.clone()),
+                    Object::ConfigMap(o) => snapshot.config_maps.push(o.clone()),
                 }
             }
         }
@@ -345,7 +348,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         .to_owned();
     let expected = match kind.as_str() {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
-        "Service" | "Secret" => "v1",
+        "Service" | "Secret" | "ConfigMap" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
         _ => return Ok(None),
     };
@@ -361,6 +364,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         "IngressClass" => Object::IngressClass(Arc::new(decode(value)?)),
         "Service" => Object::Service(Arc::new(decode(value)?)),
         "Secret" => Object::Secret(Arc::new(decode(value)?)),
+        "ConfigMap" => Object::ConfigMap(Arc::new(decode(value)?)),
         _ => Object::EndpointSlice(Arc::new(PodSlice::from(decode::<EndpointSlice>(value)?))),
     };
     let meta = match &object {
@@ -369,6 +373,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         Object::Service(o) => &o.metadata,
         Object::EndpointSlice(o) => &o.metadata,
         Object::Secret(o) => &o.metadata,
+        Object::ConfigMap(o) => &o.metadata,
     };
     let object_ref = object_ref(kind_name(&object), meta).ok_or((
         None,
@@ -392,6 +397,7 @@ fn kind_name(object: &Object) -> &'static str {
         Object::Service(_) => "Service",
         Object::EndpointSlice(_) => "EndpointSlice",
         Object::Secret(_) => "Secret",
+        Object::ConfigMap(_) => "ConfigMap",
     }
 }
 
@@ -424,6 +430,7 @@ fn with_default_namespace(object: Object) -> Object {
         Object::Service(o) => Object::Service(fill(o, |o| &mut o.metadata)),
         Object::EndpointSlice(o) => Object::EndpointSlice(fill(o, |o| &mut o.metadata)),
         Object::Secret(o) => Object::Secret(fill(o, |o| &mut o.metadata)),
+        Object::ConfigMap(o) => Object::ConfigMap(fill(o, |o| &mut o.metadata)),
         other => other,
     }
 }

@@ -20,7 +20,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -109,6 +109,9 @@ pub struct Snapshot {
     pub endpoint_slices: Vec<Arc<PodSlice>>,
     /// TLS Secrets (type `kubernetes.io/tls`), for the TLS listener.
     pub secrets: Vec<Arc<Secret>>,
+    /// ConfigMaps, for the headers that `custom-headers`, `add-headers` and
+    /// `proxy-set-headers` name (trimmed in a cluster: `kube`).
+    pub config_maps: Vec<Arc<ConfigMap>>,
     /// The manifests file each object came from, so warnings can name it.
     pub sources: HashMap<ObjectRef, Arc<str>>,
     /// ExternalName targets and their addresses, resolved in the background
@@ -291,6 +294,18 @@ impl Publisher {
             self.build_and_swap(&mut state, &snapshot, &source_warnings);
             state.last = Some((snapshot, source_warnings));
         }
+    }
+
+    /// The ConfigMaps the config names (`add-headers`, `proxy-set-headers`):
+    /// a change to one rebuilds the table.
+    pub fn config_map_refs(&self) -> BTreeSet<(String, String)> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let defaults = &state.options.defaults;
+        [&defaults.add_headers, &defaults.proxy_set_headers]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     /// The ExternalName targets and mirror targets of the last snapshot

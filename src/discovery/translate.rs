@@ -40,6 +40,7 @@ use crate::routing::{
 
 mod certificates;
 mod class;
+mod headers;
 mod hosts;
 mod index;
 mod mirror;
@@ -104,6 +105,8 @@ pub fn translate(
     builder.deny_all = config_key_warnings(&options.ingress_nginx_keys, &mut builder.warnings);
     builder.cluster_instances = options.cluster_instances.max(1);
     builder.metrics_options = options.metrics;
+    let headers =
+        headers::ConfigMapHeaders::new(snapshot, &options.defaults, &mut builder.warnings);
     let (ours, ignored) = select_ours(snapshot, &options.class);
     let mut valid = HashMap::new();
     let mut our_refs = Vec::with_capacity(ours.len());
@@ -115,14 +118,14 @@ pub fn translate(
         // A bug that only one object's content can reach costs that object, not
         // the table: it is skipped with a warning and the rest is built as usual.
         let parsed = isolated(&object, &mut builder.warnings, || {
-            parse_ingress(ingress, &object, &options.defaults)
+            parse_ingress(ingress, &object, &options.defaults, &headers)
         });
         let Some(mut parsed) = parsed else { continue };
         if parsed.faults.is_empty() {
             valid.insert(object, ingress.clone());
         } else if let Some(previous) = last_valid.get(&object).filter(|p| !Arc::ptr_eq(p, ingress))
         {
-            let fallback = parse_ingress(previous, &object, &options.defaults);
+            let fallback = parse_ingress(previous, &object, &options.defaults, &headers);
             if fallback.faults.is_empty() {
                 for fault in &mut parsed.faults {
                     fault.message +=

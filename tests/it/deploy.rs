@@ -118,6 +118,7 @@ fn deploy_manifests_fit_together() {
         ("", "services"),
         ("", "secrets"),
         ("", "namespaces"),
+        ("", "configmaps"),
         ("discovery.k8s.io", "endpointslices"),
     ] {
         for verb in ["list", "watch"] {

@@ -402,3 +402,39 @@ async fn watch_namespace_selector_follows_namespace_labels() {
         "a namespace that starts matching is served"
     );
 }
+
+/// A ConfigMap that an Ingress's `custom-headers` names is watched: an edit
+/// to it reaches the answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_to_a_named_configmap_reaches_the_answers() {
+    let (api, _pod1, _pod2, dir) = cluster().await;
+    let headers = |value: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: headers, namespace: default}}\ndata: {{X-Frame-Options: {value}}}\n")
+    };
+    api.apply_yaml(&headers("DENY"));
+    api.apply_yaml(&ingress_yaml(
+        "framed",
+        Some("framed.test"),
+        &[("nginx.ingress.kubernetes.io/custom-headers", "headers")],
+        &[("/", "Prefix", "web")],
+    ));
+    let sluice = start_sluice_kube_with(
+        &api.kubeconfig(dir.path()),
+        KubeOptions::default(),
+        "global-allowed-response-headers: X-Frame-Options\n",
+    )
+    .await;
+    let http = client();
+    let framed = |want: &'static str| {
+        let http = http.clone();
+        let addr = sluice.http_addr;
+        async move {
+            send(&http, get(addr, "framed.test", "/"))
+                .await
+                .is_ok_and(|r| r.headers.get("x-frame-options").is_some_and(|v| v == want))
+        }
+    };
+    assert!(eventually(SYNC, || framed("DENY")).await.is_some());
+    api.apply_yaml(&headers("SAMEORIGIN"));
+    assert!(eventually(SYNC, || framed("SAMEORIGIN")).await.is_some());
+}

@@ -580,3 +580,90 @@ async fn the_global_limit_rate_and_an_ingress_that_opts_out() {
     );
     assert!(limit_of("free.example").is_null());
 }
+
+/// Headers from ConfigMaps, as ingress-nginx: the config's `add-headers`
+/// (answers) and `proxy-set-headers` (upstream requests) on every route; an
+/// Ingress's `custom-headers` from its own namespace, limited to the names
+/// in `global-allowed-response-headers` (else its routes answer 503).
+#[tokio::test]
+async fn configmap_headers_for_every_route_and_for_one_ingress() {
+    let pod = start_upstream("web").await;
+    let config_map = |namespace: &str, name: &str, data: &str| {
+        format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}, namespace: {namespace}}}\ndata: {{{data}}}\n")
+    };
+    let custom = |name: &str, host: &str, value: &str| {
+        ingress_yaml(
+            name,
+            Some(host),
+            &[("nginx.ingress.kubernetes.io/custom-headers", value)],
+            &[("/", "Prefix", "web")],
+        )
+    };
+    let yaml = service_yaml("web", &[pod.addr])
+        + &config_map("default", "edge-answers", "X-Global: \"yes\"")
+        + &config_map("default", "edge-requests", "X-Client-Host: \"$host\"")
+        + &config_map(
+            "default",
+            "app-headers",
+            "X-Frame-Options: DENY, X-Served-For: \"$host\"",
+        )
+        + &config_map("default", "bad-headers", "X-Powered-By: sluice")
+        + &custom("app", "app.example", "default/app-headers")
+        + &custom("bad", "bad.example", "bad-headers")
+        + &custom("plain", "plain.example", "missing")
+        + &custom("theirs", "theirs.example", "default/app-headers")
+            .replace("namespace: default", "namespace: team-b")
+        + &ingress_yaml("none", Some("none.example"), &[], &[("/", "Prefix", "web")]);
+    let manifests = Manifests::new();
+    manifests.write("apps.yaml", &yaml);
+    let sluice = start_sluice(
+        manifests.path(),
+        "add-headers: default/edge-answers\nproxy-set-headers: default/edge-requests\nglobal-allowed-response-headers: \"X-Frame-Options, X-Served-For\"\nproxy-add-original-uri-header: \"true\"\n",
+    )
+    .await;
+    let http = client();
+
+    let reply = send(&http, get(sluice.http_addr, "app.example", "/a?b=1"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json()["headers"]["x-original-uri"][0], "/a?b=1");
+    assert_eq!(reply.headers["x-frame-options"], "DENY");
+    assert_eq!(reply.headers["x-served-for"], "app.example");
+    assert_eq!(reply.headers["x-global"], "yes");
+    assert_eq!(reply.json()["headers"]["x-client-host"][0], "app.example");
+
+    // An Ingress without annotations gets the config's headers only.
+    let reply = send(&http, get(sluice.http_addr, "none.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.headers["x-global"], "yes");
+    assert!(reply.headers.get("x-frame-options").is_none());
+
+    // A name not allowed, or a ConfigMap that is not there: 503, and why.
+    for host in ["bad.example", "plain.example"] {
+        let reply = send(&http, get(sluice.http_addr, host, "/")).await.unwrap();
+        assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{host}");
+    }
+    assert_eq!(pod.requests(), 2, "the refused requests reached no pod");
+    let warnings = admin_json(&sluice, "/api/warnings").await.to_string();
+    assert!(
+        warnings
+            .contains("X-Powered-By is not listed in the config's global-allowed-response-headers")
+            || warnings.contains("x-powered-by is not listed"),
+        "{warnings}"
+    );
+    assert!(
+        warnings.contains("ConfigMap default/missing not found"),
+        "{warnings}"
+    );
+    // Another namespace's ConfigMap is not a tenant's to name.
+    assert!(
+        warnings.contains("default/app-headers is in another namespace"),
+        "{warnings}"
+    );
+    let reply = send(&http, get(sluice.http_addr, "theirs.example", "/"))
+        .await
+        .unwrap();
+    assert!(reply.headers.get("x-frame-options").is_none());
+}

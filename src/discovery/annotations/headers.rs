@@ -71,3 +71,43 @@ fn parse_line(line: &str) -> Result<HeaderEdit, String> {
         other => Err(format!("{other:?}: expected set, add or remove")),
     }
 }
+
+/// `custom-headers`: `namespace/name` (or `name`, in the Ingress's own
+/// namespace) of a ConfigMap of response headers; `None` for the
+/// namespace means the Ingress's.
+pub fn parse_custom_headers(
+    annotations: &BTreeMap<String, String>,
+) -> Result<Option<(Option<String>, String)>, AnnotationError> {
+    let Some((key, value)) = super::lookup(annotations, "custom-headers") else {
+        return Ok(None);
+    };
+    let value = value.trim();
+    let (namespace, name) = match value.split_once('/') {
+        Some((namespace, name)) => (Some(namespace), name),
+        None => (None, value),
+    };
+    let valid = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 253
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    };
+    if !valid(name) || namespace.is_some_and(|ns| !valid(ns)) {
+        return Err(invalid_at(
+            key,
+            format!("{value:?}: expected namespace/name of a ConfigMap"),
+        ));
+    }
+    Ok(Some((namespace.map(str::to_owned), name.to_owned())))
+}
+
+/// The ConfigMap an Ingress's `custom-headers` names, as (namespace, name).
+pub fn custom_headers_of(
+    ingress: &k8s_openapi::api::networking::v1::Ingress,
+) -> Option<(String, String)> {
+    let (namespace, name) = parse_custom_headers(ingress.metadata.annotations.as_ref()?)
+        .ok()
+        .flatten()?;
+    let own = ingress.metadata.namespace.as_deref().unwrap_or("default");
+    Some((namespace.unwrap_or_else(|| own.to_owned()), name))
+}

@@ -16,6 +16,7 @@ mod review;
 mod rewrite;
 mod snippets;
 
+pub use headers::custom_headers_of;
 pub use mirror::{mirror_name, MirrorSpec};
 pub use rewrite::Rewrite;
 
@@ -139,6 +140,7 @@ pub const GROUPED_KEYS: &[&str] = &[
     "mirror-host",
     "mirror-request-body",
     "limit-connections",
+    "custom-headers",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -214,6 +216,8 @@ pub struct IngressAnnotations {
     pub mirror: Option<MirrorSpec>,
     /// `limit-connections`, and the addresses it exempts.
     pub limit_connections: Option<(u32, Vec<Cidr>)>,
+    /// `custom-headers`: (namespace, else the Ingress's; name) of a ConfigMap.
+    pub custom_headers: Option<(Option<String>, String)>,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -450,6 +454,7 @@ impl IngressAnnotations {
         parsed.request_buffering = limits::parse_request_buffering(annotations)?;
         parsed.mirror = mirror::parse_mirror(annotations)?;
         parsed.limit_connections = limits::parse_limit_connections(annotations)?;
+        parsed.custom_headers = headers::parse_custom_headers(annotations)?;
         parsed.aliases = redirect::parse_aliases(annotations)?;
         Ok(parsed)
     }

@@ -6,13 +6,14 @@ use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 
+use super::headers::ConfigMapHeaders;
 use super::index::namespace_of;
 use crate::config::ProxyDefaults;
 use crate::discovery::annotations::{IngressAnnotations, MirrorSpec, UpstreamTlsAnnotations};
 use crate::discovery::{ObjectRef, Warning};
 use crate::policy::canary::{CanaryRule, Cidr};
 use crate::policy::ratelimit::LimitSpec;
-use crate::routing::edits::{Edits, HeaderEdit, Step};
+use crate::routing::edits::{Edits, Step};
 use crate::routing::regex_paths::Location;
 use crate::routing::{BackendRef, HostKey, IngressRef, PathKind, Protocol, RoutePolicy};
 
@@ -147,6 +148,7 @@ pub(super) fn parse_ingress(
     ingress: &Ingress,
     object: &ObjectRef,
     defaults: &ProxyDefaults,
+    headers: &ConfigMapHeaders<'_>,
 ) -> ParsedIngress {
     #[cfg(test)]
     #[allow(clippy::panic)]
@@ -202,15 +204,25 @@ pub(super) fn parse_ingress(
             return parsed;
         }
     };
-    // The ConfigMap's `hide-headers`, before the Ingress's own edits (nginx's
-    // http-level `proxy_hide_header`).
-    let hidden: Vec<Step> = (defaults.hide_headers.iter())
-        .map(|name| Step::ResponseHeader {
-            edit: HeaderEdit::Remove(name.clone()),
-            always: true,
-        })
-        .collect();
-    annotations.edits = Edits::around(&annotations.edits, hidden, Vec::new());
+    // The config's headers (`hide-headers`, `add-headers`,
+    // `proxy-set-headers`), then `custom-headers`, before the Ingress's own
+    // edits.
+    let mut before = headers.global.clone();
+    let mut denied = None;
+    if let Some(custom) = &annotations.custom_headers {
+        match headers.custom(namespace, custom, &defaults.allowed_response_headers) {
+            Ok(steps) => before.extend(steps),
+            Err(message) => denied = Some(message),
+        }
+    }
+    if denied.is_some() {
+        // As ingress-nginx's denied location.
+        before = vec![Step::Return {
+            status: http::StatusCode::SERVICE_UNAVAILABLE,
+            text: None,
+        }];
+    }
+    annotations.edits = Edits::around(&annotations.edits, before, Vec::new());
     parsed.notices = annotations
         .notices
         .iter()
@@ -222,6 +234,13 @@ pub(super) fn parse_ingress(
             )
         })
         .collect();
+    if let Some(message) = denied {
+        parsed.notices.push(fault(
+            "metadata.annotations[\"custom-headers\"]".into(),
+            "custom-headers-denied",
+            format!("custom-headers: {message}; its routes answer 503, as in ingress-nginx"),
+        ));
+    }
     parsed.deny = annotations.fail_closed.as_deref().map(|key| {
         format!("403 Forbidden: this Ingress uses {key}, which sluice does not support and which grants or restricts access; denied\n").into()
     });

@@ -492,6 +492,15 @@ pub async fn start_sluice_kube(
     kubeconfig: &Path,
     options: sluice::discovery::kube::KubeOptions,
 ) -> Server {
+    start_sluice_kube_with(kubeconfig, options, "").await
+}
+
+/// The same, with extra config-file YAML.
+pub async fn start_sluice_kube_with(
+    kubeconfig: &Path,
+    options: sluice::discovery::kube::KubeOptions,
+    config: &str,
+) -> Server {
     let config = Config {
         http_addr: "127.0.0.1:0".parse().unwrap(),
         admin_addr: "127.0.0.1:0".parse().unwrap(),
@@ -499,7 +508,7 @@ pub async fn start_sluice_kube(
         access_log: "off".into(),
         // The fake pods listen on loopback, which a cluster's pods never do.
         upstream_allow_cidrs: "127.0.0.0/8".parse().unwrap(),
-        ..Config::default()
+        ..Config::from_yaml(config).unwrap()
     };
     let options = sluice::discovery::kube::KubeOptions {
         kubeconfig: Some(kubeconfig.to_owned()),
