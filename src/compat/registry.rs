@@ -112,7 +112,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("canary-weight-total", Supported),
     key("client-body-buffer-size", Supported),
     key("configuration-snippet", Differs(SNIPPET)),
-    key("connection-proxy-header", NoEffect("sluice manages its connections to pods itself (HTTP/1.1 keep-alive pools, upgrades); Connection is a hop-by-hop header it never forwards")),
+    key("connection-proxy-header", Differs("keep-alive is what sluice does (pooled HTTP/1.1 connections to pods); any other value warns and is ignored: sluice sets Connection itself (upgrades included)")),
     key("cors-allow-credentials", Unsupported(CORS)),
     key("cors-allow-headers", Unsupported(CORS)),
     key("cors-allow-methods", Unsupported(CORS)),

@@ -5,11 +5,11 @@
 //!   `/aaa/ccc` but not `/aaaccc`; a trailing slash in rule or request is ignored.
 //! * The longest matching path wins; `Exact` beats `Prefix` for the same path.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::regex_paths::{Location, RegexPaths};
-use super::Route;
+use super::{IngressRef, Route};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PathKind {
@@ -33,6 +33,17 @@ pub struct HostRoutes {
     /// `app-root`: a request for `/` gets this route (a 302 to the app's
     /// root) before any path is matched, as nginx's server-level `if`.
     root_redirect: Option<Arc<Route>>,
+}
+
+/// What putting a host in regex mode did.
+#[derive(Debug, Default)]
+pub struct RegexMode {
+    /// The Ingresses that asked for it (`use-regex`, `rewrite-target`).
+    pub by: BTreeSet<IngressRef>,
+    /// The host's other Ingresses, whose paths it changed.
+    pub affected: BTreeSet<IngressRef>,
+    /// The paths left out, each with its route and the reason.
+    pub invalid: Vec<(Arc<Route>, String)>,
 }
 
 impl HostRoutes {
@@ -104,11 +115,10 @@ impl HostRoutes {
 
     /// Ends the build: a host that an Ingress put in regex mode gets its
     /// patterns compiled, with the routes as they are now (a canary joined).
-    /// Returns the paths left out, each with its route and the reason.
-    pub fn finish(&mut self) -> Vec<(Arc<Route>, String)> {
+    pub fn finish(&mut self) -> RegexMode {
         let locations = std::mem::take(&mut self.locations);
         if !locations.iter().any(|l| l.regex) {
-            return Vec::new();
+            return RegexMode::default();
         }
         let routed: Vec<(Location, Arc<Route>)> = locations
             .into_iter()
@@ -117,9 +127,19 @@ impl HostRoutes {
                 Some((l, route))
             })
             .collect();
+        let mut mode = RegexMode::default();
+        for (location, route) in &routed {
+            let ingress = route.ingress.clone();
+            match location.regex {
+                true => mode.by.insert(ingress),
+                false => mode.affected.insert(ingress),
+            };
+        }
+        mode.affected.retain(|i| !mode.by.contains(i));
         let (regex, invalid) = RegexPaths::build(&routed);
         self.regex = regex;
-        invalid
+        mode.invalid = invalid;
+        mode
     }
 
     /// The patterns of a host in regex mode, in the order they are tried.

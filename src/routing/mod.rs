@@ -39,7 +39,7 @@ pub use crate::upstream::Protocol;
 
 pub use endpoint::{Endpoint, EndpointKey, EndpointState, InFlight, Pick};
 pub use filters::{FilterSpec, Filters, RequestFilter};
-pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind};
+pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind, RegexMode};
 
 /// Per-route settings: global defaults overridden by the Ingress's annotations.
 #[derive(Debug, Clone, PartialEq)]

@@ -122,6 +122,17 @@ async fn regex_mode_covers_the_whole_host_and_only_it() {
     assert_eq!(pod("other.example", "/foo/x").await, "plain");
     assert_eq!(pod("other.example", "/foobar").await, "404 Not Found");
     assert_eq!(pod("other.example", "/FOO").await, "404 Not Found");
+    // Never silently: the plain Ingress is told whose annotation changed it.
+    let warnings = admin_json(&sluice, "/api/warnings").await.to_string();
+    assert!(
+        warnings.contains("host-regex-mode") && warnings.contains("because default/numbers use"),
+        "{warnings}"
+    );
+    assert_eq!(
+        warnings.matches("host-regex-mode").count(),
+        1,
+        "only the plain Ingress: {warnings}"
+    );
 }
 
 /// First match in ingress-nginx's order, longest path first: its documented

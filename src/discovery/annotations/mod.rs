@@ -90,6 +90,7 @@ pub const KNOWN_KEYS: &[&str] = &[
     "app-root",
     "custom-http-errors",
     "preserve-trailing-slash",
+    "connection-proxy-header",
 ];
 
 /// The prefix and bare name of an annotation under one of our prefixes.
@@ -341,6 +342,14 @@ impl IngressAnnotations {
                 "x-forwarded-prefix" => {
                     parsed.rewrite.x_forwarded_prefix = Some(Template::parse(value).map_err(invalid)?)
                 }
+                // sluice keeps its pod connections alive (pooled); `Connection`
+                // is hop-by-hop and never forwarded.
+                "connection-proxy-header" if value.trim().eq_ignore_ascii_case("keep-alive") => {}
+                "connection-proxy-header" => parsed.notices.push(Notice {
+                    key: full_key.to_owned(),
+                    reason: "annotation-differs",
+                    message: format!("{full_key}: {value:?} is ignored: sluice keeps its connections to pods alive (pooled HTTP/1.1) and sets Connection itself"),
+                }),
                 // sluice speaks HTTP/1.1 to pods; 1.0 would only lose keep-alive.
                 "proxy-http-version" => match value.trim() {
                     "1.1" => {}
@@ -678,6 +687,15 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         IngressAnnotations::parse(Some(&map))
+    }
+
+    #[test]
+    fn connection_proxy_header_keep_alive_is_what_sluice_does() {
+        let key = "nginx.ingress.kubernetes.io/connection-proxy-header";
+        assert!(parse(&[(key, "keep-alive")]).unwrap().notices.is_empty());
+        let close = parse(&[(key, "close")]).unwrap();
+        assert_eq!(close.notices.len(), 1);
+        assert!(close.notices[0].message.contains("\"close\" is ignored"));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use super::parse::{Field, ParsedIngress};
 use super::Builder;
 use crate::discovery::{ObjectRef, Warning};
 use crate::routing::edits::{Edits, Step, Template, Var};
-use crate::routing::{Backend, ErrorPages, Filters, HostRoutes, Route};
+use crate::routing::{Backend, ErrorPages, Filters, HostRoutes, IngressRef, Route};
 
 impl Builder<'_> {
     /// `custom-http-errors` (the Ingress's, else the global ones): answered by
@@ -72,18 +72,36 @@ impl Builder<'_> {
         }
         // Hosts in ingress-nginx's regex mode get their patterns compiled.
         for (host, routes) in &mut self.hosts {
-            for (route, why) in routes.finish() {
+            let mode = routes.finish();
+            let object = |ingress: &IngressRef| {
+                Some(ObjectRef {
+                    kind: "Ingress",
+                    namespace: ingress.namespace.clone(),
+                    name: ingress.name.clone(),
+                })
+            };
+            for (route, why) in mode.invalid {
                 self.warnings.push(Warning {
                     file: None,
-                    object: Some(ObjectRef {
-                        kind: "Ingress",
-                        namespace: route.ingress.namespace.clone(),
-                        name: route.ingress.name.clone(),
-                    }),
+                    object: object(&route.ingress),
                     field: None,
                     reason: "invalid-path",
                     message: format!("host {host} is matched by regular expressions (an Ingress of it has use-regex or rewrite-target): {why}; path not served"),
                 });
+            }
+            // Never silently: another Ingress's annotation changed how this
+            // one's paths match (ingress-nginx's host-wide regex mode).
+            if !mode.affected.is_empty() {
+                let by: Vec<String> = mode.by.iter().map(ToString::to_string).collect();
+                for ingress in &mode.affected {
+                    self.warnings.push(Warning {
+                        file: None,
+                        object: object(ingress),
+                        field: None,
+                        reason: "host-regex-mode",
+                        message: format!("host {host} is matched by regular expressions because {} use use-regex or rewrite-target (ingress-nginx's host-wide regex mode): this Ingress's paths match case-insensitively, as prefixes (Exact paths too)", by.join(", ")),
+                    });
+                }
             }
         }
     }
