@@ -184,6 +184,31 @@ struct RequestVars<'a> {
     user: Vec<String>,
 }
 
+impl<'a> RequestVars<'a> {
+    /// The variables of `request` as it came, with `users` slots for the
+    /// snippet's own.
+    fn new(
+        request: &'a Request<Incoming>,
+        host: &'a str,
+        conn: &ConnInfo,
+        ctx: &'a RequestContext,
+        users: usize,
+    ) -> RequestVars<'a> {
+        RequestVars {
+            uri: request.uri().clone(),
+            request,
+            original: &ctx.uri,
+            host,
+            tls: conn.tls,
+            port: conn.local.port(),
+            client: ctx.client.ip,
+            request_id: &ctx.request_id,
+            captures: Vec::new(),
+            user: vec![String::new(); users],
+        }
+    }
+}
+
 impl Vars for RequestVars<'_> {
     fn append(&self, var: &Var, out: &mut String) {
         let headers = self.request.headers();
@@ -255,19 +280,7 @@ pub(super) fn render(
     conn: &ConnInfo,
     ctx: &RequestContext,
 ) -> String {
-    let vars = RequestVars {
-        uri: request.uri().clone(),
-        request,
-        original: &ctx.uri,
-        host,
-        tls: conn.tls,
-        port: conn.local.port(),
-        client: ctx.client.ip,
-        request_id: &ctx.request_id,
-        captures: Vec::new(),
-        user: Vec::new(),
-    };
-    template.expand(&vars)
+    template.expand(&RequestVars::new(request, host, conn, ctx, 0))
 }
 
 /// What the rewrite phase decided.
@@ -288,18 +301,7 @@ pub(super) fn run(
     conn: &ConnInfo,
     ctx: &mut RequestContext,
 ) -> Option<Response<ResponseBody>> {
-    let mut vars = RequestVars {
-        uri: request.uri().clone(),
-        request,
-        original: &ctx.uri,
-        host,
-        tls: conn.tls,
-        port: conn.local.port(),
-        client: ctx.client.ip,
-        request_id: &ctx.request_id,
-        captures: Vec::new(),
-        user: vec![String::new(); edits.variables],
-    };
+    let mut vars = RequestVars::new(request, host, conn, ctx, edits.variables);
     let mut headers = Vec::new();
     let flow = rewrite_phase(&edits.steps, &mut vars, &mut headers);
     let mut answer = match flow {

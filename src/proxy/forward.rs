@@ -78,21 +78,7 @@ pub(super) fn send_with_retries<'a>(
             let finished = Instant::now();
             let latency = finished.saturating_duration_since(attempt_started);
             metrics.record_upstream_response(latency);
-            // What the attempt tells the balancer about the endpoint, if anything.
-            let outcome = match &result {
-                Ok(answer) => Some(Outcome::Response(answer.status().as_u16())),
-                Err((error, leftover)) => error.outcome(leftover.unsent()),
-            };
-            if let Some(outcome) = outcome {
-                backend.record(
-                    &policy.balance,
-                    &pick,
-                    outcome,
-                    latency,
-                    finished,
-                    &mut ThreadRandom,
-                );
-            }
+            record_attempt(backend, route, &pick, &result, latency, finished);
             // What failed, why (for the retry rule), and the request if it came back.
             let (failure, reason, leftover) = match result {
                 Ok(answer) => {
@@ -159,24 +145,30 @@ pub(super) async fn send_once(
     let started = Instant::now();
     let result = send(request, route, &pick.endpoint, metrics).await;
     let finished = Instant::now();
-    let outcome = match &result {
+    let latency = finished.saturating_duration_since(started);
+    record_attempt(backend, route, &pick, &result, latency, finished);
+    result
+        .map(|answer| (answer, pick))
+        .map_err(|(error, _)| error)
+}
+
+/// What an attempt tells the balancer about its endpoint, if anything.
+fn record_attempt(
+    backend: &Backend,
+    route: &Route,
+    pick: &Pick,
+    result: &Attempt,
+    latency: std::time::Duration,
+    finished: Instant,
+) {
+    let outcome = match result {
         Ok(answer) => Some(Outcome::Response(answer.status().as_u16())),
         Err((error, leftover)) => error.outcome(leftover.unsent()),
     };
     if let Some(outcome) = outcome {
-        let latency = finished.saturating_duration_since(started);
-        backend.record(
-            &policy.balance,
-            &pick,
-            outcome,
-            latency,
-            finished,
-            &mut ThreadRandom,
-        );
+        let balance = &route.policy.balance;
+        backend.record(balance, pick, outcome, latency, finished, &mut ThreadRandom);
     }
-    result
-        .map(|answer| (answer, pick))
-        .map_err(|(error, _)| error)
 }
 
 /// Enough of a request whose body is all here (none, or buffered) to send
