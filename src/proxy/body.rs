@@ -84,7 +84,7 @@ pub struct Completion {
     pub log: Option<PendingLog>,
     pub bytes: u64,
     /// `limit-connections`: the request counts until its answer is sent.
-    pub slot: Option<ConnSlot>,
+    pub slot: Option<Box<ConnSlot>>,
 }
 
 /// An access log line waiting for the response body to end.

@@ -57,7 +57,7 @@ pub struct RequestContext {
     /// the default backend gets them with the error.
     pub error_headers: Option<Box<http::HeaderMap>>,
     /// `limit-connections`: held until the answer has been sent.
-    pub conn_slot: Option<ConnSlot>,
+    pub conn_slot: Option<Box<ConnSlot>>,
 }
 
 impl RequestContext {

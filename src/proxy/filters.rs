@@ -52,7 +52,7 @@ pub(super) fn run(
                 }
             }
             RequestFilter::ConnLimit(limiter) => match limiter.acquire(ctx.client.ip) {
-                Ok(slot) => ctx.conn_slot = slot,
+                Ok(slot) => ctx.conn_slot = slot.map(Box::new),
                 Err(_) => {
                     let status = settings.load().limit_conn_status;
                     return Ok(Some(connections_limited(status)));

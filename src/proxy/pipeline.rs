@@ -311,8 +311,9 @@ impl Proxy {
                 strip_hop_by_hop(response.headers_mut(), false);
             }
             // As ingress-nginx (nginx's `proxy_hide_header Server` default);
-            // settings are read only when there is one.
-            if response.headers().contains_key(header::SERVER)
+            // settings are read only when there is one (a look at the few
+            // names is cheaper than hashing one).
+            if response.headers().keys().any(|name| name == header::SERVER)
                 && !self.settings.load().allow_backend_server_header
             {
                 response.headers_mut().remove(header::SERVER);

@@ -21,7 +21,9 @@ use crate::telemetry::requests::RequestMetrics;
 
 pub struct RequestBody {
     /// What was read before the request went out (`buffered`): sent first.
-    buffered: Option<Reader>,
+    /// (Boxed: most requests have none, and this body is moved with every
+    /// request's future.)
+    buffered: Option<Box<Reader>>,
     /// The client's body (the rest of it, after `buffered`), as it comes.
     live: Option<Incoming>,
     limit: Option<u64>,
@@ -68,7 +70,7 @@ impl RequestBody {
         if outcome != Outcome::Streamed {
             self.live = None;
         }
-        self.buffered = Some(Reader::new(Arc::new(buffered)));
+        self.buffered = Some(Box::new(Reader::new(Arc::new(buffered))));
         Ok(outcome)
     }
 
@@ -79,7 +81,7 @@ impl RequestBody {
             return None;
         }
         let mut body = RequestBody::empty();
-        body.buffered = self.buffered.as_ref().map(Reader::again);
+        body.buffered = self.buffered.as_ref().map(|r| Box::new(r.again()));
         Some(body)
     }
 
@@ -139,12 +141,12 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.buffered.as_ref().is_none_or(Reader::is_end_stream)
+        self.buffered.as_ref().is_none_or(|r| r.is_end_stream())
             && self.live.as_ref().is_none_or(Body::is_end_stream)
     }
 
     fn size_hint(&self) -> SizeHint {
-        let buffered = self.buffered.as_ref().map_or(0, Reader::remaining);
+        let buffered = self.buffered.as_ref().map_or(0, |r| r.remaining());
         match &self.live {
             None => SizeHint::with_exact(buffered),
             Some(live) => {
