@@ -78,6 +78,8 @@ pub fn proxy_settings(config: &Config) -> ProxySettings {
         limit_conn_status: http::StatusCode::from_u16(config.limit_conn_status_code)
             .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
         allow_backend_server_header: config.allow_backend_server_header,
+        // Checked by `validate`.
+        blocklist: config.blocklist().ok().flatten().map(std::sync::Arc::new),
         client_body_timeout: config.client_body_timeout,
         spool: crate::upstream::buffered::Spool {
             dir: config

@@ -29,6 +29,7 @@ use thiserror::Error;
 
 use crate::balance::expr::BreakerRule;
 use crate::balance::policy::{self as balance_policy, Algorithm};
+use crate::policy::access::Blocklist;
 use crate::policy::canary::CidrList;
 use crate::policy::retry::{self, NextUpstream};
 use crate::policy::upstream_deny::UpstreamDeny;
@@ -233,6 +234,21 @@ pub struct Config {
     /// `namespace/name` of a ConfigMap of request headers set on every
     /// route's upstream requests (values may use nginx's `$variables`).
     pub proxy_set_headers: Option<String>,
+    /// The default of an Ingress's `whitelist-source-range`: when not empty,
+    /// only these client addresses are served.
+    #[serde(with = "units::parsed")]
+    pub whitelist_source_range: CidrList,
+    /// The default of an Ingress's `denylist-source-range`.
+    #[serde(with = "units::parsed")]
+    pub denylist_source_range: CidrList,
+    /// Client addresses refused everywhere (403).
+    #[serde(with = "units::parsed")]
+    pub block_cidrs: CidrList,
+    /// `User-Agent`s refused everywhere, comma-separated (`~` / `~*` for a
+    /// regular expression, as nginx's `map`).
+    pub block_user_agents: String,
+    /// `Referer`s refused everywhere, likewise.
+    pub block_referers: String,
     /// Send `X-Original-URI` (the request URI as the client sent it) to the pods.
     pub proxy_add_original_uri_header: bool,
     /// The response headers an Ingress's `custom-headers` may set
@@ -404,6 +420,11 @@ impl Default for Config {
             proxy_set_headers: None,
             global_allowed_response_headers: String::new(),
             proxy_add_original_uri_header: false,
+            whitelist_source_range: CidrList::default(),
+            denylist_source_range: CidrList::default(),
+            block_cidrs: CidrList::default(),
+            block_user_agents: String::new(),
+            block_referers: String::new(),
             limit_rate: 0,
             limit_rate_after: 0,
             admin_token: None,
@@ -492,6 +513,9 @@ impl Config {
             {
                 return invalid(key, "expected namespace/name of a ConfigMap");
             }
+        }
+        if let Err(message) = self.blocklist() {
+            return invalid("block-user-agents", &message);
         }
         if let Err(message) = parse_header_list(&self.hide_headers) {
             return invalid("hide-headers", &message);
@@ -604,6 +628,15 @@ impl Config {
             enabled: self.request_metrics,
             status: self.request_metrics_status,
         }
+    }
+
+    /// `block-cidrs`, `block-user-agents`, `block-referers`.
+    pub fn blocklist(&self) -> Result<Option<Blocklist>, String> {
+        Blocklist::parse(
+            &self.block_cidrs.0,
+            &self.block_user_agents,
+            &self.block_referers,
+        )
     }
 
     /// Which pod addresses are never sent to; `cluster`: the objects come from

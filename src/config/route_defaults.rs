@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::{Config, OnOff};
 use crate::balance::policy::BalancePolicy;
+use crate::policy::access::AccessList;
 use crate::policy::retry::RetryPolicy;
 
 /// Per-route settings that annotations can override.
@@ -31,6 +32,9 @@ pub struct ProxyDefaults {
     pub allowed_response_headers: Vec<String>,
     /// `proxy-add-original-uri-header`.
     pub original_uri_header: bool,
+    /// `whitelist-source-range` and `denylist-source-range`: the default of
+    /// an Ingress's address list.
+    pub access: AccessList,
     pub limit_rate: Option<(u64, u64)>,
     /// `proxy-request-buffering: on`.
     pub request_buffering: bool,
@@ -111,6 +115,10 @@ impl Config {
             add_headers: self.add_headers.as_deref().and_then(parse_secret_ref),
             proxy_set_headers: self.proxy_set_headers.as_deref().and_then(parse_secret_ref),
             original_uri_header: self.proxy_add_original_uri_header,
+            access: AccessList {
+                deny: self.denylist_source_range.0.clone(),
+                allow: self.whitelist_source_range.0.clone(),
+            },
             allowed_response_headers: (self.global_allowed_response_headers.split(','))
                 .map(|h| h.trim().to_ascii_lowercase())
                 .filter(|h| !h.is_empty())

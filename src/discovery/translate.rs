@@ -159,6 +159,8 @@ pub fn translate(
             backend,
             filters: Filters::new(FilterSpec {
                 deny: builder.deny_all.clone(),
+                access: (!options.defaults.access.is_empty())
+                    .then(|| Arc::new(options.defaults.access.clone())),
                 body_limit: policy.body_limit,
                 ..FilterSpec::default()
             }),
@@ -389,6 +391,7 @@ impl<'a> Builder<'a> {
                     https_redirect,
                     preserve_trailing_slash: parsed.preserve_trailing_slash,
                     edits: edits.clone(),
+                    access: parsed.access.clone(),
                     body_limit: policy.body_limit,
                     limiter: limiter.clone(),
                     conn_limiter: conn_limiter.clone(),

@@ -2,6 +2,7 @@
 //! retries, and which pod addresses are refused. They reuse balancing's keys
 //! (`balance::policy::hash64`), so they sit just above it.
 
+pub mod access;
 pub mod affinity;
 pub mod canary;
 pub mod connlimit;

@@ -58,6 +58,8 @@ pub struct RequestContext {
     pub error_headers: Option<Box<http::HeaderMap>>,
     /// `limit-connections`: held until the answer has been sent.
     pub conn_slot: Option<Box<ConnSlot>>,
+    /// The ConfigMap's `block-*` lists refuse this request.
+    pub blocked: bool,
 }
 
 impl RequestContext {
@@ -86,6 +88,7 @@ impl RequestContext {
             upstream_method: None,
             error_headers: None,
             conn_slot: None,
+            blocked: false,
         }
     }
 

@@ -46,6 +46,11 @@ pub(super) fn run(
                     return Ok(Some(https_redirect(host, uri, *preserve_trailing_slash)));
                 }
             }
+            RequestFilter::Access(list) => {
+                if !list.admits(ctx.client.ip) {
+                    return Ok(Some(forbidden()));
+                }
+            }
             RequestFilter::BodyLimit(limit) => {
                 if content_length(request.headers()).is_some_and(|length| length > *limit) {
                     return Err(ProxyError::BodyTooLarge);
@@ -91,6 +96,19 @@ fn sticky_side(route: &Route, canary: &Canary, headers: &http::HeaderMap) -> Opt
     } else {
         None
     }
+}
+
+/// An access rule refused the client (nginx's plain 403).
+pub(super) fn forbidden() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(bytes::Bytes::from_static(
+        b"403 Forbidden\n",
+    )));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
 }
 
 /// Fail closed: a 403 whose body names what sluice cannot honour.

@@ -45,6 +45,7 @@ use super::headers::{
 };
 use super::tunnel::UpstreamSide;
 use crate::lifecycle::Lifecycle;
+use crate::policy::access::Blocklist;
 use crate::policy::canary::Cidr;
 use crate::routing::{Protocol, RoutingTable};
 use crate::telemetry::access_log::AccessLog;
@@ -76,6 +77,8 @@ pub struct ProxySettings {
     pub client_body_timeout: std::time::Duration,
     /// Where buffered request bodies beyond memory go.
     pub spool: Spool,
+    /// `block-cidrs`, `block-user-agents`, `block-referers`.
+    pub blocklist: Option<std::sync::Arc<Blocklist>>,
 }
 
 /// Shared by every connection of the plaintext listener.
@@ -152,14 +155,23 @@ impl Proxy {
         // table, where it would never be reused and would only churn the table
         // (indexing cost a quarter of an h2c request's CPU).
         request_id.set_sensitive(true);
-        let client = self.client_addr(request, conn);
-        RequestContext::new(request, client, request_id, &self.access_log)
+        let settings = self.settings.load();
+        let client = Self::client_addr(request, conn, &settings);
+        // The ConfigMap's blocks, for every request (nginx's http level).
+        let blocked = (settings.blocklist.as_ref())
+            .is_some_and(|list| list.blocks(client.ip, request.headers()));
+        let mut ctx = RequestContext::new(request, client, request_id, &self.access_log);
+        ctx.blocked = blocked;
+        ctx
     }
 
     /// The one real client address of this request (`client_addr`).
-    fn client_addr(&self, request: &Request<Incoming>, conn: &ConnInfo) -> ClientAddr {
+    fn client_addr(
+        request: &Request<Incoming>,
+        conn: &ConnInfo,
+        settings: &ProxySettings,
+    ) -> ClientAddr {
         let peer = conn.peer.ip();
-        let settings = self.settings.load();
         let trusted_peer = settings.use_forwarded_headers
             && settings.real_ip_from.iter().any(|cidr| cidr.contains(peer));
         if !trusted_peer {
@@ -187,6 +199,9 @@ impl Proxy {
         ctx: &'a mut RequestContext,
     ) -> impl Future<Output = Result<Response<ResponseBody>, ProxyError>> + 'a {
         async move {
+            if ctx.blocked {
+                return Ok(filters::forbidden());
+            }
             // Route.
             let table = self.table.load_full();
             // Borrowed from a value that shares the request's bytes: no copy.

@@ -11,6 +11,7 @@
 //! | `Deny`        | an access annotation sluice cannot honour (fails closed) | none                          |
 //! | `Edits`       | snippets: `more_set_headers`, `proxy_set_header`, `return`, `rewrite`, `if` | `RequestHeaderModifier`, `ResponseHeaderModifier`, `URLRewrite`, `RequestRedirect` |
 //! | `HttpsRedirect` | `ssl-redirect`, `force-ssl-redirect`            | `RequestRedirect` (`scheme: https`, 308) |
+//! | `Access`      | `whitelist-source-range`, `denylist-source-range` | none (an implementation extension)       |
 //! | `BodyLimit`   | `proxy-body-size`                                 | none (an implementation extension)       |
 //! | `RateLimit`   | `limit-rps`, `limit-rpm`, `limit-burst-multiplier` | none (an implementation extension)      |
 //! | `ConnLimit`   | `limit-connections`                               | none (an implementation extension)       |
@@ -30,6 +31,7 @@ use std::sync::Arc;
 
 use super::edits::Edits;
 use super::Canary;
+use crate::policy::access::AccessList;
 use crate::policy::connlimit::ConnLimiter;
 use crate::policy::ratelimit::Limiter;
 
@@ -45,6 +47,8 @@ pub enum RequestFilter {
     HttpsRedirect { preserve_trailing_slash: bool },
     /// Header changes, fixed answers and rewrites (`edits`), from snippets.
     Edits(Arc<Edits>),
+    /// A client address the route's list refuses gets a 403.
+    Access(Arc<AccessList>),
     /// A request that declares a body longer than this gets a 413 before it
     /// goes anywhere (the body itself is also cut at the limit as it streams).
     BodyLimit(u64),
@@ -66,6 +70,7 @@ pub struct FilterSpec {
     /// `preserve-trailing-slash`.
     pub preserve_trailing_slash: bool,
     pub edits: Option<Arc<Edits>>,
+    pub access: Option<Arc<AccessList>>,
     pub body_limit: Option<u64>,
     pub limiter: Option<Arc<Limiter>>,
     pub conn_limiter: Option<Arc<ConnLimiter>>,
@@ -94,6 +99,9 @@ impl Filters {
         }
         if let Some(edits) = spec.edits {
             filters.push(RequestFilter::Edits(edits));
+        }
+        if let Some(list) = spec.access {
+            filters.push(RequestFilter::Access(list));
         }
         if let Some(limit) = spec.body_limit {
             filters.push(RequestFilter::BodyLimit(limit));

@@ -73,9 +73,6 @@ async fn each_kind_of_access_annotation_fails_closed() {
     let cases: &[(&str, &str)] = &[
         ("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth"),
         ("auth-type", "basic"),
-        ("whitelist-source-range", "10.0.0.0/8"),
-        ("allowlist-source-range", "127.0.0.1/32"),
-        ("denylist-source-range", "192.0.2.0/24"),
         ("auth-tls-secret", "default/ca"),
         ("satisfy", "any"),
         ("enable-modsecurity", "true"),
@@ -177,7 +174,7 @@ async fn a_configmap_access_key_fails_closed_everywhere() {
     let file = app._manifests.path().join("../sluice-config.yaml");
     std::fs::write(
         &file,
-        "whitelist-source-range: \"10.0.0.0/8\"\nproxy-read-timeout: \"30\"\n",
+        "global-auth-url: \"http://auth.example/check\"\nproxy-read-timeout: \"30\"\n",
     )
     .unwrap();
     let sluice = start_sluice_with_config_file(app._manifests.path(), &file).await;
@@ -185,11 +182,7 @@ async fn a_configmap_access_key_fails_closed_everywhere() {
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert!(
-        reply.text().contains("whitelist-source-range"),
-        "{}",
-        reply.text()
-    );
+    assert!(reply.text().contains("global-auth-url"), "{}", reply.text());
     assert_eq!(app.upstream.requests(), 0);
     assert_eq!(warnings_with(&sluice, "fail-closed").await.len(), 1);
     // A key neither ingress-nginx nor sluice knows is still an error naming it.
@@ -556,7 +549,7 @@ async fn sluice_migrate_reads_a_cluster() {
         api.apply_yaml(document);
     }
     api.apply_yaml(&configmap_yaml(
-        "  use-gzip: \"true\"\n  whitelist-source-range: \"10.0.0.0/8\"\n",
+        "  use-gzip: \"true\"\n  global-auth-url: \"http://auth.example/check\"\n",
     ));
     let args = [
         "--kubeconfig".to_owned(),
@@ -571,11 +564,11 @@ async fn sluice_migrate_reads_a_cluster() {
     .await
     .unwrap();
     assert_eq!(code, 2, "{text}");
-    // The ConfigMap's allow-list closes every route.
+    // The ConfigMap's global authentication closes every route.
     assert!(text.contains("Summary: 5 Ingresses: 0 served unchanged, 0 served with differences, 1 not served, 4 fails closed (403)"), "{text}");
     assert!(
         text.lines()
-            .any(|l| l.contains("whitelist-source-range") && l.contains("fails closed")),
+            .any(|l| l.contains("global-auth-url") && l.contains("fails closed")),
         "{text}"
     );
 }

@@ -6,6 +6,7 @@
 //! prefix is judged by the registry of ingress-nginx keys (`review`): a warning
 //! for what sluice does not do, and a 403 for the Ingress when that is access.
 
+mod access;
 mod affinity;
 mod canary;
 mod headers;
@@ -142,6 +143,9 @@ pub const GROUPED_KEYS: &[&str] = &[
     "mirror-request-body",
     "limit-connections",
     "custom-headers",
+    "whitelist-source-range",
+    "allowlist-source-range",
+    "denylist-source-range",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -219,6 +223,8 @@ pub struct IngressAnnotations {
     pub limit_connections: Option<(u32, Vec<Cidr>)>,
     /// `custom-headers`: (namespace, else the Ingress's; name) of a ConfigMap.
     pub custom_headers: Option<(Option<String>, String)>,
+    /// `whitelist-source-range`, `denylist-source-range`.
+    pub access: access::Access,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -464,6 +470,7 @@ impl IngressAnnotations {
         parsed.mirror = mirror::parse_mirror(annotations)?;
         parsed.limit_connections = limits::parse_limit_connections(annotations)?;
         parsed.custom_headers = headers::parse_custom_headers(annotations)?;
+        parsed.access = access::parse_access(annotations, &mut parsed.notices);
         parsed.aliases = redirect::parse_aliases(annotations)?;
         Ok(parsed)
     }

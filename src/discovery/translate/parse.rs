@@ -11,6 +11,7 @@ use super::index::namespace_of;
 use crate::config::ProxyDefaults;
 use crate::discovery::annotations::{IngressAnnotations, MirrorSpec, UpstreamTlsAnnotations};
 use crate::discovery::{ObjectRef, Warning};
+use crate::policy::access::AccessList;
 use crate::policy::canary::{CanaryRule, Cidr};
 use crate::policy::ratelimit::LimitSpec;
 use crate::routing::edits::{Edits, Step};
@@ -72,6 +73,8 @@ pub(super) struct ParsedIngress {
     pub(super) mirror: Option<(MirrorSpec, String)>,
     /// `limit-connections`, and the addresses it exempts.
     pub(super) limit_connections: Option<(u32, Vec<Cidr>)>,
+    /// Its address list, or the ConfigMap's.
+    pub(super) access: Option<Arc<AccessList>>,
 }
 
 impl ParsedIngress {
@@ -184,6 +187,7 @@ pub(super) fn parse_ingress(
         preserve_trailing_slash: false,
         mirror: None,
         limit_connections: None,
+        access: None,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -251,6 +255,7 @@ pub(super) fn parse_ingress(
     parsed.custom_errors = annotations.custom_errors.clone();
     parsed.preserve_trailing_slash = annotations.preserve_trailing_slash;
     parsed.limit_connections = annotations.limit_connections.clone();
+    parsed.access = annotations.access.list(&defaults.access);
     parsed.mirror = annotations.mirror.clone().map(|spec| {
         let uid = ingress.metadata.uid.clone().unwrap_or_default();
         (spec, uid)

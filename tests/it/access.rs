@@ -1,0 +1,195 @@
+//! Access control at the edge, through the door: address lists
+//! (`whitelist-source-range`, `denylist-source-range` and the ConfigMap's
+//! defaults) and the ConfigMap's blocks, matched against the one real
+//! client address.
+
+use http::StatusCode;
+
+use crate::support::*;
+
+const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+/// One Ingress per host, each with its own annotations, behind one pod.
+async fn hosts(
+    config: &str,
+    apps: &[(&str, &[(&str, &str)])],
+) -> (Upstream, Manifests, sluice::server::Server) {
+    let pod = start_upstream("web").await;
+    let mut yaml = service_yaml("web", &[pod.addr]);
+    for (host, annotations) in apps {
+        let annotations: Vec<(String, String)> = annotations
+            .iter()
+            .map(|(k, v)| (format!("{NGINX}{k}"), v.to_string()))
+            .collect();
+        let pairs: Vec<(&str, &str)> = annotations
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let name = host.split('.').next().unwrap();
+        yaml += &ingress_yaml(name, Some(host), &pairs, &[("/", "Prefix", "web")]);
+    }
+    let m = Manifests::new();
+    m.write("apps.yaml", &yaml);
+    let sluice = start_sluice(m.path(), config).await;
+    (pod, m, sluice)
+}
+
+async fn status(
+    sluice: &sluice::server::Server,
+    host: &str,
+    headers: &[(&str, &str)],
+) -> StatusCode {
+    let mut request = get(sluice.http_addr, host, "/");
+    for (name, value) in headers {
+        let name = http::HeaderName::try_from(*name).unwrap();
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
+    send(&client(), request).await.unwrap().status
+}
+
+#[tokio::test]
+async fn address_lists_admit_and_refuse_the_client_address() {
+    let (pod, _m, sluice) = hosts(
+        "",
+        &[
+            ("plain.example", &[]),
+            (
+                "inside.example",
+                &[("whitelist-source-range", "10.0.0.0/8, 127.0.0.0/8")],
+            ),
+            (
+                "outside.example",
+                &[("allowlist-source-range", "10.0.0.0/8")],
+            ),
+            (
+                "denied.example",
+                &[("denylist-source-range", "127.0.0.1/32")],
+            ),
+            (
+                "both.example",
+                &[
+                    ("whitelist-source-range", "127.0.0.0/8"),
+                    ("denylist-source-range", "127.0.0.1"),
+                ],
+            ),
+            (
+                "broken.example",
+                &[("whitelist-source-range", "127.0.0.0/8, not-a-range")],
+            ),
+        ],
+    )
+    .await;
+    // The test client is 127.0.0.1.
+    assert_eq!(status(&sluice, "plain.example", &[]).await, StatusCode::OK);
+    assert_eq!(status(&sluice, "inside.example", &[]).await, StatusCode::OK);
+    assert_eq!(
+        status(&sluice, "outside.example", &[]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(&sluice, "denied.example", &[]).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(&sluice, "both.example", &[]).await,
+        StatusCode::FORBIDDEN,
+        "deny comes first"
+    );
+    assert_eq!(
+        status(&sluice, "broken.example", &[]).await,
+        StatusCode::FORBIDDEN,
+        "fails closed"
+    );
+    // A client cannot pick its address: nobody's X-Forwarded-For is believed.
+    let claim = [("x-forwarded-for", "10.1.2.3")];
+    assert_eq!(
+        status(&sluice, "outside.example", &claim).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(pod.requests(), 2, "refused requests reach no pod");
+    let warnings = admin_json(&sluice, "/api/warnings").await.to_string();
+    assert!(warnings.contains("invalid-access-list"), "{warnings}");
+}
+
+/// Behind a trusted edge (`use-forwarded-headers`, `proxy-real-ip-cidr`),
+/// the address the edge saw is the one matched, IPv6 too; the ConfigMap's
+/// lists are every Ingress's default, and an Ingress's own list wins.
+#[tokio::test]
+async fn behind_a_trusted_edge_the_forwarded_address_is_matched() {
+    let (_pod, _m, sluice) = hosts(
+        "use-forwarded-headers: true\nproxy-real-ip-cidr: 127.0.0.1/32\nwhitelist-source-range: \"10.0.0.0/8, 2001:db8::/32\"\ndenylist-source-range: 10.9.0.0/16\n",
+        &[
+            ("default.example", &[]),
+            ("own.example", &[("whitelist-source-range", "192.0.2.0/24")]),
+        ],
+    )
+    .await;
+    let from = |ip: &'static str| [("x-forwarded-for", ip)];
+    assert_eq!(
+        status(&sluice, "default.example", &from("10.1.2.3")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&sluice, "default.example", &from("2001:db8::5")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&sluice, "default.example", &from("192.0.2.7")).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(&sluice, "default.example", &from("10.9.0.1")).await,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        status(&sluice, "own.example", &from("192.0.2.7")).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        status(&sluice, "own.example", &from("10.1.2.3")).await,
+        StatusCode::FORBIDDEN
+    );
+    // The edge itself, without a forwarded address, is not in the list.
+    assert_eq!(
+        status(&sluice, "default.example", &[]).await,
+        StatusCode::FORBIDDEN
+    );
+}
+
+/// The ConfigMap's `block-cidrs`, `block-user-agents` and `block-referers`
+/// refuse a request wherever it goes, even where no Ingress routes.
+#[tokio::test]
+async fn the_configmaps_blocks_refuse_everywhere() {
+    let (pod, _m, sluice) = hosts(
+        "block-user-agents: \"BadBot/1.0, ~*python-requests\"\nblock-referers: \"~*spam\\\\.example\"\n",
+        &[("plain.example", &[])],
+    )
+    .await;
+    assert_eq!(
+        status(&sluice, "plain.example", &[("user-agent", "Mozilla/5.0")]).await,
+        StatusCode::OK
+    );
+    for headers in [
+        [("user-agent", "badbot/1.0")],
+        [("user-agent", "python-requests/2.31")],
+        [("referer", "https://www.SPAM.example/")],
+    ] {
+        assert_eq!(
+            status(&sluice, "plain.example", &headers).await,
+            StatusCode::FORBIDDEN,
+            "{headers:?}"
+        );
+        assert_eq!(
+            status(&sluice, "nowhere.example", &headers).await,
+            StatusCode::FORBIDDEN,
+            "{headers:?}"
+        );
+    }
+    assert_eq!(pod.requests(), 1);
+    // block-cidrs: the test client's own address.
+    let (_pod, _m, blocked) = hosts("block-cidrs: 127.0.0.0/8\n", &[("plain.example", &[])]).await;
+    assert_eq!(
+        status(&blocked, "plain.example", &[]).await,
+        StatusCode::FORBIDDEN
+    );
+}
