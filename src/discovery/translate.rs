@@ -38,6 +38,7 @@ use crate::routing::{
     Protocol, Route, RoutingTable, TableStats,
 };
 
+mod auth;
 mod certificates;
 mod class;
 mod headers;
@@ -364,6 +365,10 @@ impl<'a> Builder<'a> {
             .map(|b| self.backend(b, &parsed.wire, Some((object, Field::Annotations))));
         let ingress = &parsed.ingress;
         let error_pages = self.error_pages(&parsed, &fallback);
+        let basic_auth = parsed
+            .basic_auth
+            .as_ref()
+            .map(|spec| self.basic_auth(spec, object));
         let mirror = parsed
             .mirror
             .as_ref()
@@ -392,6 +397,7 @@ impl<'a> Builder<'a> {
                     preserve_trailing_slash: parsed.preserve_trailing_slash,
                     edits: edits.clone(),
                     access: parsed.access.clone(),
+                    basic_auth: basic_auth.clone(),
                     body_limit: policy.body_limit,
                     limiter: limiter.clone(),
                     conn_limiter: conn_limiter.clone(),

@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod affinity;
+pub mod basic_auth;
 pub mod canary;
 pub mod connlimit;
 pub mod ratelimit;

@@ -15,6 +15,7 @@ use super::body::{Completion, PendingLog, ResponseBody};
 use super::client_addr::ClientAddr;
 use super::edits::Applied;
 use super::headers::content_length;
+use crate::policy::basic_auth::SlowCheck;
 use crate::policy::connlimit::ConnSlot;
 use crate::routing::{Backend, Canary, Route};
 use crate::telemetry::access_log::{self, AccessLog, Entry};
@@ -60,6 +61,9 @@ pub struct RequestContext {
     pub conn_slot: Option<Box<ConnSlot>>,
     /// The ConfigMap's `block-*` lists refuse this request.
     pub blocked: bool,
+    /// `auth-type: basic` with a slow hash: verified before the request
+    /// goes on.
+    pub slow_auth: Option<Box<SlowCheck>>,
 }
 
 impl RequestContext {
@@ -89,6 +93,7 @@ impl RequestContext {
             error_headers: None,
             conn_slot: None,
             blocked: false,
+            slow_auth: None,
         }
     }
 

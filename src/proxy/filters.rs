@@ -17,6 +17,7 @@ use super::context::RequestContext;
 use super::headers::content_length;
 use super::pipeline::ProxySettings;
 use crate::policy::affinity::backend_tag;
+use crate::policy::basic_auth::Verdict;
 use crate::routing::{Canary, RequestFilter, Route};
 use crate::upstream::error::ProxyError;
 
@@ -50,6 +51,17 @@ pub(super) fn run(
                 if !list.admits(ctx.client.ip) {
                     return Ok(Some(forbidden()));
                 }
+            }
+            RequestFilter::BasicAuth(Err(())) => return Ok(Some(unavailable())),
+            RequestFilter::BasicAuth(Ok(auth)) => {
+                match auth.check(request.headers()) {
+                    Verdict::Admit => {}
+                    Verdict::Refuse => return Ok(Some(unauthorized(&auth.challenge))),
+                    // Verified by the pipeline, off the event loop.
+                    Verdict::Slow(check) => ctx.slow_auth = Some(Box::new(check)),
+                }
+                // As ingress-nginx: the pods never see the credentials.
+                request.headers_mut().remove(header::AUTHORIZATION);
             }
             RequestFilter::BodyLimit(limit) => {
                 if content_length(request.headers()).is_some_and(|length| length > *limit) {
@@ -96,6 +108,30 @@ fn sticky_side(route: &Route, canary: &Canary, headers: &http::HeaderMap) -> Opt
     } else {
         None
     }
+}
+
+/// No valid credentials: 401 with the realm's challenge.
+pub(super) fn unauthorized(challenge: &HeaderValue) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(bytes::Bytes::from_static(
+        b"401 Authorization Required\n",
+    )));
+    *response.status_mut() = StatusCode::UNAUTHORIZED;
+    let headers = response.headers_mut();
+    headers.insert(header::WWW_AUTHENTICATE, challenge.clone());
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// A broken access configuration (ingress-nginx's denied location).
+fn unavailable() -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(bytes::Bytes::from_static(
+        b"503 Service Unavailable\n",
+    )));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response
 }
 
 /// An access rule refused the client (nginx's plain 403).

@@ -223,6 +223,13 @@ impl Proxy {
             {
                 return Ok(response);
             }
+            if let Some(check) = ctx.slow_auth.take() {
+                let challenge = check.challenge().clone();
+                // Boxed: the cold path.
+                if !Box::pin(check.verify()).await {
+                    return Ok(filters::unauthorized(&challenge));
+                }
+            }
 
             // `mirror-target`: the copy's path, with the client's variables.
             let mirror_path = route

@@ -12,6 +12,7 @@
 //! | `Edits`       | snippets: `more_set_headers`, `proxy_set_header`, `return`, `rewrite`, `if` | `RequestHeaderModifier`, `ResponseHeaderModifier`, `URLRewrite`, `RequestRedirect` |
 //! | `HttpsRedirect` | `ssl-redirect`, `force-ssl-redirect`            | `RequestRedirect` (`scheme: https`, 308) |
 //! | `Access`      | `whitelist-source-range`, `denylist-source-range` | none (an implementation extension)       |
+//! | `BasicAuth`   | `auth-type: basic`, `auth-secret`, `auth-realm`   | none (an implementation extension)       |
 //! | `BodyLimit`   | `proxy-body-size`                                 | none (an implementation extension)       |
 //! | `RateLimit`   | `limit-rps`, `limit-rpm`, `limit-burst-multiplier` | none (an implementation extension)      |
 //! | `ConnLimit`   | `limit-connections`                               | none (an implementation extension)       |
@@ -32,6 +33,7 @@ use std::sync::Arc;
 use super::edits::Edits;
 use super::Canary;
 use crate::policy::access::AccessList;
+use crate::policy::basic_auth::BasicAuth;
 use crate::policy::connlimit::ConnLimiter;
 use crate::policy::ratelimit::Limiter;
 
@@ -49,6 +51,9 @@ pub enum RequestFilter {
     Edits(Arc<Edits>),
     /// A client address the route's list refuses gets a 403.
     Access(Arc<AccessList>),
+    /// `auth-type: basic`: a 401 without valid credentials; `Err`: the
+    /// configuration is broken and the route answers 503.
+    BasicAuth(Result<Arc<BasicAuth>, ()>),
     /// A request that declares a body longer than this gets a 413 before it
     /// goes anywhere (the body itself is also cut at the limit as it streams).
     BodyLimit(u64),
@@ -71,6 +76,7 @@ pub struct FilterSpec {
     pub preserve_trailing_slash: bool,
     pub edits: Option<Arc<Edits>>,
     pub access: Option<Arc<AccessList>>,
+    pub basic_auth: Option<Result<Arc<BasicAuth>, ()>>,
     pub body_limit: Option<u64>,
     pub limiter: Option<Arc<Limiter>>,
     pub conn_limiter: Option<Arc<ConnLimiter>>,
@@ -102,6 +108,9 @@ impl Filters {
         }
         if let Some(list) = spec.access {
             filters.push(RequestFilter::Access(list));
+        }
+        if let Some(auth) = spec.basic_auth {
+            filters.push(RequestFilter::BasicAuth(auth));
         }
         if let Some(limit) = spec.body_limit {
             filters.push(RequestFilter::BodyLimit(limit));

@@ -193,3 +193,171 @@ async fn the_configmaps_blocks_refuse_everywhere() {
         StatusCode::FORBIDDEN
     );
 }
+
+/// `htpasswd` (Debian's apache2-utils) writes the users: one per hash it
+/// knows, into a file as `kubectl create secret generic --from-file=auth`
+/// stores it.
+async fn htpasswd_lines() -> String {
+    let mut file = String::new();
+    for (flag, user) in [
+        ("-B", "alice"),
+        ("-m", "bob"),
+        ("-s", "carol"),
+        ("-d", "dave"),
+    ] {
+        let output = tokio::process::Command::new("htpasswd")
+            .args(["-nb", flag, user, "s3cret pass"])
+            .output()
+            .await
+            .expect("htpasswd is installed by scripts/test");
+        assert!(output.status.success(), "{output:?}");
+        file += String::from_utf8(output.stdout).unwrap().trim();
+        file.push('\n');
+    }
+    file
+}
+
+/// `curl -u USER:PASSWORD` against `host`: (status, WWW-Authenticate, body).
+async fn curl(
+    sluice: &sluice::server::Server,
+    host: &str,
+    user: Option<&str>,
+) -> (u16, String, String) {
+    let to = format!("{host}:80:{}", sluice.http_addr);
+    let mut command = tokio::process::Command::new("curl");
+    command.args(["-sS", "-D", "-", "--connect-to", &to]);
+    if let Some(user) = user {
+        command.args(["-u", user]);
+    }
+    let output = command
+        .arg(format!("http://{host}/"))
+        .output()
+        .await
+        .expect("curl is installed by scripts/test");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let challenge = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("www-authenticate: ")
+                .or_else(|| l.strip_prefix("WWW-Authenticate: "))
+        })
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+    (status, challenge, body)
+}
+
+/// `auth-type: basic` with an htpasswd file from the real `htpasswd`
+/// (bcrypt, apr1, SHA and crypt), or an `auth-map`; curl with `-u`.
+#[tokio::test]
+async fn basic_auth_admits_htpasswd_users_with_curl() {
+    let pod = start_upstream("web").await;
+    let file = htpasswd_lines().await;
+    let indented: String = file.lines().map(|l| format!("    {l}\n")).collect();
+    let map = file
+        .lines()
+        .find(|l| l.starts_with("bob:"))
+        .unwrap()
+        .replacen(':', ": \"", 1)
+        + "\"";
+    let auth = |name: &str, host: &str, extra: &[(&str, &str)]| {
+        let mut annotations = vec![
+            (
+                "nginx.ingress.kubernetes.io/auth-type".to_owned(),
+                "basic".to_owned(),
+            ),
+            (
+                "nginx.ingress.kubernetes.io/auth-realm".to_owned(),
+                "Staff only".to_owned(),
+            ),
+        ];
+        for (k, v) in extra {
+            annotations.push((format!("{NGINX}{k}"), v.to_string()));
+        }
+        let pairs: Vec<(&str, &str)> = annotations
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        ingress_yaml(name, Some(host), &pairs, &[("/", "Prefix", "web")])
+    };
+    let yaml = service_yaml("web", &[pod.addr])
+        + &format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: users, namespace: default}}\ntype: Opaque\nstringData:\n  auth: |\n{indented}")
+        + &format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: user-map, namespace: default}}\ntype: Opaque\nstringData:\n  {map}\n")
+        + &auth("file", "file.example", &[("auth-secret", "users")])
+        + &auth("map", "map.example", &[("auth-secret", "default/user-map"), ("auth-secret-type", "auth-map")])
+        + &auth("missing", "missing.example", &[("auth-secret", "nobody")]);
+    let m = Manifests::new();
+    m.write("apps.yaml", &yaml);
+    let sluice = start_sluice(m.path(), "").await;
+
+    let (status, challenge, _) = curl(&sluice, "file.example", None).await;
+    assert_eq!(
+        (status, challenge.as_str()),
+        (401, "Basic realm=\"Staff only\"")
+    );
+    for user in ["alice", "bob", "carol", "dave"] {
+        let (status, _, body) = curl(
+            &sluice,
+            "file.example",
+            Some(&format!("{user}:s3cret pass")),
+        )
+        .await;
+        assert_eq!(status, 200, "{user}: {body}");
+        let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert!(
+            seen["headers"].get("authorization").is_none(),
+            "the pod never sees the credentials"
+        );
+        // Again: bcrypt's answer is remembered, the others are cheap.
+        assert_eq!(
+            curl(
+                &sluice,
+                "file.example",
+                Some(&format!("{user}:s3cret pass"))
+            )
+            .await
+            .0,
+            200
+        );
+    }
+    assert_eq!(
+        curl(&sluice, "file.example", Some("alice:wrong")).await.0,
+        401
+    );
+    assert_eq!(
+        curl(&sluice, "file.example", Some("mallory:s3cret pass"))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(
+        curl(&sluice, "map.example", Some("bob:s3cret pass"))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        curl(&sluice, "map.example", Some("alice:s3cret pass"))
+            .await
+            .0,
+        401
+    );
+    // A Secret that is not there: never open.
+    assert_eq!(
+        curl(&sluice, "missing.example", Some("alice:s3cret pass"))
+            .await
+            .0,
+        503
+    );
+    let warnings = admin_json(&sluice, "/api/warnings").await.to_string();
+    assert!(
+        warnings.contains("auth-secret default/nobody not found"),
+        "{warnings}"
+    );
+}

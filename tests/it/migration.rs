@@ -72,7 +72,7 @@ async fn an_unsupported_annotation_warns_and_the_rest_is_served() {
 async fn each_kind_of_access_annotation_fails_closed() {
     let cases: &[(&str, &str)] = &[
         ("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth"),
-        ("auth-type", "basic"),
+        ("auth-type", "digest"),
         ("auth-tls-secret", "default/ca"),
         ("satisfy", "any"),
         ("enable-modsecurity", "true"),

@@ -8,6 +8,7 @@
 
 mod access;
 mod affinity;
+mod auth;
 mod canary;
 mod headers;
 mod limits;
@@ -17,6 +18,7 @@ mod review;
 mod rewrite;
 mod snippets;
 
+pub use auth::BasicAuthSpec;
 pub use headers::custom_headers_of;
 pub use mirror::{mirror_name, MirrorSpec};
 pub use rewrite::Rewrite;
@@ -146,6 +148,10 @@ pub const GROUPED_KEYS: &[&str] = &[
     "whitelist-source-range",
     "allowlist-source-range",
     "denylist-source-range",
+    "auth-type",
+    "auth-secret",
+    "auth-secret-type",
+    "auth-realm",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -225,6 +231,8 @@ pub struct IngressAnnotations {
     pub custom_headers: Option<(Option<String>, String)>,
     /// `whitelist-source-range`, `denylist-source-range`.
     pub access: access::Access,
+    /// `auth-type: basic` and its keys.
+    pub basic_auth: Option<BasicAuthSpec>,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -471,6 +479,10 @@ impl IngressAnnotations {
         parsed.limit_connections = limits::parse_limit_connections(annotations)?;
         parsed.custom_headers = headers::parse_custom_headers(annotations)?;
         parsed.access = access::parse_access(annotations, &mut parsed.notices);
+        match auth::parse_basic_auth(annotations, &mut parsed.notices) {
+            Ok(spec) => parsed.basic_auth = spec,
+            Err(key) => parsed.fail_closed = parsed.fail_closed.take().or(Some(key)),
+        }
         parsed.aliases = redirect::parse_aliases(annotations)?;
         Ok(parsed)
     }

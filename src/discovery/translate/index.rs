@@ -357,9 +357,19 @@ pub fn external_name_key(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// The keys of a Secret (`data`, and `stringData` in a manifests directory).
+pub(super) fn secret_keys(secret: &Secret) -> Vec<String> {
+    let data = secret.data.iter().flat_map(|d| d.keys());
+    let strings = secret.string_data.iter().flat_map(|d| d.keys());
+    let mut keys: Vec<String> = data.chain(strings).cloned().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    keys
+}
+
 /// One key of a Secret: `data` in a cluster; `stringData` too in a manifests
 /// directory.
-fn secret_key(secret: &Secret, key: &str) -> Option<Vec<u8>> {
+pub(super) fn secret_key(secret: &Secret, key: &str) -> Option<Vec<u8>> {
     secret
         .data
         .as_ref()

@@ -9,7 +9,9 @@ use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
 use super::headers::ConfigMapHeaders;
 use super::index::namespace_of;
 use crate::config::ProxyDefaults;
-use crate::discovery::annotations::{IngressAnnotations, MirrorSpec, UpstreamTlsAnnotations};
+use crate::discovery::annotations::{
+    BasicAuthSpec, IngressAnnotations, MirrorSpec, UpstreamTlsAnnotations,
+};
 use crate::discovery::{ObjectRef, Warning};
 use crate::policy::access::AccessList;
 use crate::policy::canary::{CanaryRule, Cidr};
@@ -75,6 +77,8 @@ pub(super) struct ParsedIngress {
     pub(super) limit_connections: Option<(u32, Vec<Cidr>)>,
     /// Its address list, or the ConfigMap's.
     pub(super) access: Option<Arc<AccessList>>,
+    /// `auth-type: basic` (the Secret is read by the builder).
+    pub(super) basic_auth: Option<BasicAuthSpec>,
 }
 
 impl ParsedIngress {
@@ -188,6 +192,7 @@ pub(super) fn parse_ingress(
         mirror: None,
         limit_connections: None,
         access: None,
+        basic_auth: None,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -256,6 +261,7 @@ pub(super) fn parse_ingress(
     parsed.preserve_trailing_slash = annotations.preserve_trailing_slash;
     parsed.limit_connections = annotations.limit_connections.clone();
     parsed.access = annotations.access.list(&defaults.access);
+    parsed.basic_auth = annotations.basic_auth.clone();
     parsed.mirror = annotations.mirror.clone().map(|spec| {
         let uid = ingress.metadata.uid.clone().unwrap_or_default();
         (spec, uid)

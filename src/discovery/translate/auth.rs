@@ -1,0 +1,61 @@
+//! `auth-type: basic`: the users of an Ingress's `auth-secret`, read from
+//! its own namespace only. A Secret that is missing, of another namespace,
+//! or without a valid user list makes the Ingress's routes answer 503 with
+//! a warning, as ingress-nginx's denied location: never open.
+
+use std::sync::Arc;
+
+use super::parse::Field;
+use super::Builder;
+use crate::discovery::annotations::BasicAuthSpec;
+use crate::discovery::ObjectRef;
+use crate::policy::basic_auth::BasicAuth;
+
+impl Builder<'_> {
+    /// The Ingress's basic authentication, or why its routes answer 503.
+    pub(super) fn basic_auth(
+        &mut self,
+        spec: &BasicAuthSpec,
+        object: &ObjectRef,
+    ) -> Result<Arc<BasicAuth>, ()> {
+        let read = || -> Result<BasicAuth, String> {
+            let (namespace, name) = spec
+                .secret
+                .as_ref()
+                .ok_or("auth-type: basic without auth-secret")?;
+            let namespace = namespace.as_deref().unwrap_or(&object.namespace);
+            if namespace != object.namespace {
+                return Err(format!("auth-secret {namespace}/{name} is in another namespace; only the Ingress's own may be named"));
+            }
+            let secret = self
+                .index
+                .secrets
+                .get(&(namespace, name.as_str()))
+                .ok_or_else(|| format!("auth-secret {namespace}/{name} not found"))?;
+            let text =
+                |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned());
+            if spec.map {
+                let mut entries = Vec::new();
+                for key in super::index::secret_keys(secret) {
+                    let value = super::index::secret_key(secret, &key).unwrap_or_default();
+                    entries.push((key, text(value)?));
+                }
+                let pairs = entries.iter().map(|(u, h)| (u.as_str(), h.as_str()));
+                BasicAuth::new(&spec.realm, pairs)
+            } else {
+                let file = super::index::secret_key(secret, "auth")
+                    .ok_or_else(|| format!("auth-secret {namespace}/{name} has no key auth"))?;
+                BasicAuth::from_file(&spec.realm, &text(file)?)
+            }
+        };
+        read().map(Arc::new).map_err(|message| {
+            let message =
+                format!("{message}; the Ingress's routes answer 503, as in ingress-nginx");
+            self.warn(
+                Some((object, Field::Annotations)),
+                "invalid-auth-secret",
+                message,
+            );
+        })
+    }
+}
