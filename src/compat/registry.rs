@@ -65,7 +65,6 @@ const GLOBAL_FORM: &str = "the annotation is supported; this global form is not 
 const ACCESS: &str = "access control comes with issue #21; until then, fails closed";
 const AUTH: &str = "authentication comes with issue #21; until then, fails closed";
 const MODSECURITY: &str = "sluice has no web application firewall; fails closed so nothing opens";
-const CORS: &str = "CORS comes with issue #21; browsers refuse cross-origin calls meanwhile";
 const SNIPPET: &str = "interpreted, never run: header directives, return, rewrite and if; any other directive warns, and an access directive sluice cannot interpret fails closed";
 const TRACING: &str = "sluice exports no traces yet";
 /// Every annotation, by name without the `nginx.ingress.kubernetes.io/` prefix:
@@ -113,18 +112,18 @@ pub const ANNOTATIONS: &[Key] = &[
     key("client-body-buffer-size", Supported),
     key("configuration-snippet", Differs(SNIPPET)),
     key("connection-proxy-header", Differs("keep-alive is what sluice does (pooled HTTP/1.1 connections to pods); any other value warns and is ignored: sluice sets Connection itself (upgrades included)")),
-    key("cors-allow-credentials", Unsupported(CORS)),
-    key("cors-allow-headers", Unsupported(CORS)),
-    key("cors-allow-methods", Unsupported(CORS)),
-    key("cors-allow-origin", Unsupported(CORS)),
-    key("cors-expose-headers", Unsupported(CORS)),
-    key("cors-max-age", Unsupported(CORS)),
+    key("cors-allow-credentials", Supported),
+    key("cors-allow-headers", Supported),
+    key("cors-allow-methods", Supported),
+    key("cors-allow-origin", Supported),
+    key("cors-expose-headers", Supported),
+    key("cors-max-age", Supported),
     key("custom-headers", Supported),
     key("custom-http-errors", Supported),
     key("default-backend", Supported),
     key("denylist-source-range", Supported),
     key("enable-access-log", Supported),
-    key("enable-cors", Unsupported(CORS)),
+    key("enable-cors", Supported),
     key("enable-global-auth", FailsClosed(AUTH)),
     key("enable-modsecurity", FailsClosed(MODSECURITY)),
     key("enable-opentelemetry", Unsupported(TRACING)),

@@ -393,6 +393,7 @@ impl<'a> Builder<'a> {
                 backend,
                 filters: Filters::new(FilterSpec {
                     deny: deny.clone(),
+                    cors: parsed.cors.clone(),
                     https_redirect,
                     preserve_trailing_slash: parsed.preserve_trailing_slash,
                     edits: edits.clone(),

@@ -7,6 +7,7 @@ pub mod affinity;
 pub mod basic_auth;
 pub mod canary;
 pub mod connlimit;
+pub mod cors;
 pub mod ratelimit;
 pub mod retry;
 pub mod upstream_deny;

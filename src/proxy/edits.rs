@@ -345,7 +345,8 @@ pub(super) fn run(
         *request.uri_mut() = uri;
     }
     ctx.request_edits = request_edits;
-    ctx.response_edits = response_edits;
+    // After those a filter before this one made (CORS): a snippet's wins.
+    ctx.response_edits.extend(response_edits);
     ctx.upstream_method = edits.steps.iter().find_map(|s| match s {
         Step::Method(method) => Some(method.clone()),
         _ => None,

@@ -18,7 +18,10 @@ use super::headers::content_length;
 use super::pipeline::ProxySettings;
 use crate::policy::affinity::backend_tag;
 use crate::policy::basic_auth::Verdict;
+use crate::policy::cors::Cors;
 use crate::routing::{Canary, RequestFilter, Route};
+
+use super::edits::Applied;
 use crate::upstream::error::ProxyError;
 
 /// The answer when a filter gives one here; `None` sends the request on (to
@@ -37,6 +40,17 @@ pub(super) fn run(
             RequestFilter::Edits(edits) => {
                 if let Some(answer) = super::edits::run(edits, request, host, conn, ctx) {
                     return Ok(Some(answer));
+                }
+            }
+            RequestFilter::Cors(cors) => {
+                if let Some(origin) = cors.allow_origin(request.headers()) {
+                    if request.method() == http::Method::OPTIONS {
+                        return Ok(Some(preflight(cors, origin)));
+                    }
+                    let set = cors
+                        .headers(origin)
+                        .map(|(n, v)| (Applied::Set(n, v), true));
+                    ctx.response_edits.extend(set);
                 }
             }
             RequestFilter::HttpsRedirect {
@@ -108,6 +122,21 @@ fn sticky_side(route: &Route, canary: &Canary, headers: &http::HeaderMap) -> Opt
     } else {
         None
     }
+}
+
+/// A CORS preflight, answered here: 204 with the CORS headers, as
+/// ingress-nginx's template.
+fn preflight(cors: &Cors, origin: HeaderValue) -> Response<ResponseBody> {
+    let mut response = Response::new(ResponseBody::from(bytes::Bytes::new()));
+    *response.status_mut() = StatusCode::NO_CONTENT;
+    let headers = response.headers_mut();
+    headers.extend(cors.headers(origin));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain charset=UTF-8"),
+    );
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    response
 }
 
 /// No valid credentials: 401 with the realm's challenge.

@@ -10,6 +10,7 @@
 //! |---------------|---------------------------------------------------|------------------------------------------|
 //! | `Deny`        | an access annotation sluice cannot honour (fails closed) | none                          |
 //! | `Edits`       | snippets: `more_set_headers`, `proxy_set_header`, `return`, `rewrite`, `if` | `RequestHeaderModifier`, `ResponseHeaderModifier`, `URLRewrite`, `RequestRedirect` |
+//! | `Cors`        | `enable-cors`, `cors-*`                           | none (an implementation extension)       |
 //! | `HttpsRedirect` | `ssl-redirect`, `force-ssl-redirect`            | `RequestRedirect` (`scheme: https`, 308) |
 //! | `Access`      | `whitelist-source-range`, `denylist-source-range` | none (an implementation extension)       |
 //! | `BasicAuth`   | `auth-type: basic`, `auth-secret`, `auth-realm`   | none (an implementation extension)       |
@@ -35,6 +36,7 @@ use super::Canary;
 use crate::policy::access::AccessList;
 use crate::policy::basic_auth::BasicAuth;
 use crate::policy::connlimit::ConnLimiter;
+use crate::policy::cors::Cors;
 use crate::policy::ratelimit::Limiter;
 
 /// One step of a route's request filters.
@@ -43,6 +45,9 @@ pub enum RequestFilter {
     /// Fail closed: 403 with this body, which names the annotation sluice
     /// cannot honour (an access control it does not implement).
     Deny(Arc<str>),
+    /// `enable-cors`: a preflight is answered here; other requests whose
+    /// origin is allowed get the CORS headers on their answer.
+    Cors(Arc<Cors>),
     /// A plain-HTTP request gets a 308 to the same URL over HTTPS.
     /// `preserve_trailing_slash: false` (ingress-nginx's default): one
     /// trailing `/` of the request URI is dropped, as its Lua redirect does.
@@ -71,6 +76,7 @@ pub enum RequestFilter {
 #[derive(Debug, Default)]
 pub struct FilterSpec {
     pub deny: Option<Arc<str>>,
+    pub cors: Option<Arc<Cors>>,
     pub https_redirect: bool,
     /// `preserve-trailing-slash`.
     pub preserve_trailing_slash: bool,
@@ -97,6 +103,11 @@ impl Filters {
         let mut filters = Vec::new();
         if let Some(body) = spec.deny {
             filters.push(RequestFilter::Deny(body));
+        }
+        // As nginx's rewrite phase, where ingress-nginx's CORS template
+        // comes first: a preflight is answered before any redirect.
+        if let Some(cors) = spec.cors {
+            filters.push(RequestFilter::Cors(cors));
         }
         if spec.https_redirect {
             filters.push(RequestFilter::HttpsRedirect {

@@ -361,3 +361,105 @@ async fn basic_auth_admits_htpasswd_users_with_curl() {
         "{warnings}"
     );
 }
+
+/// `enable-cors`, as ingress-nginx's template: a preflight from an allowed
+/// origin is answered here (204, no pod); other requests from it get the
+/// headers; other origins get none; `*` answers every request.
+#[tokio::test]
+async fn cors_preflights_and_headers_as_ingress_nginx() {
+    let (pod, _m, sluice) = hosts(
+        "",
+        &[
+            (
+                "api.example",
+                &[
+                    ("enable-cors", "true"),
+                    (
+                        "cors-allow-origin",
+                        "https://app.example.com, https://*.example.org",
+                    ),
+                    ("cors-expose-headers", "X-Trace"),
+                    ("cors-max-age", "600"),
+                ],
+            ),
+            (
+                "open.example",
+                &[("enable-cors", "true"), ("cors-allow-credentials", "false")],
+            ),
+            ("plain.example", &[]),
+        ],
+    )
+    .await;
+    let http = client();
+    let request = |method: &str, host: &str, origin: Option<&str>| {
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}/orders", sluice.http_addr))
+            .header("host", host);
+        if let Some(origin) = origin {
+            request = request
+                .header("origin", origin)
+                .header("access-control-request-method", "PUT");
+        }
+        request.body(http_body_util::Full::default()).unwrap()
+    };
+    let preflight = send(
+        &http,
+        request("OPTIONS", "api.example", Some("https://app.example.com")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(preflight.status, StatusCode::NO_CONTENT);
+    let h = &preflight.headers;
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+    assert_eq!(h["access-control-allow-credentials"], "true");
+    assert_eq!(
+        h["access-control-allow-methods"],
+        "GET, PUT, POST, DELETE, PATCH, OPTIONS"
+    );
+    assert!(h["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("Authorization"));
+    assert_eq!(h["access-control-expose-headers"], "X-Trace");
+    assert_eq!(h["access-control-max-age"], "600");
+    assert_eq!(pod.requests(), 0, "the preflight reached no pod");
+
+    let get = send(
+        &http,
+        request("GET", "api.example", Some("https://shop.example.org")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(get.status, StatusCode::OK);
+    assert_eq!(get.upstream(), "web");
+    assert_eq!(
+        get.headers["access-control-allow-origin"],
+        "https://shop.example.org"
+    );
+    // Another origin: no CORS headers, and its OPTIONS goes to the pod.
+    let other = send(
+        &http,
+        request("OPTIONS", "api.example", Some("https://evil.example")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(other.status, StatusCode::OK);
+    assert!(other.headers.get("access-control-allow-origin").is_none());
+    // `*`: every request, even without an Origin.
+    let open = send(&http, request("GET", "open.example", None))
+        .await
+        .unwrap();
+    assert_eq!(open.headers["access-control-allow-origin"], "*");
+    assert!(open
+        .headers
+        .get("access-control-allow-credentials")
+        .is_none());
+    let plain = send(
+        &http,
+        request("GET", "plain.example", Some("https://app.example.com")),
+    )
+    .await
+    .unwrap();
+    assert!(plain.headers.get("access-control-allow-origin").is_none());
+}

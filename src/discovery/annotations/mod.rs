@@ -10,6 +10,7 @@ mod access;
 mod affinity;
 mod auth;
 mod canary;
+mod cors;
 mod headers;
 mod limits;
 mod mirror;
@@ -17,6 +18,7 @@ mod redirect;
 mod review;
 mod rewrite;
 mod snippets;
+mod values;
 
 pub use auth::BasicAuthSpec;
 pub use headers::custom_headers_of;
@@ -24,6 +26,7 @@ pub use mirror::{mirror_name, MirrorSpec};
 pub use rewrite::Rewrite;
 
 pub use review::{review, sluice_reads, Notice};
+use values::*;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -152,6 +155,13 @@ pub const GROUPED_KEYS: &[&str] = &[
     "auth-secret",
     "auth-secret-type",
     "auth-realm",
+    "enable-cors",
+    "cors-allow-origin",
+    "cors-allow-methods",
+    "cors-allow-headers",
+    "cors-expose-headers",
+    "cors-allow-credentials",
+    "cors-max-age",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -233,6 +243,8 @@ pub struct IngressAnnotations {
     pub access: access::Access,
     /// `auth-type: basic` and its keys.
     pub basic_auth: Option<BasicAuthSpec>,
+    /// `enable-cors` and the `cors-*` keys.
+    pub cors: Option<Arc<crate::policy::cors::Cors>>,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -479,6 +491,7 @@ impl IngressAnnotations {
         parsed.limit_connections = limits::parse_limit_connections(annotations)?;
         parsed.custom_headers = headers::parse_custom_headers(annotations)?;
         parsed.access = access::parse_access(annotations, &mut parsed.notices);
+        parsed.cors = cors::parse_cors(annotations, &mut parsed.notices);
         match auth::parse_basic_auth(annotations, &mut parsed.notices) {
             Ok(spec) => parsed.basic_auth = spec,
             Err(key) => parsed.fail_closed = parsed.fail_closed.take().or(Some(key)),
@@ -545,96 +558,6 @@ impl IngressAnnotations {
     }
 }
 
-/// Deepest nesting of groups and repetitions in a tenant's regular expression:
-/// the `regex` crate's own limit (250) still let `a****...` overflow a thread's
-/// stack while compiling (found by `fuzzed_annotations_never_panic`).
-const MAX_REGEX_NESTING: u32 = 32;
-
-/// A regular expression from a tenant, bounded in compiled size and nesting.
-fn tenant_regex(pattern: &str) -> Result<Regex, String> {
-    regex::RegexBuilder::new(pattern)
-        .size_limit(MAX_REGEX_SIZE)
-        .nest_limit(MAX_REGEX_NESTING)
-        .build()
-        .map_err(|e| e.to_string())
-}
-
-fn invalid_at(key: &str, message: impl Into<String>) -> AnnotationError {
-    AnnotationError {
-        key: key.to_owned(),
-        message: message.into(),
-    }
-}
-
-fn lookup<'a>(annotations: &'a BTreeMap<String, String>, key: &str) -> Option<(&'a str, &'a str)> {
-    [SLUICE_PREFIX, NGINX_PREFIX].iter().find_map(|prefix| {
-        annotations
-            .get_key_value(&format!("{prefix}{key}"))
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-    })
-}
-
-fn nonzero(
-    d: Duration,
-    invalid: &impl Fn(String) -> AnnotationError,
-) -> Result<Duration, AnnotationError> {
-    if d.is_zero() {
-        return Err(invalid("must be greater than zero".into()));
-    }
-    Ok(d)
-}
-
-fn parse_bool(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "true" => Ok(true),
-        "false" => Ok(false),
-        _ => Err(format!("{value:?} is not true or false")),
-    }
-}
-
-fn parse_service_port(value: &str) -> Result<(String, String), String> {
-    let value = value.trim();
-    let (service, port) = value.split_once(':').unwrap_or((value, "80"));
-    let dns_label = |s: &str| {
-        !s.is_empty()
-            && s.len() <= 63
-            && s.bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    };
-    if !dns_label(service) || port.is_empty() {
-        return Err(format!(
-            "{value:?} is not a service name (optionally with :port)"
-        ));
-    }
-    Ok((service.to_owned(), port.to_owned()))
-}
-
-/// `team-a, team-b` or `*`.
-fn parse_namespaces(value: &str) -> Result<Vec<String>, String> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(|name| {
-            let label = name.len() <= 63
-                && name
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-            if name == "*" || label {
-                Ok(name.to_owned())
-            } else {
-                Err(format!("{name:?} is not a namespace name"))
-            }
-        })
-        .collect()
-}
-
-/// What `backend-protocol` asks for on the wire.
-enum Wire {
-    Plain(Protocol),
-    Tls { h2: bool },
-}
-
 /// The TLS annotations while they are read.
 #[derive(Default)]
 struct TlsReading {
@@ -642,58 +565,6 @@ struct TlsReading {
     h2: Option<bool>,
     secure_backends: bool,
     spec: UpstreamTlsAnnotations,
-}
-
-fn parse_protocol(value: &str) -> Result<Wire, String> {
-    match value.trim().to_ascii_uppercase().as_str() {
-        "HTTP" => Ok(Wire::Plain(Protocol::Http1)),
-        "GRPC" | "H2C" => Ok(Wire::Plain(Protocol::H2c)),
-        "HTTPS" => Ok(Wire::Tls { h2: false }),
-        "GRPCS" => Ok(Wire::Tls { h2: true }),
-        "AUTO_HTTP" | "FCGI" => Err(format!("{value:?} is not supported yet")),
-        _ => Err(format!(
-            "unknown protocol {value:?}: expected HTTP, HTTPS, GRPC, GRPCS or H2C"
-        )),
-    }
-}
-
-/// nginx's `on` / `off` (and `true` / `false`).
-/// `upstream-vhost`: the `Host` the pods see, with nginx's `$variables`
-/// (`$host`, `$http_x_...`). A fixed one must be a host name, with a port or not.
-fn parse_vhost(value: &str) -> Result<Template, String> {
-    let value = value.trim();
-    let template = Template::parse(value)?;
-    if value.is_empty() || (!value.contains('$') && http::uri::Authority::try_from(value).is_err())
-    {
-        return Err(format!("{value:?} is not a host name"));
-    }
-    Ok(template)
-}
-
-/// `app-root`: a path (as ingress-nginx, no URL), answered as nginx's
-/// `return 302 $scheme://$http_host/ROOT`.
-fn parse_app_root(value: &str) -> Result<Arc<Edits>, String> {
-    let root = value.trim();
-    if !root.starts_with('/')
-        || root.starts_with("//")
-        || http::uri::PathAndQuery::try_from(root).is_err()
-    {
-        return Err(format!("{root:?}: app-root is a path such as /app"));
-    }
-    let text = Template::parse(&format!("$scheme://$http_host{root}"))?;
-    let step = Step::Return {
-        status: http::StatusCode::FOUND,
-        text: Some(text),
-    };
-    Ok(Edits::of(step))
-}
-
-fn parse_on_off(value: &str) -> Result<bool, String> {
-    match value.trim().to_ascii_lowercase().as_str() {
-        "on" | "true" => Ok(true),
-        "off" | "false" => Ok(false),
-        _ => Err(format!("{value:?} is not on or off")),
-    }
 }
 
 #[cfg(test)]

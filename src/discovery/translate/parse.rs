@@ -15,6 +15,7 @@ use crate::discovery::annotations::{
 use crate::discovery::{ObjectRef, Warning};
 use crate::policy::access::AccessList;
 use crate::policy::canary::{CanaryRule, Cidr};
+use crate::policy::cors::Cors;
 use crate::policy::ratelimit::LimitSpec;
 use crate::routing::edits::{Edits, Step};
 use crate::routing::regex_paths::Location;
@@ -79,6 +80,8 @@ pub(super) struct ParsedIngress {
     pub(super) access: Option<Arc<AccessList>>,
     /// `auth-type: basic` (the Secret is read by the builder).
     pub(super) basic_auth: Option<BasicAuthSpec>,
+    /// `enable-cors`.
+    pub(super) cors: Option<Arc<Cors>>,
 }
 
 impl ParsedIngress {
@@ -193,6 +196,7 @@ pub(super) fn parse_ingress(
         limit_connections: None,
         access: None,
         basic_auth: None,
+        cors: None,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -262,6 +266,7 @@ pub(super) fn parse_ingress(
     parsed.limit_connections = annotations.limit_connections.clone();
     parsed.access = annotations.access.list(&defaults.access);
     parsed.basic_auth = annotations.basic_auth.clone();
+    parsed.cors = annotations.cors.clone();
     parsed.mirror = annotations.mirror.clone().map(|spec| {
         let uid = ingress.metadata.uid.clone().unwrap_or_default();
         (spec, uid)
