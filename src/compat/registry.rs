@@ -62,7 +62,6 @@ const fn key(name: &'static str, status: Status) -> Key {
 const STREAMS: &str = "sluice streams responses to clients as they come (nginx's proxy-buffering: off), with backpressure; nginx's response buffers have no counterpart";
 const NGINX_INTERNAL: &str = "an nginx internal; sluice has no counterpart to tune";
 const GLOBAL_FORM: &str = "the annotation is supported; this global form is not yet";
-const ACCESS: &str = "access control comes with issue #21; until then, fails closed";
 const AUTH: &str = "authentication comes with issue #21; until then, fails closed";
 const MODSECURITY: &str = "sluice has no web application firewall; fails closed so nothing opens";
 const SNIPPET: &str = "interpreted, never run: header directives, return, rewrite and if; any other directive warns, and an access directive sluice cannot interpret fails closed";
@@ -175,7 +174,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("proxy-ssl-verify", Supported),
     key("proxy-ssl-verify-depth", Differs("rustls verifies whole chains: the default 1 is accepted, any other depth warns and is ignored")),
     key("rewrite-target", Supported),
-    key("satisfy", FailsClosed(ACCESS)),
+    key("satisfy", Supported),
     key("secure-backends", Differs("removed from ingress-nginx; read as backend-protocol: HTTPS, which wins when both are set")),
     key("server-alias", Supported),
     key("server-snippet", Differs(SNIPPET)),

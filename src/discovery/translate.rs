@@ -399,6 +399,7 @@ impl<'a> Builder<'a> {
                     edits: edits.clone(),
                     access: parsed.access.clone(),
                     basic_auth: basic_auth.clone(),
+                    satisfy_any: parsed.satisfy_any,
                     body_limit: policy.body_limit,
                     limiter: limiter.clone(),
                     conn_limiter: conn_limiter.clone(),

@@ -68,14 +68,16 @@ pub(super) fn run(
             }
             RequestFilter::BasicAuth(Err(())) => return Ok(Some(unavailable())),
             RequestFilter::BasicAuth(Ok(auth)) => {
-                match auth.check(request.headers()) {
-                    Verdict::Admit => {}
-                    Verdict::Refuse => return Ok(Some(unauthorized(&auth.challenge))),
-                    // Verified by the pipeline, off the event loop.
-                    Verdict::Slow(check) => ctx.slow_auth = Some(Box::new(check)),
+                if let Some(refused) = basic_auth(auth, request, ctx) {
+                    return Ok(Some(refused));
                 }
-                // As ingress-nginx: the pods never see the credentials.
-                request.headers_mut().remove(header::AUTHORIZATION);
+            }
+            RequestFilter::AccessOrAuth(list, auth) => {
+                if list.admits(ctx.client.ip) {
+                    request.headers_mut().remove(header::AUTHORIZATION);
+                } else if let Some(refused) = basic_auth(auth, request, ctx) {
+                    return Ok(Some(refused));
+                }
             }
             RequestFilter::BodyLimit(limit) => {
                 if content_length(request.headers()).is_some_and(|length| length > *limit) {
@@ -122,6 +124,23 @@ fn sticky_side(route: &Route, canary: &Canary, headers: &http::HeaderMap) -> Opt
     } else {
         None
     }
+}
+
+/// `auth-type: basic`: the 401 when the credentials are refused.
+fn basic_auth(
+    auth: &std::sync::Arc<crate::policy::basic_auth::BasicAuth>,
+    request: &mut Request<Incoming>,
+    ctx: &mut RequestContext,
+) -> Option<Response<ResponseBody>> {
+    match auth.check(request.headers()) {
+        Verdict::Admit => {}
+        Verdict::Refuse => return Some(unauthorized(&auth.challenge)),
+        // Verified by the pipeline, off the event loop.
+        Verdict::Slow(check) => ctx.slow_auth = Some(Box::new(check)),
+    }
+    // As ingress-nginx: the pods never see the credentials.
+    request.headers_mut().remove(header::AUTHORIZATION);
+    None
 }
 
 /// A CORS preflight, answered here: 204 with the CORS headers, as

@@ -59,6 +59,9 @@ pub enum RequestFilter {
     /// `auth-type: basic`: a 401 without valid credentials; `Err`: the
     /// configuration is broken and the route answers 503.
     BasicAuth(Result<Arc<BasicAuth>, ()>),
+    /// `satisfy: any`: a client the list admits needs no credentials; any
+    /// other is asked for them.
+    AccessOrAuth(Arc<AccessList>, Arc<BasicAuth>),
     /// A request that declares a body longer than this gets a 413 before it
     /// goes anywhere (the body itself is also cut at the limit as it streams).
     BodyLimit(u64),
@@ -83,6 +86,8 @@ pub struct FilterSpec {
     pub edits: Option<Arc<Edits>>,
     pub access: Option<Arc<AccessList>>,
     pub basic_auth: Option<Result<Arc<BasicAuth>, ()>>,
+    /// `satisfy: any`: the address list or the authentication admits.
+    pub satisfy_any: bool,
     pub body_limit: Option<u64>,
     pub limiter: Option<Arc<Limiter>>,
     pub conn_limiter: Option<Arc<ConnLimiter>>,
@@ -117,11 +122,18 @@ impl Filters {
         if let Some(edits) = spec.edits {
             filters.push(RequestFilter::Edits(edits));
         }
-        if let Some(list) = spec.access {
-            filters.push(RequestFilter::Access(list));
-        }
-        if let Some(auth) = spec.basic_auth {
-            filters.push(RequestFilter::BasicAuth(auth));
+        match (spec.access, spec.basic_auth) {
+            (Some(list), Some(Ok(auth))) if spec.satisfy_any => {
+                filters.push(RequestFilter::AccessOrAuth(list, auth));
+            }
+            (list, auth) => {
+                if let Some(list) = list {
+                    filters.push(RequestFilter::Access(list));
+                }
+                if let Some(auth) = auth {
+                    filters.push(RequestFilter::BasicAuth(auth));
+                }
+            }
         }
         if let Some(limit) = spec.body_limit {
             filters.push(RequestFilter::BodyLimit(limit));

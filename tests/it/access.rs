@@ -463,3 +463,49 @@ async fn cors_preflights_and_headers_as_ingress_nginx() {
     .unwrap();
     assert!(plain.headers.get("access-control-allow-origin").is_none());
 }
+
+/// `satisfy: any`: an address on the list needs no credentials, any other
+/// is asked for them; without it (`all`), both are needed.
+#[tokio::test]
+async fn satisfy_any_lets_the_list_or_the_password_admit() {
+    let pod = start_upstream("web").await;
+    let file = htpasswd_lines().await;
+    let indented: String = file.lines().map(|l| format!("    {l}\n")).collect();
+    let app = |name: &str, host: &str, range: &str, satisfy: &str| {
+        let mut annotations = vec![
+            ("nginx.ingress.kubernetes.io/auth-type", "basic"),
+            ("nginx.ingress.kubernetes.io/auth-secret", "users"),
+            ("nginx.ingress.kubernetes.io/whitelist-source-range", range),
+        ];
+        if !satisfy.is_empty() {
+            annotations.push(("nginx.ingress.kubernetes.io/satisfy", satisfy));
+        }
+        ingress_yaml(name, Some(host), &annotations, &[("/", "Prefix", "web")])
+    };
+    let yaml = service_yaml("web", &[pod.addr])
+        + &format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: users, namespace: default}}\ntype: Opaque\nstringData:\n  auth: |\n{indented}")
+        + &app("office", "office.example", "127.0.0.0/8", "any")
+        + &app("remote", "remote.example", "10.0.0.0/8", "any")
+        + &app("strict", "strict.example", "127.0.0.0/8", "");
+    let m = Manifests::new();
+    m.write("apps.yaml", &yaml);
+    let sluice = start_sluice(m.path(), "").await;
+    let bob = Some("bob:s3cret pass");
+    assert_eq!(
+        curl(&sluice, "office.example", None).await.0,
+        200,
+        "on the list"
+    );
+    assert_eq!(
+        curl(&sluice, "remote.example", None).await.0,
+        401,
+        "off the list"
+    );
+    assert_eq!(curl(&sluice, "remote.example", bob).await.0, 200);
+    assert_eq!(
+        curl(&sluice, "strict.example", None).await.0,
+        401,
+        "all: both"
+    );
+    assert_eq!(curl(&sluice, "strict.example", bob).await.0, 200);
+}

@@ -74,7 +74,6 @@ async fn each_kind_of_access_annotation_fails_closed() {
         ("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth"),
         ("auth-type", "digest"),
         ("auth-tls-secret", "default/ca"),
-        ("satisfy", "any"),
         ("enable-modsecurity", "true"),
         ("enable-global-auth", "false"),
         ("stream-snippet", "deny 10.0.0.0/8;"),

@@ -63,6 +63,28 @@ pub(super) fn parse_access(
     access
 }
 
+/// `satisfy: any` (else `all`, nginx's default): either the address list
+/// or the authentication admits a request. Any other value keeps `all`,
+/// the stricter, with a warning.
+pub(super) fn parse_satisfy(
+    annotations: &BTreeMap<String, String>,
+    notices: &mut Vec<Notice>,
+) -> bool {
+    match lookup(annotations, "satisfy") {
+        None => false,
+        Some((_, value)) if value.trim() == "any" => true,
+        Some((_, value)) if value.trim() == "all" => false,
+        Some((key, value)) => {
+            notices.push(Notice {
+                key: key.to_owned(),
+                reason: "annotation-differs",
+                message: format!("{key}: {value:?} is not any or all; all applies"),
+            });
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -162,6 +162,7 @@ pub const GROUPED_KEYS: &[&str] = &[
     "cors-expose-headers",
     "cors-allow-credentials",
     "cors-max-age",
+    "satisfy",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -245,6 +246,8 @@ pub struct IngressAnnotations {
     pub basic_auth: Option<BasicAuthSpec>,
     /// `enable-cors` and the `cors-*` keys.
     pub cors: Option<Arc<crate::policy::cors::Cors>>,
+    /// `satisfy: any`: the address list or the authentication admits.
+    pub satisfy_any: bool,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -492,6 +495,7 @@ impl IngressAnnotations {
         parsed.custom_headers = headers::parse_custom_headers(annotations)?;
         parsed.access = access::parse_access(annotations, &mut parsed.notices);
         parsed.cors = cors::parse_cors(annotations, &mut parsed.notices);
+        parsed.satisfy_any = access::parse_satisfy(annotations, &mut parsed.notices);
         match auth::parse_basic_auth(annotations, &mut parsed.notices) {
             Ok(spec) => parsed.basic_auth = spec,
             Err(key) => parsed.fail_closed = parsed.fail_closed.take().or(Some(key)),

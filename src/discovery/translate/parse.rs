@@ -82,6 +82,8 @@ pub(super) struct ParsedIngress {
     pub(super) basic_auth: Option<BasicAuthSpec>,
     /// `enable-cors`.
     pub(super) cors: Option<Arc<Cors>>,
+    /// `satisfy: any`.
+    pub(super) satisfy_any: bool,
 }
 
 impl ParsedIngress {
@@ -197,6 +199,7 @@ pub(super) fn parse_ingress(
         access: None,
         basic_auth: None,
         cors: None,
+        satisfy_any: false,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -267,6 +270,7 @@ pub(super) fn parse_ingress(
     parsed.access = annotations.access.list(&defaults.access);
     parsed.basic_auth = annotations.basic_auth.clone();
     parsed.cors = annotations.cors.clone();
+    parsed.satisfy_any = annotations.satisfy_any;
     parsed.mirror = annotations.mirror.clone().map(|spec| {
         let uid = ingress.metadata.uid.clone().unwrap_or_default();
         (spec, uid)
