@@ -50,9 +50,11 @@ cpu_us() {
 }
 
 # A manifests directory with one Ingress (any host) to the upstream, and the same
-# pods over h2c at /h2c.
+# pods over h2c at /h2c. INGRESS_ANNOTATIONS (`key: value, ...`) annotate the
+# first Ingress; EXTRA_MANIFESTS (a file) joins the directory.
 manifests() { # dir
     mkdir -p "$1"
+    if [ -n "${EXTRA_MANIFESTS:-}" ]; then cp "$EXTRA_MANIFESTS" "$1/extra.yaml"; fi
     cat >"$1/app.yaml" <<YAML
 apiVersion: networking.k8s.io/v1
 kind: IngressClass
@@ -80,7 +82,7 @@ endpoints:
 ---
 apiVersion: networking.k8s.io/v1
 kind: Ingress
-metadata: {name: app, namespace: bench}
+metadata: {name: app, namespace: bench, annotations: {${INGRESS_ANNOTATIONS:-}}}
 spec:
   rules:
   - http:

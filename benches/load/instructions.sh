@@ -8,7 +8,10 @@
 #
 # MODE: h1, h2c (pod over HTTP/1.1) or h2c-pod; REQUESTS (default 10000; compare
 # binaries at the same count, since connection set-up is counted too); CONFIG: one
-# extra config-file line, e.g. CONFIG='proxy-next-upstream: ""'.
+# extra config-file line, e.g. CONFIG='proxy-next-upstream: ""'; HEADER: one
+# request header, e.g. HEADER='authorization: Basic ...'; INGRESS_ANNOTATIONS and
+# EXTRA_MANIFESTS (common.sh) change the Ingress, e.g. for an allow-list or basic
+# authentication (benches/README.md has the commands).
 # The profile is kept in target/load/instructions/callgrind.out.* for
 # callgrind_annotate.
 set -euo pipefail
@@ -39,7 +42,7 @@ case $MODE in
     h2c-pod) args=(-c10 -m10 http://127.0.0.1:19130/h2c) ;;
     *) echo "MODE is h1, h2c or h2c-pod" >&2; exit 2 ;;
 esac
-taskset -c "$LOAD_CPU" h2load -n "$REQUESTS" "${args[@]}" | grep -E '^requests:'
+taskset -c "$LOAD_CPU" h2load -n "$REQUESTS" ${HEADER:+-H "$HEADER"} "${args[@]}" | grep -E '^requests:'
 callgrind_control --dump "$SLUICE_PID" >/dev/null 2>&1
 sleep 1
 profile=$(ls "$OUT"/callgrind.out.* | tail -1)

@@ -186,6 +186,10 @@ pub struct BasicAuth {
     users: HashMap<String, Hash>,
     /// Digests of credentials that passed (`remembered`).
     passed: Mutex<HashSet<[u8; 20]>>,
+    /// Slow verifications under way, by the credentials' digest: a burst
+    /// of requests with the same credentials (a browser's parallel
+    /// connections) waits for one verification, not one each.
+    under_way: Mutex<HashMap<[u8; 20], Arc<tokio::sync::OnceCell<bool>>>>,
     salt: [u8; 16],
 }
 
@@ -241,6 +245,7 @@ impl BasicAuth {
             challenge,
             users,
             passed: Mutex::default(),
+            under_way: Mutex::default(),
             salt,
         })
     }
@@ -310,9 +315,27 @@ impl SlowCheck {
         &self.auth.challenge
     }
 
-    /// Verifies on the blocking pool, a few at a time; false when refused
-    /// (or when too many are waiting).
+    /// Verifies on the blocking pool, a few at a time, once for a burst of
+    /// the same credentials; false when refused (or when too many are
+    /// waiting).
     pub async fn verify(self) -> bool {
+        let digest = self.auth.digest(&self.user, &self.password);
+        let cell = {
+            let mut under_way =
+                (self.auth.under_way.lock()).unwrap_or_else(PoisonError::into_inner);
+            under_way.entry(digest).or_default().clone()
+        };
+        let auth = self.auth.clone();
+        let verified = *cell.get_or_init(|| self.verify_alone()).await;
+        let mut under_way = auth
+            .under_way
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        under_way.remove(&digest);
+        verified
+    }
+
+    async fn verify_alone(self) -> bool {
         static SLOTS: OnceLock<Semaphore> = OnceLock::new();
         static WAITING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         use std::sync::atomic::Ordering::Relaxed;
