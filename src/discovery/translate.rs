@@ -365,6 +365,8 @@ impl<'a> Builder<'a> {
             .map(|b| self.backend(b, &parsed.wire, Some((object, Field::Annotations))));
         let ingress = &parsed.ingress;
         let error_pages = self.error_pages(&parsed, &fallback);
+        let external_auth = (parsed.external_auth.as_ref())
+            .map(|spec| self.external_auth(spec, &parsed.ingress, object));
         let basic_auth = parsed
             .basic_auth
             .as_ref()
@@ -387,6 +389,7 @@ impl<'a> Builder<'a> {
             policy.affinity = policy.affinity.map(|a| a.for_rule(rule_path));
             policy.error_pages = error_pages.clone();
             policy.mirror = mirror.clone();
+            policy.external_auth = external_auth.clone();
             Arc::new(Route {
                 metrics,
                 ingress: parsed.ingress.clone(),

@@ -17,6 +17,7 @@ pub mod conn;
 mod context;
 mod edits;
 mod error_pages;
+mod external_auth;
 mod filters;
 mod forward;
 mod headers;

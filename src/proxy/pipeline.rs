@@ -231,6 +231,17 @@ impl Proxy {
                 }
             }
 
+            if let Some(auth) = &route.policy.external_auth {
+                // Boxed: the cold path.
+                let refused = Box::pin(super::external_auth::check(
+                    auth, &route, &request, host, conn, ctx,
+                ))
+                .await;
+                if let Some(response) = refused {
+                    return Ok(response);
+                }
+            }
+
             // `mirror-target`: the copy's path, with the client's variables.
             let mirror_path = route
                 .policy

@@ -66,6 +66,48 @@ pub struct RoutePolicy {
     pub request_buffering: Option<u64>,
     /// `mirror-target`: a copy of each request goes there too.
     pub mirror: Option<Arc<Mirror>>,
+    /// `auth-url`: each request is first asked of this service.
+    pub external_auth: Option<Arc<ExternalAuth>>,
+}
+
+/// `auth-url`: the authentication service every request is first asked of.
+#[derive(Debug)]
+pub struct ExternalAuth {
+    /// The service's addresses, as a backend of its own (pools, breakers).
+    pub backend: Arc<Backend>,
+    /// What the service is asked, and what its answers do.
+    pub spec: ExternalAuthRequest,
+    pub metrics: Arc<RequestMetrics>,
+}
+
+/// How the authentication service is asked, as ingress-nginx's `auth-*`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalAuthRequest {
+    /// The path and query asked for.
+    pub path: edits::Template,
+    /// Its `Host`.
+    pub host: http::HeaderValue,
+    /// `auth-method`; else the client's.
+    pub method: Option<http::Method>,
+    /// `auth-signin`: where a 401 is redirected.
+    pub signin: Option<edits::Template>,
+    /// `auth-signin-redirect-param` (`rd`).
+    pub redirect_param: String,
+    /// `auth-response-headers`: from the service's 2xx to the pod's request.
+    pub response_headers: Vec<http::HeaderName>,
+    /// `auth-request-redirect` (`X-Auth-Request-Redirect`, else the URI).
+    pub request_redirect: Option<edits::Template>,
+    /// `auth-always-set-cookie`: the service's cookie on every answer.
+    pub always_set_cookie: bool,
+}
+
+/// The same service asked the same way.
+impl PartialEq for ExternalAuth {
+    fn eq(&self, other: &Self) -> bool {
+        self.backend.name == other.backend.name
+            && self.backend.protocol == other.backend.protocol
+            && self.spec == other.spec
+    }
 }
 
 /// `mirror-target`: where copies of a route's requests go, fire and forget.

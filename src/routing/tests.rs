@@ -36,6 +36,7 @@ fn route(name: &str) -> Arc<Route> {
             limit_rate: None,
             request_buffering: None,
             mirror: None,
+            external_auth: None,
         },
     })
 }

@@ -61,6 +61,9 @@ pub const RETRIES_DENIED: &str = "sluice_retries_denied_total";
 
 // Policies.
 pub const RATE_LIMITED: &str = "sluice_rate_limited_total";
+/// `auth-url` answers, by `result`: `allowed`, `denied` (401, 403), `error`.
+pub const AUTH_REQUESTS: &str = "sluice_auth_requests_total";
+pub const AUTH_DURATION: &str = "sluice_auth_request_duration_seconds";
 pub const CANARY_REQUESTS: &str = "sluice_canary_requests_total";
 
 // TLS.
@@ -105,6 +108,8 @@ pub const FAMILIES: &[&str] = &[
     RETRIES,
     RETRIES_DENIED,
     RATE_LIMITED,
+    AUTH_REQUESTS,
+    AUTH_DURATION,
     CANARY_REQUESTS,
     TLS_HANDSHAKES,
     TLS_CERT_EXPIRY,
@@ -146,6 +151,7 @@ pub fn prometheus() -> &'static PrometheusHandle {
             (CONFIG_BUILD_DURATION, BUILD_BUCKETS),
             (REQUEST_DURATION, REQUEST_BUCKETS),
             (UPSTREAM_RESPONSE_DURATION, REQUEST_BUCKETS),
+            (AUTH_DURATION, REQUEST_BUCKETS),
             (UPSTREAM_CONNECT_DURATION, CONNECT_BUCKETS),
             (REQUEST_SIZE, SIZE_BUCKETS),
             (RESPONSE_SIZE, SIZE_BUCKETS),
@@ -286,6 +292,23 @@ fn describe() {
     describe_counter!(
         RATE_LIMITED,
         "Requests refused by an Ingress's rate limit, by Ingress."
+    );
+    describe_counter!(
+        AUTH_REQUESTS,
+        "Requests asked of an auth-url service, by result (allowed, denied, error)."
+    );
+    describe_histogram!(
+        AUTH_DURATION,
+        Unit::Seconds,
+        "Time an auth-url service took to answer."
+    );
+    describe_counter!(
+        REQUEST_BODIES_BUFFERED,
+        "Request bodies read whole before going to a pod, by where they went (memory, file, streamed)."
+    );
+    describe_counter!(
+        MIRROR_REQUESTS,
+        "mirror-target copies, by result (answered, failed, dropped)."
     );
     describe_counter!(
         CANARY_REQUESTS,

@@ -277,8 +277,8 @@ async fn the_leader_writes_status_and_records_warning_events() {
         "guarded",
         Some("guarded.test"),
         &[(
-            "nginx.ingress.kubernetes.io/auth-url",
-            "http://auth.test/verify",
+            "nginx.ingress.kubernetes.io/auth-tls-secret",
+            "default/client-ca",
         )],
         &[("/", "Prefix", "web")],
     ));
@@ -351,7 +351,7 @@ async fn the_leader_writes_status_and_records_warning_events() {
         .contains("proxy-body-size"));
     for (name, reason, key) in [
         ("sticky", "UnsupportedAnnotation", "enable-opentelemetry"),
-        ("guarded", "FailClosed", "auth-url"),
+        ("guarded", "FailClosed", "auth-tls-secret"),
     ] {
         let events: Vec<_> = api
             .writes()

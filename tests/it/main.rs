@@ -17,6 +17,7 @@ mod dashboard;
 mod deploy;
 mod drain;
 mod error_pages;
+mod external_auth;
 mod hot_swap;
 mod kubernetes;
 mod layering;

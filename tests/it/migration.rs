@@ -71,7 +71,7 @@ async fn an_unsupported_annotation_warns_and_the_rest_is_served() {
 #[tokio::test]
 async fn each_kind_of_access_annotation_fails_closed() {
     let cases: &[(&str, &str)] = &[
-        ("auth-url", "http://oauth2-proxy.auth.svc/oauth2/auth"),
+        ("auth-proxy-set-headers", "default/auth-headers"),
         ("auth-type", "digest"),
         ("auth-tls-secret", "default/ca"),
         ("enable-modsecurity", "true"),
@@ -498,7 +498,7 @@ fn sluice_migrate_reports_a_directory() {
     assert_eq!(admin["verdict"], "fails-closed");
     assert_eq!(
         admin["annotations"][0]["key"],
-        "nginx.ingress.kubernetes.io/auth-url"
+        "nginx.ingress.kubernetes.io/auth-tls-secret"
     );
 
     // Only the plain Ingress: nothing would stop being served.

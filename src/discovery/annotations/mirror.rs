@@ -68,7 +68,7 @@ pub fn mirror_name(annotations: &BTreeMap<String, String>) -> Option<String> {
 
 /// `http[s]://HOST[:PORT]REST` into its parts; the host must be a name or
 /// an address, not a variable.
-fn split_target(target: &str) -> Result<(bool, String, u16, &str), String> {
+pub(super) fn split_target(target: &str) -> Result<(bool, String, u16, &str), String> {
     let (tls, rest) = if let Some(rest) = target.strip_prefix("https://") {
         (true, rest)
     } else if let Some(rest) = target.strip_prefix("http://") {

@@ -11,6 +11,7 @@ mod affinity;
 mod auth;
 mod canary;
 mod cors;
+mod external_auth;
 mod headers;
 mod limits;
 mod mirror;
@@ -21,6 +22,7 @@ mod snippets;
 mod values;
 
 pub use auth::BasicAuthSpec;
+pub use external_auth::ExternalAuthSpec;
 pub use headers::custom_headers_of;
 pub use mirror::{mirror_name, MirrorSpec};
 pub use rewrite::Rewrite;
@@ -163,6 +165,17 @@ pub const GROUPED_KEYS: &[&str] = &[
     "cors-allow-credentials",
     "cors-max-age",
     "satisfy",
+    "auth-url",
+    "auth-method",
+    "auth-signin",
+    "auth-signin-redirect-param",
+    "auth-response-headers",
+    "auth-request-redirect",
+    "auth-always-set-cookie",
+    "auth-keepalive",
+    "auth-keepalive-requests",
+    "auth-keepalive-timeout",
+    "auth-keepalive-share-vars",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -248,6 +261,8 @@ pub struct IngressAnnotations {
     pub cors: Option<Arc<crate::policy::cors::Cors>>,
     /// `satisfy: any`: the address list or the authentication admits.
     pub satisfy_any: bool,
+    /// `auth-url` and its keys.
+    pub external_auth: Option<ExternalAuthSpec>,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -496,6 +511,10 @@ impl IngressAnnotations {
         parsed.access = access::parse_access(annotations, &mut parsed.notices);
         parsed.cors = cors::parse_cors(annotations, &mut parsed.notices);
         parsed.satisfy_any = access::parse_satisfy(annotations, &mut parsed.notices);
+        match external_auth::parse_external_auth(annotations, &mut parsed.notices) {
+            Ok(spec) => parsed.external_auth = spec,
+            Err(key) => parsed.fail_closed = parsed.fail_closed.take().or(Some(key)),
+        }
         match auth::parse_basic_auth(annotations, &mut parsed.notices) {
             Ok(spec) => parsed.basic_auth = spec,
             Err(key) => parsed.fail_closed = parsed.fail_closed.take().or(Some(key)),
@@ -527,6 +546,7 @@ impl IngressAnnotations {
             request_buffering: self.request_buffering.policy(defaults),
             // Set by `translate`, which builds the target's backend.
             mirror: None,
+            external_auth: None,
             retry: RetryPolicy {
                 next_upstream: self.next_upstream.unwrap_or(defaults.retry.next_upstream),
                 tries: self.tries.unwrap_or(defaults.retry.tries),

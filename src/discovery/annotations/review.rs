@@ -176,7 +176,7 @@ mod tests {
                 "nginx.ingress.kubernetes.io/whitelist-source-rnage",
                 "10.0.0.0/8",
             ),
-            ("nginx.ingress.kubernetes.io/auth-url", "http://auth/verify"),
+            ("nginx.ingress.kubernetes.io/auth-tls-secret", "default/ca"),
             ("nginx.ingress.kubernetes.io/limit-burst", "5"),
             (
                 "nginx.ingress.kubernetes.io/proxy-next-upstream",
@@ -190,7 +190,7 @@ mod tests {
         assert_eq!(
             reasons,
             [
-                ("auth-url", "fail-closed"),
+                ("auth-tls-secret", "fail-closed"),
                 ("enable-opentelemetry", "unsupported-annotation"),
                 ("limit-burst", "unknown-annotation"),
                 ("proxy-next-upstream", "annotation-differs"),
@@ -199,7 +199,7 @@ mod tests {
         );
         assert_eq!(
             closed.as_deref(),
-            Some("nginx.ingress.kubernetes.io/auth-url")
+            Some("nginx.ingress.kubernetes.io/auth-tls-secret")
         );
         let (_, closed) = review_of(&[(
             "nginx.ingress.kubernetes.io/stream-snippet",

@@ -1,3 +1,5 @@
+//! `auth-url`: the service's backend, as `mirror-target`'s.
+//!
 //! `auth-type: basic`: the users of an Ingress's `auth-secret`, read from
 //! its own namespace only. A Secret that is missing, of another namespace,
 //! or without a valid user list makes the Ingress's routes answer 503 with
@@ -7,9 +9,12 @@ use std::sync::Arc;
 
 use super::parse::Field;
 use super::Builder;
-use crate::discovery::annotations::BasicAuthSpec;
+use crate::discovery::annotations::{BasicAuthSpec, ExternalAuthSpec};
 use crate::discovery::ObjectRef;
 use crate::policy::basic_auth::BasicAuth;
+use crate::routing::{
+    Backend, BackendRef, ExternalAuth, ExternalAuthRequest, IngressRef, Protocol,
+};
 
 impl Builder<'_> {
     /// The Ingress's basic authentication, or why its routes answer 503.
@@ -56,6 +61,59 @@ impl Builder<'_> {
                 "invalid-auth-secret",
                 message,
             );
+        })
+    }
+}
+
+impl Builder<'_> {
+    /// An Ingress's `auth-url` service. One that cannot be spoken to has no
+    /// address: every request is then answered 500, never let through.
+    pub(super) fn external_auth(
+        &mut self,
+        spec: &ExternalAuthSpec,
+        ingress: &IngressRef,
+        object: &ObjectRef,
+    ) -> Arc<ExternalAuth> {
+        let backend = self
+            .url_backend("auth-url", &spec.host, spec.port, spec.tls, ingress, object)
+            .unwrap_or_else(|| {
+                let name = BackendRef {
+                    namespace: ingress.namespace.clone(),
+                    service: format!("auth {}", spec.host),
+                    port: spec.port.to_string(),
+                    via_service_ip: false,
+                };
+                let budget = (
+                    self.defaults.retry_budget_ratio,
+                    self.defaults.retry_budget_min_per_second,
+                );
+                let state = self.retained.backend(&name, Protocol::Http1, budget);
+                Arc::new(Backend::new(name, Protocol::Http1, Vec::new(), state))
+            });
+        let host = match spec.port {
+            80 | 443 => spec.host.clone(),
+            port => format!("{}:{port}", spec.host),
+        };
+        let metrics = self.request_metrics(
+            &ingress.namespace,
+            &ingress.name,
+            &backend.name.service,
+            false,
+        );
+        Arc::new(ExternalAuth {
+            backend,
+            spec: ExternalAuthRequest {
+                path: spec.path.clone(),
+                host: http::HeaderValue::try_from(host)
+                    .unwrap_or(http::HeaderValue::from_static("localhost")),
+                method: spec.method.clone(),
+                signin: spec.signin.clone(),
+                redirect_param: spec.redirect_param.clone(),
+                response_headers: spec.response_headers.clone(),
+                request_redirect: spec.request_redirect.clone(),
+                always_set_cookie: spec.always_set_cookie,
+            },
+            metrics,
         })
     }
 }

@@ -14,6 +14,79 @@ use crate::routing::edits::Template;
 use crate::routing::{Backend, BackendRef, IngressRef, Mirror, Protocol, RoutePolicy};
 
 impl Builder<'_> {
+    /// The backend of a service named by a URL (`mirror-target`,
+    /// `auth-url`): its host resolved in the background (or an address),
+    /// refused like pods' where they must be; HTTPS without verification
+    /// or SNI, as nginx's `proxy_pass https://...`. `None` (with a warning)
+    /// when it cannot be spoken to.
+    pub(super) fn url_backend(
+        &mut self,
+        key: &str,
+        host: &str,
+        port: u16,
+        tls: bool,
+        ingress: &IngressRef,
+        object: &ObjectRef,
+    ) -> Option<Arc<Backend>> {
+        let site = Some((object, Field::Annotations));
+        let name = BackendRef {
+            namespace: ingress.namespace.clone(),
+            service: format!(
+                "{} {host}",
+                key.trim_end_matches("-target").trim_end_matches("-url")
+            ),
+            port: port.to_string(),
+            via_service_ip: false,
+        };
+        let protocol = if tls {
+            let tls = UpstreamTlsAnnotations {
+                name: Some(host.to_owned()),
+                ..UpstreamTlsAnnotations::default()
+            };
+            match self.upstream_tls(&tls, &name) {
+                Ok(protocol) => protocol,
+                Err(message) => {
+                    self.warn(site, "invalid-url-target", format!("{key}: {message}"));
+                    return None;
+                }
+            }
+        } else {
+            Protocol::Http1
+        };
+        let key_of = (name, protocol);
+        if let Some(backend) = self.backends.get(&key_of) {
+            return Some(backend.clone());
+        }
+        let addrs = match self.index.host_addrs(host, port) {
+            Ok(PodAddrs { addrs, refused }) => {
+                if !refused.is_empty() {
+                    let message = format!("{key}: refusing addresses {}", refused.join(", "));
+                    self.warn(site, "endpoint-refused", message);
+                }
+                addrs
+            }
+            Err((reason, message)) => {
+                self.warn(site, reason, format!("{key}: {message}"));
+                Vec::new()
+            }
+        };
+        let namespace: Arc<str> = key_of.0.namespace.as_str().into();
+        let endpoints = endpoints_for(&namespace, addrs, key_of.1.clone(), self.retained);
+        let budget = (
+            self.defaults.retry_budget_ratio,
+            self.defaults.retry_budget_min_per_second,
+        );
+        let state = self.retained.backend(&key_of.0, key_of.1.clone(), budget);
+        let backend = Arc::new(Backend::new(
+            key_of.0.clone(),
+            key_of.1.clone(),
+            endpoints,
+            state,
+        ));
+        self.backends.insert(key_of, backend.clone());
+        Some(backend)
+    }
+
     /// The mirror of an Ingress's routes; `None` (with a warning) when its
     /// target cannot be spoken to.
     pub(super) fn mirror(
@@ -23,61 +96,14 @@ impl Builder<'_> {
         policy: &RoutePolicy,
         object: &ObjectRef,
     ) -> Option<Arc<Mirror>> {
-        let site = Some((object, Field::Annotations));
-        let name = BackendRef {
-            namespace: ingress.namespace.clone(),
-            service: format!("mirror {}", spec.host),
-            port: spec.port.to_string(),
-            via_service_ip: false,
-        };
-        // As nginx's `proxy_pass https://...`: no verification, no SNI.
-        let protocol = if spec.tls {
-            let tls = UpstreamTlsAnnotations {
-                name: Some(spec.host.clone()),
-                ..UpstreamTlsAnnotations::default()
-            };
-            match self.upstream_tls(&tls, &name) {
-                Ok(protocol) => protocol,
-                Err(message) => {
-                    self.warn(site, "invalid-mirror", format!("mirror-target: {message}"));
-                    return None;
-                }
-            }
-        } else {
-            Protocol::Http1
-        };
-        let key = (name, protocol);
-        let backend = match self.backends.get(&key) {
-            Some(backend) => backend.clone(),
-            None => {
-                let addrs = match self.index.host_addrs(&spec.host, spec.port) {
-                    Ok(PodAddrs { addrs, refused }) => {
-                        if !refused.is_empty() {
-                            let message =
-                                format!("mirror-target: refusing addresses {}", refused.join(", "));
-                            self.warn(site, "endpoint-refused", message);
-                        }
-                        addrs
-                    }
-                    Err((reason, message)) => {
-                        let message = format!("mirror-target: {message}; no copies are sent");
-                        self.warn(site, reason, message);
-                        Vec::new()
-                    }
-                };
-                let namespace: Arc<str> = key.0.namespace.as_str().into();
-                let endpoints = endpoints_for(&namespace, addrs, key.1.clone(), self.retained);
-                let budget = (
-                    self.defaults.retry_budget_ratio,
-                    self.defaults.retry_budget_min_per_second,
-                );
-                let state = self.retained.backend(&key.0, key.1.clone(), budget);
-                let backend =
-                    Arc::new(Backend::new(key.0.clone(), key.1.clone(), endpoints, state));
-                self.backends.insert(key, backend.clone());
-                backend
-            }
-        };
+        let backend = self.url_backend(
+            "mirror-target",
+            &spec.host,
+            spec.port,
+            spec.tls,
+            ingress,
+            object,
+        )?;
         let path = match &spec.path {
             Some(path) => path.clone(),
             // ingress-nginx's quirk: `proxy_pass` without a path asks for

@@ -10,7 +10,7 @@ use super::headers::ConfigMapHeaders;
 use super::index::namespace_of;
 use crate::config::ProxyDefaults;
 use crate::discovery::annotations::{
-    BasicAuthSpec, IngressAnnotations, MirrorSpec, UpstreamTlsAnnotations,
+    BasicAuthSpec, ExternalAuthSpec, IngressAnnotations, MirrorSpec, UpstreamTlsAnnotations,
 };
 use crate::discovery::{ObjectRef, Warning};
 use crate::policy::access::AccessList;
@@ -84,6 +84,8 @@ pub(super) struct ParsedIngress {
     pub(super) cors: Option<Arc<Cors>>,
     /// `satisfy: any`.
     pub(super) satisfy_any: bool,
+    /// `auth-url` (the service's backend is built by the builder).
+    pub(super) external_auth: Option<ExternalAuthSpec>,
 }
 
 impl ParsedIngress {
@@ -200,6 +202,7 @@ pub(super) fn parse_ingress(
         basic_auth: None,
         cors: None,
         satisfy_any: false,
+        external_auth: None,
     };
     let fault = |field: String, reason: &'static str, message: String| Warning {
         file: None,
@@ -271,6 +274,7 @@ pub(super) fn parse_ingress(
     parsed.basic_auth = annotations.basic_auth.clone();
     parsed.cors = annotations.cors.clone();
     parsed.satisfy_any = annotations.satisfy_any;
+    parsed.external_auth = annotations.external_auth.clone();
     parsed.mirror = annotations.mirror.clone().map(|spec| {
         let uid = ingress.metadata.uid.clone().unwrap_or_default();
         (spec, uid)

@@ -1,0 +1,96 @@
+//! `auth-url`: every request is first asked of an authentication service,
+//! as ingress-nginx's `auth_request`, with `auth-method`, `auth-signin`
+//! (and `auth-signin-redirect-param`), `auth-response-headers`,
+//! `auth-request-redirect` and `auth-always-set-cookie`. The service's host
+//! must be a name or an address: a `$variable` in it (`https://$host/...`)
+//! is not done yet, and fails closed.
+
+use std::collections::BTreeMap;
+
+use http::header::HeaderName;
+use http::Method;
+
+use super::mirror::split_target;
+use super::{lookup, parse_bool, Notice};
+use crate::routing::edits::Template;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExternalAuthSpec {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// The path and query asked for (`$variables`).
+    pub path: Template,
+    pub method: Option<Method>,
+    /// Where a 401 is redirected (`$variables`).
+    pub signin: Option<Template>,
+    pub redirect_param: String,
+    /// Copied from the service's 2xx answer to the request the pod gets.
+    pub response_headers: Vec<HeaderName>,
+    /// `X-Auth-Request-Redirect` (else the request URI).
+    pub request_redirect: Option<Template>,
+    pub always_set_cookie: bool,
+}
+
+/// `Err(key)`: the request must fail closed, for the reason in `notices`.
+pub(super) fn parse_external_auth(
+    annotations: &BTreeMap<String, String>,
+    notices: &mut Vec<Notice>,
+) -> Result<Option<ExternalAuthSpec>, String> {
+    let Some((key, url)) = lookup(annotations, "auth-url") else {
+        return Ok(None);
+    };
+    let mut closed = |key: &str, reason: String| {
+        notices.push(Notice {
+            key: key.to_owned(),
+            reason: "fail-closed",
+            message: format!("{key}: {reason}; every request is refused (403)"),
+        });
+        key.to_owned()
+    };
+    let (tls, host, port, path) = split_target(url.trim()).map_err(|e| closed(key, e))?;
+    let path =
+        Template::parse(if path.is_empty() { "/" } else { path }).map_err(|e| closed(key, e))?;
+    let method = match lookup(annotations, "auth-method") {
+        None => None,
+        Some((key, value)) => Some(
+            Method::from_bytes(value.trim().as_bytes())
+                .map_err(|_| closed(key, format!("{value:?} is not a method")))?,
+        ),
+    };
+    let signin = match lookup(annotations, "auth-signin") {
+        None => None,
+        Some((key, value)) => Some(Template::parse(value.trim()).map_err(|e| closed(key, e))?),
+    };
+    let redirect_param = lookup(annotations, "auth-signin-redirect-param")
+        .map_or("rd", |(_, v)| v.trim())
+        .to_owned();
+    let mut response_headers = Vec::new();
+    if let Some((key, list)) = lookup(annotations, "auth-response-headers") {
+        for name in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let name = HeaderName::try_from(name)
+                .map_err(|_| closed(key, format!("{name:?} is not a header name")))?;
+            response_headers.push(name);
+        }
+    }
+    let request_redirect = match lookup(annotations, "auth-request-redirect") {
+        None => None,
+        Some((key, value)) => Some(Template::parse(value.trim()).map_err(|e| closed(key, e))?),
+    };
+    let always_set_cookie = match lookup(annotations, "auth-always-set-cookie") {
+        None => false,
+        Some((key, value)) => parse_bool(value).map_err(|e| closed(key, e))?,
+    };
+    Ok(Some(ExternalAuthSpec {
+        tls,
+        host,
+        port,
+        path,
+        method,
+        signin,
+        redirect_param,
+        response_headers,
+        request_redirect,
+        always_set_cookie,
+    }))
+}

@@ -1,0 +1,306 @@
+//! `auth-url`, as ingress-nginx's `auth_request`: before a request goes on,
+//! the authentication service is asked, with the client's headers (never
+//! its body) and `X-Original-URL`, `X-Original-Method`,
+//! `X-Auth-Request-Redirect`, `X-Real-IP`, `X-Forwarded-For`. A 2xx lets it
+//! through, with `auth-response-headers` copied from that answer to the
+//! request the pod gets (a header the service did not send is removed, so a
+//! client cannot send it in its place). A 401 is the client's, or a 302 to
+//! `auth-signin`; a 403 is the client's; any other answer, a failure or a
+//! timeout is a 500, never a 200.
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::ResponseBody;
+use super::conn::ConnInfo;
+use super::context::RequestContext;
+use super::edits::Applied;
+use super::headers::strip_hop_by_hop;
+use crate::routing::{ExternalAuth, Route};
+use crate::telemetry::{AUTH_DURATION, AUTH_REQUESTS};
+use crate::upstream::body::RequestBody;
+
+/// Most bytes of the service's answer read (and dropped).
+const MAX_ANSWER: usize = 64 << 10;
+
+/// `None`: the request goes on. Else the answer the client gets.
+pub(super) async fn check(
+    auth: &ExternalAuth,
+    route: &Route,
+    request: &Request<Incoming>,
+    host: &str,
+    conn: &ConnInfo,
+    ctx: &mut RequestContext,
+) -> Option<Response<ResponseBody>> {
+    let spec = &auth.spec;
+    let scheme = if conn.tls { "https" } else { "http" };
+    let request_uri = ctx
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    let http_host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or(host)
+        .to_owned();
+    let Some(ask) = ask(
+        auth,
+        request,
+        host,
+        conn,
+        ctx,
+        scheme,
+        &http_host,
+        &request_uri,
+    ) else {
+        return Some(status(StatusCode::INTERNAL_SERVER_ERROR));
+    };
+    let policy = &route.policy;
+    let started = Instant::now();
+    let deadline = policy.connect_timeout + policy.read_timeout;
+    let exchange = async {
+        let (response, _pick) =
+            super::forward::send_once(ask, route, &auth.backend, &auth.metrics).await?;
+        let (parts, mut body) = response.into_parts();
+        // Read (up to a bound) so the connection goes back to its pool.
+        let mut read = 0;
+        while read < MAX_ANSWER {
+            match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+        Ok::<_, crate::upstream::ProxyError>(parts)
+    };
+    let answer = tokio::time::timeout(deadline, exchange).await;
+    metrics::histogram!(AUTH_DURATION).record(started.elapsed().as_secs_f64());
+    let answer = match answer {
+        Ok(Ok(parts)) => parts,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, service = %auth.backend.name, "auth-url request failed");
+            return Some(failed());
+        }
+        Err(_) => {
+            tracing::warn!(service = %auth.backend.name, "auth-url request timed out");
+            return Some(failed());
+        }
+    };
+    let cookies: Vec<HeaderValue> = answer
+        .headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    match answer.status.as_u16() {
+        200..=299 => {
+            metrics::counter!(AUTH_REQUESTS, "result" => "allowed").increment(1);
+            for name in &spec.response_headers {
+                ctx.request_edits.push(match answer.headers.get(name) {
+                    Some(value) => Applied::Set(name.clone(), value.clone()),
+                    None => Applied::Remove(name.clone()),
+                });
+            }
+            let always = spec.always_set_cookie;
+            ctx.response_edits.extend(
+                cookies
+                    .into_iter()
+                    .map(|c| (Applied::Add(header::SET_COOKIE, c), always)),
+            );
+            None
+        }
+        401 => {
+            metrics::counter!(AUTH_REQUESTS, "result" => "denied").increment(1);
+            let mut response = match &spec.signin {
+                Some(signin) => {
+                    let target = super::edits::render(signin, request, host, conn, ctx);
+                    signin_redirect(
+                        &target,
+                        &spec.redirect_param,
+                        scheme,
+                        &http_host,
+                        &request_uri,
+                    )
+                }
+                None => {
+                    let mut response = status(StatusCode::UNAUTHORIZED);
+                    if let Some(challenge) = answer.headers.get(header::WWW_AUTHENTICATE) {
+                        response
+                            .headers_mut()
+                            .insert(header::WWW_AUTHENTICATE, challenge.clone());
+                    }
+                    response
+                }
+            };
+            for cookie in cookies {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            Some(response)
+        }
+        403 => {
+            metrics::counter!(AUTH_REQUESTS, "result" => "denied").increment(1);
+            Some(status(StatusCode::FORBIDDEN))
+        }
+        other => {
+            tracing::warn!(status = other, service = %auth.backend.name, "auth-url answered neither 2xx, 401 nor 403");
+            Some(failed())
+        }
+    }
+}
+
+/// The request the service gets.
+#[allow(clippy::too_many_arguments)]
+fn ask(
+    auth: &ExternalAuth,
+    request: &Request<Incoming>,
+    host: &str,
+    conn: &ConnInfo,
+    ctx: &RequestContext,
+    scheme: &str,
+    http_host: &str,
+    request_uri: &str,
+) -> Option<Request<RequestBody>> {
+    let spec = &auth.spec;
+    let path = super::edits::render(&spec.path, request, host, conn, ctx);
+    let path = if path.starts_with('/') {
+        path
+    } else {
+        format!("/{path}")
+    };
+    let mut ask = Request::new(RequestBody::empty());
+    *ask.method_mut() = spec
+        .method
+        .clone()
+        .unwrap_or_else(|| request.method().clone());
+    *ask.uri_mut() = Uri::try_from(path).ok()?;
+    *ask.version_mut() = Version::HTTP_11;
+    let headers = ask.headers_mut();
+    *headers = request.headers().clone();
+    strip_hop_by_hop(headers, false);
+    headers.remove(header::CONTENT_LENGTH);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(HeaderName::from_static("x-forwarded-proto"));
+    let mut set = |name: &'static str, value: String| {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(HeaderName::from_static(name), value);
+        }
+    };
+    set(
+        "x-original-url",
+        format!("{scheme}://{http_host}{request_uri}"),
+    );
+    set("x-original-method", request.method().to_string());
+    set("x-sent-from", "nginx-ingress-controller".into());
+    set("x-real-ip", ctx.client.ip.to_string());
+    set("x-forwarded-for", ctx.client.ip.to_string());
+    let redirect = match &spec.request_redirect {
+        Some(template) => super::edits::render(template, request, host, conn, ctx),
+        None => request_uri.to_owned(),
+    };
+    set("x-auth-request-redirect", redirect);
+    if spec.method.is_some() {
+        set("x-original-uri", request_uri.to_owned());
+        set("x-scheme", scheme.to_owned());
+    }
+    headers.insert(
+        HeaderName::from_static("x-request-id"),
+        ctx.request_id.clone(),
+    );
+    headers.insert(header::HOST, spec.host.clone());
+    Some(ask)
+}
+
+/// ingress-nginx's `buildAuthSignURL`: the sign-in URL with the request's
+/// own URL under `redirect_param`, unless it has that parameter already.
+fn signin_redirect(
+    target: &str,
+    redirect_param: &str,
+    scheme: &str,
+    http_host: &str,
+    request_uri: &str,
+) -> Response<ResponseBody> {
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let has_param = query
+        .split('&')
+        .any(|pair| pair.split_once('=').map_or(pair, |(k, _)| k) == redirect_param);
+    let location = if has_param {
+        target.to_owned()
+    } else {
+        let back = format!(
+            "{scheme}://{http_host}{}",
+            escape_uri_component(request_uri)
+        );
+        let joiner = if query.is_empty() && !target.ends_with('?') {
+            '?'
+        } else {
+            '&'
+        };
+        format!("{target}{joiner}{redirect_param}={back}")
+    };
+    let mut response = status(StatusCode::FOUND);
+    if let Ok(value) = HeaderValue::try_from(location) {
+        response.headers_mut().insert(header::LOCATION, value);
+    }
+    response
+}
+
+/// nginx's `set_escape_uri`: everything but letters, digits and `-._~`.
+fn escape_uri_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+fn failed() -> Response<ResponseBody> {
+    metrics::counter!(AUTH_REQUESTS, "result" => "error").increment(1);
+    status(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+fn status(status: StatusCode) -> Response<ResponseBody> {
+    let body = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(ResponseBody::from(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signin_url_carries_where_to_come_back() {
+        let location = |target: &str| {
+            let response = signin_redirect(target, "rd", "https", "app.example", "/a b?x=1");
+            response.headers()[header::LOCATION]
+                .to_str()
+                .unwrap()
+                .to_owned()
+        };
+        assert_eq!(
+            location("https://auth.example/oauth2/start"),
+            "https://auth.example/oauth2/start?rd=https://app.example%2Fa%20b%3Fx%3D1"
+        );
+        assert_eq!(
+            location("https://auth.example/start?x=1"),
+            "https://auth.example/start?x=1&rd=https://app.example%2Fa%20b%3Fx%3D1"
+        );
+        assert_eq!(
+            location("https://auth.example/start?rd=/home"),
+            "https://auth.example/start?rd=/home"
+        );
+    }
+}

@@ -1,0 +1,282 @@
+//! `auth-url`, through the door, against a fake that speaks oauth2-proxy's
+//! side of ingress-nginx's integration: `/oauth2/auth` answers 202 with
+//! `X-Auth-Request-User` / `-Email` for a session cookie, else 401;
+//! `/oauth2/start?rd=URL` signs the user in (a cookie) and sends them back.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+use crate::support::*;
+
+const NGINX: &str = "nginx.ingress.kubernetes.io/";
+
+/// The requests the fake saw: (path and query, headers).
+type Seen = Arc<Mutex<Vec<(String, http::HeaderMap)>>>;
+
+async fn fake_oauth2_proxy() -> (SocketAddr, Seen) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let log = log.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |request: Request<Incoming>| {
+                    let log = log.clone();
+                    async move { Ok::<_, std::io::Error>(answer(request, &log)) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn answer(request: Request<Incoming>, log: &Seen) -> Response<Full<Bytes>> {
+    let uri = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_owned();
+    log.lock()
+        .unwrap()
+        .push((uri.clone(), request.headers().clone()));
+    let cookie = request
+        .headers()
+        .get("cookie")
+        .and_then(|c| c.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let mut response = Response::new(Full::default());
+    if uri.starts_with("/oauth2/auth") {
+        if cookie.contains("session=alice") {
+            *response.status_mut() = StatusCode::ACCEPTED;
+            let headers = response.headers_mut();
+            headers.insert("x-auth-request-user", "alice".parse().unwrap());
+            headers.insert("x-auth-request-email", "alice@example.com".parse().unwrap());
+            headers.insert(
+                "set-cookie",
+                "session=alice; Path=/; refreshed=1".parse().unwrap(),
+            );
+        } else if cookie.contains("session=bob") {
+            // No email for bob: whatever the client sends must not reach the pod.
+            *response.status_mut() = StatusCode::OK;
+            response
+                .headers_mut()
+                .insert("x-auth-request-user", "bob".parse().unwrap());
+        } else if cookie.contains("session=mallory") {
+            *response.status_mut() = StatusCode::FORBIDDEN;
+        } else if cookie.contains("session=broken") {
+            *response.status_mut() = StatusCode::BAD_GATEWAY;
+        } else {
+            *response.status_mut() = StatusCode::UNAUTHORIZED;
+            response
+                .headers_mut()
+                .insert("www-authenticate", "Bearer realm=\"app\"".parse().unwrap());
+        }
+    } else if let Some(rd) = uri.strip_prefix("/oauth2/start?rd=") {
+        // Signed in: a session, and back to where the user was going.
+        let back = percent_decode(rd);
+        *response.status_mut() = StatusCode::FOUND;
+        let headers = response.headers_mut();
+        headers.insert("location", back.parse().unwrap());
+        headers.insert("set-cookie", "session=alice; Path=/".parse().unwrap());
+    } else {
+        *response.status_mut() = StatusCode::NOT_FOUND;
+    }
+    response
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            out.push(u8::from_str_radix(&text[i + 1..i + 3], 16).unwrap());
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn oauth2_proxy_as_ingress_nginx_documents_it() {
+    let app = start_upstream("app").await;
+    let (auth, seen) = fake_oauth2_proxy().await;
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let with = |name: &str, host: &str, pairs: &[(&str, String)], paths: &[(&str, &str, &str)]| {
+        let owned: Vec<(String, String)> = pairs
+            .iter()
+            .map(|(k, v)| (format!("{NGINX}{k}"), v.clone()))
+            .collect();
+        let refs: Vec<(&str, &str)> = owned
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        ingress_yaml(name, Some(host), &refs, paths)
+    };
+    let auth_url = format!("http://{auth}/oauth2/auth");
+    let yaml = service_yaml("app", &[app.addr])
+        + &service_yaml("oauth2-proxy", &[auth])
+        + &with(
+            "app",
+            "app.example",
+            &[
+                ("auth-url", auth_url.clone()),
+                ("auth-signin", "http://app.example/oauth2/start".into()),
+                ("auth-response-headers", "X-Auth-Request-User, X-Auth-Request-Email".into()),
+            ],
+            &[("/", "Prefix", "app")],
+        )
+        // oauth2-proxy's own paths on the app's host, as its docs set it up.
+        + &with("oauth2", "app.example", &[], &[("/oauth2", "Prefix", "oauth2-proxy")])
+        + &with("api", "api.example", &[("auth-url", auth_url)], &[("/", "Prefix", "app")])
+        + &with("down", "down.example", &[("auth-url", format!("http://{dead}/auth"))], &[("/", "Prefix", "app")])
+        + &with(
+            "variable",
+            "variable.example",
+            &[("auth-url", "https://$host/oauth2/auth".into())],
+            &[("/", "Prefix", "app")],
+        );
+    let m = Manifests::new();
+    m.write("apps.yaml", &yaml);
+    let sluice = start_sluice(m.path(), "").await;
+
+    // The redirect dance, followed to the end by curl with a cookie jar.
+    let jar = tempfile::tempdir().unwrap();
+    let jar = jar.path().join("cookies.txt");
+    let to = format!("app.example:80:{}", sluice.http_addr);
+    let output = tokio::process::Command::new("curl")
+        .args(["-sS", "-L", "--max-redirs", "3", "--connect-to", &to, "-c"])
+        .arg(&jar)
+        .arg("-b")
+        .arg(&jar)
+        .args(["-H", "X-Auth-Request-Email: evil@example.com"])
+        .arg("http://app.example/cart?x=1")
+        .output()
+        .await
+        .expect("curl is installed by scripts/test");
+    let body: serde_json::Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)));
+    assert_eq!(body["upstream"], "app");
+    assert_eq!(body["uri"], "/cart?x=1");
+    assert_eq!(body["headers"]["x-auth-request-user"][0], "alice");
+    assert_eq!(
+        body["headers"]["x-auth-request-email"][0], "alice@example.com",
+        "the service's, not the client's"
+    );
+    // What the service was asked, first without a session.
+    let asked = seen.lock().unwrap().clone();
+    let (path, headers) = &asked[0];
+    assert_eq!(path, "/oauth2/auth");
+    assert_eq!(headers["x-original-url"], "http://app.example/cart?x=1");
+    assert_eq!(headers["x-original-method"], "GET");
+    assert_eq!(headers["x-auth-request-redirect"], "/cart?x=1");
+    assert_eq!(headers["host"], auth.to_string());
+    assert_eq!(headers["x-real-ip"], "127.0.0.1");
+    assert!(
+        asked
+            .iter()
+            .any(|(p, _)| p == "/oauth2/start?rd=http://app.example%2Fcart%3Fx%3D1"),
+        "{asked:?}"
+    );
+
+    let http = client();
+    let get = |host: &str, cookie: &str, extra: Option<(&str, &str)>| {
+        let mut request = get(sluice.http_addr, host, "/");
+        if !cookie.is_empty() {
+            request
+                .headers_mut()
+                .insert("cookie", cookie.parse().unwrap());
+        }
+        if let Some((name, value)) = extra {
+            let name = http::HeaderName::try_from(name).unwrap();
+            request.headers_mut().insert(name, value.parse().unwrap());
+        }
+        send(&http, request)
+    };
+    // The service's Set-Cookie reaches the client with the answer.
+    let alice = get("app.example", "session=alice", None).await.unwrap();
+    assert_eq!(alice.status, StatusCode::OK);
+    assert!(alice
+        .headers
+        .get_all("set-cookie")
+        .iter()
+        .any(|c| c.to_str().unwrap().contains("refreshed=1")));
+    // A header the service did not send is removed, whatever the client says.
+    let bob = get(
+        "app.example",
+        "session=bob",
+        Some(("x-auth-request-email", "boss@example.com")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bob.json()["headers"]["x-auth-request-user"][0], "bob");
+    assert!(
+        bob.json()["headers"].get("x-auth-request-email").is_none(),
+        "{}",
+        bob.text()
+    );
+    // 403 is the client's; without auth-signin, so is a 401 and its challenge.
+    assert_eq!(
+        get("app.example", "session=mallory", None)
+            .await
+            .unwrap()
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let no_signin = get("api.example", "", None).await.unwrap();
+    assert_eq!(no_signin.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        no_signin.headers["www-authenticate"],
+        "Bearer realm=\"app\""
+    );
+    // Any other answer, or a service that is down: 500, never the pod.
+    let requests = app.requests();
+    assert_eq!(
+        get("app.example", "session=broken", None)
+            .await
+            .unwrap()
+            .status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(
+        get("down.example", "", None).await.unwrap().status,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(app.requests(), requests);
+    // A variable host is not done yet: closed.
+    assert_eq!(
+        get("variable.example", "", None).await.unwrap().status,
+        StatusCode::FORBIDDEN
+    );
+    let metrics = admin_text(&sluice, "/metrics").await;
+    for result in ["allowed", "denied", "error"] {
+        assert!(
+            metrics.contains(&format!(
+                "sluice_auth_requests_total{{result=\"{result}\"}}"
+            )),
+            "{result}"
+        );
+    }
+}
