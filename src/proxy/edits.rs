@@ -221,6 +221,11 @@ impl Vars for RequestVars<'_> {
                     .path_and_query()
                     .map_or("/", PathAndQuery::as_str),
             ),
+            Var::EscapedRequestUri => out.push_str(&crate::routing::edits::escape_uri_component(
+                self.original
+                    .path_and_query()
+                    .map_or("/", PathAndQuery::as_str),
+            )),
             Var::RequestUriTrimmed => {
                 let uri = self
                     .original

@@ -19,7 +19,7 @@ use super::conn::ConnInfo;
 use super::context::RequestContext;
 use super::edits::Applied;
 use super::headers::strip_hop_by_hop;
-use crate::routing::{ExternalAuth, Route};
+use crate::routing::{ExternalAuth, Route, RoutingTable};
 use crate::telemetry::{AUTH_DURATION, AUTH_REQUESTS};
 use crate::upstream::body::RequestBody;
 
@@ -30,6 +30,7 @@ const MAX_ANSWER: usize = 64 << 10;
 pub(super) async fn check(
     auth: &ExternalAuth,
     route: &Route,
+    table: &RoutingTable,
     request: &Request<Incoming>,
     host: &str,
     conn: &ConnInfo,
@@ -48,7 +49,7 @@ pub(super) async fn check(
         .and_then(|h| h.to_str().ok())
         .unwrap_or(host)
         .to_owned();
-    let Some(ask) = ask(
+    let Some(mut ask) = ask(
         auth,
         request,
         host,
@@ -58,14 +59,26 @@ pub(super) async fn check(
         &http_host,
         &request_uri,
     ) else {
-        return Some(status(StatusCode::INTERNAL_SERVER_ERROR));
+        return Some(failed());
     };
-    let policy = &route.policy;
+    // The service: its own backend, or the route sluice serves for its URL.
+    let (service_route, backend, metrics) = match &spec.internal {
+        None => (route, &auth.backend, &auth.metrics),
+        Some(url) => {
+            let url = super::edits::render(url, request, host, conn, ctx);
+            let Some(found) = internal_route(table, &url, &mut ask) else {
+                tracing::warn!(url, "auth-url: no route serves it");
+                return Some(failed());
+            };
+            (&**found, found.active_backend(), &found.metrics)
+        }
+    };
+    let policy = &service_route.policy;
     let started = Instant::now();
     let deadline = policy.connect_timeout + policy.read_timeout;
     let exchange = async {
         let (response, _pick) =
-            super::forward::send_once(ask, route, &auth.backend, &auth.metrics).await?;
+            super::forward::send_once(ask, service_route, backend, metrics).await?;
         let (parts, mut body) = response.into_parts();
         // Read (up to a bound) so the connection goes back to its pool.
         let mut read = 0;
@@ -152,6 +165,30 @@ pub(super) async fn check(
     }
 }
 
+/// `auth-url` with `$variables` in its host, rendered: the route of this
+/// table that serves it, with `ask` pointed at it (path and `Host`).
+fn internal_route<'t>(
+    table: &'t RoutingTable,
+    url: &str,
+    ask: &mut Request<RequestBody>,
+) -> Option<&'t std::sync::Arc<Route>> {
+    let rest = url.split_once("://")?.1;
+    let at = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(at);
+    let path = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        format!("/{path}")
+    };
+    let uri = Uri::try_from(path).ok()?;
+    let routing_path = crate::routing::normalize::routing_path(uri.path())?;
+    let route = table.route(authority, &routing_path)?;
+    *ask.uri_mut() = uri;
+    ask.headers_mut()
+        .insert(header::HOST, HeaderValue::try_from(authority).ok()?);
+    Some(route)
+}
+
 /// The request the service gets.
 #[allow(clippy::too_many_arguments)]
 fn ask(
@@ -232,7 +269,7 @@ fn signin_redirect(
     } else {
         let back = format!(
             "{scheme}://{http_host}{}",
-            escape_uri_component(request_uri)
+            crate::routing::edits::escape_uri_component(request_uri)
         );
         let joiner = if query.is_empty() && !target.ends_with('?') {
             '?'
@@ -246,19 +283,6 @@ fn signin_redirect(
         response.headers_mut().insert(header::LOCATION, value);
     }
     response
-}
-
-/// nginx's `set_escape_uri`: everything but letters, digits and `-._~`.
-fn escape_uri_component(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 fn failed() -> Response<ResponseBody> {

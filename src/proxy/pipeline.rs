@@ -234,7 +234,7 @@ impl Proxy {
             if let Some(auth) = &route.policy.external_auth {
                 // Boxed: the cold path.
                 let refused = Box::pin(super::external_auth::check(
-                    auth, &route, &request, host, conn, ctx,
+                    auth, &route, &table, &request, host, conn, ctx,
                 ))
                 .await;
                 if let Some(response) = refused {

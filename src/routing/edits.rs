@@ -30,6 +30,9 @@ pub enum Var {
     /// `$request_uri` without one trailing `/` (ingress-nginx's
     /// `from-to-www-redirect` target); no nginx name.
     RequestUriTrimmed,
+    /// `$escaped_request_uri` (ingress-nginx's `set_escape_uri` of
+    /// `$request_uri`, used in `auth-signin`): escaped as a URI component.
+    EscapedRequestUri,
     /// `$uri`, `$document_uri`: the path, after rewrites.
     Uri,
     /// `$args`, `$query_string`: the query, without `?`.
@@ -75,6 +78,7 @@ impl Var {
             "scheme" | "pass_access_scheme" => Var::Scheme,
             "https" => Var::Https,
             "request_uri" => Var::RequestUri,
+            "escaped_request_uri" => Var::EscapedRequestUri,
             "uri" | "document_uri" => Var::Uri,
             "args" | "query_string" => Var::Args,
             "is_args" => Var::IsArgs,
@@ -111,6 +115,20 @@ pub trait Vars {
 enum Part {
     Text(String),
     Var(Var),
+}
+
+/// nginx's `set_escape_uri`: everything but letters, digits and `-._~`
+/// percent-escaped.
+pub fn escape_uri_component(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for byte in text.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 /// A text with `$variables` (or `${variables}`), expanded per request.

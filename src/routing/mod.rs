@@ -73,7 +73,8 @@ pub struct RoutePolicy {
 /// `auth-url`: the authentication service every request is first asked of.
 #[derive(Debug)]
 pub struct ExternalAuth {
-    /// The service's addresses, as a backend of its own (pools, breakers).
+    /// The service's addresses, as a backend of its own (pools, breakers);
+    /// unused when the service is one of sluice's routes (`spec.internal`).
     pub backend: Arc<Backend>,
     /// What the service is asked, and what its answers do.
     pub spec: ExternalAuthRequest,
@@ -99,6 +100,10 @@ pub struct ExternalAuthRequest {
     pub request_redirect: Option<edits::Template>,
     /// `auth-always-set-cookie`: the service's cookie on every answer.
     pub always_set_cookie: bool,
+    /// A URL with `$variables` in its host: the service is the route this
+    /// table serves for it (ingress-nginx sends such a subrequest through
+    /// nginx itself).
+    pub internal: Option<edits::Template>,
 }
 
 /// The same service asked the same way.

@@ -152,12 +152,17 @@ async fn oauth2_proxy_as_ingress_nginx_documents_it() {
         + &with("oauth2", "app.example", &[], &[("/oauth2", "Prefix", "oauth2-proxy")])
         + &with("api", "api.example", &[("auth-url", auth_url)], &[("/", "Prefix", "app")])
         + &with("down", "down.example", &[("auth-url", format!("http://{dead}/auth"))], &[("/", "Prefix", "app")])
+        // oauth2-proxy's documented setup: the service on the app's own host.
         + &with(
-            "variable",
-            "variable.example",
-            &[("auth-url", "https://$host/oauth2/auth".into())],
+            "inside",
+            "inside.example",
+            &[
+                ("auth-url", "https://$host/oauth2/auth".into()),
+                ("auth-signin", "https://$host/oauth2/start?rd=$escaped_request_uri".into()),
+            ],
             &[("/", "Prefix", "app")],
-        );
+        )
+        + &with("oauth2-inside", "inside.example", &[], &[("/oauth2", "Prefix", "oauth2-proxy")]);
     let m = Manifests::new();
     m.write("apps.yaml", &yaml);
     let sluice = start_sluice(m.path(), "").await;
@@ -265,11 +270,20 @@ async fn oauth2_proxy_as_ingress_nginx_documents_it() {
         StatusCode::INTERNAL_SERVER_ERROR
     );
     assert_eq!(app.requests(), requests);
-    // A variable host is not done yet: closed.
+    // `https://$host/oauth2/auth`: asked through sluice's own route for it.
+    let inside = get("inside.example", "", None).await.unwrap();
+    assert_eq!(inside.status, StatusCode::FOUND);
     assert_eq!(
-        get("variable.example", "", None).await.unwrap().status,
-        StatusCode::FORBIDDEN
+        inside.headers["location"],
+        "https://inside.example/oauth2/start?rd=%2F"
     );
+    let inside = get("inside.example", "session=alice", None).await.unwrap();
+    assert_eq!(inside.status, StatusCode::OK);
+    assert_eq!(inside.upstream(), "app");
+    let asked = seen.lock().unwrap().clone();
+    let (path, headers) = asked.last().unwrap();
+    assert_eq!(path, "/oauth2/auth");
+    assert_eq!(headers["host"], "inside.example");
     let metrics = admin_text(&sluice, "/metrics").await;
     for result in ["allowed", "denied", "error"] {
         assert!(

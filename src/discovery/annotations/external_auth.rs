@@ -2,8 +2,9 @@
 //! as ingress-nginx's `auth_request`, with `auth-method`, `auth-signin`
 //! (and `auth-signin-redirect-param`), `auth-response-headers`,
 //! `auth-request-redirect` and `auth-always-set-cookie`. The service's host
-//! must be a name or an address: a `$variable` in it (`https://$host/...`)
-//! is not done yet, and fails closed.
+//! is a name or an address (a backend of its own), or has `$variables`
+//! (`https://$host/oauth2/auth`, oauth2-proxy's documented setup): then the
+//! service is the route sluice itself serves for that URL.
 
 use std::collections::BTreeMap;
 
@@ -30,6 +31,9 @@ pub struct ExternalAuthSpec {
     /// `X-Auth-Request-Redirect` (else the request URI).
     pub request_redirect: Option<Template>,
     pub always_set_cookie: bool,
+    /// A URL whose host has `$variables`: the service is one of sluice's
+    /// own routes, found per request.
+    pub internal: Option<Template>,
 }
 
 /// `Err(key)`: the request must fail closed, for the reason in `notices`.
@@ -48,9 +52,26 @@ pub(super) fn parse_external_auth(
         });
         key.to_owned()
     };
-    let (tls, host, port, path) = split_target(url.trim()).map_err(|e| closed(key, e))?;
-    let path =
-        Template::parse(if path.is_empty() { "/" } else { path }).map_err(|e| closed(key, e))?;
+    let url = url.trim();
+    // `https://$host/oauth2/auth`: a service on a host sluice routes.
+    let authority = url.split_once("://").map_or("", |(_, rest)| {
+        rest.split(['/', '?']).next().unwrap_or_default()
+    });
+    let (tls, host, port, path, internal) = if authority.contains('$') {
+        let whole = Template::parse(url).map_err(|e| closed(key, e))?;
+        (
+            false,
+            String::new(),
+            0,
+            Template::parse("/").map_err(|e| closed(key, e))?,
+            Some(whole),
+        )
+    } else {
+        let (tls, host, port, path) = split_target(url).map_err(|e| closed(key, e))?;
+        let path = Template::parse(if path.is_empty() { "/" } else { path })
+            .map_err(|e| closed(key, e))?;
+        (tls, host, port, path, None)
+    };
     let method = match lookup(annotations, "auth-method") {
         None => None,
         Some((key, value)) => Some(
@@ -92,5 +113,6 @@ pub(super) fn parse_external_auth(
         response_headers,
         request_redirect,
         always_set_cookie,
+        internal,
     }))
 }

@@ -74,8 +74,10 @@ impl Builder<'_> {
         ingress: &IngressRef,
         object: &ObjectRef,
     ) -> Arc<ExternalAuth> {
-        let backend = self
-            .url_backend("auth-url", &spec.host, spec.port, spec.tls, ingress, object)
+        let named = spec.internal.is_none();
+        let backend = named
+            .then(|| self.url_backend("auth-url", &spec.host, spec.port, spec.tls, ingress, object))
+            .flatten()
             .unwrap_or_else(|| {
                 let name = BackendRef {
                     namespace: ingress.namespace.clone(),
@@ -112,6 +114,7 @@ impl Builder<'_> {
                 response_headers: spec.response_headers.clone(),
                 request_redirect: spec.request_redirect.clone(),
                 always_set_cookie: spec.always_set_cookie,
+                internal: spec.internal.clone(),
             },
             metrics,
         })
