@@ -57,6 +57,19 @@ pub(super) fn parse_external_auth(
     let authority = url.split_once("://").map_or("", |(_, rest)| {
         rest.split(['/', '?']).next().unwrap_or_default()
     });
+    // Only the host the request was routed by: a client header there would
+    // let a client choose which service says yes.
+    let routed_host_only = ["${host}", "$host", "$best_http_host", "$server_name"]
+        .iter()
+        .fold(authority.to_owned(), |a, v| a.replace(v, ""))
+        .bytes()
+        .all(|b| b != b'$');
+    if !routed_host_only {
+        return Err(closed(
+            key,
+            format!("{authority:?}: only $host may name the service's host"),
+        ));
+    }
     let (tls, host, port, path, internal) = if authority.contains('$') {
         let whole = Template::parse(url).map_err(|e| closed(key, e))?;
         (
@@ -115,4 +128,39 @@ pub(super) fn parse_external_auth(
         always_set_cookie,
         internal,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(url: &str) -> (Result<Option<ExternalAuthSpec>, String>, Vec<Notice>) {
+        let map = [(
+            "nginx.ingress.kubernetes.io/auth-url".to_owned(),
+            url.to_owned(),
+        )]
+        .into();
+        let mut notices = Vec::new();
+        (parse_external_auth(&map, &mut notices), notices)
+    }
+
+    #[test]
+    fn the_service_is_named_or_the_routed_host() {
+        let named = parse("http://oauth2-proxy.auth.svc:4180/oauth2/auth")
+            .0
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (named.host.as_str(), named.port),
+            ("oauth2-proxy.auth.svc", 4180)
+        );
+        assert!(named.internal.is_none());
+        let own = parse("https://$host/oauth2/auth").0.unwrap().unwrap();
+        assert!(own.internal.is_some());
+        // A client's header must not choose the service.
+        let (chosen, notices) = parse("https://$http_x_auth_host/oauth2/auth");
+        assert!(chosen.is_err());
+        assert_eq!(notices[0].reason, "fail-closed");
+        assert!(parse("ftp://auth/").0.is_err());
+    }
 }
