@@ -140,7 +140,7 @@ pub(super) async fn check(
                     )
                 }
                 None => {
-                    let mut response = status(StatusCode::UNAUTHORIZED);
+                    let mut response = super::filters::plain(StatusCode::UNAUTHORIZED);
                     if let Some(challenge) = answer.headers.get(header::WWW_AUTHENTICATE) {
                         response
                             .headers_mut()
@@ -156,7 +156,7 @@ pub(super) async fn check(
         }
         403 => {
             metrics::counter!(AUTH_REQUESTS, "result" => "denied").increment(1);
-            Some(status(StatusCode::FORBIDDEN))
+            Some(super::filters::plain(StatusCode::FORBIDDEN))
         }
         other => {
             tracing::warn!(status = other, service = %auth.backend.name, "auth-url answered neither 2xx, 401 nor 403");
@@ -278,7 +278,7 @@ fn signin_redirect(
         };
         format!("{target}{joiner}{redirect_param}={back}")
     };
-    let mut response = status(StatusCode::FOUND);
+    let mut response = super::filters::plain(StatusCode::FOUND);
     if let Ok(value) = HeaderValue::try_from(location) {
         response.headers_mut().insert(header::LOCATION, value);
     }
@@ -287,18 +287,7 @@ fn signin_redirect(
 
 fn failed() -> Response<ResponseBody> {
     metrics::counter!(AUTH_REQUESTS, "result" => "error").increment(1);
-    status(StatusCode::INTERNAL_SERVER_ERROR)
-}
-
-fn status(status: StatusCode) -> Response<ResponseBody> {
-    let body = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("")
-    );
-    let mut response = Response::new(ResponseBody::from(bytes::Bytes::from(body)));
-    *response.status_mut() = status;
-    response
+    super::filters::plain(StatusCode::INTERNAL_SERVER_ERROR)
 }
 
 #[cfg(test)]

@@ -175,19 +175,23 @@ pub(super) fn unauthorized(challenge: &HeaderValue) -> Response<ResponseBody> {
 
 /// A broken access configuration (ingress-nginx's denied location).
 fn unavailable() -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::from(bytes::Bytes::from_static(
-        b"503 Service Unavailable\n",
-    )));
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    response
+    plain(StatusCode::SERVICE_UNAVAILABLE)
 }
 
 /// An access rule refused the client (nginx's plain 403).
 pub(super) fn forbidden() -> Response<ResponseBody> {
-    let mut response = Response::new(ResponseBody::from(bytes::Bytes::from_static(
-        b"403 Forbidden\n",
-    )));
-    *response.status_mut() = StatusCode::FORBIDDEN;
+    plain(StatusCode::FORBIDDEN)
+}
+
+/// A short answer of sluice's own: the status line's words as text.
+pub(super) fn plain(status: StatusCode) -> Response<ResponseBody> {
+    let body = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("")
+    );
+    let mut response = Response::new(ResponseBody::from(bytes::Bytes::from(body)));
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
