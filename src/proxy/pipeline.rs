@@ -3,10 +3,14 @@
 //! filter chain.
 //!
 //! ```text
-//! accept          request id, the one real client address, the log's request side
+//! accept          request id, the one real client address (and the ConfigMap's
+//!                 blocks), the log's request side
 //! route           (host, path) -> Route, from the table loaded once
-//! request filters the route's filters in order: redirect, body size, rate
-//!                 limit, canary choice (`filters`)
+//! request filters the route's filters in order: CORS preflight, redirect,
+//!                 edits, address list, basic authentication, body size,
+//!                 limits, canary choice (`filters`); then the slow password
+//!                 checks and `auth-url` (`external_auth`), and the mirror's
+//!                 copy (`mirror`)
 //! choose backend  the canary's, the route's, or its fallback
 //! upstream        the request as that backend gets it; pick an endpoint, send,
 //!                 retry (`forward`)
@@ -362,7 +366,8 @@ impl Proxy {
 
     /// Reads a request body whole before it goes upstream.
     async fn buffer(&self, body: &mut RequestBody, memory: u64) -> Result<(), ProxyError> {
-        let settings = self.settings.load();
+        // Owned: the read may take long, and a guard must not be held across it.
+        let settings = self.settings.load_full();
         let buffering = Buffering {
             memory,
             timeout: settings.client_body_timeout,
