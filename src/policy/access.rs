@@ -46,10 +46,7 @@ impl AccessList {
 
 /// A comma-separated address list, as annotations and the ConfigMap write it.
 pub fn parse_cidrs(list: &str) -> Result<Vec<Cidr>, String> {
-    list.split(',')
-        .filter(|r| !r.trim().is_empty())
-        .map(Cidr::parse)
-        .collect()
+    list.parse::<super::canary::CidrList>().map(|l| l.0)
 }
 
 /// Longest pattern read from `block-user-agents` / `block-referers`.

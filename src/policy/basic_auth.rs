@@ -212,6 +212,8 @@ pub struct SlowCheck {
     auth: Arc<BasicAuth>,
     user: String,
     password: String,
+    /// The credentials' salted digest (`BasicAuth::digest`).
+    digest: [u8; 20],
 }
 
 impl BasicAuth {
@@ -266,7 +268,10 @@ impl BasicAuth {
         let Some(hash) = self.users.get(&user) else {
             return Verdict::Refuse;
         };
-        if self.remembers(&user, &password) {
+        // One digest per request: the remembered set's key, and the slow
+        // check's.
+        let digest = self.digest(&user, &password);
+        if self.remembers(&digest) {
             return Verdict::Admit;
         }
         if hash.is_slow() {
@@ -274,9 +279,10 @@ impl BasicAuth {
                 auth: self.clone(),
                 user,
                 password,
+                digest,
             });
         }
-        self.settle(&user, &password, hash.verify(&password))
+        self.settle(digest, hash.verify(&password))
     }
 
     fn digest(&self, user: &str, password: &str) -> [u8; 20] {
@@ -289,17 +295,15 @@ impl BasicAuth {
             .into()
     }
 
-    fn remembers(&self, user: &str, password: &str) -> bool {
-        let digest = self.digest(user, password);
+    fn remembers(&self, digest: &[u8; 20]) -> bool {
         let passed = self.passed.lock().unwrap_or_else(PoisonError::into_inner);
-        passed.contains(&digest)
+        passed.contains(digest)
     }
 
-    fn settle(&self, user: &str, password: &str, ok: bool) -> Verdict {
+    fn settle(&self, digest: [u8; 20], ok: bool) -> Verdict {
         if !ok {
             return Verdict::Refuse;
         }
-        let digest = self.digest(user, password);
         let mut passed = self.passed.lock().unwrap_or_else(PoisonError::into_inner);
         if passed.len() >= MAX_REMEMBERED {
             passed.clear();
@@ -319,7 +323,7 @@ impl SlowCheck {
     /// the same credentials; false when refused (or when too many are
     /// waiting).
     pub async fn verify(self) -> bool {
-        let digest = self.auth.digest(&self.user, &self.password);
+        let digest = self.digest;
         let cell = {
             let mut under_way =
                 (self.auth.under_way.lock()).unwrap_or_else(PoisonError::into_inner);
@@ -355,13 +359,14 @@ impl SlowCheck {
             auth,
             user,
             password,
+            digest,
         } = self;
         let verified = tokio::task::spawn_blocking(move || {
             let ok = auth
                 .users
                 .get(&user)
                 .is_some_and(|hash| hash.verify(&password));
-            matches!(auth.settle(&user, &password, ok), Verdict::Admit)
+            matches!(auth.settle(digest, ok), Verdict::Admit)
         })
         .await;
         verified.unwrap_or(false)

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{lookup, Notice};
+use super::{fail_closed, lookup, Notice};
 
 /// What the annotations ask; `translate` reads the Secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,14 +27,7 @@ pub(super) fn parse_basic_auth(
     let Some((key, kind)) = lookup(annotations, "auth-type") else {
         return Ok(None);
     };
-    let mut closed = |reason: String| {
-        notices.push(Notice {
-            key: key.to_owned(),
-            reason: "fail-closed",
-            message: format!("{key}: {reason}; every request is refused (403)"),
-        });
-        Err(key.to_owned())
-    };
+    let mut closed = |reason: String| Err(fail_closed(notices, key, &reason));
     match kind.trim() {
         "basic" => {}
         "digest" => return closed("digest authentication is not implemented".into()),

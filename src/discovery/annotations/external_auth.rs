@@ -12,7 +12,7 @@ use http::header::HeaderName;
 use http::Method;
 
 use super::mirror::split_target;
-use super::{lookup, parse_bool, Notice};
+use super::{fail_closed, lookup, parse_bool, Notice};
 use crate::routing::edits::Template;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -44,14 +44,7 @@ pub(super) fn parse_external_auth(
     let Some((key, url)) = lookup(annotations, "auth-url") else {
         return Ok(None);
     };
-    let mut closed = |key: &str, reason: String| {
-        notices.push(Notice {
-            key: key.to_owned(),
-            reason: "fail-closed",
-            message: format!("{key}: {reason}; every request is refused (403)"),
-        });
-        key.to_owned()
-    };
+    let mut closed = |key: &str, reason: String| fail_closed(notices, key, &reason);
     let url = url.trim();
     // `https://$host/oauth2/auth`: a service on a host sluice routes.
     let authority = url.split_once("://").map_or("", |(_, rest)| {

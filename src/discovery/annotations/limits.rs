@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::policy::access::parse_cidrs;
 
 /// `sluice.io/limit-*` limit the Ingress as a whole (or per `limit-key`);
 /// ingress-nginx's `limit-*` keep their per-client-address meaning.
@@ -34,12 +35,7 @@ pub(super) fn parse_limit(
     };
     let exempt = |prefix: &str| -> Result<Vec<Cidr>, AnnotationError> {
         match get(prefix, "limit-whitelist") {
-            Some((key, list)) => list
-                .split(',')
-                .filter(|r| !r.trim().is_empty())
-                .map(Cidr::parse)
-                .collect::<Result<_, _>>()
-                .map_err(|e| invalid_at(&key, e)),
+            Some((key, list)) => parse_cidrs(&list).map_err(|e| invalid_at(&key, e)),
             None => Ok(Vec::new()),
         }
     };
@@ -181,12 +177,7 @@ pub(super) fn parse_limit_connections(
         .filter(|n| *n > 0)
         .ok_or_else(|| invalid_at(key, format!("{value:?} is not a positive whole number")))?;
     let exempt = match lookup(annotations, "limit-whitelist") {
-        Some((key, list)) => list
-            .split(',')
-            .filter(|r| !r.trim().is_empty())
-            .map(Cidr::parse)
-            .collect::<Result<_, _>>()
-            .map_err(|e| invalid_at(key, e))?,
+        Some((key, list)) => parse_cidrs(list).map_err(|e| invalid_at(key, e))?,
         None => Vec::new(),
     };
     Ok(Some((max, exempt)))

@@ -147,3 +147,14 @@ pub(super) fn parse_on_off(value: &str) -> Result<bool, String> {
         _ => Err(format!("{value:?} is not on or off")),
     }
 }
+
+/// An access annotation sluice cannot honour as written: a `fail-closed`
+/// notice, and the key, so that every request is refused (403).
+pub(super) fn fail_closed(notices: &mut Vec<Notice>, key: &str, reason: &str) -> String {
+    notices.push(Notice {
+        key: key.to_owned(),
+        reason: "fail-closed",
+        message: format!("{key}: {reason}; every request is refused (403)"),
+    });
+    key.to_owned()
+}

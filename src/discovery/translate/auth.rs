@@ -76,7 +76,16 @@ impl Builder<'_> {
     ) -> Arc<ExternalAuth> {
         let named = spec.internal.is_none();
         let backend = named
-            .then(|| self.url_backend("auth-url", &spec.host, spec.port, spec.tls, ingress, object))
+            .then(|| {
+                self.url_backend(
+                    ("auth-url", "auth"),
+                    &spec.host,
+                    spec.port,
+                    spec.tls,
+                    ingress,
+                    object,
+                )
+            })
             .flatten()
             .unwrap_or_else(|| {
                 let name = BackendRef {

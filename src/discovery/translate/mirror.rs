@@ -15,13 +15,13 @@ use crate::routing::{Backend, BackendRef, IngressRef, Mirror, Protocol, RoutePol
 
 impl Builder<'_> {
     /// The backend of a service named by a URL (`mirror-target`,
-    /// `auth-url`): its host resolved in the background (or an address),
+    /// `auth-url`; `key` in warnings), named `LABEL HOST`: its host resolved in the background (or an address),
     /// refused like pods' where they must be; HTTPS without verification
     /// or SNI, as nginx's `proxy_pass https://...`. `None` (with a warning)
     /// when it cannot be spoken to.
     pub(super) fn url_backend(
         &mut self,
-        key: &str,
+        (key, label): (&str, &str),
         host: &str,
         port: u16,
         tls: bool,
@@ -31,10 +31,7 @@ impl Builder<'_> {
         let site = Some((object, Field::Annotations));
         let name = BackendRef {
             namespace: ingress.namespace.clone(),
-            service: format!(
-                "{} {host}",
-                key.trim_end_matches("-target").trim_end_matches("-url")
-            ),
+            service: format!("{label} {host}"),
             port: port.to_string(),
             via_service_ip: false,
         };
@@ -97,7 +94,7 @@ impl Builder<'_> {
         object: &ObjectRef,
     ) -> Option<Arc<Mirror>> {
         let backend = self.url_backend(
-            "mirror-target",
+            ("mirror-target", "mirror"),
             &spec.host,
             spec.port,
             spec.tls,
