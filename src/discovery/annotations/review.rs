@@ -52,6 +52,21 @@ const NEEDS: &[(&str, &str)] = &[
     ("session-cookie-secure", "affinity"),
     ("session-cookie-conditional-samesite-none", "affinity"),
     ("session-cookie-change-on-failure", "affinity"),
+    ("auth-secret", "auth-type"),
+    ("auth-secret-type", "auth-type"),
+    ("auth-realm", "auth-type"),
+    ("auth-method", "auth-url"),
+    ("auth-signin", "auth-url"),
+    ("auth-signin-redirect-param", "auth-url"),
+    ("auth-response-headers", "auth-url"),
+    ("auth-request-redirect", "auth-url"),
+    ("auth-always-set-cookie", "auth-url"),
+    ("cors-allow-origin", "enable-cors"),
+    ("cors-allow-methods", "enable-cors"),
+    ("cors-allow-headers", "enable-cors"),
+    ("cors-expose-headers", "enable-cors"),
+    ("cors-allow-credentials", "enable-cors"),
+    ("cors-max-age", "enable-cors"),
 ];
 
 /// Whether sluice reads this key (without prefix) under this prefix.
@@ -231,6 +246,12 @@ mod tests {
             ("nginx.ingress.kubernetes.io/session-cookie-name", "route"),
             ("nginx.ingress.kubernetes.io/limit-rate", "100"),
             ("sluice.io/limit-rate-after", "10"),
+            (
+                "nginx.ingress.kubernetes.io/auth-signin",
+                "https://login.example/",
+            ),
+            ("nginx.ingress.kubernetes.io/auth-realm", "Staff"),
+            ("nginx.ingress.kubernetes.io/cors-allow-origin", "*"),
         ]);
         let keys: Vec<&str> = notices
             .iter()
@@ -238,7 +259,13 @@ mod tests {
             .collect();
         assert_eq!(
             keys,
-            ["session-cookie-name", "x-forwarded-prefix"],
+            [
+                "auth-realm",
+                "auth-signin",
+                "cors-allow-origin",
+                "session-cookie-name",
+                "x-forwarded-prefix"
+            ],
             "{notices:?}"
         );
         assert!(notices.iter().all(|n| n.reason == "annotation-differs"));
