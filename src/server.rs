@@ -31,7 +31,6 @@ use crate::routing::RoutingTable;
 use crate::telemetry::access_log::{self, AccessLog};
 use ::kube::runtime::events::Reporter;
 use tokio::sync::mpsc;
-use tokio_rustls::TlsAcceptor;
 
 #[derive(Debug, Error)]
 pub enum StartError {
@@ -173,9 +172,9 @@ impl Server {
         let connections = TaskTracker::new();
         let builder = Arc::new(listener::connection_builder(&config));
         let limits = listener::ConnectionLimits::new(&config);
-        let tls = tls::server_config(table.clone()).map_err(StartError::Tls)?;
+        let tls = Arc::new(tls::Acceptor::new(table.clone()).map_err(StartError::Tls)?);
         let mut accept_loops = Vec::new();
-        for (listener, tls) in [(http, None), (https, Some(TlsAcceptor::from(tls)))] {
+        for (listener, tls) in [(http, None), (https, Some(tls))] {
             accept_loops.push(tokio::spawn(listener::serve(
                 listener,
                 tls,

@@ -26,6 +26,7 @@ use super::annotations::IngressAnnotations;
 use super::retained::{LastGood, Retained};
 use super::{ObjectRef, Snapshot, Warning};
 use crate::config::{ForeignKey, HostOwnership, ProxyDefaults};
+use crate::policy::client_cert::ClientCa;
 use crate::policy::ratelimit::{LimitSpec, Limiter};
 use crate::policy::upstream_deny::UpstreamDeny;
 use crate::routing::certs::{Certificate, TlsCerts};
@@ -41,6 +42,8 @@ use crate::routing::{
 mod auth;
 mod certificates;
 mod class;
+mod client_certs;
+mod faults;
 mod headers;
 mod hosts;
 mod index;
@@ -53,6 +56,7 @@ pub use class::{ClassSelection, DEFAULT_CONTROLLER_CLASS, DEFAULT_INGRESS_CLASS}
 pub use index::{external_name_key, update_endpoints, SERVICE_NAME_LABEL};
 
 use class::select_ours;
+use faults::{add_isolated, config_key_warnings, isolated};
 use index::{endpoints_for, PodAddrs, SnapshotIndex};
 use ownership::HostOwner;
 #[cfg(test)]
@@ -171,6 +175,7 @@ pub fn translate(
     });
     builder.default_route = default_route.clone();
     builder.claim_hosts(&mains);
+    builder.claim_client_certs(&mains);
     for parsed in mains {
         let object = parsed.object.clone();
         add_isolated(&mut builder, &object, |b| b.add(parsed));
@@ -215,78 +220,6 @@ pub fn translate(
     }
 }
 
-/// Warnings for the config file's ingress-nginx keys that sluice does not
-/// honour; the 403 body every route answers with when one fails closed.
-fn config_key_warnings(keys: &[ForeignKey], warnings: &mut Vec<Warning>) -> Option<Arc<str>> {
-    let mut deny = None;
-    for key in keys {
-        let (reason, message) = if key.fails_closed {
-            deny.get_or_insert_with(|| {
-                format!("403 Forbidden: the config sets {}, which sluice does not support and which grants or restricts access; denied\n", key.key)
-            });
-            ("fail-closed", format!("{} grants or restricts access and is not supported ({}); every route answers 403 until it is removed", key.key, key.note))
-        } else if key.status == "unsupported" {
-            (
-                "unsupported-config-key",
-                format!("{} is not supported ({}); ignored", key.key, key.note),
-            )
-        } else {
-            continue;
-        };
-        warnings.push(Warning {
-            file: None,
-            object: None,
-            field: Some(format!("config {}", key.key)),
-            reason,
-            message,
-        });
-    }
-    deny.map(Into::into)
-}
-
-/// Runs one object's part of a build; if it panics (a bug only that object's
-/// content reaches), the object gets an `internal-error` warning and `None`.
-fn isolated<T>(
-    object: &ObjectRef,
-    warnings: &mut Vec<Warning>,
-    work: impl FnOnce() -> T,
-) -> Option<T> {
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)) {
-        Ok(done) => Some(done),
-        Err(panic) => {
-            warnings.push(internal_error(object, panic.as_ref()));
-            None
-        }
-    }
-}
-
-/// `isolated` for adding an object to the table being built. What it added
-/// before failing stays: each route is whole, and the rest of the table is not
-/// touched.
-fn add_isolated(builder: &mut Builder<'_>, object: &ObjectRef, add: impl FnOnce(&mut Builder<'_>)) {
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| add(&mut *builder)));
-    if let Err(panic) = result {
-        builder
-            .warnings
-            .push(internal_error(object, panic.as_ref()));
-    }
-}
-
-fn internal_error(object: &ObjectRef, panic: &(dyn std::any::Any + Send)) -> Warning {
-    let what = panic
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("panic");
-    Warning {
-        file: None,
-        object: Some(object.clone()),
-        field: None,
-        reason: "internal-error",
-        message: format!("sluice failed on this object ({what}); skipped, please report it"),
-    }
-}
-
 struct Builder<'a> {
     index: SnapshotIndex<'a>,
     retained: &'a Retained,
@@ -316,6 +249,8 @@ struct Builder<'a> {
     /// The global default backend's route (`custom-http-errors` without a
     /// `default-backend` annotation).
     default_route: Option<Arc<Route>>,
+    /// Each host's client-certificate settings (`client_certs`).
+    client_certs: client_certs::HostClientCerts,
 }
 
 impl<'a> Builder<'a> {
@@ -345,6 +280,7 @@ impl<'a> Builder<'a> {
             passthrough: HashMap::new(),
             www: Vec::new(),
             default_route: None,
+            client_certs: HashMap::new(),
         }
     }
 
@@ -382,7 +318,8 @@ impl<'a> Builder<'a> {
                         metrics: Arc<RequestMetrics>,
                         host: &HostKey,
                         rule_path: &str,
-                        edits: &Option<Arc<Edits>>| {
+                        edits: &Option<Arc<Edits>>,
+                        client_cert: &Option<Result<Arc<ClientCa>, ()>>| {
             let https_redirect = parsed.force_ssl_redirect
                 || (parsed.ssl_redirect && tls_hosts.contains(&host.to_string()));
             let mut policy = parsed.policy.clone();
@@ -396,6 +333,7 @@ impl<'a> Builder<'a> {
                 backend,
                 filters: Filters::new(FilterSpec {
                     deny: deny.clone(),
+                    client_cert: client_cert.clone(),
                     cors: parsed.cors.clone(),
                     https_redirect,
                     preserve_trailing_slash: parsed.preserve_trailing_slash,
@@ -430,6 +368,7 @@ impl<'a> Builder<'a> {
             if parsed.ssl_passthrough {
                 self.add_passthrough(&path.host, &backend, &parsed.policy, object, target.field);
             }
+            let client_cert = self.client_cert_for(&path.host, &parsed);
             let root_redirect = parsed.app_root.as_ref().map(|root| {
                 let root = Some(root.clone());
                 route_to(
@@ -438,6 +377,7 @@ impl<'a> Builder<'a> {
                     &path.host,
                     &path.path,
                     &root,
+                    &client_cert,
                 )
             });
             if let (true, false, HostKey::Exact(name)) =
@@ -448,10 +388,25 @@ impl<'a> Builder<'a> {
                     None => format!("www.{name}"),
                 };
                 let edits = Some(hosts::www_redirect(name));
-                let redirect = route_to(backend.clone(), metrics.clone(), &path.host, "/", &edits);
+                let other_cert = self.client_cert_for(&HostKey::Exact(other.clone()), &parsed);
+                let redirect = route_to(
+                    backend.clone(),
+                    metrics.clone(),
+                    &path.host,
+                    "/",
+                    &edits,
+                    &other_cert,
+                );
                 self.www.push((HostKey::Exact(other), redirect));
             }
-            let route = route_to(backend, metrics, &path.host, &path.path, &path.edits);
+            let route = route_to(
+                backend,
+                metrics,
+                &path.host,
+                &path.path,
+                &path.edits,
+                &client_cert,
+            );
             let routes = self.hosts.entry(path.host.clone()).or_default();
             if let Some(redirect) = root_redirect {
                 routes.set_root_redirect(redirect);
@@ -487,7 +442,15 @@ impl<'a> Builder<'a> {
                 if !self.check_owner(host, object, target.field) {
                     continue;
                 }
-                let route = route_to(backend.clone(), metrics.clone(), host, "/", &parsed.edits);
+                let client_cert = self.client_cert_for(host, &parsed);
+                let route = route_to(
+                    backend.clone(),
+                    metrics.clone(),
+                    host,
+                    "/",
+                    &parsed.edits,
+                    &client_cert,
+                );
                 if let Err(owner) = self
                     .hosts
                     .entry(host.clone())
@@ -677,6 +640,7 @@ impl<'a> Builder<'a> {
 
     fn finish(mut self, default_route: Option<Arc<Route>>) -> (RoutingTable, Vec<Warning>) {
         self.finish_hosts();
+        let client_cas = self.client_cas();
         let stats = TableStats {
             hosts: 0,
             routes: self.hosts.values().map(HostRoutes::route_count).sum(),
@@ -687,6 +651,7 @@ impl<'a> Builder<'a> {
         table.unrouted = self
             .retained
             .request_metrics(("", "", "", false), self.metrics_options);
+        table.client_cas = client_cas;
         table.tls = self.certs;
         table.passthrough = self.passthrough;
         (table, self.warnings)

@@ -6,6 +6,7 @@ pub mod access;
 pub mod affinity;
 pub mod basic_auth;
 pub mod canary;
+pub mod client_cert;
 pub mod connlimit;
 pub mod cors;
 pub mod ratelimit;

@@ -7,6 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use http::HeaderValue;
 
+use crate::policy::client_cert::PeerCertificate;
 use crate::telemetry::connections::Downstream;
 
 /// One downstream connection.
@@ -29,6 +30,9 @@ pub struct ConnInfo {
     /// Reads that brought bytes from the client (see `activity`), counted by
     /// the connection's `activity::Counted` IO.
     reads: Arc<AtomicU64>,
+    /// The client's certificate, judged after a handshake for a host that
+    /// asks for one (`auth-tls-*`).
+    pub client_cert: OnceLock<PeerCertificate>,
 }
 
 impl ConnInfo {
@@ -44,6 +48,7 @@ impl ConnInfo {
             protocol: OnceLock::new(),
             started: AtomicU64::new(0),
             reads: Arc::default(),
+            client_cert: OnceLock::new(),
         }
     }
 

@@ -37,6 +37,12 @@ pub(super) fn run(
     for filter in route.filters.iter() {
         match filter {
             RequestFilter::Deny(body) => return Ok(Some(denied(body))),
+            RequestFilter::ClientCert(Err(())) => return Ok(Some(forbidden())),
+            RequestFilter::ClientCert(Ok(ca)) => {
+                if let Some(refused) = super::client_cert::check(ca, route, request, conn) {
+                    return Ok(Some(refused));
+                }
+            }
             RequestFilter::Edits(edits) => {
                 if let Some(answer) = super::edits::run(edits, request, host, conn, ctx) {
                     return Ok(Some(answer));

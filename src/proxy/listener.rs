@@ -11,10 +11,11 @@ use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
 
 use super::passthrough;
+use super::tls::{Acceptor, Handshake};
+use crate::policy::client_cert::PeerCertificate;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -99,7 +100,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[allow(clippy::too_many_arguments)]
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<TlsAcceptor>,
+    tls: Option<Arc<Acceptor>>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     proxy: Arc<Proxy>,
     limits: ConnectionLimits,
@@ -179,9 +180,13 @@ pub async fn serve(
                             return;
                         }
                     }
-                    let Some(stream) = handshake(acceptor, stream, peer).await else {
+                    let Some((stream, client_cert)) = handshake(&acceptor, stream, peer).await
+                    else {
                         return;
                     };
+                    if let Some(client_cert) = client_cert {
+                        let _ = info.client_cert.set(client_cert);
+                    }
                     info.count_as(match stream.get_ref().1.alpn_protocol() {
                         Some(b"h2") => Downstream::H2,
                         _ => Downstream::Tls,
@@ -224,12 +229,12 @@ async fn client_of(
 }
 
 async fn handshake(
-    acceptor: TlsAcceptor,
+    acceptor: &Acceptor,
     stream: TcpStream,
     peer: SocketAddr,
-) -> Option<TlsStream<TcpStream>> {
-    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => {
+) -> Option<(TlsStream<TcpStream>, Option<PeerCertificate>)> {
+    match acceptor.accept(stream, HANDSHAKE_TIMEOUT).await {
+        Handshake::Done(stream, client_cert) => {
             let version = match stream.get_ref().1.protocol_version() {
                 Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3",
                 Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2",
@@ -237,9 +242,9 @@ async fn handshake(
             };
             metrics::counter!(telemetry::TLS_HANDSHAKES, "result" => "ok", "version" => version)
                 .increment(1);
-            Some(stream)
+            Some((*stream, client_cert))
         }
-        Ok(Err(error)) => {
+        Handshake::Failed(error) => {
             // A bad ClientHello, a plaintext request on this port, an unknown
             // protocol: only this connection is affected.
             tracing::debug!(%peer, %error, "TLS handshake failed");
@@ -247,7 +252,7 @@ async fn handshake(
                 .increment(1);
             None
         }
-        Err(_) => {
+        Handshake::TimedOut => {
             tracing::debug!(%peer, "TLS handshake timed out");
             metrics::counter!(telemetry::TLS_HANDSHAKES, "result" => "timeout", "version" => "")
                 .increment(1);

@@ -13,6 +13,7 @@ pub mod activity;
 mod affinity;
 pub mod body;
 pub mod client_addr;
+mod client_cert;
 pub mod conn;
 mod context;
 mod edits;

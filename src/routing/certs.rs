@@ -11,6 +11,8 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+use crate::policy::client_cert::dn::{der_element, tbs_fields};
+
 /// A loaded certificate and what operators need to know about it.
 #[derive(Debug, Clone)]
 pub struct Certificate {
@@ -21,19 +23,28 @@ pub struct Certificate {
     pub source: String,
 }
 
-/// The certificates of one routing table, by host.
-#[derive(Debug, Default, Clone)]
-pub struct TlsCerts {
-    exact: HashMap<String, Certificate>,
+/// Values by TLS host: exact names, then `*.foo.com` wildcards, as SNI and
+/// `spec.tls` hosts match.
+#[derive(Debug, Clone)]
+pub struct ByHost<T> {
+    exact: HashMap<String, T>,
     /// `*.foo.com` under `foo.com`.
-    wildcard: HashMap<String, Certificate>,
-    pub default: Option<Certificate>,
+    wildcard: HashMap<String, T>,
 }
 
-impl TlsCerts {
-    /// Adds a certificate for a host (`foo.com` or `*.foo.com`, lowercased);
-    /// the first one set for a host wins.
-    pub fn insert(&mut self, host: &str, certificate: Certificate) -> bool {
+impl<T> Default for ByHost<T> {
+    fn default() -> Self {
+        ByHost {
+            exact: HashMap::new(),
+            wildcard: HashMap::new(),
+        }
+    }
+}
+
+impl<T> ByHost<T> {
+    /// Adds a value for a host (`foo.com` or `*.foo.com`, lowercased); the
+    /// first one set for a host wins.
+    pub fn insert(&mut self, host: &str, value: T) -> bool {
         let map = match host.strip_prefix("*.") {
             Some(suffix) => (&mut self.wildcard, suffix),
             None => (&mut self.exact, host),
@@ -41,12 +52,12 @@ impl TlsCerts {
         if map.0.contains_key(map.1) {
             return false;
         }
-        map.0.insert(map.1.to_owned(), certificate);
+        map.0.insert(map.1.to_owned(), value);
         true
     }
 
-    /// The certificate for a host by its own entry (exact or wildcard).
-    pub fn for_host(&self, host: &str) -> Option<&Certificate> {
+    /// The value for a host by its own entry (exact or wildcard).
+    pub fn get(&self, host: &str) -> Option<&T> {
         let host = host.trim_end_matches('.');
         self.exact.get(host).or_else(|| {
             let (first, rest) = host.split_once('.')?;
@@ -56,15 +67,43 @@ impl TlsCerts {
         })
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.wildcard.is_empty()
+    }
+
+    /// Every value with the host it serves.
+    pub fn iter(&self) -> impl Iterator<Item = (String, &T)> {
+        let exact = self.exact.iter().map(|(h, c)| (h.clone(), c));
+        let wildcard = self.wildcard.iter().map(|(h, c)| (format!("*.{h}"), c));
+        exact.chain(wildcard)
+    }
+}
+
+/// The certificates of one routing table, by host.
+#[derive(Debug, Default, Clone)]
+pub struct TlsCerts {
+    by_host: ByHost<Certificate>,
+    pub default: Option<Certificate>,
+}
+
+impl TlsCerts {
+    /// Adds a certificate for a host; the first one set for a host wins.
+    pub fn insert(&mut self, host: &str, certificate: Certificate) -> bool {
+        self.by_host.insert(host, certificate)
+    }
+
+    /// The certificate for a host by its own entry (exact or wildcard).
+    pub fn for_host(&self, host: &str) -> Option<&Certificate> {
+        self.by_host.get(host)
+    }
+
     pub fn has_host(&self, host: &str) -> bool {
         self.for_host(host).is_some()
     }
 
     /// Every certificate with the hosts it serves, for metrics and the admin API.
     pub fn all(&self) -> impl Iterator<Item = (String, &Certificate)> {
-        let exact = self.exact.iter().map(|(h, c)| (h.clone(), c));
-        let wildcard = self.wildcard.iter().map(|(h, c)| (format!("*.{h}"), c));
-        exact.chain(wildcard)
+        self.by_host.iter()
     }
 }
 
@@ -97,44 +136,13 @@ pub fn load_certified_key(cert_pem: &[u8], key_pem: &[u8]) -> Result<Certificate
 
 /// `notAfter` of a certificate, from its DER, as Unix seconds.
 ///
-/// Certificate ::= SEQUENCE { tbsCertificate SEQUENCE { [0] version OPTIONAL,
-/// serialNumber, signature, issuer, validity SEQUENCE { notBefore, notAfter } ...
+/// tbsCertificate SEQUENCE { [0] version OPTIONAL, serialNumber, signature,
+/// issuer, validity SEQUENCE { notBefore, notAfter } ...
 fn not_after(cert: &CertificateDer<'_>) -> Option<i64> {
-    let (_, cert_body, _) = der_element(cert.as_ref())?;
-    let (_, mut tbs, _) = der_element(cert_body)?;
-    let mut fields = Vec::new();
-    while !tbs.is_empty() && fields.len() < 5 {
-        let (tag, body, rest) = der_element(tbs)?;
-        fields.push((tag, body));
-        tbs = rest;
-    }
-    // Skip the explicit [0] version when present.
-    let skip = usize::from(fields.first()?.0 == 0xa0);
-    let (_, validity) = *fields.get(skip + 3)?;
-    let (_, _not_before, rest) = der_element(validity)?;
+    let fields = tbs_fields(cert.as_ref())?;
+    let (_, _not_before, rest) = der_element(fields.get(3)?)?;
     let (tag, not_after, _) = der_element(rest)?;
     parse_time(tag, std::str::from_utf8(not_after).ok()?)
-}
-
-/// (tag, contents, rest) of one DER element.
-fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let tag = *input.first()?;
-    let first = *input.get(1)?;
-    let (len, header) = if first < 0x80 {
-        (usize::from(first), 2)
-    } else {
-        let n = usize::from(first & 0x7f);
-        if n == 0 || n > 4 {
-            return None;
-        }
-        let len = input
-            .get(2..2 + n)?
-            .iter()
-            .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
-        (len, 2 + n)
-    };
-    let body = input.get(header..header + len)?;
-    Some((tag, body, &input[header + len..]))
 }
 
 /// UTCTime (YYMMDDHHMMSSZ) or GeneralizedTime (YYYYMMDDHHMMSSZ) to Unix seconds.

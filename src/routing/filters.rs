@@ -10,6 +10,7 @@
 //! |---------------|---------------------------------------------------|------------------------------------------|
 //! | `Deny`        | an access annotation sluice cannot honour (fails closed) | none                          |
 //! | `Edits`       | snippets: `more_set_headers`, `proxy_set_header`, `return`, `rewrite`, `if` | `RequestHeaderModifier`, `ResponseHeaderModifier`, `URLRewrite`, `RequestRedirect` |
+//! | `ClientCert`  | `auth-tls-secret`, `auth-tls-*` (per host)        | none (Gateway's `frontendValidation` is experimental) |
 //! | `Cors`        | `enable-cors`, `cors-*`                           | none (an implementation extension)       |
 //! | `HttpsRedirect` | `ssl-redirect`, `force-ssl-redirect`            | `RequestRedirect` (`scheme: https`, 308) |
 //! | `Access`      | `whitelist-source-range`, `denylist-source-range` | none (an implementation extension)       |
@@ -35,6 +36,7 @@ use super::edits::Edits;
 use super::Canary;
 use crate::policy::access::AccessList;
 use crate::policy::basic_auth::BasicAuth;
+use crate::policy::client_cert::ClientCa;
 use crate::policy::connlimit::ConnLimiter;
 use crate::policy::cors::Cors;
 use crate::policy::ratelimit::Limiter;
@@ -45,6 +47,10 @@ pub enum RequestFilter {
     /// Fail closed: 403 with this body, which names the annotation sluice
     /// cannot honour (an access control it does not implement).
     Deny(Arc<str>),
+    /// `auth-tls-*`: the host's client-certificate settings, which the
+    /// connection's handshake must have used; `Err`: they cannot be read,
+    /// and the host answers 403, as ingress-nginx's.
+    ClientCert(Result<Arc<ClientCa>, ()>),
     /// `enable-cors`: a preflight is answered here; other requests whose
     /// origin is allowed get the CORS headers on their answer.
     Cors(Arc<Cors>),
@@ -79,6 +85,7 @@ pub enum RequestFilter {
 #[derive(Debug, Default)]
 pub struct FilterSpec {
     pub deny: Option<Arc<str>>,
+    pub client_cert: Option<Result<Arc<ClientCa>, ()>>,
     pub cors: Option<Arc<Cors>>,
     pub https_redirect: bool,
     /// `preserve-trailing-slash`.
@@ -108,6 +115,10 @@ impl Filters {
         let mut filters = Vec::new();
         if let Some(body) = spec.deny {
             filters.push(RequestFilter::Deny(body));
+        }
+        // nginx judges the client's certificate before any phase runs.
+        if let Some(client_cert) = spec.client_cert {
+            filters.push(RequestFilter::ClientCert(client_cert));
         }
         // As nginx's rewrite phase, where ingress-nginx's CORS template
         // comes first: a preflight is answered before any redirect.

@@ -29,11 +29,12 @@ use crate::balance::policy::BalancePolicy;
 use crate::balance::window::Outcome;
 use crate::balance::{BackendStats, Random};
 use crate::policy::canary::CanaryRule;
+use crate::policy::client_cert::ClientCa;
 use crate::policy::retry::{
     RetryBudget, RetryPolicy, DEFAULT_BUDGET_MIN_PER_SECOND, DEFAULT_BUDGET_RATIO,
 };
 use crate::telemetry::requests::RequestMetrics;
-use certs::TlsCerts;
+use certs::{ByHost, TlsCerts};
 
 pub use crate::upstream::Protocol;
 
@@ -459,6 +460,9 @@ pub struct RoutingTable {
     backends: HashMap<(String, String), Vec<Arc<Backend>>>,
     /// Certificates by host, for the TLS listener.
     pub tls: TlsCerts,
+    /// Hosts whose handshakes ask for a client certificate (`auth-tls-*`),
+    /// by the name the client sends in SNI.
+    pub client_cas: ByHost<Arc<ClientCa>>,
     /// SSL passthrough hosts (lowercased): their connections go, TLS and
     /// all, to a pod of this backend.
     pub passthrough: HashMap<String, Passthrough>,

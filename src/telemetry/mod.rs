@@ -68,6 +68,9 @@ pub const CANARY_REQUESTS: &str = "sluice_canary_requests_total";
 
 // TLS.
 pub const TLS_HANDSHAKES: &str = "sluice_tls_handshakes_total";
+/// Client certificates judged (`auth-tls-*`), by `result`: `success`,
+/// `failed`, `none`.
+pub const TLS_CLIENT_CERTIFICATES: &str = "sluice_tls_client_certificates_total";
 pub const TLS_CERT_EXPIRY: &str = "sluice_tls_certificate_expiry_timestamp_seconds";
 /// Failed TLS handshakes with pods, by reason.
 pub const UPSTREAM_TLS_FAILURES: &str = "sluice_upstream_tls_handshake_failures_total";
@@ -112,6 +115,7 @@ pub const FAMILIES: &[&str] = &[
     AUTH_DURATION,
     CANARY_REQUESTS,
     TLS_HANDSHAKES,
+    TLS_CLIENT_CERTIFICATES,
     TLS_CERT_EXPIRY,
     UPSTREAM_TLS_FAILURES,
 ];
@@ -317,6 +321,10 @@ fn describe() {
     describe_counter!(
         TLS_HANDSHAKES,
         "TLS handshakes by result and protocol version."
+    );
+    describe_counter!(
+        TLS_CLIENT_CERTIFICATES,
+        "Client certificates judged after handshakes for hosts that ask for them, by result (success, failed, none)."
     );
     describe_counter!(
         UPSTREAM_TLS_FAILURES,

@@ -277,8 +277,8 @@ async fn the_leader_writes_status_and_records_warning_events() {
         "guarded",
         Some("guarded.test"),
         &[(
-            "nginx.ingress.kubernetes.io/auth-tls-secret",
-            "default/client-ca",
+            "nginx.ingress.kubernetes.io/modsecurity-snippet",
+            "SecRuleEngine On",
         )],
         &[("/", "Prefix", "web")],
     ));
@@ -351,7 +351,7 @@ async fn the_leader_writes_status_and_records_warning_events() {
         .contains("proxy-body-size"));
     for (name, reason, key) in [
         ("sticky", "UnsupportedAnnotation", "enable-opentelemetry"),
-        ("guarded", "FailClosed", "auth-tls-secret"),
+        ("guarded", "FailClosed", "modsecurity-snippet"),
     ] {
         let events: Vec<_> = api
             .writes()

@@ -13,6 +13,7 @@ mod support;
 mod access;
 mod affinity;
 mod balancing;
+mod client_certs;
 mod dashboard;
 mod deploy;
 mod drain;

@@ -73,7 +73,6 @@ async fn each_kind_of_access_annotation_fails_closed() {
     let cases: &[(&str, &str)] = &[
         ("auth-proxy-set-headers", "default/auth-headers"),
         ("auth-type", "digest"),
-        ("auth-tls-secret", "default/ca"),
         ("enable-modsecurity", "true"),
         ("enable-global-auth", "false"),
         ("stream-snippet", "deny 10.0.0.0/8;"),
@@ -498,7 +497,7 @@ fn sluice_migrate_reports_a_directory() {
     assert_eq!(admin["verdict"], "fails-closed");
     assert_eq!(
         admin["annotations"][0]["key"],
-        "nginx.ingress.kubernetes.io/auth-tls-secret"
+        "nginx.ingress.kubernetes.io/modsecurity-snippet"
     );
 
     // Only the plain Ingress: nothing would stop being served.

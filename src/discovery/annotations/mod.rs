@@ -10,6 +10,7 @@ mod access;
 mod affinity;
 mod auth;
 mod canary;
+mod client_certs;
 mod cors;
 mod external_auth;
 mod headers;
@@ -22,6 +23,7 @@ mod snippets;
 mod values;
 
 pub use auth::BasicAuthSpec;
+pub use client_certs::ClientCertSpec;
 pub use external_auth::ExternalAuthSpec;
 pub use headers::custom_headers_of;
 pub use mirror::{mirror_name, MirrorSpec};
@@ -176,6 +178,12 @@ pub const GROUPED_KEYS: &[&str] = &[
     "auth-keepalive-requests",
     "auth-keepalive-timeout",
     "auth-keepalive-share-vars",
+    "auth-tls-secret",
+    "auth-tls-verify-client",
+    "auth-tls-verify-depth",
+    "auth-tls-error-page",
+    "auth-tls-pass-certificate-to-upstream",
+    "auth-tls-match-cn",
 ];
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -263,6 +271,8 @@ pub struct IngressAnnotations {
     pub satisfy_any: bool,
     /// `auth-url` and its keys.
     pub external_auth: Option<ExternalAuthSpec>,
+    /// `auth-tls-secret` and its keys.
+    pub client_certs: Option<ClientCertSpec>,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -517,6 +527,10 @@ impl IngressAnnotations {
         }
         match auth::parse_basic_auth(annotations, &mut parsed.notices) {
             Ok(spec) => parsed.basic_auth = spec,
+            Err(key) => parsed.fail_closed = parsed.fail_closed.take().or(Some(key)),
+        }
+        match client_certs::parse_client_certs(annotations, &mut parsed.notices) {
+            Ok(spec) => parsed.client_certs = spec,
             Err(key) => parsed.fail_closed = parsed.fail_closed.take().or(Some(key)),
         }
         parsed.aliases = redirect::parse_aliases(annotations)?;

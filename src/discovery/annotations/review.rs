@@ -67,6 +67,11 @@ const NEEDS: &[(&str, &str)] = &[
     ("cors-expose-headers", "enable-cors"),
     ("cors-allow-credentials", "enable-cors"),
     ("cors-max-age", "enable-cors"),
+    ("auth-tls-verify-client", "auth-tls-secret"),
+    ("auth-tls-verify-depth", "auth-tls-secret"),
+    ("auth-tls-error-page", "auth-tls-secret"),
+    ("auth-tls-pass-certificate-to-upstream", "auth-tls-secret"),
+    ("auth-tls-match-cn", "auth-tls-secret"),
 ];
 
 /// Whether sluice reads this key (without prefix) under this prefix.
@@ -191,7 +196,7 @@ mod tests {
                 "nginx.ingress.kubernetes.io/whitelist-source-rnage",
                 "10.0.0.0/8",
             ),
-            ("nginx.ingress.kubernetes.io/auth-tls-secret", "default/ca"),
+            ("nginx.ingress.kubernetes.io/auth-snippet", "return 200;"),
             ("nginx.ingress.kubernetes.io/limit-burst", "5"),
             (
                 "nginx.ingress.kubernetes.io/proxy-next-upstream",
@@ -205,7 +210,7 @@ mod tests {
         assert_eq!(
             reasons,
             [
-                ("auth-tls-secret", "fail-closed"),
+                ("auth-snippet", "fail-closed"),
                 ("enable-opentelemetry", "unsupported-annotation"),
                 ("limit-burst", "unknown-annotation"),
                 ("proxy-next-upstream", "annotation-differs"),
@@ -214,7 +219,7 @@ mod tests {
         );
         assert_eq!(
             closed.as_deref(),
-            Some("nginx.ingress.kubernetes.io/auth-tls-secret")
+            Some("nginx.ingress.kubernetes.io/auth-snippet")
         );
         let (_, closed) = review_of(&[(
             "nginx.ingress.kubernetes.io/stream-snippet",

@@ -10,7 +10,8 @@ use super::headers::ConfigMapHeaders;
 use super::index::namespace_of;
 use crate::config::ProxyDefaults;
 use crate::discovery::annotations::{
-    BasicAuthSpec, ExternalAuthSpec, IngressAnnotations, MirrorSpec, UpstreamTlsAnnotations,
+    BasicAuthSpec, ClientCertSpec, ExternalAuthSpec, IngressAnnotations, MirrorSpec,
+    UpstreamTlsAnnotations,
 };
 use crate::discovery::{ObjectRef, Warning};
 use crate::policy::access::AccessList;
@@ -80,6 +81,7 @@ pub(super) struct ParsedIngress {
     pub(super) access: Option<Arc<AccessList>>,
     /// `auth-type: basic` (the Secret is read by the builder).
     pub(super) basic_auth: Option<BasicAuthSpec>,
+    pub(super) client_certs: Option<ClientCertSpec>,
     /// `enable-cors`.
     pub(super) cors: Option<Arc<Cors>>,
     /// `satisfy: any`.
@@ -200,6 +202,7 @@ pub(super) fn parse_ingress(
         limit_connections: None,
         access: None,
         basic_auth: None,
+        client_certs: None,
         cors: None,
         satisfy_any: false,
         external_auth: None,
@@ -272,6 +275,7 @@ pub(super) fn parse_ingress(
     parsed.limit_connections = annotations.limit_connections.clone();
     parsed.access = annotations.access.list(&defaults.access);
     parsed.basic_auth = annotations.basic_auth.clone();
+    parsed.client_certs = annotations.client_certs.clone();
     parsed.cors = annotations.cors.clone();
     parsed.satisfy_any = annotations.satisfy_any;
     parsed.external_auth = annotations.external_auth.clone();

@@ -3,6 +3,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::*;
 use crate::config::PoolConfig;
 use crate::discovery::manifests::snapshot_from_str;
+use crate::routing::RequestFilter;
 
 /// A Service `name` (port 80 named `http`, target 8080) and an EndpointSlice with
 /// `ready` and `not_ready` addresses.
@@ -840,5 +841,69 @@ fn the_same_pod_behind_two_namespaces_has_two_states() {
     assert!(
         !Arc::ptr_eq(&owner, &other),
         "breakers, estimates and pools are not shared"
+    );
+}
+
+/// Client certificates are a host's, set by its owner's oldest Ingress that
+/// asks; every route of the host checks them, and no other namespace can
+/// change them or get a route that skips them.
+#[test]
+fn client_certificates_are_the_hosts_and_its_owners() {
+    let ca = |cn: &str| {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = params.self_signed(&key).unwrap().pem();
+        let indented: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+        format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ca, namespace: default}}\nstringData:\n  ca.crt: |\n{indented}")
+    };
+    let mtls = "  annotations: {nginx.ingress.kubernetes.io/auth-tls-secret: ca}\n";
+    let at = |name: &str, created: &str, host: &str, path: &str, metadata: &str| {
+        simple(name, host, "web", metadata)
+            .replace("2024-01-01T00:00:00Z", created)
+            .replace("{path: /,", &format!("{{path: {path},"))
+    };
+    let yaml = service("web", &["10.0.0.1"], &[])
+        + &in_namespace("evil", service("web", &["10.0.0.9"], &[]))
+        + &ca("Owner CA")
+        + &in_namespace("evil", ca("Evil CA"))
+        + &at("owner", "2024-01-01T00:00:00Z", "shop.example", "/", mtls)
+        + &at("plain", "2024-02-01T00:00:00Z", "shop.example", "/docs", "")
+        + &in_namespace(
+            "evil",
+            at("other", "2024-03-01T00:00:00Z", "shop.example", "/x", mtls),
+        )
+        + &at("open", "2024-01-01T00:00:00Z", "open.example", "/", "")
+        + &in_namespace(
+            "evil",
+            at("guest", "2024-03-01T00:00:00Z", "open.example", "/y", mtls),
+        );
+    let (table, warnings) = build(&yaml);
+    let client_cert = |host: &str, path: &str| {
+        let route = table.route(host, path).unwrap();
+        route.filters.iter().find_map(|f| match f {
+            RequestFilter::ClientCert(settings) => Some(settings.clone()),
+            _ => None,
+        })
+    };
+    let host_settings = table.client_cas.get("shop.example").unwrap().clone();
+    for path in ["/", "/docs", "/x"] {
+        let settings = client_cert("shop.example", path).unwrap().unwrap();
+        assert!(settings.same(&host_settings), "{path}");
+    }
+    assert!(client_cert("open.example", "/").is_none());
+    assert!(matches!(client_cert("open.example", "/y"), Some(Err(()))));
+    assert!(table.client_cas.get("open.example").is_none());
+    let reasons: Vec<_> = warnings
+        .iter()
+        .map(|w| (w.reason, w.object.as_ref().unwrap().name.as_str()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [("fail-closed", "guest"), ("conflict", "other")],
+        "{warnings:?}"
     );
 }

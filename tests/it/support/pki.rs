@@ -48,3 +48,21 @@ pub fn secret_yaml(name: &str, cert: &str, key: &str) -> String {
         indent(key)
     )
 }
+
+impl Pki {
+    /// (certificate PEM, key PEM) of a client certificate with this CN.
+    pub fn client(&self, cn: &str) -> (String, String) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().unwrap();
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
+/// An Opaque Secret with a CA bundle under `ca.crt` (`auth-tls-secret`).
+pub fn ca_secret_yaml(name: &str, ca_pem: &str) -> String {
+    let indented: String = ca_pem.lines().map(|l| format!("    {l}\n")).collect();
+    format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: default}}\ntype: Opaque\nstringData:\n  ca.crt: |\n{indented}")
+}
