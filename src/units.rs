@@ -10,7 +10,7 @@ use thiserror::Error;
 
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum UnitError {
-    #[error("invalid duration {0:?}: expected seconds or a number with ms, s, m or h")]
+    #[error("invalid duration {0:?}: expected seconds or a number with ms, s, m, h or d")]
     Duration(String),
     #[error("invalid size {0:?}: expected bytes or a number with k, m or g")]
     Size(String),
@@ -43,6 +43,7 @@ pub fn parse_duration(input: &str) -> Result<Duration, UnitError> {
             "s" => Duration::from_secs(value),
             "m" => Duration::from_secs(value.saturating_mul(60)),
             "h" => Duration::from_secs(value.saturating_mul(3600)),
+            "d" => Duration::from_secs(value.saturating_mul(86_400)),
             _ => return Err(err()),
         };
         total = total.saturating_add(part);

@@ -358,8 +358,9 @@ impl Store {
                     let named = global.contains(&(ns.clone(), name.clone()))
                         || ingresses.iter().flat_map(|o| o.items.values()).any(|i| {
                             i.metadata.namespace.as_deref() == Some(ns.as_str())
-                                && super::annotations::custom_headers_of(i)
-                                    .is_some_and(|(n, m)| &n == ns && &m == name)
+                                && super::annotations::config_maps_of(i)
+                                    .iter()
+                                    .any(|(n, m)| n == ns && m == name)
                         });
                     full |= named;
                 })

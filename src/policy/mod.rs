@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod affinity;
+pub mod auth_cache;
 pub mod basic_auth;
 pub mod canary;
 pub mod client_cert;

@@ -19,9 +19,11 @@ use super::conn::ConnInfo;
 use super::context::RequestContext;
 use super::edits::Applied;
 use super::headers::strip_hop_by_hop;
+use crate::policy::auth_cache::Answer;
 use crate::routing::{ExternalAuth, Route, RoutingTable};
 use crate::telemetry::{AUTH_DURATION, AUTH_REQUESTS};
 use crate::upstream::body::RequestBody;
+use std::sync::Arc;
 
 /// Most bytes of the service's answer read (and dropped).
 const MAX_ANSWER: usize = 64 << 10;
@@ -49,7 +51,7 @@ pub(super) async fn check(
         .and_then(|h| h.to_str().ok())
         .unwrap_or(host)
         .to_owned();
-    let Some(mut ask) = ask(
+    let Some(ask) = ask(
         auth,
         request,
         host,
@@ -61,46 +63,24 @@ pub(super) async fn check(
     ) else {
         return Some(failed());
     };
-    // The service: its own backend, or the route sluice serves for its URL.
-    let (service_route, backend, metrics) = match &spec.internal {
-        None => (route, &auth.backend, &auth.metrics),
-        Some(url) => {
-            let url = super::edits::render(url, request, host, conn, ctx);
-            let Some(found) = internal_route(table, &url, &mut ask) else {
-                tracing::warn!(url, "auth-url: no route serves it");
-                return Some(failed());
+    // `auth-cache-key`: an answer kept for this key spares the service.
+    let cached = spec.cache.as_ref().map(|(key, cache)| {
+        let key = super::edits::render(key, request, host, conn, ctx);
+        (format!("{host}{}{key}", ask.uri()), cache)
+    });
+    let kept = (cached.as_ref()).and_then(|(key, cache)| cache.get(key, Instant::now()));
+    let answer = match kept {
+        Some(answer) => answer,
+        None => {
+            let asked = ask_service(auth, route, table, request, host, conn, ctx, ask).await;
+            let answer = match asked {
+                Ok(answer) => answer,
+                Err(refused) => return Some(refused),
             };
-            (&**found, found.active_backend(), &found.metrics)
-        }
-    };
-    let policy = &service_route.policy;
-    let started = Instant::now();
-    let deadline = policy.connect_timeout + policy.read_timeout;
-    let exchange = async {
-        let (response, _pick) =
-            super::forward::send_once(ask, service_route, backend, metrics).await?;
-        let (parts, mut body) = response.into_parts();
-        // Read (up to a bound) so the connection goes back to its pool.
-        let mut read = 0;
-        while read < MAX_ANSWER {
-            match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
-                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
-                _ => break,
+            if let Some((key, cache)) = cached {
+                cache.put(key, &answer, Instant::now());
             }
-        }
-        Ok::<_, crate::upstream::ProxyError>(parts)
-    };
-    let answer = tokio::time::timeout(deadline, exchange).await;
-    metrics::histogram!(AUTH_DURATION).record(started.elapsed().as_secs_f64());
-    let answer = match answer {
-        Ok(Ok(parts)) => parts,
-        Ok(Err(error)) => {
-            tracing::warn!(%error, service = %auth.backend.name, "auth-url request failed");
-            return Some(failed());
-        }
-        Err(_) => {
-            tracing::warn!(service = %auth.backend.name, "auth-url request timed out");
-            return Some(failed());
+            Arc::new(answer)
         }
     };
     let cookies: Vec<HeaderValue> = answer
@@ -161,6 +141,65 @@ pub(super) async fn check(
         other => {
             tracing::warn!(status = other, service = %auth.backend.name, "auth-url answered neither 2xx, 401 nor 403");
             Some(failed())
+        }
+    }
+}
+
+/// Sends the question; `Err`: the answer the client gets (a 500).
+#[allow(clippy::too_many_arguments)]
+async fn ask_service(
+    auth: &ExternalAuth,
+    route: &Route,
+    table: &RoutingTable,
+    request: &Request<Incoming>,
+    host: &str,
+    conn: &ConnInfo,
+    ctx: &RequestContext,
+    mut ask: Request<RequestBody>,
+) -> Result<Answer, Response<ResponseBody>> {
+    // The service: its own backend, or the route sluice serves for its URL.
+    let (service_route, backend, metrics) = match &auth.spec.internal {
+        None => (route, &auth.backend, &auth.metrics),
+        Some(url) => {
+            let url = super::edits::render(url, request, host, conn, ctx);
+            let Some(found) = internal_route(table, &url, &mut ask) else {
+                tracing::warn!(url, "auth-url: no route serves it");
+                return Err(failed());
+            };
+            (&**found, found.active_backend(), &found.metrics)
+        }
+    };
+    let policy = &service_route.policy;
+    let started = Instant::now();
+    let deadline = policy.connect_timeout + policy.read_timeout;
+    let exchange = async {
+        let (response, _pick) =
+            super::forward::send_once(ask, service_route, backend, metrics).await?;
+        let (parts, mut body) = response.into_parts();
+        // Read (up to a bound) so the connection goes back to its pool.
+        let mut read = 0;
+        while read < MAX_ANSWER {
+            match std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                _ => break,
+            }
+        }
+        Ok::<_, crate::upstream::ProxyError>(parts)
+    };
+    let answer = tokio::time::timeout(deadline, exchange).await;
+    metrics::histogram!(AUTH_DURATION).record(started.elapsed().as_secs_f64());
+    match answer {
+        Ok(Ok(parts)) => Ok(Answer {
+            status: parts.status,
+            headers: parts.headers,
+        }),
+        Ok(Err(error)) => {
+            tracing::warn!(%error, service = %auth.backend.name, "auth-url request failed");
+            Err(failed())
+        }
+        Err(_) => {
+            tracing::warn!(service = %auth.backend.name, "auth-url request timed out");
+            Err(failed())
         }
     }
 }
@@ -248,6 +287,13 @@ fn ask(
         ctx.request_id.clone(),
     );
     headers.insert(header::HOST, spec.host.clone());
+    // `auth-proxy-set-headers`, after ingress-nginx's own.
+    for (name, value) in &spec.set_headers {
+        let value = super::edits::render(value, request, host, conn, ctx);
+        if let Ok(value) = HeaderValue::try_from(value) {
+            ask.headers_mut().insert(name.clone(), value);
+        }
+    }
     Some(ask)
 }
 

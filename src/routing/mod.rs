@@ -28,6 +28,7 @@ use crate::balance::pick::{self, Ring};
 use crate::balance::policy::BalancePolicy;
 use crate::balance::window::Outcome;
 use crate::balance::{BackendStats, Random};
+use crate::policy::auth_cache::AuthCache;
 use crate::policy::canary::CanaryRule;
 use crate::policy::client_cert::ClientCa;
 use crate::policy::retry::{
@@ -105,6 +106,11 @@ pub struct ExternalAuthRequest {
     /// table serves for it (ingress-nginx sends such a subrequest through
     /// nginx itself).
     pub internal: Option<edits::Template>,
+    /// `auth-proxy-set-headers`: more headers of the request the service
+    /// gets (values with `$variables`), from a ConfigMap.
+    pub set_headers: Vec<(http::HeaderName, edits::Template)>,
+    /// `auth-cache-key` (rendered per request) and the answers kept.
+    pub cache: Option<(edits::Template, Arc<AuthCache>)>,
 }
 
 /// The same service asked the same way.

@@ -294,3 +294,86 @@ async fn oauth2_proxy_as_ingress_nginx_documents_it() {
         );
     }
 }
+
+/// `auth-cache-key`: an answer kept for the key spares the service until
+/// its time runs out; answers without a duration are never kept.
+/// `auth-proxy-set-headers`: the ConfigMap's headers reach the service.
+#[tokio::test]
+async fn cached_answers_and_headers_for_the_service() {
+    let app = start_upstream("app").await;
+    let (auth, seen) = fake_oauth2_proxy().await;
+    let auth_url = format!("http://{auth}/oauth2/auth");
+    let yaml = service_yaml("app", &[app.addr])
+        + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: auth-headers, namespace: default}\ndata:\n  X-Tenant: shop\n  X-Asked-For: $host\n"
+        + &ingress_yaml(
+            "cached",
+            Some("cached.example"),
+            &[
+                (&format!("{NGINX}auth-url"), &auth_url),
+                (&format!("{NGINX}auth-cache-key"), "$http_cookie"),
+                (&format!("{NGINX}auth-cache-duration"), "200 202 401 5m"),
+                (&format!("{NGINX}auth-proxy-set-headers"), "auth-headers"),
+                (&format!("{NGINX}auth-response-headers"), "X-Auth-Request-User"),
+            ],
+            &[("/", "Prefix", "app")],
+        )
+        + &ingress_yaml(
+            "nomap",
+            Some("nomap.example"),
+            &[
+                (&format!("{NGINX}auth-url"), &auth_url),
+                (&format!("{NGINX}auth-proxy-set-headers"), "missing"),
+            ],
+            &[("/", "Prefix", "app")],
+        );
+    let m = Manifests::new();
+    m.write("apps.yaml", &yaml);
+    let sluice = start_sluice(m.path(), "").await;
+    let http = client();
+    let ask = |cookie: &str| {
+        let mut request = get(sluice.http_addr, "cached.example", "/");
+        request
+            .headers_mut()
+            .insert("cookie", cookie.parse().unwrap());
+        send(&http, request)
+    };
+    let asked_with = |cookie: &str| {
+        seen.lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, h)| h.get("cookie").is_some_and(|c| c == cookie))
+            .count()
+    };
+    for _ in 0..3 {
+        let reply = ask("session=bob").await.unwrap();
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.json()["headers"]["x-auth-request-user"][0], "bob");
+    }
+    assert_eq!(asked_with("session=bob"), 1, "the answer was kept");
+    for _ in 0..2 {
+        assert_eq!(
+            ask("session=mallory").await.unwrap().status,
+            StatusCode::FORBIDDEN
+        );
+    }
+    assert_eq!(asked_with("session=mallory"), 2, "403 has no duration");
+    // Another key is asked on its own.
+    assert_eq!(
+        ask("session=nobody").await.unwrap().status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(asked_with("session=nobody"), 1);
+    let (_, headers) = seen.lock().unwrap()[0].clone();
+    assert_eq!(headers["x-tenant"], "shop");
+    assert_eq!(headers["x-asked-for"], "cached.example");
+
+    // A ConfigMap that is not there: the routes answer 503, never open.
+    let requests = app.requests();
+    let reply = send(&http, get(sluice.http_addr, "nomap.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(app.requests(), requests);
+    let warnings = admin_text(&sluice, "/api/warnings").await;
+    assert!(warnings.contains("auth-proxy-set-headers"), "{warnings}");
+}

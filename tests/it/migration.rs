@@ -71,7 +71,6 @@ async fn an_unsupported_annotation_warns_and_the_rest_is_served() {
 #[tokio::test]
 async fn each_kind_of_access_annotation_fails_closed() {
     let cases: &[(&str, &str)] = &[
-        ("auth-proxy-set-headers", "default/auth-headers"),
         ("auth-type", "digest"),
         ("enable-modsecurity", "true"),
         ("enable-global-auth", "false"),

@@ -11,8 +11,10 @@ use std::collections::BTreeMap;
 use http::header::HeaderName;
 use http::Method;
 
+use super::headers::config_map_ref;
 use super::mirror::split_target;
 use super::{fail_closed, lookup, parse_bool, Notice};
+use crate::policy::auth_cache::CacheDurations;
 use crate::routing::edits::Template;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -34,6 +36,12 @@ pub struct ExternalAuthSpec {
     /// A URL whose host has `$variables`: the service is one of sluice's
     /// own routes, found per request.
     pub internal: Option<Template>,
+    /// `auth-proxy-set-headers`: (namespace, else the Ingress's; name) of a
+    /// ConfigMap, read with the snapshot into `set_headers`.
+    pub set_headers_map: Option<(Option<String>, String)>,
+    pub set_headers: Vec<(HeaderName, Template)>,
+    /// `auth-cache-key` and `auth-cache-duration`.
+    pub cache: Option<(Template, CacheDurations)>,
 }
 
 /// `Err(key)`: the request must fail closed, for the reason in `notices`.
@@ -108,6 +116,21 @@ pub(super) fn parse_external_auth(
         None => false,
         Some((key, value)) => parse_bool(value).map_err(|e| closed(key, e))?,
     };
+    let set_headers_map = match lookup(annotations, "auth-proxy-set-headers") {
+        None => None,
+        Some((key, value)) => Some(config_map_ref(value).map_err(|e| closed(key, e))?),
+    };
+    let cache = match lookup(annotations, "auth-cache-key") {
+        None => None,
+        Some((key, value)) => {
+            let template = Template::parse(value.trim()).map_err(|e| closed(key, e))?;
+            let durations = match lookup(annotations, "auth-cache-duration") {
+                None => CacheDurations::default(),
+                Some((key, value)) => CacheDurations::parse(value).map_err(|e| closed(key, e))?,
+            };
+            Some((template, durations))
+        }
+    };
     Ok(Some(ExternalAuthSpec {
         tls,
         host,
@@ -120,6 +143,9 @@ pub(super) fn parse_external_auth(
         request_redirect,
         always_set_cookie,
         internal,
+        set_headers_map,
+        set_headers: Vec::new(),
+        cache,
     }))
 }
 

@@ -81,6 +81,13 @@ pub fn parse_custom_headers(
     let Some((key, value)) = super::lookup(annotations, "custom-headers") else {
         return Ok(None);
     };
+    config_map_ref(value)
+        .map(Some)
+        .map_err(|message| invalid_at(key, message))
+}
+
+/// `namespace/name` or `name` of a ConfigMap.
+pub(super) fn config_map_ref(value: &str) -> Result<(Option<String>, String), String> {
     let value = value.trim();
     let (namespace, name) = match value.split_once('/') {
         Some((namespace, name)) => (Some(namespace), name),
@@ -93,21 +100,24 @@ pub fn parse_custom_headers(
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
     };
     if !valid(name) || namespace.is_some_and(|ns| !valid(ns)) {
-        return Err(invalid_at(
-            key,
-            format!("{value:?}: expected namespace/name of a ConfigMap"),
-        ));
+        return Err(format!("{value:?}: expected namespace/name of a ConfigMap"));
     }
-    Ok(Some((namespace.map(str::to_owned), name.to_owned())))
+    Ok((namespace.map(str::to_owned), name.to_owned()))
 }
 
-/// The ConfigMap an Ingress's `custom-headers` names, as (namespace, name).
-pub fn custom_headers_of(
+/// The ConfigMaps an Ingress names (`custom-headers`,
+/// `auth-proxy-set-headers`), as (namespace, name): a change to one of
+/// them rebuilds the table.
+pub fn config_maps_of(
     ingress: &k8s_openapi::api::networking::v1::Ingress,
-) -> Option<(String, String)> {
-    let (namespace, name) = parse_custom_headers(ingress.metadata.annotations.as_ref()?)
-        .ok()
-        .flatten()?;
+) -> Vec<(String, String)> {
+    let Some(annotations) = ingress.metadata.annotations.as_ref() else {
+        return Vec::new();
+    };
     let own = ingress.metadata.namespace.as_deref().unwrap_or("default");
-    Some((namespace.unwrap_or_else(|| own.to_owned()), name))
+    ["custom-headers", "auth-proxy-set-headers"]
+        .iter()
+        .filter_map(|key| config_map_ref(super::lookup(annotations, key)?.1).ok())
+        .map(|(namespace, name)| (namespace.unwrap_or_else(|| own.to_owned()), name))
+        .collect()
 }

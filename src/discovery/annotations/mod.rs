@@ -25,7 +25,7 @@ mod values;
 pub use auth::BasicAuthSpec;
 pub use client_certs::ClientCertSpec;
 pub use external_auth::ExternalAuthSpec;
-pub use headers::custom_headers_of;
+pub use headers::config_maps_of;
 pub use mirror::{mirror_name, MirrorSpec};
 pub use rewrite::Rewrite;
 
@@ -178,6 +178,9 @@ pub const GROUPED_KEYS: &[&str] = &[
     "auth-keepalive-requests",
     "auth-keepalive-timeout",
     "auth-keepalive-share-vars",
+    "auth-proxy-set-headers",
+    "auth-cache-key",
+    "auth-cache-duration",
     "auth-tls-secret",
     "auth-tls-verify-client",
     "auth-tls-verify-depth",

@@ -11,6 +11,7 @@ use super::parse::Field;
 use super::Builder;
 use crate::discovery::annotations::{BasicAuthSpec, ExternalAuthSpec};
 use crate::discovery::ObjectRef;
+use crate::policy::auth_cache::AuthCache;
 use crate::policy::basic_auth::BasicAuth;
 use crate::routing::{
     Backend, BackendRef, ExternalAuth, ExternalAuthRequest, IngressRef, Protocol,
@@ -124,6 +125,10 @@ impl Builder<'_> {
                 request_redirect: spec.request_redirect.clone(),
                 always_set_cookie: spec.always_set_cookie,
                 internal: spec.internal.clone(),
+                set_headers: spec.set_headers.clone(),
+                cache: (spec.cache.as_ref()).map(|(key, durations)| {
+                    (key.clone(), Arc::new(AuthCache::new(durations.clone())))
+                }),
             },
             metrics,
         })

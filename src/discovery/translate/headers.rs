@@ -125,6 +125,20 @@ impl<'a> ConfigMapHeaders<'a> {
             .collect())
     }
 
+    /// An Ingress's `auth-proxy-set-headers`: the headers the authentication
+    /// service gets, from a ConfigMap of its own namespace.
+    pub(super) fn for_auth(
+        &self,
+        ingress_namespace: &str,
+        (namespace, name): &(Option<String>, String),
+    ) -> Result<Vec<(HeaderName, Template)>, String> {
+        let namespace = namespace.as_deref().unwrap_or(ingress_namespace);
+        if namespace != ingress_namespace {
+            return Err(format!("the ConfigMap {namespace}/{name} is in another namespace; only the Ingress's own may be named"));
+        }
+        self.read(namespace, name)
+    }
+
     /// The headers a ConfigMap lists, checked as ingress-nginx checks them.
     fn read(&self, namespace: &str, name: &str) -> Result<Vec<(HeaderName, Template)>, String> {
         let map = self

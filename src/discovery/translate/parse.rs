@@ -234,7 +234,15 @@ pub(super) fn parse_ingress(
     if let Some(custom) = &annotations.custom_headers {
         match headers.custom(namespace, custom, &defaults.allowed_response_headers) {
             Ok(steps) => before.extend(steps),
-            Err(message) => denied = Some(message),
+            Err(message) => denied = Some(("custom-headers", message)),
+        }
+    }
+    if let Some(auth) = &mut annotations.external_auth {
+        if let Some(map) = &auth.set_headers_map {
+            match headers.for_auth(namespace, map) {
+                Ok(set) => auth.set_headers = set,
+                Err(message) => denied = denied.or(Some(("auth-proxy-set-headers", message))),
+            }
         }
     }
     if denied.is_some() {
@@ -256,11 +264,15 @@ pub(super) fn parse_ingress(
             )
         })
         .collect();
-    if let Some(message) = denied {
+    if let Some((key, message)) = denied {
+        let reason = match key {
+            "custom-headers" => "custom-headers-denied",
+            _ => "invalid-config-map",
+        };
         parsed.notices.push(fault(
-            "metadata.annotations[\"custom-headers\"]".into(),
-            "custom-headers-denied",
-            format!("custom-headers: {message}; its routes answer 503, as in ingress-nginx"),
+            format!("metadata.annotations[{key:?}]"),
+            reason,
+            format!("{key}: {message}; its routes answer 503, as in ingress-nginx"),
         ));
     }
     parsed.deny = annotations.fail_closed.as_deref().map(|key| {
