@@ -62,7 +62,6 @@ const fn key(name: &'static str, status: Status) -> Key {
 const STREAMS: &str = "sluice streams responses to clients as they come (nginx's proxy-buffering: off), with backpressure; nginx's response buffers have no counterpart";
 const NGINX_INTERNAL: &str = "an nginx internal; sluice has no counterpart to tune";
 const GLOBAL_FORM: &str = "the annotation is supported; this global form is not yet";
-const AUTH: &str = "authentication comes with issue #21; until then, fails closed";
 const MODSECURITY: &str = "sluice has no web application firewall; fails closed so nothing opens";
 const SNIPPET: &str = "interpreted, never run: header directives, return, rewrite and if; any other directive warns, and an access directive sluice cannot interpret fails closed";
 const TRACING: &str = "sluice exports no traces yet";
@@ -123,7 +122,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("denylist-source-range", Supported),
     key("enable-access-log", Supported),
     key("enable-cors", Supported),
-    key("enable-global-auth", FailsClosed(AUTH)),
+    key("enable-global-auth", Supported),
     key("enable-modsecurity", FailsClosed(MODSECURITY)),
     key("enable-opentelemetry", Unsupported(TRACING)),
     key("enable-owasp-core-rules", FailsClosed(MODSECURITY)),
@@ -254,15 +253,16 @@ pub const CONFIGMAP: &[Key] = &[
     key("generate-request-id", Differs("sluice always keeps or sets X-Request-ID")),
     key("geoip2-autoreload-in-minutes", Unsupported("GeoIP is not implemented")),
     key("global-allowed-response-headers", Supported),
-    key("global-auth-cache-duration", FailsClosed(AUTH)),
-    key("global-auth-cache-key", FailsClosed(AUTH)),
-    key("global-auth-method", FailsClosed(AUTH)),
-    key("global-auth-request-redirect", FailsClosed(AUTH)),
-    key("global-auth-response-headers", FailsClosed(AUTH)),
-    key("global-auth-signin", FailsClosed(AUTH)),
-    key("global-auth-signin-redirect-param", FailsClosed(AUTH)),
-    key("global-auth-snippet", FailsClosed(AUTH)),
-    key("global-auth-url", FailsClosed(AUTH)),
+    key("global-auth-always-set-cookie", Supported),
+    key("global-auth-cache-duration", Supported),
+    key("global-auth-cache-key", Differs("as auth-cache-key: in each instance's memory, forgotten when the table is rebuilt")),
+    key("global-auth-method", Supported),
+    key("global-auth-request-redirect", Supported),
+    key("global-auth-response-headers", Supported),
+    key("global-auth-signin", Supported),
+    key("global-auth-signin-redirect-param", Supported),
+    key("global-auth-snippet", FailsClosed("nginx configuration for the authentication subrequest; sluice runs no nginx configuration, so it fails closed")),
+    key("global-auth-url", Differs("as ingress-nginx, for every Ingress without its own auth-url unless enable-global-auth is false; not asked for requests no Ingress routes (the default backend)")),
     key("grpc-buffer-size-kb", NoEffect(STREAMS)),
     key("gzip-disable", Unsupported("response compression is not implemented")),
     key("gzip-level", Unsupported("response compression is not implemented")),
@@ -316,7 +316,7 @@ pub const CONFIGMAP: &[Key] = &[
     key("modsecurity-snippet", FailsClosed(MODSECURITY)),
     key("nginx-status-ipv4-whitelist", NoEffect("there is no nginx status page; the admin port has its own access rule")),
     key("nginx-status-ipv6-whitelist", NoEffect("there is no nginx status page; the admin port has its own access rule")),
-    key("no-auth-locations", NoEffect("there is no global auth to exempt locations from")),
+    key("no-auth-locations", Supported),
     key("no-tls-redirect-locations", Unsupported("every path of a TLS host is redirected, /.well-known/acme-challenge too")),
     key("opentelemetry-config", Unsupported(TRACING)),
     key("opentelemetry-operation-name", Unsupported(TRACING)),

@@ -28,6 +28,9 @@ pub struct ForeignKey {
     /// This key makes every route answer 403: it grants or restricts access
     /// (or is a snippet holding an access directive), and sluice cannot honour it.
     pub fails_closed: bool,
+    /// The value, for the keys sluice reads from here (`global-auth-*`).
+    #[serde(skip)]
+    pub value: String,
 }
 
 /// The mapping the typed config reads, and the ingress-nginx keys taken out.
@@ -69,7 +72,14 @@ pub fn normalize(
         let access_snippet = name.ends_with("-snippet")
             && value.as_str().and_then(snippet::mentions_access).is_some();
         let fails_closed = matches!(known.status, Status::FailsClosed(_)) || access_snippet;
+        let text = match &value {
+            Value::String(text) => text.clone(),
+            Value::Bool(b) => b.to_string(),
+            Value::Number(n) => n.to_string(),
+            _ => String::new(),
+        };
         foreign.push(ForeignKey {
+            value: text,
             key: name,
             status: if fails_closed {
                 Status::FailsClosed("").label()

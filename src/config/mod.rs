@@ -251,6 +251,9 @@ pub struct Config {
     pub block_referers: String,
     /// Send `X-Original-URI` (the request URI as the client sent it) to the pods.
     pub proxy_add_original_uri_header: bool,
+    /// Rule paths that no `auth-url` (global or an Ingress's) guards, by
+    /// prefix, comma-separated: ACME challenges by default, as ingress-nginx.
+    pub no_auth_locations: String,
     /// The response headers an Ingress's `custom-headers` may set
     /// (comma-separated; none by default, as ingress-nginx).
     pub global_allowed_response_headers: String,
@@ -420,6 +423,7 @@ impl Default for Config {
             proxy_set_headers: None,
             global_allowed_response_headers: String::new(),
             proxy_add_original_uri_header: false,
+            no_auth_locations: "/.well-known/acme-challenge".into(),
             whitelist_source_range: CidrList::default(),
             denylist_source_range: CidrList::default(),
             block_cidrs: CidrList::default(),

@@ -32,6 +32,8 @@ pub struct ProxyDefaults {
     pub allowed_response_headers: Vec<String>,
     /// `proxy-add-original-uri-header`.
     pub original_uri_header: bool,
+    /// `no-auth-locations`: rule path prefixes no `auth-url` guards.
+    pub no_auth_locations: Vec<String>,
     /// `whitelist-source-range` and `denylist-source-range`: the default of
     /// an Ingress's address list.
     pub access: AccessList,
@@ -115,6 +117,10 @@ impl Config {
             add_headers: self.add_headers.as_deref().and_then(parse_secret_ref),
             proxy_set_headers: self.proxy_set_headers.as_deref().and_then(parse_secret_ref),
             original_uri_header: self.proxy_add_original_uri_header,
+            no_auth_locations: (self.no_auth_locations.split(','))
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect(),
             access: AccessList {
                 deny: self.denylist_source_range.0.clone(),
                 allow: self.whitelist_source_range.0.clone(),

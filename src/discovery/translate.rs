@@ -35,8 +35,8 @@ use crate::telemetry::requests::{MetricsOptions, RequestMetrics};
 use crate::upstream::tls::{TlsSpec, UpstreamTls};
 
 use crate::routing::{
-    Backend, BackendRef, Canary, FilterSpec, Filters, HostKey, HostRoutes, IngressRef, Passthrough,
-    Protocol, Route, RoutingTable, TableStats,
+    Backend, BackendRef, Canary, ExternalAuth, FilterSpec, Filters, HostKey, HostRoutes,
+    IngressRef, Passthrough, Protocol, Route, RoutingTable, TableStats,
 };
 
 mod auth;
@@ -108,6 +108,7 @@ pub fn translate(
     let last_valid = &last.ingresses;
     let mut builder = Builder::new(snapshot, retained, options, last);
     builder.deny_all = config_key_warnings(&options.ingress_nginx_keys, &mut builder.warnings);
+    builder.global_auth = builder.global_auth(&options.ingress_nginx_keys);
     builder.cluster_instances = options.cluster_instances.max(1);
     builder.metrics_options = options.metrics;
     let headers =
@@ -251,6 +252,9 @@ struct Builder<'a> {
     default_route: Option<Arc<Route>>,
     /// Each host's client-certificate settings (`client_certs`).
     client_certs: client_certs::HostClientCerts,
+    /// The config's `global-auth-url`: asked for every route of an Ingress
+    /// without its own `auth-url`, unless it says `enable-global-auth: "false"`.
+    global_auth: Option<Arc<ExternalAuth>>,
 }
 
 impl<'a> Builder<'a> {
@@ -281,6 +285,7 @@ impl<'a> Builder<'a> {
             www: Vec::new(),
             default_route: None,
             client_certs: HashMap::new(),
+            global_auth: None,
         }
     }
 
@@ -301,8 +306,11 @@ impl<'a> Builder<'a> {
             .map(|b| self.backend(b, &parsed.wire, Some((object, Field::Annotations))));
         let ingress = &parsed.ingress;
         let error_pages = self.error_pages(&parsed, &fallback);
-        let external_auth = (parsed.external_auth.as_ref())
-            .map(|spec| self.external_auth(spec, &parsed.ingress, object));
+        let external_auth = match &parsed.external_auth {
+            Some(spec) => Some(self.external_auth(spec, &parsed.ingress, object)),
+            None => self.global_auth.clone().filter(|_| !parsed.no_global_auth),
+        };
+        let no_auth_locations = &self.defaults.no_auth_locations;
         let basic_auth = parsed
             .basic_auth
             .as_ref()
@@ -326,7 +334,12 @@ impl<'a> Builder<'a> {
             policy.affinity = policy.affinity.map(|a| a.for_rule(rule_path));
             policy.error_pages = error_pages.clone();
             policy.mirror = mirror.clone();
-            policy.external_auth = external_auth.clone();
+            // `no-auth-locations`: by the rule's path, as ingress-nginx.
+            policy.external_auth = external_auth.clone().filter(|_| {
+                !no_auth_locations
+                    .iter()
+                    .any(|l| rule_path.starts_with(l.as_str()))
+            });
             Arc::new(Route {
                 metrics,
                 ingress: parsed.ingress.clone(),

@@ -377,3 +377,88 @@ async fn cached_answers_and_headers_for_the_service() {
     let warnings = admin_text(&sluice, "/api/warnings").await;
     assert!(warnings.contains("auth-proxy-set-headers"), "{warnings}");
 }
+
+/// The ConfigMap's `global-auth-*`: every Ingress is guarded unless it has
+/// its own `auth-url` or says `enable-global-auth: "false"`, and ACME
+/// challenges pass (`no-auth-locations`). A global URL that cannot be
+/// honoured closes every route.
+#[tokio::test]
+async fn global_authentication_guards_every_ingress_but_those_that_opt_out() {
+    let app = start_upstream("app").await;
+    let (auth, seen) = fake_oauth2_proxy().await;
+    let dead = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let yaml = service_yaml("app", &[app.addr])
+        + &ingress_yaml("app", Some("app.example"), &[], &[("/", "Prefix", "app")])
+        + &ingress_yaml(
+            "acme",
+            Some("app.example"),
+            &[],
+            &[("/.well-known/acme-challenge", "Prefix", "app")],
+        )
+        + &ingress_yaml(
+            "public",
+            Some("public.example"),
+            &[(&format!("{NGINX}enable-global-auth"), "false")],
+            &[("/", "Prefix", "app")],
+        )
+        + &ingress_yaml(
+            "own",
+            Some("own.example"),
+            &[(&format!("{NGINX}auth-url"), &format!("http://{dead}/auth"))],
+            &[("/", "Prefix", "app")],
+        );
+    let m = Manifests::new();
+    m.write("apps.yaml", &yaml);
+    let config = format!(
+        "global-auth-url: http://{auth}/oauth2/auth\nglobal-auth-signin: http://app.example/oauth2/start\nglobal-auth-response-headers: X-Auth-Request-User\n"
+    );
+    let sluice = start_sluice(m.path(), &config).await;
+    let http = client();
+    let ask = |host: &str, path: &str, cookie: Option<&str>| {
+        let mut request = get(sluice.http_addr, host, path);
+        if let Some(cookie) = cookie {
+            request
+                .headers_mut()
+                .insert("cookie", cookie.parse().unwrap());
+        }
+        send(&http, request)
+    };
+    let guest = ask("app.example", "/cart", None).await.unwrap();
+    assert_eq!(guest.status, StatusCode::FOUND);
+    assert_eq!(
+        guest.headers["location"],
+        "http://app.example/oauth2/start?rd=http://app.example%2Fcart"
+    );
+    let bob = ask("app.example", "/cart", Some("session=bob"))
+        .await
+        .unwrap();
+    assert_eq!(bob.status, StatusCode::OK);
+    assert_eq!(bob.json()["headers"]["x-auth-request-user"][0], "bob");
+    let asked = seen.lock().unwrap().len();
+    let acme = ask("app.example", "/.well-known/acme-challenge/token", None);
+    assert_eq!(acme.await.unwrap().status, StatusCode::OK);
+    assert_eq!(
+        ask("public.example", "/", None).await.unwrap().status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        seen.lock().unwrap().len(),
+        asked,
+        "neither asked the service"
+    );
+    // Its own service, which is down: 500, not the global one's answer.
+    let own = ask("own.example", "/", Some("session=bob")).await.unwrap();
+    assert_eq!(own.status, StatusCode::INTERNAL_SERVER_ERROR);
+
+    let broken = start_sluice(m.path(), "global-auth-url: ftp://auth/\n").await;
+    let reply = send(&http, get(broken.http_addr, "public.example", "/"))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::FORBIDDEN);
+    let warnings = admin_text(&broken, "/api/warnings").await;
+    assert!(warnings.contains("global-auth-url"), "{warnings}");
+}

@@ -73,7 +73,6 @@ async fn each_kind_of_access_annotation_fails_closed() {
     let cases: &[(&str, &str)] = &[
         ("auth-type", "digest"),
         ("enable-modsecurity", "true"),
-        ("enable-global-auth", "false"),
         ("stream-snippet", "deny 10.0.0.0/8;"),
     ];
     let upstream = start_upstream("a").await;
@@ -171,7 +170,7 @@ async fn a_configmap_access_key_fails_closed_everywhere() {
     let file = app._manifests.path().join("../sluice-config.yaml");
     std::fs::write(
         &file,
-        "global-auth-url: \"http://auth.example/check\"\nproxy-read-timeout: \"30\"\n",
+        "enable-modsecurity: \"true\"\nproxy-read-timeout: \"30\"\n",
     )
     .unwrap();
     let sluice = start_sluice_with_config_file(app._manifests.path(), &file).await;
@@ -179,7 +178,11 @@ async fn a_configmap_access_key_fails_closed_everywhere() {
         .await
         .unwrap();
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert!(reply.text().contains("global-auth-url"), "{}", reply.text());
+    assert!(
+        reply.text().contains("enable-modsecurity"),
+        "{}",
+        reply.text()
+    );
     assert_eq!(app.upstream.requests(), 0);
     assert_eq!(warnings_with(&sluice, "fail-closed").await.len(), 1);
     // A key neither ingress-nginx nor sluice knows is still an error naming it.
@@ -546,7 +549,7 @@ async fn sluice_migrate_reads_a_cluster() {
         api.apply_yaml(document);
     }
     api.apply_yaml(&configmap_yaml(
-        "  use-gzip: \"true\"\n  global-auth-url: \"http://auth.example/check\"\n",
+        "  use-gzip: \"true\"\n  enable-modsecurity: \"true\"\n",
     ));
     let args = [
         "--kubeconfig".to_owned(),
@@ -561,11 +564,11 @@ async fn sluice_migrate_reads_a_cluster() {
     .await
     .unwrap();
     assert_eq!(code, 2, "{text}");
-    // The ConfigMap's global authentication closes every route.
+    // The ConfigMap's web application firewall closes every route.
     assert!(text.contains("Summary: 5 Ingresses: 0 served unchanged, 0 served with differences, 1 not served, 4 fails closed (403)"), "{text}");
     assert!(
         text.lines()
-            .any(|l| l.contains("global-auth-url") && l.contains("fails closed")),
+            .any(|l| l.contains("enable-modsecurity") && l.contains("fails closed")),
         "{text}"
     );
 }

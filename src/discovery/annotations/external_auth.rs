@@ -44,6 +44,27 @@ pub struct ExternalAuthSpec {
     pub cache: Option<(Template, CacheDurations)>,
 }
 
+/// The config's `global-auth-*` keys (ingress-nginx's ConfigMap), read as
+/// the `auth-*` annotations they mirror. `Err`: why every route fails closed.
+pub fn global_auth(keys: &[(&str, &str)]) -> Result<Option<ExternalAuthSpec>, String> {
+    let annotations: BTreeMap<String, String> = keys
+        .iter()
+        .filter_map(|(key, value)| {
+            let name = key.strip_prefix("global-")?;
+            Some((
+                format!("{}{name}", super::NGINX_PREFIX),
+                (*value).to_owned(),
+            ))
+        })
+        .collect();
+    let mut notices = Vec::new();
+    let parsed = parse_external_auth(&annotations, &mut notices);
+    parsed.map_err(|_| {
+        let messages: Vec<String> = notices.into_iter().map(|n| n.message).collect();
+        messages.join("; ").replace(super::NGINX_PREFIX, "global-")
+    })
+}
+
 /// `Err(key)`: the request must fail closed, for the reason in `notices`.
 pub(super) fn parse_external_auth(
     annotations: &BTreeMap<String, String>,

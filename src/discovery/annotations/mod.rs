@@ -24,7 +24,7 @@ mod values;
 
 pub use auth::BasicAuthSpec;
 pub use client_certs::ClientCertSpec;
-pub use external_auth::ExternalAuthSpec;
+pub use external_auth::{global_auth, ExternalAuthSpec};
 pub use headers::config_maps_of;
 pub use mirror::{mirror_name, MirrorSpec};
 pub use rewrite::Rewrite;
@@ -179,6 +179,7 @@ pub const GROUPED_KEYS: &[&str] = &[
     "auth-keepalive-timeout",
     "auth-keepalive-share-vars",
     "auth-proxy-set-headers",
+    "enable-global-auth",
     "auth-cache-key",
     "auth-cache-duration",
     "auth-tls-secret",
@@ -276,6 +277,9 @@ pub struct IngressAnnotations {
     pub external_auth: Option<ExternalAuthSpec>,
     /// `auth-tls-secret` and its keys.
     pub client_certs: Option<ClientCertSpec>,
+    /// `enable-global-auth: "false"`: the config's `global-auth-url` does
+    /// not guard this Ingress.
+    pub no_global_auth: bool,
 }
 
 /// TLS to the pods, as the annotations ask it (the Secret is read later,
@@ -531,6 +535,16 @@ impl IngressAnnotations {
         match auth::parse_basic_auth(annotations, &mut parsed.notices) {
             Ok(spec) => parsed.basic_auth = spec,
             Err(key) => parsed.fail_closed = parsed.fail_closed.take().or(Some(key)),
+        }
+        if let Some((key, value)) = lookup(annotations, "enable-global-auth") {
+            match parse_bool(value) {
+                Ok(enabled) => parsed.no_global_auth = !enabled,
+                Err(message) => parsed.notices.push(Notice {
+                    key: key.to_owned(),
+                    reason: "annotation-differs",
+                    message: format!("{key}: {message}; global authentication stays on"),
+                }),
+            }
         }
         match client_certs::parse_client_certs(annotations, &mut parsed.notices) {
             Ok(spec) => parsed.client_certs = spec,

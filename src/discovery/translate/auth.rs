@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use super::parse::Field;
 use super::Builder;
-use crate::discovery::annotations::{BasicAuthSpec, ExternalAuthSpec};
-use crate::discovery::ObjectRef;
+use crate::config::ForeignKey;
+use crate::discovery::annotations::{global_auth, BasicAuthSpec, ExternalAuthSpec};
+use crate::discovery::{ObjectRef, Warning};
 use crate::policy::auth_cache::AuthCache;
 use crate::policy::basic_auth::BasicAuth;
 use crate::routing::{
@@ -132,5 +133,44 @@ impl Builder<'_> {
             },
             metrics,
         })
+    }
+}
+
+impl Builder<'_> {
+    /// The config's `global-auth-*` keys as one service for every route; a
+    /// value that cannot be honoured makes every route answer 403.
+    pub(super) fn global_auth(&mut self, keys: &[ForeignKey]) -> Option<Arc<ExternalAuth>> {
+        let pairs: Vec<(&str, &str)> = keys
+            .iter()
+            .filter(|k| k.key.starts_with("global-auth-"))
+            .map(|k| (k.key.as_str(), k.value.as_str()))
+            .collect();
+        let object = ObjectRef {
+            kind: "ConfigMap",
+            namespace: String::new(),
+            name: "global-auth-url".into(),
+        };
+        match global_auth(&pairs) {
+            Ok(spec) => {
+                let ingress = IngressRef {
+                    namespace: String::new(),
+                    name: String::new(),
+                };
+                spec.map(|spec| self.external_auth(&spec, &ingress, &object))
+            }
+            Err(message) => {
+                self.deny_all.get_or_insert_with(|| {
+                    "403 Forbidden: the config's global authentication cannot be honoured; denied\n".into()
+                });
+                self.warnings.push(Warning {
+                    file: None,
+                    object: None,
+                    field: Some("config global-auth-url".into()),
+                    reason: "fail-closed",
+                    message: format!("{message}; every route answers 403 until it is fixed"),
+                });
+                None
+            }
+        }
     }
 }

@@ -82,6 +82,8 @@ pub(super) struct ParsedIngress {
     /// `auth-type: basic` (the Secret is read by the builder).
     pub(super) basic_auth: Option<BasicAuthSpec>,
     pub(super) client_certs: Option<ClientCertSpec>,
+    /// `enable-global-auth: "false"`.
+    pub(super) no_global_auth: bool,
     /// `enable-cors`.
     pub(super) cors: Option<Arc<Cors>>,
     /// `satisfy: any`.
@@ -203,6 +205,7 @@ pub(super) fn parse_ingress(
         access: None,
         basic_auth: None,
         client_certs: None,
+        no_global_auth: false,
         cors: None,
         satisfy_any: false,
         external_auth: None,
@@ -288,6 +291,7 @@ pub(super) fn parse_ingress(
     parsed.access = annotations.access.list(&defaults.access);
     parsed.basic_auth = annotations.basic_auth.clone();
     parsed.client_certs = annotations.client_certs.clone();
+    parsed.no_global_auth = annotations.no_global_auth;
     parsed.cors = annotations.cors.clone();
     parsed.satisfy_any = annotations.satisfy_any;
     parsed.external_auth = annotations.external_auth.clone();
