@@ -98,7 +98,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("auth-tls-verify-client", Supported),
     key("auth-tls-verify-depth", Supported),
     key("auth-type", Differs("basic as ingress-nginx (htpasswd's bcrypt, apr1, {SHA} and crypt hashes); digest is not implemented and fails closed (403)")),
-    key("auth-url", Differs("as ingress-nginx; a URL with $variables in its host (https://$host/oauth2/auth) is sent through sluice's own route for it, as nginx sends it through itself; with satisfy: any, the service is asked even of an address on the list")),
+    key("auth-url", Differs("as ingress-nginx; a URL with $variables in its host (https://$host/oauth2/auth) is sent through sluice's own route for it, as nginx sends it through itself")),
     key("backend-protocol", Differs("HTTP, HTTPS (HTTP/2 when the pod offers it by ALPN, else HTTP/1.1, which is all nginx speaks), GRPC, GRPCS (HTTP/2 over TLS), and sluice's H2C; AUTO_HTTP and FCGI skip the Ingress with a warning")),
     key("canary", Supported),
     key("canary-by-cookie", Supported),

@@ -354,6 +354,7 @@ impl<'a> Builder<'a> {
                     access: parsed.access.clone(),
                     basic_auth: basic_auth.clone(),
                     satisfy_any: parsed.satisfy_any,
+                    external_auth: policy.external_auth.is_some(),
                     body_limit: policy.body_limit,
                     limiter: limiter.clone(),
                     conn_limiter: conn_limiter.clone(),

@@ -64,6 +64,9 @@ pub struct RequestContext {
     /// `auth-type: basic` with a slow hash: verified before the request
     /// goes on.
     pub slow_auth: Option<Box<SlowCheck>>,
+    /// `satisfy: any` and the address list admitted the client: `auth-url`'s
+    /// service is not asked.
+    pub auth_waived: bool,
 }
 
 impl RequestContext {
@@ -94,6 +97,7 @@ impl RequestContext {
             conn_slot: None,
             blocked: false,
             slow_auth: None,
+            auth_waived: false,
         }
     }
 

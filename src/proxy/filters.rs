@@ -80,8 +80,13 @@ pub(super) fn run(
             }
             RequestFilter::AccessOrAuth(list, auth) => {
                 if list.admits(ctx.client.ip) {
-                    request.headers_mut().remove(header::AUTHORIZATION);
-                } else if let Some(refused) = basic_auth(auth, request, ctx) {
+                    if auth.is_some() {
+                        request.headers_mut().remove(header::AUTHORIZATION);
+                    }
+                    ctx.auth_waived = true;
+                } else if let Some(refused) =
+                    auth.as_ref().and_then(|a| basic_auth(a, request, ctx))
+                {
                     return Ok(Some(refused));
                 }
             }

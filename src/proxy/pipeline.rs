@@ -235,7 +235,8 @@ impl Proxy {
                 }
             }
 
-            if let Some(auth) = &route.policy.external_auth {
+            let external_auth = route.policy.external_auth.as_ref();
+            if let Some(auth) = external_auth.filter(|_| !ctx.auth_waived) {
                 // Boxed: the cold path.
                 let refused = Box::pin(super::external_auth::check(
                     auth, &route, &table, &request, host, conn, ctx,

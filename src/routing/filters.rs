@@ -65,9 +65,10 @@ pub enum RequestFilter {
     /// `auth-type: basic`: a 401 without valid credentials; `Err`: the
     /// configuration is broken and the route answers 503.
     BasicAuth(Result<Arc<BasicAuth>, ()>),
-    /// `satisfy: any`: a client the list admits needs no credentials; any
-    /// other is asked for them.
-    AccessOrAuth(Arc<AccessList>, Arc<BasicAuth>),
+    /// `satisfy: any`: a client the list admits needs no credentials and
+    /// is not asked of `auth-url`'s service; any other is asked for them
+    /// (and of the service).
+    AccessOrAuth(Arc<AccessList>, Option<Arc<BasicAuth>>),
     /// A request that declares a body longer than this gets a 413 before it
     /// goes anywhere (the body itself is also cut at the limit as it streams).
     BodyLimit(u64),
@@ -95,6 +96,8 @@ pub struct FilterSpec {
     pub basic_auth: Option<Result<Arc<BasicAuth>, ()>>,
     /// `satisfy: any`: the address list or the authentication admits.
     pub satisfy_any: bool,
+    /// The route asks `auth-url`'s service (`RoutePolicy::external_auth`).
+    pub external_auth: bool,
     pub body_limit: Option<u64>,
     pub limiter: Option<Arc<Limiter>>,
     pub conn_limiter: Option<Arc<ConnLimiter>>,
@@ -135,7 +138,10 @@ impl Filters {
         }
         match (spec.access, spec.basic_auth) {
             (Some(list), Some(Ok(auth))) if spec.satisfy_any => {
-                filters.push(RequestFilter::AccessOrAuth(list, auth));
+                filters.push(RequestFilter::AccessOrAuth(list, Some(auth)));
+            }
+            (Some(list), None) if spec.satisfy_any && spec.external_auth => {
+                filters.push(RequestFilter::AccessOrAuth(list, None));
             }
             (list, auth) => {
                 if let Some(list) = list {

@@ -462,3 +462,62 @@ async fn global_authentication_guards_every_ingress_but_those_that_opt_out() {
     let warnings = admin_text(&broken, "/api/warnings").await;
     assert!(warnings.contains("global-auth-url"), "{warnings}");
 }
+
+/// `satisfy: any` with `auth-url`, as nginx's access phase: an address on
+/// the list is not asked for anything, and any other client is admitted
+/// by the service.
+#[tokio::test]
+async fn satisfy_any_lets_the_list_or_the_service_admit() {
+    let app = start_upstream("app").await;
+    let (auth, seen) = fake_oauth2_proxy().await;
+    let auth_url = format!("http://{auth}/oauth2/auth");
+    let with = |name: &str, range: &str| {
+        ingress_yaml(
+            name,
+            Some(&format!("{name}.example")),
+            &[
+                (&format!("{NGINX}auth-url"), &auth_url),
+                (&format!("{NGINX}whitelist-source-range"), range),
+                (&format!("{NGINX}satisfy"), "any"),
+            ],
+            &[("/", "Prefix", "app")],
+        )
+    };
+    let m = Manifests::new();
+    m.write(
+        "apps.yaml",
+        &(service_yaml("app", &[app.addr])
+            + &with("office", "127.0.0.0/8")
+            + &with("remote", "10.0.0.0/8")),
+    );
+    let sluice = start_sluice(m.path(), "").await;
+    let http = client();
+    let ask = |host: &str, cookie: Option<&str>| {
+        let mut request = get(sluice.http_addr, host, "/");
+        if let Some(cookie) = cookie {
+            request
+                .headers_mut()
+                .insert("cookie", cookie.parse().unwrap());
+        }
+        send(&http, request)
+    };
+    assert_eq!(
+        ask("office.example", None).await.unwrap().status,
+        StatusCode::OK
+    );
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a listed address is not asked"
+    );
+    assert_eq!(
+        ask("remote.example", None).await.unwrap().status,
+        StatusCode::UNAUTHORIZED
+    );
+    let bob = ask("remote.example", Some("session=bob")).await.unwrap();
+    assert_eq!(
+        bob.status,
+        StatusCode::OK,
+        "the service admits who the list does not"
+    );
+    assert_eq!(seen.lock().unwrap().len(), 2);
+}
