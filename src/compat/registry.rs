@@ -97,7 +97,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("auth-tls-secret", Differs("per host, as ingress-nginx; only the namespace that owns the host sets it (a later Ingress of the host with other settings warns); a plain-HTTP request is refused (400) where a certificate is required, never let through; a Secret that cannot be read makes the host answer 403")),
     key("auth-tls-verify-client", Supported),
     key("auth-tls-verify-depth", Supported),
-    key("auth-type", Differs("basic as ingress-nginx (htpasswd's bcrypt, apr1, {SHA} and crypt hashes); digest is not implemented and fails closed (403)")),
+    key("auth-type", Differs("basic as ingress-nginx (htpasswd's bcrypt, apr1, {SHA} and crypt hashes); digest as nginx-http-auth-digest (htdigest's file, MD5, qop=auth, a nonce good for 60 s and 20 requests, the request URI checked), without its lockout of clients that fail")),
     key("auth-url", Differs("as ingress-nginx; a URL with $variables in its host (https://$host/oauth2/auth) is sent through sluice's own route for it, as nginx sends it through itself")),
     key("backend-protocol", Differs("HTTP, HTTPS (HTTP/2 when the pod offers it by ALPN, else HTTP/1.1, which is all nginx speaks), GRPC, GRPCS (HTTP/2 over TLS), and sluice's H2C; AUTO_HTTP and FCGI skip the Ingress with a warning")),
     key("canary", Supported),

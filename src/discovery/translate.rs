@@ -352,7 +352,7 @@ impl<'a> Builder<'a> {
                     preserve_trailing_slash: parsed.preserve_trailing_slash,
                     edits: edits.clone(),
                     access: parsed.access.clone(),
-                    basic_auth: basic_auth.clone(),
+                    passwords: basic_auth.clone(),
                     satisfy_any: parsed.satisfy_any,
                     external_auth: policy.external_auth.is_some(),
                     body_limit: policy.body_limit,

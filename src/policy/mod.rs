@@ -10,6 +10,7 @@ pub mod canary;
 pub mod client_cert;
 pub mod connlimit;
 pub mod cors;
+pub mod digest_auth;
 pub mod ratelimit;
 pub mod retry;
 pub mod upstream_deny;

@@ -19,7 +19,8 @@ use super::pipeline::ProxySettings;
 use crate::policy::affinity::backend_tag;
 use crate::policy::basic_auth::Verdict;
 use crate::policy::cors::Cors;
-use crate::routing::{Canary, RequestFilter, Route};
+use crate::policy::digest_auth::DigestVerdict;
+use crate::routing::{Canary, Passwords, RequestFilter, Route};
 
 use super::edits::Applied;
 use crate::upstream::error::ProxyError;
@@ -72,9 +73,9 @@ pub(super) fn run(
                     return Ok(Some(forbidden()));
                 }
             }
-            RequestFilter::BasicAuth(Err(())) => return Ok(Some(unavailable())),
-            RequestFilter::BasicAuth(Ok(auth)) => {
-                if let Some(refused) = basic_auth(auth, request, ctx) {
+            RequestFilter::Passwords(Err(())) => return Ok(Some(unavailable())),
+            RequestFilter::Passwords(Ok(auth)) => {
+                if let Some(refused) = passwords(auth, request, ctx) {
                     return Ok(Some(refused));
                 }
             }
@@ -84,8 +85,7 @@ pub(super) fn run(
                         request.headers_mut().remove(header::AUTHORIZATION);
                     }
                     ctx.auth_waived = true;
-                } else if let Some(refused) =
-                    auth.as_ref().and_then(|a| basic_auth(a, request, ctx))
+                } else if let Some(refused) = auth.as_ref().and_then(|a| passwords(a, request, ctx))
                 {
                     return Ok(Some(refused));
                 }
@@ -137,17 +137,32 @@ fn sticky_side(route: &Route, canary: &Canary, headers: &http::HeaderMap) -> Opt
     }
 }
 
-/// `auth-type: basic`: the 401 when the credentials are refused.
-fn basic_auth(
-    auth: &std::sync::Arc<crate::policy::basic_auth::BasicAuth>,
+/// `auth-type`: the 401 when the credentials are refused.
+fn passwords(
+    auth: &Passwords,
     request: &mut Request<Incoming>,
     ctx: &mut RequestContext,
 ) -> Option<Response<ResponseBody>> {
-    match auth.check(request.headers()) {
-        Verdict::Admit => {}
-        Verdict::Refuse => return Some(unauthorized(&auth.challenge)),
-        // Verified by the pipeline, off the event loop.
-        Verdict::Slow(check) => ctx.slow_auth = Some(Box::new(check)),
+    match auth {
+        Passwords::Basic(auth) => match auth.check(request.headers()) {
+            Verdict::Admit => {}
+            Verdict::Refuse => return Some(unauthorized(&auth.challenge)),
+            // Verified by the pipeline, off the event loop.
+            Verdict::Slow(check) => ctx.slow_auth = Some(Box::new(check)),
+        },
+        Passwords::Digest(auth) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            // The request target as the client sent it (nginx's
+            // `$request_uri`), which its `uri=` must name.
+            let uri = ctx.uri.path_and_query().map_or("/", |p| p.as_str());
+            let method = request.method().as_str();
+            if let DigestVerdict::Refuse { stale } = auth.check(method, uri, request.headers(), now)
+            {
+                return Some(unauthorized(&auth.challenge(now, stale)));
+            }
+        }
     }
     // As ingress-nginx: the pods never see the credentials.
     request.headers_mut().remove(header::AUTHORIZATION);

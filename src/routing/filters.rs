@@ -14,7 +14,7 @@
 //! | `Cors`        | `enable-cors`, `cors-*`                           | none (an implementation extension)       |
 //! | `HttpsRedirect` | `ssl-redirect`, `force-ssl-redirect`            | `RequestRedirect` (`scheme: https`, 308) |
 //! | `Access`      | `whitelist-source-range`, `denylist-source-range` | none (an implementation extension)       |
-//! | `BasicAuth`   | `auth-type: basic`, `auth-secret`, `auth-realm`   | none (an implementation extension)       |
+//! | `Passwords`   | `auth-type: basic` or `digest`, `auth-secret`, `auth-realm` | none (an implementation extension) |
 //! | `BodyLimit`   | `proxy-body-size`                                 | none (an implementation extension)       |
 //! | `RateLimit`   | `limit-rps`, `limit-rpm`, `limit-burst-multiplier` | none (an implementation extension)      |
 //! | `ConnLimit`   | `limit-connections`                               | none (an implementation extension)       |
@@ -39,6 +39,7 @@ use crate::policy::basic_auth::BasicAuth;
 use crate::policy::client_cert::ClientCa;
 use crate::policy::connlimit::ConnLimiter;
 use crate::policy::cors::Cors;
+use crate::policy::digest_auth::DigestAuth;
 use crate::policy::ratelimit::Limiter;
 
 /// One step of a route's request filters.
@@ -62,13 +63,13 @@ pub enum RequestFilter {
     Edits(Arc<Edits>),
     /// A client address the route's list refuses gets a 403.
     Access(Arc<AccessList>),
-    /// `auth-type: basic`: a 401 without valid credentials; `Err`: the
-    /// configuration is broken and the route answers 503.
-    BasicAuth(Result<Arc<BasicAuth>, ()>),
+    /// `auth-type: basic` or `digest`: a 401 without valid credentials;
+    /// `Err`: the configuration is broken and the route answers 503.
+    Passwords(Result<Passwords, ()>),
     /// `satisfy: any`: a client the list admits needs no credentials and
     /// is not asked of `auth-url`'s service; any other is asked for them
     /// (and of the service).
-    AccessOrAuth(Arc<AccessList>, Option<Arc<BasicAuth>>),
+    AccessOrAuth(Arc<AccessList>, Option<Passwords>),
     /// A request that declares a body longer than this gets a 413 before it
     /// goes anywhere (the body itself is also cut at the limit as it streams).
     BodyLimit(u64),
@@ -82,6 +83,14 @@ pub enum RequestFilter {
     Canary(Arc<Canary>),
 }
 
+/// `auth-type`: users and their passwords, checked as HTTP basic or
+/// digest authentication.
+#[derive(Debug, Clone)]
+pub enum Passwords {
+    Basic(Arc<BasicAuth>),
+    Digest(Arc<DigestAuth>),
+}
+
 /// What a route's filters are made of; `Filters::new` puts them in order.
 #[derive(Debug, Default)]
 pub struct FilterSpec {
@@ -93,7 +102,7 @@ pub struct FilterSpec {
     pub preserve_trailing_slash: bool,
     pub edits: Option<Arc<Edits>>,
     pub access: Option<Arc<AccessList>>,
-    pub basic_auth: Option<Result<Arc<BasicAuth>, ()>>,
+    pub passwords: Option<Result<Passwords, ()>>,
     /// `satisfy: any`: the address list or the authentication admits.
     pub satisfy_any: bool,
     /// The route asks `auth-url`'s service (`RoutePolicy::external_auth`).
@@ -136,7 +145,7 @@ impl Filters {
         if let Some(edits) = spec.edits {
             filters.push(RequestFilter::Edits(edits));
         }
-        match (spec.access, spec.basic_auth) {
+        match (spec.access, spec.passwords) {
             (Some(list), Some(Ok(auth))) if spec.satisfy_any => {
                 filters.push(RequestFilter::AccessOrAuth(list, Some(auth)));
             }
@@ -148,7 +157,7 @@ impl Filters {
                     filters.push(RequestFilter::Access(list));
                 }
                 if let Some(auth) = auth {
-                    filters.push(RequestFilter::BasicAuth(auth));
+                    filters.push(RequestFilter::Passwords(auth));
                 }
             }
         }

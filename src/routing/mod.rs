@@ -40,7 +40,7 @@ use certs::{ByHost, TlsCerts};
 pub use crate::upstream::Protocol;
 
 pub use endpoint::{Endpoint, EndpointKey, EndpointState, InFlight, Pick};
-pub use filters::{FilterSpec, Filters, RequestFilter};
+pub use filters::{FilterSpec, Filters, Passwords, RequestFilter};
 pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind, RegexMode};
 
 /// Per-route settings: global defaults overridden by the Ingress's annotations.

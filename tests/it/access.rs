@@ -509,3 +509,75 @@ async fn satisfy_any_lets_the_list_or_the_password_admit() {
     );
     assert_eq!(curl(&sluice, "strict.example", bob).await.0, 200);
 }
+
+/// `auth-type: digest` with a file from the real `htdigest`, and curl's
+/// `--digest`: the challenge, the right password, a wrong one, and the
+/// pod never sees the credentials.
+#[tokio::test]
+async fn digest_auth_admits_htdigest_users_with_curl() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("htdigest");
+    let mut child = tokio::process::Command::new("htdigest")
+        .arg("-c")
+        .arg(&path)
+        .args(["Staff only", "alice"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("htdigest is installed by scripts/test (apache2-utils)");
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(b"s3cret pass\ns3cret pass\n")
+            .await
+            .unwrap();
+    }
+    assert!(child.wait().await.unwrap().success());
+    let file = std::fs::read_to_string(&path).unwrap();
+    let pod = start_upstream("web").await;
+    let indented: String = file.lines().map(|l| format!("    {l}\n")).collect();
+    let yaml = service_yaml("web", &[pod.addr])
+        + &format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: users, namespace: default}}\ntype: Opaque\nstringData:\n  auth: |\n{indented}")
+        + &ingress_yaml(
+            "digest",
+            Some("digest.example"),
+            &[
+                ("nginx.ingress.kubernetes.io/auth-type", "digest"),
+                ("nginx.ingress.kubernetes.io/auth-secret", "users"),
+                ("nginx.ingress.kubernetes.io/auth-realm", "Staff only"),
+            ],
+            &[("/", "Prefix", "web")],
+        );
+    let m = Manifests::new();
+    m.write("apps.yaml", &yaml);
+    let sluice = start_sluice(m.path(), "").await;
+    let (status, challenge, _) = curl(&sluice, "digest.example", None).await;
+    assert_eq!(status, 401);
+    assert!(
+        challenge
+            .starts_with("Digest algorithm=\"MD5\", qop=\"auth\", realm=\"Staff only\", nonce=\""),
+        "{challenge}"
+    );
+    let digest = |user: &'static str| {
+        let to = format!("digest.example:80:{}", sluice.http_addr);
+        async move {
+            let output = tokio::process::Command::new("curl")
+                .args(["-sS", "--digest", "-u", user, "--connect-to", &to])
+                .args(["-w", "\n%{http_code}", "http://digest.example/a?b=1"])
+                .output()
+                .await
+                .unwrap();
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            let (body, code) = text.rsplit_once('\n').unwrap();
+            (code.to_owned(), body.to_owned())
+        }
+    };
+    let (code, body) = digest("alice:s3cret pass").await;
+    assert_eq!(code, "200", "{body}");
+    let seen: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(seen["headers"].get("authorization").is_none(), "{body}");
+    assert_eq!(digest("alice:wrong").await.0, "401");
+    assert_eq!(digest("mallory:s3cret pass").await.0, "401");
+}

@@ -2,7 +2,7 @@
 //! Ingress's own namespace only), `auth-secret-type` (`auth-file`: an
 //! htpasswd file under the key `auth`; `auth-map`: a key per user) and
 //! `auth-realm`. The Secret is read by `translate`. `auth-type: digest`
-//! is not implemented: it fails closed (403), never open.
+//! reads an htdigest file (`user:realm:HA1`) the same ways.
 
 use std::collections::BTreeMap;
 
@@ -16,6 +16,8 @@ pub struct BasicAuthSpec {
     /// `auth-secret-type: auth-map`.
     pub map: bool,
     pub realm: String,
+    /// `auth-type: digest`: the file is htdigest's (`user:realm:HA1`).
+    pub digest: bool,
 }
 
 /// `Ok(None)`: no authentication. `Err(key)`: the request must fail
@@ -28,11 +30,11 @@ pub(super) fn parse_basic_auth(
         return Ok(None);
     };
     let mut closed = |reason: String| Err(fail_closed(notices, key, &reason));
-    match kind.trim() {
-        "basic" => {}
-        "digest" => return closed("digest authentication is not implemented".into()),
+    let digest = match kind.trim() {
+        "basic" => false,
+        "digest" => true,
         other => return closed(format!("{other:?} is not basic or digest")),
-    }
+    };
     let secret = lookup(annotations, "auth-secret").map(|(_, value)| {
         let value = value.trim();
         match value.split_once('/') {
@@ -52,5 +54,10 @@ pub(super) fn parse_basic_auth(
     let realm = lookup(annotations, "auth-realm")
         .map(|(_, v)| v.trim().to_owned())
         .unwrap_or_default();
-    Ok(Some(BasicAuthSpec { secret, map, realm }))
+    Ok(Some(BasicAuthSpec {
+        secret,
+        map,
+        realm,
+        digest,
+    }))
 }

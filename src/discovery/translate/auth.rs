@@ -14,22 +14,24 @@ use crate::discovery::annotations::{global_auth, BasicAuthSpec, ExternalAuthSpec
 use crate::discovery::{ObjectRef, Warning};
 use crate::policy::auth_cache::AuthCache;
 use crate::policy::basic_auth::BasicAuth;
+use crate::policy::digest_auth::DigestAuth;
 use crate::routing::{
-    Backend, BackendRef, ExternalAuth, ExternalAuthRequest, IngressRef, Protocol,
+    Backend, BackendRef, ExternalAuth, ExternalAuthRequest, IngressRef, Passwords, Protocol,
 };
 
 impl Builder<'_> {
-    /// The Ingress's basic authentication, or why its routes answer 503.
+    /// The Ingress's basic or digest authentication, or why its routes
+    /// answer 503.
     pub(super) fn basic_auth(
         &mut self,
         spec: &BasicAuthSpec,
         object: &ObjectRef,
-    ) -> Result<Arc<BasicAuth>, ()> {
-        let read = || -> Result<BasicAuth, String> {
+    ) -> Result<Passwords, ()> {
+        let read = || -> Result<Passwords, String> {
             let (namespace, name) = spec
                 .secret
                 .as_ref()
-                .ok_or("auth-type: basic without auth-secret")?;
+                .ok_or("auth-type without auth-secret")?;
             let namespace = namespace.as_deref().unwrap_or(&object.namespace);
             if namespace != object.namespace {
                 return Err(format!("auth-secret {namespace}/{name} is in another namespace; only the Ingress's own may be named"));
@@ -41,21 +43,26 @@ impl Builder<'_> {
                 .ok_or_else(|| format!("auth-secret {namespace}/{name} not found"))?;
             let text =
                 |bytes: Vec<u8>| String::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned());
-            if spec.map {
-                let mut entries = Vec::new();
+            // `auth-map`: a key per user, its value the rest of the line.
+            let file = if spec.map {
+                let mut lines = String::new();
                 for key in super::index::secret_keys(secret) {
                     let value = super::index::secret_key(secret, &key).unwrap_or_default();
-                    entries.push((key, text(value)?));
+                    lines += &format!("{key}:{}\n", text(value)?.trim());
                 }
-                let pairs = entries.iter().map(|(u, h)| (u.as_str(), h.as_str()));
-                BasicAuth::new(&spec.realm, pairs)
+                lines
             } else {
                 let file = super::index::secret_key(secret, "auth")
                     .ok_or_else(|| format!("auth-secret {namespace}/{name} has no key auth"))?;
-                BasicAuth::from_file(&spec.realm, &text(file)?)
-            }
+                text(file)?
+            };
+            Ok(if spec.digest {
+                Passwords::Digest(Arc::new(DigestAuth::from_file(&spec.realm, &file)?))
+            } else {
+                Passwords::Basic(Arc::new(BasicAuth::from_file(&spec.realm, &file)?))
+            })
         };
-        read().map(Arc::new).map_err(|message| {
+        read().map_err(|message| {
             let message =
                 format!("{message}; the Ingress's routes answer 503, as in ingress-nginx");
             self.warn(
