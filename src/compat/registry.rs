@@ -64,6 +64,7 @@ const NGINX_INTERNAL: &str = "an nginx internal; sluice has no counterpart to tu
 const GLOBAL_FORM: &str = "the annotation is supported; this global form is not yet";
 const MODSECURITY: &str = "sluice has no web application firewall; fails closed so nothing opens";
 const SNIPPET: &str = "interpreted, never run: header directives, return, rewrite and if; any other directive warns, and an access directive sluice cannot interpret fails closed";
+const AUTH_SNIPPET: Status = Differs("interpreted, never run: proxy_set_header for the authentication subrequest; any other directive fails closed (403)");
 const TRACING: &str = "sluice exports no traces yet";
 /// Every annotation, by name without the `nginx.ingress.kubernetes.io/` prefix:
 /// the 130 that ingress-nginx v1.15 documents, its undocumented alias
@@ -90,7 +91,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("auth-secret-type", Supported),
     key("auth-signin", Supported),
     key("auth-signin-redirect-param", Supported),
-    key("auth-snippet", FailsClosed("nginx configuration for the authentication subrequest; sluice runs no nginx configuration, so it fails closed")),
+    key("auth-snippet", AUTH_SNIPPET),
     key("auth-tls-error-page", Differs("an http(s) URL, as a 302; a path (nginx's internal redirect) warns and the client gets the plain 400")),
     key("auth-tls-match-cn", Supported),
     key("auth-tls-pass-certificate-to-upstream", Supported),
@@ -261,7 +262,7 @@ pub const CONFIGMAP: &[Key] = &[
     key("global-auth-response-headers", Supported),
     key("global-auth-signin", Supported),
     key("global-auth-signin-redirect-param", Supported),
-    key("global-auth-snippet", FailsClosed("nginx configuration for the authentication subrequest; sluice runs no nginx configuration, so it fails closed")),
+    key("global-auth-snippet", AUTH_SNIPPET),
     key("global-auth-url", Differs("as ingress-nginx, for every Ingress without its own auth-url unless enable-global-auth is false; not asked for requests no Ingress routes (the default backend)")),
     key("grpc-buffer-size-kb", NoEffect(STREAMS)),
     key("gzip-disable", Unsupported("response compression is not implemented")),

@@ -314,6 +314,20 @@ async fn cached_answers_and_headers_for_the_service() {
                 (&format!("{NGINX}auth-cache-duration"), "200 202 401 5m"),
                 (&format!("{NGINX}auth-proxy-set-headers"), "auth-headers"),
                 (&format!("{NGINX}auth-response-headers"), "X-Auth-Request-User"),
+                (
+                    &format!("{NGINX}auth-snippet"),
+                    "proxy_set_header X-From-Snippet $request_method;",
+                ),
+            ],
+            &[("/", "Prefix", "app")],
+        )
+        // A directive that is not interpreted in the subrequest: 403.
+        + &ingress_yaml(
+            "snippet",
+            Some("snippet.example"),
+            &[
+                (&format!("{NGINX}auth-url"), &auth_url),
+                (&format!("{NGINX}auth-snippet"), "if ($http_x_vip) { return 200; }"),
             ],
             &[("/", "Prefix", "app")],
         )
@@ -366,6 +380,13 @@ async fn cached_answers_and_headers_for_the_service() {
     let (_, headers) = seen.lock().unwrap()[0].clone();
     assert_eq!(headers["x-tenant"], "shop");
     assert_eq!(headers["x-asked-for"], "cached.example");
+    assert_eq!(headers["x-from-snippet"], "GET");
+    let mut vip = get(sluice.http_addr, "snippet.example", "/");
+    vip.headers_mut().insert("x-vip", "1".parse().unwrap());
+    assert_eq!(
+        send(&http, vip).await.unwrap().status,
+        StatusCode::FORBIDDEN
+    );
 
     // A ConfigMap that is not there: the routes answer 503, never open.
     let requests = app.requests();

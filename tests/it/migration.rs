@@ -71,7 +71,7 @@ async fn an_unsupported_annotation_warns_and_the_rest_is_served() {
 #[tokio::test]
 async fn each_kind_of_access_annotation_fails_closed() {
     let cases: &[(&str, &str)] = &[
-        ("auth-snippet", "return 200;"),
+        ("modsecurity-snippet", "SecRuleEngine On"),
         ("enable-modsecurity", "true"),
         ("stream-snippet", "deny 10.0.0.0/8;"),
     ];

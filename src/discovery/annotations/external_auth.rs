@@ -39,6 +39,7 @@ pub struct ExternalAuthSpec {
     /// `auth-proxy-set-headers`: (namespace, else the Ingress's; name) of a
     /// ConfigMap, read with the snapshot into `set_headers`.
     pub set_headers_map: Option<(Option<String>, String)>,
+    /// The ConfigMap's headers, then `auth-snippet`'s `proxy_set_header`s.
     pub set_headers: Vec<(HeaderName, Template)>,
     /// `auth-cache-key` and `auth-cache-duration`.
     pub cache: Option<(Template, CacheDurations)>,
@@ -141,6 +142,30 @@ pub(super) fn parse_external_auth(
         None => None,
         Some((key, value)) => Some(config_map_ref(value).map_err(|e| closed(key, e))?),
     };
+    // `auth-snippet`: nginx configuration of the subrequest's location.
+    // `proxy_set_header` is interpreted; anything else could change who
+    // gets in, so it closes the Ingress.
+    let mut set_headers = Vec::new();
+    if let Some((key, text)) = lookup(annotations, "auth-snippet") {
+        let directives = crate::compat::snippet::parse(text).map_err(|e| closed(key, e))?;
+        for directive in directives {
+            match (
+                directive.name.as_str(),
+                directive.args.as_slice(),
+                &directive.block,
+            ) {
+                ("proxy_set_header", [name, value], None) => {
+                    let name = super::snippets::header_name(name).map_err(|e| closed(key, e))?;
+                    let value = Template::parse(value).map_err(|e| closed(key, e))?;
+                    set_headers.push((name, value));
+                }
+                (name, _, _) => {
+                    let why = format!("{name}: only proxy_set_header NAME VALUE is interpreted in the authentication subrequest");
+                    return Err(closed(key, why));
+                }
+            }
+        }
+    }
     let cache = match lookup(annotations, "auth-cache-key") {
         None => None,
         Some((key, value)) => {
@@ -165,7 +190,7 @@ pub(super) fn parse_external_auth(
         always_set_cookie,
         internal,
         set_headers_map,
-        set_headers: Vec::new(),
+        set_headers,
         cache,
     }))
 }

@@ -179,6 +179,7 @@ pub const GROUPED_KEYS: &[&str] = &[
     "auth-keepalive-timeout",
     "auth-keepalive-share-vars",
     "auth-proxy-set-headers",
+    "auth-snippet",
     "enable-global-auth",
     "auth-cache-key",
     "auth-cache-duration",

@@ -62,6 +62,7 @@ const NEEDS: &[(&str, &str)] = &[
     ("auth-request-redirect", "auth-url"),
     ("auth-always-set-cookie", "auth-url"),
     ("auth-proxy-set-headers", "auth-url"),
+    ("auth-snippet", "auth-url"),
     ("auth-cache-key", "auth-url"),
     ("auth-cache-duration", "auth-cache-key"),
     ("cors-allow-origin", "enable-cors"),
@@ -199,7 +200,10 @@ mod tests {
                 "nginx.ingress.kubernetes.io/whitelist-source-rnage",
                 "10.0.0.0/8",
             ),
-            ("nginx.ingress.kubernetes.io/auth-snippet", "return 200;"),
+            (
+                "nginx.ingress.kubernetes.io/modsecurity-snippet",
+                "SecRuleEngine On",
+            ),
             ("nginx.ingress.kubernetes.io/limit-burst", "5"),
             (
                 "nginx.ingress.kubernetes.io/proxy-next-upstream",
@@ -213,16 +217,16 @@ mod tests {
         assert_eq!(
             reasons,
             [
-                ("auth-snippet", "fail-closed"),
                 ("enable-opentelemetry", "unsupported-annotation"),
                 ("limit-burst", "unknown-annotation"),
+                ("modsecurity-snippet", "fail-closed"),
                 ("proxy-next-upstream", "annotation-differs"),
                 ("whitelist-source-rnage", "unknown-annotation"),
             ]
         );
         assert_eq!(
             closed.as_deref(),
-            Some("nginx.ingress.kubernetes.io/auth-snippet")
+            Some("nginx.ingress.kubernetes.io/modsecurity-snippet")
         );
         let (_, closed) = review_of(&[(
             "nginx.ingress.kubernetes.io/stream-snippet",

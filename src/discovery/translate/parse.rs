@@ -243,7 +243,10 @@ pub(super) fn parse_ingress(
     if let Some(auth) = &mut annotations.external_auth {
         if let Some(map) = &auth.set_headers_map {
             match headers.for_auth(namespace, map) {
-                Ok(set) => auth.set_headers = set,
+                Ok(mut set) => {
+                    set.append(&mut auth.set_headers);
+                    auth.set_headers = set;
+                }
                 Err(message) => denied = denied.or(Some(("auth-proxy-set-headers", message))),
             }
         }
