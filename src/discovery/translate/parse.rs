@@ -303,6 +303,13 @@ pub(super) fn parse_ingress(
         (spec, uid)
     });
     parsed.policy = annotations.policy(defaults);
+    if annotations.request_buffering.memory.is_some() && parsed.policy.request_buffering.is_none() {
+        parsed.notices.push(fault(
+            "metadata.annotations[\"client-body-buffer-size\"]".into(),
+            "annotation-differs",
+            "client-body-buffer-size has no effect while proxy-request-buffering is off: the body streams to the pod as it comes".into(),
+        ));
+    }
     parsed.ssl_redirect = annotations.ssl_redirect.unwrap_or(defaults.ssl_redirect);
     parsed.canary = annotations.canary.clone();
     parsed.limit = annotations

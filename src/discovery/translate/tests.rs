@@ -907,3 +907,24 @@ fn client_certificates_are_the_hosts_and_its_owners() {
         "{warnings:?}"
     );
 }
+
+/// A buffer size for a body that is not buffered says so.
+#[test]
+fn a_buffer_size_without_buffering_warns() {
+    let with = |buffering: &str| {
+        service("web", &["10.0.0.1"], &[])
+            + &simple(
+                "app",
+                "shop.example",
+                "web",
+                &format!("  annotations: {{nginx.ingress.kubernetes.io/client-body-buffer-size: 16k, nginx.ingress.kubernetes.io/proxy-request-buffering: \"{buffering}\"}}\n"),
+            )
+    };
+    let (_, warnings) = build(&with("off"));
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0]
+        .message
+        .contains("client-body-buffer-size has no effect"));
+    let (_, warnings) = build(&with("on"));
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
