@@ -106,7 +106,7 @@ async fn site() -> Site {
     let app = start_upstream("app").await;
     let m = Manifests::new();
     m.write("svc.yaml", &service_yaml("app", &[app.addr]));
-    let (cert, key, _) = server.leaf(&["m.test", "o.test", "e.test", "n.test", "a.test"]);
+    let (cert, key, _) = server.leaf(&["m.test", "o.test", "e.test", "n.test", "f.test", "a.test"]);
     m.write(
         "secrets.yaml",
         &(secret_yaml("site-cert", &cert, &key) + &ca_secret_yaml("client-ca", &clients.ca_pem)),
@@ -169,6 +169,15 @@ async fn site() -> Site {
                         "nginx.ingress.kubernetes.io/auth-tls-verify-client",
                         "optional_no_ca",
                     ),
+                ],
+            ),
+            tls_ingress(
+                "f",
+                "f.test",
+                "site-cert",
+                &[
+                    secret,
+                    ("nginx.ingress.kubernetes.io/auth-tls-verify-client", "off"),
                 ],
             ),
             tls_ingress("a", "a.test", "site-cert", &[]),
@@ -269,23 +278,39 @@ async fn a_required_certificate_is_judged_and_passed_on_and_other_hosts_are_unaf
         .unwrap();
     assert_eq!(reply.status, 308);
 
-    // openssl sees the CA it is asked for.
-    let output = tokio::process::Command::new("openssl")
-        .args([
-            "s_client",
-            "-connect",
-            &format!("127.0.0.1:{port}"),
-            "-servername",
-            "m.test",
-        ])
-        .stdin(std::process::Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&output.stdout);
+    // openssl sees the CA it is asked for; with `off`, nothing is asked.
+    let s_client = |name: &'static str| async move {
+        let output = tokio::process::Command::new("openssl")
+            .args([
+                "s_client",
+                "-connect",
+                &format!("127.0.0.1:{port}"),
+                "-servername",
+                name,
+            ])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let text = s_client("m.test").await;
     assert!(
         text.contains("Acceptable client certificate CA names\nCN = sluice test CA\n"),
         "{text}"
+    );
+    let text = s_client("f.test").await;
+    assert!(
+        text.contains("CONNECTED") && !text.contains("Acceptable client certificate"),
+        "{text}"
+    );
+    let (status, body) = curl(port, ca, "f.test", None, &forged).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(header(&body, "ssl-client-verify").as_deref(), Some("NONE"));
+    assert_eq!(
+        header(&body, "ssl-client-subject-dn"),
+        None,
+        "the client's own is removed"
     );
 
     let metrics = admin_text(&s.sluice, "/metrics").await;

@@ -15,7 +15,7 @@ use super::parse::{Field, ParsedIngress};
 use super::Builder;
 use crate::discovery::annotations::ClientCertSpec;
 use crate::discovery::ObjectRef;
-use crate::policy::client_cert::ClientCa;
+use crate::policy::client_cert::{ClientCa, VerifyClient};
 use crate::routing::certs::ByHost;
 use crate::routing::HostKey;
 
@@ -99,11 +99,16 @@ impl Builder<'_> {
         }
     }
 
-    /// The hosts whose handshakes ask for a certificate, for the listener.
+    /// The hosts whose handshakes ask for a certificate, for the listener
+    /// (`auth-tls-verify-client: off` asks for none).
     pub(super) fn client_cas(&self) -> ByHost<Arc<ClientCa>> {
         let mut by_host = ByHost::default();
         for (host, (settings, _)) in &self.client_certs {
-            if let Ok(settings) = settings {
+            if let Some(settings) = settings
+                .as_ref()
+                .ok()
+                .filter(|s| s.verify != VerifyClient::Off)
+            {
                 by_host.insert(&host.to_string(), settings.clone());
             }
         }
