@@ -402,7 +402,9 @@ impl<'a> Builder<'a> {
                     None => format!("www.{name}"),
                 };
                 let edits = Some(hosts::www_redirect(name));
-                let other_cert = self.client_cert_for(&HostKey::Exact(other.clone()), &parsed);
+                // Only a redirect: the other name's own settings, if any.
+                let other_cert = (self.client_certs.get(&HostKey::Exact(other.clone())))
+                    .map(|(settings, _)| settings.clone());
                 let redirect = route_to(
                     backend.clone(),
                     metrics.clone(),

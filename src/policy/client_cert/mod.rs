@@ -25,6 +25,9 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
 use webpki::{CertRevocationList, EndEntityCert, KeyUsage, RevocationOptionsBuilder};
 
+/// Most bytes of CA names sent in a certificate request.
+const MAX_HINTS_BYTES: usize = 16 << 10;
+
 /// `auth-tls-verify-client`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum VerifyClient {
@@ -113,10 +116,15 @@ impl ClientCa {
                 crls.push(CertRevocationList::from(crl));
             }
         }
-        let hints = anchors
+        let mut hints: Vec<DistinguishedName> = anchors
             .iter()
             .map(|a| DistinguishedName::in_sequence(a.subject.as_ref()))
             .collect();
+        // The names go in every certificate request, which a TLS record
+        // bounds: a bundle with too many names asks without naming any.
+        if hints.iter().map(|h| h.as_ref().len() + 2).sum::<usize>() > MAX_HINTS_BYTES {
+            hints.clear();
+        }
         let mut content = Vec::with_capacity(ca_pem.len() + 16);
         content.extend_from_slice(ca_pem);
         content.push(0);

@@ -199,3 +199,18 @@ fn fuzzed_bundles_never_panic() {
         },
     );
 }
+
+/// A bundle with more CA names than a certificate request should carry
+/// still verifies, and asks without naming them.
+#[test]
+fn a_huge_bundle_names_no_cas() {
+    let cas: Vec<Ca> = (0..600)
+        .map(|i| ca(&format!("Tenant CA number {i}")))
+        .collect();
+    let pem: String = cas.iter().map(|c| c.pem.as_str()).collect();
+    let huge = Arc::new(ClientCa::new(pem.as_bytes(), None, options(VerifyClient::On, 1)).unwrap());
+    assert!(huge.hints().is_empty());
+    let peer = huge.judge(Some(&[client(&cas[599], "alice", 1)]), UnixTime::now());
+    assert_eq!(peer.verified, Verified::Success);
+    assert_eq!(settings(&cas[0], None, 1).hints().len(), 1);
+}
