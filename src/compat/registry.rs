@@ -95,7 +95,7 @@ pub const ANNOTATIONS: &[Key] = &[
     key("auth-tls-error-page", Differs("an http(s) URL, as a 302; a path (nginx's internal redirect) warns and the client gets the plain 400")),
     key("auth-tls-match-cn", Supported),
     key("auth-tls-pass-certificate-to-upstream", Supported),
-    key("auth-tls-secret", Differs("per host, as ingress-nginx; only the namespace that owns the host sets it (a later Ingress of the host with other settings warns); a plain-HTTP request is refused (400) where a certificate is required, never let through; a Secret that cannot be read makes the host answer 403")),
+    key("auth-tls-secret", Differs("per host, as ingress-nginx; only the namespace that owns the host sets it (a later Ingress of the host with other settings warns); a plain-HTTP request is refused (400) where a certificate is required, never let through; a Secret that cannot be read makes the host answer 403; while any host checks certificates, a client's own ssl-client-* headers are removed on every route")),
     key("auth-tls-verify-client", Supported),
     key("auth-tls-verify-depth", Supported),
     key("auth-type", Differs("basic as ingress-nginx (htpasswd's bcrypt, apr1, {SHA} and crypt hashes); digest as nginx-http-auth-digest (htdigest's file, MD5, qop=auth, a nonce good for 60 s and 20 requests, the request URI checked), without its lockout of clients that fail")),

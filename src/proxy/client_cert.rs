@@ -21,6 +21,14 @@ const SUBJECT: HeaderName = HeaderName::from_static("ssl-client-subject-dn");
 const ISSUER: HeaderName = HeaderName::from_static("ssl-client-issuer-dn");
 const CERT: HeaderName = HeaderName::from_static("ssl-client-cert");
 
+/// Removes a client's own `ssl-client-*` headers: only sluice says what a
+/// certificate named.
+pub(super) fn remove_forged(headers: &mut http::HeaderMap) {
+    for name in [VERIFY, SUBJECT, ISSUER, CERT] {
+        headers.remove(name);
+    }
+}
+
 /// The answer when the request is refused; else the request goes on with
 /// nginx's `ssl-client-*` headers, never the client's own.
 pub(super) fn check(
@@ -30,9 +38,7 @@ pub(super) fn check(
     conn: &ConnInfo,
 ) -> Option<Response<ResponseBody>> {
     let headers = request.headers_mut();
-    for name in [VERIFY, SUBJECT, ISSUER, CERT] {
-        headers.remove(name);
-    }
+    remove_forged(headers);
     if ca.verify == VerifyClient::Off {
         headers.insert(VERIFY, HeaderValue::from_static("NONE"));
         return match_cn(ca, "");

@@ -221,6 +221,12 @@ impl Proxy {
                 ctx.error_headers = Some(Box::new(request.headers().clone()));
             }
 
+            // While some host checks client certificates, no client may
+            // send the headers that tell pods who a certificate named.
+            if !table.client_cas.is_empty() {
+                super::client_cert::remove_forged(request.headers_mut());
+            }
+
             // Request filters.
             if let Some(response) =
                 filters::run(&route, &mut request, host, conn, ctx, &self.settings)?
