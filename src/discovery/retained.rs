@@ -28,6 +28,7 @@ use tokio::time::Instant;
 
 use super::ObjectRef;
 use crate::balance::EndpointStats;
+use crate::policy::auth_cache::{AuthCache, CacheDurations};
 use crate::policy::canary::Cidr;
 use crate::policy::connlimit::ConnLimiter;
 use crate::policy::ratelimit::{LimitSpec, Limiter};
@@ -112,6 +113,9 @@ pub struct Retained {
     backends: Keyed<(BackendRef, Protocol), BackendState>,
     limiters: Keyed<IngressRef, Limiter>,
     conn_limiters: Keyed<IngressRef, ConnLimiter>,
+    /// `auth-cache-key`'s answers, by Ingress (the global service's under
+    /// an empty name): kept across rebuilds while the durations are the same.
+    auth_caches: Keyed<IngressRef, AuthCache>,
     metrics: Keyed<MetricsKey, RequestMetrics>,
     canary_requests: Keyed<IngressRef, metrics::Counter>,
     last_good: Mutex<LastGood>,
@@ -179,6 +183,14 @@ impl Retained {
             ingress.clone(),
             |limiter| limiter.is(max, exempt),
             || ConnLimiter::new(max, exempt.to_vec(), &ingress.namespace, &ingress.name),
+        )
+    }
+
+    pub fn auth_cache(&self, ingress: &IngressRef, durations: &CacheDurations) -> Arc<AuthCache> {
+        self.auth_caches.get(
+            ingress.clone(),
+            |cache| cache.durations() == durations,
+            || AuthCache::new(durations.clone()),
         )
     }
 
@@ -250,6 +262,7 @@ impl Retained {
         self.backends.collect();
         self.limiters.collect();
         self.conn_limiters.collect();
+        self.auth_caches.collect();
         self.metrics.collect();
         self.canary_requests.collect();
         self.endpoints.collect()

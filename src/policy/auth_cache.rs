@@ -105,6 +105,10 @@ impl AuthCache {
         }
     }
 
+    pub fn durations(&self) -> &CacheDurations {
+        &self.durations
+    }
+
     pub fn get(&self, key: &str, now: Instant) -> Option<Arc<Answer>> {
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         let (expires, answer) = entries.get(key)?;

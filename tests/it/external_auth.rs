@@ -364,6 +364,24 @@ async fn cached_answers_and_headers_for_the_service() {
         assert_eq!(reply.json()["headers"]["x-auth-request-user"][0], "bob");
     }
     assert_eq!(asked_with("session=bob"), 1, "the answer was kept");
+    // A rebuild of the table (another Ingress arrives) keeps the answers.
+    m.write(
+        "other.yaml",
+        &ingress_yaml(
+            "other",
+            Some("other.example"),
+            &[],
+            &[("/", "Prefix", "app")],
+        ),
+    );
+    let rebuilt = eventually(std::time::Duration::from_secs(10), || async {
+        let reply = send(&http, get(sluice.http_addr, "other.example", "/")).await;
+        reply.is_ok_and(|r| r.status == StatusCode::OK)
+    })
+    .await;
+    assert!(rebuilt.is_some());
+    assert_eq!(ask("session=bob").await.unwrap().status, StatusCode::OK);
+    assert_eq!(asked_with("session=bob"), 1, "kept across the rebuild");
     for _ in 0..2 {
         assert_eq!(
             ask("session=mallory").await.unwrap().status,

@@ -12,7 +12,6 @@ use super::Builder;
 use crate::config::ForeignKey;
 use crate::discovery::annotations::{global_auth, BasicAuthSpec, ExternalAuthSpec};
 use crate::discovery::{ObjectRef, Warning};
-use crate::policy::auth_cache::AuthCache;
 use crate::policy::basic_auth::BasicAuth;
 use crate::policy::digest_auth::DigestAuth;
 use crate::routing::{
@@ -134,8 +133,10 @@ impl Builder<'_> {
                 always_set_cookie: spec.always_set_cookie,
                 internal: spec.internal.clone(),
                 set_headers: spec.set_headers.clone(),
+                // Kept across rebuilds: a table swap does not send every
+                // client back to the service at once.
                 cache: (spec.cache.as_ref()).map(|(key, durations)| {
-                    (key.clone(), Arc::new(AuthCache::new(durations.clone())))
+                    (key.clone(), self.retained.auth_cache(ingress, durations))
                 }),
             },
             metrics,
