@@ -263,7 +263,7 @@ pub const CONFIGMAP: &[Key] = &[
     key("global-auth-signin", Supported),
     key("global-auth-signin-redirect-param", Supported),
     key("global-auth-snippet", AUTH_SNIPPET),
-    key("global-auth-url", Differs("as ingress-nginx, for every Ingress without its own auth-url unless enable-global-auth is false; not asked for requests no Ingress routes (the default backend)")),
+    key("global-auth-url", Supported),
     key("grpc-buffer-size-kb", NoEffect(STREAMS)),
     key("gzip-disable", Unsupported("response compression is not implemented")),
     key("gzip-level", Unsupported("response compression is not implemented")),
