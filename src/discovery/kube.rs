@@ -423,6 +423,10 @@ impl Store {
             endpoint_slices: collect(&self.slices, &allowed),
             secrets: collect(&self.secrets, &allowed),
             config_maps: collect(&self.config_maps, &allowed),
+            // Gateway API is read from manifests only, so far (#22).
+            gateway_classes: Vec::new(),
+            gateways: Vec::new(),
+            http_routes: Vec::new(),
             sources: HashMap::new(),
             resolved: Default::default(),
         }

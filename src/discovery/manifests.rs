@@ -21,6 +21,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
+use super::gateway;
 use super::{DiscoveryError, ObjectRef, PodSlice, Publisher, Snapshot, Warning};
 
 /// Largest manifests file read (a `kubectl get -o yaml` of 10,000 Ingresses is
@@ -74,6 +75,9 @@ enum Object {
     Secret(Arc<Secret>),
     /// Headers for `custom-headers`, `add-headers`, `proxy-set-headers`.
     ConfigMap(Arc<ConfigMap>),
+    GatewayClass(Arc<gateway::GatewayClass>),
+    Gateway(Arc<gateway::Gateway>),
+    HttpRoute(Arc<gateway::HttpRoute>),
 }
 
 impl ManifestsDir {
@@ -137,6 +141,9 @@ impl ManifestsDir {
                     Object::EndpointSlice(o) => snapshot.endpoint_slices.push(o.clone()),
                     Object::Secret(o) => snapshot.secrets.push(o.clone()),
                     Object::ConfigMap(o) => snapshot.config_maps.push(o.clone()),
+                    Object::GatewayClass(o) => snapshot.gateway_classes.push(o.clone()),
+                    Object::Gateway(o) => snapshot.gateways.push(o.clone()),
+                    Object::HttpRoute(o) => snapshot.http_routes.push(o.clone()),
                 }
             }
         }
@@ -350,6 +357,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
         "Service" | "Secret" | "ConfigMap" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
+        "GatewayClass" | "Gateway" | "HTTPRoute" => gateway::API_VERSION,
         _ => return Ok(None),
     };
     if api_version != expected {
@@ -365,6 +373,9 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         "Service" => Object::Service(Arc::new(decode(value)?)),
         "Secret" => Object::Secret(Arc::new(decode(value)?)),
         "ConfigMap" => Object::ConfigMap(Arc::new(decode(value)?)),
+        "GatewayClass" => Object::GatewayClass(Arc::new(decode(value)?)),
+        "Gateway" => Object::Gateway(Arc::new(decode(value)?)),
+        "HTTPRoute" => Object::HttpRoute(Arc::new(decode(value)?)),
         _ => Object::EndpointSlice(Arc::new(PodSlice::from(decode::<EndpointSlice>(value)?))),
     };
     let meta = match &object {
@@ -374,6 +385,9 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         Object::EndpointSlice(o) => &o.metadata,
         Object::Secret(o) => &o.metadata,
         Object::ConfigMap(o) => &o.metadata,
+        Object::GatewayClass(o) => &o.metadata,
+        Object::Gateway(o) => &o.metadata,
+        Object::HttpRoute(o) => &o.metadata,
     };
     let object_ref = object_ref(kind_name(&object), meta).ok_or((
         None,
@@ -398,6 +412,9 @@ fn kind_name(object: &Object) -> &'static str {
         Object::EndpointSlice(_) => "EndpointSlice",
         Object::Secret(_) => "Secret",
         Object::ConfigMap(_) => "ConfigMap",
+        Object::GatewayClass(_) => "GatewayClass",
+        Object::Gateway(_) => "Gateway",
+        Object::HttpRoute(_) => "HTTPRoute",
     }
 }
 
@@ -405,7 +422,7 @@ fn object_ref(kind: &'static str, meta: &ObjectMeta) -> Option<ObjectRef> {
     let name = meta.name.clone().filter(|n| !n.is_empty())?;
     // IngressClass is cluster-scoped; everything else lands in `default` like
     // `kubectl apply` without `-n`.
-    let namespace = if kind == "IngressClass" {
+    let namespace = if kind == "IngressClass" || kind == "GatewayClass" {
         String::new()
     } else {
         meta.namespace.clone().unwrap_or_else(|| "default".into())
@@ -431,6 +448,8 @@ fn with_default_namespace(object: Object) -> Object {
         Object::EndpointSlice(o) => Object::EndpointSlice(fill(o, |o| &mut o.metadata)),
         Object::Secret(o) => Object::Secret(fill(o, |o| &mut o.metadata)),
         Object::ConfigMap(o) => Object::ConfigMap(fill(o, |o| &mut o.metadata)),
+        Object::Gateway(o) => Object::Gateway(fill(o, |o| &mut o.metadata)),
+        Object::HttpRoute(o) => Object::HttpRoute(fill(o, |o| &mut o.metadata)),
         other => other,
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod annotations;
 pub mod events;
+pub mod gateway;
 pub mod kube;
 pub mod manifests;
 pub mod resolve;
@@ -112,6 +113,10 @@ pub struct Snapshot {
     /// ConfigMaps, for the headers that `custom-headers`, `add-headers` and
     /// `proxy-set-headers` name (trimmed in a cluster: `kube`).
     pub config_maps: Vec<Arc<ConfigMap>>,
+    /// Gateway API: the classes, Gateways and HTTPRoutes (`gateway`).
+    pub gateway_classes: Vec<Arc<gateway::GatewayClass>>,
+    pub gateways: Vec<Arc<gateway::Gateway>>,
+    pub http_routes: Vec<Arc<gateway::HttpRoute>>,
     /// The manifests file each object came from, so warnings can name it.
     pub sources: HashMap<ObjectRef, Arc<str>>,
     /// ExternalName targets and their addresses, resolved in the background

@@ -44,6 +44,7 @@ mod certificates;
 mod class;
 mod client_certs;
 mod faults;
+mod gateway;
 mod headers;
 mod hosts;
 mod index;
@@ -181,6 +182,9 @@ pub fn translate(
         let object = parsed.object.clone();
         add_isolated(&mut builder, &object, |b| b.add(parsed));
     }
+    // Gateway API's routes, after the Ingresses: an older Ingress keeps a
+    // contested host and path.
+    builder.add_http_routes(snapshot);
     // Canaries attach to the routes of the Ingresses they shadow, so those come first.
     for parsed in canaries {
         let object = parsed.object.clone();

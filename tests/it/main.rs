@@ -19,6 +19,7 @@ mod deploy;
 mod drain;
 mod error_pages;
 mod external_auth;
+mod gateway_api;
 mod hot_swap;
 mod kubernetes;
 mod layering;

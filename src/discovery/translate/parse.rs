@@ -137,10 +137,18 @@ pub(super) struct BackendTarget {
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Field {
     Annotations,
-    Path { rule: usize, path: usize },
-    PathBackend { rule: usize, path: usize },
+    Path {
+        rule: usize,
+        path: usize,
+    },
+    PathBackend {
+        rule: usize,
+        path: usize,
+    },
     DefaultBackend,
     Tls(usize),
+    /// An HTTPRoute's rule.
+    Rule(usize),
 }
 
 impl std::fmt::Display for Field {
@@ -153,6 +161,7 @@ impl std::fmt::Display for Field {
             }
             Field::DefaultBackend => f.write_str("spec.defaultBackend"),
             Field::Tls(i) => write!(f, "spec.tls[{i}]"),
+            Field::Rule(i) => write!(f, "spec.rules[{i}]"),
         }
     }
 }

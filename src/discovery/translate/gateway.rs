@@ -1,0 +1,475 @@
+//! Gateway API on the same table: HTTPRoutes attached to the listeners of
+//! Gateways whose GatewayClass names sluice's controller become `Route`s
+//! beside the Ingresses' (issue #22, first step: the manifests provider).
+//!
+//! What is served: HTTP listeners on the published port 80, `allowedRoutes`
+//! from `Same` or `All` namespaces, hostnames intersected as the spec says,
+//! `PathPrefix` and `Exact` matches, and one Service `backendRef` in the
+//! route's own namespace. Anything else is never ignored: a match sluice
+//! cannot express skips its rule (routing it more broadly would change what
+//! it means), and a filter or `backendRef` it cannot honour makes the rule
+//! answer 500, as the spec asks for unresolved filters and references.
+//! Each of these is a warning on the HTTPRoute.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use http::StatusCode;
+
+use super::parse::{Field, Wire};
+use super::Builder;
+use crate::discovery::annotations::IngressAnnotations;
+use crate::discovery::gateway::{self, Gateway, HttpRoute, HttpRouteRule, Listener};
+use crate::discovery::{ObjectRef, Snapshot, Warning};
+use crate::routing::edits::{Edits, Step};
+use crate::routing::regex_paths::Location;
+use crate::routing::{
+    BackendRef, FilterSpec, Filters, HostKey, IngressRef, PathKind, Protocol, Route,
+};
+
+/// The listener port an HTTP listener must name: the one sluice publishes.
+const HTTP_PORT: u16 = 80;
+
+impl Builder<'_> {
+    /// Adds every HTTPRoute of an accepted Gateway's listeners.
+    pub(super) fn add_http_routes(&mut self, snapshot: &Snapshot) {
+        let classes: BTreeSet<&str> = snapshot
+            .gateway_classes
+            .iter()
+            .filter(|c| c.spec.controller_name == gateway::CONTROLLER_NAME)
+            .filter_map(|c| c.metadata.name.as_deref())
+            .collect();
+        let gateways: Vec<&Arc<Gateway>> = snapshot
+            .gateways
+            .iter()
+            .filter(|g| classes.contains(g.spec.gateway_class_name.as_str()))
+            .collect();
+        for gateway in &gateways {
+            self.check_listeners(gateway);
+        }
+        let mut routes: Vec<&Arc<HttpRoute>> = snapshot.http_routes.iter().collect();
+        // Oldest first, as Ingresses, so the older route keeps a contested path.
+        routes.sort_by(|a, b| {
+            let key = |r: &HttpRoute| {
+                (
+                    r.metadata.creation_timestamp.as_ref().map(|t| t.0),
+                    r.metadata.namespace.clone(),
+                    r.metadata.name.clone(),
+                )
+            };
+            key(a).cmp(&key(b))
+        });
+        for route in routes {
+            let object = ObjectRef {
+                kind: "HTTPRoute",
+                namespace: route.metadata.namespace.clone().unwrap_or_default(),
+                name: route.metadata.name.clone().unwrap_or_default(),
+            };
+            let hosts = self.attached_hosts(route, &gateways, &object);
+            if hosts.is_empty() {
+                continue;
+            }
+            for (i, rule) in route.spec.rules.iter().enumerate() {
+                self.add_rule(rule, i, &hosts, &object);
+            }
+        }
+    }
+
+    /// Listeners sluice cannot serve say so (the spec's `Accepted: False`).
+    fn check_listeners(&mut self, gateway: &Gateway) {
+        let object = gateway_object(gateway);
+        for (i, listener) in gateway.spec.listeners.iter().enumerate() {
+            let problem = if listener.protocol != "HTTP" {
+                Some(format!(
+                    "listener {:?}: protocol {} is not served yet (HTTP only)",
+                    listener.name, listener.protocol
+                ))
+            } else if listener.port != HTTP_PORT {
+                Some(format!("listener {:?}: port {} is not one sluice publishes (PortUnavailable); HTTP listeners use {HTTP_PORT}", listener.name, listener.port))
+            } else {
+                None
+            };
+            if let Some(message) = problem {
+                self.warn_at(
+                    &object,
+                    format!("spec.listeners[{i}]"),
+                    "gateway-listener",
+                    message,
+                );
+            }
+        }
+    }
+
+    /// The hosts a route gets from the listeners it attaches to.
+    fn attached_hosts(
+        &mut self,
+        route: &HttpRoute,
+        gateways: &[&Arc<Gateway>],
+        object: &ObjectRef,
+    ) -> BTreeSet<HostKey> {
+        let mut hosts = BTreeSet::new();
+        for (i, parent) in route.spec.parent_refs.iter().enumerate() {
+            let field = format!("spec.parentRefs[{i}]");
+            let is_gateway = parent.group.as_deref().unwrap_or(gateway::GROUP) == gateway::GROUP
+                && parent.kind.as_deref().unwrap_or("Gateway") == "Gateway";
+            if !is_gateway {
+                continue;
+            }
+            let namespace = parent.namespace.as_deref().unwrap_or(&object.namespace);
+            let Some(gateway) = gateways.iter().find(|g| {
+                g.metadata.name.as_deref() == Some(parent.name.as_str())
+                    && g.metadata.namespace.as_deref() == Some(namespace)
+            }) else {
+                // Another controller's Gateway, or none: not ours to report.
+                continue;
+            };
+            let mut attached = false;
+            for listener in &gateway.spec.listeners {
+                let named = parent
+                    .section_name
+                    .as_deref()
+                    .is_none_or(|s| s == listener.name);
+                let port = parent.port.is_none_or(|p| p == listener.port);
+                let served = listener.protocol == "HTTP" && listener.port == HTTP_PORT;
+                if !(named && port && served && allows(listener, namespace, &object.namespace)) {
+                    continue;
+                }
+                let found = intersect(listener.hostname.as_deref(), &route.spec.hostnames);
+                attached |= !found.is_empty();
+                hosts.extend(found);
+            }
+            if !attached {
+                let message = format!("no listener of Gateway {namespace}/{} accepts this route (section, port, namespaces or hostnames); not served", parent.name);
+                self.warn_at(object, field, "route-not-attached", message);
+            }
+        }
+        hosts
+    }
+
+    fn add_rule(
+        &mut self,
+        rule: &HttpRouteRule,
+        index: usize,
+        hosts: &BTreeSet<HostKey>,
+        object: &ObjectRef,
+    ) {
+        let field = format!("spec.rules[{index}]");
+        // Where the rule goes; a match sluice cannot express skips it.
+        let mut paths = Vec::new();
+        for (m, matched) in rule.matches.iter().enumerate() {
+            let at = format!("{field}.matches[{m}]");
+            if !matched.headers.is_empty()
+                || !matched.query_params.is_empty()
+                || matched.method.is_some()
+            {
+                let message =
+                    "header, query parameter and method matches are not served yet; rule skipped"
+                        .to_owned();
+                self.warn_at(object, at, "unsupported-match", message);
+                return;
+            }
+            let path = matched.path.clone().unwrap_or_default();
+            let value = path.value.unwrap_or_else(|| "/".into());
+            let kind = match path.kind.as_deref().unwrap_or("PathPrefix") {
+                "PathPrefix" => PathKind::Prefix,
+                "Exact" => PathKind::Exact,
+                other => {
+                    let message = format!("path match {other} is not served yet; rule skipped");
+                    self.warn_at(object, at, "unsupported-match", message);
+                    return;
+                }
+            };
+            if !value.starts_with('/') || value.contains(['?', '#']) || value.len() > 1024 {
+                self.warn_at(
+                    object,
+                    at,
+                    "invalid-path",
+                    format!("{value:?} is not a path; rule skipped"),
+                );
+                return;
+            }
+            paths.push((kind, value));
+        }
+        if paths.is_empty() {
+            paths.push((PathKind::Prefix, "/".into()));
+        }
+        // What the rule answers with: its backend, or a 500 for what
+        // cannot be honoured.
+        let mut refused = None;
+        if !rule.filters.is_empty() {
+            refused = Some(("unsupported-filter", format!("{field}.filters"), "filters are not served yet; the rule answers 500, as the spec asks for filters that cannot be honoured".to_owned()));
+        }
+        let extras = [
+            (rule.timeouts.is_some(), "timeouts"),
+            (rule.session_persistence.is_some(), "sessionPersistence"),
+        ];
+        for (set, name) in extras {
+            if set {
+                let message = format!("{name} is not served yet; ignored");
+                self.warn_at(
+                    object,
+                    format!("{field}.{name}"),
+                    "unsupported-field",
+                    message,
+                );
+            }
+        }
+        let live: Vec<_> = rule
+            .backend_refs
+            .iter()
+            .filter(|b| b.weight != Some(0))
+            .collect();
+        let target = match live.as_slice() {
+            [one] => {
+                let kind_ok = one.group.as_deref().unwrap_or("").is_empty()
+                    && one.kind.as_deref().unwrap_or("Service") == "Service";
+                let same_namespace = one
+                    .namespace
+                    .as_deref()
+                    .is_none_or(|ns| ns == object.namespace);
+                match (kind_ok, same_namespace, one.port, one.filters.is_empty()) {
+                    (true, true, Some(port), true) => Some(BackendRef {
+                        namespace: object.namespace.clone(),
+                        service: one.name.clone(),
+                        port: port.to_string(),
+                        via_service_ip: false,
+                    }),
+                    (false, ..) => {
+                        refused.get_or_insert((
+                            "backend-not-found",
+                            format!("{field}.backendRefs"),
+                            "only Service backends are served; the rule answers 500".into(),
+                        ));
+                        None
+                    }
+                    (_, false, ..) => {
+                        refused.get_or_insert(("ref-not-permitted", format!("{field}.backendRefs"), "a backend in another namespace needs a ReferenceGrant, not served yet; the rule answers 500".into()));
+                        None
+                    }
+                    (_, _, None, _) => {
+                        refused.get_or_insert((
+                            "invalid-backend",
+                            format!("{field}.backendRefs"),
+                            "a Service backend needs a port; the rule answers 500".into(),
+                        ));
+                        None
+                    }
+                    (.., false) => {
+                        refused.get_or_insert((
+                            "unsupported-filter",
+                            format!("{field}.backendRefs"),
+                            "backendRef filters are not served yet; the rule answers 500".into(),
+                        ));
+                        None
+                    }
+                }
+            }
+            [] => {
+                refused.get_or_insert((
+                    "no-backend",
+                    format!("{field}.backendRefs"),
+                    "no backend with weight; the rule answers 500".into(),
+                ));
+                None
+            }
+            _ => {
+                refused.get_or_insert((
+                    "unsupported-weights",
+                    format!("{field}.backendRefs"),
+                    "more than one weighted backend is not served yet; the rule answers 500".into(),
+                ));
+                None
+            }
+        };
+        let edits = refused.map(|(reason, at, message)| {
+            self.warn_at(object, at, reason, message);
+            Arc::new(Edits {
+                steps: vec![Step::Return {
+                    status: StatusCode::INTERNAL_SERVER_ERROR,
+                    text: None,
+                }],
+                ..Edits::default()
+            })
+        });
+        let backend_ref = target.unwrap_or_else(|| BackendRef {
+            namespace: object.namespace.clone(),
+            service: String::new(),
+            port: String::new(),
+            via_service_ip: false,
+        });
+        let backend = if edits.is_some() {
+            // Never reached: the rule answers before a backend is chosen.
+            let state = self
+                .retained
+                .backend(&backend_ref, Protocol::Http1, (0.0, 0));
+            Arc::new(crate::routing::Backend::new(
+                backend_ref.clone(),
+                Protocol::Http1,
+                Vec::new(),
+                state,
+            ))
+        } else {
+            let site = Some((object, Field::Rule(index)));
+            self.backend(backend_ref.clone(), &Wire::Plain(Protocol::Http1), site)
+        };
+        let ingress = IngressRef {
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+        };
+        let metrics = self.request_metrics(
+            &ingress.namespace,
+            &ingress.name,
+            &backend_ref.service,
+            false,
+        );
+        let policy = IngressAnnotations::default().policy(self.defaults);
+        let route = Arc::new(Route {
+            metrics,
+            ingress,
+            backend,
+            filters: Filters::new(FilterSpec {
+                deny: self.deny_all.clone(),
+                edits,
+                body_limit: policy.body_limit,
+                ..FilterSpec::default()
+            }),
+            fallback: None,
+            policy,
+        });
+        for host in hosts {
+            for (kind, path) in &paths {
+                let routes = self.hosts.entry(host.clone()).or_default();
+                match routes.insert(*kind, path, route.clone()) {
+                    Ok(()) => routes.note(Location {
+                        kind: *kind,
+                        path: path.to_string(),
+                        prefix_type: *kind == PathKind::Prefix,
+                        regex: false,
+                    }),
+                    Err(owner) => {
+                        let message = format!(
+                            "host {host} path {path:?} is already served by {}/{}; skipped",
+                            owner.ingress.namespace, owner.ingress.name
+                        );
+                        self.warn_at(object, field.clone(), "conflict", message);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Builder<'_> {
+    fn warn_at(
+        &mut self,
+        object: &ObjectRef,
+        field: String,
+        reason: &'static str,
+        message: String,
+    ) {
+        self.warnings.push(Warning {
+            file: None,
+            object: Some(object.clone()),
+            field: Some(field),
+            reason,
+            message,
+        });
+    }
+}
+
+fn gateway_object(gateway: &Gateway) -> ObjectRef {
+    ObjectRef {
+        kind: "Gateway",
+        namespace: gateway.metadata.namespace.clone().unwrap_or_default(),
+        name: gateway.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// `allowedRoutes.namespaces.from`: `Same` (the default) or `All`;
+/// `Selector` is not served yet, and so admits nothing.
+fn allows(listener: &Listener, gateway_namespace: &str, route_namespace: &str) -> bool {
+    let from = listener
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref())
+        .and_then(|n| n.from.as_deref())
+        .unwrap_or("Same");
+    match from {
+        "All" => true,
+        "Same" => gateway_namespace == route_namespace,
+        _ => false,
+    }
+}
+
+/// The spec's hostname intersection of a listener and a route: a route
+/// without hostnames takes the listener's; a listener without one takes
+/// the route's; a wildcard on either side admits the names under it.
+fn intersect(listener: Option<&str>, route: &[String]) -> Vec<HostKey> {
+    let parse = |h: &str| HostKey::parse(Some(&h.to_ascii_lowercase()));
+    let listener = listener.and_then(parse);
+    let route: Vec<HostKey> = route.iter().filter_map(|h| parse(h)).collect();
+    match (listener, route.is_empty()) {
+        (None, true) => vec![HostKey::Any],
+        (None, false) => route,
+        (Some(l), true) => vec![l],
+        (Some(l), false) => route
+            .into_iter()
+            .filter_map(|r| match (&l, &r) {
+                _ if l == r => Some(r),
+                (HostKey::Wildcard(_), HostKey::Exact(_)) if super::ownership::covers(&l, &r) => {
+                    Some(r)
+                }
+                (HostKey::Exact(_), HostKey::Wildcard(_)) if super::ownership::covers(&r, &l) => {
+                    Some(l.clone())
+                }
+                (HostKey::Wildcard(ls), HostKey::Wildcard(rs))
+                    if rs.ends_with(&format!(".{ls}")) =>
+                {
+                    Some(r)
+                }
+                (HostKey::Wildcard(ls), HostKey::Wildcard(rs))
+                    if ls.ends_with(&format!(".{rs}")) =>
+                {
+                    Some(l.clone())
+                }
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_intersect_as_the_spec_says() {
+        let names = |hosts: Vec<HostKey>| hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+        let route = |hs: &[&str]| hs.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(intersect(None, &[])), ["*"]);
+        assert_eq!(names(intersect(Some("a.example"), &[])), ["a.example"]);
+        assert_eq!(
+            names(intersect(None, &route(&["b.example"]))),
+            ["b.example"]
+        );
+        assert_eq!(
+            names(intersect(
+                Some("*.example"),
+                &route(&["b.example", "c.other"])
+            )),
+            ["b.example"]
+        );
+        assert_eq!(
+            names(intersect(Some("b.example"), &route(&["*.example"]))),
+            ["b.example"]
+        );
+        assert_eq!(
+            names(intersect(Some("a.example"), &route(&["b.example"]))),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(intersect(Some("*.example"), &route(&["*.a.example"]))),
+            ["*.a.example"]
+        );
+    }
+}

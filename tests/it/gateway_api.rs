@@ -1,0 +1,142 @@
+//! Gateway API from a manifests directory (issue #22, first step):
+//! HTTPRoutes attached to a Gateway of sluice's class are served beside
+//! Ingresses; another controller's are not; what is not served yet is a
+//! warning, never a silent change of meaning.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::support::*;
+
+const CLASSES: &str = r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: sluice}
+spec: {controllerName: sluice.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: other}
+spec: {controllerName: example.com/another-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  gatewayClassName: sluice
+  listeners:
+  - {name: http, port: 80, protocol: HTTP, hostname: "*.example.com"}
+  - {name: odd, port: 8080, protocol: HTTP}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: theirs, namespace: default}
+spec:
+  gatewayClassName: other
+  listeners:
+  - {name: http, port: 80, protocol: HTTP}
+"#;
+
+fn route(name: &str, parent: &str, host: &str, rules: &str) -> String {
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  parentRefs: [{{name: {parent}}}]\n  hostnames: [\"{host}\"]\n  rules:\n{rules}"
+    )
+}
+
+#[tokio::test]
+async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
+    let web = start_upstream("web").await;
+    let m = Manifests::new();
+    let rules = "  - matches: [{path: {type: PathPrefix, value: /api}}]\n    backendRefs: [{name: web, port: 80}]\n  - matches: [{path: {type: Exact, value: /}}]\n    backendRefs: [{name: web, port: 80}]\n";
+    let yaml = service_yaml("web", &[web.addr])
+        + CLASSES
+        + &route("shop", "edge", "shop.example.com", rules)
+        + &route("foreign", "theirs", "foreign.example.com", rules)
+        + &route("elsewhere", "edge", "shop.example.org", rules)
+        + &route(
+            "headers",
+            "edge",
+            "headers.example.com",
+            "  - matches: [{headers: [{name: x-canary, value: \"1\"}]}]\n    backendRefs: [{name: web, port: 80}]\n",
+        )
+        + &route(
+            "filtered",
+            "edge",
+            "filtered.example.com",
+            "  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: b}]}}]\n    backendRefs: [{name: web, port: 80}]\n",
+        )
+        + &ingress_yaml("plain", Some("plain.example.com"), &[], &[("/", "Prefix", "web")]);
+    m.write("all.yaml", &yaml);
+    let sluice = start_sluice(m.path(), "").await;
+    let http = client();
+    let status = |host: &'static str, path: &'static str| {
+        let http = http.clone();
+        let addr = sluice.http_addr;
+        async move { send(&http, get(addr, host, path)).await.unwrap().status }
+    };
+    let served = eventually(Duration::from_secs(10), || async {
+        status("shop.example.com", "/api/cart").await == StatusCode::OK
+    })
+    .await;
+    assert!(
+        served.is_some(),
+        "{}",
+        admin_text(&sluice, "/api/warnings").await
+    );
+    let reply = send(
+        &http,
+        get(sluice.http_addr, "shop.example.com", "/api/cart"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.upstream(), "web");
+    assert_eq!(status("shop.example.com", "/").await, StatusCode::OK);
+    assert_eq!(
+        status("shop.example.com", "/apix").await,
+        StatusCode::NOT_FOUND,
+        "PathPrefix is element-wise"
+    );
+    assert_eq!(
+        status("shop.example.com", "/other").await,
+        StatusCode::NOT_FOUND,
+        "Exact is exact"
+    );
+    // The plain Ingress beside them.
+    assert_eq!(status("plain.example.com", "/").await, StatusCode::OK);
+    // Another controller's Gateway, and a hostname the listener does not take.
+    assert_eq!(
+        status("foreign.example.com", "/api").await,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        status("shop.example.org", "/api").await,
+        StatusCode::NOT_FOUND
+    );
+    // A match sluice cannot express: skipped, never routed more broadly.
+    assert_eq!(
+        status("headers.example.com", "/").await,
+        StatusCode::NOT_FOUND
+    );
+    // A filter it cannot honour: 500, as the spec asks.
+    let requests = web.requests();
+    assert_eq!(
+        status("filtered.example.com", "/").await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    assert_eq!(web.requests(), requests);
+
+    let warnings = admin_text(&sluice, "/api/warnings").await;
+    for reason in [
+        "unsupported-match",
+        "unsupported-filter",
+        "gateway-listener",
+        "route-not-attached",
+    ] {
+        assert!(warnings.contains(reason), "{reason}: {warnings}");
+    }
+    assert!(
+        !warnings.contains("foreign"),
+        "another controller's route is not ours to judge: {warnings}"
+    );
+}
