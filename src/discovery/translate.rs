@@ -45,6 +45,7 @@ mod class;
 mod client_certs;
 mod faults;
 mod gateway;
+mod gateway_filters;
 mod headers;
 mod hosts;
 mod index;

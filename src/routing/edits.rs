@@ -152,6 +152,16 @@ impl Template {
         Template::parse_with(text, &[])
     }
 
+    /// A text without variables (`$` is itself): Gateway API's values.
+    pub fn text(text: &str) -> Template {
+        Template(vec![Part::Text(text.to_owned())])
+    }
+
+    /// A variable alone.
+    pub fn var(var: Var) -> Template {
+        Template(vec![Part::Var(var)])
+    }
+
     /// `parse`, with the variables the snippet `set` so far.
     pub fn parse_with(text: &str, users: &[String]) -> Result<Template, String> {
         let mut parts = Vec::new();

@@ -61,10 +61,26 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
             "  - matches: [{headers: [{name: x-canary, value: \"1\"}]}]\n    backendRefs: [{name: web, port: 80}]\n",
         )
         + &route(
-            "filtered",
+            "mirrored",
             "edge",
-            "filtered.example.com",
-            "  - filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: b}]}}]\n    backendRefs: [{name: web, port: 80}]\n",
+            "mirrored.example.com",
+            "  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}]\n    backendRefs: [{name: web, port: 80}]\n",
+        )
+        + &route(
+            "filters",
+            "edge",
+            "filters.example.com",
+            concat!(
+                "  - matches: [{path: {type: PathPrefix, value: /api}}]\n",
+                "    filters:\n",
+                "    - {type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-a, value: \"$b\"}], add: [{name: x-b, value: c}], remove: [x-drop]}}\n",
+                "    - {type: ResponseHeaderModifier, responseHeaderModifier: {set: [{name: x-resp, value: \"1\"}]}}\n",
+                "    - {type: URLRewrite, urlRewrite: {hostname: internal.example, path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}\n",
+                "    backendRefs: [{name: web, port: 80}]\n",
+                "  - matches: [{path: {type: PathPrefix, value: /old}}]\n",
+                "    filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301, path: {type: ReplaceFullPath, replaceFullPath: /new}}}]\n",
+                "    backendRefs: [{name: web, port: 80}]\n",
+            ),
         )
         + &ingress_yaml("plain", Some("plain.example.com"), &[], &[("/", "Prefix", "web")]);
     m.write("all.yaml", &yaml);
@@ -121,10 +137,41 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
     // A filter it cannot honour: 500, as the spec asks.
     let requests = web.requests();
     assert_eq!(
-        status("filtered.example.com", "/").await,
+        status("mirrored.example.com", "/").await,
         StatusCode::INTERNAL_SERVER_ERROR
     );
     assert_eq!(web.requests(), requests);
+
+    // Header modifiers, URLRewrite and RequestRedirect.
+    let mut request = get(sluice.http_addr, "filters.example.com", "/api/items?x=1");
+    request
+        .headers_mut()
+        .insert("x-drop", "secret".parse().unwrap());
+    request.headers_mut().insert("x-b", "mine".parse().unwrap());
+    let reply = send(&http, request).await.unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.headers["x-resp"], "1");
+    let seen = reply.json();
+    assert_eq!(seen["uri"], "/v2/items?x=1");
+    assert_eq!(seen["headers"]["x-a"][0], "$b", "values are literal");
+    assert_eq!(seen["headers"]["x-b"], serde_json::json!(["mine", "c"]));
+    assert!(seen["headers"].get("x-drop").is_none());
+    assert_eq!(seen["headers"]["host"][0], "internal.example");
+    let bare = send(&http, get(sluice.http_addr, "filters.example.com", "/api"))
+        .await
+        .unwrap();
+    assert_eq!(bare.json()["uri"], "/v2");
+    let moved = send(
+        &http,
+        get(sluice.http_addr, "filters.example.com", "/old/page?q=1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(moved.status, StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(
+        moved.headers["location"],
+        "https://filters.example.com/new?q=1"
+    );
 
     let warnings = admin_text(&sluice, "/api/warnings").await;
     for reason in [

@@ -4,8 +4,8 @@
 //!
 //! What is served: HTTP listeners on the published port 80, `allowedRoutes`
 //! from `Same` or `All` namespaces, hostnames intersected as the spec says,
-//! `PathPrefix` and `Exact` matches, and one Service `backendRef` in the
-//! route's own namespace. Anything else is never ignored: a match sluice
+//! `PathPrefix` and `Exact` matches, the core filters (`gateway_filters`),
+//! and one Service `backendRef` in the route's own namespace. Anything else is never ignored: a match sluice
 //! cannot express skips its rule (routing it more broadly would change what
 //! it means), and a filter or `backendRef` it cannot honour makes the rule
 //! answer 500, as the spec asks for unresolved filters and references.
@@ -196,8 +196,18 @@ impl Builder<'_> {
         // What the rule answers with: its backend, or a 500 for what
         // cannot be honoured.
         let mut refused = None;
-        if !rule.filters.is_empty() {
-            refused = Some(("unsupported-filter", format!("{field}.filters"), "filters are not served yet; the rule answers 500, as the spec asks for filters that cannot be honoured".to_owned()));
+        // Each match's steps (`ReplacePrefixMatch` replaces its own prefix).
+        let mut steps = Vec::new();
+        for (kind, path) in &paths {
+            let prefix = (*kind == PathKind::Prefix).then_some(path.as_str());
+            match super::gateway_filters::compile(&rule.filters, prefix) {
+                Ok(compiled) => steps.push(compiled),
+                Err(why) => {
+                    let message = format!("{why}; the rule answers 500, as the spec asks for filters that cannot be honoured");
+                    refused = Some(("unsupported-filter", format!("{field}.filters"), message));
+                    break;
+                }
+            }
         }
         let extras = [
             (rule.timeouts.is_some(), "timeouts"),
@@ -281,7 +291,7 @@ impl Builder<'_> {
                 None
             }
         };
-        let edits = refused.map(|(reason, at, message)| {
+        let refusal = refused.map(|(reason, at, message)| {
             self.warn_at(object, at, reason, message);
             Arc::new(Edits {
                 steps: vec![Step::Return {
@@ -297,7 +307,7 @@ impl Builder<'_> {
             port: String::new(),
             via_service_ip: false,
         });
-        let backend = if edits.is_some() {
+        let backend = if refusal.is_some() {
             // Never reached: the rule answers before a backend is chosen.
             let state = self
                 .retained
@@ -323,21 +333,34 @@ impl Builder<'_> {
             false,
         );
         let policy = IngressAnnotations::default().policy(self.defaults);
-        let route = Arc::new(Route {
-            metrics,
-            ingress,
-            backend,
-            filters: Filters::new(FilterSpec {
-                deny: self.deny_all.clone(),
-                edits,
-                body_limit: policy.body_limit,
-                ..FilterSpec::default()
-            }),
-            fallback: None,
-            policy,
-        });
+        let routes: Vec<Arc<Route>> = (0..paths.len())
+            .map(|i| {
+                let edits = refusal.clone().or_else(|| {
+                    let steps = steps.get(i).cloned().unwrap_or_default();
+                    (!steps.is_empty()).then(|| {
+                        Arc::new(Edits {
+                            steps,
+                            ..Edits::default()
+                        })
+                    })
+                });
+                Arc::new(Route {
+                    metrics: metrics.clone(),
+                    ingress: ingress.clone(),
+                    backend: backend.clone(),
+                    filters: Filters::new(FilterSpec {
+                        deny: self.deny_all.clone(),
+                        edits,
+                        body_limit: policy.body_limit,
+                        ..FilterSpec::default()
+                    }),
+                    fallback: None,
+                    policy: policy.clone(),
+                })
+            })
+            .collect();
         for host in hosts {
-            for (kind, path) in &paths {
+            for ((kind, path), route) in paths.iter().zip(&routes) {
                 let routes = self.hosts.entry(host.clone()).or_default();
                 match routes.insert(*kind, path, route.clone()) {
                     Ok(()) => routes.note(Location {

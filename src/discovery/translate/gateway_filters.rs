@@ -1,0 +1,217 @@
+//! HTTPRoute filters as the routes' edits (`routing::edits`), the same
+//! steps the ingress-nginx annotations and snippets compile to:
+//!
+//! | filter | steps |
+//! |---|---|
+//! | `RequestHeaderModifier` | request header set, add, remove |
+//! | `ResponseHeaderModifier` | response header set, add, remove (every answer) |
+//! | `RequestRedirect` | a `return` with the redirect's status and `Location` |
+//! | `URLRewrite` | `Host` set; the path rewritten (full, or the matched prefix) |
+//!
+//! Values are literal (a `$` is itself). What cannot be honoured is an
+//! error: the rule then answers 500, as the spec asks.
+
+use http::header::{HeaderName, HeaderValue, HOST};
+use http::StatusCode;
+
+use crate::discovery::gateway::{
+    HeaderModifier, HttpRouteFilter, PathModifier, RequestRedirect, UrlRewrite,
+};
+use crate::routing::edits::{HeaderEdit, RewriteFlag, Step, Template, Var};
+
+/// The steps of a rule's filters, for one of its matches (`prefix`: the
+/// match's `PathPrefix`, which `ReplacePrefixMatch` replaces).
+pub(super) fn compile(
+    filters: &[HttpRouteFilter],
+    prefix: Option<&str>,
+) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    for filter in filters {
+        match filter.kind.as_str() {
+            "RequestHeaderModifier" => {
+                let modifier = filter
+                    .request_header_modifier
+                    .as_ref()
+                    .ok_or("RequestHeaderModifier without its settings")?;
+                steps.extend(header_edits(modifier)?.into_iter().map(Step::RequestHeader));
+            }
+            "ResponseHeaderModifier" => {
+                let modifier = filter
+                    .response_header_modifier
+                    .as_ref()
+                    .ok_or("ResponseHeaderModifier without its settings")?;
+                let edits = header_edits(modifier)?;
+                steps.extend(
+                    edits
+                        .into_iter()
+                        .map(|edit| Step::ResponseHeader { edit, always: true }),
+                );
+            }
+            "RequestRedirect" => {
+                let redirect = filter
+                    .request_redirect
+                    .as_ref()
+                    .ok_or("RequestRedirect without its settings")?;
+                steps.push(redirect_step(redirect)?);
+            }
+            "URLRewrite" => {
+                let rewrite = filter
+                    .url_rewrite
+                    .as_ref()
+                    .ok_or("URLRewrite without its settings")?;
+                steps.extend(rewrite_steps(rewrite, prefix)?);
+            }
+            other => return Err(format!("filter {other} is not served yet")),
+        }
+    }
+    Ok(steps)
+}
+
+fn header_edits(modifier: &HeaderModifier) -> Result<Vec<HeaderEdit>, String> {
+    let name = |n: &str| HeaderName::try_from(n).map_err(|_| format!("{n:?} is not a header name"));
+    let value = |v: &str| {
+        HeaderValue::try_from(v)
+            .map(|_| Template::text(v))
+            .map_err(|_| format!("{v:?} is not a header value"))
+    };
+    let mut edits = Vec::new();
+    for header in &modifier.set {
+        edits.push(HeaderEdit::Set(name(&header.name)?, value(&header.value)?));
+    }
+    for header in &modifier.add {
+        edits.push(HeaderEdit::Add(name(&header.name)?, value(&header.value)?));
+    }
+    for header in &modifier.remove {
+        edits.push(HeaderEdit::Remove(name(header)?));
+    }
+    Ok(edits)
+}
+
+/// `return CODE scheme://host[:port]path`, each part the filter's or the
+/// request's.
+fn redirect_step(redirect: &RequestRedirect) -> Result<Step, String> {
+    let status = match redirect.status_code.unwrap_or(302) {
+        code @ (301 | 302 | 303 | 307 | 308) => {
+            StatusCode::from_u16(code).map_err(|e| e.to_string())?
+        }
+        other => {
+            return Err(format!(
+                "redirect status {other} is not 301, 302, 303, 307 or 308"
+            ))
+        }
+    };
+    let scheme = match redirect.scheme.as_deref() {
+        None => Template::var(Var::Scheme),
+        Some(s @ ("http" | "https")) => Template::text(s),
+        Some(other) => return Err(format!("redirect scheme {other:?} is not http or https")),
+    };
+    let host = match redirect.hostname.as_deref() {
+        None => Template::var(Var::Host),
+        Some(h) if valid_host(h) => Template::text(&h.to_ascii_lowercase()),
+        Some(h) => return Err(format!("{h:?} is not a host name")),
+    };
+    // The well-known port of the scheme is left out.
+    let port = match (redirect.port, redirect.scheme.as_deref()) {
+        (Some(80), Some("http")) | (Some(443), Some("https")) | (None, _) => String::new(),
+        (Some(port), _) => format!(":{port}"),
+    };
+    let path = match &redirect.path {
+        None => Template::var(Var::RequestUri),
+        Some(PathModifier {
+            kind,
+            replace_full_path: Some(path),
+            ..
+        }) if kind == "ReplaceFullPath" => {
+            check_path(path)?;
+            Template::text(path)
+                .then(Template::var(Var::IsArgs))
+                .then(Template::var(Var::Args))
+        }
+        Some(other) => return Err(format!("redirect path {} is not served yet", other.kind)),
+    };
+    let location = scheme
+        .then(Template::text("://"))
+        .then(host)
+        .then(Template::text(&port))
+        .then(path);
+    Ok(Step::Return {
+        status,
+        text: Some(location),
+    })
+}
+
+fn rewrite_steps(rewrite: &UrlRewrite, prefix: Option<&str>) -> Result<Vec<Step>, String> {
+    let mut steps = Vec::new();
+    if let Some(host) = &rewrite.hostname {
+        if !valid_host(host) {
+            return Err(format!("{host:?} is not a host name"));
+        }
+        steps.push(Step::RequestHeader(HeaderEdit::Set(
+            HOST,
+            Template::text(host),
+        )));
+    }
+    let Some(path) = &rewrite.path else {
+        return Ok(steps);
+    };
+    let regex = |pattern: &str| regex::Regex::new(pattern).map_err(|e| e.to_string());
+    match (
+        path.kind.as_str(),
+        &path.replace_full_path,
+        &path.replace_prefix_match,
+        prefix,
+    ) {
+        ("ReplaceFullPath", Some(full), _, _) => {
+            check_path(full)?;
+            steps.push(Step::Rewrite {
+                pattern: regex("^.*$")?,
+                replacement: Template::text(full),
+                flag: RewriteFlag::Break,
+            });
+        }
+        ("ReplacePrefixMatch", _, Some(replacement), Some(prefix)) => {
+            check_path(replacement)?;
+            let prefix =
+                regex::escape(crate::routing::normalize_prefix(prefix).trim_end_matches('/'));
+            // `/prefix` itself becomes the replacement; `/prefix/rest`
+            // becomes the replacement, then `/rest`, with one `/` between.
+            steps.push(Step::Rewrite {
+                pattern: regex(&format!("^{prefix}/?$"))?,
+                replacement: Template::text(replacement),
+                flag: RewriteFlag::Break,
+            });
+            steps.push(Step::Rewrite {
+                pattern: regex(&format!("^{prefix}(/.*)$"))?,
+                replacement: Template::text(replacement.trim_end_matches('/'))
+                    .then(Template::var(Var::Capture(1))),
+                flag: RewriteFlag::Break,
+            });
+        }
+        ("ReplacePrefixMatch", ..) => {
+            return Err("ReplacePrefixMatch needs a PathPrefix match".into())
+        }
+        (other, ..) => return Err(format!("path modifier {other:?} without its value")),
+    }
+    Ok(steps)
+}
+
+fn check_path(path: &str) -> Result<(), String> {
+    let valid = path.starts_with('/')
+        && path.len() <= 1024
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+    if valid {
+        Ok(())
+    } else {
+        Err(format!("{path:?} is not a path"))
+    }
+}
+
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 253
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+}
