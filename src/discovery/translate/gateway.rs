@@ -333,8 +333,22 @@ impl Builder<'_> {
             false,
         );
         let policy = IngressAnnotations::default().policy(self.defaults);
-        let routes: Vec<Arc<Route>> = (0..paths.len())
-            .map(|i| {
+        for host in hosts {
+            // The host's owner decides who routes it (`host-ownership`), and
+            // its client certificates guard every route of it, these too.
+            if let Err(owner) = self
+                .may_route(host, &object.namespace)
+                .map_err(str::to_owned)
+            {
+                let message = format!("host {host} belongs to namespace {owner} (host-ownership: namespace); rule refused");
+                self.warn_at(object, field.clone(), "host-owned", message);
+                continue;
+            }
+            let client_cert = self
+                .client_certs
+                .get(host)
+                .map(|(settings, _)| settings.clone());
+            for (i, (kind, path)) in paths.iter().enumerate() {
                 let edits = refusal.clone().or_else(|| {
                     let steps = steps.get(i).cloned().unwrap_or_default();
                     (!steps.is_empty()).then(|| {
@@ -344,25 +358,22 @@ impl Builder<'_> {
                         })
                     })
                 });
-                Arc::new(Route {
+                let route = Arc::new(Route {
                     metrics: metrics.clone(),
                     ingress: ingress.clone(),
                     backend: backend.clone(),
                     filters: Filters::new(FilterSpec {
                         deny: self.deny_all.clone(),
+                        client_cert: client_cert.clone(),
                         edits,
                         body_limit: policy.body_limit,
                         ..FilterSpec::default()
                     }),
                     fallback: None,
                     policy: policy.clone(),
-                })
-            })
-            .collect();
-        for host in hosts {
-            for ((kind, path), route) in paths.iter().zip(&routes) {
+                });
                 let routes = self.hosts.entry(host.clone()).or_default();
-                match routes.insert(*kind, path, route.clone()) {
+                match routes.insert(*kind, path, route) {
                     Ok(()) => routes.note(Location {
                         kind: *kind,
                         path: path.to_string(),

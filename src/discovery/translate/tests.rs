@@ -928,3 +928,46 @@ fn a_buffer_size_without_buffering_warns() {
     let (_, warnings) = build(&with("on"));
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+/// An HTTPRoute is held to the same tenancy as an Ingress: the host's
+/// client certificates guard its routes, and under `host-ownership:
+/// namespace` another namespace's route for an owned host is refused.
+#[test]
+fn http_routes_keep_the_hosts_rules() {
+    let gateway = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: sluice}\nspec: {controllerName: sluice.io/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: default}\nspec:\n  gatewayClassName: sluice\n  listeners:\n  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}\n";
+    let route = |namespace: &str, path: &str| {
+        format!("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: {namespace}}}\nspec:\n  parentRefs: [{{name: edge, namespace: default}}]\n  hostnames: [shop.example]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n")
+    };
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let pem = params.self_signed(&key).unwrap().pem();
+    let indented: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+    let yaml = service("web", &["10.0.0.1"], &[])
+        + &in_namespace("b", service("web", &["10.0.0.2"], &[]))
+        + &format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ca, namespace: default}}\nstringData:\n  ca.crt: |\n{indented}")
+        + &simple("owner", "shop.example", "web", "  annotations: {nginx.ingress.kubernetes.io/auth-tls-secret: ca}\n")
+        + gateway
+        + &route("default", "/api")
+        + &route("b", "/b");
+    let (snapshot, _) = snapshot_from_str(&yaml);
+    let registry = Retained::new(PoolConfig::default());
+    let mut options = all_classes();
+    options.host_ownership = HostOwnership::Namespace;
+    let t = translate(&snapshot, &options, &registry, &LastGood::default());
+    let route = t.table.route("shop.example", "/api").unwrap();
+    assert_eq!(route.ingress.name, "r");
+    assert!(
+        route
+            .filters
+            .iter()
+            .any(|f| matches!(f, RequestFilter::ClientCert(Ok(_)))),
+        "the host's client certificates guard the HTTPRoute's path"
+    );
+    assert_eq!(
+        t.table.route("shop.example", "/b").unwrap().ingress.name,
+        "owner"
+    );
+    let reasons: Vec<_> = t.warnings.iter().map(|w| w.reason).collect();
+    assert_eq!(reasons, ["host-owned"], "{:?}", t.warnings);
+}
