@@ -363,6 +363,7 @@ impl<'a> Builder<'a> {
                     body_limit: policy.body_limit,
                     limiter: limiter.clone(),
                     conn_limiter: conn_limiter.clone(),
+                    weighted: None,
                 }),
                 fallback: fallback.clone(),
                 policy,

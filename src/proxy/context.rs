@@ -44,6 +44,8 @@ pub struct RequestContext {
     pub route: Option<Arc<Route>>,
     /// The canary that took the request, if one did.
     pub canary: Option<Arc<Canary>>,
+    /// The weighted backend chosen for the request (Gateway API), if any.
+    pub weighted: Option<(Arc<Backend>, Arc<RequestMetrics>)>,
     /// The backend the request went to (the route's, its fallback, or the
     /// canary's).
     pub backend: Option<Arc<Backend>>,
@@ -88,6 +90,7 @@ impl RequestContext {
             entry,
             route: None,
             canary: None,
+            weighted: None,
             backend: None,
             upstream: None,
             request_edits: Vec::new(),
@@ -104,10 +107,11 @@ impl RequestContext {
     /// The metrics this request counts in: the canary's, else the route's;
     /// `None` while unrouted.
     pub fn metrics(&self) -> Option<&Arc<RequestMetrics>> {
-        match (&self.canary, &self.route) {
-            (Some(canary), _) => Some(&canary.metrics),
-            (None, Some(route)) => Some(&route.metrics),
-            (None, None) => None,
+        match (&self.canary, &self.weighted, &self.route) {
+            (Some(canary), ..) => Some(&canary.metrics),
+            (None, Some((_, metrics)), _) => Some(metrics),
+            (None, None, Some(route)) => Some(&route.metrics),
+            (None, None, None) => None,
         }
     }
 

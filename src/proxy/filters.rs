@@ -108,6 +108,10 @@ pub(super) fn run(
                     return Ok(Some(rate_limited(status, retry_after)));
                 }
             }
+            RequestFilter::Weighted(weighted) => {
+                let choice = weighted.pick(fastrand::u64(..weighted.total().max(1)));
+                ctx.weighted = Some((choice.backend.clone(), choice.metrics.clone()));
+            }
             RequestFilter::Canary(canary) => {
                 let pinned = sticky_side(route, canary, request.headers());
                 let takes = !canary.backend.endpoint_set().endpoints.is_empty()

@@ -261,9 +261,10 @@ impl Proxy {
                 .map(|mirror| super::edits::render(&mirror.path, &request, host, conn, ctx));
 
             // Choose the backend.
-            let backend = match &ctx.canary {
-                Some(canary) => canary.backend.clone(),
-                None => route.active_backend().clone(),
+            let backend = match (&ctx.canary, &ctx.weighted) {
+                (Some(canary), _) => canary.backend.clone(),
+                (None, Some((weighted, _))) => weighted.clone(),
+                (None, None) => route.active_backend().clone(),
             };
             ctx.backend = Some(backend.clone());
 

@@ -18,7 +18,8 @@
 //! | `BodyLimit`   | `proxy-body-size`                                 | none (an implementation extension)       |
 //! | `RateLimit`   | `limit-rps`, `limit-rpm`, `limit-burst-multiplier` | none (an implementation extension)      |
 //! | `ConnLimit`   | `limit-connections`                               | none (an implementation extension)       |
-//! | `Canary`      | `canary`, `canary-weight`, `canary-by-*`          | weighted `backendRefs`                   |
+//! | `Canary`      | `canary`, `canary-weight`, `canary-by-*`          | none                                     |
+//! | `Weighted`    | none                                              | weighted `backendRefs`                   |
 //!
 //! The filters the coming features add take their place here, with the same
 //! mapping: general redirects (`permanent-redirect`, `temporal-redirect`,
@@ -33,6 +34,7 @@
 use std::sync::Arc;
 
 use super::edits::Edits;
+use super::weighted::WeightedBackends;
 use super::Canary;
 use crate::policy::access::AccessList;
 use crate::policy::basic_auth::BasicAuth;
@@ -81,6 +83,8 @@ pub enum RequestFilter {
     /// The canary Ingress takes the request when its rules say so and it has
     /// ready pods: a choice of backend, not an answer.
     Canary(Arc<Canary>),
+    /// Gateway API's weighted `backendRefs`: one backend by weight.
+    Weighted(Arc<WeightedBackends>),
 }
 
 /// `auth-type`: users and their passwords, checked as HTTP basic or
@@ -110,6 +114,7 @@ pub struct FilterSpec {
     pub body_limit: Option<u64>,
     pub limiter: Option<Arc<Limiter>>,
     pub conn_limiter: Option<Arc<ConnLimiter>>,
+    pub weighted: Option<Arc<WeightedBackends>>,
 }
 
 /// A route's request filters, in the order they run.
@@ -169,6 +174,9 @@ impl Filters {
         }
         if let Some(limiter) = spec.limiter {
             filters.push(RequestFilter::RateLimit(limiter));
+        }
+        if let Some(weighted) = spec.weighted {
+            filters.push(RequestFilter::Weighted(weighted));
         }
         Filters(filters)
     }

@@ -12,6 +12,7 @@ pub mod filters;
 mod matching;
 pub mod normalize;
 pub mod regex_paths;
+pub mod weighted;
 
 use crate::policy::affinity::Affinity;
 use std::collections::HashMap;

@@ -47,9 +47,19 @@ fn route(name: &str, parent: &str, host: &str, rules: &str) -> String {
 #[tokio::test]
 async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
     let web = start_upstream("web").await;
+    let blue = start_upstream("blue").await;
+    let green = start_upstream("green").await;
     let m = Manifests::new();
     let rules = "  - matches: [{path: {type: PathPrefix, value: /api}}]\n    backendRefs: [{name: web, port: 80}]\n  - matches: [{path: {type: Exact, value: /}}]\n    backendRefs: [{name: web, port: 80}]\n";
     let yaml = service_yaml("web", &[web.addr])
+        + &service_yaml("blue", &[blue.addr])
+        + &service_yaml("green", &[green.addr])
+        + &route(
+            "split",
+            "edge",
+            "split.example.com",
+            "  - backendRefs: [{name: blue, port: 80, weight: 1}, {name: green, port: 80, weight: 1}, {name: web, port: 80, weight: 0}]\n",
+        )
         + CLASSES
         + &route("shop", "edge", "shop.example.com", rules)
         + &route("foreign", "theirs", "foreign.example.com", rules)
@@ -172,6 +182,23 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
         moved.headers["location"],
         "https://filters.example.com/new?q=1"
     );
+
+    // Weighted backends: each request to one, by weight (1:1 here; a
+    // backend of weight 0 gets none). Bounds are generous: 200 fair coin
+    // flips fall outside 40..160 with a chance below 1e-17.
+    for _ in 0..200 {
+        assert_eq!(status("split.example.com", "/").await, StatusCode::OK);
+    }
+    let (b, g) = (blue.requests(), green.requests());
+    assert_eq!(b + g, 200);
+    assert!((40..=160).contains(&b), "blue {b}, green {g}");
+    let metrics = admin_text(&sluice, "/metrics").await;
+    for service in ["blue", "green"] {
+        assert!(
+            metrics.contains(&format!("service=\"{service}\"")),
+            "{service}"
+        );
+    }
 
     let warnings = admin_text(&sluice, "/api/warnings").await;
     for reason in [

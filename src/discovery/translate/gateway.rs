@@ -5,7 +5,7 @@
 //! What is served: HTTP listeners on the published port 80, `allowedRoutes`
 //! from `Same` or `All` namespaces, hostnames intersected as the spec says,
 //! `PathPrefix` and `Exact` matches, the core filters (`gateway_filters`),
-//! and one Service `backendRef` in the route's own namespace. Anything else is never ignored: a match sluice
+//! and weighted Service `backendRefs` in the route's own namespace. Anything else is never ignored: a match sluice
 //! cannot express skips its rule (routing it more broadly would change what
 //! it means), and a filter or `backendRef` it cannot honour makes the rule
 //! answer 500, as the spec asks for unresolved filters and references.
@@ -23,6 +23,7 @@ use crate::discovery::gateway::{self, Gateway, HttpRoute, HttpRouteRule, Listene
 use crate::discovery::{ObjectRef, Snapshot, Warning};
 use crate::routing::edits::{Edits, Step};
 use crate::routing::regex_paths::Location;
+use crate::routing::weighted::{WeightedBackend, WeightedBackends};
 use crate::routing::{
     BackendRef, FilterSpec, Filters, HostKey, IngressRef, PathKind, Protocol, Route,
 };
@@ -224,73 +225,28 @@ impl Builder<'_> {
                 );
             }
         }
+        // The backends with weight (1 unless said), each a Service port of
+        // the route's own namespace; one that is not makes the rule a 500.
         let live: Vec<_> = rule
             .backend_refs
             .iter()
             .filter(|b| b.weight != Some(0))
             .collect();
-        let target = match live.as_slice() {
-            [one] => {
-                let kind_ok = one.group.as_deref().unwrap_or("").is_empty()
-                    && one.kind.as_deref().unwrap_or("Service") == "Service";
-                let same_namespace = one
-                    .namespace
-                    .as_deref()
-                    .is_none_or(|ns| ns == object.namespace);
-                match (kind_ok, same_namespace, one.port, one.filters.is_empty()) {
-                    (true, true, Some(port), true) => Some(BackendRef {
-                        namespace: object.namespace.clone(),
-                        service: one.name.clone(),
-                        port: port.to_string(),
-                        via_service_ip: false,
-                    }),
-                    (false, ..) => {
-                        refused.get_or_insert((
-                            "backend-not-found",
-                            format!("{field}.backendRefs"),
-                            "only Service backends are served; the rule answers 500".into(),
-                        ));
-                        None
-                    }
-                    (_, false, ..) => {
-                        refused.get_or_insert(("ref-not-permitted", format!("{field}.backendRefs"), "a backend in another namespace needs a ReferenceGrant, not served yet; the rule answers 500".into()));
-                        None
-                    }
-                    (_, _, None, _) => {
-                        refused.get_or_insert((
-                            "invalid-backend",
-                            format!("{field}.backendRefs"),
-                            "a Service backend needs a port; the rule answers 500".into(),
-                        ));
-                        None
-                    }
-                    (.., false) => {
-                        refused.get_or_insert((
-                            "unsupported-filter",
-                            format!("{field}.backendRefs"),
-                            "backendRef filters are not served yet; the rule answers 500".into(),
-                        ));
-                        None
-                    }
+        let mut targets = Vec::new();
+        for backend in &live {
+            match service_port(backend, &object.namespace) {
+                Ok(target) => targets.push((backend.weight.unwrap_or(1), target)),
+                Err((reason, message)) => {
+                    let message = format!("{message}; the rule answers 500");
+                    refused.get_or_insert((reason, format!("{field}.backendRefs"), message));
                 }
             }
-            [] => {
-                refused.get_or_insert((
-                    "no-backend",
-                    format!("{field}.backendRefs"),
-                    "no backend with weight; the rule answers 500".into(),
-                ));
-                None
-            }
-            _ => {
-                refused.get_or_insert((
-                    "unsupported-weights",
-                    format!("{field}.backendRefs"),
-                    "more than one weighted backend is not served yet; the rule answers 500".into(),
-                ));
-                None
-            }
-        };
+        }
+        if live.is_empty() {
+            let message = "no backend with weight; the rule answers 500".to_owned();
+            refused.get_or_insert(("no-backend", format!("{field}.backendRefs"), message));
+        }
+        let target = targets.first().map(|(_, target)| target.clone());
         let refusal = refused.map(|(reason, at, message)| {
             self.warn_at(object, at, reason, message);
             Arc::new(Edits {
@@ -332,6 +288,24 @@ impl Builder<'_> {
             &backend_ref.service,
             false,
         );
+        // Two or more: one per request by weight, each counted as its own.
+        let weighted = if refusal.is_none() && targets.len() > 1 {
+            let mut choices = Vec::new();
+            for (weight, target) in &targets {
+                let site = Some((object, Field::Rule(index)));
+                let backend = self.backend(target.clone(), &Wire::Plain(Protocol::Http1), site);
+                let metrics =
+                    self.request_metrics(&ingress.namespace, &ingress.name, &target.service, false);
+                choices.push(WeightedBackend {
+                    weight: *weight,
+                    backend,
+                    metrics,
+                });
+            }
+            WeightedBackends::new(choices).map(Arc::new)
+        } else {
+            None
+        };
         let policy = IngressAnnotations::default().policy(self.defaults);
         for host in hosts {
             // The host's owner decides who routes it (`host-ownership`), and
@@ -367,6 +341,7 @@ impl Builder<'_> {
                         client_cert: client_cert.clone(),
                         edits,
                         body_limit: policy.body_limit,
+                        weighted: weighted.clone(),
                         ..FilterSpec::default()
                     }),
                     fallback: None,
@@ -409,6 +384,48 @@ impl Builder<'_> {
             message,
         });
     }
+}
+
+/// A `backendRef` as a Service port of the route's namespace, or why not
+/// (the warning's reason and text).
+fn service_port(
+    backend: &gateway::BackendRef,
+    namespace: &str,
+) -> Result<BackendRef, (&'static str, String)> {
+    let service = backend.group.as_deref().unwrap_or("").is_empty()
+        && backend.kind.as_deref().unwrap_or("Service") == "Service";
+    if !service {
+        return Err((
+            "backend-not-found",
+            "only Service backends are served".into(),
+        ));
+    }
+    if backend
+        .namespace
+        .as_deref()
+        .is_some_and(|ns| ns != namespace)
+    {
+        return Err((
+            "ref-not-permitted",
+            "a backend in another namespace needs a ReferenceGrant, not served yet".into(),
+        ));
+    }
+    if !backend.filters.is_empty() {
+        return Err((
+            "unsupported-filter",
+            "backendRef filters are not served yet".into(),
+        ));
+    }
+    let port = backend.port.ok_or((
+        "invalid-backend",
+        "a Service backend needs a port".to_owned(),
+    ))?;
+    Ok(BackendRef {
+        namespace: namespace.to_owned(),
+        service: backend.name.clone(),
+        port: port.to_string(),
+        via_service_ip: false,
+    })
 }
 
 fn gateway_object(gateway: &Gateway) -> ObjectRef {
