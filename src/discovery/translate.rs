@@ -364,6 +364,7 @@ impl<'a> Builder<'a> {
                     limiter: limiter.clone(),
                     conn_limiter: conn_limiter.clone(),
                     weighted: None,
+                    only_over_tls: None,
                 }),
                 fallback: fallback.clone(),
                 policy,

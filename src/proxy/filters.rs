@@ -38,6 +38,11 @@ pub(super) fn run(
     for filter in route.filters.iter() {
         match filter {
             RequestFilter::Deny(body) => return Ok(Some(denied(body))),
+            RequestFilter::OnlyOver { tls } => {
+                if conn.tls != *tls {
+                    return Err(ProxyError::NoRoute);
+                }
+            }
             RequestFilter::ClientCert(Err(())) => return Ok(Some(forbidden())),
             RequestFilter::ClientCert(Ok(ca)) => {
                 if let Some(refused) = super::client_cert::check(ca, route, request, conn) {

@@ -9,6 +9,7 @@
 //! | filter        | ingress-nginx annotation                          | Gateway API (HTTPRoute)                  |
 //! |---------------|---------------------------------------------------|------------------------------------------|
 //! | `Deny`        | an access annotation sluice cannot honour (fails closed) | none                          |
+//! | `OnlyOver`    | none                                              | the listeners a route is attached to (HTTP, HTTPS) |
 //! | `Edits`       | snippets: `more_set_headers`, `proxy_set_header`, `return`, `rewrite`, `if` | `RequestHeaderModifier`, `ResponseHeaderModifier`, `URLRewrite`, `RequestRedirect` |
 //! | `ClientCert`  | `auth-tls-secret`, `auth-tls-*` (per host)        | none (Gateway's `frontendValidation` is experimental) |
 //! | `Cors`        | `enable-cors`, `cors-*`                           | none (an implementation extension)       |
@@ -57,6 +58,10 @@ pub enum RequestFilter {
     /// `enable-cors`: a preflight is answered here; other requests whose
     /// origin is allowed get the CORS headers on their answer.
     Cors(Arc<Cors>),
+    /// Gateway API: a route attached only to HTTPS listeners (`true`) or
+    /// only to HTTP ones (`false`) is not there for a request that came
+    /// over the other: it is answered as unrouted.
+    OnlyOver { tls: bool },
     /// A plain-HTTP request gets a 308 to the same URL over HTTPS.
     /// `preserve_trailing_slash: false` (ingress-nginx's default): one
     /// trailing `/` of the request URI is dropped, as its Lua redirect does.
@@ -115,6 +120,8 @@ pub struct FilterSpec {
     pub limiter: Option<Arc<Limiter>>,
     pub conn_limiter: Option<Arc<ConnLimiter>>,
     pub weighted: Option<Arc<WeightedBackends>>,
+    /// `OnlyOver`.
+    pub only_over_tls: Option<bool>,
 }
 
 /// A route's request filters, in the order they run.
@@ -132,6 +139,9 @@ impl Filters {
         let mut filters = Vec::new();
         if let Some(body) = spec.deny {
             filters.push(RequestFilter::Deny(body));
+        }
+        if let Some(tls) = spec.only_over_tls {
+            filters.push(RequestFilter::OnlyOver { tls });
         }
         // nginx judges the client's certificate before any phase runs.
         if let Some(client_cert) = spec.client_cert {

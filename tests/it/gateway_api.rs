@@ -28,6 +28,12 @@ spec:
   listeners:
   - {name: http, port: 80, protocol: HTTP, hostname: "*.example.com"}
   - {name: odd, port: 8080, protocol: HTTP}
+  - name: https
+    port: 443
+    protocol: HTTPS
+    hostname: secure.example.com
+    tls: {certificateRefs: [{name: secure-cert}]}
+  - {name: bare, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: secure-cert}]}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -51,7 +57,12 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
     let green = start_upstream("green").await;
     let m = Manifests::new();
     let rules = "  - matches: [{path: {type: PathPrefix, value: /api}}]\n    backendRefs: [{name: web, port: 80}]\n  - matches: [{path: {type: Exact, value: /}}]\n    backendRefs: [{name: web, port: 80}]\n";
-    let yaml = service_yaml("web", &[web.addr])
+    let pki = crate::support::pki::Pki::new();
+    let (cert, key, _) = pki.leaf(&["secure.example.com"]);
+    let secure = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: secure, namespace: default}\nspec:\n  parentRefs: [{name: edge, sectionName: https}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n";
+    let yaml = crate::support::pki::secret_yaml("secure-cert", &cert, &key)
+        + secure
+        + &service_yaml("web", &[web.addr])
         + &service_yaml("blue", &[blue.addr])
         + &service_yaml("green", &[green.addr])
         + &route(
@@ -181,6 +192,34 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
     assert_eq!(
         moved.headers["location"],
         "https://filters.example.com/new?q=1"
+    );
+
+    // An HTTPS listener: its certificate, its routes, over TLS only.
+    let ca = m.path().join(".ca.pem");
+    std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let port = sluice.https_addr.port();
+    let output = tokio::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--resolve",
+            &format!("secure.example.com:{port}:127.0.0.1"),
+            "--cacert",
+        ])
+        .arg(&ca)
+        .arg(format!("https://secure.example.com:{port}/"))
+        .output()
+        .await
+        .unwrap();
+    let body = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        body.contains("\"upstream\":\"web\""),
+        "{body} {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        status("secure.example.com", "/").await,
+        StatusCode::NOT_FOUND,
+        "not on the HTTP listener"
     );
 
     // Weighted backends: each request to one, by weight (1:1 here; a

@@ -11,7 +11,7 @@
 //! answer 500, as the spec asks for unresolved filters and references.
 //! Each of these is a warning on the HTTPRoute.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use http::StatusCode;
@@ -28,8 +28,15 @@ use crate::routing::{
     BackendRef, FilterSpec, Filters, HostKey, IngressRef, PathKind, Protocol, Route,
 };
 
-/// The listener port an HTTP listener must name: the one sluice publishes.
-const HTTP_PORT: u16 = 80;
+/// The listener ports sluice publishes, whatever address it binds: 80 for
+/// HTTP, 443 for HTTPS.
+fn published_port(listener: &Listener) -> Option<u16> {
+    match listener.protocol.as_str() {
+        "HTTP" => Some(80),
+        "HTTPS" => Some(443),
+        _ => None,
+    }
+}
 
 impl Builder<'_> {
     /// Adds every HTTPRoute of an accepted Gateway's listeners.
@@ -45,8 +52,13 @@ impl Builder<'_> {
             .iter()
             .filter(|g| classes.contains(g.spec.gateway_class_name.as_str()))
             .collect();
+        // (namespace, Gateway, listener) of the listeners that serve.
+        let mut accepted = BTreeSet::new();
         for gateway in &gateways {
-            self.check_listeners(gateway);
+            for listener in self.check_listeners(gateway) {
+                let object = gateway_object(gateway);
+                accepted.insert((object.namespace, object.name, listener));
+            }
         }
         let mut routes: Vec<&Arc<HttpRoute>> = snapshot.http_routes.iter().collect();
         // Oldest first, as Ingresses, so the older route keeps a contested path.
@@ -66,7 +78,7 @@ impl Builder<'_> {
                 namespace: route.metadata.namespace.clone().unwrap_or_default(),
                 name: route.metadata.name.clone().unwrap_or_default(),
             };
-            let hosts = self.attached_hosts(route, &gateways, &object);
+            let hosts = self.attached_hosts(route, &gateways, &accepted, &object);
             if hosts.is_empty() {
                 continue;
             }
@@ -76,29 +88,84 @@ impl Builder<'_> {
         }
     }
 
-    /// Listeners sluice cannot serve say so (the spec's `Accepted: False`).
-    fn check_listeners(&mut self, gateway: &Gateway) {
+    /// Listeners sluice cannot serve say so (the spec's `Accepted: False`);
+    /// an HTTPS listener's certificate joins the table's.
+    fn check_listeners(&mut self, gateway: &Gateway) -> Vec<String> {
         let object = gateway_object(gateway);
+        let mut serving = Vec::new();
         for (i, listener) in gateway.spec.listeners.iter().enumerate() {
-            let problem = if listener.protocol != "HTTP" {
-                Some(format!(
-                    "listener {:?}: protocol {} is not served yet (HTTP only)",
-                    listener.name, listener.protocol
-                ))
-            } else if listener.port != HTTP_PORT {
-                Some(format!("listener {:?}: port {} is not one sluice publishes (PortUnavailable); HTTP listeners use {HTTP_PORT}", listener.name, listener.port))
-            } else {
-                None
+            let field = format!("spec.listeners[{i}]");
+            let problem = match (listener.protocol.as_str(), published_port(listener)) {
+                ("HTTP" | "HTTPS", Some(port)) if listener.port != port => Some(format!("listener {:?}: port {} is not one sluice publishes (PortUnavailable); {} listeners use {port}", listener.name, listener.port, listener.protocol)),
+                ("HTTPS", _) => self.listener_certificate(listener, &object).err(),
+                ("HTTP", _) => None,
+                (other, _) => Some(format!("listener {:?}: protocol {other} is not served yet (HTTP and HTTPS)", listener.name)),
             };
-            if let Some(message) = problem {
-                self.warn_at(
-                    &object,
-                    format!("spec.listeners[{i}]"),
-                    "gateway-listener",
-                    message,
-                );
+            match problem {
+                Some(message) => self.warn_at(&object, field, "gateway-listener", message),
+                None => serving.push(listener.name.clone()),
             }
         }
+        serving
+    }
+
+    /// An HTTPS listener's certificate, for its hostname, from a Secret of
+    /// the Gateway's own namespace (ReferenceGrant is not served yet).
+    fn listener_certificate(
+        &mut self,
+        listener: &Listener,
+        gateway: &ObjectRef,
+    ) -> Result<(), String> {
+        let name = &listener.name;
+        let tls = listener.tls.clone().unwrap_or_default();
+        if tls.mode.as_deref().is_some_and(|m| m != "Terminate") {
+            return Err(format!(
+                "listener {name:?}: TLS mode {:?} is not served yet",
+                tls.mode
+            ));
+        }
+        let Some(host) = listener.hostname.as_deref().map(str::to_ascii_lowercase) else {
+            return Err(format!(
+                "listener {name:?}: an HTTPS listener without a hostname is not served yet"
+            ));
+        };
+        let [secret] = tls.certificate_refs.as_slice() else {
+            return Err(format!(
+                "listener {name:?}: exactly one certificateRef is served"
+            ));
+        };
+        let kind_ok = secret.group.as_deref().unwrap_or("").is_empty()
+            && secret.kind.as_deref().unwrap_or("Secret") == "Secret";
+        if !kind_ok
+            || secret
+                .namespace
+                .as_deref()
+                .is_some_and(|ns| ns != gateway.namespace)
+        {
+            return Err(format!("listener {name:?}: the certificate must be a Secret of the Gateway's namespace (InvalidCertificateRef)"));
+        }
+        // Another namespace's host keeps its own certificate.
+        let key = HostKey::parse(Some(&host))
+            .ok_or_else(|| format!("listener {name:?}: {host:?} is not a host name"))?;
+        if let Some(owner) = self
+            .owners
+            .get(&key)
+            .filter(|o| o.namespace != gateway.namespace)
+        {
+            return Err(format!("listener {name:?}: host {host} was routed first by namespace {}, which provides its certificate", owner.namespace));
+        }
+        let certificate = self
+            .certificate(&gateway.namespace, &secret.name)
+            .map_err(|e| {
+                format!(
+                    "listener {name:?}: Secret {}/{}: {e}",
+                    gateway.namespace, secret.name
+                )
+            })?;
+        if !self.certs.insert(&host, certificate) {
+            return Err(format!("listener {name:?}: host {host} already has a certificate (from an Ingress or an older listener)"));
+        }
+        Ok(())
     }
 
     /// The hosts a route gets from the listeners it attaches to.
@@ -106,9 +173,10 @@ impl Builder<'_> {
         &mut self,
         route: &HttpRoute,
         gateways: &[&Arc<Gateway>],
+        accepted: &BTreeSet<(String, String, String)>,
         object: &ObjectRef,
-    ) -> BTreeSet<HostKey> {
-        let mut hosts = BTreeSet::new();
+    ) -> BTreeMap<HostKey, Over> {
+        let mut hosts: BTreeMap<HostKey, Over> = BTreeMap::new();
         for (i, parent) in route.spec.parent_refs.iter().enumerate() {
             let field = format!("spec.parentRefs[{i}]");
             let is_gateway = parent.group.as_deref().unwrap_or(gateway::GROUP) == gateway::GROUP
@@ -131,13 +199,22 @@ impl Builder<'_> {
                     .as_deref()
                     .is_none_or(|s| s == listener.name);
                 let port = parent.port.is_none_or(|p| p == listener.port);
-                let served = listener.protocol == "HTTP" && listener.port == HTTP_PORT;
+                let served = accepted.contains(&(
+                    namespace.to_owned(),
+                    parent.name.clone(),
+                    listener.name.clone(),
+                ));
                 if !(named && port && served && allows(listener, namespace, &object.namespace)) {
                     continue;
                 }
                 let found = intersect(listener.hostname.as_deref(), &route.spec.hostnames);
                 attached |= !found.is_empty();
-                hosts.extend(found);
+                let tls = listener.protocol == "HTTPS";
+                for host in found {
+                    let over = hosts.entry(host).or_default();
+                    over.http |= !tls;
+                    over.https |= tls;
+                }
             }
             if !attached {
                 let message = format!("no listener of Gateway {namespace}/{} accepts this route (section, port, namespaces or hostnames); not served", parent.name);
@@ -151,7 +228,7 @@ impl Builder<'_> {
         &mut self,
         rule: &HttpRouteRule,
         index: usize,
-        hosts: &BTreeSet<HostKey>,
+        hosts: &BTreeMap<HostKey, Over>,
         object: &ObjectRef,
     ) {
         let field = format!("spec.rules[{index}]");
@@ -307,7 +384,7 @@ impl Builder<'_> {
             None
         };
         let policy = IngressAnnotations::default().policy(self.defaults);
-        for host in hosts {
+        for (host, over) in hosts {
             // The host's owner decides who routes it (`host-ownership`), and
             // its client certificates guard every route of it, these too.
             if let Err(owner) = self
@@ -342,6 +419,8 @@ impl Builder<'_> {
                         edits,
                         body_limit: policy.body_limit,
                         weighted: weighted.clone(),
+                        // Only the listeners the route is attached to serve it.
+                        only_over_tls: (over.http != over.https).then_some(over.https),
                         ..FilterSpec::default()
                     }),
                     fallback: None,
@@ -426,6 +505,13 @@ fn service_port(
         port: port.to_string(),
         via_service_ip: false,
     })
+}
+
+/// The listeners that serve a route's host: plain HTTP, HTTPS, or both.
+#[derive(Debug, Default, Clone, Copy)]
+struct Over {
+    http: bool,
+    https: bool,
 }
 
 fn gateway_object(gateway: &Gateway) -> ObjectRef {
