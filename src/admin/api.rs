@@ -36,6 +36,8 @@ pub fn routes(table: &RoutingTable) -> Value {
         "routes": routes,
         "default_backend": table.default_route().map(|r| backend_json(&r.backend)),
         "certificates": certificates,
+        // The status sluice would write on Gateways and HTTPRoutes.
+        "gateway_api": table.gateway_api,
         "stats": {"hosts": table.stats.hosts, "routes": table.stats.routes, "backends": table.stats.backends, "endpoints": table.endpoint_count()},
     })
 }

@@ -185,7 +185,17 @@ pub fn translate(
     }
     // Gateway API's routes, after the Ingresses: an older Ingress keeps a
     // contested host and path.
-    builder.add_http_routes(snapshot);
+    // Isolated as each Ingress is: a bug that a route's content reaches
+    // costs the Gateway API routes, not the table.
+    let mut gateway_api = Vec::new();
+    let gateway_object = ObjectRef {
+        kind: "HTTPRoute",
+        namespace: String::new(),
+        name: "(Gateway API)".into(),
+    };
+    add_isolated(&mut builder, &gateway_object, |b| {
+        gateway_api = b.add_http_routes(snapshot);
+    });
     // Canaries attach to the routes of the Ingresses they shadow, so those come first.
     for parsed in canaries {
         let object = parsed.object.clone();
@@ -216,7 +226,8 @@ pub fn translate(
             }
         }
     }
-    let (table, warnings) = builder.finish(default_route);
+    let (mut table, warnings) = builder.finish(default_route);
+    table.gateway_api = gateway_api;
     Translation {
         table,
         warnings,

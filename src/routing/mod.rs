@@ -9,6 +9,7 @@ pub mod certs;
 pub mod edits;
 pub mod endpoint;
 pub mod filters;
+pub mod gateway_status;
 mod matching;
 pub mod normalize;
 pub mod regex_paths;
@@ -476,6 +477,8 @@ pub struct RoutingTable {
     /// Counts requests no route takes (no Host, no match), under empty labels.
     pub unrouted: Arc<RequestMetrics>,
     pub stats: TableStats,
+    /// Gateway API: the status sluice would write (`gateway_status`).
+    pub gateway_api: Vec<gateway_status::ObjectStatus>,
 }
 
 /// An SSL passthrough host's backend, and how its pods are picked and reached.

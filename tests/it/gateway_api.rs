@@ -64,6 +64,12 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
         + secure
         + &service_yaml("web", &[web.addr])
         + &service_yaml("blue", &[blue.addr])
+        + &route(
+            "borrowing",
+            "edge",
+            "borrowing.example.com",
+            "  - backendRefs: [{name: web, namespace: other, port: 80}]\n",
+        )
         + &service_yaml("green", &[green.addr])
         + &route(
             "split",
@@ -238,6 +244,84 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
             "{service}"
         );
     }
+
+    // The status sluice would write, in /api/routes.
+    let api = admin_json(&sluice, "/api/routes").await;
+    let objects = api["gateway_api"].as_array().unwrap().clone();
+    let find = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .find(|o| o["kind"] == kind && o["name"] == name)
+            .unwrap_or_else(|| panic!("{kind} {name}: {objects:?}"))
+            .clone()
+    };
+    let condition = |part: &serde_json::Value, kind: &str| {
+        let found = part["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == kind)
+            .cloned();
+        found.map(|c| {
+            (
+                c["status"].as_str().unwrap().to_owned(),
+                c["reason"].as_str().unwrap().to_owned(),
+            )
+        })
+    };
+    let edge = find("Gateway", "edge");
+    assert_eq!(
+        condition(&edge, "Programmed"),
+        Some(("True".into(), "Programmed".into()))
+    );
+    let listener = |name: &str| {
+        edge["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        condition(&listener("http"), "Accepted"),
+        Some(("True".into(), "Accepted".into()))
+    );
+    assert_eq!(
+        condition(&listener("https"), "ResolvedRefs"),
+        Some(("True".into(), "ResolvedRefs".into()))
+    );
+    assert_eq!(
+        condition(&listener("odd"), "Accepted"),
+        Some(("False".into(), "PortUnavailable".into()))
+    );
+    assert_eq!(
+        condition(&listener("bare"), "Accepted"),
+        Some(("False".into(), "UnsupportedValue".into()))
+    );
+    let parent = |name: &str| find("HTTPRoute", name)["parts"][0].clone();
+    assert_eq!(
+        condition(&parent("shop"), "Accepted"),
+        Some(("True".into(), "Accepted".into()))
+    );
+    assert_eq!(
+        condition(&parent("shop"), "ResolvedRefs"),
+        Some(("True".into(), "ResolvedRefs".into()))
+    );
+    assert_eq!(
+        condition(&parent("elsewhere"), "Accepted"),
+        Some(("False".into(), "NoMatchingListenerHostname".into()))
+    );
+    assert_eq!(
+        condition(&parent("borrowing"), "ResolvedRefs"),
+        Some(("False".into(), "RefNotPermitted".into()))
+    );
+    assert!(
+        objects
+            .iter()
+            .all(|o| o["name"] != "foreign" && o["name"] != "theirs"),
+        "not ours"
+    );
 
     let warnings = admin_text(&sluice, "/api/warnings").await;
     for reason in [

@@ -22,6 +22,7 @@ use crate::discovery::annotations::IngressAnnotations;
 use crate::discovery::gateway::{self, Gateway, HttpRoute, HttpRouteRule, Listener};
 use crate::discovery::{ObjectRef, Snapshot, Warning};
 use crate::routing::edits::{Edits, Step};
+use crate::routing::gateway_status::{Condition, ObjectStatus, PartStatus};
 use crate::routing::regex_paths::Location;
 use crate::routing::weighted::{WeightedBackend, WeightedBackends};
 use crate::routing::{
@@ -39,8 +40,10 @@ fn published_port(listener: &Listener) -> Option<u16> {
 }
 
 impl Builder<'_> {
-    /// Adds every HTTPRoute of an accepted Gateway's listeners.
-    pub(super) fn add_http_routes(&mut self, snapshot: &Snapshot) {
+    /// Adds every HTTPRoute of an accepted Gateway's listeners; returns the
+    /// status sluice would write for them and their Gateways.
+    pub(super) fn add_http_routes(&mut self, snapshot: &Snapshot) -> Vec<ObjectStatus> {
+        let mut statuses = Vec::new();
         let classes: BTreeSet<&str> = snapshot
             .gateway_classes
             .iter()
@@ -55,10 +58,18 @@ impl Builder<'_> {
         // (namespace, Gateway, listener) of the listeners that serve.
         let mut accepted = BTreeSet::new();
         for gateway in &gateways {
-            for listener in self.check_listeners(gateway) {
-                let object = gateway_object(gateway);
-                accepted.insert((object.namespace, object.name, listener));
+            let status = self.check_listeners(gateway);
+            for part in &status.parts {
+                let serving = part.conditions.iter().all(|c| c.status == "True");
+                if serving {
+                    accepted.insert((
+                        status.namespace.clone(),
+                        status.name.clone(),
+                        part.name.clone(),
+                    ));
+                }
             }
+            statuses.push(status);
         }
         let mut routes: Vec<&Arc<HttpRoute>> = snapshot.http_routes.iter().collect();
         // Oldest first, as Ingresses, so the older route keeps a contested path.
@@ -78,35 +89,85 @@ impl Builder<'_> {
                 namespace: route.metadata.namespace.clone().unwrap_or_default(),
                 name: route.metadata.name.clone().unwrap_or_default(),
             };
-            let hosts = self.attached_hosts(route, &gateways, &accepted, &object);
-            if hosts.is_empty() {
+            let (hosts, mut parents) = self.attached_hosts(route, &gateways, &accepted, &object);
+            if parents.is_empty() {
+                // No parent of sluice's: not ours to serve or to judge.
                 continue;
             }
-            for (i, rule) in route.spec.rules.iter().enumerate() {
-                self.add_rule(rule, i, &hosts, &object);
+            let mut refs = Condition::holds("ResolvedRefs", "ResolvedRefs");
+            if !hosts.is_empty() {
+                for (i, rule) in route.spec.rules.iter().enumerate() {
+                    if let Some(failed) = self.add_rule(rule, i, &hosts, &object) {
+                        if refs.status == "True" {
+                            refs = failed;
+                        }
+                    }
+                }
             }
+            for parent in &mut parents {
+                parent.conditions.push(refs.clone());
+            }
+            statuses.push(ObjectStatus {
+                kind: "HTTPRoute",
+                namespace: object.namespace,
+                name: object.name,
+                conditions: Vec::new(),
+                parts: parents,
+            });
         }
+        statuses
     }
 
     /// Listeners sluice cannot serve say so (the spec's `Accepted: False`);
     /// an HTTPS listener's certificate joins the table's.
-    fn check_listeners(&mut self, gateway: &Gateway) -> Vec<String> {
+    fn check_listeners(&mut self, gateway: &Gateway) -> ObjectStatus {
         let object = gateway_object(gateway);
-        let mut serving = Vec::new();
+        let mut parts = Vec::new();
         for (i, listener) in gateway.spec.listeners.iter().enumerate() {
             let field = format!("spec.listeners[{i}]");
             let problem = match (listener.protocol.as_str(), published_port(listener)) {
-                ("HTTP" | "HTTPS", Some(port)) if listener.port != port => Some(format!("listener {:?}: port {} is not one sluice publishes (PortUnavailable); {} listeners use {port}", listener.name, listener.port, listener.protocol)),
+                ("HTTP" | "HTTPS", Some(port)) if listener.port != port => Some(("Accepted", "PortUnavailable", format!("listener {:?}: port {} is not one sluice publishes; {} listeners use {port}", listener.name, listener.port, listener.protocol))),
                 ("HTTPS", _) => self.listener_certificate(listener, &object).err(),
                 ("HTTP", _) => None,
-                (other, _) => Some(format!("listener {:?}: protocol {other} is not served yet (HTTP and HTTPS)", listener.name)),
+                (other, _) => Some(("Accepted", "UnsupportedProtocol", format!("listener {:?}: protocol {other} is not served yet (HTTP and HTTPS)", listener.name))),
             };
-            match problem {
-                Some(message) => self.warn_at(&object, field, "gateway-listener", message),
-                None => serving.push(listener.name.clone()),
-            }
+            let conditions = match problem {
+                Some((kind, reason, message)) => {
+                    self.warn_at(&object, field, "gateway-listener", message.clone());
+                    vec![
+                        Condition::fails(kind, reason, message),
+                        Condition::fails("Programmed", "Invalid", String::new()),
+                    ]
+                }
+                None => vec![
+                    Condition::holds("Accepted", "Accepted"),
+                    Condition::holds("ResolvedRefs", "ResolvedRefs"),
+                    Condition::holds("Programmed", "Programmed"),
+                ],
+            };
+            parts.push(PartStatus {
+                name: listener.name.clone(),
+                conditions,
+            });
         }
-        serving
+        let programmed = parts
+            .iter()
+            .any(|p| p.conditions.iter().all(|c| c.status == "True"));
+        let conditions = vec![
+            Condition::holds("Accepted", "Accepted"),
+            if programmed {
+                Condition::holds("Programmed", "Programmed")
+            } else {
+                Condition::fails("Programmed", "Invalid", "no listener is served".into())
+            },
+        ];
+        ObjectStatus {
+            kind: "Gateway",
+            namespace: object.namespace,
+            name: object.name,
+            conditions,
+            parts,
+        }
     }
 
     /// An HTTPS listener's certificate, for its hostname, from a Secret of
@@ -115,55 +176,69 @@ impl Builder<'_> {
         &mut self,
         listener: &Listener,
         gateway: &ObjectRef,
-    ) -> Result<(), String> {
+    ) -> Result<(), Problem> {
         let name = &listener.name;
+        let unsupported = |what: String| {
+            (
+                "Accepted",
+                "UnsupportedValue",
+                format!("listener {name:?}: {what}"),
+            )
+        };
+        let invalid = |what: String| {
+            (
+                "ResolvedRefs",
+                "InvalidCertificateRef",
+                format!("listener {name:?}: {what}"),
+            )
+        };
         let tls = listener.tls.clone().unwrap_or_default();
         if tls.mode.as_deref().is_some_and(|m| m != "Terminate") {
-            return Err(format!(
-                "listener {name:?}: TLS mode {:?} is not served yet",
+            return Err(unsupported(format!(
+                "TLS mode {:?} is not served yet",
                 tls.mode
-            ));
+            )));
         }
         let Some(host) = listener.hostname.as_deref().map(str::to_ascii_lowercase) else {
-            return Err(format!(
-                "listener {name:?}: an HTTPS listener without a hostname is not served yet"
+            return Err(unsupported(
+                "an HTTPS listener without a hostname is not served yet".into(),
             ));
         };
         let [secret] = tls.certificate_refs.as_slice() else {
-            return Err(format!(
-                "listener {name:?}: exactly one certificateRef is served"
-            ));
+            return Err(unsupported("exactly one certificateRef is served".into()));
         };
         let kind_ok = secret.group.as_deref().unwrap_or("").is_empty()
             && secret.kind.as_deref().unwrap_or("Secret") == "Secret";
-        if !kind_ok
-            || secret
-                .namespace
-                .as_deref()
-                .is_some_and(|ns| ns != gateway.namespace)
-        {
-            return Err(format!("listener {name:?}: the certificate must be a Secret of the Gateway's namespace (InvalidCertificateRef)"));
+        let own = secret
+            .namespace
+            .as_deref()
+            .is_none_or(|ns| ns == gateway.namespace);
+        if !kind_ok || !own {
+            return Err(invalid(
+                "the certificate must be a Secret of the Gateway's namespace".into(),
+            ));
         }
-        // Another namespace's host keeps its own certificate.
         let key = HostKey::parse(Some(&host))
-            .ok_or_else(|| format!("listener {name:?}: {host:?} is not a host name"))?;
+            .ok_or_else(|| unsupported(format!("{host:?} is not a host name")))?;
+        // Another namespace's host keeps its own certificate.
         if let Some(owner) = self
             .owners
             .get(&key)
             .filter(|o| o.namespace != gateway.namespace)
         {
-            return Err(format!("listener {name:?}: host {host} was routed first by namespace {}, which provides its certificate", owner.namespace));
+            let what = format!(
+                "host {host} was routed first by namespace {}, which provides its certificate",
+                owner.namespace
+            );
+            return Err(invalid(what));
         }
         let certificate = self
             .certificate(&gateway.namespace, &secret.name)
-            .map_err(|e| {
-                format!(
-                    "listener {name:?}: Secret {}/{}: {e}",
-                    gateway.namespace, secret.name
-                )
-            })?;
+            .map_err(|e| invalid(format!("Secret {}/{}: {e}", gateway.namespace, secret.name)))?;
         if !self.certs.insert(&host, certificate) {
-            return Err(format!("listener {name:?}: host {host} already has a certificate (from an Ingress or an older listener)"));
+            return Err(invalid(format!(
+                "host {host} already has a certificate (from an Ingress or an older listener)"
+            )));
         }
         Ok(())
     }
@@ -175,8 +250,9 @@ impl Builder<'_> {
         gateways: &[&Arc<Gateway>],
         accepted: &BTreeSet<(String, String, String)>,
         object: &ObjectRef,
-    ) -> BTreeMap<HostKey, Over> {
+    ) -> (BTreeMap<HostKey, Over>, Vec<PartStatus>) {
         let mut hosts: BTreeMap<HostKey, Over> = BTreeMap::new();
+        let mut parents = Vec::new();
         for (i, parent) in route.spec.parent_refs.iter().enumerate() {
             let field = format!("spec.parentRefs[{i}]");
             let is_gateway = parent.group.as_deref().unwrap_or(gateway::GROUP) == gateway::GROUP
@@ -193,6 +269,8 @@ impl Builder<'_> {
                 continue;
             };
             let mut attached = false;
+            // A listener that would take the route but for its hostnames.
+            let mut hostnames_only = false;
             for listener in &gateway.spec.listeners {
                 let named = parent
                     .section_name
@@ -209,6 +287,7 @@ impl Builder<'_> {
                 }
                 let found = intersect(listener.hostname.as_deref(), &route.spec.hostnames);
                 attached |= !found.is_empty();
+                hostnames_only |= found.is_empty();
                 let tls = listener.protocol == "HTTPS";
                 for host in found {
                     let over = hosts.entry(host).or_default();
@@ -216,12 +295,29 @@ impl Builder<'_> {
                     over.https |= tls;
                 }
             }
-            if !attached {
+            let accepted = if attached {
+                Condition::holds("Accepted", "Accepted")
+            } else {
                 let message = format!("no listener of Gateway {namespace}/{} accepts this route (section, port, namespaces or hostnames); not served", parent.name);
-                self.warn_at(object, field, "route-not-attached", message);
-            }
+                self.warn_at(object, field, "route-not-attached", message.clone());
+                let reason = if hostnames_only {
+                    "NoMatchingListenerHostname"
+                } else {
+                    "NotAllowedByListeners"
+                };
+                Condition::fails("Accepted", reason, message)
+            };
+            let section = parent
+                .section_name
+                .as_deref()
+                .map(|s| format!("/{s}"))
+                .unwrap_or_default();
+            parents.push(PartStatus {
+                name: format!("Gateway {namespace}/{}{section}", parent.name),
+                conditions: vec![accepted],
+            });
         }
-        hosts
+        (hosts, parents)
     }
 
     fn add_rule(
@@ -230,7 +326,7 @@ impl Builder<'_> {
         index: usize,
         hosts: &BTreeMap<HostKey, Over>,
         object: &ObjectRef,
-    ) {
+    ) -> Option<Condition> {
         let field = format!("spec.rules[{index}]");
         // Where the rule goes; a match sluice cannot express skips it.
         let mut paths = Vec::new();
@@ -244,7 +340,7 @@ impl Builder<'_> {
                     "header, query parameter and method matches are not served yet; rule skipped"
                         .to_owned();
                 self.warn_at(object, at, "unsupported-match", message);
-                return;
+                return None;
             }
             let path = matched.path.clone().unwrap_or_default();
             let value = path.value.unwrap_or_else(|| "/".into());
@@ -254,7 +350,7 @@ impl Builder<'_> {
                 other => {
                     let message = format!("path match {other} is not served yet; rule skipped");
                     self.warn_at(object, at, "unsupported-match", message);
-                    return;
+                    return None;
                 }
             };
             if !value.starts_with('/') || value.contains(['?', '#']) || value.len() > 1024 {
@@ -264,7 +360,7 @@ impl Builder<'_> {
                     "invalid-path",
                     format!("{value:?} is not a path; rule skipped"),
                 );
-                return;
+                return None;
             }
             paths.push((kind, value));
         }
@@ -310,10 +406,21 @@ impl Builder<'_> {
             .filter(|b| b.weight != Some(0))
             .collect();
         let mut targets = Vec::new();
+        let mut refs_failed = None;
         for backend in &live {
             match service_port(backend, &object.namespace) {
                 Ok(target) => targets.push((backend.weight.unwrap_or(1), target)),
                 Err((reason, message)) => {
+                    let spec_reason = match reason {
+                        "ref-not-permitted" => "RefNotPermitted",
+                        "backend-not-found" => "InvalidKind",
+                        _ => "BackendNotFound",
+                    };
+                    refs_failed.get_or_insert(Condition::fails(
+                        "ResolvedRefs",
+                        spec_reason,
+                        message.clone(),
+                    ));
                     let message = format!("{message}; the rule answers 500");
                     refused.get_or_insert((reason, format!("{field}.backendRefs"), message));
                 }
@@ -444,6 +551,7 @@ impl Builder<'_> {
                 }
             }
         }
+        refs_failed
     }
 }
 
@@ -506,6 +614,9 @@ fn service_port(
         via_service_ip: false,
     })
 }
+
+/// Why a listener is not served: its condition's type, reason and text.
+type Problem = (&'static str, &'static str, String);
 
 /// The listeners that serve a route's host: plain HTTP, HTTPS, or both.
 #[derive(Debug, Default, Clone, Copy)]
