@@ -604,6 +604,9 @@ fn fuzzed_manifests_translate_without_panicking() {
         service("web", &["10.0.0.1", "10.0.0.2"], &["10.0.0.3"]) + &simple("a", "a.example", "web", ""),
         rich,
         "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: networking.k8s.io/v1, kind: Ingress, metadata: {name: x}, spec: {defaultBackend: {service: {name: web, port: {name: http}}}}}\n".to_owned(),
+        // Gateway API: a class, a Gateway with HTTP and HTTPS listeners, and
+        // a route with matches, filters and weighted backends.
+        service("web", &["10.0.0.1"], &[]) + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: s}\nspec: {controllerName: sluice.io/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: default}\nspec: {gatewayClassName: s, listeners: [{name: h, port: 80, protocol: HTTP, hostname: \"*.example\"}, {name: t, port: 443, protocol: HTTPS, hostname: a.example, tls: {certificateRefs: [{name: cert}]}}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec: {parentRefs: [{name: g}], hostnames: [a.example], rules: [{matches: [{path: {type: PathPrefix, value: /api}}], filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /v2}}}, {type: RequestRedirect, requestRedirect: {scheme: https, port: 8443}}], backendRefs: [{name: web, port: 80, weight: 3}, {name: web, port: 80, weight: 1}]}]}\n" + tls,
     ];
     let seeds: Vec<&str> = seeds.iter().map(String::as_str).collect();
     let registry = Retained::new(PoolConfig::default());
