@@ -167,15 +167,13 @@ fn allowed(headers: &http::HeaderMap, peer: SocketAddr, token: Option<&str>) -> 
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+        if presented
+            .is_some_and(|p| crate::compat::nginx::constant_time_eq(p.as_bytes(), token.as_bytes()))
+        {
             return true;
         }
     }
     peer.ip().is_loopback() || peer.ip().to_canonical().is_loopback()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 fn json(value: &serde_json::Value) -> Response<Full<Bytes>> {

@@ -17,6 +17,8 @@ use http::header::{HeaderMap, HeaderValue, AUTHORIZATION};
 use md5::{Digest as _, Md5};
 use sha1::{Digest as _, Sha1};
 
+use crate::compat::nginx::constant_time_eq;
+
 /// How long a nonce is good for, in seconds.
 pub const NONCE_TIMEOUT: u64 = 60;
 /// Requests one nonce may authenticate.
@@ -245,10 +247,6 @@ fn md5_hex(text: &str) -> String {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 #[cfg(test)]

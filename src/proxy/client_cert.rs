@@ -67,13 +67,14 @@ pub(super) fn check(
     if let Some(refused) = match_cn(ca, &peer.subject) {
         return Some(refused);
     }
-    headers.insert(VERIFY, peer.verify_header());
-    // As nginx's `proxy_set_header` with an empty value: not sent.
-    for (name, value) in [(SUBJECT, &peer.subject), (ISSUER, &peer.issuer)] {
-        if let Ok(value) = HeaderValue::try_from(value.as_str()) {
-            if !value.is_empty() {
-                headers.insert(name, value);
-            }
+    // Made once for the connection: a request costs clones, not formatting.
+    headers.insert(VERIFY, peer.verify_header().clone());
+    for (name, value) in [
+        (SUBJECT, &peer.subject_header),
+        (ISSUER, &peer.issuer_header),
+    ] {
+        if let Some(value) = value {
+            headers.insert(name, value.clone());
         }
     }
     if let Some(cert) = peer.escaped.as_ref().filter(|_| ca.pass_certificate) {

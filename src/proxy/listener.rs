@@ -185,7 +185,7 @@ pub async fn serve(
                         return;
                     };
                     if let Some(client_cert) = client_cert {
-                        let _ = info.client_cert.set(client_cert);
+                        let _ = info.client_cert.set(*client_cert);
                     }
                     info.count_as(match stream.get_ref().1.alpn_protocol() {
                         Some(b"h2") => Downstream::H2,
@@ -232,7 +232,7 @@ async fn handshake(
     acceptor: &Acceptor,
     stream: TcpStream,
     peer: SocketAddr,
-) -> Option<(TlsStream<TcpStream>, Option<PeerCertificate>)> {
+) -> Option<(TlsStream<TcpStream>, Option<Box<PeerCertificate>>)> {
     match acceptor.accept(stream, HANDSHAKE_TIMEOUT).await {
         Handshake::Done(stream, client_cert) => {
             let version = match stream.get_ref().1.protocol_version() {

@@ -100,7 +100,7 @@ type ClientAuthConfig = (Arc<ClientCa>, Arc<ServerConfig>);
 
 /// How a handshake ended.
 pub enum Handshake {
-    Done(Box<TlsStream<TcpStream>>, Option<PeerCertificate>),
+    Done(Box<TlsStream<TcpStream>>, Option<Box<PeerCertificate>>),
     Failed(std::io::Error),
     TimedOut,
 }
@@ -156,7 +156,7 @@ impl Acceptor {
                     };
                     metrics::counter!(telemetry::TLS_CLIENT_CERTIFICATES, "result" => result)
                         .increment(1);
-                    peer
+                    Box::new(peer)
                 });
                 Handshake::Done(Box::new(stream), peer)
             }

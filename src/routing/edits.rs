@@ -117,19 +117,7 @@ enum Part {
     Var(Var),
 }
 
-/// nginx's `set_escape_uri`: everything but letters, digits and `-._~`
-/// percent-escaped.
-pub fn escape_uri_component(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-            out.push(byte as char);
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
-}
+pub use crate::compat::nginx::escape_uri_component;
 
 /// A text with `$variables` (or `${variables}`), expanded per request.
 #[derive(Debug, Clone, PartialEq, Eq)]

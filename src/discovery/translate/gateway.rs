@@ -370,12 +370,18 @@ impl Builder<'_> {
         // What the rule answers with: its backend, or a 500 for what
         // cannot be honoured.
         let mut refused = None;
-        // Each match's steps (`ReplacePrefixMatch` replaces its own prefix).
-        let mut steps = Vec::new();
+        // Each match's edits, made once for all the hosts
+        // (`ReplacePrefixMatch` replaces its own prefix).
+        let mut match_edits = Vec::new();
         for (kind, path) in &paths {
             let prefix = (*kind == PathKind::Prefix).then_some(path.as_str());
             match super::gateway_filters::compile(&rule.filters, prefix) {
-                Ok(compiled) => steps.push(compiled),
+                Ok(steps) => match_edits.push((!steps.is_empty()).then(|| {
+                    Arc::new(Edits {
+                        steps,
+                        ..Edits::default()
+                    })
+                })),
                 Err(why) => {
                     let message = format!("{why}; the rule answers 500, as the spec asks for filters that cannot be honoured");
                     refused = Some(("unsupported-filter", format!("{field}.filters"), message));
@@ -507,15 +513,9 @@ impl Builder<'_> {
                 .get(host)
                 .map(|(settings, _)| settings.clone());
             for (i, (kind, path)) in paths.iter().enumerate() {
-                let edits = refusal.clone().or_else(|| {
-                    let steps = steps.get(i).cloned().unwrap_or_default();
-                    (!steps.is_empty()).then(|| {
-                        Arc::new(Edits {
-                            steps,
-                            ..Edits::default()
-                        })
-                    })
-                });
+                let edits = refusal
+                    .clone()
+                    .or_else(|| match_edits.get(i).cloned().flatten());
                 let route = Arc::new(Route {
                     metrics: metrics.clone(),
                     ingress: ingress.clone(),

@@ -18,6 +18,7 @@ use crate::discovery::gateway::{
     HeaderModifier, HttpRouteFilter, PathModifier, RequestRedirect, UrlRewrite,
 };
 use crate::routing::edits::{HeaderEdit, RewriteFlag, Step, Template, Var};
+use crate::routing::HostKey;
 
 /// The steps of a rule's filters, for one of its matches (`prefix`: the
 /// match's `PathPrefix`, which `ReplacePrefixMatch` replaces).
@@ -107,8 +108,7 @@ fn redirect_step(redirect: &RequestRedirect) -> Result<Step, String> {
     };
     let host = match redirect.hostname.as_deref() {
         None => Template::var(Var::Host),
-        Some(h) if valid_host(h) => Template::text(&h.to_ascii_lowercase()),
-        Some(h) => return Err(format!("{h:?} is not a host name")),
+        Some(h) => Template::text(&host_name(h)?),
     };
     // The well-known port of the scheme is left out.
     let port = match (redirect.port, redirect.scheme.as_deref()) {
@@ -143,9 +143,7 @@ fn redirect_step(redirect: &RequestRedirect) -> Result<Step, String> {
 fn rewrite_steps(rewrite: &UrlRewrite, prefix: Option<&str>) -> Result<Vec<Step>, String> {
     let mut steps = Vec::new();
     if let Some(host) = &rewrite.hostname {
-        if !valid_host(host) {
-            return Err(format!("{host:?} is not a host name"));
-        }
+        host_name(host)?;
         steps.push(Step::RequestHeader(HeaderEdit::Set(
             HOST,
             Template::text(host),
@@ -208,10 +206,10 @@ fn check_path(path: &str) -> Result<(), String> {
     }
 }
 
-fn valid_host(host: &str) -> bool {
-    !host.is_empty()
-        && host.len() <= 253
-        && host
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+/// A filter's `hostname`, checked (and lowercased) as rule hosts are.
+fn host_name(host: &str) -> Result<String, String> {
+    match HostKey::parse(Some(host)) {
+        Some(HostKey::Exact(name)) => Ok(name),
+        _ => Err(format!("{host:?} is not a host name")),
+    }
 }

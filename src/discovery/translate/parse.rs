@@ -246,7 +246,7 @@ pub(super) fn parse_ingress(
     if let Some(custom) = &annotations.custom_headers {
         match headers.custom(namespace, custom, &defaults.allowed_response_headers) {
             Ok(steps) => before.extend(steps),
-            Err(message) => denied = Some(("custom-headers", message)),
+            Err(message) => denied = Some(("custom-headers", "custom-headers-denied", message)),
         }
     }
     if let Some(auth) = &mut annotations.external_auth {
@@ -256,7 +256,10 @@ pub(super) fn parse_ingress(
                     set.append(&mut auth.set_headers);
                     auth.set_headers = set;
                 }
-                Err(message) => denied = denied.or(Some(("auth-proxy-set-headers", message))),
+                Err(message) => {
+                    let why = ("auth-proxy-set-headers", "invalid-config-map", message);
+                    denied = denied.or(Some(why));
+                }
             }
         }
     }
@@ -279,11 +282,7 @@ pub(super) fn parse_ingress(
             )
         })
         .collect();
-    if let Some((key, message)) = denied {
-        let reason = match key {
-            "custom-headers" => "custom-headers-denied",
-            _ => "invalid-config-map",
-        };
+    if let Some((key, reason, message)) = denied {
         parsed.notices.push(fault(
             format!("metadata.annotations[{key:?}]"),
             reason,

@@ -25,6 +25,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor, UnixTime};
 use webpki::{CertRevocationList, EndEntityCert, KeyUsage, RevocationOptionsBuilder};
 
+use crate::compat::nginx::escape_uri_component;
+
 /// Most bytes of CA names sent in a certificate request.
 const MAX_HINTS_BYTES: usize = 16 << 10;
 
@@ -170,13 +172,7 @@ impl ClientCa {
             Err(reason) => Verified::Failed(reason),
         };
         let (subject, issuer) = dn::subject_and_issuer(leaf.as_ref()).unwrap_or_default();
-        PeerCertificate {
-            ca: self.clone(),
-            verified,
-            subject,
-            issuer,
-            escaped: escaped_pem(leaf),
-        }
+        PeerCertificate::new(self.clone(), verified, subject, issuer, escaped_pem(leaf))
     }
 
     fn verify_chain(
@@ -239,33 +235,56 @@ pub struct PeerCertificate {
     pub issuer: String,
     /// The client's certificate as PEM, URL-escaped (`$ssl_client_escaped_cert`).
     pub escaped: Option<HeaderValue>,
+    /// The header values the pods get, made once for the connection's
+    /// requests: `ssl-client-verify`, and the names (none when empty, as
+    /// nginx's `proxy_set_header` with an empty value).
+    verify: HeaderValue,
+    pub subject_header: Option<HeaderValue>,
+    pub issuer_header: Option<HeaderValue>,
 }
 
 impl PeerCertificate {
-    fn none(ca: Arc<ClientCa>) -> PeerCertificate {
-        PeerCertificate {
-            ca,
-            verified: Verified::None,
-            subject: String::new(),
-            issuer: String::new(),
-            escaped: None,
-        }
-    }
-
-    /// `ssl-client-verify`'s value.
-    pub fn verify_header(&self) -> HeaderValue {
-        match &self.verified {
+    fn new(
+        ca: Arc<ClientCa>,
+        verified: Verified,
+        subject: String,
+        issuer: String,
+        escaped: Option<HeaderValue>,
+    ) -> PeerCertificate {
+        let verify = match &verified {
             Verified::None => HeaderValue::from_static("NONE"),
             Verified::Success => HeaderValue::from_static("SUCCESS"),
             Verified::Failed(reason) => HeaderValue::try_from(format!("FAILED:{reason}"))
                 .unwrap_or(HeaderValue::from_static("FAILED")),
+        };
+        let header = |name: &str| {
+            HeaderValue::try_from(name)
+                .ok()
+                .filter(|value| !value.is_empty())
+        };
+        PeerCertificate {
+            subject_header: header(&subject),
+            issuer_header: header(&issuer),
+            ca,
+            verified,
+            subject,
+            issuer,
+            escaped,
+            verify,
         }
+    }
+
+    fn none(ca: Arc<ClientCa>) -> PeerCertificate {
+        PeerCertificate::new(ca, Verified::None, String::new(), String::new(), None)
+    }
+
+    /// `ssl-client-verify`'s value.
+    pub fn verify_header(&self) -> &HeaderValue {
+        &self.verify
     }
 }
 
-/// PEM of one certificate, escaped as nginx's `ngx_escape_uri` component
-/// escaping leaves PEM's alphabet: letters and digits stay, `+`, `/`, `=`,
-/// space and newline become `%XX`.
+/// PEM of one certificate, escaped as nginx's `$ssl_client_escaped_cert`.
 fn escaped_pem(cert: &CertificateDer<'_>) -> Option<HeaderValue> {
     let encoded = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
     let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
@@ -274,15 +293,7 @@ fn escaped_pem(cert: &CertificateDer<'_>) -> Option<HeaderValue> {
         pem.push('\n');
     }
     pem.push_str("-----END CERTIFICATE-----\n");
-    let mut out = String::with_capacity(pem.len() * 3 / 2);
-    for byte in pem.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    HeaderValue::try_from(out).ok()
+    HeaderValue::try_from(escape_uri_component(&pem)).ok()
 }
 
 #[cfg(test)]
