@@ -5,6 +5,8 @@
 //! what serde does here; a field sluice does not act on yet is kept as a
 //! value, so `translate` can name it in a warning instead of ignoring it.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Deserialize;
 use serde_json::Value;
@@ -41,6 +43,9 @@ pub struct GatewaySpec {
     pub gateway_class_name: String,
     #[serde(default)]
     pub listeners: Vec<Listener>,
+    /// Fields sluice does not act on yet, kept to be named in a warning.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +61,9 @@ pub struct Listener {
     /// For `HTTPS`: the certificates to terminate with.
     #[serde(default)]
     pub tls: Option<ListenerTls>,
+    /// Fields sluice does not act on yet, kept to be named in a warning.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -66,6 +74,9 @@ pub struct ListenerTls {
     pub mode: Option<String>,
     #[serde(default)]
     pub certificate_refs: Vec<SecretRef>,
+    /// Fields sluice does not act on yet, kept to be named in a warning.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -85,6 +96,17 @@ pub struct SecretRef {
 pub struct AllowedRoutes {
     #[serde(default)]
     pub namespaces: Option<RouteNamespaces>,
+    /// The route kinds a listener takes; empty: those of its protocol.
+    #[serde(default)]
+    pub kinds: Vec<RouteGroupKind>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteGroupKind {
+    #[serde(default)]
+    pub group: Option<String>,
+    pub kind: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -111,6 +133,9 @@ pub struct HttpRouteSpec {
     pub hostnames: Vec<String>,
     #[serde(default)]
     pub rules: Vec<HttpRouteRule>,
+    /// Fields sluice does not act on yet, kept to be named in a warning.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -142,6 +167,9 @@ pub struct HttpRouteRule {
     pub timeouts: Option<Value>,
     #[serde(default)]
     pub session_persistence: Option<Value>,
+    /// Fields sluice does not act on yet, kept to be named in a warning.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -155,6 +183,9 @@ pub struct HttpRouteMatch {
     pub query_params: Vec<Value>,
     #[serde(default)]
     pub method: Option<String>,
+    /// Fields sluice does not act on yet, kept to be named in a warning.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -183,6 +214,9 @@ pub struct BackendRef {
     pub weight: Option<u32>,
     #[serde(default)]
     pub filters: Vec<Value>,
+    /// Fields sluice does not act on yet, kept to be named in a warning.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
 }
 
 /// One of a rule's `filters`; `kind` says which of the others is set.

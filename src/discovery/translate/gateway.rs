@@ -90,6 +90,9 @@ impl Builder<'_> {
                 name: route.metadata.name.clone().unwrap_or_default(),
             };
             let (hosts, mut parents) = self.attached_hosts(route, &gateways, &accepted, &object);
+            if !parents.is_empty() {
+                self.ignored(&object, "spec", &route.spec.other);
+            }
             if parents.is_empty() {
                 // No parent of sluice's: not ours to serve or to judge.
                 continue;
@@ -123,8 +126,10 @@ impl Builder<'_> {
     fn check_listeners(&mut self, gateway: &Gateway) -> ObjectStatus {
         let object = gateway_object(gateway);
         let mut parts = Vec::new();
+        self.ignored(&object, "spec", &gateway.spec.other);
         for (i, listener) in gateway.spec.listeners.iter().enumerate() {
             let field = format!("spec.listeners[{i}]");
+            self.ignored(&object, &field, &listener.other);
             let problem = match (listener.protocol.as_str(), published_port(listener)) {
                 ("HTTP" | "HTTPS", Some(port)) if listener.port != port => Some(("Accepted", "PortUnavailable", format!("listener {:?}: port {} is not one sluice publishes; {} listeners use {port}", listener.name, listener.port, listener.protocol))),
                 ("HTTPS", _) => self.listener_certificate(listener, &object).err(),
@@ -193,6 +198,11 @@ impl Builder<'_> {
             )
         };
         let tls = listener.tls.clone().unwrap_or_default();
+        // A TLS setting sluice does not act on (client validation among
+        // them) could be access control: the listener is not served.
+        if let Some(name) = tls.other.keys().next() {
+            return Err(unsupported(format!("tls.{name} is not served yet")));
+        }
         if tls.mode.as_deref().is_some_and(|m| m != "Terminate") {
             return Err(unsupported(format!(
                 "TLS mode {:?} is not served yet",
@@ -335,9 +345,10 @@ impl Builder<'_> {
             if !matched.headers.is_empty()
                 || !matched.query_params.is_empty()
                 || matched.method.is_some()
+                || !matched.other.is_empty()
             {
                 let message =
-                    "header, query parameter and method matches are not served yet; rule skipped"
+                    "header, query parameter, method and other matches are not served yet; rule skipped"
                         .to_owned();
                 self.warn_at(object, at, "unsupported-match", message);
                 return None;
@@ -389,6 +400,7 @@ impl Builder<'_> {
                 }
             }
         }
+        self.ignored(object, &field, &rule.other);
         let extras = [
             (rule.timeouts.is_some(), "timeouts"),
             (rule.session_persistence.is_some(), "sessionPersistence"),
@@ -413,7 +425,8 @@ impl Builder<'_> {
             .collect();
         let mut targets = Vec::new();
         let mut refs_failed = None;
-        for backend in &live {
+        for (b, backend) in live.iter().enumerate() {
+            self.ignored(object, &format!("{field}.backendRefs[{b}]"), &backend.other);
             match service_port(backend, &object.namespace) {
                 Ok(target) => targets.push((backend.weight.unwrap_or(1), target)),
                 Err((reason, message)) => {
@@ -556,6 +569,22 @@ impl Builder<'_> {
 }
 
 impl Builder<'_> {
+    /// Fields sluice does not act on yet: named in a warning, never ignored
+    /// silently.
+    fn ignored(
+        &mut self,
+        object: &ObjectRef,
+        field: &str,
+        other: &BTreeMap<String, serde_json::Value>,
+    ) {
+        if other.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = other.keys().map(String::as_str).collect();
+        let message = format!("{} not served yet; ignored", names.join(", "));
+        self.warn_at(object, field.to_owned(), "unsupported-field", message);
+    }
+
     fn warn_at(
         &mut self,
         object: &ObjectRef,
@@ -636,6 +665,18 @@ fn gateway_object(gateway: &Gateway) -> ObjectRef {
 /// `allowedRoutes.namespaces.from`: `Same` (the default) or `All`;
 /// `Selector` is not served yet, and so admits nothing.
 fn allows(listener: &Listener, gateway_namespace: &str, route_namespace: &str) -> bool {
+    // `kinds`: a listener that lists them takes HTTPRoutes only if named.
+    let kinds = listener
+        .allowed_routes
+        .as_ref()
+        .map_or(&[][..], |a| &a.kinds[..]);
+    let http_routes = kinds.is_empty()
+        || kinds.iter().any(|k| {
+            k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(gateway::GROUP) == gateway::GROUP
+        });
+    if !http_routes {
+        return false;
+    }
     let from = listener
         .allowed_routes
         .as_ref()

@@ -974,3 +974,32 @@ fn http_routes_keep_the_hosts_rules() {
     let reasons: Vec<_> = t.warnings.iter().map(|w| w.reason).collect();
     assert_eq!(reasons, ["host-owned"], "{:?}", t.warnings);
 }
+
+/// Gateway API fields sluice does not act on are never dropped silently:
+/// a listener that takes only other route kinds attaches no HTTPRoute, a
+/// TLS setting it cannot honour closes the listener, and any other field
+/// is a warning naming it.
+#[test]
+fn gateway_fields_sluice_does_not_act_on_are_named() {
+    let yaml = service("web", &["10.0.0.1"], &[])
+        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: s}\nspec: {controllerName: sluice.io/gateway-controller}\n"
+        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: default}\nspec:\n  gatewayClassName: s\n  addresses: [{value: 10.0.0.9}]\n  listeners:\n  - {name: grpc-only, port: 80, protocol: HTTP, hostname: grpc.example, allowedRoutes: {kinds: [{kind: GRPCRoute}]}}\n  - {name: mtls, port: 443, protocol: HTTPS, hostname: mtls.example, tls: {certificateRefs: [{name: cert}], frontendValidation: {caCertificateRefs: [{name: ca}]}}}\n  - {name: http, port: 80, protocol: HTTP, hostname: web.example}\n"
+        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: g}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n    retry: {attempts: 3}\n";
+    let (table, warnings) = build(&yaml);
+    assert!(table.route("web.example", "/").is_some());
+    assert!(
+        table.route("grpc.example", "/").is_none(),
+        "kinds: GRPCRoute only"
+    );
+    assert!(
+        table.route("mtls.example", "/").is_none(),
+        "frontendValidation is not served"
+    );
+    let said = |needle: &str| warnings.iter().any(|w| w.message.contains(needle));
+    assert!(said("addresses not served yet"), "{warnings:?}");
+    assert!(
+        said("tls.frontendValidation is not served yet"),
+        "{warnings:?}"
+    );
+    assert!(said("retry not served yet"), "{warnings:?}");
+}
