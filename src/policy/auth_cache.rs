@@ -12,7 +12,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use http::header::{HeaderName, WWW_AUTHENTICATE};
 use http::{HeaderMap, StatusCode};
+use sha1::{Digest as _, Sha1};
 use tokio::time::Instant;
 
 /// Answers kept per service.
@@ -83,11 +85,17 @@ pub struct Answer {
     pub headers: HeaderMap,
 }
 
-/// One service's remembered answers.
+/// An answer and when it expires.
+type Kept = (Instant, Arc<Answer>);
+
+/// One service's remembered answers. Keys are kept as salted digests and
+/// answers with only the headers a request reads, so a client that sends
+/// large unique keys (its cookies) holds a few dozen bytes per entry.
 #[derive(Debug, Default)]
 pub struct AuthCache {
     durations: CacheDurations,
-    entries: Mutex<HashMap<String, (Instant, Arc<Answer>)>>,
+    entries: Mutex<HashMap<[u8; 20], Kept>>,
+    salt: [u8; 16],
 }
 
 /// The same settings (what is kept is not compared).
@@ -99,9 +107,12 @@ impl PartialEq for AuthCache {
 
 impl AuthCache {
     pub fn new(durations: CacheDurations) -> AuthCache {
+        let mut salt = [0u8; 16];
+        salt.iter_mut().for_each(|b| *b = fastrand::u8(..));
         AuthCache {
             durations,
             entries: Mutex::default(),
+            salt,
         }
     }
 
@@ -109,20 +120,41 @@ impl AuthCache {
         &self.durations
     }
 
+    fn digest(&self, key: &str) -> [u8; 20] {
+        Sha1::new()
+            .chain_update(self.salt)
+            .chain_update(key.as_bytes())
+            .finalize()
+            .into()
+    }
+
     pub fn get(&self, key: &str, now: Instant) -> Option<Arc<Answer>> {
+        let key = self.digest(key);
         let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let (expires, answer) = entries.get(key)?;
+        let (expires, answer) = entries.get(&key)?;
         (*expires > now).then(|| answer.clone())
     }
 
-    /// Keeps an answer when its status has a duration and it sets no cookie.
-    pub fn put(&self, key: String, answer: &Answer, now: Instant) {
+    /// Keeps an answer when its status has a duration and it sets no cookie,
+    /// with only the headers in `keep` and its `WWW-Authenticate`.
+    pub fn put(&self, key: &str, answer: &Answer, keep: &[HeaderName], now: Instant) {
         let Some(time) = self.durations.of(answer.status) else {
             return;
         };
         if answer.headers.contains_key(http::header::SET_COOKIE) {
             return;
         }
+        let mut headers = HeaderMap::new();
+        for name in keep.iter().chain([&WWW_AUTHENTICATE]) {
+            for value in answer.headers.get_all(name) {
+                headers.append(name.clone(), value.clone());
+            }
+        }
+        let kept = Answer {
+            status: answer.status,
+            headers,
+        };
+        let key = self.digest(key);
         let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
         if entries.len() >= MAX_ENTRIES && !entries.contains_key(&key) {
             entries.retain(|_, (expires, _)| *expires > now);
@@ -131,13 +163,13 @@ impl AuthCache {
                 let soonest = entries
                     .iter()
                     .min_by_key(|(_, (expires, _))| *expires)
-                    .map(|(k, _)| k.clone());
+                    .map(|(k, _)| *k);
                 if let Some(soonest) = soonest {
                     entries.remove(&soonest);
                 }
             }
         }
-        entries.insert(key, (now + time, Arc::new(answer.clone())));
+        entries.insert(key, (now + time, Arc::new(kept)));
     }
 
     #[cfg(test)]
@@ -180,13 +212,13 @@ mod tests {
     fn answers_are_kept_for_their_time_and_bounded() {
         let cache = AuthCache::new(CacheDurations::default());
         let t0 = Instant::now();
-        cache.put("a".into(), &answer(200), t0);
-        cache.put("b".into(), &answer(500), t0);
+        cache.put("a", &answer(200), &[], t0);
+        cache.put("b", &answer(500), &[], t0);
         let mut cookie = answer(200);
         cookie
             .headers
             .insert(http::header::SET_COOKIE, "s=1".parse().unwrap());
-        cache.put("c".into(), &cookie, t0);
+        cache.put("c", &cookie, &[], t0);
         assert!(cache.get("a", t0 + Duration::from_secs(299)).is_some());
         assert!(cache.get("a", t0 + Duration::from_secs(300)).is_none());
         assert!(cache.get("b", t0).is_none(), "500 has no duration");
@@ -196,8 +228,9 @@ mod tests {
         );
         for i in 0..MAX_ENTRIES + 10 {
             cache.put(
-                format!("k{i}"),
+                &format!("k{i}"),
                 &answer(401),
+                &[],
                 t0 + Duration::from_millis(i as u64),
             );
         }
@@ -207,5 +240,23 @@ mod tests {
             "the soonest to end went first"
         );
         assert!(cache.get(&format!("k{}", MAX_ENTRIES + 9), t0).is_some());
+    }
+
+    /// Only what a request reads is kept: the listed headers and the
+    /// challenge, under a digest of the key.
+    #[test]
+    fn answers_keep_only_what_requests_read() {
+        let cache = AuthCache::new(CacheDurations::default());
+        let t0 = Instant::now();
+        let mut full = answer(200);
+        full.headers.insert("x-auth-user", "bob".parse().unwrap());
+        full.headers
+            .insert("x-padding", "x".repeat(4096).parse().unwrap());
+        let key = "k".repeat(16 << 10);
+        cache.put(&key, &full, &[HeaderName::from_static("x-auth-user")], t0);
+        let kept = cache.get(&key, t0).unwrap();
+        assert_eq!(kept.headers["x-auth-user"], "bob");
+        assert!(kept.headers.get("x-padding").is_none());
+        assert!(cache.get("k", t0).is_none());
     }
 }

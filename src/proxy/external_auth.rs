@@ -78,7 +78,7 @@ pub(super) async fn check(
                 Err(refused) => return Some(refused),
             };
             if let Some((key, cache)) = cached {
-                cache.put(key, &answer, Instant::now());
+                cache.put(&key, &answer, &spec.response_headers, Instant::now());
             }
             Arc::new(answer)
         }
