@@ -46,6 +46,7 @@ mod client_certs;
 mod faults;
 mod gateway;
 mod gateway_filters;
+mod gateway_listeners;
 mod headers;
 mod hosts;
 mod index;

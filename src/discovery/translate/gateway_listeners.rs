@@ -1,0 +1,265 @@
+//! Gateway API listeners: which serve (the published ports, protocols,
+//! HTTPS certificates), the status each gets, which routes they admit
+//! (`allowedRoutes`), and the spec's hostname intersection.
+
+use super::Builder;
+use crate::discovery::gateway::{self, Gateway, Listener};
+use crate::discovery::ObjectRef;
+use crate::routing::gateway_status::{Condition, ObjectStatus, PartStatus};
+use crate::routing::HostKey;
+
+/// The listener ports sluice publishes, whatever address it binds: 80 for
+/// HTTP, 443 for HTTPS.
+pub(super) fn published_port(listener: &Listener) -> Option<u16> {
+    match listener.protocol.as_str() {
+        "HTTP" => Some(80),
+        "HTTPS" => Some(443),
+        _ => None,
+    }
+}
+
+/// Why a listener is not served: its condition's type, reason and text.
+type Problem = (&'static str, &'static str, String);
+
+impl Builder<'_> {
+    /// Listeners sluice cannot serve say so (the spec's `Accepted: False`);
+    /// an HTTPS listener's certificate joins the table's.
+    pub(super) fn check_listeners(&mut self, gateway: &Gateway) -> ObjectStatus {
+        let object = gateway_object(gateway);
+        let mut parts = Vec::new();
+        self.ignored(&object, "spec", &gateway.spec.other);
+        for (i, listener) in gateway.spec.listeners.iter().enumerate() {
+            let field = format!("spec.listeners[{i}]");
+            self.ignored(&object, &field, &listener.other);
+            let problem = match (listener.protocol.as_str(), published_port(listener)) {
+                ("HTTP" | "HTTPS", Some(port)) if listener.port != port => Some(("Accepted", "PortUnavailable", format!("listener {:?}: port {} is not one sluice publishes; {} listeners use {port}", listener.name, listener.port, listener.protocol))),
+                ("HTTPS", _) => self.listener_certificate(listener, &object).err(),
+                ("HTTP", _) => None,
+                (other, _) => Some(("Accepted", "UnsupportedProtocol", format!("listener {:?}: protocol {other} is not served yet (HTTP and HTTPS)", listener.name))),
+            };
+            let conditions = match problem {
+                Some((kind, reason, message)) => {
+                    self.warn_at(&object, field, "gateway-listener", message.clone());
+                    vec![
+                        Condition::fails(kind, reason, message),
+                        Condition::fails("Programmed", "Invalid", String::new()),
+                    ]
+                }
+                None => vec![
+                    Condition::holds("Accepted", "Accepted"),
+                    Condition::holds("ResolvedRefs", "ResolvedRefs"),
+                    Condition::holds("Programmed", "Programmed"),
+                ],
+            };
+            parts.push(PartStatus {
+                name: listener.name.clone(),
+                conditions,
+            });
+        }
+        let programmed = parts
+            .iter()
+            .any(|p| p.conditions.iter().all(|c| c.status == "True"));
+        let conditions = vec![
+            Condition::holds("Accepted", "Accepted"),
+            if programmed {
+                Condition::holds("Programmed", "Programmed")
+            } else {
+                Condition::fails("Programmed", "Invalid", "no listener is served".into())
+            },
+        ];
+        ObjectStatus {
+            kind: "Gateway",
+            namespace: object.namespace,
+            name: object.name,
+            conditions,
+            parts,
+        }
+    }
+
+    /// An HTTPS listener's certificate, for its hostname, from a Secret of
+    /// the Gateway's own namespace (ReferenceGrant is not served yet).
+    fn listener_certificate(
+        &mut self,
+        listener: &Listener,
+        gateway: &ObjectRef,
+    ) -> Result<(), Problem> {
+        let name = &listener.name;
+        let unsupported = |what: String| {
+            (
+                "Accepted",
+                "UnsupportedValue",
+                format!("listener {name:?}: {what}"),
+            )
+        };
+        let invalid = |what: String| {
+            (
+                "ResolvedRefs",
+                "InvalidCertificateRef",
+                format!("listener {name:?}: {what}"),
+            )
+        };
+        let tls = listener.tls.clone().unwrap_or_default();
+        // A TLS setting sluice does not act on (client validation among
+        // them) could be access control: the listener is not served.
+        if let Some(name) = tls.other.keys().next() {
+            return Err(unsupported(format!("tls.{name} is not served yet")));
+        }
+        if tls.mode.as_deref().is_some_and(|m| m != "Terminate") {
+            return Err(unsupported(format!(
+                "TLS mode {:?} is not served yet",
+                tls.mode
+            )));
+        }
+        let Some(host) = listener.hostname.as_deref().map(str::to_ascii_lowercase) else {
+            return Err(unsupported(
+                "an HTTPS listener without a hostname is not served yet".into(),
+            ));
+        };
+        let [secret] = tls.certificate_refs.as_slice() else {
+            return Err(unsupported("exactly one certificateRef is served".into()));
+        };
+        let kind_ok = secret.group.as_deref().unwrap_or("").is_empty()
+            && secret.kind.as_deref().unwrap_or("Secret") == "Secret";
+        let own = secret
+            .namespace
+            .as_deref()
+            .is_none_or(|ns| ns == gateway.namespace);
+        if !kind_ok || !own {
+            return Err(invalid(
+                "the certificate must be a Secret of the Gateway's namespace".into(),
+            ));
+        }
+        let key = HostKey::parse(Some(&host))
+            .ok_or_else(|| unsupported(format!("{host:?} is not a host name")))?;
+        // Another namespace's host keeps its own certificate.
+        if let Some(owner) = self
+            .owners
+            .get(&key)
+            .filter(|o| o.namespace != gateway.namespace)
+        {
+            let what = format!(
+                "host {host} was routed first by namespace {}, which provides its certificate",
+                owner.namespace
+            );
+            return Err(invalid(what));
+        }
+        let certificate = self
+            .certificate(&gateway.namespace, &secret.name)
+            .map_err(|e| invalid(format!("Secret {}/{}: {e}", gateway.namespace, secret.name)))?;
+        if !self.certs.insert(&host, certificate) {
+            return Err(invalid(format!(
+                "host {host} already has a certificate (from an Ingress or an older listener)"
+            )));
+        }
+        Ok(())
+    }
+}
+
+pub(super) fn gateway_object(gateway: &Gateway) -> ObjectRef {
+    ObjectRef {
+        kind: "Gateway",
+        namespace: gateway.metadata.namespace.clone().unwrap_or_default(),
+        name: gateway.metadata.name.clone().unwrap_or_default(),
+    }
+}
+
+/// `allowedRoutes.namespaces.from`: `Same` (the default) or `All`;
+/// `Selector` is not served yet, and so admits nothing.
+pub(super) fn allows(listener: &Listener, gateway_namespace: &str, route_namespace: &str) -> bool {
+    // `kinds`: a listener that lists them takes HTTPRoutes only if named.
+    let kinds = listener
+        .allowed_routes
+        .as_ref()
+        .map_or(&[][..], |a| &a.kinds[..]);
+    let http_routes = kinds.is_empty()
+        || kinds.iter().any(|k| {
+            k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(gateway::GROUP) == gateway::GROUP
+        });
+    if !http_routes {
+        return false;
+    }
+    let from = listener
+        .allowed_routes
+        .as_ref()
+        .and_then(|a| a.namespaces.as_ref())
+        .and_then(|n| n.from.as_deref())
+        .unwrap_or("Same");
+    match from {
+        "All" => true,
+        "Same" => gateway_namespace == route_namespace,
+        _ => false,
+    }
+}
+
+/// The spec's hostname intersection of a listener and a route: a route
+/// without hostnames takes the listener's; a listener without one takes
+/// the route's; a wildcard on either side admits the names under it.
+pub(super) fn intersect(listener: Option<&str>, route: &[String]) -> Vec<HostKey> {
+    let parse = |h: &str| HostKey::parse(Some(&h.to_ascii_lowercase()));
+    let listener = listener.and_then(parse);
+    let route: Vec<HostKey> = route.iter().filter_map(|h| parse(h)).collect();
+    match (listener, route.is_empty()) {
+        (None, true) => vec![HostKey::Any],
+        (None, false) => route,
+        (Some(l), true) => vec![l],
+        (Some(l), false) => route
+            .into_iter()
+            .filter_map(|r| match (&l, &r) {
+                _ if l == r => Some(r),
+                (HostKey::Wildcard(_), HostKey::Exact(_)) if super::ownership::covers(&l, &r) => {
+                    Some(r)
+                }
+                (HostKey::Exact(_), HostKey::Wildcard(_)) if super::ownership::covers(&r, &l) => {
+                    Some(l.clone())
+                }
+                (HostKey::Wildcard(ls), HostKey::Wildcard(rs))
+                    if rs.ends_with(&format!(".{ls}")) =>
+                {
+                    Some(r)
+                }
+                (HostKey::Wildcard(ls), HostKey::Wildcard(rs))
+                    if ls.ends_with(&format!(".{rs}")) =>
+                {
+                    Some(l.clone())
+                }
+                _ => None,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hostnames_intersect_as_the_spec_says() {
+        let names = |hosts: Vec<HostKey>| hosts.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+        let route = |hs: &[&str]| hs.iter().map(|h| h.to_string()).collect::<Vec<_>>();
+        assert_eq!(names(intersect(None, &[])), ["*"]);
+        assert_eq!(names(intersect(Some("a.example"), &[])), ["a.example"]);
+        assert_eq!(
+            names(intersect(None, &route(&["b.example"]))),
+            ["b.example"]
+        );
+        assert_eq!(
+            names(intersect(
+                Some("*.example"),
+                &route(&["b.example", "c.other"])
+            )),
+            ["b.example"]
+        );
+        assert_eq!(
+            names(intersect(Some("b.example"), &route(&["*.example"]))),
+            ["b.example"]
+        );
+        assert_eq!(
+            names(intersect(Some("a.example"), &route(&["b.example"]))),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(intersect(Some("*.example"), &route(&["*.a.example"]))),
+            ["*.a.example"]
+        );
+    }
+}
