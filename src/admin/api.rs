@@ -17,8 +17,12 @@ use serde_json::{json, Value};
 pub fn routes(table: &RoutingTable) -> Value {
     let mut routes = Vec::new();
     for (host, host_routes) in table.hosts() {
-        for (kind, path, route) in host_routes.iter() {
-            routes.push(route_json(&host, Some((format!("{kind:?}"), path)), route));
+        for (kind, path, conditions, route) in host_routes.iter() {
+            let mut json = route_json(&host, Some((format!("{kind:?}"), path)), route);
+            if let Some(conditions) = conditions {
+                json["match"] = conditions.describe().into();
+            }
+            routes.push(json);
         }
         if let Some(route) = host_routes.default_route() {
             routes.push(route_json(&host, None, route));

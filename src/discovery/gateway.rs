@@ -178,14 +178,25 @@ pub struct HttpRouteMatch {
     #[serde(default)]
     pub path: Option<PathMatch>,
     #[serde(default)]
-    pub headers: Vec<Value>,
+    pub headers: Vec<ValueMatch>,
     #[serde(default)]
-    pub query_params: Vec<Value>,
+    pub query_params: Vec<ValueMatch>,
     #[serde(default)]
     pub method: Option<String>,
     /// Fields sluice does not act on yet, kept to be named in a warning.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
+}
+
+/// A header or query parameter match.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ValueMatch {
+    /// `Exact` (the default) or `RegularExpression`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    pub name: String,
+    pub value: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -47,6 +47,7 @@ mod faults;
 mod gateway;
 mod gateway_filters;
 mod gateway_listeners;
+mod gateway_matches;
 mod headers;
 mod hosts;
 mod index;

@@ -51,6 +51,7 @@ use super::tunnel::UpstreamSide;
 use crate::lifecycle::Lifecycle;
 use crate::policy::access::Blocklist;
 use crate::policy::canary::Cidr;
+use crate::routing::request_match::RequestFacts;
 use crate::routing::{Protocol, RoutingTable};
 use crate::telemetry::access_log::AccessLog;
 use crate::telemetry::connections::Downstream;
@@ -215,7 +216,15 @@ impl Proxy {
                 .map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
             let path = crate::routing::normalize::routing_path(request.uri().path())
                 .ok_or(ProxyError::BadRequest("path climbs above /"))?;
-            let route = table.route(host, &path).ok_or(ProxyError::NoRoute)?.clone();
+            let facts = RequestFacts {
+                method: request.method(),
+                headers: request.headers(),
+                query: request.uri().query(),
+            };
+            let route = table
+                .route_for(host, &path, &facts)
+                .ok_or(ProxyError::NoRoute)?
+                .clone();
             ctx.route = Some(route.clone());
             if route.policy.error_pages.is_some() {
                 ctx.error_headers = Some(Box::new(request.headers().clone()));

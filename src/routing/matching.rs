@@ -9,6 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use super::regex_paths::{Location, RegexPaths};
+use super::request_match::{RequestFacts, RequestMatch};
 use super::{IngressRef, Route};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -17,12 +18,60 @@ pub enum PathKind {
     Prefix,
 }
 
+/// The routes at one path of a host.
+#[derive(Debug, Default)]
+struct Slot {
+    /// Routes with conditions (Gateway API matches), most specific first.
+    guarded: Vec<(RequestMatch, Arc<Route>)>,
+    /// The route without conditions: an Ingress path, or a match of path only.
+    plain: Option<Arc<Route>>,
+}
+
+impl Slot {
+    fn pick(&self, request: &RequestFacts<'_>) -> Option<&Arc<Route>> {
+        // The Ingress case, one branch: no conditions to check.
+        if self.guarded.is_empty() {
+            return self.plain.as_ref();
+        }
+        self.guarded
+            .iter()
+            .find(|(conditions, _)| conditions.matches(request))
+            .map(|(_, route)| route)
+            .or(self.plain.as_ref())
+    }
+
+    /// Adds a route, unless one with the same conditions holds the slot:
+    /// then returns that one.
+    fn insert(&mut self, conditions: RequestMatch, route: Arc<Route>) -> Result<(), Arc<Route>> {
+        if conditions.is_empty() {
+            if let Some(existing) = &self.plain {
+                return Err(existing.clone());
+            }
+            self.plain = Some(route);
+            return Ok(());
+        }
+        if let Some((_, existing)) = self.guarded.iter().find(|(c, _)| c.same(&conditions)) {
+            return Err(existing.clone());
+        }
+        // After every route that ranks as high: older routes, earlier rules.
+        let rank = conditions.rank();
+        let at = self.guarded.partition_point(|(c, _)| c.rank() <= rank);
+        self.guarded.insert(at, (conditions, route));
+        Ok(())
+    }
+
+    fn routes(&self) -> impl Iterator<Item = (Option<&RequestMatch>, &Arc<Route>)> {
+        let guarded = self.guarded.iter().map(|(c, r)| (Some(c), r));
+        guarded.chain(self.plain.iter().map(|r| (None, r)))
+    }
+}
+
 /// The routes of one host (or of the wildcard or any-host bucket).
 #[derive(Debug, Default)]
 pub struct HostRoutes {
-    exact: HashMap<Box<str>, Arc<Route>>,
+    exact: HashMap<Box<str>, Slot>,
     /// Normalized prefixes (no trailing slash, `/` kept), longest first.
-    prefixes: Vec<(Box<str>, Arc<Route>)>,
+    prefixes: Vec<(Box<str>, Slot)>,
     /// The Ingress `defaultBackend` for this host: requests that match no path.
     default: Option<Arc<Route>>,
     /// The paths as written, noted while the table is built (`finish`).
@@ -55,26 +104,39 @@ impl HostRoutes {
         path: &str,
         route: Arc<Route>,
     ) -> Result<(), Arc<Route>> {
+        self.insert_guarded(kind, path, RequestMatch::default(), route)
+    }
+
+    /// Adds a path whose route also asks for method, headers or query
+    /// parameters; as `insert` when the same conditions are there already.
+    pub fn insert_guarded(
+        &mut self,
+        kind: PathKind,
+        path: &str,
+        conditions: RequestMatch,
+        route: Arc<Route>,
+    ) -> Result<(), Arc<Route>> {
         match kind {
-            PathKind::Exact => {
-                if let Some(existing) = self.exact.get(path) {
-                    return Err(existing.clone());
-                }
-                self.exact.insert(path.into(), route);
-            }
+            PathKind::Exact => self
+                .exact
+                .entry(path.into())
+                .or_default()
+                .insert(conditions, route),
             PathKind::Prefix => {
                 let path = normalize_prefix(path);
-                if let Some((_, existing)) = self.prefixes.iter().find(|(p, _)| &**p == path) {
-                    return Err(existing.clone());
+                if let Some((_, slot)) = self.prefixes.iter_mut().find(|(p, _)| &**p == path) {
+                    return slot.insert(conditions, route);
                 }
+                let mut slot = Slot::default();
+                slot.insert(conditions, route)?;
                 // Keep longest first so the first hit is the longest match.
                 let at = self
                     .prefixes
                     .partition_point(|(p, _)| p.len() >= path.len());
-                self.prefixes.insert(at, (path.into(), route));
+                self.prefixes.insert(at, (path.into(), slot));
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// Sets the host's default route, unless one is set: then returns that one.
@@ -88,16 +150,17 @@ impl HostRoutes {
 
     /// The route at exactly this rule, if any, to replace (a canary joins it).
     pub fn route_at_mut(&mut self, kind: PathKind, path: &str) -> Option<&mut Arc<Route>> {
-        match kind {
+        let slot = match kind {
             PathKind::Exact => self.exact.get_mut(path),
             PathKind::Prefix => {
                 let path = normalize_prefix(path);
                 self.prefixes
                     .iter_mut()
                     .find(|(p, _)| &**p == path)
-                    .map(|(_, r)| r)
+                    .map(|(_, slot)| slot)
             }
-        }
+        };
+        slot?.plain.as_mut()
     }
 
     pub fn default_route(&self) -> Option<&Arc<Route>> {
@@ -105,7 +168,10 @@ impl HostRoutes {
     }
 
     pub fn route_count(&self) -> usize {
-        self.exact.len() + self.prefixes.len() + self.default.is_some() as usize
+        let count = |slot: &Slot| slot.guarded.len() + slot.plain.is_some() as usize;
+        let paths: usize = self.exact.values().map(count).sum::<usize>()
+            + self.prefixes.iter().map(|(_, s)| count(s)).sum::<usize>();
+        paths + self.default.is_some() as usize
     }
 
     /// Notes a path as its Ingress wrote it, once `insert` took it.
@@ -136,8 +202,17 @@ impl HostRoutes {
             };
         }
         mode.affected.retain(|i| !mode.by.contains(i));
-        let (regex, invalid) = RegexPaths::build(&routed);
+        let (regex, mut invalid) = RegexPaths::build(&routed);
         self.regex = regex;
+        // The patterns decide alone, so conditions would be lost: say so.
+        let guarded = self
+            .exact
+            .values()
+            .chain(self.prefixes.iter().map(|(_, s)| s));
+        for (_, route) in guarded.flat_map(|s| s.guarded.iter()) {
+            let why = "its method, header or query match is not served on a host that an Ingress put in regex mode (use-regex, rewrite-target)";
+            invalid.push((route.clone(), why.to_owned()));
+        }
         mode.invalid = invalid;
         mode
     }
@@ -148,16 +223,17 @@ impl HostRoutes {
     }
 
     fn route_at(&self, kind: PathKind, path: &str) -> Option<&Arc<Route>> {
-        match kind {
+        let slot = match kind {
             PathKind::Exact => self.exact.get(path),
             PathKind::Prefix => {
                 let path = normalize_prefix(path);
                 self.prefixes
                     .iter()
                     .find(|(p, _)| &**p == path)
-                    .map(|(_, r)| r)
+                    .map(|(_, slot)| slot)
             }
-        }
+        };
+        slot?.plain.as_ref()
     }
 
     /// Sets the host's `app-root` redirect, unless one is set (the oldest
@@ -166,7 +242,15 @@ impl HostRoutes {
         self.root_redirect.get_or_insert(route);
     }
 
+    /// The route of a request's path, for a `GET` without headers: what a
+    /// lookup by path alone means (tests, the admin API).
     pub fn route(&self, path: &str) -> Option<&Arc<Route>> {
+        self.route_for(path, &RequestFacts::bare())
+    }
+
+    /// The route of a request: its path first, then (where routes at that
+    /// path have conditions) its method, headers and query.
+    pub fn route_for(&self, path: &str, request: &RequestFacts<'_>) -> Option<&Arc<Route>> {
         if let Some(redirect) = &self.root_redirect {
             if path == "/" {
                 return Some(redirect);
@@ -177,23 +261,31 @@ impl HostRoutes {
         }
         // A matching Exact rule is exactly as long as the request path, so it can never
         // lose to a Prefix: checking it first implements both tie-break rules.
-        if let Some(route) = self.exact.get(path) {
+        // A path whose routes all have conditions the request does not meet
+        // leaves it to the next shorter path, as the Gateway API asks.
+        if let Some(route) = self.exact.get(path).and_then(|s| s.pick(request)) {
             return Some(route);
         }
         self.prefixes
             .iter()
-            .find(|(prefix, _)| prefix_matches(prefix, path))
-            .map(|(_, route)| route)
+            .filter(|(prefix, _)| prefix_matches(prefix, path))
+            .find_map(|(_, slot)| slot.pick(request))
             .or(self.default.as_ref())
     }
 
-    /// Every path route with its kind and path, for the admin API and tests.
-    pub fn iter(&self) -> impl Iterator<Item = (PathKind, &str, &Arc<Route>)> {
-        let exact = self.exact.iter().map(|(p, r)| (PathKind::Exact, &**p, r));
-        let prefix = self
-            .prefixes
-            .iter()
-            .map(|(p, r)| (PathKind::Prefix, &**p, r));
+    /// Every path route with its kind, path and conditions, for the admin API
+    /// and tests.
+    pub fn iter(
+        &self,
+    ) -> impl Iterator<Item = (PathKind, &str, Option<&RequestMatch>, &Arc<Route>)> {
+        let exact = self.exact.iter().flat_map(|(p, slot)| {
+            slot.routes()
+                .map(move |(c, r)| (PathKind::Exact, &**p, c, r))
+        });
+        let prefix = self.prefixes.iter().flat_map(|(p, slot)| {
+            slot.routes()
+                .map(move |(c, r)| (PathKind::Prefix, &**p, c, r))
+        });
         exact.chain(prefix)
     }
 }

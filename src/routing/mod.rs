@@ -13,6 +13,7 @@ pub mod gateway_status;
 mod matching;
 pub mod normalize;
 pub mod regex_paths;
+pub mod request_match;
 pub mod weighted;
 
 use crate::policy::affinity::Affinity;
@@ -601,8 +602,19 @@ impl RoutingTable {
             .sum()
     }
 
-    /// Finds the route for a request. `host` may carry a port and any case.
+    /// Finds the route for a `GET` without headers or query (see
+    /// `route_for`). `host` may carry a port and any case.
     pub fn route(&self, host: &str, path: &str) -> Option<&Arc<Route>> {
+        self.route_for(host, path, &request_match::RequestFacts::bare())
+    }
+
+    /// Finds the route for a request. `host` may carry a port and any case.
+    pub fn route_for(
+        &self,
+        host: &str,
+        path: &str,
+        request: &request_match::RequestFacts<'_>,
+    ) -> Option<&Arc<Route>> {
         let host = strip_port(host);
         let lowered;
         let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -624,7 +636,7 @@ impl RoutingTable {
             })
             .or(self.any_host.as_ref());
         host_routes
-            .and_then(|h| h.route(path))
+            .and_then(|h| h.route_for(path, request))
             .or(self.default_route.as_ref())
     }
 }

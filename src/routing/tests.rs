@@ -189,3 +189,59 @@ fn backend_refs() {
         assert!(parse_backend_ref(bad).is_none(), "{bad}");
     }
 }
+
+/// Gateway API: a path whose routes all ask for something the request lacks
+/// leaves it to the next shorter path, and an Ingress path is unaffected.
+#[test]
+fn guarded_routes_fall_back_to_shorter_paths() {
+    use http::{HeaderMap, HeaderName, Method};
+    use request_match::{RequestFacts, RequestMatch, ValueMatch};
+    let mut routes = HostRoutes::default();
+    let canary = RequestMatch {
+        headers: vec![(
+            HeaderName::from_static("x-canary"),
+            ValueMatch::Exact("1".into()),
+        )],
+        ..RequestMatch::default()
+    };
+    let post = RequestMatch {
+        method: Some(Method::POST),
+        ..RequestMatch::default()
+    };
+    routes
+        .insert_guarded(PathKind::Prefix, "/api", canary.clone(), route("canary"))
+        .unwrap();
+    routes
+        .insert_guarded(PathKind::Exact, "/api/x", post, route("post"))
+        .unwrap();
+    routes.insert(PathKind::Prefix, "/", route("root")).unwrap();
+    // The same conditions at the same path: the first keeps it.
+    let taken = routes.insert_guarded(PathKind::Prefix, "/api/", canary, route("late"));
+    assert_eq!(taken.unwrap_err().ingress.name, "canary");
+    let mut headers = HeaderMap::new();
+    let name = |facts: &RequestFacts<'_>, path| {
+        routes
+            .route_for(path, facts)
+            .map(|r| r.ingress.name.clone())
+    };
+    let get = RequestFacts {
+        method: &Method::GET,
+        headers: &headers,
+        query: None,
+    };
+    assert_eq!(name(&get, "/api/x").as_deref(), Some("root"));
+    let post_facts = RequestFacts {
+        method: &Method::POST,
+        ..get
+    };
+    assert_eq!(name(&post_facts, "/api/x").as_deref(), Some("post"));
+    headers.insert("x-canary", "1".parse().unwrap());
+    let with_header = RequestFacts {
+        method: &Method::GET,
+        headers: &headers,
+        query: None,
+    };
+    assert_eq!(name(&with_header, "/api/x").as_deref(), Some("canary"));
+    assert_eq!(name(&with_header, "/other").as_deref(), Some("root"));
+    assert_eq!(routes.route_count(), 3);
+}

@@ -85,7 +85,7 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
             "headers",
             "edge",
             "headers.example.com",
-            "  - matches: [{headers: [{name: x-canary, value: \"1\"}]}]\n    backendRefs: [{name: web, port: 80}]\n",
+            "  - matches: [{headers: [{name: x-canary, value: \"1\"}]}]\n    backendRefs: [{name: web, port: 80}]\n  - matches: [{path: {type: RegularExpression, value: \"/.*\"}}]\n    backendRefs: [{name: blue, port: 80}]\n",
         )
         + &route(
             "mirrored",
@@ -156,11 +156,17 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
         status("shop.example.org", "/api").await,
         StatusCode::NOT_FOUND
     );
-    // A match sluice cannot express: skipped, never routed more broadly.
+    // A header match routes only what has the header; a match sluice
+    // cannot express (a regex path) is skipped, never routed more broadly.
     assert_eq!(
         status("headers.example.com", "/").await,
         StatusCode::NOT_FOUND
     );
+    let mut canary = get(sluice.http_addr, "headers.example.com", "/");
+    canary
+        .headers_mut()
+        .insert("x-canary", "1".parse().unwrap());
+    assert_eq!(send(&http, canary).await.unwrap().upstream(), "web");
     // A filter it cannot honour: 500, as the spec asks.
     let requests = web.requests();
     assert_eq!(

@@ -20,6 +20,7 @@ mod drain;
 mod error_pages;
 mod external_auth;
 mod gateway_api;
+mod gateway_conformance;
 mod hot_swap;
 mod kubernetes;
 mod layering;

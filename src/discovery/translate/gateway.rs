@@ -4,8 +4,9 @@
 //!
 //! What is served: HTTP listeners on the published port 80, `allowedRoutes`
 //! from `Same` or `All` namespaces, hostnames intersected as the spec says,
-//! `PathPrefix` and `Exact` matches, the core filters (`gateway_filters`),
-//! and weighted Service `backendRefs` in the route's own namespace. Anything else is never ignored: a match sluice
+//! path, method, header and query matches (`gateway_matches`), the core
+//! filters (`gateway_filters`), and weighted Service `backendRefs` in the
+//! route's own namespace. Anything else is never ignored: a match sluice
 //! cannot express skips its rule (routing it more broadly would change what
 //! it means), and a filter or `backendRef` it cannot honour makes the rule
 //! answer 500, as the spec asks for unresolved filters and references.
@@ -198,44 +199,18 @@ impl Builder<'_> {
     ) -> Option<Condition> {
         let field = format!("spec.rules[{index}]");
         // Where the rule goes; a match sluice cannot express skips it.
-        let mut paths = Vec::new();
+        let mut matches = Vec::new();
         for (m, matched) in rule.matches.iter().enumerate() {
-            let at = format!("{field}.matches[{m}]");
-            if !matched.headers.is_empty()
-                || !matched.query_params.is_empty()
-                || matched.method.is_some()
-                || !matched.other.is_empty()
-            {
-                let message =
-                    "header, query parameter, method and other matches are not served yet; rule skipped"
-                        .to_owned();
-                self.warn_at(object, at, "unsupported-match", message);
-                return None;
-            }
-            let path = matched.path.clone().unwrap_or_default();
-            let value = path.value.unwrap_or_else(|| "/".into());
-            let kind = match path.kind.as_deref().unwrap_or("PathPrefix") {
-                "PathPrefix" => PathKind::Prefix,
-                "Exact" => PathKind::Exact,
-                other => {
-                    let message = format!("path match {other} is not served yet; rule skipped");
-                    self.warn_at(object, at, "unsupported-match", message);
+            match super::gateway_matches::compile(matched) {
+                Ok(compiled) => matches.push(compiled),
+                Err((reason, message)) => {
+                    self.warn_at(object, format!("{field}.matches[{m}]"), reason, message);
                     return None;
                 }
-            };
-            if !value.starts_with('/') || value.contains(['?', '#']) || value.len() > 1024 {
-                self.warn_at(
-                    object,
-                    at,
-                    "invalid-path",
-                    format!("{value:?} is not a path; rule skipped"),
-                );
-                return None;
             }
-            paths.push((kind, value));
         }
-        if paths.is_empty() {
-            paths.push((PathKind::Prefix, "/".into()));
+        if matches.is_empty() {
+            matches.push(super::gateway_matches::compile(&Default::default()).ok()?);
         }
         // What the rule answers with: its backend, or a 500 for what
         // cannot be honoured.
@@ -243,8 +218,8 @@ impl Builder<'_> {
         // Each match's edits, made once for all the hosts
         // (`ReplacePrefixMatch` replaces its own prefix).
         let mut match_edits = Vec::new();
-        for (kind, path) in &paths {
-            let prefix = (*kind == PathKind::Prefix).then_some(path.as_str());
+        for compiled in &matches {
+            let prefix = (compiled.kind == PathKind::Prefix).then_some(compiled.path.as_str());
             match super::gateway_filters::compile(&rule.filters, prefix) {
                 Ok(steps) => match_edits.push((!steps.is_empty()).then(|| {
                     Arc::new(Edits {
@@ -384,7 +359,8 @@ impl Builder<'_> {
                 .client_certs
                 .get(host)
                 .map(|(settings, _)| settings.clone());
-            for (i, (kind, path)) in paths.iter().enumerate() {
+            for (i, compiled) in matches.iter().enumerate() {
+                let (kind, path) = (&compiled.kind, &compiled.path);
                 let edits = refusal
                     .clone()
                     .or_else(|| match_edits.get(i).cloned().flatten());
@@ -406,7 +382,8 @@ impl Builder<'_> {
                     policy: policy.clone(),
                 });
                 let routes = self.hosts.entry(host.clone()).or_default();
-                match routes.insert(*kind, path, route) {
+                match routes.insert_guarded(*kind, path, compiled.conditions.clone(), route) {
+                    Ok(()) if !compiled.conditions.is_empty() => {}
                     Ok(()) => routes.note(Location {
                         kind: *kind,
                         path: path.to_string(),
@@ -415,7 +392,7 @@ impl Builder<'_> {
                     }),
                     Err(owner) => {
                         let message = format!(
-                            "host {host} path {path:?} is already served by {}/{}; skipped",
+                            "host {host} path {path:?} with these conditions is already served by {}/{}; skipped",
                             owner.ingress.namespace, owner.ingress.name
                         );
                         self.warn_at(object, field.clone(), "conflict", message);
