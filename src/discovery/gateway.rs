@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 pub const API_VERSION: &str = "gateway.networking.k8s.io/v1";
+pub const API_VERSION_BETA: &str = "gateway.networking.k8s.io/v1beta1";
 pub const GROUP: &str = "gateway.networking.k8s.io";
 
 /// The `controllerName` of the GatewayClasses sluice serves.
@@ -298,4 +299,42 @@ pub struct PathModifier {
     pub replace_full_path: Option<String>,
     #[serde(default)]
     pub replace_prefix_match: Option<String>,
+}
+
+/// A namespace's consent to references from another's objects
+/// (`gateway.networking.k8s.io/v1beta1` or `v1`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrant {
+    pub metadata: ObjectMeta,
+    pub spec: ReferenceGrantSpec,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReferenceGrantSpec {
+    #[serde(default)]
+    pub from: Vec<GrantFrom>,
+    #[serde(default)]
+    pub to: Vec<GrantTo>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantFrom {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrantTo {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+    /// Absent: every object of the kind in the grant's namespace.
+    #[serde(default)]
+    pub name: Option<String>,
 }

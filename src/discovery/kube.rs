@@ -427,6 +427,7 @@ impl Store {
             gateway_classes: Vec::new(),
             gateways: Vec::new(),
             http_routes: Vec::new(),
+            reference_grants: Vec::new(),
             sources: HashMap::new(),
             resolved: Default::default(),
         }

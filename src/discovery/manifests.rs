@@ -78,6 +78,7 @@ enum Object {
     GatewayClass(Arc<gateway::GatewayClass>),
     Gateway(Arc<gateway::Gateway>),
     HttpRoute(Arc<gateway::HttpRoute>),
+    ReferenceGrant(Arc<gateway::ReferenceGrant>),
 }
 
 impl ManifestsDir {
@@ -144,6 +145,7 @@ impl ManifestsDir {
                     Object::GatewayClass(o) => snapshot.gateway_classes.push(o.clone()),
                     Object::Gateway(o) => snapshot.gateways.push(o.clone()),
                     Object::HttpRoute(o) => snapshot.http_routes.push(o.clone()),
+                    Object::ReferenceGrant(o) => snapshot.reference_grants.push(o.clone()),
                 }
             }
         }
@@ -358,6 +360,9 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         "Service" | "Secret" | "ConfigMap" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
         "GatewayClass" | "Gateway" | "HTTPRoute" => gateway::API_VERSION,
+        // Still served as v1beta1 too, the version most manifests name.
+        "ReferenceGrant" if api_version == gateway::API_VERSION_BETA => gateway::API_VERSION_BETA,
+        "ReferenceGrant" => gateway::API_VERSION,
         _ => return Ok(None),
     };
     if api_version != expected {
@@ -376,6 +381,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         "GatewayClass" => Object::GatewayClass(Arc::new(decode(value)?)),
         "Gateway" => Object::Gateway(Arc::new(decode(value)?)),
         "HTTPRoute" => Object::HttpRoute(Arc::new(decode(value)?)),
+        "ReferenceGrant" => Object::ReferenceGrant(Arc::new(decode(value)?)),
         _ => Object::EndpointSlice(Arc::new(PodSlice::from(decode::<EndpointSlice>(value)?))),
     };
     let meta = match &object {
@@ -388,6 +394,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         Object::GatewayClass(o) => &o.metadata,
         Object::Gateway(o) => &o.metadata,
         Object::HttpRoute(o) => &o.metadata,
+        Object::ReferenceGrant(o) => &o.metadata,
     };
     let object_ref = object_ref(kind_name(&object), meta).ok_or((
         None,
@@ -415,6 +422,7 @@ fn kind_name(object: &Object) -> &'static str {
         Object::GatewayClass(_) => "GatewayClass",
         Object::Gateway(_) => "Gateway",
         Object::HttpRoute(_) => "HTTPRoute",
+        Object::ReferenceGrant(_) => "ReferenceGrant",
     }
 }
 
@@ -450,6 +458,7 @@ fn with_default_namespace(object: Object) -> Object {
         Object::ConfigMap(o) => Object::ConfigMap(fill(o, |o| &mut o.metadata)),
         Object::Gateway(o) => Object::Gateway(fill(o, |o| &mut o.metadata)),
         Object::HttpRoute(o) => Object::HttpRoute(fill(o, |o| &mut o.metadata)),
+        Object::ReferenceGrant(o) => Object::ReferenceGrant(fill(o, |o| &mut o.metadata)),
         other => other,
     }
 }

@@ -54,6 +54,7 @@ mod index;
 mod mirror;
 mod ownership;
 mod parse;
+mod reference_grants;
 mod wire;
 
 pub use class::{ClassSelection, DEFAULT_CONTROLLER_CLASS, DEFAULT_INGRESS_CLASS};

@@ -15,6 +15,8 @@ use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use serde_json::Value;
 
+use sluice::server::Server;
+
 use crate::support::*;
 
 const FIXTURES: &str = concat!(
@@ -75,14 +77,35 @@ impl Case {
 const V1: &str = "infra-backend-v1";
 const V2: &str = "infra-backend-v2";
 const V3: &str = "infra-backend-v3";
+const WEB: &str = "web-backend";
+const APP_V1: &str = "app-backend-v1";
+const APP_V2: &str = "app-backend-v2";
+const INFRA: &str = "gateway-conformance-infra";
 
 /// An upstream conformance test: its short name, manifest, the routes it
-/// makes, and its cases.
+/// makes, the reason of their `ResolvedRefs` condition, and its cases.
 struct Conformance {
     name: &'static str,
     file: &'static str,
     routes: &'static [&'static str],
+    resolved: &'static str,
     cases: Vec<Case>,
+    /// Once the manifest's ReferenceGrants are deleted: the reason then,
+    /// and the cases.
+    ungranted: Option<(&'static str, Vec<Case>)>,
+}
+
+impl Default for Conformance {
+    fn default() -> Self {
+        Conformance {
+            name: "",
+            file: "",
+            routes: &[],
+            resolved: "ResolvedRefs",
+            cases: Vec::new(),
+            ungranted: None,
+        }
+    }
 }
 
 fn tests() -> Vec<Conformance> {
@@ -110,6 +133,7 @@ fn tests() -> Vec<Conformance> {
                 req("/").header("Color", "yellow").to(V2),
                 req("/").header("Color", "purple").status(404),
             ],
+            ..Conformance::default()
         },
         Conformance {
             name: "HTTPRouteMatching",
@@ -126,6 +150,7 @@ fn tests() -> Vec<Conformance> {
                 req("/v2example").to(V1),
                 req("/foo/v2/example").to(V1),
             ],
+            ..Conformance::default()
         },
         Conformance {
             name: "HTTPRouteQueryParamMatching",
@@ -143,6 +168,7 @@ fn tests() -> Vec<Conformance> {
                 req("/?animal=whaledolphin").status(404),
                 req("/").status(404),
             ],
+            ..Conformance::default()
         },
         Conformance {
             name: "HTTPRouteMethodMatching",
@@ -165,6 +191,7 @@ fn tests() -> Vec<Conformance> {
                 req("/path5").method("PATCH").to(V1),
                 req("/").header("version", "four").method("PATCH").to(V2),
             ],
+            ..Conformance::default()
         },
         Conformance {
             name: "HTTPRouteMatchingAcrossRoutes",
@@ -183,6 +210,7 @@ fn tests() -> Vec<Conformance> {
                 req("/v2/example").host("example.com").to(V2),
                 req("/").host("example.com").header("Version", "two").to(V2),
             ],
+            ..Conformance::default()
         },
         Conformance {
             name: "HTTPRouteExactPathMatching",
@@ -196,17 +224,58 @@ fn tests() -> Vec<Conformance> {
                 req("/two/").status(404),
                 req("/Two").status(404),
             ],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteInvalidReferenceGrant",
+            file: "httproute-invalid-reference-grant.yaml",
+            routes: &["reference-grant"],
+            resolved: "RefNotPermitted",
+            cases: vec![req("/").status(500)],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteInvalidNonExistentBackendRef",
+            file: "httproute-invalid-nonexistent-backendref.yaml",
+            routes: &["invalid-nonexistent-backend-ref"],
+            resolved: "BackendNotFound",
+            cases: vec![req("/").status(500)],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteReferenceGrant",
+            file: "httproute-reference-grant.yaml",
+            routes: &["reference-grant"],
+            cases: vec![req("/").to(WEB)],
+            ungranted: Some(("RefNotPermitted", vec![req("/").status(500)])),
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteInvalidCrossNamespaceBackendRef",
+            file: "httproute-invalid-cross-namespace-backend-ref.yaml",
+            routes: &["invalid-cross-namespace-backend-ref"],
+            resolved: "RefNotPermitted",
+            cases: vec![req("/").status(500)],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRoutePartiallyInvalidViaInvalidReferenceGrant",
+            file: "httproute-partially-invalid-via-invalid-reference-grant.yaml",
+            routes: &["invalid-reference-grant"],
+            resolved: "RefNotPermitted",
+            cases: vec![req("/v2").status(500), req("/").to(APP_V1)],
+            ..Conformance::default()
         },
     ]
 }
 
-/// The backends every upstream test names, in the infrastructure namespace,
-/// on port 8080 as the conformance base makes them.
-fn backends(pods: &[(&str, SocketAddr)]) -> String {
+/// The backends the upstream tests name, each in its namespace, on port
+/// 8080 as the conformance base makes them.
+fn backends(pods: &[(&str, &str, SocketAddr)]) -> String {
     let mut yaml = String::new();
-    for (name, addr) in pods {
+    for (namespace, name, addr) in pods {
         yaml += &format!(
-            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: gateway-conformance-infra}}\nspec:\n  ports: [{{port: 8080, targetPort: 3000}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-0\n  namespace: gateway-conformance-infra\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{port: {}}}]\nendpoints:\n- addresses: [\"{}\"]\n",
+            "---\napiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  ports: [{{port: 8080, targetPort: 3000}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-0\n  namespace: {namespace}\n  labels: {{kubernetes.io/service-name: {name}}}\naddressType: IPv4\nports: [{{port: {}}}]\nendpoints:\n- addresses: [\"{}\"]\n",
             addr.port(),
             addr.ip()
         );
@@ -229,20 +298,30 @@ fn object<'a>(routes: &'a Value, kind: &str, name: &str) -> Option<&'a Value> {
 }
 
 fn holds(conditions: &Value, kind: &str) -> bool {
-    conditions
-        .as_array()
-        .is_some_and(|c| c.iter().any(|c| c["type"] == kind && c["status"] == "True"))
+    reason(conditions, kind) == Some(("True", kind))
+}
+
+/// A condition's status and reason.
+fn reason<'a>(conditions: &'a Value, kind: &str) -> Option<(&'a str, &'a str)> {
+    let found = conditions.as_array()?.iter().find(|c| c["type"] == kind)?;
+    Some((found["status"].as_str()?, found["reason"].as_str()?))
 }
 
 /// Every route of the test is in the table, accepted by each parent with
-/// its references resolved, and no route of another test is.
-fn ready(routes: &Value, test: &Conformance) -> bool {
+/// its references resolved as the test expects (`resolved`: the reason),
+/// and no route of another test is.
+fn ready(routes: &Value, test: &Conformance, resolved: &str) -> bool {
+    let want = match resolved {
+        "ResolvedRefs" => ("True", resolved),
+        _ => ("False", resolved),
+    };
     let ours = test.routes.iter().all(|name| {
         object(routes, "HTTPRoute", name).is_some_and(|route| {
             let parents = route["parts"].as_array().map_or(&[][..], |p| p);
             !parents.is_empty()
                 && parents.iter().all(|p| {
-                    holds(&p["conditions"], "Accepted") && holds(&p["conditions"], "ResolvedRefs")
+                    holds(&p["conditions"], "Accepted")
+                        && reason(&p["conditions"], "ResolvedRefs") == Some(want)
                 })
         })
     });
@@ -255,57 +334,87 @@ fn ready(routes: &Value, test: &Conformance) -> bool {
 }
 
 #[tokio::test]
-async fn core_and_extended_http_route_matching_as_the_conformance_suite_checks_it() {
+async fn http_route_scenarios_as_the_conformance_suite_checks_them() {
     let v1 = start_upstream(V1).await;
     let v2 = start_upstream(V2).await;
     let v3 = start_upstream(V3).await;
+    let web = start_upstream(WEB).await;
+    let app_v1 = start_upstream(APP_V1).await;
+    let app_v2 = start_upstream(APP_V2).await;
+    let pods = [
+        (INFRA, V1, v1.addr),
+        (INFRA, V2, v2.addr),
+        (INFRA, V3, v3.addr),
+        ("gateway-conformance-web-backend", WEB, web.addr),
+        ("gateway-conformance-app-backend", APP_V1, app_v1.addr),
+        ("gateway-conformance-app-backend", APP_V2, app_v2.addr),
+    ];
     let m = Manifests::new();
-    m.write(
-        "base.yaml",
-        &(fixture("base.yaml") + &backends(&[(V1, v1.addr), (V2, v2.addr), (V3, v3.addr)])),
-    );
+    m.write("base.yaml", &(fixture("base.yaml") + &backends(&pods)));
     let sluice = start_sluice(m.path(), "").await;
     let http = client();
     for test in tests() {
-        m.write("routes.yaml", &fixture(test.file));
-        let swapped = eventually(Duration::from_secs(20), || async {
-            ready(&admin_json(&sluice, "/api/routes").await, &test)
-        })
-        .await;
-        assert!(
-            swapped.is_some(),
-            "{}: routes not accepted: {}\n{}",
-            test.name,
-            admin_json(&sluice, "/api/routes").await["gateway_api"],
-            admin_text(&sluice, "/api/warnings").await
-        );
+        let manifest = fixture(test.file);
+        m.write("routes.yaml", &manifest);
+        swapped(&sluice, &test, test.resolved).await;
         // The Gateway is accepted and programmed, as the suite checks first.
         let routes = admin_json(&sluice, "/api/routes").await;
         let gateway = object(&routes, "Gateway", "same-namespace").unwrap();
         assert!(holds(&gateway["conditions"], "Accepted"), "{gateway}");
         assert!(holds(&gateway["conditions"], "Programmed"), "{gateway}");
-        for (i, case) in test.cases.iter().enumerate() {
-            let addr = sluice.http_addr.to_string();
-            let host = case.host.map_or(addr, str::to_owned);
-            let mut request = Request::builder()
-                .method(case.method.clone())
-                .uri(format!("http://{}{}", sluice.http_addr, case.path))
-                .header("host", host);
-            for (name, value) in &case.headers {
-                request = request.header(*name, *value);
-            }
-            let reply = send(&http, request.body(Full::default()).unwrap())
-                .await
-                .unwrap();
-            let answered = match case.backend {
-                Some(_) => (reply.status, Some(reply.upstream())),
-                None => (reply.status, None),
-            };
-            let want = (
-                StatusCode::from_u16(case.status).unwrap(),
-                case.backend.map(str::to_owned),
-            );
-            assert_eq!(answered, want, "{} case {i}: {case:?}", test.name);
+        check(&http, &sluice, test.name, &test.cases).await;
+        if let Some((resolved, cases)) = &test.ungranted {
+            let kept: Vec<&str> = manifest
+                .split("\n---\n")
+                .filter(|doc| !doc.contains("kind: ReferenceGrant"))
+                .collect();
+            m.write("routes.yaml", &kept.join("\n---\n"));
+            swapped(&sluice, &test, resolved).await;
+            check(&http, &sluice, test.name, cases).await;
         }
+    }
+}
+
+/// Until the table has the test's routes, with the references resolved as
+/// `resolved` says.
+async fn swapped(sluice: &Server, test: &Conformance, resolved: &str) {
+    let done = eventually(Duration::from_secs(20), || async {
+        ready(&admin_json(sluice, "/api/routes").await, test, resolved)
+    })
+    .await;
+    assert!(
+        done.is_some(),
+        "{}: routes not accepted with {resolved}: {}\n{}",
+        test.name,
+        admin_json(sluice, "/api/routes").await["gateway_api"],
+        admin_text(sluice, "/api/warnings").await
+    );
+}
+
+/// Sends each case as the suite does (to the Gateway's address, which is
+/// also the Host unless the case names one) and checks who answered.
+async fn check(http: &HttpClient, sluice: &Server, name: &str, cases: &[Case]) {
+    for (i, case) in cases.iter().enumerate() {
+        let addr = sluice.http_addr.to_string();
+        let host = case.host.map_or(addr, str::to_owned);
+        let mut request = Request::builder()
+            .method(case.method.clone())
+            .uri(format!("http://{}{}", sluice.http_addr, case.path))
+            .header("host", host);
+        for (name, value) in &case.headers {
+            request = request.header(*name, *value);
+        }
+        let reply = send(http, request.body(Full::default()).unwrap())
+            .await
+            .unwrap();
+        let answered = match case.backend {
+            Some(_) => (reply.status, Some(reply.upstream())),
+            None => (reply.status, None),
+        };
+        let want = (
+            StatusCode::from_u16(case.status).unwrap(),
+            case.backend.map(str::to_owned),
+        );
+        assert_eq!(answered, want, "{name} case {i}: {case:?}");
     }
 }

@@ -6,7 +6,7 @@
 //! from `Same` or `All` namespaces, hostnames intersected as the spec says,
 //! path, method, header and query matches (`gateway_matches`), the core
 //! filters (`gateway_filters`), and weighted Service `backendRefs` in the
-//! route's own namespace. Anything else is never ignored: a match sluice
+//! route's own namespace or one whose ReferenceGrant allows it. Anything else is never ignored: a match sluice
 //! cannot express skips its rule (routing it more broadly would change what
 //! it means), and a filter or `backendRef` it cannot honour makes the rule
 //! answer 500, as the spec asks for unresolved filters and references.
@@ -19,6 +19,7 @@ use http::StatusCode;
 
 use super::gateway_listeners::{allows, intersect};
 use super::parse::{Field, Wire};
+use super::reference_grants::{From, Grants};
 use super::Builder;
 use crate::discovery::annotations::IngressAnnotations;
 use crate::discovery::gateway::{self, Gateway, HttpRoute, HttpRouteRule};
@@ -49,8 +50,9 @@ impl Builder<'_> {
             .collect();
         // (namespace, Gateway, listener) of the listeners that serve.
         let mut accepted = BTreeSet::new();
+        let grants = Grants::new(&snapshot.reference_grants);
         for gateway in &gateways {
-            let status = self.check_listeners(gateway);
+            let status = self.check_listeners(gateway, &grants);
             for part in &status.parts {
                 let serving = part.conditions.iter().all(|c| c.status == "True");
                 if serving {
@@ -92,7 +94,7 @@ impl Builder<'_> {
             let mut refs = Condition::holds("ResolvedRefs", "ResolvedRefs");
             if !hosts.is_empty() {
                 for (i, rule) in route.spec.rules.iter().enumerate() {
-                    if let Some(failed) = self.add_rule(rule, i, &hosts, &object) {
+                    if let Some(failed) = self.add_rule(rule, i, &hosts, &object, &grants) {
                         if refs.status == "True" {
                             refs = failed;
                         }
@@ -196,6 +198,7 @@ impl Builder<'_> {
         index: usize,
         hosts: &BTreeMap<HostKey, Over>,
         object: &ObjectRef,
+        grants: &Grants<'_>,
     ) -> Option<Condition> {
         let field = format!("spec.rules[{index}]");
         // Where the rule goes; a match sluice cannot express skips it.
@@ -261,21 +264,31 @@ impl Builder<'_> {
         let mut refs_failed = None;
         for (b, backend) in live.iter().enumerate() {
             self.ignored(object, &format!("{field}.backendRefs[{b}]"), &backend.other);
-            match service_port(backend, &object.namespace) {
+            let resolved = service_port(backend, &object.namespace, grants).and_then(|target| {
+                let key = (target.namespace.as_str(), target.service.as_str());
+                match self.index.services.contains_key(&key) {
+                    true => Ok(target),
+                    false => Err(Unresolved {
+                        reason: "backend-not-found",
+                        spec_reason: "BackendNotFound",
+                        message: format!("Service {}/{} does not exist", key.0, key.1),
+                    }),
+                }
+            });
+            match resolved {
                 Ok(target) => targets.push((backend.weight.unwrap_or(1), target)),
-                Err((reason, message)) => {
-                    let spec_reason = match reason {
-                        "ref-not-permitted" => "RefNotPermitted",
-                        "backend-not-found" => "InvalidKind",
-                        _ => "BackendNotFound",
-                    };
+                Err(unresolved) => {
                     refs_failed.get_or_insert(Condition::fails(
                         "ResolvedRefs",
-                        spec_reason,
-                        message.clone(),
+                        unresolved.spec_reason,
+                        unresolved.message.clone(),
                     ));
-                    let message = format!("{message}; the rule answers 500");
-                    refused.get_or_insert((reason, format!("{field}.backendRefs"), message));
+                    let message = format!("{}; the rule answers 500", unresolved.message);
+                    refused.get_or_insert((
+                        unresolved.reason,
+                        format!("{field}.backendRefs"),
+                        message,
+                    ));
                 }
             }
         }
@@ -438,42 +451,58 @@ impl Builder<'_> {
     }
 }
 
-/// A `backendRef` as a Service port of the route's namespace, or why not
-/// (the warning's reason and text).
+/// Why a `backendRef` cannot be used: the warning's reason, the status
+/// condition's reason, and the text of both.
+struct Unresolved {
+    reason: &'static str,
+    spec_reason: &'static str,
+    message: String,
+}
+
+/// A `backendRef` as a Service port of the route's namespace, or of one
+/// whose ReferenceGrant allows it, or why not.
 fn service_port(
     backend: &gateway::BackendRef,
     namespace: &str,
-) -> Result<BackendRef, (&'static str, String)> {
+    grants: &Grants<'_>,
+) -> Result<BackendRef, Unresolved> {
+    let unresolved = |reason, spec_reason, message: String| Unresolved {
+        reason,
+        spec_reason,
+        message,
+    };
     let service = backend.group.as_deref().unwrap_or("").is_empty()
         && backend.kind.as_deref().unwrap_or("Service") == "Service";
     if !service {
-        return Err((
-            "backend-not-found",
-            "only Service backends are served".into(),
-        ));
+        let message = "only Service backends are served".into();
+        return Err(unresolved("invalid-backend", "InvalidKind", message));
     }
-    if backend
-        .namespace
-        .as_deref()
-        .is_some_and(|ns| ns != namespace)
-    {
-        return Err((
-            "ref-not-permitted",
-            "a backend in another namespace needs a ReferenceGrant, not served yet".into(),
-        ));
+    let target = backend.namespace.as_deref().unwrap_or(namespace);
+    let from = From {
+        kind: "HTTPRoute",
+        namespace,
+    };
+    if !grants.permit(&from, "Service", target, &backend.name) {
+        let message = format!(
+            "Service {target}/{} is in another namespace, and no ReferenceGrant there lets this route refer to it",
+            backend.name
+        );
+        return Err(unresolved("ref-not-permitted", "RefNotPermitted", message));
     }
     if !backend.filters.is_empty() {
-        return Err((
+        let message = "backendRef filters are not served yet".into();
+        return Err(unresolved(
             "unsupported-filter",
-            "backendRef filters are not served yet".into(),
+            "UnsupportedValue",
+            message,
         ));
     }
-    let port = backend.port.ok_or((
-        "invalid-backend",
-        "a Service backend needs a port".to_owned(),
-    ))?;
+    let Some(port) = backend.port else {
+        let message = "a Service backend needs a port".into();
+        return Err(unresolved("invalid-backend", "UnsupportedValue", message));
+    };
     Ok(BackendRef {
-        namespace: namespace.to_owned(),
+        namespace: target.to_owned(),
         service: backend.name.clone(),
         port: port.to_string(),
         via_service_ip: false,

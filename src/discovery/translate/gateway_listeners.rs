@@ -2,6 +2,7 @@
 //! HTTPS certificates), the status each gets, which routes they admit
 //! (`allowedRoutes`), and the spec's hostname intersection.
 
+use super::reference_grants::{From, Grants};
 use super::Builder;
 use crate::discovery::gateway::{self, Gateway, Listener};
 use crate::discovery::ObjectRef;
@@ -24,7 +25,11 @@ type Problem = (&'static str, &'static str, String);
 impl Builder<'_> {
     /// Listeners sluice cannot serve say so (the spec's `Accepted: False`);
     /// an HTTPS listener's certificate joins the table's.
-    pub(super) fn check_listeners(&mut self, gateway: &Gateway) -> ObjectStatus {
+    pub(super) fn check_listeners(
+        &mut self,
+        gateway: &Gateway,
+        grants: &Grants<'_>,
+    ) -> ObjectStatus {
         let object = gateway_object(gateway);
         let mut parts = Vec::new();
         self.ignored(&object, "spec", &gateway.spec.other);
@@ -33,7 +38,7 @@ impl Builder<'_> {
             self.ignored(&object, &field, &listener.other);
             let problem = match (listener.protocol.as_str(), published_port(listener)) {
                 ("HTTP" | "HTTPS", Some(port)) if listener.port != port => Some(("Accepted", "PortUnavailable", format!("listener {:?}: port {} is not one sluice publishes; {} listeners use {port}", listener.name, listener.port, listener.protocol))),
-                ("HTTPS", _) => self.listener_certificate(listener, &object).err(),
+                ("HTTPS", _) => self.listener_certificate(listener, &object, grants).err(),
                 ("HTTP", _) => None,
                 (other, _) => Some(("Accepted", "UnsupportedProtocol", format!("listener {:?}: protocol {other} is not served yet (HTTP and HTTPS)", listener.name))),
             };
@@ -77,11 +82,12 @@ impl Builder<'_> {
     }
 
     /// An HTTPS listener's certificate, for its hostname, from a Secret of
-    /// the Gateway's own namespace (ReferenceGrant is not served yet).
+    /// the Gateway's own namespace, or of one whose ReferenceGrant allows it.
     fn listener_certificate(
         &mut self,
         listener: &Listener,
         gateway: &ObjectRef,
+        grants: &Grants<'_>,
     ) -> Result<(), Problem> {
         let name = &listener.name;
         let unsupported = |what: String| {
@@ -110,25 +116,31 @@ impl Builder<'_> {
                 tls.mode
             )));
         }
-        let Some(host) = listener.hostname.as_deref().map(str::to_ascii_lowercase) else {
-            return Err(unsupported(
-                "an HTTPS listener without a hostname is not served yet".into(),
-            ));
-        };
         let [secret] = tls.certificate_refs.as_slice() else {
             return Err(unsupported("exactly one certificateRef is served".into()));
         };
         let kind_ok = secret.group.as_deref().unwrap_or("").is_empty()
             && secret.kind.as_deref().unwrap_or("Secret") == "Secret";
-        let own = secret
-            .namespace
-            .as_deref()
-            .is_none_or(|ns| ns == gateway.namespace);
-        if !kind_ok || !own {
-            return Err(invalid(
-                "the certificate must be a Secret of the Gateway's namespace".into(),
+        if !kind_ok {
+            return Err(invalid("the certificate must be a Secret".into()));
+        }
+        let namespace = secret.namespace.as_deref().unwrap_or(&gateway.namespace);
+        let from = From {
+            kind: "Gateway",
+            namespace: &gateway.namespace,
+        };
+        if !grants.permit(&from, "Secret", namespace, &secret.name) {
+            return Err((
+                "ResolvedRefs",
+                "RefNotPermitted",
+                format!("listener {name:?}: Secret {namespace}/{} is in another namespace, and no ReferenceGrant there lets this Gateway refer to it", secret.name),
             ));
         }
+        let Some(host) = listener.hostname.as_deref().map(str::to_ascii_lowercase) else {
+            return Err(unsupported(
+                "an HTTPS listener without a hostname is not served yet".into(),
+            ));
+        };
         let key = HostKey::parse(Some(&host))
             .ok_or_else(|| unsupported(format!("{host:?} is not a host name")))?;
         // Another namespace's host keeps its own certificate.
@@ -144,8 +156,8 @@ impl Builder<'_> {
             return Err(invalid(what));
         }
         let certificate = self
-            .certificate(&gateway.namespace, &secret.name)
-            .map_err(|e| invalid(format!("Secret {}/{}: {e}", gateway.namespace, secret.name)))?;
+            .certificate(namespace, &secret.name)
+            .map_err(|e| invalid(format!("Secret {namespace}/{}: {e}", secret.name)))?;
         if !self.certs.insert(&host, certificate) {
             return Err(invalid(format!(
                 "host {host} already has a certificate (from an Ingress or an older listener)"

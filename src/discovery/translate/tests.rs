@@ -1003,3 +1003,43 @@ fn gateway_fields_sluice_does_not_act_on_are_named() {
     );
     assert!(said("retry not served yet"), "{warnings:?}");
 }
+
+/// A listener's certificate from another namespace is used only where that
+/// namespace's ReferenceGrant lets the Gateway refer to it.
+#[test]
+fn a_listener_certificate_elsewhere_needs_a_reference_grant() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["secure.example".to_owned()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let indent = |pem: String| -> String { pem.lines().map(|l| format!("    {l}\n")).collect() };
+    let secret = format!(
+        "---\napiVersion: v1\nkind: Secret\ntype: kubernetes.io/tls\nmetadata: {{name: cert, namespace: certs}}\nstringData:\n  tls.crt: |\n{}  tls.key: |\n{}",
+        indent(cert.pem()),
+        indent(key.serialize_pem())
+    );
+    let base = secret
+        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: s}\nspec: {controllerName: sluice.io/gateway-controller}\n"
+        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: edge}\nspec:\n  gatewayClassName: s\n  listeners:\n  - {name: https, port: 443, protocol: HTTPS, hostname: secure.example, tls: {certificateRefs: [{name: cert, namespace: certs}]}}\n";
+    let grant = "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: certs}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: edge}]\n  to: [{group: \"\", kind: Secret, name: cert}]\n";
+    let listener = |yaml: &str| {
+        let (table, _) = build(yaml);
+        let gateway = table
+            .gateway_api
+            .iter()
+            .find(|o| o.kind == "Gateway")
+            .unwrap();
+        let resolved = gateway.parts[0]
+            .conditions
+            .iter()
+            .find(|c| c.kind == "ResolvedRefs")
+            .map(|c| (c.status, c.reason));
+        (resolved, table.tls.has_host("secure.example"))
+    };
+    assert_eq!(listener(&base), (Some(("False", "RefNotPermitted")), false));
+    assert_eq!(
+        listener(&(base.clone() + grant)),
+        (Some(("True", "ResolvedRefs")), true)
+    );
+}
