@@ -28,6 +28,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use super::status::StatusOptions;
 use super::PodSlice;
 use super::{DiscoveryError, Publisher, Snapshot};
@@ -82,6 +83,10 @@ enum Change {
     Secret(usize, Event<Secret>),
     ConfigMap(usize, Event<ConfigMap>),
     Namespace(Event<Namespace>),
+    GatewayClass(Event<GatewayClass>),
+    Gateway(usize, Event<Gateway>),
+    HttpRoute(usize, Event<HttpRoute>),
+    Grant(usize, Event<ReferenceGrant>),
 }
 
 /// Watches until `stop`, publishing through `publisher`. The first table is
@@ -105,7 +110,25 @@ pub async fn watch(
     let mut streams: Vec<BoxStream<'static, Result<Change, watcher::Error>>> = Vec::new();
     let mut store = Store::default();
     let config = watcher::Config::default();
+    let gateway_api = super::kube_gateway::installed(&client).await;
     for (slot, ns) in namespaces.iter().enumerate() {
+        if gateway_api.routes {
+            let c = &config;
+            streams.push(watch_kind(api(&client, *ns), c.clone(), move |e| {
+                Change::Gateway(slot, e)
+            }));
+            streams.push(watch_kind(api(&client, *ns), c.clone(), move |e| {
+                Change::HttpRoute(slot, e)
+            }));
+            store.gateways.push(Objects::default());
+            store.http_routes.push(Objects::default());
+        }
+        if gateway_api.routes && gateway_api.grants {
+            streams.push(watch_kind(api(&client, *ns), config.clone(), move |e| {
+                Change::Grant(slot, e)
+            }));
+            store.grants.push(Objects::default());
+        }
         streams.push(watch_kind(api(&client, *ns), config.clone(), move |e| {
             Change::Ingress(slot, e)
         }));
@@ -138,6 +161,11 @@ pub async fn watch(
         Change::Class(0, e)
     }));
     store.classes.push(Objects::default());
+    if gateway_api.routes {
+        let all = Api::all(client.clone());
+        streams.push(watch_kind(all, config.clone(), Change::GatewayClass));
+        store.gateway_classes.push(Objects::default());
+    }
     if let Some(selector) = &options.namespace_selector {
         let labelled = config.clone().labels(selector);
         streams.push(watch_kind(
@@ -338,6 +366,11 @@ struct Store {
     config_maps: Vec<Objects<ConfigMap>>,
     /// With `--watch-namespace-selector`: the namespaces that match it.
     namespaces: Option<Objects<Namespace>>,
+    /// Gateway API, when its CRDs are installed (`kube_gateway`).
+    gateway_classes: Vec<Objects<GatewayClass>>,
+    gateways: Vec<Objects<Gateway>>,
+    http_routes: Vec<Objects<HttpRoute>>,
+    grants: Vec<Objects<ReferenceGrant>>,
 }
 
 impl Store {
@@ -369,6 +402,10 @@ impl Store {
             Change::Class(slot, e) => self.classes[slot].apply(e, |_| full = true),
             Change::Service(slot, e) => self.services[slot].apply(e, |_| full = true),
             Change::Secret(slot, e) => self.secrets[slot].apply(e, |_| full = true),
+            Change::GatewayClass(e) => self.gateway_classes[0].apply(e, |_| full = true),
+            Change::Gateway(slot, e) => self.gateways[slot].apply(e, |_| full = true),
+            Change::HttpRoute(slot, e) => self.http_routes[slot].apply(e, |_| full = true),
+            Change::Grant(slot, e) => self.grants[slot].apply(e, |_| full = true),
             Change::Namespace(e) => match &mut self.namespaces {
                 Some(namespaces) => namespaces.apply(e, |_| full = true),
                 None => false,
@@ -391,6 +428,10 @@ impl Store {
             && self.secrets.iter().all(|o| o.synced)
             && self.config_maps.iter().all(|o| o.synced)
             && self.namespaces.as_ref().is_none_or(|o| o.synced)
+            && self.gateway_classes.iter().all(|o| o.synced)
+            && self.gateways.iter().all(|o| o.synced)
+            && self.http_routes.iter().all(|o| o.synced)
+            && self.grants.iter().all(|o| o.synced)
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -423,11 +464,10 @@ impl Store {
             endpoint_slices: collect(&self.slices, &allowed),
             secrets: collect(&self.secrets, &allowed),
             config_maps: collect(&self.config_maps, &allowed),
-            // Gateway API is read from manifests only, so far (#22).
-            gateway_classes: Vec::new(),
-            gateways: Vec::new(),
-            http_routes: Vec::new(),
-            reference_grants: Vec::new(),
+            gateway_classes: collect(&self.gateway_classes, &None),
+            gateways: collect(&self.gateways, &allowed),
+            http_routes: collect(&self.http_routes, &allowed),
+            reference_grants: collect(&self.grants, &allowed),
             sources: HashMap::new(),
             resolved: Default::default(),
         }
@@ -450,7 +490,7 @@ pub trait Trim {
     fn trim(&mut self);
 }
 
-fn trim_meta(meta: &mut ObjectMeta) {
+pub(super) fn trim_meta(meta: &mut ObjectMeta) {
     meta.managed_fields = None;
     meta.resource_version = None;
     if let Some(annotations) = &mut meta.annotations {

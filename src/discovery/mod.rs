@@ -8,7 +8,9 @@
 pub mod annotations;
 pub mod events;
 pub mod gateway;
+pub mod gateway_status;
 pub mod kube;
+pub mod kube_gateway;
 pub mod manifests;
 pub mod resolve;
 pub mod retained;

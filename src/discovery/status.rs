@@ -1,5 +1,6 @@
 //! Ingress status: the addresses where sluice serves, written to
-//! `status.loadBalancer.ingress` of our Ingresses by one replica only, the holder
+//! `status.loadBalancer.ingress` of our Ingresses (and the Gateway API
+//! status, `gateway_status`) by one replica only, the holder
 //! of a `coordination.k8s.io/v1` Lease (the same scheme as client-go's leader
 //! election: a holder renews; anyone may take a lease not renewed in time).
 
@@ -49,6 +50,7 @@ pub async fn run(
     let leases: Api<Lease> = Api::namespaced(client.clone(), &options.namespace);
     // What we last wrote, so an unchanged status is not written again.
     let mut written: BTreeMap<ObjectRef, Vec<String>> = BTreeMap::new();
+    let mut gateway_written = BTreeMap::new();
     let mut leading = false;
     loop {
         match try_lead(&leases, &options).await {
@@ -56,6 +58,7 @@ pub async fn run(
                 if now_leading != leading {
                     tracing::info!(identity = %options.identity, leading = now_leading, "Ingress status leadership changed");
                     written.clear();
+                    gateway_written.clear();
                 }
                 leading = now_leading;
             }
@@ -69,8 +72,21 @@ pub async fn run(
         }
         leading_flag.store(leading, Ordering::Relaxed);
         if leading {
-            if let Err(error) = write_status(&client, &options, &publisher, &mut written).await {
-                tracing::warn!(%error, "updating Ingress status failed; will retry");
+            match write_status(&client, &options, &publisher, &mut written).await {
+                Ok(addresses) => {
+                    let table = publisher.table.load_full();
+                    let statuses = &table.gateway_api;
+                    let done = super::gateway_status::write(
+                        &client,
+                        statuses,
+                        &addresses,
+                        &mut gateway_written,
+                    );
+                    if let Err(error) = done.await {
+                        tracing::warn!(%error, "updating Gateway API status failed; will retry");
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "updating Ingress status failed; will retry"),
             }
         }
         tokio::select! {
@@ -134,12 +150,14 @@ async fn try_lead(leases: &Api<Lease>, options: &StatusOptions) -> Result<bool, 
     }
 }
 
+/// Writes our Ingresses' status; returns the addresses, which Gateways
+/// get too.
 async fn write_status(
     client: &Client,
     options: &StatusOptions,
     publisher: &Publisher,
     written: &mut BTreeMap<ObjectRef, Vec<String>>,
-) -> Result<(), kube::Error> {
+) -> Result<Vec<String>, kube::Error> {
     let addresses = if options.publish_addresses.is_empty() {
         node_addresses(client, options).await?
     } else {
@@ -176,7 +194,7 @@ async fn write_status(
             Err(e) => return Err(e),
         }
     }
-    Ok(())
+    Ok(addresses)
 }
 
 /// The IPs of the nodes running sluice: what an edge tier or DNS points at.

@@ -1,7 +1,8 @@
 //! The Gateway API status sluice would write: each object's conditions as
-//! the spec names them (`Accepted`, `Programmed`, `ResolvedRefs`), for the
-//! Gateways of its classes, their listeners, and the HTTPRoutes attached to
-//! them. Computed by `translate` with the table, shown in `/api/routes`.
+//! the spec names them (`Accepted`, `Programmed`, `ResolvedRefs`), for its
+//! GatewayClasses, their Gateways and listeners, and the HTTPRoutes attached
+//! to them. Computed by `translate` with the table, shown in `/api/routes`,
+//! and written to the cluster by the leader (`discovery::gateway_status`).
 
 use serde::Serialize;
 
@@ -40,6 +41,34 @@ impl Condition {
 pub struct PartStatus {
     pub name: String,
     pub conditions: Vec<Condition>,
+    /// A route's parent, as its `parentRefs` entry names it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentRef>,
+    /// A listener's: how many routes attach to it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attached_routes: Option<u32>,
+}
+
+impl PartStatus {
+    pub fn new(name: String, conditions: Vec<Condition>) -> PartStatus {
+        PartStatus {
+            name,
+            conditions,
+            parent: None,
+            attached_routes: None,
+        }
+    }
+}
+
+/// A route's `parentRefs` entry: a Gateway, and maybe one of its listeners.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ParentRef {
+    pub namespace: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub section_name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,6 +76,9 @@ pub struct ObjectStatus {
     pub kind: &'static str,
     pub namespace: String,
     pub name: String,
+    /// `metadata.generation` of the object judged: the status's
+    /// `observedGeneration`.
+    pub generation: Option<i64>,
     pub conditions: Vec<Condition>,
     /// Listeners (Gateway) or parents (HTTPRoute).
     pub parts: Vec<PartStatus>,

@@ -120,6 +120,10 @@ fn deploy_manifests_fit_together() {
         ("", "namespaces"),
         ("", "configmaps"),
         ("discovery.k8s.io", "endpointslices"),
+        ("gateway.networking.k8s.io", "gatewayclasses"),
+        ("gateway.networking.k8s.io", "gateways"),
+        ("gateway.networking.k8s.io", "httproutes"),
+        ("gateway.networking.k8s.io", "referencegrants"),
     ] {
         for verb in ["list", "watch"] {
             assert!(
@@ -135,6 +139,20 @@ fn deploy_manifests_fit_together() {
         "patch"
     ));
     assert!(allows(rules, "events.k8s.io", "events", "create"));
+    for status in [
+        "gatewayclasses/status",
+        "gateways/status",
+        "httproutes/status",
+    ] {
+        for verb in ["get", "patch"] {
+            let allowed = allows(rules, "gateway.networking.k8s.io", status, verb);
+            assert!(allowed, "{verb} {status}");
+        }
+    }
+    assert!(
+        !allows(rules, "gateway.networking.k8s.io", "httproutes", "patch"),
+        "read-only on routes"
+    );
     assert!(
         !allows(rules, "", "secrets", "update"),
         "read-only on Secrets"
@@ -367,4 +385,36 @@ fn promtool_check_rules(path: &std::path::Path) {
     let report = String::from_utf8_lossy(&output.stdout).into_owned()
         + &String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{report}");
+}
+
+/// The optional Gateway API component: the standard-channel CRDs of one
+/// pinned release, and a GatewayClass naming sluice's controller.
+#[test]
+fn the_gateway_api_component_pins_its_crds_and_names_our_controller() {
+    let text = std::fs::read_to_string("deploy/gateway-api/kustomization.yaml").unwrap();
+    let component: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    assert_eq!(component["kind"], "Component");
+    let resources: Vec<&str> = component["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    let crds = resources
+        .iter()
+        .find(|r| r.starts_with("https://"))
+        .unwrap();
+    assert!(
+        crds.contains("/releases/download/v") && crds.ends_with("/standard-install.yaml"),
+        "a pinned release's standard channel: {crds}"
+    );
+    for local in resources.iter().filter(|r| !r.starts_with("https://")) {
+        let text = std::fs::read_to_string(format!("deploy/gateway-api/{local}")).unwrap();
+        let class: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+        assert_eq!(class["kind"], "GatewayClass");
+        assert_eq!(
+            class["spec"]["controllerName"].as_str(),
+            Some(sluice::discovery::gateway::CONTROLLER_NAME)
+        );
+    }
 }

@@ -418,3 +418,138 @@ async fn check(http: &HttpClient, sluice: &Server, name: &str, cases: &[Case]) {
         assert_eq!(answered, want, "{name} case {i}: {case:?}");
     }
 }
+
+/// The same scenarios from a cluster: the watchers take Gateway API objects
+/// from the in-test apiserver once its discovery names their CRDs, the
+/// leader writes their status (with `observedGeneration`, other
+/// controllers' route parents kept), and a deleted ReferenceGrant closes
+/// the route it allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn from_a_cluster_with_status_written_by_the_leader() {
+    use crate::support::apiserver::FakeApiServer;
+    use sluice::discovery::kube::KubeOptions;
+    use sluice::discovery::status::StatusOptions;
+
+    let v1 = start_upstream(V1).await;
+    let v2 = start_upstream(V2).await;
+    let web = start_upstream(WEB).await;
+    let api = FakeApiServer::start().await;
+    api.install_gateway_api();
+    let pods = [
+        (INFRA, V1, v1.addr),
+        (INFRA, V2, v2.addr),
+        ("gateway-conformance-web-backend", WEB, web.addr),
+    ];
+    api.apply_yaml(&(fixture("base.yaml") + &backends(&pods)));
+    api.apply_yaml(&fixture("httproute-header-matching.yaml"));
+    api.apply_yaml(&fixture("httproute-reference-grant.yaml").replace(
+        "  - name: same-namespace\n",
+        "  - name: same-namespace\n  hostnames: [grant.example]\n",
+    ));
+    // Another controller's parent on the route: its entry must stay.
+    let mut route = api.object("HTTPRoute", INFRA, "header-matching").unwrap();
+    route["status"] = serde_json::json!({"parents": [{"controllerName": "example.com/other", "parentRef": {"name": "theirs"}, "conditions": []}]});
+    api.apply(route);
+    let dir = tempfile::tempdir().unwrap();
+    let options = KubeOptions {
+        identity: "replica-a".into(),
+        status: Some(StatusOptions {
+            publish_addresses: vec!["203.0.113.10".into()],
+            pod_selector: "app.kubernetes.io/name=sluice".into(),
+            namespace: "sluice".into(),
+            lease_name: "sluice-leader".into(),
+            identity: "replica-a".into(),
+            retry_period: Duration::from_millis(100),
+        }),
+        ..KubeOptions::default()
+    };
+    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), options).await;
+    let http = client();
+    let mut header = tests().into_iter().next().unwrap();
+    assert_eq!(header.name, "HTTPRouteHeaderMatching");
+    header.routes = &["header-matching", "reference-grant"];
+    swapped(&sluice, &header, "ResolvedRefs").await;
+    check(&http, &sluice, header.name, &header.cases).await;
+    let granted = [req("/").host("grant.example").to(WEB)];
+    check(&http, &sluice, "HTTPRouteReferenceGrant", &granted).await;
+
+    // The status, as the suite reads it from the apiserver.
+    let status = |kind: &str, namespace: &str, name: &str| {
+        api.object(kind, namespace, name)
+            .map(|o| o["status"].clone())
+            .unwrap_or_default()
+    };
+    let written = eventually(Duration::from_secs(10), || {
+        let route = status("HTTPRoute", INFRA, "header-matching");
+        async move { route["parents"].as_array().is_some_and(|p| p.len() == 2) }
+    })
+    .await;
+    assert!(
+        written.is_some(),
+        "{}",
+        status("HTTPRoute", INFRA, "header-matching")
+    );
+    let route = status("HTTPRoute", INFRA, "header-matching");
+    let ours = route["parents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["controllerName"] == "sluice.io/gateway-controller")
+        .unwrap();
+    assert_eq!(ours["parentRef"]["name"], "same-namespace");
+    assert_eq!(
+        reason(&ours["conditions"], "Accepted"),
+        Some(("True", "Accepted"))
+    );
+    let generation = api.object("HTTPRoute", INFRA, "header-matching").unwrap()["metadata"]
+        ["generation"]
+        .clone();
+    assert_eq!(ours["conditions"][0]["observedGeneration"], generation);
+    assert!(ours["conditions"][0]["lastTransitionTime"].is_string());
+    let until = |kind: &'static str, namespace: &'static str, name: &'static str| {
+        let status = &status;
+        async move {
+            eventually(Duration::from_secs(10), || {
+                let s = status(kind, namespace, name);
+                async move { !s.is_null() }
+            })
+            .await;
+            status(kind, namespace, name)
+        }
+    };
+    let gateway = until("Gateway", INFRA, "same-namespace").await;
+    assert_eq!(gateway["addresses"][0]["value"], "203.0.113.10");
+    assert_eq!(
+        reason(&gateway["conditions"], "Programmed"),
+        Some(("True", "Programmed"))
+    );
+    assert_eq!(gateway["listeners"][0]["attachedRoutes"], 2);
+    let class = until("GatewayClass", "", "sluice").await;
+    assert_eq!(
+        reason(&class["conditions"], "Accepted"),
+        Some(("True", "Accepted"))
+    );
+
+    // The grant goes: the route answers 500 and says why.
+    api.delete(
+        "ReferenceGrant",
+        "gateway-conformance-web-backend",
+        "reference-grant",
+    );
+    let closed = eventually(Duration::from_secs(10), || {
+        let route = status("HTTPRoute", INFRA, "reference-grant");
+        async move {
+            route["parents"][0]["conditions"]
+                .as_array()
+                .is_some_and(|c| c.iter().any(|c| c["reason"] == "RefNotPermitted"))
+        }
+    })
+    .await;
+    assert!(
+        closed.is_some(),
+        "{}",
+        status("HTTPRoute", INFRA, "reference-grant")
+    );
+    let refused = [req("/").host("grant.example").status(500)];
+    check(&http, &sluice, "HTTPRouteReferenceGrant", &refused).await;
+}

@@ -25,7 +25,7 @@ use crate::discovery::annotations::IngressAnnotations;
 use crate::discovery::gateway::{self, Gateway, HttpRoute, HttpRouteRule};
 use crate::discovery::{ObjectRef, Snapshot, Warning};
 use crate::routing::edits::{Edits, Step};
-use crate::routing::gateway_status::{Condition, ObjectStatus, PartStatus};
+use crate::routing::gateway_status::{Condition, ObjectStatus, ParentRef, PartStatus};
 use crate::routing::regex_paths::Location;
 use crate::routing::weighted::{WeightedBackend, WeightedBackends};
 use crate::routing::{
@@ -37,12 +37,27 @@ impl Builder<'_> {
     /// status sluice would write for them and their Gateways.
     pub(super) fn add_http_routes(&mut self, snapshot: &Snapshot) -> Vec<ObjectStatus> {
         let mut statuses = Vec::new();
-        let classes: BTreeSet<&str> = snapshot
-            .gateway_classes
-            .iter()
-            .filter(|c| c.spec.controller_name == gateway::CONTROLLER_NAME)
-            .filter_map(|c| c.metadata.name.as_deref())
-            .collect();
+        let mut classes: BTreeSet<&str> = BTreeSet::new();
+        for class in &snapshot.gateway_classes {
+            let Some(name) = class.metadata.name.as_deref() else {
+                continue;
+            };
+            if class.spec.controller_name != gateway::CONTROLLER_NAME {
+                continue;
+            }
+            classes.insert(name);
+            statuses.push(ObjectStatus {
+                kind: "GatewayClass",
+                namespace: String::new(),
+                name: name.to_owned(),
+                generation: class.metadata.generation,
+                conditions: vec![
+                    Condition::holds("Accepted", "Accepted"),
+                    Condition::holds("SupportedVersion", "SupportedVersion"),
+                ],
+                parts: Vec::new(),
+            });
+        }
         let gateways: Vec<&Arc<Gateway>> = snapshot
             .gateways
             .iter()
@@ -65,6 +80,8 @@ impl Builder<'_> {
             }
             statuses.push(status);
         }
+        // Routes attached to each listener, for its status.
+        let mut attached: BTreeMap<(String, String, String), u32> = BTreeMap::new();
         let mut routes: Vec<&Arc<HttpRoute>> = snapshot.http_routes.iter().collect();
         // Oldest first, as Ingresses, so the older route keeps a contested path.
         routes.sort_by(|a, b| {
@@ -83,7 +100,8 @@ impl Builder<'_> {
                 namespace: route.metadata.namespace.clone().unwrap_or_default(),
                 name: route.metadata.name.clone().unwrap_or_default(),
             };
-            let (hosts, mut parents) = self.attached_hosts(route, &gateways, &accepted, &object);
+            let (hosts, mut parents) =
+                self.attached_hosts(route, &gateways, &accepted, &object, &mut attached);
             if !parents.is_empty() {
                 self.ignored(&object, "spec", &route.spec.other);
             }
@@ -108,9 +126,20 @@ impl Builder<'_> {
                 kind: "HTTPRoute",
                 namespace: object.namespace,
                 name: object.name,
+                generation: route.metadata.generation,
                 conditions: Vec::new(),
                 parts: parents,
             });
+        }
+        for status in statuses.iter_mut().filter(|s| s.kind == "Gateway") {
+            for part in &mut status.parts {
+                let key = (
+                    status.namespace.clone(),
+                    status.name.clone(),
+                    part.name.clone(),
+                );
+                part.attached_routes = Some(attached.get(&key).copied().unwrap_or(0));
+            }
         }
         statuses
     }
@@ -122,6 +151,7 @@ impl Builder<'_> {
         gateways: &[&Arc<Gateway>],
         accepted: &BTreeSet<(String, String, String)>,
         object: &ObjectRef,
+        attached_to: &mut BTreeMap<(String, String, String), u32>,
     ) -> (BTreeMap<HostKey, Over>, Vec<PartStatus>) {
         let mut hosts: BTreeMap<HostKey, Over> = BTreeMap::new();
         let mut parents = Vec::new();
@@ -158,6 +188,14 @@ impl Builder<'_> {
                     continue;
                 }
                 let found = intersect(listener.hostname.as_deref(), &route.spec.hostnames);
+                if !found.is_empty() {
+                    let key = (
+                        namespace.to_owned(),
+                        parent.name.clone(),
+                        listener.name.clone(),
+                    );
+                    *attached_to.entry(key).or_default() += 1;
+                }
                 attached |= !found.is_empty();
                 hostnames_only |= found.is_empty();
                 let tls = listener.protocol == "HTTPS";
@@ -185,8 +223,16 @@ impl Builder<'_> {
                 .map(|s| format!("/{s}"))
                 .unwrap_or_default();
             parents.push(PartStatus {
-                name: format!("Gateway {namespace}/{}{section}", parent.name),
-                conditions: vec![accepted],
+                parent: Some(ParentRef {
+                    namespace: namespace.to_owned(),
+                    name: parent.name.clone(),
+                    section_name: parent.section_name.clone(),
+                    port: parent.port,
+                }),
+                ..PartStatus::new(
+                    format!("Gateway {namespace}/{}{section}", parent.name),
+                    vec![accepted],
+                )
             });
         }
         (hosts, parents)

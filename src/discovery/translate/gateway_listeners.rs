@@ -57,8 +57,8 @@ impl Builder<'_> {
                 ],
             };
             parts.push(PartStatus {
-                name: listener.name.clone(),
-                conditions,
+                attached_routes: Some(0),
+                ..PartStatus::new(listener.name.clone(), conditions)
             });
         }
         let programmed = parts
@@ -76,6 +76,7 @@ impl Builder<'_> {
             kind: "Gateway",
             namespace: object.namespace,
             name: object.name,
+            generation: gateway.metadata.generation,
             conditions,
             parts,
         }

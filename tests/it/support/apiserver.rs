@@ -50,6 +50,8 @@ struct State {
     lists: Vec<String>,
     /// The field selector of every list, by resource.
     list_selectors: Vec<(String, String)>,
+    /// Whether the Gateway API CRDs are installed (discovery answers).
+    gateway_api: bool,
 }
 
 /// A write sluice made: method, path and body.
@@ -81,6 +83,10 @@ fn kind_of(resource: &str) -> (&'static str, &'static str) {
         "endpointslices" => ("discovery.k8s.io/v1", "EndpointSlice"),
         "leases" => ("coordination.k8s.io/v1", "Lease"),
         "events" => ("events.k8s.io/v1", "Event"),
+        "gatewayclasses" => ("gateway.networking.k8s.io/v1", "GatewayClass"),
+        "gateways" => ("gateway.networking.k8s.io/v1", "Gateway"),
+        "httproutes" => ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        "referencegrants" => ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"),
         _ => ("v1", "Unknown"),
     }
 }
@@ -95,12 +101,16 @@ fn resource_of(kind: &str) -> &'static str {
         "Namespace" => "namespaces",
         "EndpointSlice" => "endpointslices",
         "Lease" => "leases",
+        "GatewayClass" => "gatewayclasses",
+        "Gateway" => "gateways",
+        "HTTPRoute" => "httproutes",
+        "ReferenceGrant" => "referencegrants",
         other => panic!("the fake apiserver does not know {other}"),
     }
 }
 
 fn cluster_scoped(resource: &str) -> bool {
-    matches!(resource, "ingressclasses" | "namespaces")
+    matches!(resource, "ingressclasses" | "namespaces" | "gatewayclasses")
 }
 
 impl FakeApiServer {
@@ -139,6 +149,11 @@ impl FakeApiServer {
             accept.abort();
         }
         self.drop_watches();
+    }
+
+    /// Installs the Gateway API CRDs: discovery names their kinds from now on.
+    pub fn install_gateway_api(&self) {
+        self.state.lock().unwrap().gateway_api = true;
     }
 
     /// How many lists (not watches) of `resource` were served or refused.
@@ -197,7 +212,15 @@ impl FakeApiServer {
         let rv = state.rv;
         let key = (resource.clone(), namespace.clone(), name);
         let existed = state.objects.contains_key(&key);
+        // Every apply is a spec change: the generation grows.
+        let generation = state
+            .objects
+            .get(&key)
+            .and_then(|o| o["metadata"]["generation"].as_i64())
+            .unwrap_or(0)
+            + 1;
         let meta = &mut object["metadata"];
+        meta["generation"] = json!(generation);
         meta["resourceVersion"] = json!(rv.to_string());
         if !namespace.is_empty() {
             meta["namespace"] = json!(namespace);
@@ -295,6 +318,30 @@ impl FakeApiServer {
             .map(|(k, v)| (k.to_owned(), percent_decode(v)))
             .collect();
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        // Discovery of the Gateway API group, when installed.
+        if let ["apis", "gateway.networking.k8s.io", version] = segments.as_slice() {
+            let resources: &[(&str, &str, bool)] = match *version {
+                "v1" => &[
+                    ("gatewayclasses", "GatewayClass", false),
+                    ("gateways", "Gateway", true),
+                    ("httproutes", "HTTPRoute", true),
+                ],
+                "v1beta1" => &[("referencegrants", "ReferenceGrant", true)],
+                _ => &[],
+            };
+            if !self.state.lock().unwrap().gateway_api || resources.is_empty() {
+                return status(
+                    StatusCode::NOT_FOUND,
+                    "the server could not find the requested resource",
+                );
+            }
+            let resources: Vec<Value> = resources
+                .iter()
+                .map(|(name, kind, namespaced)| json!({"name": name, "singularName": "", "namespaced": namespaced, "kind": kind, "verbs": ["get", "list", "watch"]}))
+                .collect();
+            let list = json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": format!("gateway.networking.k8s.io/{version}"), "resources": resources});
+            return json_response(StatusCode::OK, &list);
+        }
         // /api/v1/... or /apis/GROUP/VERSION/...
         let rest = match segments.as_slice() {
             ["api", "v1", rest @ ..] => rest,
@@ -308,6 +355,7 @@ impl FakeApiServer {
             ["namespaces", ns, resource, name, sub] => (*ns, *resource, Some(*name), Some(*sub)),
             [resource] => ("", *resource, None, None),
             [resource, name] => ("", *resource, Some(*name), None),
+            [resource, name, sub] => ("", *resource, Some(*name), Some(*sub)),
             _ => return status(StatusCode::NOT_FOUND, "unknown path"),
         };
         let body: Value = {

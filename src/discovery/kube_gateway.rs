@@ -1,0 +1,126 @@
+//! Gateway API from the cluster: the kinds as kube resources (so the
+//! watchers of `kube` take them like any other), and whether their CRDs
+//! are installed. Without them sluice serves Ingresses only and says so
+//! once; it never fails for their absence.
+
+use std::borrow::Cow;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
+use kube::{Client, Resource};
+
+use super::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant, GROUP};
+use super::kube::{trim_meta, Trim};
+
+macro_rules! gateway_resource {
+    ($type:ty, $kind:literal, $plural:literal, $version:literal, $scope:ty) => {
+        impl Resource for $type {
+            type DynamicType = ();
+            type Scope = $scope;
+
+            fn kind(_: &()) -> Cow<'_, str> {
+                $kind.into()
+            }
+
+            fn group(_: &()) -> Cow<'_, str> {
+                GROUP.into()
+            }
+
+            fn version(_: &()) -> Cow<'_, str> {
+                $version.into()
+            }
+
+            fn plural(_: &()) -> Cow<'_, str> {
+                $plural.into()
+            }
+
+            fn meta(&self) -> &ObjectMeta {
+                &self.metadata
+            }
+
+            fn meta_mut(&mut self) -> &mut ObjectMeta {
+                &mut self.metadata
+            }
+        }
+
+        // Only the spec is read: the status sluice writes itself never
+        // comes back as a change (it is not deserialized).
+        impl Trim for $type {
+            fn trim(&mut self) {
+                trim_meta(&mut self.metadata);
+            }
+        }
+    };
+}
+
+gateway_resource!(
+    GatewayClass,
+    "GatewayClass",
+    "gatewayclasses",
+    "v1",
+    ClusterResourceScope
+);
+gateway_resource!(Gateway, "Gateway", "gateways", "v1", NamespaceResourceScope);
+gateway_resource!(
+    HttpRoute,
+    "HTTPRoute",
+    "httproutes",
+    "v1",
+    NamespaceResourceScope
+);
+// v1beta1: served by every release that has ReferenceGrant, v1 only by the
+// newest.
+gateway_resource!(
+    ReferenceGrant,
+    "ReferenceGrant",
+    "referencegrants",
+    "v1beta1",
+    NamespaceResourceScope
+);
+
+/// Which Gateway API kinds the cluster serves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Installed {
+    /// GatewayClass, Gateway and HTTPRoute (`v1`).
+    pub routes: bool,
+    /// ReferenceGrant (`v1beta1`).
+    pub grants: bool,
+}
+
+/// Asks the apiserver's discovery which kinds exist. An error is taken as
+/// "not installed": Ingresses are served either way.
+pub async fn installed(client: &Client) -> Installed {
+    let has = |resources: &Option<Vec<String>>, wanted: &[&str]| {
+        resources
+            .as_ref()
+            .is_some_and(|r| wanted.iter().all(|w| r.iter().any(|n| n == w)))
+    };
+    let names = |version: &'static str| async move {
+        let list = client
+            .list_api_group_resources(&format!("{GROUP}/{version}"))
+            .await
+            .ok()?;
+        Some(
+            list.resources
+                .into_iter()
+                .map(|r| r.name)
+                .collect::<Vec<String>>(),
+        )
+    };
+    let v1 = names("v1").await;
+    let found = Installed {
+        routes: has(&v1, &["gatewayclasses", "gateways", "httproutes"]),
+        grants: has(&names("v1beta1").await, &["referencegrants"]),
+    };
+    if found.routes {
+        tracing::info!(
+            reference_grants = found.grants,
+            "Gateway API CRDs found; watching GatewayClasses, Gateways and HTTPRoutes"
+        );
+    } else {
+        tracing::info!(
+            "no Gateway API CRDs (gateway.networking.k8s.io/v1); serving Ingresses only"
+        );
+    }
+    found
+}
