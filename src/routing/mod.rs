@@ -461,6 +461,9 @@ pub struct RoutingTable {
     hosts: HashMap<Box<str>, HostRoutes>,
     /// `*.foo.com` is stored under `foo.com`.
     wildcards: HashMap<Box<str>, HostRoutes>,
+    /// Gateway API's `*.foo.com`, which covers any number of labels, under
+    /// `foo.com`; tried after the Ingress wildcards, longest suffix first.
+    deep_wildcards: HashMap<Box<str>, HostRoutes>,
     /// Rules without a host.
     any_host: Option<HostRoutes>,
     /// The configured global default backend: requests that match nothing else.
@@ -494,8 +497,10 @@ pub struct Passthrough {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum HostKey {
     Exact(String),
-    /// The part after `*.`.
+    /// The part after `*.`; covers one more label (Ingress).
     Wildcard(String),
+    /// The part after `*.`; covers one or more labels (Gateway API).
+    DeepWildcard(String),
     Any,
 }
 
@@ -517,7 +522,7 @@ impl fmt::Display for HostKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             HostKey::Exact(h) => f.write_str(h),
-            HostKey::Wildcard(h) => write!(f, "*.{h}"),
+            HostKey::Wildcard(h) | HostKey::DeepWildcard(h) => write!(f, "*.{h}"),
             HostKey::Any => f.write_str("*"),
         }
     }
@@ -559,11 +564,16 @@ impl RoutingTable {
                 HostKey::Wildcard(h) => {
                     table.wildcards.insert(h.into(), routes);
                 }
+                HostKey::DeepWildcard(h) => {
+                    table.deep_wildcards.insert(h.into(), routes);
+                }
                 HostKey::Any => table.any_host = Some(routes),
             }
         }
-        table.stats.hosts =
-            table.hosts.len() + table.wildcards.len() + table.any_host.is_some() as usize;
+        table.stats.hosts = table.hosts.len()
+            + table.wildcards.len()
+            + table.deep_wildcards.len()
+            + table.any_host.is_some() as usize;
         table
     }
 
@@ -571,8 +581,12 @@ impl RoutingTable {
     pub fn hosts(&self) -> impl Iterator<Item = (String, &HostRoutes)> {
         let exact = self.hosts.iter().map(|(h, r)| (h.to_string(), r));
         let wildcard = self.wildcards.iter().map(|(h, r)| (format!("*.{h}"), r));
+        let deep = self
+            .deep_wildcards
+            .iter()
+            .map(|(h, r)| (format!("*.{h}"), r));
         let any = self.any_host.iter().map(|r| ("*".to_owned(), r));
-        exact.chain(wildcard).chain(any)
+        exact.chain(wildcard).chain(deep).chain(any)
     }
 
     pub fn default_route(&self) -> Option<&Arc<Route>> {
@@ -634,10 +648,31 @@ impl RoutingTable {
                 }
                 self.wildcards.get(rest)
             })
+            .or_else(|| self.deep_wildcard(host))
             .or(self.any_host.as_ref());
         host_routes
             .and_then(|h| h.route_for(path, request))
             .or(self.default_route.as_ref())
+    }
+}
+
+impl RoutingTable {
+    /// The Gateway API wildcard with the longest suffix that covers `host`.
+    fn deep_wildcard(&self, host: &str) -> Option<&HostRoutes> {
+        if self.deep_wildcards.is_empty() {
+            return None;
+        }
+        let mut rest = host;
+        while let Some((first, suffix)) = rest.split_once('.') {
+            if first.is_empty() {
+                return None;
+            }
+            if let Some(routes) = self.deep_wildcards.get(suffix) {
+                return Some(routes);
+            }
+            rest = suffix;
+        }
+        None
     }
 }
 

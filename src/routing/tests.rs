@@ -245,3 +245,31 @@ fn guarded_routes_fall_back_to_shorter_paths() {
     assert_eq!(name(&with_header, "/other").as_deref(), Some("root"));
     assert_eq!(routes.route_count(), 3);
 }
+
+/// An Ingress wildcard covers one label; a Gateway API one any number, and
+/// is tried after exact hosts and Ingress wildcards, longest suffix first.
+#[test]
+fn gateway_wildcards_cover_any_depth() {
+    let one = |name: &str| {
+        let mut routes = HostRoutes::default();
+        routes.insert(PathKind::Prefix, "/", route(name)).unwrap();
+        routes
+    };
+    let table = RoutingTable::new(
+        [
+            (HostKey::Wildcard("example.com".into()), one("ingress")),
+            (HostKey::DeepWildcard("example.com".into()), one("gateway")),
+            (HostKey::DeepWildcard("b.example.com".into()), one("deeper")),
+        ],
+        Vec::new(),
+        None,
+        TableStats::default(),
+    );
+    let name = |host: &str| table.route(host, "/").map(|r| r.ingress.name.clone());
+    assert_eq!(name("a.example.com").as_deref(), Some("ingress"));
+    assert_eq!(name("x.y.example.com").as_deref(), Some("gateway"));
+    assert_eq!(name("x.b.example.com").as_deref(), Some("deeper"));
+    assert_eq!(name("x.y.b.example.com:8080").as_deref(), Some("deeper"));
+    assert_eq!(name("example.com"), None);
+    assert_eq!(name(".example.com"), None);
+}

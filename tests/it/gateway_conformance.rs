@@ -34,6 +34,15 @@ struct Case {
     /// The backend's name, or else the status.
     backend: Option<&'static str>,
     status: u16,
+    /// What the backend must see: path, Host, headers (repeated ones joined
+    /// with `,`, as the suite's echo server reports them), absent headers.
+    seen_path: Option<&'static str>,
+    seen_host: Option<&'static str>,
+    seen_headers: Vec<(&'static str, &'static str)>,
+    absent: Vec<&'static str>,
+    /// A redirect's `Location`: its host and path, where the test names them.
+    location_host: Option<&'static str>,
+    location_path: Option<&'static str>,
 }
 
 fn req(path: &'static str) -> Case {
@@ -44,6 +53,12 @@ fn req(path: &'static str) -> Case {
         headers: Vec::new(),
         backend: None,
         status: 200,
+        seen_path: None,
+        seen_host: None,
+        seen_headers: Vec::new(),
+        absent: Vec::new(),
+        location_host: None,
+        location_path: None,
     }
 }
 
@@ -72,6 +87,37 @@ impl Case {
         self.status = status;
         self
     }
+
+    /// The backend saw this path (and, with `host`, this Host).
+    fn seen(mut self, path: &'static str, host: Option<&'static str>) -> Case {
+        self.seen_path = Some(path);
+        self.seen_host = host;
+        self
+    }
+
+    fn seen_header(mut self, name: &'static str, value: &'static str) -> Case {
+        self.seen_headers.push((name, value));
+        self
+    }
+
+    fn absent(mut self, name: &'static str) -> Case {
+        self.absent.push(name);
+        self
+    }
+
+    /// A redirect with this status to this host and path (either may be
+    /// left to the test's silence).
+    fn redirect(
+        mut self,
+        status: u16,
+        host: Option<&'static str>,
+        path: Option<&'static str>,
+    ) -> Case {
+        self.status = status;
+        self.location_host = host;
+        self.location_path = path;
+        self
+    }
 }
 
 const V1: &str = "infra-backend-v1";
@@ -89,6 +135,8 @@ struct Conformance {
     file: &'static str,
     routes: &'static [&'static str],
     resolved: &'static str,
+    /// Routes of the manifest that no listener accepts, with the reason.
+    rejected: &'static [(&'static str, &'static str)],
     cases: Vec<Case>,
     /// Once the manifest's ReferenceGrants are deleted: the reason then,
     /// and the cases.
@@ -102,6 +150,7 @@ impl Default for Conformance {
             file: "",
             routes: &[],
             resolved: "ResolvedRefs",
+            rejected: &[],
             cases: Vec::new(),
             ungranted: None,
         }
@@ -266,6 +315,243 @@ fn tests() -> Vec<Conformance> {
             cases: vec![req("/v2").status(500), req("/").to(APP_V1)],
             ..Conformance::default()
         },
+        Conformance {
+            name: "HTTPRouteSimpleSameNamespace",
+            file: "httproute-simple-same-namespace.yaml",
+            routes: &["gateway-conformance-infra-test"],
+            cases: vec![req("/").to(V1)],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRoutePathMatchOrder",
+            file: "httproute-path-match-order.yaml",
+            routes: &["path-matching-order"],
+            cases: vec![
+                req("/match/exact/one").to(V3),
+                req("/match/exact").to(V2),
+                req("/match").to(V1),
+                req("/match/prefix/one/any").to(V2),
+                req("/match/prefix/any").to(V1),
+                req("/match/any").to(V3),
+            ],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteListenerHostnameMatching",
+            file: "httproute-listener-hostname-matching.yaml",
+            routes: &["backend-v1", "backend-v2", "backend-v3"],
+            cases: vec![
+                req("/").host("bar.com").to(V1),
+                req("/").host("foo.bar.com").to(V2),
+                req("/").host("baz.bar.com").to(V3),
+                req("/").host("boo.bar.com").to(V3),
+                req("/").host("multiple.prefixes.bar.com").to(V3),
+                req("/").host("multiple.prefixes.foo.com").to(V3),
+                req("/").host("foo.com").status(404),
+                req("/").host("no.matching.host").status(404),
+            ],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteHostnameIntersection",
+            file: "httproute-hostname-intersection.yaml",
+            routes: &[
+                "specific-host-matches-listener-specific-host",
+                "specific-host-matches-listener-wildcard-host",
+                "wildcard-host-matches-listener-specific-host",
+                "wildcard-host-matches-listener-wildcard-host",
+                "httproute-hostname-intersection-all",
+            ],
+            rejected: &[("no-intersecting-hosts", "NoMatchingListenerHostname")],
+            cases: vec![
+                req("/s1").host("very.specific.com").to(V1),
+                req("/s1").host("very.specific.com:1234").to(V1),
+                req("/s1").host("non.matching.com").status(404),
+                req("/s1").host("foo.nonmatchingwildcard.io").status(404),
+                req("/s1").host("foo.wildcard.io").status(404),
+                req("/non-matching-prefix")
+                    .host("very.specific.com")
+                    .status(404),
+                req("/s2").host("foo.wildcard.io").to(V2),
+                req("/s2").host("bar.wildcard.io").to(V2),
+                req("/s2").host("foo.bar.wildcard.io").to(V2),
+                req("/s2").host("non.matching.com").status(404),
+                req("/s2").host("wildcard.io").status(404),
+                req("/s2").host("very.specific.com").status(404),
+                req("/non-matching-prefix")
+                    .host("foo.wildcard.io")
+                    .status(404),
+                req("/s3").host("very.specific.com").to(V3),
+                req("/s3").host("non.matching.com").status(404),
+                req("/s3").host("foo.specific.com").status(404),
+                req("/s3").host("foo.wildcard.io").status(404),
+                req("/non-matching-prefix")
+                    .host("very.specific.com")
+                    .status(404),
+                req("/s4").host("foo.anotherwildcard.io").to(V1),
+                req("/s4").host("bar.anotherwildcard.io").to(V1),
+                req("/s4").host("foo.bar.anotherwildcard.io").to(V1),
+                req("/s4").host("anotherwildcard.io").status(404),
+                req("/s4").host("foo.wildcard.io").status(404),
+                req("/s4").host("very.specific.com").status(404),
+                req("/non-matching-prefix")
+                    .host("foo.anotherwildcard.io")
+                    .status(404),
+                req("/").host("first.com").to(V2),
+                req("/").host("sub.first.com").to(V2),
+                req("/").host("second.com").to(V2),
+                req("/").host("sub.second.com").to(V2),
+                req("/").host("third.com").status(404),
+                req("/").host("sub.third.com").status(404),
+            ],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteRequestHeaderModifier",
+            file: "httproute-request-header-modifier.yaml",
+            routes: &["request-header-modifier"],
+            cases: vec![
+                req("/set")
+                    .header("Some-Other-Header", "val")
+                    .to(V1)
+                    .seen("/set", None)
+                    .seen_header("Some-Other-Header", "val")
+                    .seen_header("X-Header-Set", "set-overwrites-values"),
+                req("/set")
+                    .header("Some-Other-Header", "val")
+                    .header("X-Header-Set", "some-other-value")
+                    .to(V1)
+                    .seen_header("Some-Other-Header", "val")
+                    .seen_header("X-Header-Set", "set-overwrites-values"),
+                req("/add")
+                    .header("Some-Other-Header", "val")
+                    .to(V1)
+                    .seen_header("X-Header-Add", "add-appends-values"),
+                req("/add")
+                    .header("Some-Other-Header", "val")
+                    .header("X-Header-Add", "some-other-value")
+                    .to(V1)
+                    .seen_header("X-Header-Add", "some-other-value,add-appends-values"),
+                req("/remove")
+                    .header("X-Header-Remove", "val")
+                    .to(V1)
+                    .absent("X-Header-Remove"),
+                req("/multiple")
+                    .header("X-Header-Set-2", "set-val-2")
+                    .header("X-Header-Add-2", "add-val-2")
+                    .header("X-Header-Remove-2", "remove-val-2")
+                    .header("Another-Header", "another-header-val")
+                    .to(V1)
+                    .seen_header("X-Header-Set-1", "header-set-1")
+                    .seen_header("X-Header-Set-2", "header-set-2")
+                    .seen_header("X-Header-Add-1", "header-add-1")
+                    .seen_header("X-Header-Add-2", "add-val-2,header-add-2")
+                    .seen_header("X-Header-Add-3", "header-add-3")
+                    .seen_header("Another-Header", "another-header-val")
+                    .absent("X-Header-Remove-1")
+                    .absent("X-Header-Remove-2"),
+                req("/case-insensitivity")
+                    .header("x-header-set", "original-val-set")
+                    .header("x-header-add", "original-val-add")
+                    .header("x-header-remove", "original-val-remove")
+                    .header("Another-Header", "another-header-val")
+                    .to(V1)
+                    .seen_header("X-Header-Set", "header-set")
+                    .seen_header("X-Header-Add", "original-val-add,header-add")
+                    .seen_header("Another-Header", "another-header-val")
+                    .absent("X-Header-Remove"),
+            ],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteRedirectHostAndStatus",
+            file: "httproute-redirect-host-and-status.yaml",
+            routes: &["redirect-host-and-status"],
+            cases: vec![
+                req("/hostname-redirect").redirect(302, Some("example.org"), None),
+                req("/host-and-status").redirect(301, Some("example.org"), None),
+            ],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteRedirectPath",
+            file: "httproute-redirect-path.yaml",
+            routes: &["redirect-path"],
+            cases: vec![
+                req("/original-prefix/lemon").redirect(
+                    302,
+                    None,
+                    Some("/replacement-prefix/lemon"),
+                ),
+                req("/full/path/original").redirect(302, None, Some("/full-path-replacement")),
+                req("/path-and-host").redirect(
+                    302,
+                    Some("example.org"),
+                    Some("/replacement-prefix"),
+                ),
+                req("/path-and-status").redirect(301, None, Some("/replacement-prefix")),
+                req("/full-path-and-host").redirect(
+                    302,
+                    Some("example.org"),
+                    Some("/replacement-full"),
+                ),
+                req("/full-path-and-status").redirect(301, None, Some("/replacement-full")),
+            ],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteRewriteHost",
+            file: "httproute-rewrite-host.yaml",
+            routes: &["rewrite-host"],
+            cases: vec![
+                req("/one")
+                    .host("rewrite.example")
+                    .seen("/one", Some("one.example.org")),
+                req("/two")
+                    .host("rewrite.example")
+                    .seen("/two", Some("example.org")),
+                req("/rewrite-host-and-modify-headers")
+                    .host("rewrite.example")
+                    .header("X-Header-Remove", "remove-val")
+                    .header("X-Header-Add-Append", "append-val-1")
+                    .seen("/rewrite-host-and-modify-headers", Some("test.example.org"))
+                    .seen_header("X-Header-Add", "header-val-1")
+                    .seen_header("X-Header-Add-Append", "append-val-1,header-val-2")
+                    .seen_header("X-Header-Set", "set-overwrites-values")
+                    .absent("X-Header-Remove"),
+            ],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteRewritePath",
+            file: "httproute-rewrite-path.yaml",
+            routes: &["rewrite-path"],
+            cases: vec![
+                req("/prefix/one/two").seen("/one/two", None),
+                req("/strip-prefix/three").seen("/three", None),
+                req("/strip-prefix").seen("/", None),
+                req("/full/one/two").seen("/one", None),
+                req("/full/rewrite-path-and-modify-headers/test")
+                    .header("X-Header-Remove", "remove-val")
+                    .header("X-Header-Add-Append", "append-val-1")
+                    .header("X-Header-Set", "set-val")
+                    .seen("/test", None)
+                    .seen_header("X-Header-Add", "header-val-1")
+                    .seen_header("X-Header-Add-Append", "append-val-1,header-val-2")
+                    .seen_header("X-Header-Set", "set-overwrites-values")
+                    .absent("X-Header-Remove"),
+                req("/prefix/rewrite-path-and-modify-headers/one")
+                    .header("X-Header-Remove", "remove-val")
+                    .header("X-Header-Add-Append", "append-val-1")
+                    .header("X-Header-Set", "set-val")
+                    .seen("/prefix/one", None)
+                    .seen_header("X-Header-Add", "header-val-1")
+                    .seen_header("X-Header-Add-Append", "append-val-1,header-val-2")
+                    .seen_header("X-Header-Set", "set-overwrites-values")
+                    .absent("X-Header-Remove"),
+            ],
+            ..Conformance::default()
+        },
     ]
 }
 
@@ -325,12 +611,24 @@ fn ready(routes: &Value, test: &Conformance, resolved: &str) -> bool {
                 })
         })
     });
+    let rejected = test.rejected.iter().all(|(name, why)| {
+        object(routes, "HTTPRoute", name).is_some_and(|route| {
+            route["parts"].as_array().is_some_and(|parents| {
+                parents
+                    .iter()
+                    .all(|p| reason(&p["conditions"], "Accepted") == Some(("False", why)))
+            })
+        })
+    });
+    let named = |name: &Value| {
+        test.routes.iter().any(|n| name == n) || test.rejected.iter().any(|(n, _)| name == n)
+    };
     let others = routes["gateway_api"].as_array().is_some_and(|all| {
         all.iter()
             .filter(|o| o["kind"] == "HTTPRoute")
-            .any(|o| !test.routes.iter().any(|name| o["name"] == *name))
+            .any(|o| !named(&o["name"]))
     });
-    ours && !others
+    ours && rejected && !others
 }
 
 #[tokio::test]
@@ -416,6 +714,39 @@ async fn check(http: &HttpClient, sluice: &Server, name: &str, cases: &[Case]) {
             case.backend.map(str::to_owned),
         );
         assert_eq!(answered, want, "{name} case {i}: {case:?}");
+        let seen = || reply.json();
+        if let Some(path) = case.seen_path {
+            let uri = seen()["uri"].as_str().unwrap_or_default().to_owned();
+            let got = uri.split('?').next().unwrap_or_default().to_owned();
+            assert_eq!(got, path, "{name} case {i}: path the backend saw");
+        }
+        if let Some(host) = case.seen_host {
+            assert_eq!(seen()["headers"]["host"][0], host, "{name} case {i}: Host");
+        }
+        for (header, value) in &case.seen_headers {
+            let values = seen()["headers"][header.to_ascii_lowercase()].clone();
+            let joined: Vec<&str> = values
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(joined.join(","), *value, "{name} case {i}: {header}");
+        }
+        for header in &case.absent {
+            let present = seen()["headers"].get(header.to_ascii_lowercase()).is_some();
+            assert!(!present, "{name} case {i}: {header} must be absent");
+        }
+        if case.location_host.is_some() || case.location_path.is_some() {
+            let location = reply.headers["location"].to_str().unwrap().to_owned();
+            let uri: http::Uri = location.parse().unwrap();
+            if let Some(host) = case.location_host {
+                assert_eq!(uri.host(), Some(host), "{name} case {i}: {location}");
+            }
+            if let Some(path) = case.location_path {
+                assert_eq!(uri.path(), path, "{name} case {i}: {location}");
+            }
+        }
     }
 }
 

@@ -338,7 +338,9 @@ impl Builder<'_> {
                 }
             }
         }
-        if live.is_empty() {
+        // A redirect answers by itself; any other rule needs a backend.
+        let redirects = rule.filters.iter().any(|f| f.kind == "RequestRedirect");
+        if live.is_empty() && !redirects {
             let message = "no backend with weight; the rule answers 500".to_owned();
             refused.get_or_insert(("no-backend", format!("{field}.backendRefs"), message));
         }
@@ -359,7 +361,7 @@ impl Builder<'_> {
             port: String::new(),
             via_service_ip: false,
         });
-        let backend = if refusal.is_some() {
+        let backend = if refusal.is_some() || targets.is_empty() {
             // Never reached: the rule answers before a backend is chosen.
             let state = self
                 .retained

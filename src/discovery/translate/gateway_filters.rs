@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `RequestHeaderModifier` | request header set, add, remove |
 //! | `ResponseHeaderModifier` | response header set, add, remove (every answer) |
-//! | `RequestRedirect` | a `return` with the redirect's status and `Location` |
+//! | `RequestRedirect` | a `return` with the redirect's status and `Location` (one per case of `ReplacePrefixMatch`, guarded by the path) |
 //! | `URLRewrite` | `Host` set; the path rewritten (full, or the matched prefix) |
 //!
 //! Values are literal (a `$` is itself). What cannot be honoured is an
@@ -14,10 +14,8 @@
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::StatusCode;
 
-use crate::discovery::gateway::{
-    HeaderModifier, HttpRouteFilter, PathModifier, RequestRedirect, UrlRewrite,
-};
-use crate::routing::edits::{HeaderEdit, RewriteFlag, Step, Template, Var};
+use crate::discovery::gateway::{HeaderModifier, HttpRouteFilter, RequestRedirect, UrlRewrite};
+use crate::routing::edits::{HeaderEdit, RewriteFlag, Step, Template, Test, Var};
 use crate::routing::HostKey;
 
 /// The steps of a rule's filters, for one of its matches (`prefix`: the
@@ -53,7 +51,7 @@ pub(super) fn compile(
                     .request_redirect
                     .as_ref()
                     .ok_or("RequestRedirect without its settings")?;
-                steps.push(redirect_step(redirect)?);
+                steps.extend(redirect_steps(redirect, prefix)?);
             }
             "URLRewrite" => {
                 let rewrite = filter
@@ -89,8 +87,10 @@ fn header_edits(modifier: &HeaderModifier) -> Result<Vec<HeaderEdit>, String> {
 }
 
 /// `return CODE scheme://host[:port]path`, each part the filter's or the
-/// request's.
-fn redirect_step(redirect: &RequestRedirect) -> Result<Step, String> {
+/// request's. `ReplacePrefixMatch` is two guarded returns: the prefix
+/// itself becomes the replacement, and `/prefix/rest` the replacement then
+/// `/rest`.
+fn redirect_steps(redirect: &RequestRedirect, prefix: Option<&str>) -> Result<Vec<Step>, String> {
     let status = match redirect.status_code.unwrap_or(302) {
         code @ (301 | 302 | 303 | 307 | 308) => {
             StatusCode::from_u16(code).map_err(|e| e.to_string())?
@@ -115,29 +115,64 @@ fn redirect_step(redirect: &RequestRedirect) -> Result<Step, String> {
         (Some(80), Some("http")) | (Some(443), Some("https")) | (None, _) => String::new(),
         (Some(port), _) => format!(":{port}"),
     };
-    let path = match &redirect.path {
-        None => Template::var(Var::RequestUri),
-        Some(PathModifier {
-            kind,
-            replace_full_path: Some(path),
-            ..
-        }) if kind == "ReplaceFullPath" => {
-            check_path(path)?;
-            Template::text(path)
-                .then(Template::var(Var::IsArgs))
-                .then(Template::var(Var::Args))
-        }
-        Some(other) => return Err(format!("redirect path {} is not served yet", other.kind)),
-    };
-    let location = scheme
-        .then(Template::text("://"))
-        .then(host)
-        .then(Template::text(&port))
-        .then(path);
-    Ok(Step::Return {
+    let to = |path: Template| Step::Return {
         status,
-        text: Some(location),
-    })
+        text: Some(
+            scheme
+                .clone()
+                .then(Template::text("://"))
+                .then(host.clone())
+                .then(Template::text(&port))
+                .then(path),
+        ),
+    };
+    let query = |path: Template| {
+        path.then(Template::var(Var::IsArgs))
+            .then(Template::var(Var::Args))
+    };
+    let Some(modifier) = &redirect.path else {
+        return Ok(vec![to(Template::var(Var::RequestUri))]);
+    };
+    match (
+        modifier.kind.as_str(),
+        &modifier.replace_full_path,
+        &modifier.replace_prefix_match,
+        prefix,
+    ) {
+        ("ReplaceFullPath", Some(path), ..) => {
+            check_path(path)?;
+            Ok(vec![to(query(Template::text(path)))])
+        }
+        ("ReplacePrefixMatch", _, Some(replacement), Some(prefix)) => {
+            check_path(replacement)?;
+            let prefix =
+                regex::escape(crate::routing::normalize_prefix(prefix).trim_end_matches('/'));
+            let regex = |pattern: &str| regex::Regex::new(pattern).map_err(|e| e.to_string());
+            let guarded = |pattern: regex::Regex, path: Template| Step::If {
+                subject: Template::var(Var::Uri),
+                test: Test::Matches(pattern, false),
+                then: vec![to(query(path))],
+            };
+            Ok(vec![
+                guarded(
+                    regex(&format!("^{prefix}/?$"))?,
+                    Template::text(replacement),
+                ),
+                guarded(
+                    regex(&format!("^{prefix}(/.*)$"))?,
+                    Template::text(replacement.trim_end_matches('/'))
+                        .then(Template::var(Var::Capture(1))),
+                ),
+                // Never reached (the route matched the prefix), but never
+                // a request through unredirected.
+                to(Template::var(Var::RequestUri)),
+            ])
+        }
+        ("ReplacePrefixMatch", ..) => Err("ReplacePrefixMatch needs a PathPrefix match".into()),
+        (other, ..) => Err(format!(
+            "redirect path modifier {other:?} without its value"
+        )),
+    }
 }
 
 fn rewrite_steps(rewrite: &UrlRewrite, prefix: Option<&str>) -> Result<Vec<Step>, String> {

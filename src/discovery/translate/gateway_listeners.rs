@@ -206,11 +206,14 @@ pub(super) fn allows(listener: &Listener, gateway_namespace: &str, route_namespa
 
 /// The spec's hostname intersection of a listener and a route: a route
 /// without hostnames takes the listener's; a listener without one takes
-/// the route's; a wildcard on either side admits the names under it.
+/// the route's; a wildcard on either side admits the names under it, at
+/// any depth (`*.example.com` covers `a.b.example.com`, unlike Ingress).
 pub(super) fn intersect(listener: Option<&str>, route: &[String]) -> Vec<HostKey> {
-    let parse = |h: &str| HostKey::parse(Some(&h.to_ascii_lowercase()));
+    let parse = |h: &str| HostKey::parse(Some(&h.to_ascii_lowercase())).map(deep);
     let listener = listener.and_then(parse);
     let route: Vec<HostKey> = route.iter().filter_map(|h| parse(h)).collect();
+    // Whether wildcard `suffix` covers `name` (a host or another suffix).
+    let under = |suffix: &str, name: &str| name.ends_with(&format!(".{suffix}"));
     match (listener, route.is_empty()) {
         (None, true) => vec![HostKey::Any],
         (None, false) => route,
@@ -219,25 +222,23 @@ pub(super) fn intersect(listener: Option<&str>, route: &[String]) -> Vec<HostKey
             .into_iter()
             .filter_map(|r| match (&l, &r) {
                 _ if l == r => Some(r),
-                (HostKey::Wildcard(_), HostKey::Exact(_)) if super::ownership::covers(&l, &r) => {
-                    Some(r)
-                }
-                (HostKey::Exact(_), HostKey::Wildcard(_)) if super::ownership::covers(&r, &l) => {
-                    Some(l.clone())
-                }
-                (HostKey::Wildcard(ls), HostKey::Wildcard(rs))
-                    if rs.ends_with(&format!(".{ls}")) =>
-                {
-                    Some(r)
-                }
-                (HostKey::Wildcard(ls), HostKey::Wildcard(rs))
-                    if ls.ends_with(&format!(".{rs}")) =>
-                {
+                (HostKey::DeepWildcard(ls), HostKey::Exact(rh)) if under(ls, rh) => Some(r),
+                (HostKey::Exact(lh), HostKey::DeepWildcard(rs)) if under(rs, lh) => Some(l.clone()),
+                (HostKey::DeepWildcard(ls), HostKey::DeepWildcard(rs)) if under(ls, rs) => Some(r),
+                (HostKey::DeepWildcard(ls), HostKey::DeepWildcard(rs)) if under(rs, ls) => {
                     Some(l.clone())
                 }
                 _ => None,
             })
             .collect(),
+    }
+}
+
+/// A Gateway API wildcard covers any number of labels.
+fn deep(key: HostKey) -> HostKey {
+    match key {
+        HostKey::Wildcard(suffix) => HostKey::DeepWildcard(suffix),
+        other => other,
     }
 }
 
@@ -266,6 +267,15 @@ mod tests {
             names(intersect(Some("b.example"), &route(&["*.example"]))),
             ["b.example"]
         );
+        // Any depth, unlike an Ingress wildcard.
+        assert_eq!(
+            names(intersect(Some("*.example"), &route(&["a.b.example"]))),
+            ["a.b.example"]
+        );
+        assert!(matches!(
+            intersect(Some("*.example"), &[])[..],
+            [HostKey::DeepWildcard(_)]
+        ));
         assert_eq!(
             names(intersect(Some("a.example"), &route(&["b.example"]))),
             Vec::<String>::new()

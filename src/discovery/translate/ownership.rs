@@ -52,6 +52,15 @@ impl Builder<'_> {
 
     /// Whether `namespace` may add rules for `host`; if not, the owner.
     pub(super) fn may_route(&self, host: &HostKey, namespace: &str) -> Result<(), &str> {
+        // A Gateway API wildcard belongs to whoever owns the Ingress one.
+        let shallow;
+        let host = match host {
+            HostKey::DeepWildcard(suffix) => {
+                shallow = HostKey::Wildcard(suffix.clone());
+                &shallow
+            }
+            other => other,
+        };
         let Some(owner) = self.owners.get(host) else {
             return Ok(());
         };
