@@ -16,7 +16,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Value};
 
-use super::gateway::{Gateway, GatewayClass, HttpRoute, CONTROLLER_NAME, GROUP};
+use super::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, CONTROLLER_NAME, GROUP};
 use crate::routing::gateway_status::{Condition, ObjectStatus, PartStatus};
 
 /// `(kind, namespace, name)` of an object whose status was written.
@@ -42,7 +42,7 @@ pub async fn write(
     }
     // Routes that no longer attach to sluice's Gateways lose sluice's entries.
     for (key, _) in written.iter().filter(|(k, _)| !current.contains_key(*k)) {
-        if key.0 == "HTTPRoute" {
+        if key.0 == "HTTPRoute" || key.0 == "GRPCRoute" {
             patch(client, key.0, key, &json!({"parents": []}), &now).await?;
         }
     }
@@ -74,7 +74,7 @@ fn body(status: &ObjectStatus, addresses: &[String]) -> Value {
                 .map(|l| {
                     json!({
                         "name": l.name,
-                        "supportedKinds": [{"group": GROUP, "kind": "HTTPRoute"}],
+                        "supportedKinds": [{"group": GROUP, "kind": "HTTPRoute"}, {"group": GROUP, "kind": "GRPCRoute"}],
                         "attachedRoutes": l.attached_routes.unwrap_or(0),
                         "conditions": conditions(&l.conditions),
                     })
@@ -82,7 +82,7 @@ fn body(status: &ObjectStatus, addresses: &[String]) -> Value {
                 .collect();
             json!({"addresses": addresses, "conditions": conditions(&status.conditions), "listeners": listeners})
         }
-        "HTTPRoute" => {
+        "HTTPRoute" | "GRPCRoute" => {
             let parents: Vec<Value> = status
                 .parts
                 .iter()
@@ -155,11 +155,11 @@ async fn patch(
                 .await
         }
         _ => {
-            let api = Api::<DynamicObject>::namespaced_with(
-                client.clone(),
-                namespace,
-                &ApiResource::erase::<HttpRoute>(&()),
-            );
+            let resource = match kind {
+                "GRPCRoute" => ApiResource::erase::<GrpcRoute>(&()),
+                _ => ApiResource::erase::<HttpRoute>(&()),
+            };
+            let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource);
             // Other controllers' entries stay; sluice's are replaced.
             let current = match api.get_status(name).await {
                 Ok(object) => object.data["status"]["parents"].clone(),

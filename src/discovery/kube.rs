@@ -28,7 +28,7 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use super::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
 use super::status::StatusOptions;
 use super::PodSlice;
 use super::{DiscoveryError, Publisher, Snapshot};
@@ -87,6 +87,7 @@ enum Change {
     Gateway(usize, Event<Gateway>),
     HttpRoute(usize, Event<HttpRoute>),
     Grant(usize, Event<ReferenceGrant>),
+    GrpcRoute(usize, Event<GrpcRoute>),
 }
 
 /// Watches until `stop`, publishing through `publisher`. The first table is
@@ -122,6 +123,12 @@ pub async fn watch(
             }));
             store.gateways.push(Objects::default());
             store.http_routes.push(Objects::default());
+        }
+        if gateway_api.routes && gateway_api.grpc_routes {
+            streams.push(watch_kind(api(&client, *ns), config.clone(), move |e| {
+                Change::GrpcRoute(slot, e)
+            }));
+            store.grpc_routes.push(Objects::default());
         }
         if gateway_api.routes && gateway_api.grants {
             streams.push(watch_kind(api(&client, *ns), config.clone(), move |e| {
@@ -371,6 +378,7 @@ struct Store {
     gateways: Vec<Objects<Gateway>>,
     http_routes: Vec<Objects<HttpRoute>>,
     grants: Vec<Objects<ReferenceGrant>>,
+    grpc_routes: Vec<Objects<GrpcRoute>>,
 }
 
 impl Store {
@@ -406,6 +414,7 @@ impl Store {
             Change::Gateway(slot, e) => self.gateways[slot].apply(e, |_| full = true),
             Change::HttpRoute(slot, e) => self.http_routes[slot].apply(e, |_| full = true),
             Change::Grant(slot, e) => self.grants[slot].apply(e, |_| full = true),
+            Change::GrpcRoute(slot, e) => self.grpc_routes[slot].apply(e, |_| full = true),
             Change::Namespace(e) => match &mut self.namespaces {
                 Some(namespaces) => namespaces.apply(e, |_| full = true),
                 None => false,
@@ -432,6 +441,7 @@ impl Store {
             && self.gateways.iter().all(|o| o.synced)
             && self.http_routes.iter().all(|o| o.synced)
             && self.grants.iter().all(|o| o.synced)
+            && self.grpc_routes.iter().all(|o| o.synced)
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -468,6 +478,7 @@ impl Store {
             gateways: collect(&self.gateways, &allowed),
             http_routes: collect(&self.http_routes, &allowed),
             reference_grants: collect(&self.grants, &allowed),
+            grpc_routes: collect(&self.grpc_routes, &allowed),
             sources: HashMap::new(),
             resolved: Default::default(),
         }

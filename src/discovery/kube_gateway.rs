@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
 use kube::{Client, Resource};
 
-use super::gateway::{Gateway, GatewayClass, HttpRoute, ReferenceGrant, GROUP};
+use super::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, GROUP};
 use super::kube::{trim_meta, Trim};
 
 macro_rules! gateway_resource {
@@ -68,6 +68,13 @@ gateway_resource!(
     "v1",
     NamespaceResourceScope
 );
+gateway_resource!(
+    GrpcRoute,
+    "GRPCRoute",
+    "grpcroutes",
+    "v1",
+    NamespaceResourceScope
+);
 // v1beta1: served by every release that has ReferenceGrant, v1 only by the
 // newest.
 gateway_resource!(
@@ -85,6 +92,8 @@ pub struct Installed {
     pub routes: bool,
     /// ReferenceGrant (`v1beta1`).
     pub grants: bool,
+    /// GRPCRoute (`v1`, since Gateway API 1.1).
+    pub grpc_routes: bool,
 }
 
 /// Asks the apiserver's discovery which kinds exist. An error is taken as
@@ -111,11 +120,13 @@ pub async fn installed(client: &Client) -> Installed {
     let found = Installed {
         routes: has(&v1, &["gatewayclasses", "gateways", "httproutes"]),
         grants: has(&names("v1beta1").await, &["referencegrants"]),
+        grpc_routes: has(&v1, &["grpcroutes"]),
     };
     if found.routes {
         tracing::info!(
             reference_grants = found.grants,
-            "Gateway API CRDs found; watching GatewayClasses, Gateways and HTTPRoutes"
+            grpc_routes = found.grpc_routes,
+            "Gateway API CRDs found; watching GatewayClasses, Gateways and their routes"
         );
     } else {
         tracing::info!(

@@ -79,6 +79,7 @@ enum Object {
     Gateway(Arc<gateway::Gateway>),
     HttpRoute(Arc<gateway::HttpRoute>),
     ReferenceGrant(Arc<gateway::ReferenceGrant>),
+    GrpcRoute(Arc<gateway::GrpcRoute>),
 }
 
 impl ManifestsDir {
@@ -146,6 +147,7 @@ impl ManifestsDir {
                     Object::Gateway(o) => snapshot.gateways.push(o.clone()),
                     Object::HttpRoute(o) => snapshot.http_routes.push(o.clone()),
                     Object::ReferenceGrant(o) => snapshot.reference_grants.push(o.clone()),
+                    Object::GrpcRoute(o) => snapshot.grpc_routes.push(o.clone()),
                 }
             }
         }
@@ -359,7 +361,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
         "Service" | "Secret" | "ConfigMap" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
-        "GatewayClass" | "Gateway" | "HTTPRoute" => gateway::API_VERSION,
+        "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" => gateway::API_VERSION,
         // Still served as v1beta1 too, the version most manifests name.
         "ReferenceGrant" if api_version == gateway::API_VERSION_BETA => gateway::API_VERSION_BETA,
         "ReferenceGrant" => gateway::API_VERSION,
@@ -382,6 +384,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         "Gateway" => Object::Gateway(Arc::new(decode(value)?)),
         "HTTPRoute" => Object::HttpRoute(Arc::new(decode(value)?)),
         "ReferenceGrant" => Object::ReferenceGrant(Arc::new(decode(value)?)),
+        "GRPCRoute" => Object::GrpcRoute(Arc::new(decode(value)?)),
         _ => Object::EndpointSlice(Arc::new(PodSlice::from(decode::<EndpointSlice>(value)?))),
     };
     let meta = match &object {
@@ -395,6 +398,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         Object::Gateway(o) => &o.metadata,
         Object::HttpRoute(o) => &o.metadata,
         Object::ReferenceGrant(o) => &o.metadata,
+        Object::GrpcRoute(o) => &o.metadata,
     };
     let object_ref = object_ref(kind_name(&object), meta).ok_or((
         None,
@@ -423,6 +427,7 @@ fn kind_name(object: &Object) -> &'static str {
         Object::Gateway(_) => "Gateway",
         Object::HttpRoute(_) => "HTTPRoute",
         Object::ReferenceGrant(_) => "ReferenceGrant",
+        Object::GrpcRoute(_) => "GRPCRoute",
     }
 }
 
@@ -459,6 +464,7 @@ fn with_default_namespace(object: Object) -> Object {
         Object::Gateway(o) => Object::Gateway(fill(o, |o| &mut o.metadata)),
         Object::HttpRoute(o) => Object::HttpRoute(fill(o, |o| &mut o.metadata)),
         Object::ReferenceGrant(o) => Object::ReferenceGrant(fill(o, |o| &mut o.metadata)),
+        Object::GrpcRoute(o) => Object::GrpcRoute(fill(o, |o| &mut o.metadata)),
         other => other,
     }
 }

@@ -120,6 +120,7 @@ pub struct Snapshot {
     pub gateways: Vec<Arc<gateway::Gateway>>,
     pub http_routes: Vec<Arc<gateway::HttpRoute>>,
     pub reference_grants: Vec<Arc<gateway::ReferenceGrant>>,
+    pub grpc_routes: Vec<Arc<gateway::GrpcRoute>>,
     /// The manifests file each object came from, so warnings can name it.
     pub sources: HashMap<ObjectRef, Arc<str>>,
     /// ExternalName targets and their addresses, resolved in the background

@@ -48,6 +48,7 @@ mod gateway;
 mod gateway_filters;
 mod gateway_listeners;
 mod gateway_matches;
+mod grpc_routes;
 mod headers;
 mod hosts;
 mod index;

@@ -123,6 +123,7 @@ fn deploy_manifests_fit_together() {
         ("gateway.networking.k8s.io", "gatewayclasses"),
         ("gateway.networking.k8s.io", "gateways"),
         ("gateway.networking.k8s.io", "httproutes"),
+        ("gateway.networking.k8s.io", "grpcroutes"),
         ("gateway.networking.k8s.io", "referencegrants"),
     ] {
         for verb in ["list", "watch"] {

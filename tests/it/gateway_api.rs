@@ -343,3 +343,127 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
         "another controller's route is not ours to judge: {warnings}"
     );
 }
+
+/// A GRPCRoute picks backends by service, method and headers, over h2c and
+/// over TLS, with tonic as the client and tonic servers as the pods (two
+/// health services that answer differently, so each answer names its pod).
+#[tokio::test]
+async fn grpc_routes_pick_backends_by_method_and_headers_over_h2c_and_tls() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+
+    let (a, a_addr) = start_grpc_health().await;
+    a.set_service_status("probe", tonic_health::ServingStatus::Serving)
+        .await;
+    let (b, b_addr) = start_grpc_health().await;
+    b.set_service_status("probe", tonic_health::ServingStatus::NotServing)
+        .await;
+    let pki = crate::support::pki::Pki::new();
+    let (cert, key, _) = pki.leaf(&["grpc.example.com"]);
+    let m = Manifests::new();
+    m.write(
+        "grpc.yaml",
+        &(crate::support::pki::secret_yaml("grpc-cert", &cert, &key)
+            + &service_yaml("grpc-a", &[a_addr])
+            + &service_yaml("grpc-b", &[b_addr])
+            + CLASSES
+            + r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: grpc, namespace: default}
+spec:
+  gatewayClassName: sluice
+  listeners:
+  - {name: h2c, port: 80, protocol: HTTP}
+  - {name: tls, port: 443, protocol: HTTPS, hostname: grpc.example.com, tls: {certificateRefs: [{name: grpc-cert}]}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: health, namespace: default}
+spec:
+  parentRefs: [{name: grpc}]
+  rules:
+  - matches:
+    - method: {service: grpc.health.v1.Health, method: Check}
+      headers: [{name: x-route, value: b}]
+    backendRefs: [{name: grpc-b, port: 80}]
+  - matches: [{method: {service: grpc.health.v1.Health, method: Check}}]
+    backendRefs: [{name: grpc-a, port: 80}]
+  - matches: [{method: {service: grpc.health.v1.Health}}]
+    backendRefs: [{name: grpc-b, port: 80}]
+  - matches: [{method: {method: Check}}]
+    backendRefs: [{name: grpc-a, port: 80}]
+"#),
+    );
+    let sluice = start_sluice(m.path(), "").await;
+    let accepted = eventually(Duration::from_secs(10), || async {
+        let routes = admin_json(&sluice, "/api/routes").await;
+        routes["gateway_api"].as_array().is_some_and(|all| {
+            all.iter().any(|o| {
+                o["kind"] == "GRPCRoute" && o["parts"][0]["conditions"][0]["status"] == "True"
+            })
+        })
+    })
+    .await;
+    assert!(
+        accepted.is_some(),
+        "{}",
+        admin_text(&sluice, "/api/warnings").await
+    );
+    let check = |mut client: HealthClient<tonic::transport::Channel>,
+                 route: Option<&'static str>| async move {
+        let mut request = tonic::Request::new(HealthCheckRequest {
+            service: "probe".into(),
+        });
+        if let Some(route) = route {
+            request
+                .metadata_mut()
+                .insert("x-route", route.parse().unwrap());
+        }
+        client.check(request).await.unwrap().into_inner().status()
+    };
+    let h2c = tonic::transport::Endpoint::try_from(format!("http://{}", sluice.http_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let tls = tonic::transport::Endpoint::try_from(format!("https://{}", sluice.https_addr))
+        .unwrap()
+        .origin("https://grpc.example.com".parse().unwrap())
+        .tls_config(
+            tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&pki.ca_pem))
+                .domain_name("grpc.example.com"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    for channel in [h2c, tls] {
+        let client = HealthClient::new(channel);
+        // Service and method: pod A; with the header: pod B.
+        assert_eq!(check(client.clone(), None).await, ServingStatus::Serving);
+        assert_eq!(
+            check(client.clone(), Some("b")).await,
+            ServingStatus::NotServing
+        );
+        // The service alone takes its other methods: pod B.
+        let mut watch = client
+            .clone()
+            .watch(HealthCheckRequest {
+                service: "probe".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let first = watch.message().await.unwrap().unwrap();
+        assert_eq!(first.status(), ServingStatus::NotServing);
+    }
+    // A method without its service cannot be a path: skipped, and said.
+    let warnings = admin_text(&sluice, "/api/warnings").await;
+    assert!(
+        warnings.contains("method without its service"),
+        "{warnings}"
+    );
+}

@@ -82,9 +82,16 @@ impl Builder<'_> {
         }
         // Routes attached to each listener, for its status.
         let mut attached: BTreeMap<(String, String, String), u32> = BTreeMap::new();
-        let mut routes: Vec<&Arc<HttpRoute>> = snapshot.http_routes.iter().collect();
+        // GRPCRoutes as the HTTPRoutes they amount to (`grpc_routes`).
+        let http = snapshot
+            .http_routes
+            .iter()
+            .map(|r| ("HTTPRoute", r.clone()));
+        let grpc = (snapshot.grpc_routes.iter())
+            .map(|r| ("GRPCRoute", Arc::new(super::grpc_routes::as_http_route(r))));
+        let mut routes: Vec<(&'static str, Arc<HttpRoute>)> = http.chain(grpc).collect();
         // Oldest first, as Ingresses, so the older route keeps a contested path.
-        routes.sort_by(|a, b| {
+        routes.sort_by(|(_, a), (_, b)| {
             let key = |r: &HttpRoute| {
                 (
                     r.metadata.creation_timestamp.as_ref().map(|t| t.0),
@@ -94,9 +101,10 @@ impl Builder<'_> {
             };
             key(a).cmp(&key(b))
         });
-        for route in routes {
+        for (kind, route) in routes {
+            let route = &*route;
             let object = ObjectRef {
-                kind: "HTTPRoute",
+                kind,
                 namespace: route.metadata.namespace.clone().unwrap_or_default(),
                 name: route.metadata.name.clone().unwrap_or_default(),
             };
@@ -123,7 +131,7 @@ impl Builder<'_> {
                 parent.conditions.push(refs.clone());
             }
             statuses.push(ObjectStatus {
-                kind: "HTTPRoute",
+                kind,
                 namespace: object.namespace,
                 name: object.name,
                 generation: route.metadata.generation,
@@ -184,7 +192,8 @@ impl Builder<'_> {
                     parent.name.clone(),
                     listener.name.clone(),
                 ));
-                if !(named && port && served && allows(listener, namespace, &object.namespace)) {
+                let allowed = allows(listener, namespace, &object.namespace, object.kind);
+                if !(named && port && served && allowed) {
                     continue;
                 }
                 let found = intersect(listener.hostname.as_deref(), &route.spec.hostnames);
@@ -247,6 +256,11 @@ impl Builder<'_> {
         grants: &Grants<'_>,
     ) -> Option<Condition> {
         let field = format!("spec.rules[{index}]");
+        // gRPC is HTTP/2 to the pods; HTTPRoutes' backends get HTTP/1.1.
+        let wire = Wire::Plain(match object.kind {
+            "GRPCRoute" => Protocol::H2c,
+            _ => Protocol::Http1,
+        });
         // Where the rule goes; a match sluice cannot express skips it.
         let mut matches = Vec::new();
         for (m, matched) in rule.matches.iter().enumerate() {
@@ -374,7 +388,7 @@ impl Builder<'_> {
             ))
         } else {
             let site = Some((object, Field::Rule(index)));
-            self.backend(backend_ref.clone(), &Wire::Plain(Protocol::Http1), site)
+            self.backend(backend_ref.clone(), &wire, site)
         };
         let ingress = IngressRef {
             namespace: object.namespace.clone(),
@@ -391,7 +405,7 @@ impl Builder<'_> {
             let mut choices = Vec::new();
             for (weight, target) in &targets {
                 let site = Some((object, Field::Rule(index)));
-                let backend = self.backend(target.clone(), &Wire::Plain(Protocol::Http1), site);
+                let backend = self.backend(target.clone(), &wire, site);
                 let metrics =
                     self.request_metrics(&ingress.namespace, &ingress.name, &target.service, false);
                 choices.push(WeightedBackend {

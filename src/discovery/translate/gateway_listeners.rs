@@ -178,17 +178,23 @@ pub(super) fn gateway_object(gateway: &Gateway) -> ObjectRef {
 
 /// `allowedRoutes.namespaces.from`: `Same` (the default) or `All`;
 /// `Selector` is not served yet, and so admits nothing.
-pub(super) fn allows(listener: &Listener, gateway_namespace: &str, route_namespace: &str) -> bool {
-    // `kinds`: a listener that lists them takes HTTPRoutes only if named.
+pub(super) fn allows(
+    listener: &Listener,
+    gateway_namespace: &str,
+    route_namespace: &str,
+    route_kind: &str,
+) -> bool {
+    // `kinds`: a listener that lists them takes only the kinds named;
+    // HTTP and HTTPS listeners take HTTPRoutes and GRPCRoutes otherwise.
     let kinds = listener
         .allowed_routes
         .as_ref()
         .map_or(&[][..], |a| &a.kinds[..]);
-    let http_routes = kinds.is_empty()
+    let kind_allowed = kinds.is_empty()
         || kinds.iter().any(|k| {
-            k.kind == "HTTPRoute" && k.group.as_deref().unwrap_or(gateway::GROUP) == gateway::GROUP
+            k.kind == route_kind && k.group.as_deref().unwrap_or(gateway::GROUP) == gateway::GROUP
         });
-    if !http_routes {
+    if !kind_allowed {
         return false;
     }
     let from = listener

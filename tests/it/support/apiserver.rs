@@ -86,6 +86,7 @@ fn kind_of(resource: &str) -> (&'static str, &'static str) {
         "gatewayclasses" => ("gateway.networking.k8s.io/v1", "GatewayClass"),
         "gateways" => ("gateway.networking.k8s.io/v1", "Gateway"),
         "httproutes" => ("gateway.networking.k8s.io/v1", "HTTPRoute"),
+        "grpcroutes" => ("gateway.networking.k8s.io/v1", "GRPCRoute"),
         "referencegrants" => ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"),
         _ => ("v1", "Unknown"),
     }
@@ -104,6 +105,7 @@ fn resource_of(kind: &str) -> &'static str {
         "GatewayClass" => "gatewayclasses",
         "Gateway" => "gateways",
         "HTTPRoute" => "httproutes",
+        "GRPCRoute" => "grpcroutes",
         "ReferenceGrant" => "referencegrants",
         other => panic!("the fake apiserver does not know {other}"),
     }
@@ -325,6 +327,7 @@ impl FakeApiServer {
                     ("gatewayclasses", "GatewayClass", false),
                     ("gateways", "Gateway", true),
                     ("httproutes", "HTTPRoute", true),
+                    ("grpcroutes", "GRPCRoute", true),
                 ],
                 "v1beta1" => &[("referencegrants", "ReferenceGrant", true)],
                 _ => &[],
