@@ -57,6 +57,7 @@ fn route_json(host: &str, path: Option<(String, &str)>, route: &Route) -> Value 
         "path_type": kind,
         "namespace": route.ingress.namespace,
         "ingress": route.ingress.name,
+        "kind": route.ingress.kind,
         "backend": backend_json(&route.backend),
         "fallback": route.fallback.as_ref().map(backend_json),
         "canary": route.filters.canary().map(|c| json!({"ingress": c.ingress.name, "backend": backend_json(&c.backend)})),

@@ -161,6 +161,7 @@ pub fn translate(
             ingress: IngressRef {
                 namespace: backend_ref.namespace.clone(),
                 name: String::new(),
+                kind: "Ingress",
             },
             metrics: builder.request_metrics(
                 &backend_ref.namespace,

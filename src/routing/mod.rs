@@ -169,11 +169,14 @@ impl PartialEq for ErrorPages {
     }
 }
 
-/// `namespace/name` of the Ingress a route came from, for logs and metrics.
+/// `namespace/name` of the object a route came from, for logs and metrics,
+/// and its kind: `Ingress`, `HTTPRoute` or `GRPCRoute`, so that objects of
+/// two kinds with one name never share what is kept per object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct IngressRef {
     pub namespace: String,
     pub name: String,
+    pub kind: &'static str,
 }
 
 impl fmt::Display for IngressRef {

@@ -8,6 +8,7 @@ fn route(name: &str) -> Arc<Route> {
         ingress: IngressRef {
             namespace: "default".into(),
             name: name.into(),
+            kind: "Ingress",
         },
         backend: Arc::new(Backend::new(
             BackendRef {

@@ -25,6 +25,31 @@ async fn the_dashboard_shows_ingresses_endpoints_and_warnings_in_chromium() {
         "broken.yaml",
         &invalid_ingress_yaml("broken", "broken.test", "shop"),
     );
+    // A Gateway API route beside the Ingress, with its status.
+    m.write(
+        "gateway.yaml",
+        r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: sluice}
+spec: {controllerName: sluice.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  gatewayClassName: sluice
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop-route, namespace: default}
+spec:
+  parentRefs: [{name: edge}]
+  hostnames: [route.test]
+  rules: [{backendRefs: [{name: shop, port: 80}]}]
+"#,
+    );
     let sluice = start_sluice(m.path(), "").await;
     let http = client();
     for _ in 0..20 {
@@ -53,6 +78,12 @@ async fn the_dashboard_shows_ingresses_endpoints_and_warnings_in_chromium() {
         r#"class="badge closed""#.to_owned(),
         "invalid-annotation".to_owned(),
         "default/broken".to_owned(),
+        r#"data-host="route.test""#.to_owned(),
+        "HTTPRoute default/shop-route".to_owned(),
+        r#"data-object="Gateway default/edge""#.to_owned(),
+        r#"data-object="HTTPRoute default/shop-route""#.to_owned(),
+        "Programmed: Programmed".to_owned(),
+        "http (1 route)".to_owned(),
     ] {
         assert!(dom.contains(&expected), "{expected} missing from:\n{dom}");
     }

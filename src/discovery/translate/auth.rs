@@ -163,6 +163,7 @@ impl Builder<'_> {
                 let ingress = IngressRef {
                     namespace: String::new(),
                     name: String::new(),
+                    kind: "Ingress",
                 };
                 spec.map(|spec| self.external_auth(&spec, &ingress, &object))
             }

@@ -393,6 +393,7 @@ impl Builder<'_> {
         let ingress = IngressRef {
             namespace: object.namespace.clone(),
             name: object.name.clone(),
+            kind: object.kind,
         };
         let metrics = self.request_metrics(
             &ingress.namespace,

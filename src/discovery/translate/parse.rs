@@ -188,6 +188,7 @@ pub(super) fn parse_ingress(
         ingress: IngressRef {
             namespace: namespace.to_owned(),
             name: object.name.clone(),
+            kind: "Ingress",
         },
         policy: IngressAnnotations::default().policy(defaults),
         wire: Wire::Plain(Protocol::default()),
