@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use http::header;
-use http::{Request, Uri, Version};
+use http::{HeaderValue, Request, Uri, Version};
 use http_body::Body as _;
 
 use super::headers::strip_hop_by_hop;
@@ -92,7 +92,15 @@ fn copy_of(
     let headers = copy.headers_mut();
     *headers = request.headers().clone();
     strip_hop_by_hop(headers, false);
-    headers.insert(header::HOST, mirror.host.clone());
+    // Without a `Host` of its own, the copy keeps the request's (from its
+    // authority when it came over HTTP/2).
+    let host = mirror.host.clone().or_else(|| {
+        let authority = request.uri().authority()?;
+        HeaderValue::try_from(authority.as_str()).ok()
+    });
+    if let Some(host) = host {
+        headers.insert(header::HOST, host);
+    }
     if copy.body().is_end_stream() {
         let headers = copy.headers_mut();
         headers.remove(header::CONTENT_LENGTH);

@@ -133,8 +133,9 @@ pub struct Mirror {
     pub backend: Arc<Backend>,
     /// The path and query each copy asks for.
     pub path: edits::Template,
-    /// The copies' `Host`.
-    pub host: http::HeaderValue,
+    /// The copies' `Host` (`None`: the request's, for Gateway API's
+    /// `RequestMirror`).
+    pub host: Option<http::HeaderValue>,
     /// `mirror-request-body`: the copy carries the body, which is then read
     /// whole before the request goes on (as nginx's mirror does), with this
     /// much in memory.

@@ -91,7 +91,7 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
             "mirrored",
             "edge",
             "mirrored.example.com",
-            "  - filters: [{type: RequestMirror, requestMirror: {backendRef: {name: web, port: 80}}}]\n    backendRefs: [{name: web, port: 80}]\n",
+            "  - matches: [{path: {value: /copied}}]\n    filters: [{type: RequestMirror, requestMirror: {backendRef: {name: blue, port: 80}}}]\n    backendRefs: [{name: web, port: 80}]\n  - filters: [{type: ExtensionRef, extensionRef: {group: example.com, kind: Filter, name: f}}]\n    backendRefs: [{name: web, port: 80}]\n",
         )
         + &route(
             "filters",
@@ -174,6 +174,20 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
         StatusCode::INTERNAL_SERVER_ERROR
     );
     assert_eq!(web.requests(), requests);
+    // RequestMirror: the pod answers, and the mirror gets a copy.
+    let copies = blue.requests();
+    let reply = send(
+        &http,
+        get(sluice.http_addr, "mirrored.example.com", "/copied?x=1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.upstream(), "web");
+    let copied = eventually(Duration::from_secs(5), || async {
+        blue.requests() > copies
+    })
+    .await;
+    assert!(copied.is_some(), "the mirror got no copy");
 
     // Header modifiers, URLRewrite and RequestRedirect.
     let mut request = get(sluice.http_addr, "filters.example.com", "/api/items?x=1");
@@ -237,10 +251,11 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
     // Weighted backends: each request to one, by weight (1:1 here; a
     // backend of weight 0 gets none). Bounds are generous: 200 fair coin
     // flips fall outside 40..160 with a chance below 1e-17.
+    let before = (blue.requests(), green.requests());
     for _ in 0..200 {
         assert_eq!(status("split.example.com", "/").await, StatusCode::OK);
     }
-    let (b, g) = (blue.requests(), green.requests());
+    let (b, g) = (blue.requests() - before.0, green.requests() - before.1);
     assert_eq!(b + g, 200);
     assert!((40..=160).contains(&b), "blue {b}, green {g}");
     let metrics = admin_text(&sluice, "/metrics").await;

@@ -324,18 +324,7 @@ impl Builder<'_> {
         let mut refs_failed = None;
         for (b, backend) in live.iter().enumerate() {
             self.ignored(object, &format!("{field}.backendRefs[{b}]"), &backend.other);
-            let resolved = service_port(backend, &object.namespace, grants).and_then(|target| {
-                let key = (target.namespace.as_str(), target.service.as_str());
-                match self.index.services.contains_key(&key) {
-                    true => Ok(target),
-                    false => Err(Unresolved {
-                        reason: "backend-not-found",
-                        spec_reason: "BackendNotFound",
-                        message: format!("Service {}/{} does not exist", key.0, key.1),
-                    }),
-                }
-            });
-            match resolved {
+            match self.resolve_backend(backend, &object.namespace, grants) {
                 Ok(target) => targets.push((backend.weight.unwrap_or(1), target)),
                 Err(unresolved) => {
                     refs_failed.get_or_insert(Condition::fails(
@@ -357,6 +346,15 @@ impl Builder<'_> {
         if live.is_empty() && !redirects {
             let message = "no backend with weight; the rule answers 500".to_owned();
             refused.get_or_insert(("no-backend", format!("{field}.backendRefs"), message));
+        }
+        let mut policy = IngressAnnotations::default().policy(self.defaults);
+        match self.gateway_mirror(rule, object, grants, &wire, index) {
+            Ok(mirror) => policy.mirror = mirror,
+            Err(unresolved) => {
+                let message = format!("{}; the rule answers 500", unresolved.message);
+                let at = format!("{field}.filters");
+                refused.get_or_insert((unresolved.reason, at, message));
+            }
         }
         let target = targets.first().map(|(_, target)| target.clone());
         let refusal = refused.map(|(reason, at, message)| {
@@ -419,7 +417,6 @@ impl Builder<'_> {
         } else {
             None
         };
-        let policy = IngressAnnotations::default().policy(self.defaults);
         for (host, over) in hosts {
             // The host's owner decides who routes it (`host-ownership`), and
             // its client certificates guard every route of it, these too.
@@ -516,10 +513,31 @@ impl Builder<'_> {
 
 /// Why a `backendRef` cannot be used: the warning's reason, the status
 /// condition's reason, and the text of both.
-struct Unresolved {
-    reason: &'static str,
-    spec_reason: &'static str,
-    message: String,
+pub(super) struct Unresolved {
+    pub(super) reason: &'static str,
+    pub(super) spec_reason: &'static str,
+    pub(super) message: String,
+}
+
+impl Builder<'_> {
+    /// A `backendRef` as a Service port that exists and may be referred to.
+    pub(super) fn resolve_backend(
+        &self,
+        backend: &gateway::BackendRef,
+        namespace: &str,
+        grants: &Grants<'_>,
+    ) -> Result<BackendRef, Unresolved> {
+        let target = service_port(backend, namespace, grants)?;
+        let key = (target.namespace.as_str(), target.service.as_str());
+        if !self.index.services.contains_key(&key) {
+            return Err(Unresolved {
+                reason: "backend-not-found",
+                spec_reason: "BackendNotFound",
+                message: format!("Service {}/{} does not exist", key.0, key.1),
+            });
+        }
+        Ok(target)
+    }
 }
 
 /// A `backendRef` as a Service port of the route's namespace, or of one

@@ -7,6 +7,7 @@
 //! | `ResponseHeaderModifier` | response header set, add, remove (every answer) |
 //! | `RequestRedirect` | a `return` with the redirect's status and `Location` (one per case of `ReplacePrefixMatch`, guarded by the path) |
 //! | `URLRewrite` | `Host` set; the path rewritten (full, or the matched prefix) |
+//! | `RequestMirror` | the route's mirror (`gateway::add_rule`), as `mirror-target`'s |
 //!
 //! Values are literal (a `$` is itself). What cannot be honoured is an
 //! error: the rule then answers 500, as the spec asks.
@@ -60,6 +61,8 @@ pub(super) fn compile(
                     .ok_or("URLRewrite without its settings")?;
                 steps.extend(rewrite_steps(rewrite, prefix)?);
             }
+            // A backend of its own: `gateway::add_rule` makes it.
+            "RequestMirror" => {}
             other => return Err(format!("filter {other} is not served yet")),
         }
     }

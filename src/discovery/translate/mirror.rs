@@ -5,12 +5,15 @@
 
 use std::sync::Arc;
 
+use super::gateway::Unresolved;
 use super::index::{endpoints_for, PodAddrs};
-use super::parse::Field;
+use super::parse::{Field, Wire};
+use super::reference_grants::Grants;
 use super::Builder;
 use crate::discovery::annotations::{MirrorSpec, UpstreamTlsAnnotations};
+use crate::discovery::gateway::HttpRouteRule;
 use crate::discovery::ObjectRef;
-use crate::routing::edits::Template;
+use crate::routing::edits::{Template, Var};
 use crate::routing::{Backend, BackendRef, IngressRef, Mirror, Protocol, RoutePolicy};
 
 impl Builder<'_> {
@@ -116,7 +119,7 @@ impl Builder<'_> {
         Some(Arc::new(Mirror {
             backend,
             path,
-            host: http::HeaderValue::try_from(spec.host_header.as_str()).ok()?,
+            host: Some(http::HeaderValue::try_from(spec.host_header.as_str()).ok()?),
             body: spec.body.then(|| {
                 policy
                     .request_buffering
@@ -124,5 +127,50 @@ impl Builder<'_> {
             }),
             metrics,
         }))
+    }
+
+    /// The mirror of an HTTPRoute rule's `RequestMirror` filter: copies of
+    /// its requests, body and all (as `mirror-request-body`'s default), to a
+    /// Service port resolved as its `backendRefs` are. One mirror per rule,
+    /// of every request: more, or a share of requests, cannot be honoured.
+    pub(super) fn gateway_mirror(
+        &mut self,
+        rule: &HttpRouteRule,
+        object: &ObjectRef,
+        grants: &Grants<'_>,
+        wire: &Wire,
+        index: usize,
+    ) -> Result<Option<Arc<Mirror>>, Unresolved> {
+        let unserved = |message: String| Unresolved {
+            reason: "unsupported-filter",
+            spec_reason: "UnsupportedValue",
+            message,
+        };
+        let mut mirrors = rule.filters.iter().filter(|f| f.kind == "RequestMirror");
+        let Some(filter) = mirrors.next() else {
+            return Ok(None);
+        };
+        if mirrors.next().is_some() {
+            return Err(unserved(
+                "more than one RequestMirror is not served yet".into(),
+            ));
+        }
+        let Some(spec) = &filter.request_mirror else {
+            return Err(unserved("RequestMirror without its settings".into()));
+        };
+        if let Some(name) = spec.other.keys().next() {
+            return Err(unserved(format!("RequestMirror {name} is not served yet")));
+        }
+        let target = self.resolve_backend(&spec.backend_ref, &object.namespace, grants)?;
+        let site = Some((object, Field::Rule(index)));
+        let backend = self.backend(target.clone(), wire, site);
+        let metrics = self.request_metrics(&object.namespace, &object.name, &target.service, false);
+        Ok(Some(Arc::new(Mirror {
+            backend,
+            path: Template::var(Var::RequestUri),
+            host: None,
+            body: Some(self.defaults.client_body_buffer_size),
+            metrics,
+        })))
     }
 }
