@@ -165,7 +165,7 @@ pub struct HttpRouteRule {
     #[serde(default)]
     pub backend_refs: Vec<BackendRef>,
     #[serde(default)]
-    pub timeouts: Option<Value>,
+    pub timeouts: Option<Timeouts>,
     #[serde(default)]
     pub session_persistence: Option<Value>,
     /// Fields sluice does not act on yet, kept to be named in a warning.
@@ -184,6 +184,20 @@ pub struct HttpRouteMatch {
     pub query_params: Vec<ValueMatch>,
     #[serde(default)]
     pub method: Option<String>,
+    /// Fields sluice does not act on yet, kept to be named in a warning.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+/// A rule's `timeouts`, in the spec's duration format (`1h`, `500ms`,
+/// `1m30s`; `0s` turns one off).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Timeouts {
+    #[serde(default)]
+    pub request: Option<String>,
+    #[serde(default)]
+    pub backend_request: Option<String>,
     /// Fields sluice does not act on yet, kept to be named in a warning.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,

@@ -328,8 +328,14 @@ impl Proxy {
                 &host_value,
                 upgrade,
             )?;
-            let (mut response, pick, attempts) =
-                send_with_retries(upstream_request, &route, &backend, hash, &metrics).await?;
+            let sent = send_with_retries(upstream_request, &route, &backend, hash, &metrics);
+            let (mut response, pick, attempts) = match route.policy.request_timeout {
+                // Boxed: the cold path (only Gateway API routes set it).
+                Some(limit) => Box::pin(tokio::time::timeout_at(started + limit, sent))
+                    .await
+                    .map_err(|_| ProxyError::ReadTimeout)??,
+                None => sent.await?,
+            };
             if let (Some(sticky), Some(affinity)) = (sticky, &route.policy.affinity) {
                 sticky.answer(
                     affinity,

@@ -73,6 +73,9 @@ pub struct RoutePolicy {
     pub mirror: Option<Arc<Mirror>>,
     /// `auth-url`: each request is first asked of this service.
     pub external_auth: Option<Arc<ExternalAuth>>,
+    /// Gateway API's `timeouts.request`: from the request to the answer's
+    /// head, every attempt included; then a 504.
+    pub request_timeout: Option<Duration>,
 }
 
 /// `auth-url`: the authentication service every request is first asked of.

@@ -38,6 +38,7 @@ fn route(name: &str) -> Arc<Route> {
             request_buffering: None,
             mirror: None,
             external_auth: None,
+            request_timeout: None,
         },
     })
 }

@@ -316,6 +316,28 @@ fn tests() -> Vec<Conformance> {
             ..Conformance::default()
         },
         Conformance {
+            name: "HTTPRouteTimeoutRequest",
+            file: "httproute-timeout-request.yaml",
+            routes: &["request-timeout"],
+            cases: vec![
+                req("/request-timeout").to(V1),
+                req("/request-timeout?delay=1s").status(504),
+                req("/disable-request-timeout?delay=1s").to(V1),
+            ],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteTimeoutBackendRequest",
+            file: "httproute-timeout-backend-request.yaml",
+            routes: &["backend-request-timeout"],
+            cases: vec![
+                req("/backend-timeout").to(V1),
+                req("/backend-timeout?delay=1s").status(504),
+                req("/disable-backend-timeout?delay=1s").to(V1),
+            ],
+            ..Conformance::default()
+        },
+        Conformance {
             name: "HTTPRouteSimpleSameNamespace",
             file: "httproute-simple-same-namespace.yaml",
             routes: &["gateway-conformance-infra-test"],

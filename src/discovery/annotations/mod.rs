@@ -579,6 +579,7 @@ impl IngressAnnotations {
             // Set by `translate`, which builds the target's backend.
             mirror: None,
             external_auth: None,
+            request_timeout: None,
             retry: RetryPolicy {
                 next_upstream: self.next_upstream.unwrap_or(defaults.retry.next_upstream),
                 tries: self.tries.unwrap_or(defaults.retry.tries),

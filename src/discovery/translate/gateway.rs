@@ -298,21 +298,18 @@ impl Builder<'_> {
             }
         }
         self.ignored(object, &field, &rule.other);
-        let extras = [
-            (rule.timeouts.is_some(), "timeouts"),
-            (rule.session_persistence.is_some(), "sessionPersistence"),
-        ];
-        for (set, name) in extras {
-            if set {
-                let message = format!("{name} is not served yet; ignored");
-                self.warn_at(
-                    object,
-                    format!("{field}.{name}"),
-                    "unsupported-field",
-                    message,
-                );
-            }
+        if rule.session_persistence.is_some() {
+            let message = "sessionPersistence is not served yet; ignored".to_owned();
+            let at = format!("{field}.sessionPersistence");
+            self.warn_at(object, at, "unsupported-field", message);
         }
+        let timeouts = rule.timeouts.clone().unwrap_or_default();
+        self.ignored(object, &format!("{field}.timeouts"), &timeouts.other);
+        let limits = super::gateway_filters::timeouts(&timeouts).unwrap_or_else(|why| {
+            let message = format!("{why}; the rule answers 500");
+            refused.get_or_insert(("invalid-timeout", format!("{field}.timeouts"), message));
+            (None, None)
+        });
         // The backends with weight (1 unless said), each a Service port of
         // the route's own namespace; one that is not makes the rule a 500.
         let live: Vec<_> = rule
@@ -348,6 +345,15 @@ impl Builder<'_> {
             refused.get_or_insert(("no-backend", format!("{field}.backendRefs"), message));
         }
         let mut policy = IngressAnnotations::default().policy(self.defaults);
+        // `backendRequest` bounds each attempt, as `proxy-read-timeout`
+        // does; `request` all of them together.
+        if let Some(backend) = limits.1 {
+            policy.read_timeout = backend;
+        }
+        if let Some(request) = limits.0 {
+            policy.request_timeout = Some(request);
+            policy.read_timeout = policy.read_timeout.min(request);
+        }
         match self.gateway_mirror(rule, object, grants, &wire, index) {
             Ok(mirror) => policy.mirror = mirror,
             Err(unresolved) => {

@@ -12,10 +12,14 @@
 //! Values are literal (a `$` is itself). What cannot be honoured is an
 //! error: the rule then answers 500, as the spec asks.
 
+use std::time::Duration;
+
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::StatusCode;
 
-use crate::discovery::gateway::{HeaderModifier, HttpRouteFilter, RequestRedirect, UrlRewrite};
+use crate::discovery::gateway::{
+    HeaderModifier, HttpRouteFilter, RequestRedirect, Timeouts, UrlRewrite,
+};
 use crate::routing::edits::{HeaderEdit, RewriteFlag, Step, Template, Test, Var};
 use crate::routing::HostKey;
 
@@ -231,6 +235,61 @@ fn rewrite_steps(rewrite: &UrlRewrite, prefix: Option<&str>) -> Result<Vec<Step>
     Ok(steps)
 }
 
+/// A rule's `timeouts`: (`request`, `backendRequest`); `0s`, or no value,
+/// is none. `backendRequest` may not exceed `request`, as the spec says.
+pub(super) fn timeouts(
+    timeouts: &Timeouts,
+) -> Result<(Option<Duration>, Option<Duration>), String> {
+    let parse = |name: &str, value: &Option<String>| match value {
+        None => Ok(None),
+        Some(text) => duration(text)
+            .map(|d| (!d.is_zero()).then_some(d))
+            .ok_or_else(|| {
+                format!("timeouts.{name} {text:?} is not a duration (such as 10s, 500ms, 1m30s)")
+            }),
+    };
+    let request = parse("request", &timeouts.request)?;
+    let backend = parse("backendRequest", &timeouts.backend_request)?;
+    if let (Some(request), Some(backend)) = (request, backend) {
+        if backend > request {
+            return Err("timeouts.backendRequest is longer than timeouts.request".into());
+        }
+    }
+    Ok((request, backend))
+}
+
+/// The spec's duration (GEP-2257): up to four of a number and a unit
+/// (`h`, `m`, `s`, `ms`), largest first, such as `1h30m` or `500ms`.
+fn duration(text: &str) -> Option<Duration> {
+    let mut rest = text;
+    let mut total = Duration::ZERO;
+    let mut parts = 0;
+    let mut last_unit = u64::MAX;
+    while !rest.is_empty() {
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 || digits > 5 {
+            return None;
+        }
+        let number: u64 = rest[..digits].parse().ok()?;
+        rest = &rest[digits..];
+        let (unit, len) = match rest.as_bytes() {
+            [b'm', b's', ..] => (1, 2),
+            [b'h', ..] => (3_600_000, 1),
+            [b'm', ..] => (60_000, 1),
+            [b's', ..] => (1_000, 1),
+            _ => return None,
+        };
+        if unit >= last_unit {
+            return None;
+        }
+        last_unit = unit;
+        rest = &rest[len..];
+        total += Duration::from_millis(number.checked_mul(unit)?);
+        parts += 1;
+    }
+    (parts > 0 && parts <= 4).then_some(total)
+}
+
 fn check_path(path: &str) -> Result<(), String> {
     let valid = path.starts_with('/')
         && path.len() <= 1024
@@ -249,5 +308,41 @@ fn host_name(host: &str) -> Result<String, String> {
     match HostKey::parse(Some(host)) {
         Some(HostKey::Exact(name)) => Ok(name),
         _ => Err(format!("{host:?} is not a host name")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_the_spec_writes_them() {
+        let ms = |text: &str| duration(text).map(|d| d.as_millis());
+        assert_eq!(ms("500ms"), Some(500));
+        assert_eq!(ms("10s"), Some(10_000));
+        assert_eq!(ms("1h30m"), Some(5_400_000));
+        assert_eq!(ms("1m30s250ms"), Some(90_250));
+        assert_eq!(ms("0s"), Some(0));
+        for bad in [
+            "", "10", "s", "1.5s", "-1s", "1s1h", "1s1s", "999999s", "1d", "1 s",
+        ] {
+            assert_eq!(ms(bad), None, "{bad}");
+        }
+        let both = |request: &str, backend: &str| {
+            timeouts(&Timeouts {
+                request: Some(request.into()),
+                backend_request: Some(backend.into()),
+                ..Timeouts::default()
+            })
+        };
+        assert_eq!(
+            both("1s", "500ms"),
+            Ok((
+                Some(Duration::from_secs(1)),
+                Some(Duration::from_millis(500))
+            ))
+        );
+        assert_eq!(both("0s", "0s"), Ok((None, None)));
+        assert!(both("500ms", "1s").is_err());
     }
 }

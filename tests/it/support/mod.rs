@@ -182,7 +182,22 @@ async fn echo(
     let number =
         |name: &str| -> Option<u64> { request.headers().get(name)?.to_str().ok()?.parse().ok() };
     let jitter = state.jitter_ms.load(Ordering::SeqCst);
-    let delay = number("x-fake-delay-ms").unwrap_or(state.delay_ms.load(Ordering::SeqCst))
+    // `?delay=1s` or `?delay=500ms`, as the Gateway API conformance echo
+    // server reads it.
+    let query_delay = request.uri().query().and_then(|q| {
+        let value = q.split('&').find_map(|kv| kv.strip_prefix("delay="))?;
+        match value.strip_suffix("ms") {
+            Some(ms) => ms.parse().ok(),
+            None => value
+                .strip_suffix('s')?
+                .parse::<u64>()
+                .ok()
+                .map(|s| s * 1000),
+        }
+    });
+    let delay = number("x-fake-delay-ms")
+        .or(query_delay)
+        .unwrap_or(state.delay_ms.load(Ordering::SeqCst))
         + if jitter > 0 {
             fastrand::u64(..=jitter)
         } else {
