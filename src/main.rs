@@ -72,6 +72,14 @@ struct MigrateArgs {
     /// Print every ingress-nginx key's status as Markdown tables instead.
     #[arg(long)]
     table: bool,
+    /// Print the HTTPRoutes each Ingress amounts to instead, as YAML (those
+    /// without one are named in comments, with the reason).
+    #[arg(long)]
+    http_routes: bool,
+    /// The Gateway the suggested HTTPRoutes attach to (its `http` and
+    /// `https` listeners).
+    #[arg(long, value_name = "NAMESPACE/NAME", default_value = "sluice/sluice")]
+    gateway: String,
 }
 
 #[derive(Debug, Args)]
@@ -363,13 +371,21 @@ async fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
         controller_class: args.controller_class.clone(),
         watch_without_class: args.watch_ingress_without_class,
     };
+    let Some(gateway) = args.gateway.split_once('/') else {
+        bail!("--gateway {:?}: expected NAMESPACE/NAME", args.gateway);
+    };
     let report = sluice::migrate::report(
         &snapshot,
         &source_warnings,
         &config,
         configmap.as_deref(),
         &class,
+        gateway,
     );
+    if args.http_routes {
+        print!("{}", sluice::migrate::render_http_routes(&report));
+        return Ok(0);
+    }
     match args.output.as_str() {
         "json" => println!("{}", serde_json::to_string_pretty(&report)?),
         "text" => print!("{}", sluice::migrate::render(&report)),

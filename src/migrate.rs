@@ -20,6 +20,8 @@ use crate::discovery::annotations::{sluice_reads, split_key};
 use crate::discovery::{translate, ClassSelection, LastGood, Retained, Snapshot, Warning};
 use crate::reload::translate_options;
 
+pub mod http_route;
+
 /// What sluice will make of one Ingress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -57,6 +59,12 @@ pub struct IngressReport {
     pub annotations: Vec<KeyReport>,
     /// The warnings sluice will report for this Ingress.
     pub warnings: Vec<String>,
+    /// The HTTPRoutes it amounts to (`http_route`), when it has any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http_routes: Vec<serde_json::Value>,
+    /// Why it has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_http_route: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -107,6 +115,7 @@ pub fn report(
     config: &Config,
     configmap: Option<&str>,
     class: &ClassSelection,
+    gateway: http_route::GatewayName<'_>,
 ) -> Report {
     let options = translate_options(config, class, false);
     let snapshot = &with_class(snapshot, class);
@@ -151,17 +160,30 @@ pub fn report(
         } else {
             Verdict::Differences
         };
-        let annotations = by_ref
-            .get(&(object.namespace.clone(), object.name.clone()))
+        let ingress = by_ref.get(&(object.namespace.clone(), object.name.clone()));
+        let annotations = ingress
             .and_then(|i| i.metadata.annotations.as_ref())
             .map(annotation_reports)
             .unwrap_or_default();
+        // Only what is served as before has an equivalent to suggest.
+        let suggested = match (ingress, verdict) {
+            (Some(ingress), Verdict::Unchanged | Verdict::Differences) => {
+                http_route::suggest(ingress, &translation.table, snapshot, gateway)
+            }
+            _ => Err(format!("it is {}", verdict.label())),
+        };
+        let (http_routes, no_http_route) = match suggested {
+            Ok(routes) => (routes, None),
+            Err(why) => (Vec::new(), Some(why)),
+        };
         ingresses.push(IngressReport {
             namespace: object.namespace.clone(),
             name: object.name.clone(),
             verdict,
             annotations,
             warnings: warnings.iter().map(|w| short(w)).collect(),
+            http_routes,
+            no_http_route,
         });
     }
     let mut summary = Summary::default();
@@ -335,6 +357,26 @@ pub fn render(report: &Report) -> String {
         s.fails_closed,
         Verdict::FailsClosed.label(),
     );
+    out
+}
+
+/// The suggested HTTPRoutes as one YAML file, each Ingress without one
+/// named in a comment with the reason.
+pub fn render_http_routes(report: &Report) -> String {
+    let mut out = String::new();
+    for ingress in &report.ingresses {
+        let (namespace, name) = (&ingress.namespace, &ingress.name);
+        if let Some(why) = &ingress.no_http_route {
+            let _ = writeln!(
+                out,
+                "# Ingress {namespace}/{name}: no HTTPRoute equivalent: {why}"
+            );
+        }
+        for route in &ingress.http_routes {
+            let yaml = serde_yaml::to_string(route).unwrap_or_default();
+            let _ = write!(out, "---\n# from Ingress {namespace}/{name}\n{yaml}");
+        }
+    }
     out
 }
 

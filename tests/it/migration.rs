@@ -3,6 +3,7 @@
 //! grants or restricts access makes the Ingress answer 403 naming it; the
 //! ingress-nginx ConfigMap loads as is; `sluice migrate` reports it all.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::support::*;
@@ -571,4 +572,128 @@ async fn sluice_migrate_reads_a_cluster() {
             .any(|l| l.contains("enable-modsecurity") && l.contains("fails closed")),
         "{text}"
     );
+}
+
+/// `sluice migrate --http-routes`: the HTTPRoutes a plain Ingress amounts
+/// to, which sluice then serves exactly as it served the Ingress; a TLS
+/// host's plain side redirects; an annotated Ingress is named with why it
+/// has none.
+#[tokio::test]
+async fn sluice_migrate_suggests_the_http_routes_an_ingress_amounts_to() {
+    let web = start_upstream("web").await;
+    let api = start_upstream("api").await;
+    let services = "---\napiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  ports: [{name: http, port: 8080}]\n---\napiVersion: v1\nkind: Service\nmetadata: {name: api, namespace: shop}\nspec:\n  ports: [{name: http, port: 80}]\n";
+    let slices = format!(
+        "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-1, namespace: shop, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"127.0.0.1\"]}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: api-1, namespace: shop, labels: {{kubernetes.io/service-name: api}}}}\naddressType: IPv4\nports: [{{name: http, port: {}}}]\nendpoints: [{{addresses: [\"127.0.0.1\"]}}]\n",
+        web.addr.port(),
+        api.addr.port()
+    );
+    let ingresses = r#"---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: shop}
+spec:
+  ingressClassName: nginx
+  tls: [{hosts: [secure.example], secretName: cert}]
+  rules:
+  - host: shop.example
+    http:
+      paths:
+      - {path: /api, pathType: Prefix, backend: {service: {name: api, port: {number: 80}}}}
+      - {path: /login, pathType: Exact, backend: {service: {name: api, port: {number: 80}}}}
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {name: http}}}}
+  - host: secure.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 8080}}}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: limited
+  namespace: shop
+  annotations: {nginx.ingress.kubernetes.io/proxy-body-size: 8m}
+spec:
+  ingressClassName: nginx
+  rules:
+  - host: limited.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 8080}}}}
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let objects = format!("{services}{slices}{ingresses}");
+    std::fs::write(dir.path().join("all.yaml"), &objects).unwrap();
+    let (code, yaml) = migrate(&[
+        "--manifests",
+        dir.path().to_str().unwrap(),
+        "--http-routes",
+        "--gateway",
+        "edge/sluice",
+    ]);
+    assert_eq!(code, 0, "{yaml}");
+    assert!(
+        yaml.contains("# Ingress shop/limited: no HTTPRoute equivalent: nginx.ingress.kubernetes.io/proxy-body-size would be lost"),
+        "{yaml}"
+    );
+    let routes: Vec<Value> = serde_yaml::Deserializer::from_str(&yaml)
+        .map(|doc| serde::Deserialize::deserialize(doc).unwrap())
+        .filter(|v: &Value| !v.is_null())
+        .collect();
+    let names: Vec<&str> = routes
+        .iter()
+        .map(|r| r["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "shop-secure-example",
+            "shop-secure-example-redirect",
+            "shop-shop-example"
+        ]
+    );
+    let redirect = &routes[1]["spec"];
+    assert_eq!(redirect["parentRefs"][0]["sectionName"], "http");
+    assert_eq!(
+        redirect["rules"][0]["filters"][0]["requestRedirect"]["statusCode"],
+        308
+    );
+    // The named port became its number.
+    assert!(yaml.contains("port: 8080"), "{yaml}");
+
+    // Served from the suggestion, the host answers as the Ingress did.
+    let gateway = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: sluice}\nspec: {controllerName: sluice.io/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: sluice, namespace: edge}\nspec:\n  gatewayClassName: sluice\n  listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}]\n";
+    let as_ingress = Manifests::new();
+    as_ingress.write(
+        "all.yaml",
+        &objects.replace("ingressClassName: nginx", "ingressClassName: sluice"),
+    );
+    let as_routes = Manifests::new();
+    as_routes.write("all.yaml", &format!("{services}{slices}{gateway}{yaml}"));
+    let a = start_sluice(as_ingress.path(), "").await;
+    let b = start_sluice(as_routes.path(), "").await;
+    let http = client();
+    let ready = eventually(Duration::from_secs(10), || async {
+        status_of(&http, get(b.http_addr, "shop.example", "/")).await == StatusCode::OK
+    })
+    .await;
+    assert!(ready.is_some(), "{}", admin_text(&b, "/api/warnings").await);
+    for path in [
+        "/", "/api", "/api/x", "/apix", "/login", "/login/x", "/other",
+    ] {
+        let answer = |sluice: SocketAddr| {
+            let http = http.clone();
+            async move {
+                let reply = send(&http, get(sluice, "shop.example", path))
+                    .await
+                    .unwrap();
+                (reply.status, reply.upstream())
+            }
+        };
+        assert_eq!(
+            answer(a.http_addr).await,
+            answer(b.http_addr).await,
+            "{path}"
+        );
+    }
 }
