@@ -58,8 +58,8 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
     let m = Manifests::new();
     let rules = "  - matches: [{path: {type: PathPrefix, value: /api}}]\n    backendRefs: [{name: web, port: 80}]\n  - matches: [{path: {type: Exact, value: /}}]\n    backendRefs: [{name: web, port: 80}]\n";
     let pki = crate::support::pki::Pki::new();
-    let (cert, key, _) = pki.leaf(&["secure.example.com"]);
-    let secure = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: secure, namespace: default}\nspec:\n  parentRefs: [{name: edge, sectionName: https}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n";
+    let (cert, key, _) = pki.leaf(&["secure.example.com", "bare.example.org"]);
+    let secure = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: secure, namespace: default}\nspec:\n  parentRefs: [{name: edge, sectionName: https}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: bare, namespace: default}\nspec:\n  parentRefs: [{name: edge, sectionName: bare}]\n  hostnames: [bare.example.org]\n  rules:\n  - backendRefs: [{name: green, port: 80}]\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: stranded, namespace: default}\nspec:\n  parentRefs: [{name: edge, sectionName: odd}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n";
     let yaml = crate::support::pki::secret_yaml("secure-cert", &cert, &key)
         + secure
         + &service_yaml("web", &[web.addr])
@@ -220,28 +220,31 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
         "https://filters.example.com/new?q=1"
     );
 
-    // An HTTPS listener: its certificate, its routes, over TLS only.
+    // An HTTPS listener: its certificate, its routes, over TLS only; one
+    // without a hostname gives its certificate to its routes' hosts.
     let ca = m.path().join(".ca.pem");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     let port = sluice.https_addr.port();
-    let output = tokio::process::Command::new("curl")
-        .args([
-            "-sS",
-            "--resolve",
-            &format!("secure.example.com:{port}:127.0.0.1"),
-            "--cacert",
-        ])
-        .arg(&ca)
-        .arg(format!("https://secure.example.com:{port}/"))
-        .output()
-        .await
-        .unwrap();
-    let body = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        body.contains("\"upstream\":\"web\""),
-        "{body} {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    for (host, pod) in [("secure.example.com", "web"), ("bare.example.org", "green")] {
+        let output = tokio::process::Command::new("curl")
+            .args([
+                "-sS",
+                "--resolve",
+                &format!("{host}:{port}:127.0.0.1"),
+                "--cacert",
+            ])
+            .arg(&ca)
+            .arg(format!("https://{host}:{port}/"))
+            .output()
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            body.contains(&format!("\"upstream\":\"{pod}\"")),
+            "{host}: {body} {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
     assert_eq!(
         status("secure.example.com", "/").await,
         StatusCode::NOT_FOUND,
@@ -318,7 +321,7 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
     );
     assert_eq!(
         condition(&listener("bare"), "Accepted"),
-        Some(("False".into(), "UnsupportedValue".into()))
+        Some(("True".into(), "Accepted".into()))
     );
     let parent = |name: &str| find("HTTPRoute", name)["parts"][0].clone();
     assert_eq!(
@@ -329,9 +332,11 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
         condition(&parent("shop"), "ResolvedRefs"),
         Some(("True".into(), "ResolvedRefs".into()))
     );
+    // Only the HTTPS listener without a hostname takes it (so plain HTTP
+    // does not: a 404 above).
     assert_eq!(
         condition(&parent("elsewhere"), "Accepted"),
-        Some(("False".into(), "NoMatchingListenerHostname".into()))
+        Some(("True".into(), "Accepted".into()))
     );
     assert_eq!(
         condition(&parent("borrowing"), "ResolvedRefs"),

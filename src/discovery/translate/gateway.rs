@@ -17,13 +17,14 @@ use std::sync::Arc;
 
 use http::StatusCode;
 
-use super::gateway_listeners::{allows, intersect};
+use super::gateway_listeners::{allows, intersect, ListenerCerts};
 use super::parse::{Field, Wire};
 use super::reference_grants::{From, Grants};
 use super::Builder;
 use crate::discovery::annotations::IngressAnnotations;
 use crate::discovery::gateway::{self, Gateway, HttpRoute, HttpRouteRule};
 use crate::discovery::{ObjectRef, Snapshot, Warning};
+use crate::routing::certs::Certificate;
 use crate::routing::edits::{Edits, Step};
 use crate::routing::gateway_status::{Condition, ObjectStatus, ParentRef, PartStatus};
 use crate::routing::regex_paths::Location;
@@ -66,8 +67,9 @@ impl Builder<'_> {
         // (namespace, Gateway, listener) of the listeners that serve.
         let mut accepted = BTreeSet::new();
         let grants = Grants::new(&snapshot.reference_grants);
+        let mut listener_certs = ListenerCerts::new();
         for gateway in &gateways {
-            let status = self.check_listeners(gateway, &grants);
+            let status = self.check_listeners(gateway, &grants, &mut listener_certs);
             for part in &status.parts {
                 let serving = part.conditions.iter().all(|c| c.status == "True");
                 if serving {
@@ -108,8 +110,12 @@ impl Builder<'_> {
                 namespace: route.metadata.namespace.clone().unwrap_or_default(),
                 name: route.metadata.name.clone().unwrap_or_default(),
             };
-            let (hosts, mut parents) =
-                self.attached_hosts(route, &gateways, &accepted, &object, &mut attached);
+            let (hosts, mut parents) = self.attached_hosts(
+                route,
+                (&gateways, &accepted, &listener_certs),
+                &object,
+                &mut attached,
+            );
             if !parents.is_empty() {
                 self.ignored(&object, "spec", &route.spec.other);
             }
@@ -156,8 +162,7 @@ impl Builder<'_> {
     fn attached_hosts(
         &mut self,
         route: &HttpRoute,
-        gateways: &[&Arc<Gateway>],
-        accepted: &BTreeSet<(String, String, String)>,
+        (gateways, accepted, certs): Listeners<'_>,
         object: &ObjectRef,
         attached_to: &mut BTreeMap<(String, String, String), u32>,
     ) -> (BTreeMap<HostKey, Over>, Vec<PartStatus>) {
@@ -208,6 +213,14 @@ impl Builder<'_> {
                 attached |= !found.is_empty();
                 hostnames_only |= found.is_empty();
                 let tls = listener.protocol == "HTTPS";
+                let key = (
+                    namespace.to_owned(),
+                    parent.name.clone(),
+                    listener.name.clone(),
+                );
+                if let Some(certificate) = certs.get(&key) {
+                    self.host_certificates(&found, certificate, namespace);
+                }
                 for host in found {
                     let over = hosts.entry(host).or_default();
                     over.http |= !tls;
@@ -594,6 +607,38 @@ fn service_port(
         port: port.to_string(),
         via_service_ip: false,
     })
+}
+
+/// The Gateways of sluice's classes, their listeners that serve (by
+/// namespace, Gateway, listener), and the certificates of those without a
+/// hostname.
+type Listeners<'a> = (
+    &'a [&'a Arc<Gateway>],
+    &'a BTreeSet<(String, String, String)>,
+    &'a ListenerCerts,
+);
+
+impl Builder<'_> {
+    /// An HTTPS listener without a hostname gives its certificate to the
+    /// hosts of the routes attached to it, where no Ingress or older
+    /// listener gave one, and no other namespace owns the host.
+    fn host_certificates(
+        &mut self,
+        hosts: &[HostKey],
+        certificate: &Certificate,
+        gateway_namespace: &str,
+    ) {
+        for host in hosts {
+            let name = match host {
+                HostKey::Exact(name) => name.clone(),
+                HostKey::DeepWildcard(suffix) | HostKey::Wildcard(suffix) => format!("*.{suffix}"),
+                HostKey::Any => continue,
+            };
+            if self.may_route(host, gateway_namespace).is_ok() {
+                self.certs.insert(&name, certificate.clone());
+            }
+        }
+    }
 }
 
 /// The listeners that serve a route's host: plain HTTP, HTTPS, or both.

@@ -2,10 +2,13 @@
 //! HTTPS certificates), the status each gets, which routes they admit
 //! (`allowedRoutes`), and the spec's hostname intersection.
 
+use std::collections::BTreeMap;
+
 use super::reference_grants::{From, Grants};
 use super::Builder;
 use crate::discovery::gateway::{self, Gateway, Listener};
 use crate::discovery::ObjectRef;
+use crate::routing::certs::Certificate;
 use crate::routing::gateway_status::{Condition, ObjectStatus, PartStatus};
 use crate::routing::HostKey;
 
@@ -19,6 +22,11 @@ pub(super) fn published_port(listener: &Listener) -> Option<u16> {
     }
 }
 
+/// The certificates of HTTPS listeners without a hostname, by (Gateway
+/// namespace, Gateway, listener): each serves the hosts of the routes
+/// attached to it (`gateway::attached_hosts`).
+pub(super) type ListenerCerts = BTreeMap<(String, String, String), Certificate>;
+
 /// Why a listener is not served: its condition's type, reason and text.
 type Problem = (&'static str, &'static str, String);
 
@@ -29,6 +37,7 @@ impl Builder<'_> {
         &mut self,
         gateway: &Gateway,
         grants: &Grants<'_>,
+        certs: &mut ListenerCerts,
     ) -> ObjectStatus {
         let object = gateway_object(gateway);
         let mut parts = Vec::new();
@@ -38,7 +47,18 @@ impl Builder<'_> {
             self.ignored(&object, &field, &listener.other);
             let problem = match (listener.protocol.as_str(), published_port(listener)) {
                 ("HTTP" | "HTTPS", Some(port)) if listener.port != port => Some(("Accepted", "PortUnavailable", format!("listener {:?}: port {} is not one sluice publishes; {} listeners use {port}", listener.name, listener.port, listener.protocol))),
-                ("HTTPS", _) => self.listener_certificate(listener, &object, grants).err(),
+                ("HTTPS", _) => {
+                    let found = self.listener_certificate(listener, &object, grants);
+                    match found {
+                        Ok(Some(certificate)) => {
+                            let key = (object.namespace.clone(), object.name.clone(), listener.name.clone());
+                            certs.insert(key, certificate);
+                            None
+                        }
+                        Ok(None) => None,
+                        Err(problem) => Some(problem),
+                    }
+                }
                 ("HTTP", _) => None,
                 (other, _) => Some(("Accepted", "UnsupportedProtocol", format!("listener {:?}: protocol {other} is not served yet (HTTP and HTTPS)", listener.name))),
             };
@@ -89,7 +109,7 @@ impl Builder<'_> {
         listener: &Listener,
         gateway: &ObjectRef,
         grants: &Grants<'_>,
-    ) -> Result<(), Problem> {
+    ) -> Result<Option<Certificate>, Problem> {
         let name = &listener.name;
         let unsupported = |what: String| {
             (
@@ -138,9 +158,11 @@ impl Builder<'_> {
             ));
         }
         let Some(host) = listener.hostname.as_deref().map(str::to_ascii_lowercase) else {
-            return Err(unsupported(
-                "an HTTPS listener without a hostname is not served yet".into(),
-            ));
+            // Without a hostname: the certificate of its routes' hosts.
+            let certificate = self
+                .certificate(namespace, &secret.name)
+                .map_err(|e| invalid(format!("Secret {namespace}/{}: {e}", secret.name)))?;
+            return Ok(Some(certificate));
         };
         let key = HostKey::parse(Some(&host))
             .ok_or_else(|| unsupported(format!("{host:?} is not a host name")))?;
@@ -164,7 +186,7 @@ impl Builder<'_> {
                 "host {host} already has a certificate (from an Ingress or an older listener)"
             )));
         }
-        Ok(())
+        Ok(None)
     }
 }
 
