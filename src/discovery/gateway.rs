@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -116,6 +116,9 @@ pub struct RouteNamespaces {
     /// `Same` (the default), `All` or `Selector`.
     #[serde(default)]
     pub from: Option<String>,
+    /// With `Selector`: the namespaces whose labels it selects.
+    #[serde(default)]
+    pub selector: Option<LabelSelector>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -88,6 +88,8 @@ enum Change {
     HttpRoute(usize, Event<HttpRoute>),
     Grant(usize, Event<ReferenceGrant>),
     GrpcRoute(usize, Event<GrpcRoute>),
+    /// Every namespace, for its labels (Gateway API listeners' selectors).
+    Labels(Event<Namespace>),
 }
 
 /// Watches until `stop`, publishing through `publisher`. The first table is
@@ -172,6 +174,14 @@ pub async fn watch(
         let all = Api::all(client.clone());
         streams.push(watch_kind(all, config.clone(), Change::GatewayClass));
         store.gateway_classes.push(Objects::default());
+        // Listing namespaces needs cluster-wide rights, which a
+        // `--watch-namespace` deployment may not have: there, a selector
+        // sees only the name label (`translate::gateway_listeners`).
+        if options.namespaces.is_empty() {
+            let all = Api::all(client.clone());
+            streams.push(watch_kind(all, config.clone(), Change::Labels));
+            store.labels.push(Objects::default());
+        }
     }
     if let Some(selector) = &options.namespace_selector {
         let labelled = config.clone().labels(selector);
@@ -379,6 +389,7 @@ struct Store {
     http_routes: Vec<Objects<HttpRoute>>,
     grants: Vec<Objects<ReferenceGrant>>,
     grpc_routes: Vec<Objects<GrpcRoute>>,
+    labels: Vec<Objects<Namespace>>,
 }
 
 impl Store {
@@ -415,6 +426,7 @@ impl Store {
             Change::HttpRoute(slot, e) => self.http_routes[slot].apply(e, |_| full = true),
             Change::Grant(slot, e) => self.grants[slot].apply(e, |_| full = true),
             Change::GrpcRoute(slot, e) => self.grpc_routes[slot].apply(e, |_| full = true),
+            Change::Labels(e) => self.labels[0].apply(e, |_| full = true),
             Change::Namespace(e) => match &mut self.namespaces {
                 Some(namespaces) => namespaces.apply(e, |_| full = true),
                 None => false,
@@ -442,6 +454,7 @@ impl Store {
             && self.http_routes.iter().all(|o| o.synced)
             && self.grants.iter().all(|o| o.synced)
             && self.grpc_routes.iter().all(|o| o.synced)
+            && self.labels.iter().all(|o| o.synced)
     }
 
     fn snapshot(&self) -> Snapshot {
@@ -479,6 +492,7 @@ impl Store {
             http_routes: collect(&self.http_routes, &allowed),
             reference_grants: collect(&self.grants, &allowed),
             grpc_routes: collect(&self.grpc_routes, &allowed),
+            namespaces: collect(&self.labels, &None),
             sources: HashMap::new(),
             resolved: Default::default(),
         }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -80,6 +80,7 @@ enum Object {
     HttpRoute(Arc<gateway::HttpRoute>),
     ReferenceGrant(Arc<gateway::ReferenceGrant>),
     GrpcRoute(Arc<gateway::GrpcRoute>),
+    Namespace(Arc<Namespace>),
 }
 
 impl ManifestsDir {
@@ -148,6 +149,7 @@ impl ManifestsDir {
                     Object::HttpRoute(o) => snapshot.http_routes.push(o.clone()),
                     Object::ReferenceGrant(o) => snapshot.reference_grants.push(o.clone()),
                     Object::GrpcRoute(o) => snapshot.grpc_routes.push(o.clone()),
+                    Object::Namespace(o) => snapshot.namespaces.push(o.clone()),
                 }
             }
         }
@@ -359,7 +361,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         .to_owned();
     let expected = match kind.as_str() {
         "Ingress" | "IngressClass" => "networking.k8s.io/v1",
-        "Service" | "Secret" | "ConfigMap" => "v1",
+        "Service" | "Secret" | "ConfigMap" | "Namespace" => "v1",
         "EndpointSlice" => "discovery.k8s.io/v1",
         "GatewayClass" | "Gateway" | "HTTPRoute" | "GRPCRoute" => gateway::API_VERSION,
         // Still served as v1beta1 too, the version most manifests name.
@@ -385,6 +387,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         "HTTPRoute" => Object::HttpRoute(Arc::new(decode(value)?)),
         "ReferenceGrant" => Object::ReferenceGrant(Arc::new(decode(value)?)),
         "GRPCRoute" => Object::GrpcRoute(Arc::new(decode(value)?)),
+        "Namespace" => Object::Namespace(Arc::new(decode(value)?)),
         _ => Object::EndpointSlice(Arc::new(PodSlice::from(decode::<EndpointSlice>(value)?))),
     };
     let meta = match &object {
@@ -399,6 +402,7 @@ fn parse_object(value: serde_yaml::Value) -> Result<Option<(ObjectRef, Object)>,
         Object::HttpRoute(o) => &o.metadata,
         Object::ReferenceGrant(o) => &o.metadata,
         Object::GrpcRoute(o) => &o.metadata,
+        Object::Namespace(o) => &o.metadata,
     };
     let object_ref = object_ref(kind_name(&object), meta).ok_or((
         None,
@@ -428,6 +432,7 @@ fn kind_name(object: &Object) -> &'static str {
         Object::HttpRoute(_) => "HTTPRoute",
         Object::ReferenceGrant(_) => "ReferenceGrant",
         Object::GrpcRoute(_) => "GRPCRoute",
+        Object::Namespace(_) => "Namespace",
     }
 }
 
@@ -435,7 +440,7 @@ fn object_ref(kind: &'static str, meta: &ObjectMeta) -> Option<ObjectRef> {
     let name = meta.name.clone().filter(|n| !n.is_empty())?;
     // IngressClass is cluster-scoped; everything else lands in `default` like
     // `kubectl apply` without `-n`.
-    let namespace = if kind == "IngressClass" || kind == "GatewayClass" {
+    let namespace = if matches!(kind, "IngressClass" | "GatewayClass" | "Namespace") {
         String::new()
     } else {
         meta.namespace.clone().unwrap_or_else(|| "default".into())

@@ -23,7 +23,7 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, Service};
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -121,6 +121,8 @@ pub struct Snapshot {
     pub http_routes: Vec<Arc<gateway::HttpRoute>>,
     pub reference_grants: Vec<Arc<gateway::ReferenceGrant>>,
     pub grpc_routes: Vec<Arc<gateway::GrpcRoute>>,
+    /// Namespaces, for their labels (a listener's `allowedRoutes` selector).
+    pub namespaces: Vec<Arc<Namespace>>,
     /// The manifests file each object came from, so warnings can name it.
     pub sources: HashMap<ObjectRef, Arc<str>>,
     /// ExternalName targets and their addresses, resolved in the background

@@ -338,6 +338,13 @@ fn tests() -> Vec<Conformance> {
             ..Conformance::default()
         },
         Conformance {
+            name: "HTTPRouteCrossNamespace",
+            file: "httproute-cross-namespace.yaml",
+            routes: &["cross-namespace"],
+            cases: vec![req("/").to(WEB)],
+            ..Conformance::default()
+        },
+        Conformance {
             name: "HTTPRouteSimpleSameNamespace",
             file: "httproute-simple-same-namespace.yaml",
             routes: &["gateway-conformance-infra-test"],

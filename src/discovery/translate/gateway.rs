@@ -16,8 +16,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use http::StatusCode;
+use k8s_openapi::api::core::v1::Namespace;
 
-use super::gateway_listeners::{allows, intersect, ListenerCerts};
+use super::gateway_listeners::{allows, intersect, namespace_labels, ListenerCerts};
 use super::parse::{Field, Wire};
 use super::reference_grants::{From, Grants};
 use super::Builder;
@@ -112,7 +113,7 @@ impl Builder<'_> {
             };
             let (hosts, mut parents) = self.attached_hosts(
                 route,
-                (&gateways, &accepted, &listener_certs),
+                (&gateways, &accepted, &listener_certs, &snapshot.namespaces),
                 &object,
                 &mut attached,
             );
@@ -162,10 +163,11 @@ impl Builder<'_> {
     fn attached_hosts(
         &mut self,
         route: &HttpRoute,
-        (gateways, accepted, certs): Listeners<'_>,
+        (gateways, accepted, certs, namespaces): Listeners<'_>,
         object: &ObjectRef,
         attached_to: &mut BTreeMap<(String, String, String), u32>,
     ) -> (BTreeMap<HostKey, Over>, Vec<PartStatus>) {
+        let labels = &namespace_labels(namespaces, &object.namespace);
         let mut hosts: BTreeMap<HostKey, Over> = BTreeMap::new();
         let mut parents = Vec::new();
         for (i, parent) in route.spec.parent_refs.iter().enumerate() {
@@ -197,7 +199,8 @@ impl Builder<'_> {
                     parent.name.clone(),
                     listener.name.clone(),
                 ));
-                let allowed = allows(listener, namespace, &object.namespace, object.kind);
+                let route_namespace = (object.namespace.as_str(), labels);
+                let allowed = allows(listener, namespace, route_namespace, object.kind);
                 if !(named && port && served && allowed) {
                     continue;
                 }
@@ -616,6 +619,7 @@ type Listeners<'a> = (
     &'a [&'a Arc<Gateway>],
     &'a BTreeSet<(String, String, String)>,
     &'a ListenerCerts,
+    &'a [Arc<Namespace>],
 );
 
 impl Builder<'_> {

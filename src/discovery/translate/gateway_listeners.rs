@@ -3,6 +3,10 @@
 //! (`allowedRoutes`), and the spec's hostname intersection.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::reference_grants::{From, Grants};
 use super::Builder;
@@ -198,12 +202,12 @@ pub(super) fn gateway_object(gateway: &Gateway) -> ObjectRef {
     }
 }
 
-/// `allowedRoutes.namespaces.from`: `Same` (the default) or `All`;
-/// `Selector` is not served yet, and so admits nothing.
+/// `allowedRoutes`: by namespace (`from`: `Same`, the default; `All`; or
+/// `Selector`, over the route namespace's `labels`) and by kind.
 pub(super) fn allows(
     listener: &Listener,
     gateway_namespace: &str,
-    route_namespace: &str,
+    (route_namespace, labels): (&str, &BTreeMap<String, String>),
     route_kind: &str,
 ) -> bool {
     // `kinds`: a listener that lists them takes only the kinds named;
@@ -219,17 +223,53 @@ pub(super) fn allows(
     if !kind_allowed {
         return false;
     }
-    let from = listener
+    let namespaces = listener
         .allowed_routes
         .as_ref()
-        .and_then(|a| a.namespaces.as_ref())
-        .and_then(|n| n.from.as_deref())
-        .unwrap_or("Same");
-    match from {
+        .and_then(|a| a.namespaces.as_ref());
+    match namespaces.and_then(|n| n.from.as_deref()).unwrap_or("Same") {
         "All" => true,
         "Same" => gateway_namespace == route_namespace,
+        "Selector" => namespaces
+            .and_then(|n| n.selector.as_ref())
+            .is_some_and(|s| selects(s, labels)),
         _ => false,
     }
+}
+
+/// A namespace's labels, as the apiserver gives every namespace its name
+/// label (`kubernetes.io/metadata.name`) even where sluice sees no
+/// Namespace object.
+pub(super) fn namespace_labels(
+    namespaces: &[Arc<Namespace>],
+    name: &str,
+) -> BTreeMap<String, String> {
+    let mut labels = namespaces
+        .iter()
+        .find(|n| n.metadata.name.as_deref() == Some(name))
+        .and_then(|n| n.metadata.labels.clone())
+        .unwrap_or_default();
+    labels.insert("kubernetes.io/metadata.name".into(), name.to_owned());
+    labels
+}
+
+/// A label selector's verdict: every `matchLabels` pair and every
+/// `matchExpressions` term must hold; an unknown operator selects nothing.
+fn selects(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let pairs = selector.match_labels.iter().flatten();
+    let by_labels = pairs.into_iter().all(|(k, v)| labels.get(k) == Some(v));
+    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.as_deref().unwrap_or_default();
+        let value = labels.get(&e.key);
+        match e.operator.as_str() {
+            "In" => value.is_some_and(|v| values.contains(v)),
+            "NotIn" => value.is_none_or(|v| !values.contains(v)),
+            "Exists" => value.is_some(),
+            "DoesNotExist" => value.is_none(),
+            _ => false,
+        }
+    });
+    by_labels && by_expressions
 }
 
 /// The spec's hostname intersection of a listener and a route: a route
@@ -273,6 +313,48 @@ fn deep(key: HostKey) -> HostKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn selectors_judge_a_namespace_by_its_labels() {
+        let selector: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"team": "shop"},
+            "matchExpressions": [
+                {"key": "env", "operator": "In", "values": ["prod", "staging"]},
+                {"key": "frozen", "operator": "DoesNotExist"},
+            ],
+        }))
+        .unwrap();
+        let namespace = |labels: &[(&str, &str)]| -> Arc<Namespace> {
+            let labels = labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let mut n = Namespace::default();
+            n.metadata.name = Some("apps".into());
+            n.metadata.labels = Some(labels);
+            Arc::new(n)
+        };
+        let judge = |labels: &[(&str, &str)]| {
+            selects(&selector, &namespace_labels(&[namespace(labels)], "apps"))
+        };
+        assert!(judge(&[("team", "shop"), ("env", "prod")]));
+        assert!(!judge(&[("team", "shop"), ("env", "dev")]));
+        assert!(!judge(&[
+            ("team", "shop"),
+            ("env", "prod"),
+            ("frozen", "yes")
+        ]));
+        assert!(!judge(&[("env", "prod")]));
+        // Every namespace has its name label, declared or not.
+        let by_name: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchLabels": {"kubernetes.io/metadata.name": "other"}}))
+        .unwrap();
+        assert!(selects(&by_name, &namespace_labels(&[], "other")));
+        let odd: LabelSelector = serde_json::from_value(serde_json::json!({
+            "matchExpressions": [{"key": "a", "operator": "Gt", "values": ["1"]}]}))
+        .unwrap();
+        assert!(!selects(&odd, &namespace_labels(&[], "other")));
+    }
 
     #[test]
     fn hostnames_intersect_as_the_spec_says() {
