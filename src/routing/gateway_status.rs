@@ -50,6 +50,13 @@ pub struct PartStatus {
 }
 
 impl PartStatus {
+    /// A listener that serves: its `Programmed` condition holds.
+    pub fn programmed(&self) -> bool {
+        self.conditions
+            .iter()
+            .any(|c| c.kind == "Programmed" && c.status == "True")
+    }
+
     pub fn new(name: String, conditions: Vec<Condition>) -> PartStatus {
         PartStatus {
             name,

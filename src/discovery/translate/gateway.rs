@@ -72,8 +72,7 @@ impl Builder<'_> {
         for gateway in &gateways {
             let status = self.check_listeners(gateway, &grants, &mut listener_certs);
             for part in &status.parts {
-                let serving = part.conditions.iter().all(|c| c.status == "True");
-                if serving {
+                if part.programmed() {
                     accepted.insert((
                         status.namespace.clone(),
                         status.name.clone(),

@@ -46,9 +46,39 @@ impl Builder<'_> {
         let object = gateway_object(gateway);
         let mut parts = Vec::new();
         self.ignored(&object, "spec", &gateway.spec.other);
+        // Listeners that are not distinct (one port, one hostname) are all
+        // `Conflicted`, and none of them is served, as the spec says.
+        let mut seen: BTreeMap<(u16, String), usize> = BTreeMap::new();
+        for listener in &gateway.spec.listeners {
+            let hostname = listener
+                .hostname
+                .clone()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            *seen.entry((listener.port, hostname)).or_default() += 1;
+        }
         for (i, listener) in gateway.spec.listeners.iter().enumerate() {
             let field = format!("spec.listeners[{i}]");
             self.ignored(&object, &field, &listener.other);
+            let hostname = listener
+                .hostname
+                .clone()
+                .unwrap_or_default()
+                .to_ascii_lowercase();
+            if seen.get(&(listener.port, hostname)).is_some_and(|n| *n > 1) {
+                let message = format!(
+                    "listener {:?}: another listener has its port and hostname; neither is served",
+                    listener.name
+                );
+                self.warn_at(&object, field, "gateway-listener", message.clone());
+                let conditions = vec![
+                    Condition::holds("Conflicted", "HostnameConflict"),
+                    Condition::fails("Accepted", "HostnameConflict", message),
+                    Condition::fails("Programmed", "Invalid", String::new()),
+                ];
+                parts.push(PartStatus::new(listener.name.clone(), conditions));
+                continue;
+            }
             let problem = match (listener.protocol.as_str(), published_port(listener)) {
                 ("HTTP" | "HTTPS", Some(port)) if listener.port != port => Some(("Accepted", "PortUnavailable", format!("listener {:?}: port {} is not one sluice publishes; {} listeners use {port}", listener.name, listener.port, listener.protocol))),
                 ("HTTPS", _) => {
@@ -78,6 +108,10 @@ impl Builder<'_> {
                     Condition::holds("Accepted", "Accepted"),
                     Condition::holds("ResolvedRefs", "ResolvedRefs"),
                     Condition::holds("Programmed", "Programmed"),
+                    Condition {
+                        status: "False",
+                        ..Condition::holds("Conflicted", "NoConflicts")
+                    },
                 ],
             };
             parts.push(PartStatus {
@@ -85,9 +119,7 @@ impl Builder<'_> {
                 ..PartStatus::new(listener.name.clone(), conditions)
             });
         }
-        let programmed = parts
-            .iter()
-            .any(|p| p.conditions.iter().all(|c| c.status == "True"));
+        let programmed = parts.iter().any(PartStatus::programmed);
         let conditions = vec![
             Condition::holds("Accepted", "Accepted"),
             if programmed {

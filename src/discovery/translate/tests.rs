@@ -1043,3 +1043,36 @@ fn a_listener_certificate_elsewhere_needs_a_reference_grant() {
         (Some(("True", "ResolvedRefs")), true)
     );
 }
+
+/// Listeners that are not distinct are all `Conflicted` and serve nothing;
+/// the distinct one beside them serves, and says it has no conflict.
+#[test]
+fn listeners_with_one_port_and_hostname_conflict() {
+    let yaml = service("web", &["10.0.0.1"], &[])
+        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: s}\nspec: {controllerName: sluice.io/gateway-controller}\n"
+        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: default}\nspec:\n  gatewayClassName: s\n  listeners:\n  - {name: a, port: 80, protocol: HTTP, hostname: a.example}\n  - {name: again, port: 80, protocol: HTTP, hostname: A.example}\n  - {name: b, port: 80, protocol: HTTP, hostname: b.example}\n"
+        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: g}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n";
+    let (table, warnings) = build(&yaml);
+    let gateway = table
+        .gateway_api
+        .iter()
+        .find(|o| o.kind == "Gateway")
+        .unwrap();
+    let conflicted = |listener: &str| {
+        let part = gateway.parts.iter().find(|p| p.name == listener).unwrap();
+        let c = part
+            .conditions
+            .iter()
+            .find(|c| c.kind == "Conflicted")
+            .unwrap();
+        (c.status, c.reason, part.programmed())
+    };
+    assert_eq!(conflicted("a"), ("True", "HostnameConflict", false));
+    assert_eq!(conflicted("again"), ("True", "HostnameConflict", false));
+    assert_eq!(conflicted("b"), ("False", "NoConflicts", true));
+    assert!(table.route("a.example", "/").is_none());
+    assert!(table.route("b.example", "/").is_some());
+    assert!(warnings
+        .iter()
+        .any(|w| w.message.contains("neither is served")));
+}
