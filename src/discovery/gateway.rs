@@ -170,7 +170,7 @@ pub struct HttpRouteRule {
     #[serde(default)]
     pub timeouts: Option<Timeouts>,
     #[serde(default)]
-    pub session_persistence: Option<Value>,
+    pub session_persistence: Option<SessionPersistence>,
     /// Fields sluice does not act on yet, kept to be named in a warning.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
@@ -204,6 +204,34 @@ pub struct Timeouts {
     /// Fields sluice does not act on yet, kept to be named in a warning.
     #[serde(flatten)]
     pub other: BTreeMap<String, Value>,
+}
+
+/// A rule's `sessionPersistence`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionPersistence {
+    #[serde(default)]
+    pub session_name: Option<String>,
+    #[serde(default)]
+    pub absolute_timeout: Option<String>,
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// `Cookie` (the default) or `Header`.
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub cookie_config: Option<CookieConfig>,
+    /// Fields sluice does not act on yet, kept to be named in a warning.
+    #[serde(flatten)]
+    pub other: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CookieConfig {
+    /// `Session` (the default) or `Permanent`.
+    #[serde(default)]
+    pub lifetime_type: Option<String>,
 }
 
 /// A header or query parameter match.

@@ -487,3 +487,58 @@ spec:
         "{warnings}"
     );
 }
+
+/// `sessionPersistence` keeps a client on one pod with a cookie, as
+/// `affinity: cookie` does: the cookie is named `sessionName`, lives for
+/// `absoluteTimeout` when `Permanent`, and is sent back to the same pod.
+#[tokio::test]
+async fn session_persistence_keeps_a_client_on_one_pod() {
+    let one = start_upstream("one").await;
+    let two = start_upstream("two").await;
+    let m = Manifests::new();
+    m.write(
+        "all.yaml",
+        &(service_yaml("shop", &[one.addr, two.addr])
+            + CLASSES
+            + &route(
+                "sticky",
+                "edge",
+                "sticky.example.com",
+                "  - matches: [{path: {value: /cart}}]\n    backendRefs: [{name: shop, port: 80}]\n    sessionPersistence: {sessionName: shop-session, absoluteTimeout: 1h, cookieConfig: {lifetimeType: Permanent}, idleTimeout: 5m}\n",
+            )),
+    );
+    let sluice = start_sluice(m.path(), "").await;
+    let http = client();
+    let ready = eventually(Duration::from_secs(10), || async {
+        status_of(&http, get(sluice.http_addr, "sticky.example.com", "/cart")).await
+            == StatusCode::OK
+    })
+    .await;
+    assert!(
+        ready.is_some(),
+        "{}",
+        admin_text(&sluice, "/api/warnings").await
+    );
+    let first = send(
+        &http,
+        get(sluice.http_addr, "sticky.example.com", "/cart/items"),
+    )
+    .await
+    .unwrap();
+    let cookie = first.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("shop-session="), "{cookie}");
+    assert!(cookie.contains("Max-Age=3600"), "{cookie}");
+    assert!(cookie.contains("Path=/cart"), "{cookie}");
+    let pair = cookie.split(';').next().unwrap().to_owned();
+    for _ in 0..20 {
+        let mut request = get(sluice.http_addr, "sticky.example.com", "/cart");
+        request
+            .headers_mut()
+            .insert("cookie", pair.parse().unwrap());
+        let reply = send(&http, request).await.unwrap();
+        assert_eq!(reply.upstream(), first.upstream(), "kept on one pod");
+    }
+    // What it cannot honour is named.
+    let warnings = admin_text(&sluice, "/api/warnings").await;
+    assert!(warnings.contains("idleTimeout is not served"), "{warnings}");
+}

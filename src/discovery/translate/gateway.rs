@@ -31,7 +31,7 @@ use crate::routing::gateway_status::{Condition, ObjectStatus, ParentRef, PartSta
 use crate::routing::regex_paths::Location;
 use crate::routing::weighted::{WeightedBackend, WeightedBackends};
 use crate::routing::{
-    BackendRef, FilterSpec, Filters, HostKey, IngressRef, PathKind, Protocol, Route,
+    BackendRef, FilterSpec, Filters, HostKey, IngressRef, PathKind, Protocol, Route, RoutePolicy,
 };
 
 impl Builder<'_> {
@@ -313,10 +313,13 @@ impl Builder<'_> {
             }
         }
         self.ignored(object, &field, &rule.other);
-        if rule.session_persistence.is_some() {
-            let message = "sessionPersistence is not served yet; ignored".to_owned();
+        let persistence = rule.session_persistence.as_ref();
+        let (affinity, unserved) = persistence
+            .map(super::gateway_filters::session_affinity)
+            .unwrap_or_default();
+        for why in unserved {
             let at = format!("{field}.sessionPersistence");
-            self.warn_at(object, at, "unsupported-field", message);
+            self.warn_at(object, at, "unsupported-field", why);
         }
         let timeouts = rule.timeouts.clone().unwrap_or_default();
         self.ignored(object, &format!("{field}.timeouts"), &timeouts.other);
@@ -473,7 +476,11 @@ impl Builder<'_> {
                         ..FilterSpec::default()
                     }),
                     fallback: None,
-                    policy: policy.clone(),
+                    policy: RoutePolicy {
+                        // The cookie's `Path` is the match's, as an Ingress rule's.
+                        affinity: affinity.clone().map(|a| a.for_rule(path)),
+                        ..policy.clone()
+                    },
                 });
                 let routes = self.hosts.entry(host.clone()).or_default();
                 match routes.insert_guarded(*kind, path, compiled.conditions.clone(), route) {

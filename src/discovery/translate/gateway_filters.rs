@@ -12,14 +12,16 @@
 //! Values are literal (a `$` is itself). What cannot be honoured is an
 //! error: the rule then answers 500, as the spec asks.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue, HOST};
 use http::StatusCode;
 
 use crate::discovery::gateway::{
-    HeaderModifier, HttpRouteFilter, RequestRedirect, Timeouts, UrlRewrite,
+    HeaderModifier, HttpRouteFilter, RequestRedirect, SessionPersistence, Timeouts, UrlRewrite,
 };
+use crate::policy::affinity::{Affinity, DEFAULT_COOKIE};
 use crate::routing::edits::{HeaderEdit, RewriteFlag, Step, Template, Test, Var};
 use crate::routing::HostKey;
 
@@ -290,6 +292,76 @@ fn duration(text: &str) -> Option<Duration> {
     (parts > 0 && parts <= 4).then_some(total)
 }
 
+/// A rule's `sessionPersistence` as the cookie affinity of
+/// `affinity: cookie` (`policy::affinity`): the cookie `sessionName` (else
+/// `INGRESSCOOKIE`), kept for `absoluteTimeout` when `Permanent`. What it
+/// cannot honour is named (the rule is still served, less sticky): a
+/// `Header` session, an idle timeout, a session cookie's absolute timeout.
+pub(super) fn session_affinity(spec: &SessionPersistence) -> (Option<Arc<Affinity>>, Vec<String>) {
+    let mut unserved: Vec<String> = spec
+        .other
+        .keys()
+        .map(|k| format!("sessionPersistence.{k} is not served yet; ignored"))
+        .collect();
+    if spec.kind.as_deref().is_some_and(|k| k != "Cookie") {
+        unserved.push(format!(
+            "sessionPersistence of type {:?} is not served yet; requests are not kept on one pod",
+            spec.kind.as_deref().unwrap_or_default()
+        ));
+        return (None, unserved);
+    }
+    let name = spec
+        .session_name
+        .clone()
+        .unwrap_or_else(|| DEFAULT_COOKIE.into());
+    let token = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+    if !token {
+        unserved.push(format!(
+            "sessionName {name:?} is not a cookie name; requests are not kept on one pod"
+        ));
+        return (None, unserved);
+    }
+    if spec.idle_timeout.is_some() {
+        unserved.push("sessionPersistence.idleTimeout is not served yet; ignored".into());
+    }
+    let permanent = spec
+        .cookie_config
+        .as_ref()
+        .and_then(|c| c.lifetime_type.as_deref())
+        == Some("Permanent");
+    let lifetime = spec
+        .absolute_timeout
+        .as_deref()
+        .map(|t| duration(t).ok_or(t));
+    let max_age = match (permanent, lifetime) {
+        (true, Some(Ok(lifetime))) => Some(lifetime.as_secs()),
+        (_, Some(Err(text))) => {
+            unserved.push(format!(
+                "absoluteTimeout {text:?} is not a duration; ignored"
+            ));
+            None
+        }
+        (false, Some(Ok(_))) => {
+            unserved.push(
+                "the absoluteTimeout of a session cookie is not enforced yet; ignored".into(),
+            );
+            None
+        }
+        (_, None) => None,
+    };
+    let affinity = Affinity {
+        name,
+        max_age,
+        expires: max_age,
+        ..Affinity::default()
+    };
+    (Some(Arc::new(affinity)), unserved)
+}
+
 fn check_path(path: &str) -> Result<(), String> {
     let valid = path.starts_with('/')
         && path.len() <= 1024
@@ -314,6 +386,38 @@ fn host_name(host: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn session_persistence_is_a_cookie_affinity_or_says_why_not() {
+        let spec = |kind: Option<&str>, name: Option<&str>| SessionPersistence {
+            kind: kind.map(str::to_owned),
+            session_name: name.map(str::to_owned),
+            absolute_timeout: Some("10m".into()),
+            ..SessionPersistence::default()
+        };
+        let (affinity, unserved) = session_affinity(&spec(None, None));
+        let affinity = affinity.unwrap();
+        assert_eq!(
+            (affinity.name.as_str(), affinity.max_age),
+            (DEFAULT_COOKIE, None)
+        );
+        assert_eq!(
+            unserved.len(),
+            1,
+            "a session cookie's timeout: {unserved:?}"
+        );
+        for (kind, name) in [
+            (Some("Header"), None),
+            (None, Some("bad name;")),
+            (None, Some("")),
+        ] {
+            let (affinity, unserved) = session_affinity(&spec(kind, name));
+            assert!(
+                affinity.is_none() && !unserved.is_empty(),
+                "{kind:?} {name:?}"
+            );
+        }
+    }
 
     #[test]
     fn durations_read_as_the_spec_writes_them() {
