@@ -16,6 +16,7 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{parse_secret_ref, Config, ConfigState};
+use crate::discovery::gateway::GatewayOptions;
 use crate::discovery::manifests::Stamp;
 use crate::discovery::{parse_backend_ref, ClassSelection, Publisher, TranslateOptions};
 use crate::proxy::{Proxy, ProxySettings};
@@ -47,6 +48,11 @@ pub fn translate_options(
         metrics: config.metrics_options(),
         ingress_nginx_keys: config.ingress_nginx_keys.clone(),
         ssl_passthrough: config.enable_ssl_passthrough,
+        gateway: GatewayOptions {
+            controller_name: config.gateway_controller_name.clone(),
+            http_port: config.gateway_http_port,
+            https_port: config.gateway_https_port,
+        },
     }
 }
 

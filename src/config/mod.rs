@@ -281,6 +281,12 @@ pub struct Config {
     /// Whether a host's rules may come from several namespaces (`shared`, as
     /// ingress-nginx) or only from the first to route it (`namespace`).
     pub host_ownership: HostOwnership,
+    /// Gateway API: the GatewayClasses naming this controller are sluice's.
+    pub gateway_controller_name: String,
+    /// Gateway API: the ports HTTP and HTTPS listeners name to be served
+    /// (the ports the nodes publish, whatever sluice binds).
+    pub gateway_http_port: u16,
+    pub gateway_https_port: u16,
     /// Pod address ranges never sent to, comma-separated, on top of the
     /// loopback, link-local, unspecified and multicast ones refused in a cluster.
     #[serde(with = "units::parsed")]
@@ -441,6 +447,9 @@ impl Default for Config {
             request_metrics: true,
             request_metrics_status: StatusLabel::Code,
             host_ownership: HostOwnership::Shared,
+            gateway_controller_name: crate::routing::gateway_status::CONTROLLER_NAME.into(),
+            gateway_http_port: 80,
+            gateway_https_port: 443,
             upstream_deny_cidrs: CidrList::default(),
             upstream_allow_cidrs: CidrList::default(),
             ingress_nginx_keys: Vec::new(),

@@ -15,8 +15,28 @@ pub const API_VERSION: &str = "gateway.networking.k8s.io/v1";
 pub const API_VERSION_BETA: &str = "gateway.networking.k8s.io/v1beta1";
 pub const GROUP: &str = "gateway.networking.k8s.io";
 
-/// The `controllerName` of the GatewayClasses sluice serves.
-pub const CONTROLLER_NAME: &str = "sluice.io/gateway-controller";
+pub use crate::routing::gateway_status::CONTROLLER_NAME;
+
+/// What the config file says of Gateway API (`gateway-*` keys).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayOptions {
+    /// The GatewayClasses naming it are sluice's.
+    pub controller_name: String,
+    /// The ports sluice publishes, whatever addresses it binds: HTTP
+    /// listeners name the first, HTTPS ones the second.
+    pub http_port: u16,
+    pub https_port: u16,
+}
+
+impl Default for GatewayOptions {
+    fn default() -> Self {
+        GatewayOptions {
+            controller_name: CONTROLLER_NAME.into(),
+            http_port: 80,
+            https_port: 443,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(rename_all = "camelCase")]

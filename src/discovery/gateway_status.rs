@@ -16,7 +16,7 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::Client;
 use serde_json::{json, Value};
 
-use super::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, CONTROLLER_NAME, GROUP};
+use super::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, GROUP};
 use crate::routing::gateway_status::{Condition, ObjectStatus, PartStatus};
 
 /// `(kind, namespace, name)` of an object whose status was written.
@@ -26,7 +26,7 @@ type Key = (&'static str, String, String);
 /// written, by object.
 pub async fn write(
     client: &Client,
-    statuses: &[ObjectStatus],
+    (statuses, controller): (&[ObjectStatus], &str),
     addresses: &[String],
     written: &mut BTreeMap<Key, Value>,
 ) -> Result<(), kube::Error> {
@@ -34,16 +34,17 @@ pub async fn write(
     let mut current = BTreeMap::new();
     for status in statuses {
         let key = (status.kind, status.namespace.clone(), status.name.clone());
-        let body = body(status, addresses);
+        let body = body(status, addresses, controller);
         if written.get(&key) != Some(&body) {
-            patch(client, status.kind, &key, &body, &now).await?;
+            patch(client, (status.kind, controller), &key, &body, &now).await?;
         }
         current.insert(key, body);
     }
     // Routes that no longer attach to sluice's Gateways lose sluice's entries.
     for (key, _) in written.iter().filter(|(k, _)| !current.contains_key(*k)) {
         if key.0 == "HTTPRoute" || key.0 == "GRPCRoute" {
-            patch(client, key.0, key, &json!({"parents": []}), &now).await?;
+            let nothing = json!({"parents": []});
+            patch(client, (key.0, controller), key, &nothing, &now).await?;
         }
     }
     *written = current;
@@ -52,7 +53,7 @@ pub async fn write(
 
 /// The status as the spec lays it out, without the times (which are added
 /// when written, so an unchanged status compares equal).
-fn body(status: &ObjectStatus, addresses: &[String]) -> Value {
+fn body(status: &ObjectStatus, addresses: &[String], controller: &str) -> Value {
     let generation = status.generation;
     let conditions = |c: &[Condition]| -> Vec<Value> {
         c.iter()
@@ -86,7 +87,7 @@ fn body(status: &ObjectStatus, addresses: &[String]) -> Value {
             let parents: Vec<Value> = status
                 .parts
                 .iter()
-                .filter_map(|p| parent(p, &conditions))
+                .filter_map(|p| parent(p, controller, &conditions))
                 .collect();
             json!({"parents": parents})
         }
@@ -94,7 +95,11 @@ fn body(status: &ObjectStatus, addresses: &[String]) -> Value {
     }
 }
 
-fn parent(part: &PartStatus, conditions: &dyn Fn(&[Condition]) -> Vec<Value>) -> Option<Value> {
+fn parent(
+    part: &PartStatus,
+    controller: &str,
+    conditions: &dyn Fn(&[Condition]) -> Vec<Value>,
+) -> Option<Value> {
     let parent = part.parent.as_ref()?;
     let mut reference = json!({"group": GROUP, "kind": "Gateway", "namespace": parent.namespace, "name": parent.name});
     if let Some(section) = &parent.section_name {
@@ -104,7 +109,7 @@ fn parent(part: &PartStatus, conditions: &dyn Fn(&[Condition]) -> Vec<Value>) ->
         reference["port"] = json!(port);
     }
     Some(
-        json!({"parentRef": reference, "controllerName": CONTROLLER_NAME, "conditions": conditions(&part.conditions)}),
+        json!({"parentRef": reference, "controllerName": controller, "conditions": conditions(&part.conditions)}),
     )
 }
 
@@ -128,7 +133,7 @@ fn stamped(mut body: Value, now: &str) -> Value {
 
 async fn patch(
     client: &Client,
-    kind: &str,
+    (kind, controller): (&str, &str),
     (_, namespace, name): &Key,
     body: &Value,
     now: &str,
@@ -170,7 +175,7 @@ async fn patch(
                 .as_array()
                 .into_iter()
                 .flatten()
-                .filter(|p| p["controllerName"] != CONTROLLER_NAME)
+                .filter(|p| p["controllerName"] != controller)
                 .cloned()
                 .collect();
             let ours = stamped(body["parents"].clone(), now);
@@ -191,6 +196,7 @@ async fn patch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::gateway::CONTROLLER_NAME;
     use crate::routing::gateway_status::ParentRef;
 
     #[test]
@@ -214,7 +220,7 @@ mod tests {
                 )
             }],
         };
-        let body = stamped(body(&status, &[]), "2026-12-02T00:00:00Z");
+        let body = stamped(body(&status, &[], CONTROLLER_NAME), "2026-12-02T00:00:00Z");
         let parent = &body["parents"][0];
         assert_eq!(parent["parentRef"]["sectionName"], "http");
         assert_eq!(parent["controllerName"], CONTROLLER_NAME);

@@ -508,6 +508,12 @@ impl Publisher {
     }
 
     /// Our Ingresses (of our class), as of the last build.
+    /// The `controllerName` of sluice's GatewayClasses, as configured.
+    pub fn gateway_controller(&self) -> String {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.options.gateway.controller_name.clone()
+    }
+
     pub fn ours(&self) -> Vec<ObjectRef> {
         self.state
             .lock()

@@ -76,9 +76,10 @@ pub async fn run(
                 Ok(addresses) => {
                     let table = publisher.table.load_full();
                     let statuses = &table.gateway_api;
+                    let controller = publisher.gateway_controller();
                     let done = super::gateway_status::write(
                         &client,
-                        statuses,
+                        (statuses, &controller),
                         &addresses,
                         &mut gateway_written,
                     );

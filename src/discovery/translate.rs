@@ -84,6 +84,7 @@ pub struct TranslateOptions {
     pub upstream_deny: UpstreamDeny,
     /// Who may route a host that another namespace routes.
     pub host_ownership: HostOwnership,
+    pub gateway: crate::discovery::gateway::GatewayOptions,
     /// The config file's ingress-nginx keys without a sluice counterpart:
     /// warnings, and a 403 on every route for one that fails closed.
     pub ingress_nginx_keys: Vec<ForeignKey>,
@@ -199,7 +200,7 @@ pub fn translate(
         name: "(Gateway API)".into(),
     };
     add_isolated(&mut builder, &gateway_object, |b| {
-        gateway_api = b.add_http_routes(snapshot);
+        gateway_api = b.add_http_routes(snapshot, &options.gateway);
     });
     // Canaries attach to the routes of the Ingresses they shadow, so those come first.
     for parsed in canaries {

@@ -6,6 +6,10 @@
 
 use serde::Serialize;
 
+/// The `controllerName` of the GatewayClasses sluice serves, unless the
+/// config file's `gateway-controller-name` says otherwise.
+pub const CONTROLLER_NAME: &str = "sluice.io/gateway-controller";
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Condition {
     #[serde(rename = "type")]

@@ -23,7 +23,7 @@ use super::parse::{Field, Wire};
 use super::reference_grants::{From, Grants};
 use super::Builder;
 use crate::discovery::annotations::IngressAnnotations;
-use crate::discovery::gateway::{self, Gateway, HttpRoute, HttpRouteRule};
+use crate::discovery::gateway::{self, Gateway, GatewayOptions, HttpRoute, HttpRouteRule};
 use crate::discovery::{ObjectRef, Snapshot, Warning};
 use crate::routing::certs::Certificate;
 use crate::routing::edits::{Edits, Step};
@@ -37,14 +37,18 @@ use crate::routing::{
 impl Builder<'_> {
     /// Adds every HTTPRoute of an accepted Gateway's listeners; returns the
     /// status sluice would write for them and their Gateways.
-    pub(super) fn add_http_routes(&mut self, snapshot: &Snapshot) -> Vec<ObjectStatus> {
+    pub(super) fn add_http_routes(
+        &mut self,
+        snapshot: &Snapshot,
+        options: &GatewayOptions,
+    ) -> Vec<ObjectStatus> {
         let mut statuses = Vec::new();
         let mut classes: BTreeSet<&str> = BTreeSet::new();
         for class in &snapshot.gateway_classes {
             let Some(name) = class.metadata.name.as_deref() else {
                 continue;
             };
-            if class.spec.controller_name != gateway::CONTROLLER_NAME {
+            if class.spec.controller_name != options.controller_name {
                 continue;
             }
             classes.insert(name);
@@ -70,7 +74,7 @@ impl Builder<'_> {
         let grants = Grants::new(&snapshot.reference_grants);
         let mut listener_certs = ListenerCerts::new();
         for gateway in &gateways {
-            let status = self.check_listeners(gateway, &grants, &mut listener_certs);
+            let status = self.check_listeners(gateway, (&grants, options), &mut listener_certs);
             for part in &status.parts {
                 if part.programmed() {
                     accepted.insert((

@@ -10,18 +10,19 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::reference_grants::{From, Grants};
 use super::Builder;
-use crate::discovery::gateway::{self, Gateway, Listener};
+use crate::discovery::gateway::{self, Gateway, GatewayOptions, Listener};
 use crate::discovery::ObjectRef;
 use crate::routing::certs::Certificate;
 use crate::routing::gateway_status::{Condition, ObjectStatus, PartStatus};
 use crate::routing::HostKey;
 
 /// The listener ports sluice publishes, whatever address it binds: 80 for
-/// HTTP, 443 for HTTPS.
-pub(super) fn published_port(listener: &Listener) -> Option<u16> {
+/// HTTP, 443 for HTTPS, unless `gateway-http-port` and `gateway-https-port`
+/// say otherwise.
+pub(super) fn published_port(listener: &Listener, options: &GatewayOptions) -> Option<u16> {
     match listener.protocol.as_str() {
-        "HTTP" => Some(80),
-        "HTTPS" => Some(443),
+        "HTTP" => Some(options.http_port),
+        "HTTPS" => Some(options.https_port),
         _ => None,
     }
 }
@@ -40,7 +41,7 @@ impl Builder<'_> {
     pub(super) fn check_listeners(
         &mut self,
         gateway: &Gateway,
-        grants: &Grants<'_>,
+        (grants, options): (&Grants<'_>, &GatewayOptions),
         certs: &mut ListenerCerts,
     ) -> ObjectStatus {
         let object = gateway_object(gateway);
@@ -79,7 +80,7 @@ impl Builder<'_> {
                 parts.push(PartStatus::new(listener.name.clone(), conditions));
                 continue;
             }
-            let problem = match (listener.protocol.as_str(), published_port(listener)) {
+            let problem = match (listener.protocol.as_str(), published_port(listener, options)) {
                 ("HTTP" | "HTTPS", Some(port)) if listener.port != port => Some(("Accepted", "PortUnavailable", format!("listener {:?}: port {} is not one sluice publishes; {} listeners use {port}", listener.name, listener.port, listener.protocol))),
                 ("HTTPS", _) => {
                     let found = self.listener_certificate(listener, &object, grants);

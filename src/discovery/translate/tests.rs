@@ -1076,3 +1076,26 @@ fn listeners_with_one_port_and_hostname_conflict() {
         .iter()
         .any(|w| w.message.contains("neither is served")));
 }
+
+/// The config file's `gateway-*` keys: another controller name, and other
+/// published ports, decide which classes and listeners are sluice's.
+#[test]
+fn gateway_keys_choose_the_controller_and_the_published_ports() {
+    let yaml = service("web", &["10.0.0.1"], &[])
+        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: s}\nspec: {controllerName: example.com/edge}\n"
+        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: default}\nspec:\n  gatewayClassName: s\n  listeners:\n  - {name: alt, port: 8080, protocol: HTTP, hostname: alt.example}\n  - {name: std, port: 80, protocol: HTTP, hostname: std.example}\n"
+        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: g}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n";
+    let (snapshot, _) = snapshot_from_str(&yaml);
+    let registry = Retained::new(PoolConfig::default());
+    let served = |options: &TranslateOptions| {
+        let t = translate(&snapshot, options, &registry, &LastGood::default());
+        let hosts = ["alt.example", "std.example"];
+        hosts.map(|h| t.table.route(h, "/").is_some())
+    };
+    let mut options = all_classes();
+    assert_eq!(served(&options), [false, false], "not our controller");
+    options.gateway.controller_name = "example.com/edge".into();
+    assert_eq!(served(&options), [false, true]);
+    options.gateway.http_port = 8080;
+    assert_eq!(served(&options), [true, false]);
+}
