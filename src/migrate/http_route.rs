@@ -88,6 +88,7 @@ pub fn suggest(
                 let kind = match kind {
                     PathKind::Exact => "Exact",
                     PathKind::Prefix => "PathPrefix",
+                    PathKind::Regex => "RegularExpression",
                 };
                 rule["matches"] = json!([{"path": {"type": kind, "value": path}}]);
             }

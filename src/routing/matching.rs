@@ -16,6 +16,28 @@ use super::{IngressRef, Route};
 pub enum PathKind {
     Exact,
     Prefix,
+    /// Gateway API's `RegularExpression`: the whole path matches the
+    /// pattern (`path_pattern`). Tried after `Exact` paths and before
+    /// prefixes, oldest route first (the spec leaves their precedence to
+    /// implementations).
+    Regex,
+}
+
+/// The longest pattern taken, and what it may take compiled.
+const PATTERN_LIMIT: usize = 1024;
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+
+/// A Gateway API path pattern, anchored at both ends, bounded in size and
+/// nesting (Rust's `regex`: linear time whatever the pattern).
+pub fn path_pattern(pattern: &str) -> Result<regex::Regex, String> {
+    if pattern.len() > PATTERN_LIMIT {
+        return Err(format!("longer than {PATTERN_LIMIT} bytes"));
+    }
+    regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+        .size_limit(PATTERN_SIZE_LIMIT)
+        .nest_limit(32)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// The routes at one path of a host.
@@ -72,6 +94,9 @@ pub struct HostRoutes {
     exact: HashMap<Box<str>, Slot>,
     /// Normalized prefixes (no trailing slash, `/` kept), longest first.
     prefixes: Vec<(Box<str>, Slot)>,
+    /// Gateway API path patterns (as written, compiled), in the order
+    /// they were added.
+    patterns: Vec<(Box<str>, regex::Regex, Slot)>,
     /// The Ingress `defaultBackend` for this host: requests that match no path.
     default: Option<Arc<Route>>,
     /// The paths as written, noted while the table is built (`finish`).
@@ -136,6 +161,19 @@ impl HostRoutes {
                 self.prefixes.insert(at, (path.into(), slot));
                 Ok(())
             }
+            PathKind::Regex => {
+                if let Some((.., slot)) = self.patterns.iter_mut().find(|(p, ..)| &**p == path) {
+                    return slot.insert(conditions, route);
+                }
+                // The translator checked the pattern and warned of a bad one.
+                let Ok(pattern) = path_pattern(path) else {
+                    return Ok(());
+                };
+                let mut slot = Slot::default();
+                slot.insert(conditions, route)?;
+                self.patterns.push((path.into(), pattern, slot));
+                Ok(())
+            }
         }
     }
 
@@ -159,6 +197,9 @@ impl HostRoutes {
                     .find(|(p, _)| &**p == path)
                     .map(|(_, slot)| slot)
             }
+            PathKind::Regex => (self.patterns.iter_mut())
+                .find(|(p, ..)| &**p == path)
+                .map(|(.., slot)| slot),
         };
         slot?.plain.as_mut()
     }
@@ -170,7 +211,8 @@ impl HostRoutes {
     pub fn route_count(&self) -> usize {
         let count = |slot: &Slot| slot.guarded.len() + slot.plain.is_some() as usize;
         let paths: usize = self.exact.values().map(count).sum::<usize>()
-            + self.prefixes.iter().map(|(_, s)| count(s)).sum::<usize>();
+            + self.prefixes.iter().map(|(_, s)| count(s)).sum::<usize>()
+            + self.patterns.iter().map(|(.., s)| count(s)).sum::<usize>();
         paths + self.default.is_some() as usize
     }
 
@@ -213,6 +255,10 @@ impl HostRoutes {
             let why = "its method, header or query match is not served on a host that an Ingress put in regex mode (use-regex, rewrite-target)";
             invalid.push((route.clone(), why.to_owned()));
         }
+        for (_, route) in self.patterns.iter().flat_map(|(.., s)| s.routes()) {
+            let why = "its RegularExpression path is not served on a host that an Ingress put in regex mode (use-regex, rewrite-target)";
+            invalid.push((route.clone(), why.to_owned()));
+        }
         mode.invalid = invalid;
         mode
     }
@@ -232,6 +278,9 @@ impl HostRoutes {
                     .find(|(p, _)| &**p == path)
                     .map(|(_, slot)| slot)
             }
+            PathKind::Regex => (self.patterns.iter())
+                .find(|(p, ..)| &**p == path)
+                .map(|(.., slot)| slot),
         };
         slot?.plain.as_ref()
     }
@@ -266,6 +315,15 @@ impl HostRoutes {
         if let Some(route) = self.exact.get(path).and_then(|s| s.pick(request)) {
             return Some(route);
         }
+        if !self.patterns.is_empty() {
+            let matching = self.patterns.iter().filter(|(_, p, _)| p.is_match(path));
+            if let Some(route) = matching
+                .into_iter()
+                .find_map(|(.., slot)| slot.pick(request))
+            {
+                return Some(route);
+            }
+        }
         self.prefixes
             .iter()
             .filter(|(prefix, _)| prefix_matches(prefix, path))
@@ -286,7 +344,11 @@ impl HostRoutes {
             slot.routes()
                 .map(move |(c, r)| (PathKind::Prefix, &**p, c, r))
         });
-        exact.chain(prefix)
+        let patterns = self.patterns.iter().flat_map(|(p, _, slot)| {
+            slot.routes()
+                .map(move |(c, r)| (PathKind::Regex, &**p, c, r))
+        });
+        exact.chain(prefix).chain(patterns)
     }
 }
 

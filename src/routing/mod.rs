@@ -44,7 +44,9 @@ pub use crate::upstream::Protocol;
 
 pub use endpoint::{Endpoint, EndpointKey, EndpointState, InFlight, Pick};
 pub use filters::{FilterSpec, Filters, Passwords, RequestFilter};
-pub use matching::{normalize_prefix, prefix_matches, HostRoutes, PathKind, RegexMode};
+pub use matching::{
+    normalize_prefix, path_pattern, prefix_matches, HostRoutes, PathKind, RegexMode,
+};
 
 /// Per-route settings: global defaults overridden by the Ingress's annotations.
 #[derive(Debug, Clone, PartialEq)]

@@ -275,3 +275,32 @@ fn gateway_wildcards_cover_any_depth() {
     assert_eq!(name("example.com"), None);
     assert_eq!(name(".example.com"), None);
 }
+
+/// Gateway API path patterns: the whole path must match; an Exact path
+/// wins over them, and they win over prefixes.
+#[test]
+fn path_patterns_sit_between_exact_paths_and_prefixes() {
+    let mut routes = HostRoutes::default();
+    routes.insert(PathKind::Prefix, "/", route("root")).unwrap();
+    routes
+        .insert(PathKind::Prefix, "/v1", route("v1-prefix"))
+        .unwrap();
+    routes
+        .insert(PathKind::Regex, "/v[0-9]+/items", route("pattern"))
+        .unwrap();
+    routes
+        .insert(PathKind::Exact, "/v1/items", route("exact"))
+        .unwrap();
+    let taken = routes.insert(PathKind::Regex, "/v[0-9]+/items", route("late"));
+    assert_eq!(taken.unwrap_err().ingress.name, "pattern");
+    assert_eq!(matched(&routes, "/v1/items").as_deref(), Some("exact"));
+    assert_eq!(matched(&routes, "/v2/items").as_deref(), Some("pattern"));
+    assert_eq!(
+        matched(&routes, "/v1/items/x").as_deref(),
+        Some("v1-prefix")
+    );
+    assert_eq!(matched(&routes, "/v2/itemsx").as_deref(), Some("root"));
+    assert_eq!(routes.route_count(), 4);
+    assert!(path_pattern("(").is_err());
+    assert!(path_pattern(&"a".repeat(2000)).is_err());
+}

@@ -85,7 +85,7 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
             "headers",
             "edge",
             "headers.example.com",
-            "  - matches: [{headers: [{name: x-canary, value: \"1\"}]}]\n    backendRefs: [{name: web, port: 80}]\n  - matches: [{path: {type: RegularExpression, value: \"/.*\"}}]\n    backendRefs: [{name: blue, port: 80}]\n",
+            "  - matches: [{headers: [{name: x-canary, value: \"1\"}]}]\n    backendRefs: [{name: web, port: 80}]\n  - matches: [{path: {type: RegularExpression, value: \"/v[0-9]+/.*\"}}]\n    backendRefs: [{name: blue, port: 80}]\n  - matches: [{path: {type: RegularExpression, value: \"/(unclosed\"}}]\n    backendRefs: [{name: blue, port: 80}]\n",
         )
         + &route(
             "mirrored",
@@ -156,8 +156,9 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
         status("shop.example.org", "/api").await,
         StatusCode::NOT_FOUND
     );
-    // A header match routes only what has the header; a match sluice
-    // cannot express (a regex path) is skipped, never routed more broadly.
+    // A header match routes only what has the header; a regular
+    // expression the whole path; a pattern that does not compile skips its
+    // rule, never routing more broadly.
     assert_eq!(
         status("headers.example.com", "/").await,
         StatusCode::NOT_FOUND
@@ -167,6 +168,18 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
         .headers_mut()
         .insert("x-canary", "1".parse().unwrap());
     assert_eq!(send(&http, canary).await.unwrap().upstream(), "web");
+    let versioned = send(
+        &http,
+        get(sluice.http_addr, "headers.example.com", "/v2/items"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(versioned.upstream(), "blue");
+    assert_eq!(
+        status("headers.example.com", "/v2").await,
+        StatusCode::NOT_FOUND,
+        "the whole path must match"
+    );
     // A filter it cannot honour: 500, as the spec asks.
     let requests = web.requests();
     assert_eq!(
@@ -351,7 +364,7 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
 
     let warnings = admin_text(&sluice, "/api/warnings").await;
     for reason in [
-        "unsupported-match",
+        "invalid-match",
         "unsupported-filter",
         "gateway-listener",
         "route-not-attached",
@@ -480,12 +493,16 @@ spec:
         let first = watch.message().await.unwrap().unwrap();
         assert_eq!(first.status(), ServingStatus::NotServing);
     }
-    // A method without its service cannot be a path: skipped, and said.
-    let warnings = admin_text(&sluice, "/api/warnings").await;
-    assert!(
-        warnings.contains("method without its service"),
-        "{warnings}"
-    );
+    // A method without its service is a pattern over the path.
+    let routes = admin_json(&sluice, "/api/routes").await;
+    let pattern = routes["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["path_type"] == "Regex")
+        .unwrap();
+    assert_eq!(pattern["path"], "/[^/]+/Check");
+    assert_eq!(pattern["kind"], "GRPCRoute");
 }
 
 /// `sessionPersistence` keeps a client on one pod with a cookie, as

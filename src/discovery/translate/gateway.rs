@@ -488,7 +488,8 @@ impl Builder<'_> {
                 });
                 let routes = self.hosts.entry(host.clone()).or_default();
                 match routes.insert_guarded(*kind, path, compiled.conditions.clone(), route) {
-                    Ok(()) if !compiled.conditions.is_empty() => {}
+                    // Only plain paths join ingress-nginx's regex mode.
+                    Ok(()) if !compiled.conditions.is_empty() || *kind == PathKind::Regex => {}
                     Ok(()) => routes.note(Location {
                         kind: *kind,
                         path: path.to_string(),

@@ -10,7 +10,7 @@ use regex::RegexBuilder;
 
 use crate::discovery::gateway::{self, HttpRouteMatch};
 use crate::routing::request_match::{RequestMatch, ValueMatch};
-use crate::routing::PathKind;
+use crate::routing::{path_pattern, PathKind};
 
 /// The spec's own bound on header and query matches per match.
 const MAX_CONDITIONS: usize = 16;
@@ -44,6 +44,7 @@ pub(super) fn compile(matched: &HttpRouteMatch) -> Result<Compiled, Refusal> {
     let kind = match path.kind.as_deref().unwrap_or("PathPrefix") {
         "PathPrefix" => PathKind::Prefix,
         "Exact" => PathKind::Exact,
+        "RegularExpression" => PathKind::Regex,
         other => {
             return Err((
                 "unsupported-match",
@@ -51,7 +52,10 @@ pub(super) fn compile(matched: &HttpRouteMatch) -> Result<Compiled, Refusal> {
             ))
         }
     };
-    if !value.starts_with('/') || value.contains(['?', '#']) || value.len() > MAX_VALUE {
+    if kind == PathKind::Regex {
+        path_pattern(&value)
+            .map_err(|e| invalid(format!("{value:?} is not a regular expression: {e}")))?;
+    } else if !value.starts_with('/') || value.contains(['?', '#']) || value.len() > MAX_VALUE {
         return Err((
             "invalid-path",
             format!("{value:?} is not a path; rule skipped"),

@@ -4,10 +4,10 @@
 //! matches and filters carry over as they are, and the backends are spoken
 //! to over HTTP/2 (`gateway::add_rule`).
 //!
-//! A match the path cannot express (a method without its service, or a
-//! `RegularExpression` method match) is kept as a field sluice does not
-//! act on, so its rule is skipped with a warning, never routed more
-//! broadly.
+//! A method without its service, and a `RegularExpression` method match,
+//! are `RegularExpression` paths. A name the spec does not allow is kept as
+//! a field sluice does not act on, so its rule is skipped with a warning,
+//! never routed more broadly.
 
 use serde_json::Value;
 
@@ -62,17 +62,25 @@ fn as_http_match(matched: &GrpcRouteMatch) -> HttpRouteMatch {
 
 /// The path of a method match, or why it has none.
 fn method_path(method: &GrpcMethodMatch) -> Result<PathMatch, &'static str> {
-    if method.kind.as_deref().is_some_and(|k| k != "Exact") {
-        return Err("a RegularExpression method match");
-    }
     let service = method.service.as_deref().filter(|s| !s.is_empty());
     let name = method.method.as_deref().filter(|m| !m.is_empty());
+    if method.kind.as_deref().is_some_and(|k| k != "Exact") {
+        if method.kind.as_deref() != Some("RegularExpression") {
+            return Err("a method match type the spec does not define");
+        }
+        // Each part a pattern of its own, any one where it is left out.
+        let part = |p: Option<&str>| p.map_or("[^/]+".to_owned(), |p| format!("(?:{p})"));
+        return Ok(PathMatch {
+            kind: Some("RegularExpression".into()),
+            value: Some(format!("/{}/{}", part(service), part(name))),
+        });
+    }
     let (kind, value) = match (service, name) {
         (Some(service), Some(name)) if valid_service(service) && valid_method(name) => {
             ("Exact", format!("/{service}/{name}"))
         }
         (Some(service), None) if valid_service(service) => ("PathPrefix", format!("/{service}")),
-        (None, Some(_)) => return Err("a method without its service"),
+        (None, Some(name)) if valid_method(name) => ("RegularExpression", format!("/[^/]+/{name}")),
         (None, None) => return Err("neither service nor method"),
         _ => return Err("a service or method name the spec does not allow"),
     };
@@ -152,14 +160,14 @@ spec:
             [
                 path("Exact", "/grpc.health.v1.Health/Check"),
                 path("PathPrefix", "/grpc.health.v1.Health"),
-                None,
-                None,
+                path("RegularExpression", "/[^/]+/Check"),
+                path("RegularExpression", "/(?:grpc.*)/[^/]+"),
                 None,
                 None,
             ]
         );
         assert_eq!(route.spec.rules[0].matches[0].headers.len(), 1);
         let unserved: Vec<usize> = unserved(&route).iter().map(BTreeMap::len).collect();
-        assert_eq!(unserved, [0, 0, 1, 1, 1, 0]);
+        assert_eq!(unserved, [0, 0, 0, 0, 1, 0]);
     }
 }
