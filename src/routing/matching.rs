@@ -4,6 +4,11 @@
 //! * `Prefix` (and `ImplementationSpecific`): element-wise on `/`, so `/aaa` matches
 //!   `/aaa/ccc` but not `/aaaccc`; a trailing slash in rule or request is ignored.
 //! * The longest matching path wins; `Exact` beats `Prefix` for the same path.
+//! * Gateway API adds `RegularExpression` paths (after `Exact`, before
+//!   prefixes) and routes with conditions on method, headers and query
+//!   (`request_match`): each path is a `Slot` whose guarded routes are tried
+//!   most specific first, and a slot where none holds leaves the request to
+//!   the next path.
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

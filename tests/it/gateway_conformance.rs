@@ -345,6 +345,35 @@ fn tests() -> Vec<Conformance> {
             ..Conformance::default()
         },
         Conformance {
+            name: "HTTPRouteInvalidParentRefNotMatchingSectionName",
+            file: "httproute-invalid-parentref-not-matching-section-name.yaml",
+            rejected: &[(
+                "httproute-listener-not-matching-section-name",
+                "NoMatchingParent",
+            )],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteInvalidCrossNamespaceParentRef",
+            file: "httproute-invalid-cross-namespace-parent-ref.yaml",
+            rejected: &[(
+                "invalid-cross-namespace-parent-ref",
+                "NotAllowedByListeners",
+            )],
+            ..Conformance::default()
+        },
+        Conformance {
+            name: "HTTPRouteNoBackendRefs",
+            file: "httproute-omitted-backendrefs.yaml",
+            routes: &["omitted-backendrefs"],
+            cases: vec![
+                req("/forward").to(V1),
+                req("/omitted-no-forward").status(500),
+                req("/empty-no-forward").status(500),
+            ],
+            ..Conformance::default()
+        },
+        Conformance {
             name: "HTTPRouteSimpleSameNamespace",
             file: "httproute-simple-same-namespace.yaml",
             routes: &["gateway-conformance-infra-test"],

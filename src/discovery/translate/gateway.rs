@@ -191,12 +191,15 @@ impl Builder<'_> {
             let mut attached = false;
             // A listener that would take the route but for its hostnames.
             let mut hostnames_only = false;
+            // A listener of the section and port the parentRef names.
+            let mut named_any = false;
             for listener in &gateway.spec.listeners {
                 let named = parent
                     .section_name
                     .as_deref()
                     .is_none_or(|s| s == listener.name);
                 let port = parent.port.is_none_or(|p| p == listener.port);
+                named_any |= named && port;
                 let served = accepted.contains(&(
                     namespace.to_owned(),
                     parent.name.clone(),
@@ -238,7 +241,9 @@ impl Builder<'_> {
             } else {
                 let message = format!("no listener of Gateway {namespace}/{} accepts this route (section, port, namespaces or hostnames); not served", parent.name);
                 self.warn_at(object, field, "route-not-attached", message.clone());
-                let reason = if hostnames_only {
+                let reason = if !named_any {
+                    "NoMatchingParent"
+                } else if hostnames_only {
                     "NoMatchingListenerHostname"
                 } else {
                     "NotAllowedByListeners"
