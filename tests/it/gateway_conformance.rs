@@ -691,42 +691,149 @@ fn ready(routes: &Value, test: &Conformance, resolved: &str) -> bool {
 
 #[tokio::test]
 async fn http_route_scenarios_as_the_conformance_suite_checks_them() {
-    let v1 = start_upstream(V1).await;
-    let v2 = start_upstream(V2).await;
-    let v3 = start_upstream(V3).await;
-    let web = start_upstream(WEB).await;
-    let app_v1 = start_upstream(APP_V1).await;
-    let app_v2 = start_upstream(APP_V2).await;
-    let pods = [
-        (INFRA, V1, v1.addr),
-        (INFRA, V2, v2.addr),
-        (INFRA, V3, v3.addr),
-        ("gateway-conformance-web-backend", WEB, web.addr),
-        ("gateway-conformance-app-backend", APP_V1, app_v1.addr),
-        ("gateway-conformance-app-backend", APP_V2, app_v2.addr),
-    ];
+    let (_pods, pods) = conformance_pods().await;
     let m = Manifests::new();
     m.write("base.yaml", &(fixture("base.yaml") + &backends(&pods)));
     let sluice = start_sluice(m.path(), "").await;
+    run_all(&sluice, |yaml| m.write("routes.yaml", yaml), |_| async {}).await;
+}
+
+/// The same scenarios from the in-test apiserver: each test's objects are
+/// applied, and deleted for the next, as the suite does; the leader writes
+/// each route's status, which must say what `/api/routes` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_route_scenarios_from_the_in_test_apiserver() {
+    use crate::support::apiserver::FakeApiServer;
+    use sluice::discovery::kube::KubeOptions;
+    use sluice::discovery::status::StatusOptions;
+
+    let (_pods, pods) = conformance_pods().await;
+    let api = FakeApiServer::start().await;
+    api.install_gateway_api();
+    api.apply_yaml(&(fixture("base.yaml") + &backends(&pods)));
+    let dir = tempfile::tempdir().unwrap();
+    let options = KubeOptions {
+        identity: "replica-a".into(),
+        status: Some(StatusOptions {
+            publish_addresses: vec!["203.0.113.10".into()],
+            pod_selector: "app.kubernetes.io/name=sluice".into(),
+            namespace: "sluice".into(),
+            lease_name: "sluice-leader".into(),
+            identity: "replica-a".into(),
+            retry_period: Duration::from_millis(100),
+        }),
+        ..KubeOptions::default()
+    };
+    let sluice = start_sluice_kube(&api.kubeconfig(dir.path()), options).await;
+    let applied = std::cell::RefCell::new(Vec::<(String, String, String)>::new());
+    let install = |yaml: &str| {
+        for (kind, namespace, name) in applied.borrow_mut().drain(..) {
+            api.delete(&kind, &namespace, &name);
+        }
+        api.apply_yaml(yaml);
+        applied.borrow_mut().extend(identities(yaml));
+    };
+    // Each accepted route's status, as the suite reads it.
+    let written = |test: &'static Conformance| {
+        let api = api.clone();
+        async move {
+            for name in test.routes {
+                let status = || {
+                    let route = api.object("HTTPRoute", INFRA, name).or_else(|| {
+                        api.object("HTTPRoute", "gateway-conformance-web-backend", name)
+                    });
+                    route
+                        .map(|r| r["status"]["parents"].clone())
+                        .unwrap_or_default()
+                };
+                let ours = eventually(Duration::from_secs(10), || {
+                    let parents = status();
+                    async move {
+                        parents.as_array().is_some_and(|all| {
+                            all.iter().any(|p| {
+                                p["controllerName"] == "sluice.io/gateway-controller"
+                                    && holds(&p["conditions"], "Accepted")
+                            })
+                        })
+                    }
+                })
+                .await;
+                assert!(ours.is_some(), "{}: {name}: {}", test.name, status());
+            }
+        }
+    };
+    run_all(&sluice, install, written).await;
+}
+
+/// The pods every test names, kept alive, and their addresses.
+async fn conformance_pods() -> (Vec<Upstream>, Vec<(&'static str, &'static str, SocketAddr)>) {
+    let names = [
+        (INFRA, V1),
+        (INFRA, V2),
+        (INFRA, V3),
+        ("gateway-conformance-web-backend", WEB),
+        ("gateway-conformance-app-backend", APP_V1),
+        ("gateway-conformance-app-backend", APP_V2),
+    ];
+    let mut pods = Vec::new();
+    let mut addrs = Vec::new();
+    for (namespace, name) in names {
+        let pod = start_upstream(name).await;
+        addrs.push((namespace, name, pod.addr));
+        pods.push(pod);
+    }
+    (pods, addrs)
+}
+
+/// `(kind, namespace, name)` of each object of a manifest.
+fn identities(yaml: &str) -> Vec<(String, String, String)> {
+    use serde::Deserialize;
+    serde_yaml::Deserializer::from_str(yaml)
+        .filter_map(|doc| serde_yaml::Value::deserialize(doc).ok())
+        .filter(|v| !v.is_null())
+        .map(|v| {
+            let text = |v: &serde_yaml::Value| v.as_str().unwrap_or_default().to_owned();
+            let namespace = v["metadata"]["namespace"].as_str().unwrap_or("default");
+            (
+                text(&v["kind"]),
+                namespace.to_owned(),
+                text(&v["metadata"]["name"]),
+            )
+        })
+        .collect()
+}
+
+/// Every test in turn: `install` replaces the previous test's objects with
+/// its manifest; `after` checks what else the source shows (the status the
+/// leader wrote).
+async fn run_all<Fut: std::future::Future<Output = ()>>(
+    sluice: &Server,
+    install: impl Fn(&str),
+    after: impl Fn(&'static Conformance) -> Fut,
+) {
     let http = client();
-    for test in tests() {
+    let all: &'static [Conformance] = Box::leak(tests().into_boxed_slice());
+    for test in all {
         let manifest = fixture(test.file);
-        m.write("routes.yaml", &manifest);
-        swapped(&sluice, &test, test.resolved).await;
+        install(&manifest);
+        swapped(sluice, test, test.resolved).await;
         // The Gateway is accepted and programmed, as the suite checks first.
-        let routes = admin_json(&sluice, "/api/routes").await;
+        let routes = admin_json(sluice, "/api/routes").await;
         let gateway = object(&routes, "Gateway", "same-namespace").unwrap();
         assert!(holds(&gateway["conditions"], "Accepted"), "{gateway}");
         assert!(holds(&gateway["conditions"], "Programmed"), "{gateway}");
-        check(&http, &sluice, test.name, &test.cases).await;
+        check(&http, sluice, test.name, &test.cases).await;
+        if test.resolved == "ResolvedRefs" {
+            after(test).await;
+        }
         if let Some((resolved, cases)) = &test.ungranted {
             let kept: Vec<&str> = manifest
                 .split("\n---\n")
                 .filter(|doc| !doc.contains("kind: ReferenceGrant"))
                 .collect();
-            m.write("routes.yaml", &kept.join("\n---\n"));
-            swapped(&sluice, &test, resolved).await;
-            check(&http, &sluice, test.name, cases).await;
+            install(&kept.join("\n---\n"));
+            swapped(sluice, test, resolved).await;
+            check(&http, sluice, test.name, cases).await;
         }
     }
 }
