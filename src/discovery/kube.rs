@@ -113,7 +113,8 @@ pub async fn watch(
     let mut streams: Vec<BoxStream<'static, Result<Change, watcher::Error>>> = Vec::new();
     let mut store = Store::default();
     let config = watcher::Config::default();
-    let gateway_api = super::kube_gateway::installed(&client).await;
+    let first = options.namespaces.first().map(String::as_str);
+    let gateway_api = super::kube_gateway::installed(&client, first).await;
     for (slot, ns) in namespaces.iter().enumerate() {
         if gateway_api.routes {
             let c = &config;

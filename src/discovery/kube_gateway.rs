@@ -7,6 +7,7 @@ use std::borrow::Cow;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope};
+use kube::api::{Api, ListParams};
 use kube::{Client, Resource};
 
 use super::gateway::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant, GROUP};
@@ -96,9 +97,12 @@ pub struct Installed {
     pub grpc_routes: bool,
 }
 
-/// Asks the apiserver's discovery which kinds exist. An error is taken as
-/// "not installed": Ingresses are served either way.
-pub async fn installed(client: &Client) -> Installed {
+/// Asks the apiserver's discovery which kinds exist, and whether sluice may
+/// list them. An error is taken as "not installed": Ingresses are served
+/// either way, and a watcher that could never list would keep sluice from
+/// ever being ready (a cluster whose CRDs came with another implementation,
+/// and whose RBAC for sluice predates Gateway API).
+pub async fn installed(client: &Client, namespace: Option<&str>) -> Installed {
     let has = |resources: &Option<Vec<String>>, wanted: &[&str]| {
         resources
             .as_ref()
@@ -117,12 +121,20 @@ pub async fn installed(client: &Client) -> Installed {
         )
     };
     let v1 = names("v1").await;
+    let routes = has(&v1, &["gatewayclasses", "gateways", "httproutes"]);
+    let grants = has(&names("v1beta1").await, &["referencegrants"]);
+    let grpc_routes = has(&v1, &["grpcroutes"]);
     let found = Installed {
-        routes: has(&v1, &["gatewayclasses", "gateways", "httproutes"]),
-        grants: has(&names("v1beta1").await, &["referencegrants"]),
-        grpc_routes: has(&v1, &["grpcroutes"]),
+        routes: routes
+            && may_list(Api::<GatewayClass>::all(client.clone())).await
+            && may_list(scoped::<Gateway>(client, namespace)).await
+            && may_list(scoped::<HttpRoute>(client, namespace)).await,
+        grants: grants && may_list(scoped::<ReferenceGrant>(client, namespace)).await,
+        grpc_routes: grpc_routes && may_list(scoped::<GrpcRoute>(client, namespace)).await,
     };
-    if found.routes {
+    if routes && !found.routes {
+        tracing::warn!("Gateway API CRDs are installed but sluice may not list GatewayClasses, Gateways or HTTPRoutes (see deploy/rbac.yaml); serving Ingresses only");
+    } else if found.routes {
         tracing::info!(
             reference_grants = found.grants,
             grpc_routes = found.grpc_routes,
@@ -134,4 +146,23 @@ pub async fn installed(client: &Client) -> Installed {
         );
     }
     found
+}
+
+/// The kind in `namespace`, or across all, as the watchers will list it.
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = NamespaceResourceScope>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Whether one list of the kind succeeds.
+async fn may_list<K>(api: Api<K>) -> bool
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.list(&ListParams::default().limit(1)).await.is_ok()
 }

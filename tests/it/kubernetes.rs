@@ -438,3 +438,21 @@ async fn an_edit_to_a_named_configmap_reaches_the_answers() {
     api.apply_yaml(&headers("SAMEORIGIN"));
     assert!(eventually(SYNC, || framed("SAMEORIGIN")).await.is_some());
 }
+
+/// Gateway API CRDs that sluice may not list (RBAC from before Gateway
+/// API): Ingresses are served and sluice becomes ready, as without CRDs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_api_crds_sluice_may_not_list_never_hold_readiness() {
+    let (api, _pod1, _pod2, dir) = cluster().await;
+    api.install_gateway_api();
+    api.set_failing("httproutes", true);
+    let (sluice, http) = start_ready(&api, &dir, KubeOptions::default()).await;
+    let served = until_status(
+        &http,
+        || get(sluice.http_addr, "web.test", "/"),
+        StatusCode::OK,
+        SYNC,
+    )
+    .await;
+    assert!(served.is_some());
+}

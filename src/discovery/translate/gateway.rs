@@ -1,16 +1,20 @@
-//! Gateway API on the same table: HTTPRoutes attached to the listeners of
+//! Gateway API on the same table: HTTPRoutes and GRPCRoutes (as the
+//! HTTPRoutes they amount to, `grpc_routes`) attached to the listeners of
 //! Gateways whose GatewayClass names sluice's controller become `Route`s
-//! beside the Ingresses' (issue #22, first step: the manifests provider).
+//! beside the Ingresses', with the status sluice writes for them.
 //!
-//! What is served: HTTP listeners on the published port 80, `allowedRoutes`
-//! from `Same` or `All` namespaces, hostnames intersected as the spec says,
-//! path, method, header and query matches (`gateway_matches`), the core
-//! filters (`gateway_filters`), and weighted Service `backendRefs` in the
-//! route's own namespace or one whose ReferenceGrant allows it. Anything else is never ignored: a match sluice
-//! cannot express skips its rule (routing it more broadly would change what
-//! it means), and a filter or `backendRef` it cannot honour makes the rule
-//! answer 500, as the spec asks for unresolved filters and references.
-//! Each of these is a warning on the HTTPRoute.
+//! Here: which listeners take a route (`attached_hosts`: parentRefs,
+//! sections, ports, `allowedRoutes`, hostnames) and what each rule becomes
+//! (`add_rule`: its matches, `gateway_matches`; its filters,
+//! `gateway_filters`; its mirror; its backends, resolved as Service ports
+//! of the route's namespace or of one whose ReferenceGrant allows it).
+//! Listeners themselves are judged in `gateway_listeners`.
+//!
+//! Nothing is ignored: a match sluice cannot express skips its rule
+//! (routing it more broadly would change what it means), and a filter or
+//! `backendRef` it cannot honour makes the rule answer 500, as the spec
+//! asks for unresolved filters and references. Each of these is a warning
+//! on the route.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -211,22 +215,17 @@ impl Builder<'_> {
                     continue;
                 }
                 let found = intersect(listener.hostname.as_deref(), &route.spec.hostnames);
-                if !found.is_empty() {
-                    let key = (
-                        namespace.to_owned(),
-                        parent.name.clone(),
-                        listener.name.clone(),
-                    );
-                    *attached_to.entry(key).or_default() += 1;
-                }
-                attached |= !found.is_empty();
-                hostnames_only |= found.is_empty();
-                let tls = listener.protocol == "HTTPS";
                 let key = (
                     namespace.to_owned(),
                     parent.name.clone(),
                     listener.name.clone(),
                 );
+                if !found.is_empty() {
+                    *attached_to.entry(key.clone()).or_default() += 1;
+                }
+                attached |= !found.is_empty();
+                hostnames_only |= found.is_empty();
+                let tls = listener.protocol == "HTTPS";
                 if let Some(certificate) = certs.get(&key) {
                     self.host_certificates(&found, certificate, namespace);
                 }
