@@ -1026,6 +1026,37 @@ async fn from_a_cluster_with_status_written_by_the_leader() {
         Some(("True", "Accepted"))
     );
 
+    // A GRPCRoute from the cluster: tonic reaches its pod over h2c, and
+    // its status is written as an HTTPRoute's.
+    let (_reporter, grpc_addr) = start_grpc_health().await;
+    api.apply_yaml(&backends(&[(INFRA, "grpc-health", grpc_addr)]));
+    api.apply_yaml(
+        "apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: health, namespace: gateway-conformance-infra}\nspec:\n  parentRefs: [{name: same-namespace}]\n  hostnames: [grpc.example]\n  rules:\n  - matches: [{method: {service: grpc.health.v1.Health}}]\n    backendRefs: [{name: grpc-health, port: 8080}]\n",
+    );
+    let grpc = until("GRPCRoute", INFRA, "health").await;
+    assert_eq!(
+        reason(&grpc["parents"][0]["conditions"], "Accepted"),
+        Some(("True", "Accepted")),
+        "{grpc}"
+    );
+    let channel = tonic::transport::Endpoint::try_from(format!("http://{}", sluice.http_addr))
+        .unwrap()
+        .origin("http://grpc.example".parse().unwrap())
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "shop.Cart".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.get_ref().status(),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
+
     // The grant goes: the route answers 500 and says why.
     api.delete(
         "ReferenceGrant",
