@@ -5,6 +5,7 @@
 //! `Snapshot`; `translate` turns it into a `RoutingTable` plus warnings, as a pure
 //! function; the `Publisher` swaps the table in and reports what it skipped.
 
+pub mod admission;
 pub mod annotations;
 pub mod events;
 pub mod gateway;

@@ -1,0 +1,255 @@
+//! The validating admission webhook's verdict (issue #23, first step): an
+//! Ingress being created or updated is translated with the current
+//! snapshot, by the same code as the proxy, and denied when sluice would
+//! not serve it as written: skipped, a rule refused, failing closed, or in
+//! conflict with another Ingress. Whatever the proxy would merely warn
+//! about comes back as admission `warnings`, which `kubectl` prints.
+//!
+//! An object of another class, or another kind, is allowed untouched. So
+//! is one sluice cannot judge (a request it cannot read): a sluice outage
+//! or bug must never block a cluster, so the webhook says why and allows.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::networking::v1::Ingress;
+use serde_json::{json, Value};
+
+use super::{translate, LastGood, ObjectRef, Retained, Snapshot, TranslateOptions};
+
+/// Warning reasons that mean the Ingress, or one of its rules, would not be
+/// served as written: these deny.
+pub const DENY: &[&str] = &[
+    "invalid-annotation",
+    "invalid-ingress",
+    "internal-error",
+    "fail-closed",
+    "conflict",
+    "host-owned",
+    "tls-host-refused",
+    "canary-without-main",
+    "canary-cross-namespace",
+    "invalid-path",
+    "invalid-backend",
+];
+
+/// What the webhook answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub allowed: bool,
+    /// Why, when denied (each denying warning, one a line).
+    pub message: String,
+    /// What sluice would warn about, for `kubectl` to print.
+    pub warnings: Vec<String>,
+}
+
+impl Decision {
+    fn allow(warnings: Vec<String>) -> Decision {
+        Decision {
+            allowed: true,
+            message: String::new(),
+            warnings,
+        }
+    }
+}
+
+/// The verdict on an AdmissionReview's `request`, against `snapshot` as
+/// the proxy translates it with `options`.
+pub fn decide(request: &Value, snapshot: &Snapshot, options: &TranslateOptions) -> Decision {
+    let operation = request["operation"].as_str().unwrap_or_default();
+    let kind = request["kind"]["kind"].as_str().unwrap_or_default();
+    if !matches!(operation, "CREATE" | "UPDATE") || kind != "Ingress" {
+        return Decision::allow(Vec::new());
+    }
+    let ingress: Ingress = match serde_json::from_value(request["object"].clone()) {
+        Ok(ingress) => ingress,
+        Err(e) => {
+            let why = format!("sluice could not read this Ingress ({e}); allowed unjudged");
+            return Decision::allow(vec![why]);
+        }
+    };
+    let namespace = (ingress.metadata.namespace.clone())
+        .or_else(|| request["namespace"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "default".into());
+    let name = ingress.metadata.name.clone().unwrap_or_default();
+    let object = ObjectRef {
+        kind: "Ingress",
+        namespace: namespace.clone(),
+        name: name.clone(),
+    };
+    // The snapshot as it would be: this version in place of the stored one.
+    let mut next = snapshot.clone();
+    next.ingresses.retain(|i| {
+        i.metadata.namespace.as_deref().unwrap_or("default") != namespace
+            || i.metadata.name.as_deref() != Some(name.as_str())
+    });
+    let mut ingress = ingress;
+    ingress.metadata.namespace = Some(namespace);
+    next.ingresses.push(Arc::new(ingress));
+    let translation = translate(&next, options, &Retained::default(), &LastGood::default());
+    if !translation.ours.contains(&object) {
+        return Decision::allow(Vec::new());
+    }
+    let (denied, warned): (Vec<_>, Vec<_>) = translation
+        .warnings
+        .iter()
+        .filter(|w| w.object.as_ref() == Some(&object))
+        .partition(|w| DENY.contains(&w.reason));
+    let text = |w: &super::Warning| match &w.field {
+        Some(field) => format!("{} ({field}): {}", w.reason, w.message),
+        None => format!("{}: {}", w.reason, w.message),
+    };
+    let warnings = warned.into_iter().map(text).collect();
+    if denied.is_empty() {
+        return Decision::allow(warnings);
+    }
+    Decision {
+        allowed: false,
+        message: denied.into_iter().map(text).collect::<Vec<_>>().join("\n"),
+        warnings,
+    }
+}
+
+/// The AdmissionReview v1 answer to `review`.
+pub fn respond(review: &Value, decision: &Decision) -> Value {
+    let mut response = json!({
+        "uid": review["request"]["uid"],
+        "allowed": decision.allowed,
+    });
+    if !decision.allowed {
+        response["status"] =
+            json!({"code": 403, "reason": "Forbidden", "message": decision.message});
+    }
+    if !decision.warnings.is_empty() {
+        response["warnings"] = json!(decision.warnings);
+    }
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": response,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::discovery::manifests::snapshot_from_str;
+    use crate::discovery::ClassSelection;
+
+    const CLUSTER: &str = r#"
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: sluice}
+spec: {controller: sluice.io/ingress-controller}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: shop, namespace: shop, creationTimestamp: "2024-01-01T00:00:00Z"}
+spec:
+  ingressClassName: sluice
+  rules:
+  - host: shop.example
+    http:
+      paths:
+      - {path: /, pathType: Prefix, backend: {service: {name: web, port: {number: 80}}}}
+"#;
+
+    fn options() -> TranslateOptions {
+        TranslateOptions {
+            class: ClassSelection {
+                ingress_class: "sluice".into(),
+                controller_class: "sluice.io/ingress-controller".into(),
+                watch_without_class: false,
+            },
+            ..TranslateOptions::default()
+        }
+    }
+
+    fn review(object: Value) -> Value {
+        json!({
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "networking.k8s.io", "version": "v1", "kind": "Ingress"},
+            "operation": "CREATE",
+            "namespace": object["metadata"]["namespace"],
+            "object": object,
+        })
+    }
+
+    fn ingress(name: &str, class: &str, host: &str, annotations: Value) -> Value {
+        json!({
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "Ingress",
+            "metadata": {"name": name, "namespace": "shop", "annotations": annotations,
+                "creationTimestamp": "2025-01-01T00:00:00Z"},
+            "spec": {"ingressClassName": class, "rules": [{"host": host, "http": {"paths": [
+                {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}
+            ]}}]},
+        })
+    }
+
+    #[test]
+    fn verdicts_follow_what_the_proxy_would_do() {
+        let (snapshot, _) = snapshot_from_str(CLUSTER);
+        let decide = |object| decide(&review(object), &snapshot, &options());
+        // A plain Ingress of our class: allowed, nothing to say.
+        let plain = decide(ingress("blog", "sluice", "blog.example", json!({})));
+        assert_eq!(plain, Decision::allow(Vec::new()));
+        // A bad annotation would skip it: denied, with the proxy's words.
+        let broken = decide(ingress(
+            "blog",
+            "sluice",
+            "blog.example",
+            json!({"nginx.ingress.kubernetes.io/proxy-read-timeout": "never"}),
+        ));
+        assert!(!broken.allowed);
+        assert!(broken.message.contains("proxy-read-timeout"), "{broken:?}");
+        // The path an older Ingress holds: a conflict, denied.
+        let taken = decide(ingress("thief", "sluice", "shop.example", json!({})));
+        assert!(
+            !taken.allowed && taken.message.starts_with("conflict"),
+            "{taken:?}"
+        );
+        // An annotation sluice only warns about: allowed, with a warning.
+        let warned = decide(ingress(
+            "blog",
+            "sluice",
+            "blog.example",
+            json!({"nginx.ingress.kubernetes.io/use-gzip": "true"}),
+        ));
+        assert!(warned.allowed && !warned.warnings.is_empty(), "{warned:?}");
+        // Another class's Ingress, another kind, a delete: untouched.
+        let theirs = decide(ingress("x", "nginx", "shop.example", json!({})));
+        assert_eq!(theirs, Decision::allow(Vec::new()));
+        let mut delete = review(ingress("x", "sluice", "shop.example", json!({})));
+        delete["operation"] = json!("DELETE");
+        assert!(super::decide(&delete, &snapshot, &options()).allowed);
+        // An update of the owner itself is no conflict with itself.
+        let mut update = review(ingress("shop", "sluice", "shop.example", json!({})));
+        update["operation"] = json!("UPDATE");
+        assert!(super::decide(&update, &snapshot, &options()).allowed);
+        // What cannot be read is allowed, and says so.
+        let unreadable = decide(json!({"metadata": {"name": 5}}));
+        assert!(unreadable.allowed && !unreadable.warnings.is_empty());
+    }
+
+    #[test]
+    fn the_answer_is_an_admission_review() {
+        let answer = respond(
+            &json!({"request": {"uid": "abc"}}),
+            &Decision {
+                allowed: false,
+                message: "conflict: taken".into(),
+                warnings: vec!["w".into()],
+            },
+        );
+        assert_eq!(answer["apiVersion"], "admission.k8s.io/v1");
+        assert_eq!(answer["response"]["uid"], "abc");
+        assert_eq!(answer["response"]["allowed"], false);
+        assert_eq!(answer["response"]["status"]["message"], "conflict: taken");
+        assert_eq!(answer["response"]["warnings"][0], "w");
+    }
+}
