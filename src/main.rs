@@ -109,6 +109,16 @@ struct RunArgs {
     /// Admin listener: /healthz, /readyz [default: 0.0.0.0:10254, or the config file's].
     #[arg(long, value_name = "ADDR")]
     admin_addr: Option<SocketAddr>,
+    /// Serve the validating admission webhook (AdmissionReview v1 over TLS)
+    /// here, as ingress-nginx's flag.
+    #[arg(long, value_name = "ADDR", requires_all = ["validating_webhook_certificate", "validating_webhook_key"])]
+    validating_webhook: Option<SocketAddr>,
+    /// The webhook's certificate (PEM); read again when it changes.
+    #[arg(long, value_name = "FILE")]
+    validating_webhook_certificate: Option<PathBuf>,
+    /// The webhook's private key (PEM).
+    #[arg(long, value_name = "FILE")]
+    validating_webhook_key: Option<PathBuf>,
     /// Serve Ingresses whose IngressClass names this controller.
     #[arg(long, value_name = "NAME", default_value = DEFAULT_CONTROLLER_CLASS)]
     controller_class: String,
@@ -277,11 +287,26 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
         config.default_ssl_certificate = Some(secret);
         config.validate()?;
     }
+    let webhook = match (
+        args.validating_webhook,
+        &args.validating_webhook_certificate,
+        &args.validating_webhook_key,
+    ) {
+        (Some(addr), Some(certificate), Some(key)) => Some((
+            addr,
+            sluice::admin::webhook::WebhookOptions {
+                certificate: certificate.clone(),
+                key: key.clone(),
+            },
+        )),
+        _ => None,
+    };
     let server = Server::start(Options {
         config,
         config_source,
         source,
         class,
+        webhook,
     })
     .await?;
     if demo {

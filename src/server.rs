@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::webhook::WebhookOptions;
 use crate::admin::AdminState;
 use crate::config::{Config, ConfigState};
 use crate::discovery::kube::{self, KubeOptions};
@@ -59,6 +60,9 @@ pub struct Options {
     pub config_source: Option<ConfigSource>,
     pub source: Source,
     pub class: ClassSelection,
+    /// The validating admission webhook: where it listens, and its
+    /// certificate (`admin::webhook`).
+    pub webhook: Option<(SocketAddr, WebhookOptions)>,
 }
 
 /// Where the Kubernetes objects come from.
@@ -76,6 +80,7 @@ pub struct Server {
     pub http_addr: SocketAddr,
     pub https_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    pub webhook_addr: Option<SocketAddr>,
     table: Arc<ArcSwap<RoutingTable>>,
     lifecycle: Arc<Lifecycle>,
     begin_drain: CancellationToken,
@@ -137,6 +142,19 @@ impl Server {
             admin_state,
             stop_background.clone(),
         ));
+        let mut webhook_addr = None;
+        if let Some((addr, webhook)) = &options.webhook {
+            let listener = bind(*addr).await?;
+            webhook_addr = Some(local_addr(&listener, *addr)?);
+            let acceptor = crate::admin::webhook::load(webhook).map_err(StartError::Tls)?;
+            tokio::spawn(crate::admin::webhook::serve(
+                listener,
+                webhook.clone(),
+                acceptor,
+                publisher.clone(),
+                stop_background.clone(),
+            ));
+        }
 
         let access_log = AccessLog::start(
             access_log::Target::parse(&config.access_log),
@@ -232,6 +250,7 @@ impl Server {
             http_addr,
             https_addr,
             admin_addr,
+            webhook_addr,
             table,
             lifecycle,
             begin_drain,

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod endpoints;
+pub mod webhook;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;

@@ -509,6 +509,14 @@ impl Publisher {
     }
 
     /// Our Ingresses (of our class), as of the last build.
+    /// What the admission webhook judges against: the last snapshot and the
+    /// options it was translated with; `None` before the first.
+    pub fn admission_input(&self) -> Option<(Snapshot, TranslateOptions)> {
+        let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        let (snapshot, _) = state.last.as_ref()?;
+        Some((snapshot.clone(), state.options.clone()))
+    }
+
     /// The `controllerName` of sluice's GatewayClasses, as configured.
     pub fn gateway_controller(&self) -> String {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);

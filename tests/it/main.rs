@@ -11,6 +11,7 @@
 mod support;
 
 mod access;
+mod admission;
 mod affinity;
 mod balancing;
 mod client_certs;

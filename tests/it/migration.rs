@@ -391,6 +391,7 @@ async fn a_watched_configmap_applies_its_edits() {
         }),
         source: Source::Kubernetes(Box::new(options)),
         class: Default::default(),
+        webhook: None,
     })
     .await
     .unwrap();

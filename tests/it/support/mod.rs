@@ -381,6 +381,7 @@ pub async fn start_sluice(manifests: &Path, config: &str) -> Server {
         config_source: None,
         source: Source::Manifests(manifests.to_owned()),
         class: Default::default(),
+        webhook: None,
     })
     .await
     .unwrap()
@@ -535,6 +536,7 @@ pub async fn start_sluice_kube_with(
         config_source: None,
         source: Source::Kubernetes(Box::new(options)),
         class: Default::default(),
+        webhook: None,
     })
     .await
     .unwrap()
@@ -559,6 +561,7 @@ pub async fn start_sluice_with_config_file(manifests: &Path, config_file: &Path)
         config_source: Some(sluice::reload::ConfigSource::File(config_file.to_owned())),
         source: Source::Manifests(manifests.to_owned()),
         class: Default::default(),
+        webhook: None,
     })
     .await
     .unwrap()

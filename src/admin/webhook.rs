@@ -1,0 +1,185 @@
+//! The validating admission webhook's listener (issue #23):
+//! `--validating-webhook ADDR` with `--validating-webhook-certificate` and
+//! `--validating-webhook-key`, as ingress-nginx names them. AdmissionReview
+//! v1 is answered on every path (ingress-nginx's manifests use
+//! `/networking/v1/ingresses`), by `discovery::admission`.
+//!
+//! The certificate is read again when its files change (cert-manager and
+//! one-shot Jobs rotate it in place). Until the first table is built, every
+//! review is allowed with a warning saying why: a sluice that is not ready
+//! must never block a cluster.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
+use serde_json::Value;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+
+use crate::discovery::admission::{decide, respond, Decision};
+use crate::discovery::Publisher;
+use crate::routing::certs::load_certified_key;
+
+/// The apiserver sends at most this much (its own request limit is 3 MiB).
+const MAX_REVIEW: usize = 3 << 20;
+/// A handshake or a review that takes longer is dropped.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone)]
+pub struct WebhookOptions {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+}
+
+/// The certificate as last read, and the files' times then.
+struct Loaded {
+    acceptor: TlsAcceptor,
+    stamps: (Option<SystemTime>, Option<SystemTime>),
+}
+
+fn stamps(options: &WebhookOptions) -> (Option<SystemTime>, Option<SystemTime>) {
+    let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    (modified(&options.certificate), modified(&options.key))
+}
+
+/// Reads the certificate and key into a TLS acceptor.
+pub fn load(options: &WebhookOptions) -> Result<TlsAcceptor, String> {
+    let read = |path: &PathBuf| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let certificate = load_certified_key(&read(&options.certificate)?, &read(&options.key)?)?;
+    let mut config = ServerConfig::builder()
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(One(certificate.key)));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// The one certificate, whatever the client names.
+#[derive(Debug)]
+struct One(Arc<rustls::sign::CertifiedKey>);
+
+impl rustls::server::ResolvesServerCert for One {
+    fn resolve(
+        &self,
+        _: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.0.clone())
+    }
+}
+
+pub async fn serve(
+    listener: TcpListener,
+    options: WebhookOptions,
+    acceptor: TlsAcceptor,
+    publisher: Arc<Publisher>,
+    stop: CancellationToken,
+) {
+    let mut loaded = Loaded {
+        acceptor,
+        stamps: stamps(&options),
+    };
+    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "webhook accept failed");
+                    continue;
+                }
+            },
+            () = stop.cancelled() => return,
+        };
+        // A rotated certificate is taken at the next connection; a broken
+        // one is refused and the last good one kept.
+        let now = stamps(&options);
+        if now != loaded.stamps {
+            loaded.stamps = now;
+            match load(&options) {
+                Ok(acceptor) => {
+                    tracing::info!("webhook certificate reloaded");
+                    loaded.acceptor = acceptor;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "webhook certificate not reloaded; keeping the last one")
+                }
+            }
+        }
+        let acceptor = loaded.acceptor.clone();
+        let builder = builder.clone();
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(stream)) = tokio::time::timeout(TIMEOUT, acceptor.accept(stream)).await
+            else {
+                return;
+            };
+            let service = service_fn(move |request| {
+                let publisher = publisher.clone();
+                async move { Ok::<_, Infallible>(review(request, &publisher).await) }
+            });
+            let _ = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn review(request: Request<Incoming>, publisher: &Publisher) -> Response<Full<Bytes>> {
+    if request.method() != Method::POST {
+        return answer(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Bytes::from_static(b"POST an AdmissionReview\n"),
+        );
+    }
+    let body = Limited::new(request.into_body(), MAX_REVIEW);
+    let Ok(Ok(body)) = tokio::time::timeout(TIMEOUT, body.collect()).await else {
+        return answer(
+            StatusCode::BAD_REQUEST,
+            Bytes::from_static(b"unreadable or too large\n"),
+        );
+    };
+    let Ok(review) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
+        return answer(StatusCode::BAD_REQUEST, Bytes::from_static(b"not JSON\n"));
+    };
+    // Translating runs off the runtime's threads, as every build does.
+    let decision = match publisher.admission_input() {
+        Some((snapshot, options)) => {
+            let request = review["request"].clone();
+            let judged = tokio::task::spawn_blocking(move || decide(&request, &snapshot, &options));
+            judged.await.unwrap_or_else(|_| Decision {
+                allowed: true,
+                message: String::new(),
+                warnings: vec!["sluice failed to judge this object; allowed unjudged".into()],
+            })
+        }
+        None => Decision {
+            allowed: true,
+            message: String::new(),
+            warnings: vec!["sluice has not read the cluster yet; allowed unjudged".into()],
+        },
+    };
+    let body = serde_json::to_vec(&respond(&review, &decision)).unwrap_or_default();
+    answer(StatusCode::OK, Bytes::from(body))
+}
+
+fn answer(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
