@@ -1,8 +1,9 @@
-//! The validating admission webhook's verdict (issue #23, first step): an
-//! Ingress being created or updated is translated with the current
-//! snapshot, by the same code as the proxy, and denied when sluice would
-//! not serve it as written: skipped, a rule refused, failing closed, or in
-//! conflict with another Ingress. Whatever the proxy would merely warn
+//! The validating admission webhook's verdict (issue #23): an Ingress,
+//! HTTPRoute, GRPCRoute or Gateway being created or updated is translated
+//! with the current snapshot, by the same code as the proxy, and denied
+//! when sluice would not serve it as written: skipped, a rule refused or
+//! answering 500, a listener unserved, failing closed, or in conflict with
+//! another object. Whatever the proxy would merely warn
 //! about comes back as admission `warnings`, which `kubectl` prints.
 //!
 //! An object of another class, or another kind, is allowed untouched. So
@@ -11,14 +12,16 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::Ingress;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use super::{translate, LastGood, ObjectRef, Retained, Snapshot, TranslateOptions};
 
-/// Warning reasons that mean the Ingress, or one of its rules, would not be
-/// served as written: these deny.
+/// Warning reasons that mean the object, or one of its rules or
+/// listeners, would not be served as written: these deny.
 pub const DENY: &[&str] = &[
+    // Ingresses.
     "invalid-annotation",
     "invalid-ingress",
     "internal-error",
@@ -30,6 +33,15 @@ pub const DENY: &[&str] = &[
     "canary-cross-namespace",
     "invalid-path",
     "invalid-backend",
+    // Gateway API routes (a rule skipped or answering 500) and listeners.
+    "invalid-match",
+    "unsupported-match",
+    "unsupported-filter",
+    "ref-not-permitted",
+    "backend-not-found",
+    "no-backend",
+    "invalid-timeout",
+    "gateway-listener",
 ];
 
 /// What the webhook answers.
@@ -57,36 +69,42 @@ impl Decision {
 pub fn decide(request: &Value, snapshot: &Snapshot, options: &TranslateOptions) -> Decision {
     let operation = request["operation"].as_str().unwrap_or_default();
     let kind = request["kind"]["kind"].as_str().unwrap_or_default();
-    if !matches!(operation, "CREATE" | "UPDATE") || kind != "Ingress" {
+    if !matches!(operation, "CREATE" | "UPDATE") {
         return Decision::allow(Vec::new());
     }
-    let ingress: Ingress = match serde_json::from_value(request["object"].clone()) {
-        Ok(ingress) => ingress,
+    let namespace = request["object"]["metadata"]["namespace"]
+        .as_str()
+        .or_else(|| request["namespace"].as_str())
+        .unwrap_or("default")
+        .to_owned();
+    let mut object = request["object"].clone();
+    object["metadata"]["namespace"] = Value::String(namespace);
+    // The snapshot as it would be: this version in place of the stored one.
+    let mut next = snapshot.clone();
+    let placed = match kind {
+        "Ingress" => put(&mut next.ingresses, object, "Ingress", |o| &o.metadata),
+        "HTTPRoute" => put(&mut next.http_routes, object, "HTTPRoute", |o| &o.metadata),
+        "GRPCRoute" => put(&mut next.grpc_routes, object, "GRPCRoute", |o| &o.metadata),
+        "Gateway" => put(&mut next.gateways, object, "Gateway", |o| &o.metadata),
+        _ => return Decision::allow(Vec::new()),
+    };
+    let object = match placed {
+        Ok(object) => object,
         Err(e) => {
-            let why = format!("sluice could not read this Ingress ({e}); allowed unjudged");
+            let why = format!("sluice could not read this {kind} ({e}); allowed unjudged");
             return Decision::allow(vec![why]);
         }
     };
-    let namespace = (ingress.metadata.namespace.clone())
-        .or_else(|| request["namespace"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "default".into());
-    let name = ingress.metadata.name.clone().unwrap_or_default();
-    let object = ObjectRef {
-        kind: "Ingress",
-        namespace: namespace.clone(),
-        name: name.clone(),
-    };
-    // The snapshot as it would be: this version in place of the stored one.
-    let mut next = snapshot.clone();
-    next.ingresses.retain(|i| {
-        i.metadata.namespace.as_deref().unwrap_or("default") != namespace
-            || i.metadata.name.as_deref() != Some(name.as_str())
-    });
-    let mut ingress = ingress;
-    ingress.metadata.namespace = Some(namespace);
-    next.ingresses.push(Arc::new(ingress));
     let translation = translate(&next, options, &Retained::default(), &LastGood::default());
-    if !translation.ours.contains(&object) {
+    // Ours: an Ingress of our class; a route or Gateway sluice judged (it
+    // has a status), being of our Gateways or classes.
+    let ours = match kind {
+        "Ingress" => translation.ours.contains(&object),
+        _ => translation.table.gateway_api.iter().any(|s| {
+            s.kind == object.kind && s.namespace == object.namespace && s.name == object.name
+        }),
+    };
+    if !ours {
         return Decision::allow(Vec::new());
     }
     let (denied, warned): (Vec<_>, Vec<_>) = translation
@@ -107,6 +125,28 @@ pub fn decide(request: &Value, snapshot: &Snapshot, options: &TranslateOptions) 
         message: denied.into_iter().map(text).collect::<Vec<_>>().join("\n"),
         warnings,
     }
+}
+
+/// Puts `object` in `list` in place of the stored version; its reference.
+fn put<T: DeserializeOwned>(
+    list: &mut Vec<Arc<T>>,
+    object: Value,
+    kind: &'static str,
+    meta: fn(&T) -> &ObjectMeta,
+) -> Result<ObjectRef, serde_json::Error> {
+    let object: T = serde_json::from_value(object)?;
+    let namespace = meta(&object).namespace.clone().unwrap_or_default();
+    let name = meta(&object).name.clone().unwrap_or_default();
+    list.retain(|o| {
+        meta(o).namespace.as_deref() != Some(namespace.as_str())
+            || meta(o).name.as_deref() != Some(name.as_str())
+    });
+    list.push(Arc::new(object));
+    Ok(ObjectRef {
+        kind,
+        namespace,
+        name,
+    })
 }
 
 /// The AdmissionReview v1 answer to `review`.
@@ -234,6 +274,59 @@ spec:
         // What cannot be read is allowed, and says so.
         let unreadable = decide(json!({"metadata": {"name": 5}}));
         assert!(unreadable.allowed && !unreadable.warnings.is_empty());
+    }
+
+    #[test]
+    fn gateway_api_objects_of_our_classes_are_judged_too() {
+        let gateway = r#"
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: sluice}
+spec: {controllerName: sluice.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  gatewayClassName: sluice
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"#;
+        let (snapshot, _) = snapshot_from_str(&format!("{CLUSTER}{gateway}"));
+        let judge = |kind: &str, object: Value| {
+            let request = json!({"kind": {"kind": kind}, "operation": "CREATE", "object": object});
+            decide(&request, &snapshot, &options())
+        };
+        let route = |parent: &str, filters: Value| {
+            json!({
+                "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                "metadata": {"name": "r", "namespace": "shop"},
+                "spec": {"parentRefs": [{"name": parent}], "hostnames": ["route.example"],
+                    "rules": [{"filters": filters, "backendRefs": [{"name": "web", "port": 80}]}]},
+            })
+        };
+        assert!(judge("HTTPRoute", route("edge", json!([]))).allowed);
+        let extension = json!([{"type": "ExtensionRef", "extensionRef": {"group": "x", "kind": "F", "name": "f"}}]);
+        let refused = judge("HTTPRoute", route("edge", extension.clone()));
+        assert!(
+            !refused.allowed && refused.message.starts_with("unsupported-filter"),
+            "{refused:?}"
+        );
+        // A route of another controller's Gateway: untouched.
+        assert_eq!(
+            judge("HTTPRoute", route("theirs", extension)),
+            Decision::allow(Vec::new())
+        );
+        let odd_port = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+            "metadata": {"name": "edge", "namespace": "shop"},
+            "spec": {"gatewayClassName": "sluice", "listeners": [{"name": "alt", "port": 8080, "protocol": "HTTP"}]},
+        });
+        let denied = judge("Gateway", odd_port);
+        assert!(
+            !denied.allowed && denied.message.contains("8080"),
+            "{denied:?}"
+        );
     }
 
     #[test]
