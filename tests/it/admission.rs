@@ -38,6 +38,13 @@ fn review(uid: &str, name: &str, class: &str, host: &str, annotations: Value) ->
 /// POSTs a review to the webhook as the apiserver does; the answer's
 /// `response`.
 async fn post(sluice: &Server, ca: &std::path::Path, review: &Value) -> Value {
+    try_post(sluice, ca, review)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The same, or why curl got no answer (a certificate it does not trust).
+async fn try_post(sluice: &Server, ca: &std::path::Path, review: &Value) -> Result<Value, String> {
     let port = sluice.webhook_addr.unwrap().port();
     let output = tokio::process::Command::new("curl")
         .args(["-sS", "--cacert"])
@@ -54,15 +61,15 @@ async fn post(sluice: &Server, ca: &std::path::Path, review: &Value) -> Value {
         .output()
         .await
         .unwrap();
-    let body: Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!(
+    let body: Value = serde_json::from_slice(&output.stdout).map_err(|e| {
+        format!(
             "{e}: {} {}",
             String::from_utf8_lossy(&output.stdout),
             String::from_utf8_lossy(&output.stderr)
         )
-    });
+    })?;
     assert_eq!(body["kind"], "AdmissionReview");
-    body["response"].clone()
+    Ok(body["response"].clone())
 }
 
 #[tokio::test]
