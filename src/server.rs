@@ -146,11 +146,9 @@ impl Server {
         if let Some((addr, webhook)) = &options.webhook {
             let listener = bind(*addr).await?;
             webhook_addr = Some(local_addr(&listener, *addr)?);
-            let acceptor = crate::admin::webhook::load(webhook).map_err(StartError::Tls)?;
             tokio::spawn(crate::admin::webhook::serve(
                 listener,
                 webhook.clone(),
-                acceptor,
                 publisher.clone(),
                 stop_background.clone(),
             ));

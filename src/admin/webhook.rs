@@ -5,9 +5,11 @@
 //! `/networking/v1/ingresses`), by `discovery::admission`.
 //!
 //! The certificate is read again when its files change (cert-manager and
-//! one-shot Jobs rotate it in place). Until the first table is built, every
-//! review is allowed with a warning saying why: a sluice that is not ready
-//! must never block a cluster.
+//! one-shot Jobs rotate it in place). Files that are not there yet (a
+//! Secret a Job has still to create) are waited for: connections are
+//! closed until they are. Until the first table is built, every review is
+//! allowed with a warning saying why: a sluice that is not ready must never
+//! block a cluster.
 
 use std::convert::Infallible;
 use std::path::PathBuf;
@@ -42,9 +44,9 @@ pub struct WebhookOptions {
     pub key: PathBuf,
 }
 
-/// The certificate as last read, and the files' times then.
+/// The certificate as last read (none yet), and the files' times then.
 struct Loaded {
-    acceptor: TlsAcceptor,
+    acceptor: Option<TlsAcceptor>,
     stamps: (Option<SystemTime>, Option<SystemTime>),
 }
 
@@ -54,7 +56,7 @@ fn stamps(options: &WebhookOptions) -> (Option<SystemTime>, Option<SystemTime>) 
 }
 
 /// Reads the certificate and key into a TLS acceptor.
-pub fn load(options: &WebhookOptions) -> Result<TlsAcceptor, String> {
+fn load(options: &WebhookOptions) -> Result<TlsAcceptor, String> {
     let read = |path: &PathBuf| {
         std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
@@ -82,13 +84,12 @@ impl rustls::server::ResolvesServerCert for One {
 pub async fn serve(
     listener: TcpListener,
     options: WebhookOptions,
-    acceptor: TlsAcceptor,
     publisher: Arc<Publisher>,
     stop: CancellationToken,
 ) {
     let mut loaded = Loaded {
-        acceptor,
-        stamps: stamps(&options),
+        acceptor: None,
+        stamps: (None, None),
     };
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
     loop {
@@ -109,15 +110,17 @@ pub async fn serve(
             loaded.stamps = now;
             match load(&options) {
                 Ok(acceptor) => {
-                    tracing::info!("webhook certificate reloaded");
-                    loaded.acceptor = acceptor;
+                    tracing::info!("webhook certificate loaded");
+                    loaded.acceptor = Some(acceptor);
                 }
                 Err(error) => {
-                    tracing::warn!(%error, "webhook certificate not reloaded; keeping the last one")
+                    tracing::warn!(%error, "webhook certificate not loaded; keeping the last one, if any")
                 }
             }
         }
-        let acceptor = loaded.acceptor.clone();
+        let Some(acceptor) = loaded.acceptor.clone() else {
+            continue; // No certificate yet: the connection is closed.
+        };
         let builder = builder.clone();
         let publisher = publisher.clone();
         tokio::spawn(async move {

@@ -89,8 +89,6 @@ async fn the_webhook_judges_ingresses_as_the_proxy_would_serve_them() {
         dir.path().join("tls.key"),
         dir.path().join("ca.crt"),
     );
-    std::fs::write(&cert_file, &cert).unwrap();
-    std::fs::write(&key_file, &key).unwrap();
     std::fs::write(&ca, &pki.ca_pem).unwrap();
     let mut config = Config::from_yaml("access-log: \"off\"\n").unwrap();
     config.http_addr = "127.0.0.1:0".parse().unwrap();
@@ -104,13 +102,27 @@ async fn the_webhook_judges_ingresses_as_the_proxy_would_serve_them() {
         webhook: Some((
             "127.0.0.1:0".parse().unwrap(),
             WebhookOptions {
-                certificate: cert_file,
-                key: key_file,
+                certificate: cert_file.clone(),
+                key: key_file.clone(),
             },
         )),
     })
     .await
     .unwrap();
+    // The certificate's Secret does not exist yet (a Job makes it): sluice
+    // starts, and the webhook answers once the files are there.
+    let first = review("0", "blog", "sluice", "blog.example", json!({}));
+    assert!(try_post(&sluice, &ca, &first).await.is_err());
+    std::fs::write(&key_file, &key).unwrap();
+    std::fs::write(&cert_file, &cert).unwrap();
+    let answering = eventually(Duration::from_secs(10), || async {
+        try_post(&sluice, &ca, &first).await.is_ok()
+    })
+    .await;
+    assert!(
+        answering.is_some(),
+        "the webhook never took its certificate"
+    );
     let http = client();
     let served = eventually(Duration::from_secs(10), || async {
         status_of(&http, get(sluice.http_addr, "shop.example", "/")).await == http::StatusCode::OK
