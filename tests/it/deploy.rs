@@ -419,3 +419,113 @@ fn the_gateway_api_component_pins_its_crds_and_names_our_controller() {
         );
     }
 }
+
+/// The optional admission webhook component fits together and with the
+/// DaemonSet: the patch keeps the base arguments, the Service reaches the
+/// port sluice serves, the webhook calls that Service on ingress-nginx's
+/// path, and the certificate names it and lands where sluice reads it.
+#[test]
+fn the_admission_webhook_component_fits_the_daemonset() {
+    use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
+    use k8s_openapi::api::core::v1::Service;
+    use serde_yaml::Value as Yaml;
+    let read = |file: &str| std::fs::read_to_string(format!("deploy/{file}")).unwrap();
+    let component: Yaml =
+        serde_yaml::from_str(&read("admission-webhook/kustomization.yaml")).unwrap();
+    assert_eq!(component["kind"], "Component");
+    let resources: Vec<&str> = component["resources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        resources,
+        ["service.yaml", "certificate.yaml", "validatingwebhook.yaml"]
+    );
+    let base: Yaml = serde_yaml::from_str(&read("daemonset.yaml")).unwrap();
+    let patch: Yaml =
+        serde_yaml::from_str(&read("admission-webhook/daemonset-patch.yaml")).unwrap();
+    let pod = |ds: &Yaml| ds["spec"]["template"]["spec"].clone();
+    let strings = |v: &Yaml| -> Vec<String> {
+        v.as_sequence()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let args = strings(&pod(&patch)["containers"][0]["args"]);
+    for arg in strings(&pod(&base)["containers"][0]["args"]) {
+        assert!(
+            args.contains(&arg),
+            "the patch replaces args, and drops {arg}"
+        );
+    }
+    let flag = |name: &str| {
+        args.iter()
+            .find_map(|a| a.strip_prefix(&format!("--{name}=")))
+            .unwrap_or_else(|| panic!("--{name}"))
+            .to_owned()
+    };
+    let port: i32 = flag("validating-webhook")
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let service: Service = serde_yaml::from_str(&read("admission-webhook/service.yaml")).unwrap();
+    let service_port = &service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
+    assert_eq!(
+        service_port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port))
+    );
+    let webhook: ValidatingWebhookConfiguration =
+        serde_yaml::from_str(&read("admission-webhook/validatingwebhook.yaml")).unwrap();
+    let hook = &webhook.webhooks.as_ref().unwrap()[0];
+    assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
+    let reference = hook.client_config.service.as_ref().unwrap();
+    assert_eq!(Some(&reference.name), service.metadata.name.as_ref());
+    assert_eq!(
+        Some(&reference.namespace),
+        service.metadata.namespace.as_ref()
+    );
+    assert_eq!(reference.path.as_deref(), Some("/networking/v1/ingresses"));
+    // The certificate names the Service and lands where sluice reads it.
+    let certificate: Yaml =
+        serde_yaml::Deserializer::from_str(&read("admission-webhook/certificate.yaml"))
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .find(|v: &Yaml| v["kind"] == "Certificate")
+            .unwrap();
+    let dns = format!("{}.{}.svc", reference.name, reference.namespace);
+    assert_eq!(
+        certificate["spec"]["dnsNames"][0].as_str(),
+        Some(dns.as_str())
+    );
+    let secret = certificate["spec"]["secretName"].as_str().unwrap();
+    let volumes = pod(&patch)["volumes"].clone();
+    let volume = volumes
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["secret"]["secretName"].as_str() == Some(secret))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        volume["secret"]["optional"], true,
+        "sluice starts before the Secret exists"
+    );
+    let mounts = pod(&patch)["containers"][0]["volumeMounts"].clone();
+    let mount = mounts
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == volume["name"])
+        .unwrap()
+        .clone();
+    let path = mount["mountPath"].as_str().unwrap();
+    assert_eq!(
+        flag("validating-webhook-certificate"),
+        format!("{path}/tls.crt")
+    );
+    assert_eq!(flag("validating-webhook-key"), format!("{path}/tls.key"));
+}
