@@ -160,7 +160,7 @@ async fn review(request: Request<Incoming>, publisher: &Publisher) -> Response<F
     let decision = match publisher.admission_input() {
         Some((snapshot, options)) => {
             let request = review["request"].clone();
-            let judged = tokio::task::spawn_blocking(move || decide(&request, &snapshot, &options));
+            let judged = tokio::task::spawn_blocking(move || decide(&request, snapshot, &options));
             judged.await.unwrap_or_else(|_| Decision {
                 allowed: true,
                 message: String::new(),

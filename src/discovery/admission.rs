@@ -64,9 +64,9 @@ impl Decision {
     }
 }
 
-/// The verdict on an AdmissionReview's `request`, against `snapshot` as
-/// the proxy translates it with `options`.
-pub fn decide(request: &Value, snapshot: &Snapshot, options: &TranslateOptions) -> Decision {
+/// The verdict on an AdmissionReview's `request`, against `snapshot` (a
+/// copy, changed in place) as the proxy translates it with `options`.
+pub fn decide(request: &Value, mut snapshot: Snapshot, options: &TranslateOptions) -> Decision {
     let operation = request["operation"].as_str().unwrap_or_default();
     let kind = request["kind"]["kind"].as_str().unwrap_or_default();
     if !matches!(operation, "CREATE" | "UPDATE") {
@@ -80,12 +80,15 @@ pub fn decide(request: &Value, snapshot: &Snapshot, options: &TranslateOptions) 
     let mut object = request["object"].clone();
     object["metadata"]["namespace"] = Value::String(namespace);
     // The snapshot as it would be: this version in place of the stored one.
-    let mut next = snapshot.clone();
     let placed = match kind {
-        "Ingress" => put(&mut next.ingresses, object, "Ingress", |o| &o.metadata),
-        "HTTPRoute" => put(&mut next.http_routes, object, "HTTPRoute", |o| &o.metadata),
-        "GRPCRoute" => put(&mut next.grpc_routes, object, "GRPCRoute", |o| &o.metadata),
-        "Gateway" => put(&mut next.gateways, object, "Gateway", |o| &o.metadata),
+        "Ingress" => put(&mut snapshot.ingresses, object, "Ingress", |o| &o.metadata),
+        "HTTPRoute" => put(&mut snapshot.http_routes, object, "HTTPRoute", |o| {
+            &o.metadata
+        }),
+        "GRPCRoute" => put(&mut snapshot.grpc_routes, object, "GRPCRoute", |o| {
+            &o.metadata
+        }),
+        "Gateway" => put(&mut snapshot.gateways, object, "Gateway", |o| &o.metadata),
         _ => return Decision::allow(Vec::new()),
     };
     let object = match placed {
@@ -95,7 +98,12 @@ pub fn decide(request: &Value, snapshot: &Snapshot, options: &TranslateOptions) 
             return Decision::allow(vec![why]);
         }
     };
-    let translation = translate(&next, options, &Retained::default(), &LastGood::default());
+    let translation = translate(
+        &snapshot,
+        options,
+        &Retained::default(),
+        &LastGood::default(),
+    );
     // Ours: an Ingress of our class; a route or Gateway sluice judged (it
     // has a status), being of our Gateways or classes.
     let ours = match kind {
@@ -234,7 +242,7 @@ spec:
     #[test]
     fn verdicts_follow_what_the_proxy_would_do() {
         let (snapshot, _) = snapshot_from_str(CLUSTER);
-        let decide = |object| decide(&review(object), &snapshot, &options());
+        let decide = |object| decide(&review(object), snapshot.clone(), &options());
         // A plain Ingress of our class: allowed, nothing to say.
         let plain = decide(ingress("blog", "sluice", "blog.example", json!({})));
         assert_eq!(plain, Decision::allow(Vec::new()));
@@ -266,11 +274,11 @@ spec:
         assert_eq!(theirs, Decision::allow(Vec::new()));
         let mut delete = review(ingress("x", "sluice", "shop.example", json!({})));
         delete["operation"] = json!("DELETE");
-        assert!(super::decide(&delete, &snapshot, &options()).allowed);
+        assert!(super::decide(&delete, snapshot.clone(), &options()).allowed);
         // An update of the owner itself is no conflict with itself.
         let mut update = review(ingress("shop", "sluice", "shop.example", json!({})));
         update["operation"] = json!("UPDATE");
-        assert!(super::decide(&update, &snapshot, &options()).allowed);
+        assert!(super::decide(&update, snapshot.clone(), &options()).allowed);
         // What cannot be read is allowed, and says so.
         let unreadable = decide(json!({"metadata": {"name": 5}}));
         assert!(unreadable.allowed && !unreadable.warnings.is_empty());
@@ -295,7 +303,7 @@ spec:
         let (snapshot, _) = snapshot_from_str(&format!("{CLUSTER}{gateway}"));
         let judge = |kind: &str, object: Value| {
             let request = json!({"kind": {"kind": kind}, "operation": "CREATE", "object": object});
-            decide(&request, &snapshot, &options())
+            decide(&request, snapshot.clone(), &options())
         };
         let route = |parent: &str, filters: Value| {
             json!({

@@ -7,6 +7,7 @@
 //! so the first whose conditions hold wins, and a slot where none holds
 //! leaves the request to the next shorter path (`matching`).
 
+use std::borrow::Cow;
 use std::cmp::Reverse;
 
 use http::{HeaderMap, HeaderName, Method};
@@ -146,8 +147,9 @@ impl RequestMatch {
 }
 
 /// The first value of a query parameter, percent-decoded (names too), or
-/// `None` when it is absent or does not decode.
-fn query_value(query: Option<&str>, name: &str) -> Option<String> {
+/// `None` when it is absent or does not decode. Borrowed from the query
+/// unless it has escapes: no allocation per request for plain values.
+fn query_value<'a>(query: Option<&'a str>, name: &str) -> Option<Cow<'a, str>> {
     query?.split('&').find_map(|pair| {
         let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
         (percent_decode(key)? == name).then(|| percent_decode(value))?
@@ -155,9 +157,9 @@ fn query_value(query: Option<&str>, name: &str) -> Option<String> {
 }
 
 /// `%XX` decoded; `None` for a bad escape or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
+fn percent_decode(s: &str) -> Option<Cow<'_, str>> {
     if !s.contains('%') {
-        return Some(s.to_owned());
+        return Some(Cow::Borrowed(s));
     }
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -173,7 +175,7 @@ fn percent_decode(s: &str) -> Option<String> {
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).ok().map(Cow::Owned)
 }
 
 #[cfg(test)]

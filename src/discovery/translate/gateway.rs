@@ -647,14 +647,11 @@ impl Builder<'_> {
         certificate: &Certificate,
         gateway_namespace: &str,
     ) {
-        for host in hosts {
-            let name = match host {
-                HostKey::Exact(name) => name.clone(),
-                HostKey::DeepWildcard(suffix) | HostKey::Wildcard(suffix) => format!("*.{suffix}"),
-                HostKey::Any => continue,
-            };
+        // A host's certificate is keyed by its name as written (`*.x` for
+        // a wildcard); a route for any host has none of its own.
+        for host in hosts.iter().filter(|h| **h != HostKey::Any) {
             if self.may_route(host, gateway_namespace).is_ok() {
-                self.certs.insert(&name, certificate.clone());
+                self.certs.insert(&host.to_string(), certificate.clone());
             }
         }
     }
