@@ -26,6 +26,7 @@ use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
 use serde_json::Value;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
@@ -37,6 +38,9 @@ use crate::routing::certs::load_certified_key;
 const MAX_REVIEW: usize = 3 << 20;
 /// A handshake or a review that takes longer is dropped.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// Reviews judged at once: each translates a snapshot, so whoever can reach
+/// the port could otherwise spend every core on it.
+const JUDGES: usize = 2;
 
 #[derive(Debug, Clone)]
 pub struct WebhookOptions {
@@ -92,6 +96,7 @@ pub async fn serve(
         stamps: (None, None),
     };
     let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let judges = Arc::new(Semaphore::new(JUDGES));
     loop {
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -123,14 +128,15 @@ pub async fn serve(
         };
         let builder = builder.clone();
         let publisher = publisher.clone();
+        let judges = judges.clone();
         tokio::spawn(async move {
             let Ok(Ok(stream)) = tokio::time::timeout(TIMEOUT, acceptor.accept(stream)).await
             else {
                 return;
             };
             let service = service_fn(move |request| {
-                let publisher = publisher.clone();
-                async move { Ok::<_, Infallible>(review(request, &publisher).await) }
+                let (publisher, judges) = (publisher.clone(), judges.clone());
+                async move { Ok::<_, Infallible>(review(request, &publisher, &judges).await) }
             });
             let _ = builder
                 .serve_connection(TokioIo::new(stream), service)
@@ -139,7 +145,11 @@ pub async fn serve(
     }
 }
 
-async fn review(request: Request<Incoming>, publisher: &Publisher) -> Response<Full<Bytes>> {
+async fn review(
+    request: Request<Incoming>,
+    publisher: &Publisher,
+    judges: &Semaphore,
+) -> Response<Full<Bytes>> {
     if request.method() != Method::POST {
         return answer(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -157,21 +167,26 @@ async fn review(request: Request<Incoming>, publisher: &Publisher) -> Response<F
         return answer(StatusCode::BAD_REQUEST, Bytes::from_static(b"not JSON\n"));
     };
     // Translating runs off the runtime's threads, as every build does.
-    let decision = match publisher.admission_input() {
-        Some((snapshot, options)) => {
-            let request = review["request"].clone();
-            let judged = tokio::task::spawn_blocking(move || decide(&request, snapshot, &options));
-            judged.await.unwrap_or_else(|_| Decision {
-                allowed: true,
-                message: String::new(),
-                warnings: vec!["sluice failed to judge this object; allowed unjudged".into()],
-            })
-        }
-        None => Decision {
-            allowed: true,
-            message: String::new(),
-            warnings: vec!["sluice has not read the cluster yet; allowed unjudged".into()],
+    let unjudged = |why: &str| Decision {
+        allowed: true,
+        message: String::new(),
+        warnings: vec![format!("{why}; allowed unjudged")],
+    };
+    // A review that finds every judge busy for long is let through, as
+    // the apiserver would on a timeout (`failurePolicy: Ignore`).
+    let judge = tokio::time::timeout(TIMEOUT, judges.acquire()).await;
+    let decision = match judge {
+        // The snapshot is copied only for a review that has its judge.
+        Ok(Ok(_judge)) => match publisher.admission_input() {
+            Some((snapshot, options)) => {
+                let request = review["request"].clone();
+                let judged =
+                    tokio::task::spawn_blocking(move || decide(&request, snapshot, &options));
+                (judged.await).unwrap_or_else(|_| unjudged("sluice failed to judge this object"))
+            }
+            None => unjudged("sluice has not read the cluster yet"),
         },
+        _ => unjudged("sluice is busy judging other objects"),
     };
     let body = serde_json::to_vec(&respond(&review, &decision)).unwrap_or_default();
     answer(StatusCode::OK, Bytes::from(body))
