@@ -12,87 +12,19 @@
 
 mod fixtures;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::hint::black_box;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use criterion::{criterion_group, criterion_main, Criterion};
-use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use sluice::config::PoolConfig;
-use sluice::discovery::{translate, LastGood, Publisher, Retained, Snapshot, TranslateOptions};
+use sluice::discovery::{translate, LastGood, Publisher, Retained, TranslateOptions};
 use sluice::lifecycle::Lifecycle;
 use sluice::routing::RoutingTable;
 
 const SERVICES: usize = 10_000;
 const PODS_PER_SERVICE: usize = 10;
-
-fn slice(i: usize, generation: u8) -> EndpointSlice {
-    let ns = format!("ns-{}", i % 100);
-    EndpointSlice {
-        metadata: ObjectMeta {
-            labels: Some(BTreeMap::from([(
-                "kubernetes.io/service-name".into(),
-                format!("svc-{i}"),
-            )])),
-            ..fixtures::meta(&format!("svc-{i}-abcde"), Some(&ns))
-        },
-        address_type: "IPv4".into(),
-        ports: Some(vec![EndpointPort {
-            name: Some("http".into()),
-            port: Some(8080),
-            protocol: Some("TCP".into()),
-            ..EndpointPort::default()
-        }]),
-        endpoints: (0..PODS_PER_SERVICE)
-            .map(|p| Endpoint {
-                addresses: vec![format!(
-                    "10.{}.{}.{}",
-                    (i >> 8) & 0xff,
-                    i & 0xff,
-                    p + usize::from(generation) * 20
-                )],
-                conditions: Some(EndpointConditions {
-                    ready: Some(true),
-                    ..EndpointConditions::default()
-                }),
-                ..Endpoint::default()
-            })
-            .collect::<Vec<_>>()
-            .into(),
-    }
-}
-
-fn snapshot() -> Snapshot {
-    let mut snapshot = Snapshot::default();
-    snapshot.ingress_classes.push(fixtures::sluice_class());
-    for i in 0..SERVICES {
-        let ns = format!("ns-{}", i % 100);
-        snapshot.services.push(Arc::new(Service {
-            metadata: fixtures::meta(&format!("svc-{i}"), Some(&ns)),
-            spec: Some(ServiceSpec {
-                ports: Some(vec![ServicePort {
-                    name: Some("http".into()),
-                    port: 80,
-                    ..ServicePort::default()
-                }]),
-                ..ServiceSpec::default()
-            }),
-            status: None,
-        }));
-        snapshot.endpoint_slices.push(Arc::new(slice(i, 0).into()));
-        snapshot.ingresses.push(fixtures::ingress(
-            &format!("ing-{i}"),
-            &ns,
-            &format!("app-{i}.example.com"),
-            &format!("svc-{i}"),
-            &[("/", "Prefix")],
-        ));
-    }
-    snapshot
-}
 
 fn rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -107,7 +39,7 @@ fn rss_mib() -> f64 {
 
 fn bench(c: &mut Criterion) {
     let before = rss_mib();
-    let snapshot = snapshot();
+    let snapshot = fixtures::scale_snapshot(SERVICES, PODS_PER_SERVICE);
     let registry = Arc::new(Retained::new(PoolConfig::default()));
     let table = Arc::new(ArcSwap::from_pointee(RoutingTable::default()));
     let publisher = Publisher::new(
@@ -151,7 +83,8 @@ fn bench(c: &mut Criterion) {
     group.bench_function("endpoint_change", |b| {
         b.iter(|| {
             generation = (generation + 1) % 4;
-            store.endpoint_slices[changed] = Arc::new(slice(changed, generation).into());
+            store.endpoint_slices[changed] =
+                Arc::new(fixtures::slice(changed, PODS_PER_SERVICE, generation).into());
             let current = store.clone();
             publisher.update_endpoints(&current, &service);
         })

@@ -30,7 +30,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
-use crate::discovery::admission::{decide, respond, Decision};
+use crate::discovery::admission::{respond, Decision, Review};
 use crate::discovery::Publisher;
 use crate::routing::certs::load_certified_key;
 
@@ -166,7 +166,10 @@ async fn review(
     let Ok(review) = serde_json::from_slice::<Value>(&body.to_bytes()) else {
         return answer(StatusCode::BAD_REQUEST, Bytes::from_static(b"not JSON\n"));
     };
-    // Translating runs off the runtime's threads, as every build does.
+    let object = match Review::read(&review["request"]) {
+        Ok(object) => object,
+        Err(untouched) => return answer_review(&review, &untouched),
+    };
     let unjudged = |why: &str| Decision {
         allowed: true,
         message: String::new(),
@@ -176,19 +179,22 @@ async fn review(
     // the apiserver would on a timeout (`failurePolicy: Ignore`).
     let judge = tokio::time::timeout(TIMEOUT, judges.acquire()).await;
     let decision = match judge {
-        // The snapshot is copied only for a review that has its judge.
-        Ok(Ok(_judge)) => match publisher.admission_input() {
+        // The scope is copied only for a review that has its judge.
+        Ok(Ok(_judge)) => match publisher.admission_scope(&object) {
+            // Translating runs off the runtime's threads, as every build does.
             Some((snapshot, options)) => {
-                let request = review["request"].clone();
-                let judged =
-                    tokio::task::spawn_blocking(move || decide(&request, snapshot, &options));
+                let judged = tokio::task::spawn_blocking(move || object.judge(snapshot, &options));
                 (judged.await).unwrap_or_else(|_| unjudged("sluice failed to judge this object"))
             }
             None => unjudged("sluice has not read the cluster yet"),
         },
         _ => unjudged("sluice is busy judging other objects"),
     };
-    let body = serde_json::to_vec(&respond(&review, &decision)).unwrap_or_default();
+    answer_review(&review, &decision)
+}
+
+fn answer_review(review: &Value, decision: &Decision) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(&respond(review, decision)).unwrap_or_default();
     answer(StatusCode::OK, Bytes::from(body))
 }
 

@@ -10,12 +10,16 @@
 //! is one sluice cannot judge (a request it cannot read): a sluice outage
 //! or bug must never block a cluster, so the webhook says why and allows.
 
+mod scope;
+
 use std::sync::Arc;
 
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+use super::gateway::{Gateway, GrpcRoute, HttpRoute};
 use super::{translate, LastGood, ObjectRef, Retained, Snapshot, TranslateOptions};
 
 /// Warning reasons that mean the object, or one of its rules or
@@ -64,96 +68,123 @@ impl Decision {
     }
 }
 
-/// The verdict on an AdmissionReview's `request`, against `snapshot` (a
-/// copy, changed in place) as the proxy translates it with `options`.
-pub fn decide(request: &Value, mut snapshot: Snapshot, options: &TranslateOptions) -> Decision {
-    let operation = request["operation"].as_str().unwrap_or_default();
-    let kind = request["kind"]["kind"].as_str().unwrap_or_default();
-    if !matches!(operation, "CREATE" | "UPDATE") {
-        return Decision::allow(Vec::new());
-    }
-    let namespace = request["object"]["metadata"]["namespace"]
-        .as_str()
-        .or_else(|| request["namespace"].as_str())
-        .unwrap_or("default")
-        .to_owned();
-    let mut object = request["object"].clone();
-    object["metadata"]["namespace"] = Value::String(namespace);
-    // The snapshot as it would be: this version in place of the stored one.
-    let placed = match kind {
-        "Ingress" => put(&mut snapshot.ingresses, object, "Ingress", |o| &o.metadata),
-        "HTTPRoute" => put(&mut snapshot.http_routes, object, "HTTPRoute", |o| {
-            &o.metadata
-        }),
-        "GRPCRoute" => put(&mut snapshot.grpc_routes, object, "GRPCRoute", |o| {
-            &o.metadata
-        }),
-        "Gateway" => put(&mut snapshot.gateways, object, "Gateway", |o| &o.metadata),
-        _ => return Decision::allow(Vec::new()),
-    };
-    let object = match placed {
-        Ok(object) => object,
-        Err(e) => {
-            let why = format!("sluice could not read this {kind} ({e}); allowed unjudged");
-            return Decision::allow(vec![why]);
-        }
-    };
-    let translation = translate(
-        &snapshot,
-        options,
-        &Retained::default(),
-        &LastGood::default(),
-    );
-    // Ours: an Ingress of our class; a route or Gateway sluice judged (it
-    // has a status), being of our Gateways or classes.
-    let ours = match kind {
-        "Ingress" => translation.ours.contains(&object),
-        _ => translation.table.gateway_api.iter().any(|s| {
-            s.kind == object.kind && s.namespace == object.namespace && s.name == object.name
-        }),
-    };
-    if !ours {
-        return Decision::allow(Vec::new());
-    }
-    let (denied, warned): (Vec<_>, Vec<_>) = translation
-        .warnings
-        .iter()
-        .filter(|w| w.object.as_ref() == Some(&object))
-        .partition(|w| DENY.contains(&w.reason));
-    let text = |w: &super::Warning| match &w.field {
-        Some(field) => format!("{} ({field}): {}", w.reason, w.message),
-        None => format!("{}: {}", w.reason, w.message),
-    };
-    let warnings = warned.into_iter().map(text).collect();
-    if denied.is_empty() {
-        return Decision::allow(warnings);
-    }
-    Decision {
-        allowed: false,
-        message: denied.into_iter().map(text).collect::<Vec<_>>().join("\n"),
-        warnings,
+/// The verdict on an AdmissionReview's `request`, against `snapshot` as the
+/// proxy translates it with `options`.
+pub fn decide(request: &Value, snapshot: &Snapshot, options: &TranslateOptions) -> Decision {
+    match Review::read(request) {
+        Ok(review) => review.judge(review.scope(snapshot), options),
+        Err(untouched) => untouched,
     }
 }
 
-/// Puts `object` in `list` in place of the stored version; its reference.
-fn put<T: DeserializeOwned>(
-    list: &mut Vec<Arc<T>>,
-    object: Value,
+/// An object to judge: an Ingress, HTTPRoute, GRPCRoute or Gateway being
+/// created or updated.
+pub struct Review {
+    object: Object,
+    at: ObjectRef,
+}
+
+/// The object under review, read as the snapshot holds its kind.
+pub(super) enum Object {
+    Ingress(Arc<Ingress>),
+    HttpRoute(Arc<HttpRoute>),
+    GrpcRoute(Arc<GrpcRoute>),
+    Gateway(Arc<Gateway>),
+}
+
+impl Review {
+    /// The object of an AdmissionReview's `request`; otherwise the answer:
+    /// allowed untouched (another operation or kind), or allowed with a
+    /// warning (an object sluice cannot read).
+    pub fn read(request: &Value) -> Result<Review, Decision> {
+        let operation = request["operation"].as_str().unwrap_or_default();
+        let kind = request["kind"]["kind"].as_str().unwrap_or_default();
+        if !matches!(operation, "CREATE" | "UPDATE") {
+            return Err(Decision::allow(Vec::new()));
+        }
+        let namespace = request["object"]["metadata"]["namespace"]
+            .as_str()
+            .or_else(|| request["namespace"].as_str())
+            .unwrap_or("default")
+            .to_owned();
+        let mut value = request["object"].clone();
+        value["metadata"]["namespace"] = Value::String(namespace);
+        let read = match kind {
+            "Ingress" => typed(value, "Ingress", Object::Ingress, |o| &o.metadata),
+            "HTTPRoute" => typed(value, "HTTPRoute", Object::HttpRoute, |o| &o.metadata),
+            "GRPCRoute" => typed(value, "GRPCRoute", Object::GrpcRoute, |o| &o.metadata),
+            "Gateway" => typed(value, "Gateway", Object::Gateway, |o| &o.metadata),
+            _ => return Err(Decision::allow(Vec::new())),
+        };
+        read.map_err(|e| {
+            let why = format!("sluice could not read this {kind} ({e}); allowed unjudged");
+            Decision::allow(vec![why])
+        })
+    }
+
+    /// What of `snapshot` can change the verdict, with this version of the
+    /// object in place of the stored one (`scope`).
+    pub fn scope(&self, snapshot: &Snapshot) -> Snapshot {
+        scope::scope(snapshot, &self.object, &self.at)
+    }
+
+    /// The verdict against `snapshot` (the object's `scope`).
+    pub fn judge(&self, snapshot: Snapshot, options: &TranslateOptions) -> Decision {
+        let translation = translate(
+            &snapshot,
+            options,
+            &Retained::default(),
+            &LastGood::default(),
+        );
+        let object = &self.at;
+        // Ours: an Ingress of our class; a route or Gateway sluice judged (it
+        // has a status), being of our Gateways or classes.
+        let ours = match object.kind {
+            "Ingress" => translation.ours.contains(object),
+            _ => translation.table.gateway_api.iter().any(|s| {
+                s.kind == object.kind && s.namespace == object.namespace && s.name == object.name
+            }),
+        };
+        if !ours {
+            return Decision::allow(Vec::new());
+        }
+        let (denied, warned): (Vec<_>, Vec<_>) = translation
+            .warnings
+            .iter()
+            .filter(|w| w.object.as_ref() == Some(object))
+            .partition(|w| DENY.contains(&w.reason));
+        let text = |w: &super::Warning| match &w.field {
+            Some(field) => format!("{} ({field}): {}", w.reason, w.message),
+            None => format!("{}: {}", w.reason, w.message),
+        };
+        let warnings = warned.into_iter().map(text).collect();
+        if denied.is_empty() {
+            return Decision::allow(warnings);
+        }
+        Decision {
+            allowed: false,
+            message: denied.into_iter().map(text).collect::<Vec<_>>().join("\n"),
+            warnings,
+        }
+    }
+}
+
+/// `value` read as `T`, and where it is.
+fn typed<T: DeserializeOwned>(
+    value: Value,
     kind: &'static str,
+    wrap: fn(Arc<T>) -> Object,
     meta: fn(&T) -> &ObjectMeta,
-) -> Result<ObjectRef, serde_json::Error> {
-    let object: T = serde_json::from_value(object)?;
-    let namespace = meta(&object).namespace.clone().unwrap_or_default();
-    let name = meta(&object).name.clone().unwrap_or_default();
-    list.retain(|o| {
-        meta(o).namespace.as_deref() != Some(namespace.as_str())
-            || meta(o).name.as_deref() != Some(name.as_str())
-    });
-    list.push(Arc::new(object));
-    Ok(ObjectRef {
+) -> Result<Review, serde_json::Error> {
+    let object: T = serde_json::from_value(value)?;
+    let at = ObjectRef {
         kind,
-        namespace,
-        name,
+        namespace: meta(&object).namespace.clone().unwrap_or_default(),
+        name: meta(&object).name.clone().unwrap_or_default(),
+    };
+    Ok(Review {
+        object: wrap(Arc::new(object)),
+        at,
     })
 }
 
@@ -242,7 +273,7 @@ spec:
     #[test]
     fn verdicts_follow_what_the_proxy_would_do() {
         let (snapshot, _) = snapshot_from_str(CLUSTER);
-        let decide = |object| decide(&review(object), snapshot.clone(), &options());
+        let decide = |object| decide(&review(object), &snapshot, &options());
         // A plain Ingress of our class: allowed, nothing to say.
         let plain = decide(ingress("blog", "sluice", "blog.example", json!({})));
         assert_eq!(plain, Decision::allow(Vec::new()));
@@ -274,11 +305,11 @@ spec:
         assert_eq!(theirs, Decision::allow(Vec::new()));
         let mut delete = review(ingress("x", "sluice", "shop.example", json!({})));
         delete["operation"] = json!("DELETE");
-        assert!(super::decide(&delete, snapshot.clone(), &options()).allowed);
+        assert!(super::decide(&delete, &snapshot, &options()).allowed);
         // An update of the owner itself is no conflict with itself.
         let mut update = review(ingress("shop", "sluice", "shop.example", json!({})));
         update["operation"] = json!("UPDATE");
-        assert!(super::decide(&update, snapshot.clone(), &options()).allowed);
+        assert!(super::decide(&update, &snapshot, &options()).allowed);
         // What cannot be read is allowed, and says so.
         let unreadable = decide(json!({"metadata": {"name": 5}}));
         assert!(unreadable.allowed && !unreadable.warnings.is_empty());
@@ -303,7 +334,7 @@ spec:
         let (snapshot, _) = snapshot_from_str(&format!("{CLUSTER}{gateway}"));
         let judge = |kind: &str, object: Value| {
             let request = json!({"kind": {"kind": kind}, "operation": "CREATE", "object": object});
-            decide(&request, snapshot.clone(), &options())
+            decide(&request, &snapshot, &options())
         };
         let route = |parent: &str, filters: Value| {
             json!({

@@ -508,13 +508,17 @@ impl Publisher {
         }
     }
 
-    /// Our Ingresses (of our class), as of the last build.
-    /// What the admission webhook judges against: the last snapshot and the
-    /// options it was translated with; `None` before the first.
-    pub fn admission_input(&self) -> Option<(Snapshot, TranslateOptions)> {
+    /// What the admission webhook judges `review` against: the part of the
+    /// last snapshot that can change its verdict, and the options it was
+    /// translated with; `None` before the first. Only the scope is copied,
+    /// under the lock; the judging happens outside it.
+    pub fn admission_scope(
+        &self,
+        review: &admission::Review,
+    ) -> Option<(Snapshot, TranslateOptions)> {
         let state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let (snapshot, _) = state.last.as_ref()?;
-        Some((snapshot.clone(), state.options.clone()))
+        Some((review.scope(snapshot), state.options.clone()))
     }
 
     /// The `controllerName` of sluice's GatewayClasses, as configured.
@@ -523,6 +527,7 @@ impl Publisher {
         state.options.gateway.controller_name.clone()
     }
 
+    /// Our Ingresses (of our class), as of the last build.
     pub fn ours(&self) -> Vec<ObjectRef> {
         self.state
             .lock()
