@@ -41,6 +41,33 @@ enum Command {
     /// unchanged, with differences, not at all, or fails closed. Exits with 2
     /// when any Ingress would fail closed or not be served.
     Migrate(MigrateArgs),
+    /// The admission webhook's certificate without cert-manager, as
+    /// ingress-nginx's kube-webhook-certgen makes it (a one-shot Job in
+    /// deploy/admission-webhook): keeps the TLS Secret while its
+    /// certificate is good for 30 days more, else makes a new CA and
+    /// certificate; then sets that CA as the caBundle of every webhook of
+    /// the ValidatingWebhookConfiguration.
+    WebhookCertificate(WebhookCertificateArgs),
+}
+
+#[derive(Debug, Args)]
+struct WebhookCertificateArgs {
+    /// Kubeconfig file for the cluster [default: $KUBECONFIG, else in-cluster].
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The namespace of the Secret and of the webhook's Service.
+    #[arg(long, value_name = "NAME", default_value = "sluice")]
+    namespace: String,
+    /// The TLS Secret the DaemonSet mounts.
+    #[arg(long, value_name = "NAME", default_value = "sluice-webhook-cert")]
+    secret_name: String,
+    /// The Service the apiserver calls (the certificate names
+    /// SERVICE.NAMESPACE.svc).
+    #[arg(long, value_name = "NAME", default_value = "sluice-webhook")]
+    service: String,
+    /// The ValidatingWebhookConfiguration whose caBundle is set.
+    #[arg(long, value_name = "NAME", default_value = "sluice")]
+    webhook_configuration: String,
 }
 
 #[derive(Debug, Args)]
@@ -187,6 +214,12 @@ fn main() -> anyhow::Result<()> {
                 .build()?;
             std::process::exit(runtime.block_on(migrate(&args))?)
         }
+        Some(Command::WebhookCertificate(args)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            return runtime.block_on(webhook_certificate(args));
+        }
         None => (cli.run, false),
     };
     // One worker thread: a current-thread runtime, which skips the work-stealing
@@ -330,6 +363,40 @@ async fn run(args: RunArgs, demo: bool) -> anyhow::Result<()> {
 }
 
 /// Values of a repeatable, comma-separated flag.
+/// `sluice webhook-certificate`: what it did, a line per object.
+async fn webhook_certificate(args: WebhookCertificateArgs) -> anyhow::Result<()> {
+    use sluice::discovery::webhook_certificate::{provision, SecretOutcome, Target};
+    let options = KubeOptions {
+        kubeconfig: args.kubeconfig,
+        ..KubeOptions::default()
+    };
+    let client = sluice::discovery::kube::connect(&options).await?;
+    let target = Target {
+        namespace: args.namespace,
+        secret: args.secret_name,
+        service: args.service,
+        webhook_configuration: args.webhook_configuration,
+    };
+    let (secret, patched) = provision(client, &target, std::time::SystemTime::now()).await?;
+    let secret_name = format!("Secret {}/{}", target.namespace, target.secret);
+    match secret {
+        SecretOutcome::Kept => println!("{secret_name}: kept, its certificate is good"),
+        SecretOutcome::Created => println!("{secret_name}: created, with a new CA"),
+        SecretOutcome::Replaced(why) => {
+            println!("{secret_name}: replaced, with a new CA ({why})")
+        }
+    }
+    let webhooks = format!(
+        "ValidatingWebhookConfiguration {}",
+        target.webhook_configuration
+    );
+    match patched {
+        0 => println!("{webhooks}: already trusts the CA"),
+        n => println!("{webhooks}: caBundle set on {n} webhook(s)"),
+    }
+    Ok(())
+}
+
 /// `sluice migrate`: the report, and its exit status.
 async fn migrate(args: &MigrateArgs) -> anyhow::Result<i32> {
     if args.table {

@@ -18,6 +18,7 @@ pub mod retained;
 pub mod slice;
 pub mod status;
 pub mod translate;
+pub mod webhook_certificate;
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt;

@@ -9,6 +9,7 @@ use sluice::admin::webhook::WebhookOptions;
 use sluice::config::Config;
 use sluice::server::{Options, Server, Source};
 
+use crate::support::apiserver::FakeApiServer;
 use crate::support::pki::Pki;
 use crate::support::*;
 
@@ -198,4 +199,174 @@ async fn the_webhook_judges_ingresses_as_the_proxy_would_serve_them() {
     )
     .await;
     assert_eq!(theirs["allowed"], true);
+}
+
+/// `sluice webhook-certificate` with the arguments of deploy/'s Job.
+async fn certificate_job(kubeconfig: &std::path::Path) -> (bool, String) {
+    let text = std::fs::read_to_string("deploy/admission-webhook/certificate-job.yaml").unwrap();
+    let job = serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| <Value as serde::Deserialize>::deserialize(doc).unwrap())
+        .find(|doc| doc["kind"] == "Job")
+        .unwrap();
+    let args: Vec<String> = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(&args)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .output()
+        .await
+        .unwrap();
+    let said = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), said)
+}
+
+/// One key of a Secret in the fake apiserver, decoded.
+fn secret_key(api: &FakeApiServer, key: &str) -> Vec<u8> {
+    use base64::Engine;
+    let secret = api
+        .object("Secret", "sluice", "sluice-webhook-cert")
+        .expect("the Secret");
+    let encoded = secret["data"][key].as_str().unwrap_or_default();
+    base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap()
+}
+
+fn ca_bundle(api: &FakeApiServer) -> Vec<u8> {
+    use base64::Engine;
+    let configuration = api
+        .object("ValidatingWebhookConfiguration", "", "sluice")
+        .unwrap();
+    let bundle = configuration["webhooks"][0]["clientConfig"]["caBundle"]
+        .as_str()
+        .unwrap_or_default();
+    base64::engine::general_purpose::STANDARD
+        .decode(bundle)
+        .unwrap()
+}
+
+fn webhook_writes(api: &FakeApiServer) -> usize {
+    api.writes()
+        .iter()
+        .filter(|w| w.path.contains("validatingwebhookconfigurations"))
+        .count()
+}
+
+/// The certificate without cert-manager: deploy/'s Job makes the Secret and
+/// fills the webhook's caBundle; curl, trusting only that caBundle as the
+/// apiserver does, reaches sluice serving the Secret's certificate under
+/// the Service's name. Run again, the Job changes nothing; a Secret whose
+/// certificate is no good is replaced, and the caBundle follows.
+#[tokio::test]
+async fn the_certificate_job_makes_what_the_apiserver_trusts() {
+    let api = FakeApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = api.kubeconfig(dir.path());
+    // The Job may start before the webhook configuration is applied: it
+    // fails, saying so, and its Secret is kept for the next run.
+    let (ok, said) = certificate_job(&kubeconfig).await;
+    assert!(!ok && said.contains("run again"), "{said}");
+    let first_key = secret_key(&api, "tls.key");
+    let webhook =
+        std::fs::read_to_string("deploy/admission-webhook/common/validatingwebhook.yaml").unwrap();
+    api.apply_yaml(&webhook);
+    let (ok, said) = certificate_job(&kubeconfig).await;
+    assert!(
+        ok && said.contains("kept") && said.contains("caBundle set on 1"),
+        "{said}"
+    );
+    assert_eq!(secret_key(&api, "tls.key"), first_key);
+    assert_eq!(ca_bundle(&api), secret_key(&api, "ca.crt"));
+    let secret = api
+        .object("Secret", "sluice", "sluice-webhook-cert")
+        .unwrap();
+    assert_eq!(secret["type"], "kubernetes.io/tls");
+
+    // sluice serves the Secret's certificate, as the DaemonSet mounts it.
+    let pod = start_upstream("web").await;
+    let m = Manifests::new();
+    m.write(
+        "all.yaml",
+        &(service_yaml("web", &[pod.addr])
+            + &ingress_yaml("shop", Some("shop.example"), &[], &[("/", "Prefix", "web")])),
+    );
+    let mounted = tempfile::tempdir().unwrap();
+    let (cert_file, key_file, ca) = (
+        mounted.path().join("tls.crt"),
+        mounted.path().join("tls.key"),
+        mounted.path().join("ca-bundle.crt"),
+    );
+    std::fs::write(&cert_file, secret_key(&api, "tls.crt")).unwrap();
+    std::fs::write(&key_file, secret_key(&api, "tls.key")).unwrap();
+    std::fs::write(&ca, ca_bundle(&api)).unwrap();
+    let mut config = Config::from_yaml("access-log: \"off\"\n").unwrap();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    config.https_addr = "127.0.0.1:0".parse().unwrap();
+    let sluice = Server::start(Options {
+        config,
+        config_source: None,
+        source: Source::Manifests(m.path().to_owned()),
+        class: Default::default(),
+        webhook: Some((
+            "127.0.0.1:0".parse().unwrap(),
+            WebhookOptions {
+                certificate: cert_file,
+                key: key_file,
+            },
+        )),
+    })
+    .await
+    .unwrap();
+    let plain = review("a", "blog", "sluice", "blog.example", json!({}));
+    let answering = eventually(Duration::from_secs(10), || async {
+        try_post(&sluice, &ca, &plain).await.is_ok()
+    })
+    .await;
+    assert!(
+        answering.is_some(),
+        "curl trusting the caBundle never got an answer"
+    );
+    let answered = post(&sluice, &ca, &plain).await;
+    assert_eq!(answered["allowed"], true, "{answered}");
+
+    // Again: nothing to do, nothing written.
+    let writes = webhook_writes(&api);
+    let (ok, said) = certificate_job(&kubeconfig).await;
+    assert!(
+        ok && said.contains("kept") && said.contains("already trusts"),
+        "{said}"
+    );
+    assert_eq!(webhook_writes(&api), writes);
+
+    // A Secret whose certificate another CA signed: replaced, and trusted.
+    let stranger = Pki::new();
+    let (cert, key, _) = stranger.leaf(&["sluice-webhook.sluice.svc"]);
+    api.apply(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "sluice-webhook-cert", "namespace": "sluice"},
+        "data": {
+            "ca.crt": b64(&secret_key(&api, "ca.crt")),
+            "tls.crt": b64(cert.as_bytes()),
+            "tls.key": b64(key.as_bytes()),
+        },
+    }));
+    let (ok, said) = certificate_job(&kubeconfig).await;
+    assert!(
+        ok && said.contains("replaced") && said.contains("not signed by ca.crt"),
+        "{said}"
+    );
+    assert_ne!(secret_key(&api, "tls.key"), first_key);
+    assert_eq!(ca_bundle(&api), secret_key(&api, "ca.crt"));
+}
+
+fn b64(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

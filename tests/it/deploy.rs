@@ -423,29 +423,43 @@ fn the_gateway_api_component_pins_its_crds_and_names_our_controller() {
 /// The optional admission webhook component fits together and with the
 /// DaemonSet: the patch keeps the base arguments, the Service reaches the
 /// port sluice serves, the webhook calls that Service on ingress-nginx's
-/// path, and the certificate names it and lands where sluice reads it.
+/// path, and both ways of getting the certificate (the Job, cert-manager)
+/// name it and land it where sluice reads it.
 #[test]
 fn the_admission_webhook_component_fits_the_daemonset() {
     use k8s_openapi::api::admissionregistration::v1::ValidatingWebhookConfiguration;
     use k8s_openapi::api::core::v1::Service;
     use serde_yaml::Value as Yaml;
-    let read = |file: &str| std::fs::read_to_string(format!("deploy/{file}")).unwrap();
-    let component: Yaml =
-        serde_yaml::from_str(&read("admission-webhook/kustomization.yaml")).unwrap();
-    assert_eq!(component["kind"], "Component");
-    let resources: Vec<&str> = component["resources"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_str().unwrap())
-        .collect();
+    let read =
+        |file: &str| std::fs::read_to_string(format!("deploy/admission-webhook/{file}")).unwrap();
+    let list = |component: &Yaml, field: &str| -> Vec<String> {
+        component[field]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let component = |file: &str| -> Yaml {
+        let component: Yaml = serde_yaml::from_str(&read(file)).unwrap();
+        assert_eq!(component["kind"], "Component", "{file}");
+        component
+    };
+    let common = component("common/kustomization.yaml");
     assert_eq!(
-        resources,
-        ["service.yaml", "certificate.yaml", "validatingwebhook.yaml"]
+        list(&common, "resources"),
+        ["service.yaml", "validatingwebhook.yaml"]
     );
-    let base: Yaml = serde_yaml::from_str(&read("daemonset.yaml")).unwrap();
-    let patch: Yaml =
-        serde_yaml::from_str(&read("admission-webhook/daemonset-patch.yaml")).unwrap();
+    let with_job = component("kustomization.yaml");
+    assert_eq!(list(&with_job, "components"), ["common"]);
+    assert_eq!(list(&with_job, "resources"), ["certificate-job.yaml"]);
+    let with_cert_manager = component("cert-manager/kustomization.yaml");
+    assert_eq!(list(&with_cert_manager, "components"), ["../common"]);
+    assert_eq!(list(&with_cert_manager, "resources"), ["certificate.yaml"]);
+
+    let base: Yaml =
+        serde_yaml::from_str(&std::fs::read_to_string("deploy/daemonset.yaml").unwrap()).unwrap();
+    let patch: Yaml = serde_yaml::from_str(&read("common/daemonset-patch.yaml")).unwrap();
     let pod = |ds: &Yaml| ds["spec"]["template"]["spec"].clone();
     let strings = |v: &Yaml| -> Vec<String> {
         v.as_sequence()
@@ -461,26 +475,26 @@ fn the_admission_webhook_component_fits_the_daemonset() {
             "the patch replaces args, and drops {arg}"
         );
     }
-    let flag = |name: &str| {
+    let flag = |args: &[String], name: &str| {
         args.iter()
             .find_map(|a| a.strip_prefix(&format!("--{name}=")))
             .unwrap_or_else(|| panic!("--{name}"))
             .to_owned()
     };
-    let port: i32 = flag("validating-webhook")
+    let port: i32 = flag(&args, "validating-webhook")
         .rsplit(':')
         .next()
         .unwrap()
         .parse()
         .unwrap();
-    let service: Service = serde_yaml::from_str(&read("admission-webhook/service.yaml")).unwrap();
+    let service: Service = serde_yaml::from_str(&read("common/service.yaml")).unwrap();
     let service_port = &service.spec.as_ref().unwrap().ports.as_ref().unwrap()[0];
     assert_eq!(
         service_port.target_port,
         Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(port))
     );
     let webhook: ValidatingWebhookConfiguration =
-        serde_yaml::from_str(&read("admission-webhook/validatingwebhook.yaml")).unwrap();
+        serde_yaml::from_str(&read("common/validatingwebhook.yaml")).unwrap();
     let hook = &webhook.webhooks.as_ref().unwrap()[0];
     assert_eq!(hook.failure_policy.as_deref(), Some("Ignore"));
     let reference = hook.client_config.service.as_ref().unwrap();
@@ -490,26 +504,10 @@ fn the_admission_webhook_component_fits_the_daemonset() {
         service.metadata.namespace.as_ref()
     );
     assert_eq!(reference.path.as_deref(), Some("/networking/v1/ingresses"));
-    // The certificate names the Service and lands where sluice reads it.
-    let certificate: Yaml =
-        serde_yaml::Deserializer::from_str(&read("admission-webhook/certificate.yaml"))
-            .map(|d| serde::Deserialize::deserialize(d).unwrap())
-            .find(|v: &Yaml| v["kind"] == "Certificate")
-            .unwrap();
-    let dns = format!("{}.{}.svc", reference.name, reference.namespace);
-    assert_eq!(
-        certificate["spec"]["dnsNames"][0].as_str(),
-        Some(dns.as_str())
-    );
-    let secret = certificate["spec"]["secretName"].as_str().unwrap();
+    // The Secret the DaemonSet mounts, where sluice reads it.
     let volumes = pod(&patch)["volumes"].clone();
-    let volume = volumes
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|v| v["secret"]["secretName"].as_str() == Some(secret))
-        .unwrap()
-        .clone();
+    let volume = volumes.as_sequence().unwrap()[0].clone();
+    let secret = volume["secret"]["secretName"].as_str().unwrap().to_owned();
     assert_eq!(
         volume["secret"]["optional"], true,
         "sluice starts before the Secret exists"
@@ -524,8 +522,115 @@ fn the_admission_webhook_component_fits_the_daemonset() {
         .clone();
     let path = mount["mountPath"].as_str().unwrap();
     assert_eq!(
-        flag("validating-webhook-certificate"),
+        flag(&args, "validating-webhook-certificate"),
         format!("{path}/tls.crt")
     );
-    assert_eq!(flag("validating-webhook-key"), format!("{path}/tls.key"));
+    assert_eq!(
+        flag(&args, "validating-webhook-key"),
+        format!("{path}/tls.key")
+    );
+    let docs = |file: &str| -> Vec<Yaml> {
+        serde_yaml::Deserializer::from_str(&read(file))
+            .map(|d| serde::Deserialize::deserialize(d).unwrap())
+            .collect()
+    };
+    let of_kind = |docs: &[Yaml], kind: &str| -> Yaml {
+        docs.iter()
+            .find(|v| v["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+            .clone()
+    };
+
+    // The Job: it names the Service, the Secret and the webhook, and may
+    // do what `sluice webhook-certificate` does to them, and no more.
+    let job_docs = docs("certificate-job.yaml");
+    let job = of_kind(&job_docs, "Job");
+    let job_pod = pod(&job);
+    let job_args = strings(&job_pod["containers"][0]["args"]);
+    assert_eq!(job_args[0], "webhook-certificate");
+    assert_eq!(
+        job_pod["containers"][0]["image"],
+        pod(&base)["containers"][0]["image"]
+    );
+    assert_eq!(flag(&job_args, "namespace"), reference.namespace);
+    assert_eq!(flag(&job_args, "service"), reference.name);
+    assert_eq!(flag(&job_args, "secret-name"), secret);
+    let configuration = webhook.metadata.name.clone().unwrap();
+    assert_eq!(flag(&job_args, "webhook-configuration"), configuration);
+    let account = job_pod["serviceAccountName"].as_str().unwrap();
+    let rules = |kind: &str| -> Vec<PolicyRule> {
+        let role = of_kind(&job_docs, kind);
+        serde_yaml::from_value(role["rules"].clone()).unwrap()
+    };
+    for (binding, role) in [
+        ("RoleBinding", "Role"),
+        ("ClusterRoleBinding", "ClusterRole"),
+    ] {
+        let binding = of_kind(&job_docs, binding);
+        assert_eq!(binding["subjects"][0]["name"], account);
+        assert_eq!(binding["roleRef"]["kind"], role);
+        assert_eq!(
+            binding["roleRef"]["name"],
+            of_kind(&job_docs, role)["metadata"]["name"]
+        );
+    }
+    let named = |rules: &[PolicyRule], resource: &str, verb: &str, name: &str| {
+        rules.iter().any(|r| {
+            r.resources.iter().flatten().any(|x| x == resource)
+                && r.verbs.iter().any(|v| v == verb)
+                && r.resource_names
+                    .as_ref()
+                    .is_none_or(|n| n.iter().any(|n| n == name))
+        })
+    };
+    let role = rules("Role");
+    for verb in ["get", "update", "create"] {
+        assert!(named(&role, "secrets", verb, &secret), "{verb} secrets");
+    }
+    assert!(
+        !named(&role, "secrets", "get", "another-secret"),
+        "every Secret readable"
+    );
+    let cluster_role = rules("ClusterRole");
+    for verb in ["get", "update"] {
+        assert!(named(
+            &cluster_role,
+            "validatingwebhookconfigurations",
+            verb,
+            &configuration
+        ));
+    }
+    assert!(!named(
+        &cluster_role,
+        "validatingwebhookconfigurations",
+        "update",
+        "another"
+    ));
+
+    // cert-manager: the same Secret, naming the Service, and its CA
+    // injected into this webhook.
+    let certificate = of_kind(&docs("cert-manager/certificate.yaml"), "Certificate");
+    let dns = format!("{}.{}.svc", reference.name, reference.namespace);
+    assert_eq!(
+        certificate["spec"]["dnsNames"][0].as_str(),
+        Some(dns.as_str())
+    );
+    assert_eq!(
+        certificate["spec"]["secretName"].as_str(),
+        Some(secret.as_str())
+    );
+    let inject: Yaml = serde_yaml::from_str(&read("cert-manager/inject-ca.yaml")).unwrap();
+    assert_eq!(
+        inject["metadata"]["name"].as_str(),
+        Some(configuration.as_str())
+    );
+    let from = format!(
+        "{}/{}",
+        certificate["metadata"]["namespace"].as_str().unwrap(),
+        certificate["metadata"]["name"].as_str().unwrap()
+    );
+    assert_eq!(
+        inject["metadata"]["annotations"]["cert-manager.io/inject-ca-from"].as_str(),
+        Some(from.as_str())
+    );
 }

@@ -88,6 +88,10 @@ fn kind_of(resource: &str) -> (&'static str, &'static str) {
         "httproutes" => ("gateway.networking.k8s.io/v1", "HTTPRoute"),
         "grpcroutes" => ("gateway.networking.k8s.io/v1", "GRPCRoute"),
         "referencegrants" => ("gateway.networking.k8s.io/v1beta1", "ReferenceGrant"),
+        "validatingwebhookconfigurations" => (
+            "admissionregistration.k8s.io/v1",
+            "ValidatingWebhookConfiguration",
+        ),
         _ => ("v1", "Unknown"),
     }
 }
@@ -107,12 +111,16 @@ fn resource_of(kind: &str) -> &'static str {
         "HTTPRoute" => "httproutes",
         "GRPCRoute" => "grpcroutes",
         "ReferenceGrant" => "referencegrants",
+        "ValidatingWebhookConfiguration" => "validatingwebhookconfigurations",
         other => panic!("the fake apiserver does not know {other}"),
     }
 }
 
 fn cluster_scoped(resource: &str) -> bool {
-    matches!(resource, "ingressclasses" | "namespaces" | "gatewayclasses")
+    matches!(
+        resource,
+        "ingressclasses" | "namespaces" | "gatewayclasses" | "validatingwebhookconfigurations"
+    )
 }
 
 impl FakeApiServer {
