@@ -80,7 +80,8 @@ async fn the_webhook_judges_ingresses_as_the_proxy_would_serve_them() {
     m.write(
         "all.yaml",
         &(service_yaml("web", &[pod.addr])
-            + &ingress_yaml("shop", Some("shop.example"), &[], &[("/", "Prefix", "web")])),
+            + &ingress_yaml("shop", Some("shop.example"), &[], &[("/", "Prefix", "web")])
+            + GATEWAY),
     );
     let pki = Pki::new();
     let (cert, key, _) = pki.leaf(&["sluice-webhook.sluice.svc"]);
@@ -199,6 +200,58 @@ async fn the_webhook_judges_ingresses_as_the_proxy_would_serve_them() {
     )
     .await;
     assert_eq!(theirs["allowed"], true);
+    // An HTTPRoute of our Gateway: a plain one is allowed; one whose rule
+    // sluice would answer 500 for (a filter it does not know) is denied.
+    let plain_route = post(&sluice, &ca, &route_review("f", json!([]))).await;
+    assert_eq!(plain_route["allowed"], true, "{plain_route}");
+    let extension = json!([{"type": "ExtensionRef",
+        "extensionRef": {"group": "example.com", "kind": "Filter", "name": "f"}}]);
+    let refused = post(&sluice, &ca, &route_review("g", extension)).await;
+    assert_eq!(refused["allowed"], false, "{refused}");
+    assert!(
+        refused["status"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("unsupported-filter"),
+        "{refused}"
+    );
+}
+
+const GATEWAY: &str = r#"---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: sluice}
+spec: {controllerName: sluice.io/gateway-controller}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: default}
+spec:
+  gatewayClassName: sluice
+  listeners: [{name: http, port: 80, protocol: HTTP}]
+"#;
+
+/// A review of an HTTPRoute of the Gateway `edge`, with `filters`.
+fn route_review(uid: &str, filters: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "gateway.networking.k8s.io", "version": "v1", "kind": "HTTPRoute"},
+            "resource": {"group": "gateway.networking.k8s.io", "version": "v1", "resource": "httproutes"},
+            "operation": "CREATE",
+            "namespace": "default",
+            "name": "route",
+            "object": {
+                "apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute",
+                "metadata": {"name": "route", "namespace": "default"},
+                "spec": {"parentRefs": [{"name": "edge"}], "hostnames": ["route.example"],
+                    "rules": [{"filters": filters, "backendRefs": [{"name": "web", "port": 80}]}]},
+            },
+        },
+    })
 }
 
 /// `sluice webhook-certificate` with the arguments of deploy/'s Job.
