@@ -73,6 +73,33 @@ async fn try_post(sluice: &Server, ca: &std::path::Path, review: &Value) -> Resu
     Ok(body["response"].clone())
 }
 
+/// sluice serving `manifests`, with the webhook on the certificate files.
+async fn serve(
+    manifests: &Manifests,
+    certificate: &std::path::Path,
+    key: &std::path::Path,
+) -> Server {
+    let mut config = Config::from_yaml("access-log: \"off\"\n").unwrap();
+    config.http_addr = "127.0.0.1:0".parse().unwrap();
+    config.admin_addr = "127.0.0.1:0".parse().unwrap();
+    config.https_addr = "127.0.0.1:0".parse().unwrap();
+    Server::start(Options {
+        config,
+        config_source: None,
+        source: Source::Manifests(manifests.path().to_owned()),
+        class: Default::default(),
+        webhook: Some((
+            "127.0.0.1:0".parse().unwrap(),
+            WebhookOptions {
+                certificate: certificate.to_owned(),
+                key: key.to_owned(),
+            },
+        )),
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test]
 async fn the_webhook_judges_ingresses_as_the_proxy_would_serve_them() {
     let pod = start_upstream("web").await;
@@ -92,25 +119,7 @@ async fn the_webhook_judges_ingresses_as_the_proxy_would_serve_them() {
         dir.path().join("ca.crt"),
     );
     std::fs::write(&ca, &pki.ca_pem).unwrap();
-    let mut config = Config::from_yaml("access-log: \"off\"\n").unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.admin_addr = "127.0.0.1:0".parse().unwrap();
-    config.https_addr = "127.0.0.1:0".parse().unwrap();
-    let sluice = Server::start(Options {
-        config,
-        config_source: None,
-        source: Source::Manifests(m.path().to_owned()),
-        class: Default::default(),
-        webhook: Some((
-            "127.0.0.1:0".parse().unwrap(),
-            WebhookOptions {
-                certificate: cert_file.clone(),
-                key: key_file.clone(),
-            },
-        )),
-    })
-    .await
-    .unwrap();
+    let sluice = serve(&m, &cert_file, &key_file).await;
     // The certificate's Secret does not exist yet (a Job makes it): sluice
     // starts, and the webhook answers once the files are there.
     let first = review("0", "blog", "sluice", "blog.example", json!({}));
@@ -358,25 +367,7 @@ async fn the_certificate_job_makes_what_the_apiserver_trusts() {
     std::fs::write(&cert_file, secret_key(&api, "tls.crt")).unwrap();
     std::fs::write(&key_file, secret_key(&api, "tls.key")).unwrap();
     std::fs::write(&ca, ca_bundle(&api)).unwrap();
-    let mut config = Config::from_yaml("access-log: \"off\"\n").unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.admin_addr = "127.0.0.1:0".parse().unwrap();
-    config.https_addr = "127.0.0.1:0".parse().unwrap();
-    let sluice = Server::start(Options {
-        config,
-        config_source: None,
-        source: Source::Manifests(m.path().to_owned()),
-        class: Default::default(),
-        webhook: Some((
-            "127.0.0.1:0".parse().unwrap(),
-            WebhookOptions {
-                certificate: cert_file,
-                key: key_file,
-            },
-        )),
-    })
-    .await
-    .unwrap();
+    let sluice = serve(&m, &cert_file, &key_file).await;
     let plain = review("a", "blog", "sluice", "blog.example", json!({}));
     let answering = eventually(Duration::from_secs(10), || async {
         try_post(&sluice, &ca, &plain).await.is_ok()
