@@ -112,6 +112,14 @@ impl Review {
             .to_owned();
         let mut value = request["object"].clone();
         value["metadata"]["namespace"] = Value::String(namespace);
+        // The apiserver stamps a new object before validating webhooks see
+        // it. One without a stamp (a client posting reviews itself) is the
+        // newest, as it will be: never older than the Ingress it collides
+        // with, whatever its name.
+        if operation == "CREATE" && value["metadata"]["creationTimestamp"].is_null() {
+            let now = k8s_openapi::jiff::Timestamp::now();
+            value["metadata"]["creationTimestamp"] = json!(now.to_string());
+        }
         let read = match kind {
             "Ingress" => typed(value, "Ingress", Object::Ingress, |o| &o.metadata),
             "HTTPRoute" => typed(value, "HTTPRoute", Object::HttpRoute, |o| &o.metadata),
@@ -291,6 +299,16 @@ spec:
         assert!(broken.message.contains("proxy-read-timeout"), "{broken:?}");
         // The path an older Ingress holds: a conflict, denied.
         let taken = decide(ingress("thief", "sluice", "shop.example", json!({})));
+        assert!(
+            !taken.allowed && taken.message.starts_with("conflict"),
+            "{taken:?}"
+        );
+        // Created without a stamp, it is still the newer, whatever its name.
+        let mut unstamped = ingress("a-thief", "sluice", "shop.example", json!({}));
+        unstamped["metadata"]
+            .as_object_mut()
+            .map(|m| m.remove("creationTimestamp"));
+        let taken = decide(unstamped);
         assert!(
             !taken.allowed && taken.message.starts_with("conflict"),
             "{taken:?}"

@@ -165,6 +165,14 @@ async fn the_webhook_judges_ingresses_as_the_proxy_would_serve_them() {
         message.contains("conflict") && message.contains("default/shop"),
         "{message}"
     );
+    // Whatever its name sorts as: a new object is the newer one.
+    let early = post(
+        &sluice,
+        &ca,
+        &review("b2", "aaa", "sluice", "shop.example", json!({})),
+    )
+    .await;
+    assert_eq!(early["allowed"], false, "{early}");
     // An annotation that would skip it: denied with the proxy's words.
     let broken = post(
         &sluice,
