@@ -116,13 +116,14 @@ pub fn issue(names: &[String], now: SystemTime) -> Result<Issued, rcgen::Error> 
 }
 
 /// Whether a Secret's certificate can stay: signed by its CA for server
-/// use, naming `name`, matching its key, and valid at `at`; else why not.
+/// use, naming `name`, matching its key, and valid both `now` and
+/// `RENEW_BEFORE` later; else why not.
 pub fn still_good(
     ca: &[u8],
     certificate: &[u8],
     key: &[u8],
     name: &str,
-    at: SystemTime,
+    now: SystemTime,
 ) -> Result<(), String> {
     let loaded = load_certified_key(certificate, key)?;
     let leaf = &loaded.key.cert[0];
@@ -130,21 +131,25 @@ pub fn still_good(
         .map_err(|e| format!("ca.crt is not a PEM certificate: {e}"))?;
     let anchor = webpki::anchor_from_trusted_cert(&ca).map_err(|e| format!("ca.crt: {e}"))?;
     let leaf = EndEntityCert::try_from(leaf).map_err(|e| format!("tls.crt: {e}"))?;
-    let at = at
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_err(|_| "the clock is before 1970".to_owned())?;
-    leaf.verify_for_usage(
-        aws_lc_rs::default_provider()
-            .signature_verification_algorithms
-            .all,
-        &[anchor],
-        &[],
-        UnixTime::since_unix_epoch(at),
-        KeyUsage::server_auth(),
-        None,
-        None,
-    )
-    .map_err(|e| format!("tls.crt is not valid then, or not signed by ca.crt: {e}"))?;
+    for at in [now, now + RENEW_BEFORE] {
+        let since_epoch = at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_err(|_| "the clock is before 1970".to_owned())?;
+        leaf.verify_for_usage(
+            aws_lc_rs::default_provider()
+                .signature_verification_algorithms
+                .all,
+            std::slice::from_ref(&anchor),
+            &[],
+            UnixTime::since_unix_epoch(since_epoch),
+            KeyUsage::server_auth(),
+            None,
+            None,
+        )
+        .map_err(|e| {
+            format!("tls.crt is not valid now or within 30 days, or not signed by ca.crt: {e}")
+        })?;
+    }
     let server = ServerName::try_from(name).map_err(|e| format!("{name}: {e}"))?;
     leaf.verify_is_valid_for_subject_name(&server)
         .map_err(|e| format!("tls.crt does not name {name}: {e}"))
@@ -169,13 +174,12 @@ pub async fn provision(
                 .map(|b| b.0.as_slice())
                 .unwrap_or_default()
         };
-        let renew_at = now + RENEW_BEFORE;
         still_good(
             field("ca.crt"),
             field("tls.crt"),
             field("tls.key"),
             &names[0],
-            renew_at,
+            now,
         )
         .map(|()| String::from_utf8_lossy(field("ca.crt")).into_owned())
     });
@@ -292,10 +296,16 @@ mod tests {
         };
         assert_eq!(names[0], "sluice-webhook.sluice.svc");
         for name in &names {
-            assert_eq!(check(name, now + RENEW_BEFORE), Ok(()), "{name}");
+            assert_eq!(check(name, now), Ok(()), "{name}");
         }
-        // Near its end, for another Service, or before it began: not good.
-        assert!(check(&names[0], now + VALIDITY + Duration::from_secs(86_400)).is_err());
+        // Within 30 days of its end, for another Service, or not begun yet:
+        // not good.
+        let day = Duration::from_secs(86_400);
+        assert_eq!(
+            check(&names[0], now + VALIDITY - RENEW_BEFORE - day),
+            Ok(())
+        );
+        assert!(check(&names[0], now + VALIDITY - RENEW_BEFORE + day).is_err());
         assert!(check("other.sluice.svc", now)
             .unwrap_err()
             .contains("does not name"));
