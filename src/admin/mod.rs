@@ -5,13 +5,13 @@
 //! reachable by Prometheus on the node).
 
 pub mod api;
+mod bounded;
 pub mod endpoints;
 pub mod webhook;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -19,10 +19,8 @@ use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfigState;
@@ -43,47 +41,15 @@ pub struct AdminState {
     pub config: Arc<ArcSwap<ConfigState>>,
 }
 
-/// The admin listener's own bounds: scrapers and probes send small requests at
-/// once, so a client that does not is closed, and a few hundred connections
-/// are plenty. Kept apart from the data plane's, so neither can starve the
-/// other.
-const ADMIN_HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-const ADMIN_MAX_CONNECTIONS: usize = 256;
-
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(ADMIN_HEAD_TIMEOUT);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(16)
-        .keep_alive_interval(Some(ADMIN_HEAD_TIMEOUT))
-        .keep_alive_timeout(ADMIN_HEAD_TIMEOUT);
-    let builder = Arc::new(builder);
-    let slots = Arc::new(Semaphore::new(ADMIN_MAX_CONNECTIONS));
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "admin accept failed");
-                    continue;
-                }
-            },
-            () = stop.cancelled() => return,
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tracing::debug!(%peer, "admin connection limit reached; closed");
-            continue;
-        };
+    let builder = Arc::new(bounded::builder());
+    let slots = bounded::Slots::new();
+    while let Some((stream, peer, slot)) = slots.accept(&listener, &stop, "admin").await {
         let state = state.clone();
         let builder = builder.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            if tokio::time::timeout(ADMIN_HEAD_TIMEOUT, stream.peek(&mut [0u8; 1]))
+            if tokio::time::timeout(bounded::HEAD_TIMEOUT, stream.peek(&mut [0u8; 1]))
                 .await
                 .is_err()
             {

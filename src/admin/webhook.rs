@@ -21,8 +21,7 @@ use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
 use serde_json::Value;
 use tokio::net::TcpListener;
@@ -30,6 +29,7 @@ use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
+use super::bounded;
 use crate::discovery::admission::{respond, Decision, Review};
 use crate::discovery::Publisher;
 use crate::routing::certs::load_certified_key;
@@ -95,19 +95,12 @@ pub async fn serve(
         acceptor: None,
         stamps: (None, None),
     };
-    let builder = Arc::new(auto::Builder::new(TokioExecutor::new()));
+    // The admin listener's bounds: a connection limit, and a time limit on
+    // each request's head.
+    let builder = Arc::new(bounded::builder());
+    let slots = bounded::Slots::new();
     let judges = Arc::new(Semaphore::new(JUDGES));
-    loop {
-        let (stream, _) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(error) => {
-                    tracing::warn!(%error, "webhook accept failed");
-                    continue;
-                }
-            },
-            () = stop.cancelled() => return,
-        };
+    while let Some((stream, _, slot)) = slots.accept(&listener, &stop, "webhook").await {
         // A rotated certificate is taken at the next connection; a broken
         // one is refused and the last good one kept.
         let now = stamps(&options);
@@ -130,6 +123,7 @@ pub async fn serve(
         let publisher = publisher.clone();
         let judges = judges.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let Ok(Ok(stream)) = tokio::time::timeout(TIMEOUT, acceptor.accept(stream)).await
             else {
                 return;

@@ -271,6 +271,39 @@ fn route_review(uid: &str, filters: Value) -> Value {
     })
 }
 
+/// Whoever reaches the webhook's port holds nothing for long: a client
+/// that starts a request and never finishes its head is closed (the admin
+/// listener's bounds: 10 s for a head, 256 connections).
+#[tokio::test]
+async fn a_client_that_never_finishes_its_request_is_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let m = Manifests::new();
+    m.write("all.yaml", &service_yaml("web", &[]));
+    let pki = Pki::new();
+    let (cert, key, _) = pki.leaf(&["sluice-webhook.sluice.svc"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_file, key_file) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_file, &cert).unwrap();
+    std::fs::write(&key_file, &key).unwrap();
+    let sluice = serve(&m, &cert_file, &key_file).await;
+    let tcp = tokio::net::TcpStream::connect(sluice.webhook_addr.unwrap())
+        .await
+        .unwrap();
+    let name = rustls::pki_types::ServerName::try_from("sluice-webhook.sluice.svc").unwrap();
+    let mut tls = pki
+        .connector(&[b"http/1.1"])
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"POST /networking/v1/ingresses HTTP/1.1\r\nhost: sluice\r\n")
+        .await
+        .unwrap();
+    // The bound is generous; the server closes at its 10 s head timeout.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(60), tls.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the half-sent request was held open");
+}
+
 /// `sluice webhook-certificate` with the arguments of deploy/'s Job.
 async fn certificate_job(kubeconfig: &std::path::Path) -> (bool, String) {
     let text = std::fs::read_to_string("deploy/admission-webhook/certificate-job.yaml").unwrap();

@@ -34,19 +34,6 @@ fn tls_ingress(
     yaml
 }
 
-fn connector(pki: &Pki, alpn: &[&[u8]]) -> TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca_der.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    TlsConnector::from(Arc::new(config))
-}
-
 /// Handshakes with `sni` (None: no SNI at all, as for an IP address).
 async fn handshake(
     pki: &Pki,
@@ -59,7 +46,7 @@ async fn handshake(
         None => ServerName::IpAddress(addr.ip().into()),
     };
     let tcp = TcpStream::connect(addr).await?;
-    connector(pki, alpn).connect(name, tcp).await
+    pki.connector(alpn).connect(name, tcp).await
 }
 
 fn presented(stream: &TlsStream<TcpStream>) -> Vec<u8> {
@@ -161,7 +148,7 @@ async fn sni_picks_exact_then_wildcard_then_default_and_alpn_picks_the_protocol(
     }
 
     // Session resumption: a client that comes back resumes instead of a full handshake.
-    let client = connector(&s.pki, &[b"http/1.1"]);
+    let client = s.pki.connector(&[b"http/1.1"]);
     let name = ServerName::try_from("a.test").unwrap();
     let first = client
         .connect(name.clone(), TcpStream::connect(addr).await.unwrap())
@@ -321,7 +308,7 @@ async fn grpc_over_tls() {
     let sluice = start_sluice(m.path(), "").await;
 
     let addr = sluice.https_addr;
-    let tls = Arc::new(connector(&pki, &[b"h2"]));
+    let tls = Arc::new(pki.connector(&[b"h2"]));
     let connect = tower::service_fn(move |_uri: http::Uri| {
         let tls = tls.clone();
         async move {

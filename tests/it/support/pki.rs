@@ -25,6 +25,20 @@ impl Pki {
         }
     }
 
+    /// A TLS client trusting this CA only, offering `alpn`.
+    pub fn connector(&self, alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca_der.clone()).unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+    }
+
     /// (certificate PEM, key PEM, certificate DER) for these names.
     pub fn leaf(&self, names: &[&str]) -> (String, String, Vec<u8>) {
         let params =
