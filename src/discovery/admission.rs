@@ -222,6 +222,7 @@ pub fn respond(review: &Value, decision: &Decision) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::discovery::gateway::gateway_yaml;
     use crate::discovery::manifests::snapshot_from_str;
     use crate::discovery::ClassSelection;
 
@@ -338,20 +339,12 @@ spec:
 
     #[test]
     fn gateway_api_objects_of_our_classes_are_judged_too() {
-        let gateway = r#"
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: shop}
-spec:
-  gatewayClassName: sluice
-  listeners: [{name: http, port: 80, protocol: HTTP}]
-"#;
+        let gateway = gateway_yaml(
+            "sluice",
+            "shop",
+            "edge",
+            &["{name: http, port: 80, protocol: HTTP}"],
+        );
         let (snapshot, _) = snapshot_from_str(&format!("{CLUSTER}{gateway}"));
         let judge = |kind: &str, object: Value| {
             let request = json!({"kind": {"kind": kind}, "operation": "CREATE", "object": object});

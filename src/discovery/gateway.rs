@@ -476,3 +476,13 @@ pub struct GrpcMethodMatch {
     #[serde(default)]
     pub method: Option<String>,
 }
+
+/// Tests' YAML: a GatewayClass `class` of sluice's controller, and a
+/// Gateway `namespace/name` of it with `listeners` (each a flow mapping).
+#[cfg(test)]
+pub(crate) fn gateway_yaml(class: &str, namespace: &str, name: &str, listeners: &[&str]) -> String {
+    let listeners: String = listeners.iter().map(|l| format!("  - {l}\n")).collect();
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: {class}}}\nspec: {{controllerName: sluice.io/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  gatewayClassName: {class}\n  listeners:\n{listeners}"
+    )
+}

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use sluice::admin::webhook::WebhookOptions;
-use sluice::config::Config;
-use sluice::server::{Options, Server, Source};
+use sluice::server::Server;
 
 use crate::support::apiserver::FakeApiServer;
 use crate::support::pki::Pki;
@@ -79,25 +78,13 @@ async fn serve(
     certificate: &std::path::Path,
     key: &std::path::Path,
 ) -> Server {
-    let mut config = Config::from_yaml("access-log: \"off\"\n").unwrap();
-    config.http_addr = "127.0.0.1:0".parse().unwrap();
-    config.admin_addr = "127.0.0.1:0".parse().unwrap();
-    config.https_addr = "127.0.0.1:0".parse().unwrap();
-    Server::start(Options {
-        config,
-        config_source: None,
-        source: Source::Manifests(manifests.path().to_owned()),
-        class: Default::default(),
-        webhook: Some((
-            "127.0.0.1:0".parse().unwrap(),
-            WebhookOptions {
-                certificate: certificate.to_owned(),
-                key: key.to_owned(),
-            },
-        )),
-    })
-    .await
-    .unwrap()
+    let mut options = sluice_options(manifests.path(), "");
+    let files = WebhookOptions {
+        certificate: certificate.to_owned(),
+        key: key.to_owned(),
+    };
+    options.webhook = Some(("127.0.0.1:0".parse().unwrap(), files));
+    Server::start(options).await.unwrap()
 }
 
 #[tokio::test]
@@ -108,7 +95,11 @@ async fn the_webhook_judges_ingresses_as_the_proxy_would_serve_them() {
         "all.yaml",
         &(service_yaml("web", &[pod.addr])
             + &ingress_yaml("shop", Some("shop.example"), &[], &[("/", "Prefix", "web")])
-            + GATEWAY),
+            + &gateway_yaml(
+                "default",
+                "edge",
+                &["{name: http, port: 80, protocol: HTTP}"],
+            )),
     );
     let pki = Pki::new();
     let (cert, key, _) = pki.leaf(&["sluice-webhook.sluice.svc"]);
@@ -233,20 +224,6 @@ async fn the_webhook_judges_ingresses_as_the_proxy_would_serve_them() {
         "{refused}"
     );
 }
-
-const GATEWAY: &str = r#"---
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: default}
-spec:
-  gatewayClassName: sluice
-  listeners: [{name: http, port: 80, protocol: HTTP}]
-"#;
 
 /// A review of an HTTPRoute of the Gateway `edge`, with `filters`.
 fn route_review(uid: &str, filters: Value) -> Value {

@@ -26,21 +26,15 @@ async fn the_dashboard_shows_ingresses_endpoints_and_warnings_in_chromium() {
         &invalid_ingress_yaml("broken", "broken.test", "shop"),
     );
     // A Gateway API route beside the Ingress, with its status.
+    let gateway = gateway_yaml(
+        "default",
+        "edge",
+        &["{name: http, port: 80, protocol: HTTP}"],
+    );
     m.write(
         "gateway.yaml",
-        r#"---
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: default}
-spec:
-  gatewayClassName: sluice
-  listeners: [{name: http, port: 80, protocol: HTTP}]
----
+        &(gateway
+            + r#"---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: shop-route, namespace: default}
@@ -48,7 +42,7 @@ spec:
   parentRefs: [{name: edge}]
   hostnames: [route.test]
   rules: [{backendRefs: [{name: shop, port: 80}]}]
-"#,
+"#),
     );
     let sluice = start_sluice(m.path(), "").await;
     let http = client();

@@ -9,31 +9,23 @@ use http::StatusCode;
 
 use crate::support::*;
 
-const CLASSES: &str = r#"---
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.io/gateway-controller}
----
+/// Our Gateway `edge` (every kind of listener), and another controller's.
+fn classes() -> String {
+    let ours = gateway_yaml(
+        "default",
+        "edge",
+        &[
+            "{name: http, port: 80, protocol: HTTP, hostname: \"*.example.com\"}",
+            "{name: odd, port: 8080, protocol: HTTP}",
+            "{name: https, port: 443, protocol: HTTPS, hostname: secure.example.com, tls: {certificateRefs: [{name: secure-cert}]}}",
+            "{name: bare, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: secure-cert}]}}",
+        ],
+    );
+    ours + r#"---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GatewayClass
 metadata: {name: other}
 spec: {controllerName: example.com/another-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: default}
-spec:
-  gatewayClassName: sluice
-  listeners:
-  - {name: http, port: 80, protocol: HTTP, hostname: "*.example.com"}
-  - {name: odd, port: 8080, protocol: HTTP}
-  - name: https
-    port: 443
-    protocol: HTTPS
-    hostname: secure.example.com
-    tls: {certificateRefs: [{name: secure-cert}]}
-  - {name: bare, port: 443, protocol: HTTPS, tls: {certificateRefs: [{name: secure-cert}]}}
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -42,7 +34,8 @@ spec:
   gatewayClassName: other
   listeners:
   - {name: http, port: 80, protocol: HTTP}
-"#;
+"#
+}
 
 fn route(name: &str, parent: &str, host: &str, rules: &str) -> String {
     format!(
@@ -77,7 +70,7 @@ async fn http_routes_of_our_gateways_are_served_beside_ingresses() {
             "split.example.com",
             "  - backendRefs: [{name: blue, port: 80, weight: 1}, {name: green, port: 80, weight: 1}, {name: web, port: 80, weight: 0}]\n",
         )
-        + CLASSES
+        + &classes()
         + &route("shop", "edge", "shop.example.com", rules)
         + &route("foreign", "theirs", "foreign.example.com", rules)
         + &route("elsewhere", "edge", "shop.example.org", rules)
@@ -400,7 +393,7 @@ async fn grpc_routes_pick_backends_by_method_and_headers_over_h2c_and_tls() {
         &(crate::support::pki::secret_yaml("grpc-cert", &cert, &key)
             + &service_yaml("grpc-a", &[a_addr])
             + &service_yaml("grpc-b", &[b_addr])
-            + CLASSES
+            + &classes()
             + r#"---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -516,7 +509,7 @@ async fn session_persistence_keeps_a_client_on_one_pod() {
     m.write(
         "all.yaml",
         &(service_yaml("shop", &[one.addr, two.addr])
-            + CLASSES
+            + &classes()
             + &route(
                 "sticky",
                 "edge",

@@ -1045,15 +1045,8 @@ async fn from_a_cluster_with_status_written_by_the_leader() {
         .connect()
         .await
         .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let reply = health
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "shop.Cart".into(),
-        })
-        .await
-        .unwrap();
     assert_eq!(
-        reply.get_ref().status(),
+        health_of(channel, "shop.Cart").await,
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
 

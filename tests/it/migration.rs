@@ -663,7 +663,11 @@ spec:
     assert!(yaml.contains("port: 8080"), "{yaml}");
 
     // Served from the suggestion, the host answers as the Ingress did.
-    let gateway = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: sluice}\nspec: {controllerName: sluice.io/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: sluice, namespace: edge}\nspec:\n  gatewayClassName: sluice\n  listeners: [{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}]\n";
+    let gateway = gateway_yaml(
+        "edge",
+        "sluice",
+        &["{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}"],
+    );
     let as_ingress = Manifests::new();
     as_ingress.write(
         "all.yaml",

@@ -323,15 +323,8 @@ async fn grpc_over_tls() {
         .connect_with_connector(connect)
         .await
         .unwrap();
-    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-    let reply = client
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: "shop.Cart".into(),
-        })
-        .await
-        .unwrap();
     assert_eq!(
-        reply.get_ref().status(),
+        health_of(channel, "shop.Cart").await,
         tonic_health::pb::health_check_response::ServingStatus::Serving
     );
 }

@@ -256,6 +256,7 @@ mod tests {
     use super::*;
     use crate::config::HostOwnership;
     use crate::discovery::admission::{Decision, Review};
+    use crate::discovery::gateway::gateway_yaml;
     use crate::discovery::manifests::snapshot_from_str;
     use crate::discovery::{ClassSelection, TranslateOptions};
 
@@ -271,26 +272,16 @@ mod tests {
     ];
     const NAMESPACES: &[&str] = &["shop", "blog", "ads"];
 
-    const CLUSTER: &str = r#"
-apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {name: sluice}
-spec: {controller: sluice.io/ingress-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GatewayClass
-metadata: {name: sluice}
-spec: {controllerName: sluice.io/gateway-controller}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {name: edge, namespace: shop}
-spec:
-  gatewayClassName: sluice
-  listeners:
-  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
-  - {name: wild, port: 80, protocol: HTTP, hostname: "*.example", allowedRoutes: {namespaces: {from: All}}}
-"#;
+    /// Our classes, and a Gateway taking routes from every namespace on
+    /// any host and on `*.example`.
+    fn cluster() -> String {
+        let class = "---\napiVersion: networking.k8s.io/v1\nkind: IngressClass\nmetadata: {name: sluice}\nspec: {controller: sluice.io/ingress-controller}\n";
+        let gateway = gateway_yaml("sluice", "shop", "edge", &[
+            "{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}",
+            "{name: wild, port: 80, protocol: HTTP, hostname: \"*.example\", allowedRoutes: {namespaces: {from: All}}}",
+        ]);
+        format!("{class}{gateway}")
+    }
 
     /// A small deterministic generator: the corpus is the same every run.
     struct Dice(u64);
@@ -377,7 +368,7 @@ spec:
     fn the_scope_changes_no_verdict() {
         let mut dice = Dice(23);
         let mut objects = Vec::new();
-        let mut yaml = CLUSTER.to_owned();
+        let mut yaml = cluster();
         for ns in NAMESPACES {
             yaml += &format!(
                 "---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: {ns}}}\nspec: {{ports: [{{port: 80}}]}}\n"
@@ -473,7 +464,7 @@ spec:
 
     #[test]
     fn a_review_keeps_the_ingresses_sharing_its_hosts_and_every_other_kind() {
-        let mut yaml = CLUSTER.to_owned();
+        let mut yaml = cluster();
         for i in 0..100 {
             yaml += &format!(
                 "---\napiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {{name: i{i}, namespace: shop}}\nspec: {{ingressClassName: sluice, rules: [{{host: app-{i}.example}}]}}\n"

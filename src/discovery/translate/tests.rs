@@ -2,6 +2,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use super::*;
 use crate::config::PoolConfig;
+use crate::discovery::gateway::gateway_yaml;
 use crate::discovery::manifests::snapshot_from_str;
 use crate::routing::RequestFilter;
 
@@ -937,7 +938,12 @@ fn a_buffer_size_without_buffering_warns() {
 /// namespace` another namespace's route for an owned host is refused.
 #[test]
 fn http_routes_keep_the_hosts_rules() {
-    let gateway = "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: sluice}\nspec: {controllerName: sluice.io/gateway-controller}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: edge, namespace: default}\nspec:\n  gatewayClassName: sluice\n  listeners:\n  - {name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}\n";
+    let gateway = gateway_yaml(
+        "sluice",
+        "default",
+        "edge",
+        &["{name: http, port: 80, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}"],
+    );
     let route = |namespace: &str, path: &str| {
         format!("---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {{name: r, namespace: {namespace}}}\nspec:\n  parentRefs: [{{name: edge, namespace: default}}]\n  hostnames: [shop.example]\n  rules:\n  - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]\n    backendRefs: [{{name: web, port: 80}}]\n")
     };
@@ -950,7 +956,7 @@ fn http_routes_keep_the_hosts_rules() {
         + &in_namespace("b", service("web", &["10.0.0.2"], &[]))
         + &format!("---\napiVersion: v1\nkind: Secret\nmetadata: {{name: ca, namespace: default}}\nstringData:\n  ca.crt: |\n{indented}")
         + &simple("owner", "shop.example", "web", "  annotations: {nginx.ingress.kubernetes.io/auth-tls-secret: ca}\n")
-        + gateway
+        + &gateway
         + &route("default", "/api")
         + &route("b", "/b");
     let (snapshot, _) = snapshot_from_str(&yaml);
@@ -1020,8 +1026,7 @@ fn a_listener_certificate_elsewhere_needs_a_reference_grant() {
         indent(key.serialize_pem())
     );
     let base = secret
-        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: s}\nspec: {controllerName: sluice.io/gateway-controller}\n"
-        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: edge}\nspec:\n  gatewayClassName: s\n  listeners:\n  - {name: https, port: 443, protocol: HTTPS, hostname: secure.example, tls: {certificateRefs: [{name: cert, namespace: certs}]}}\n";
+        + &gateway_yaml("s", "edge", "g", &["{name: https, port: 443, protocol: HTTPS, hostname: secure.example, tls: {certificateRefs: [{name: cert, namespace: certs}]}}"]);
     let grant = "---\napiVersion: gateway.networking.k8s.io/v1beta1\nkind: ReferenceGrant\nmetadata: {name: g, namespace: certs}\nspec:\n  from: [{group: gateway.networking.k8s.io, kind: Gateway, namespace: edge}]\n  to: [{group: \"\", kind: Secret, name: cert}]\n";
     let listener = |yaml: &str| {
         let (table, _) = build(yaml);
@@ -1049,8 +1054,11 @@ fn a_listener_certificate_elsewhere_needs_a_reference_grant() {
 #[test]
 fn listeners_with_one_port_and_hostname_conflict() {
     let yaml = service("web", &["10.0.0.1"], &[])
-        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: s}\nspec: {controllerName: sluice.io/gateway-controller}\n"
-        + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {name: g, namespace: default}\nspec:\n  gatewayClassName: s\n  listeners:\n  - {name: a, port: 80, protocol: HTTP, hostname: a.example}\n  - {name: again, port: 80, protocol: HTTP, hostname: A.example}\n  - {name: b, port: 80, protocol: HTTP, hostname: b.example}\n"
+        + &gateway_yaml("s", "default", "g", &[
+            "{name: a, port: 80, protocol: HTTP, hostname: a.example}",
+            "{name: again, port: 80, protocol: HTTP, hostname: A.example}",
+            "{name: b, port: 80, protocol: HTTP, hostname: b.example}",
+        ])
         + "---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r, namespace: default}\nspec:\n  parentRefs: [{name: g}]\n  rules:\n  - backendRefs: [{name: web, port: 80}]\n";
     let (table, warnings) = build(&yaml);
     let gateway = table

@@ -366,8 +366,36 @@ pub fn invalid_ingress_yaml(name: &str, host: &str, service: &str) -> String {
     )
 }
 
+/// What tonic's health service says of `service`, asked over `channel`.
+pub async fn health_of(
+    channel: tonic::transport::Channel,
+    service: &str,
+) -> tonic_health::pb::health_check_response::ServingStatus {
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let request = tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    };
+    client.check(request).await.unwrap().get_ref().status()
+}
+
+/// The `sluice` GatewayClass (sluice's controller), and a Gateway
+/// `namespace/name` of it with `listeners` (each a flow mapping).
+pub fn gateway_yaml(namespace: &str, name: &str, listeners: &[&str]) -> String {
+    let listeners: String = listeners.iter().map(|l| format!("  - {l}\n")).collect();
+    format!(
+        "---\napiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {{name: sluice}}\nspec: {{controllerName: sluice.io/gateway-controller}}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: Gateway\nmetadata: {{name: {name}, namespace: {namespace}}}\nspec:\n  gatewayClassName: sluice\n  listeners:\n{listeners}"
+    )
+}
+
 /// Starts sluice in-process on loopback ports; `config` is extra config-file YAML.
 pub async fn start_sluice(manifests: &Path, config: &str) -> Server {
+    Server::start(sluice_options(manifests, config))
+        .await
+        .unwrap()
+}
+
+/// What `start_sluice` starts, for a test to add to.
+pub fn sluice_options(manifests: &Path, config: &str) -> Options {
     let quiet = !config.contains("access-log:");
     let mut config = Config::from_yaml(config).unwrap();
     if quiet {
@@ -376,15 +404,13 @@ pub async fn start_sluice(manifests: &Path, config: &str) -> Server {
     config.http_addr = "127.0.0.1:0".parse().unwrap();
     config.admin_addr = "127.0.0.1:0".parse().unwrap();
     config.https_addr = "127.0.0.1:0".parse().unwrap();
-    Server::start(Options {
+    Options {
         config,
         config_source: None,
         source: Source::Manifests(manifests.to_owned()),
         class: Default::default(),
         webhook: None,
-    })
-    .await
-    .unwrap()
+    }
 }
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
