@@ -138,33 +138,18 @@ async fn patch(
     body: &Value,
     now: &str,
 ) -> Result<(), kube::Error> {
-    let params = PatchParams::default();
-    let result = match kind {
-        "GatewayClass" => {
-            let api = Api::<DynamicObject>::all_with(
-                client.clone(),
-                &ApiResource::erase::<GatewayClass>(&()),
-            );
-            let status = json!({"status": stamped(body.clone(), now)});
-            api.patch_status(name, &params, &Patch::Merge(&status))
-                .await
-        }
-        "Gateway" => {
-            let api = Api::<DynamicObject>::namespaced_with(
-                client.clone(),
-                namespace,
-                &ApiResource::erase::<Gateway>(&()),
-            );
-            let status = json!({"status": stamped(body.clone(), now)});
-            api.patch_status(name, &params, &Patch::Merge(&status))
-                .await
-        }
-        _ => {
-            let resource = match kind {
-                "GRPCRoute" => ApiResource::erase::<GrpcRoute>(&()),
-                _ => ApiResource::erase::<HttpRoute>(&()),
-            };
-            let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource);
+    let resource = match kind {
+        "GatewayClass" => ApiResource::erase::<GatewayClass>(&()),
+        "Gateway" => ApiResource::erase::<Gateway>(&()),
+        "GRPCRoute" => ApiResource::erase::<GrpcRoute>(&()),
+        _ => ApiResource::erase::<HttpRoute>(&()),
+    };
+    let api = match kind {
+        "GatewayClass" => Api::<DynamicObject>::all_with(client.clone(), &resource),
+        _ => Api::namespaced_with(client.clone(), namespace, &resource),
+    };
+    let status = match kind {
+        "HTTPRoute" | "GRPCRoute" => {
             // Other controllers' entries stay; sluice's are replaced.
             let current = match api.get_status(name).await {
                 Ok(object) => object.data["status"]["parents"].clone(),
@@ -180,11 +165,17 @@ async fn patch(
                 .collect();
             let ours = stamped(body["parents"].clone(), now);
             parents.extend(ours.as_array().into_iter().flatten().cloned());
-            let status = json!({"status": {"parents": parents}});
-            api.patch_status(name, &params, &Patch::Merge(&status))
-                .await
+            json!({"parents": parents})
         }
+        _ => stamped(body.clone(), now),
     };
+    let result = api
+        .patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await;
     match result {
         Ok(_) => Ok(()),
         // Deleted meanwhile, or its CRD is gone: nothing to write.
